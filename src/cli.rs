@@ -1,0 +1,181 @@
+//! Command-line interface: clap derive types only. Parsing happens here; what the
+//! flags *mean* (merging with fleet.yaml, validation) lives in `config`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// Success (for `fleet up -d`: the fleet is running, possibly degraded).
+    pub const OK: u8 = 0;
+    /// A runtime failure: the fleet could not start, the supervisor did not answer, ...
+    pub const FAILURE: u8 = 1;
+    /// A usage or configuration error: nothing was started.
+    pub const USAGE: u8 = 2;
+    /// `fleet status` found no running fleet in the state dir.
+    pub const NOT_RUNNING: u8 = 3;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet.
+Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
+
+/// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the workers and the load balancer (foreground unless -d).
+    Up(UpArgs),
+    /// Show the running fleet.
+    Status(StatusArgs),
+    /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
+    Down(DownArgs),
+    /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
+    Serve(ServeArgs),
+    /// Show backend output captured by the supervisor.
+    Logs(LogsArgs),
+    /// Measure a URL the way the lab's ApacheBench table does.
+    Bench(BenchArgs),
+}
+
+/// Where the fleet keeps its pid file, control socket and logs.
+#[derive(Debug, Clone, Args)]
+pub struct StateDirArg {
+    /// State directory [default: ./.fleet]
+    #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateDirArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::state_dir::DEFAULT))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Configuration file [default: ./fleet.yaml when present]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Number of backends [default: 4]
+    #[arg(long, value_name = "N")]
+    pub backends: Option<u32>,
+    /// First backend port; backends use PORT..PORT+N-1 [default: 9002]
+    #[arg(long, value_name = "PORT")]
+    pub base_port: Option<u32>,
+    /// Balancer address; port 0 lets the OS choose [default: 127.0.0.1:44444]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Directory the built-in worker serves [default: ./www]
+    #[arg(long, value_name = "DIR")]
+    pub www: Option<PathBuf>,
+    /// Return once the fleet is ready and keep it running in the background
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Internal: set on the re-executed supervisor of `up -d`, which reports
+    /// readiness on stdout and then detaches from it.
+    #[arg(long, hide = true)]
+    pub detached_child: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print the status object as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    /// Seconds to drain connections and wait after SIGTERM before SIGKILL
+    /// [default: shutdown.timeout from the fleet's config, 10]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port to listen on
+    #[arg(long)]
+    pub port: u16,
+    /// Directory to serve
+    #[arg(long, default_value = "www", value_name = "DIR")]
+    pub www: PathBuf,
+    /// Address to bind
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: std::net::IpAddr,
+    /// Exit when standard input reaches end-of-file (the supervisor's lifeline).
+    #[arg(long, hide = true)]
+    pub lifeline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines until Ctrl-C
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Lines to show from the end of each log
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub tail: usize,
+    /// Only this backend's log
+    #[arg(value_name = "PORT")]
+    pub port: Option<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Target URL [default: the running fleet's balancer, /page.html]
+    pub url: Option<String>,
+    /// Requests per concurrency level
+    #[arg(short = 'n', long = "requests", default_value_t = 1000)]
+    pub requests: u64,
+    /// Comma-separated concurrency levels
+    #[arg(short = 'c', long = "concurrency", value_delimiter = ',', default_values_t = [1u32, 25, 50, 100, 200, 300, 500, 1000])]
+    pub concurrency: Vec<u32>,
+    /// Reuse connections (HTTP keep-alive) instead of one connection per request
+    #[arg(short = 'k', long)]
+    pub keepalive: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+    pub format: BenchFormat,
+    /// Write an SVG chart of requests/s and p99 latency against concurrency
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Per-request timeout in seconds (a request past it counts as failed)
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub timeout: f64,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+/// Parse `ADDR:PORT` for `--listen` / `listen:`; shared by CLI and config.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444"))
+}

@@ -1,0 +1,82 @@
+//! The client side of the control socket, used by `fleet status`, `fleet down`
+//! and `fleet bench`. Plain blocking std I/O: these commands do one exchange.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::protocol::{self, FleetStatus, Reply, Request};
+use crate::state_dir::{Holder, StateDir};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No supervisor runs in this state dir (`note` says what stale state was removed).
+    #[error("no fleet is running in {dir}")]
+    NotRunning { dir: String, note: Option<String> },
+    #[error("the supervisor of {dir} (pid {pid}) did not answer on its control socket: {reason}")]
+    Unreachable {
+        dir: String,
+        pid: String,
+        reason: String,
+    },
+    #[error("the supervisor replied with an error: {0}")]
+    Remote(String),
+    #[error("unexpected reply from the supervisor: {0}")]
+    Protocol(String),
+}
+
+/// Send one request and read one reply. `timeout` bounds each read.
+pub fn call(
+    state: &StateDir,
+    req: Request,
+    timeout: Option<Duration>,
+) -> Result<Reply, ControlError> {
+    let dir = state.root().display().to_string();
+    let mut stream = match UnixStream::connect(state.socket()) {
+        Ok(s) => s,
+        Err(e) => {
+            return match state.probe() {
+                (Holder::Free, note) => Err(ControlError::NotRunning { dir, note }),
+                (Holder::Running { pid }, _) => Err(ControlError::Unreachable {
+                    dir,
+                    pid: pid.map_or("unknown".into(), |p| p.to_string()),
+                    reason: e.to_string(),
+                }),
+            };
+        }
+    };
+    let unreachable = |reason: String| ControlError::Unreachable {
+        dir: state.root().display().to_string(),
+        pid: "unknown".into(),
+        reason,
+    };
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| unreachable(e.to_string()))?;
+    stream
+        .write_all(protocol::encode(req).as_bytes())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut line = Vec::new();
+    BufReader::new(&stream)
+        .take(protocol::MAX_LINE as u64 * 64)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| unreachable(e.to_string()))?;
+    if line.is_empty() {
+        return Err(unreachable("connection closed without a reply".into()));
+    }
+    match protocol::decode::<Reply>(line.trim_ascii_end()) {
+        Ok(Reply::Error { message }) => Err(ControlError::Remote(message)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(ControlError::Protocol(e)),
+    }
+}
+
+/// The running fleet's status.
+pub fn status(state: &StateDir) -> Result<FleetStatus, ControlError> {
+    match call(state, Request::Status, Some(Duration::from_secs(5)))? {
+        Reply::Status(s) => Ok(s),
+        other => Err(ControlError::Protocol(format!("{other:?}"))),
+    }
+}
+
+use std::io::Read as _;

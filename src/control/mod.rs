@@ -1,0 +1,4 @@
+//! The control plane: a Unix socket in the state dir speaking JSON lines.
+pub mod client;
+pub mod protocol;
+pub mod server;

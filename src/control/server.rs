@@ -1,0 +1,1 @@
+//! Control socket server (inside the supervisor).

@@ -1,0 +1,185 @@
+//! The state dir: `fleet.pid` (locked while the supervisor runs), the control
+//! socket `fleet.sock`, and `logs/`. One supervisor per state dir.
+//!
+//! The lock is an advisory `flock` on the pid file held by the supervisor for
+//! its whole life, so it vanishes with the process however it dies: a pid file
+//! that can be locked is stale by definition, whatever pid it names.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Default state dir, relative to where `fleet up` runs.
+pub const DEFAULT: &str = ".fleet";
+/// Unix socket paths must fit in `sun_path` (104 bytes on macOS, 108 on Linux).
+const MAX_SOCKET_PATH: usize = 103;
+
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// Who holds the state dir right now.
+#[derive(Debug)]
+pub enum Holder {
+    /// A live supervisor holds the lock.
+    Running { pid: Option<u32> },
+    /// Nothing holds it.
+    Free,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "a fleet is already running from state dir {dir} (pid {pid}); stop it with `fleet down` or use another --state-dir"
+    )]
+    AlreadyRunning { dir: PathBuf, pid: String },
+    #[error("state dir {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+    #[error(
+        "control socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows; use a shorter --state-dir"
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
+}
+
+/// The supervisor's claim on a state dir; dropping it releases the lock.
+#[derive(Debug)]
+pub struct PidLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("fleet.pid")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("fleet.sock")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    pub fn backend_log(&self, port: u16) -> PathBuf {
+        self.logs().join(format!("backend-{port}.log"))
+    }
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.logs().join("supervisor.log")
+    }
+
+    fn io_err(&self, source: io::Error) -> StateError {
+        StateError::Io {
+            dir: self.root.clone(),
+            source,
+        }
+    }
+
+    /// Create the dir (mode 0700) and its `logs/`, and check the socket path fits.
+    pub fn create(&self) -> Result<(), StateError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.logs())
+            .map_err(|e| self.io_err(e))?;
+        // An existing dir keeps its mode under DirBuilder; tighten it.
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .map_err(|e| self.io_err(e))?;
+        let sock = self.socket();
+        let len = sock.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(StateError::SocketPathTooLong { path: sock, len });
+        }
+        Ok(())
+    }
+
+    /// Take the supervisor lock and write our pid. A stale pid file or socket
+    /// left by a crashed supervisor is reported (returned) and removed.
+    pub fn lock(&self) -> Result<(PidLock, Option<String>), StateError> {
+        let path = self.pid_file();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| self.io_err(e))?;
+        let mut old = String::new();
+        let _ = file.read_to_string(&mut old);
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StateError::AlreadyRunning {
+                    dir: self.root.clone(),
+                    pid: old.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(self.io_err(e)),
+        }
+        let stale = old.trim().to_string();
+        let had_socket = self.socket().exists();
+        let _ = fs::remove_file(self.socket());
+        file.set_len(0).map_err(|e| self.io_err(e))?;
+        file.rewind().map_err(|e| self.io_err(e))?;
+        writeln!(file, "{}", std::process::id()).map_err(|e| self.io_err(e))?;
+        let note = (!stale.is_empty() || had_socket).then(|| {
+            format!(
+                "removed stale state from a supervisor that is gone (pid {}) in {}",
+                if stale.is_empty() { "unknown" } else { &stale },
+                self.root.display()
+            )
+        });
+        Ok((PidLock { file, path }, note))
+    }
+
+    /// Who holds this state dir, without taking it. If nobody does but a pid
+    /// file or socket is left over, they are removed and described in the
+    /// returned note.
+    pub fn probe(&self) -> (Holder, Option<String>) {
+        let path = self.pid_file();
+        let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
+            if self.socket().exists() {
+                let _ = fs::remove_file(self.socket());
+                return (
+                    Holder::Free,
+                    Some(format!(
+                        "removed a stale control socket in {}",
+                        self.root.display()
+                    )),
+                );
+            }
+            return (Holder::Free, None);
+        };
+        let mut old = String::new();
+        let _ = file.read_to_string(&mut old);
+        let pid = old.trim().parse().ok();
+        match file.try_lock() {
+            Err(fs::TryLockError::WouldBlock) => (Holder::Running { pid }, None),
+            _ => {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(self.socket());
+                (
+                    Holder::Free,
+                    Some(format!(
+                        "removed stale state of a supervisor that is gone (pid {}) in {}",
+                        old.trim(),
+                        self.root.display()
+                    )),
+                )
+            }
+        }
+    }
+}
+
+impl PidLock {
+    /// Remove the pid file; the lock itself goes with the file handle.
+    pub fn release(self) {
+        let _ = fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
