@@ -1,1 +1,2 @@
 //! Integration tests: drive the real `fleet` binary.
+#![allow(clippy::unwrap_used)]
