@@ -132,7 +132,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(10),
             },
             balancer: BalancerConfig {
-                max_connections: 10_000,
+                max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
             },
