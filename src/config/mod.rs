@@ -7,12 +7,29 @@
 //! Precedence: command-line flag > fleet.yaml > built-in default. The whole
 //! file is validated even where a flag overrides a key.
 
+mod error;
+mod raw;
+mod validate;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use error::ConfigError;
+
 use crate::cli::UpArgs;
+
+/// The file `fleet up` reads from the current directory when there is no `-f`.
+pub const DEFAULT_FILE: &str = "fleet.yaml";
+
+/// The most backends one fleet may have: far more than one machine should
+/// run, few enough that a typo (`backends: 40000`) is caught.
+pub const MAX_BACKENDS: u16 = 1000;
+
+/// The longest duration any key accepts. Longer is surely a typo, and the
+/// cap keeps `Instant + duration` far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The validated configuration of one fleet.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +158,22 @@ impl Default for Config {
     }
 }
 
+impl BackendCommand {
+    /// The program and arguments for the backend on `port`, with `{port}`
+    /// replaced in every argument; `None` for the built-in worker, whose
+    /// command line the supervisor builds from its own executable.
+    pub fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
+        match self {
+            BackendCommand::Builtin => None,
+            BackendCommand::Command { program, args, .. } => {
+                let port = port.to_string();
+                let args = args.iter().map(|a| a.replace("{port}", &port)).collect();
+                Some((program.as_str(), args))
+            }
+        }
+    }
+}
+
 impl Config {
     /// The backends' ports, in order.
     pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
@@ -148,40 +181,56 @@ impl Config {
     }
 }
 
-/// A configuration error: exit code 2, nothing started.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Invalid(String),
+/// Read fleet.yaml (the `-f` file, or `./fleet.yaml` when present) and apply
+/// the command-line overrides; relative paths on the command line are
+/// relative to the current directory.
+pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
+    let cwd = std::env::current_dir().map_err(|e| ConfigError::Default {
+        key: "current directory".into(),
+        problem: format!("cannot be determined: {e}"),
+    })?;
+    load_in(args, &cwd)
 }
 
-/// Read fleet.yaml (the `-f` file, or `./fleet.yaml` when present) and apply
-/// the command-line overrides.
-pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
-    // PLACEHOLDER: replaced by the full loader (RawConfig + validation).
-    let mut c = Config::default();
-    if let Some(n) = args.backends {
-        c.backends = u16::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
-            ConfigError::Invalid(format!("--backends: must be 1..=1000 (got {n})"))
-        })?;
-    }
-    if let Some(p) = args.base_port {
-        c.base_port = u16::try_from(p)
-            .map_err(|_| ConfigError::Invalid(format!("--base-port: {p} is past 65535")))?;
-    }
-    if let Some(l) = &args.listen {
-        c.listen = crate::cli::parse_listen(l)
-            .map_err(|e| ConfigError::Invalid(format!("--listen: {e}")))?;
-    }
-    if let Some(w) = &args.www {
-        c.www = w.clone();
-    }
-    c.www = std::path::absolute(&c.www).map_err(|e| ConfigError::Invalid(format!("www: {e}")))?;
-    if !c.www.is_dir() {
-        return Err(ConfigError::Invalid(format!(
-            "www: directory {} does not exist",
-            c.www.display()
-        )));
-    }
-    Ok(c)
+/// [`load`], with the current directory passed in (tests, and a future
+/// `fleet reload` that must resolve paths as `fleet up` did). `cwd` must be
+/// absolute.
+pub fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
+    let (shown, abs, explicit) = match &args.file {
+        Some(f) => (f.clone(), cwd.join(f), true),
+        None => {
+            let implicit = cwd.join(DEFAULT_FILE);
+            if !implicit.exists() {
+                return validate::resolve(None, args, cwd);
+            }
+            (PathBuf::from(DEFAULT_FILE), implicit, false)
+        }
+    };
+    let text = std::fs::read_to_string(&abs).map_err(|e| ConfigError::Read {
+        path: shown.clone(),
+        problem: read_problem(&e, explicit),
+    })?;
+    let raw = raw::parse(&text, &shown)?;
+    let file = validate::FileSource {
+        raw,
+        shown: &shown,
+        abs,
+    };
+    validate::resolve(Some(file), args, cwd)
 }
+
+/// A read error in a few lowercase words.
+fn read_problem(e: &std::io::Error, explicit: bool) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound if explicit => "config file (-f) does not exist".into(),
+        ErrorKind::NotFound => "config file does not exist".into(),
+        ErrorKind::PermissionDenied => "cannot read config file: permission denied".into(),
+        ErrorKind::IsADirectory => "is a directory, not a config file".into(),
+        ErrorKind::InvalidData => "config file is not UTF-8 text".into(),
+        _ => format!("cannot read config file: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
