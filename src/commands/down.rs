@@ -28,7 +28,7 @@ pub fn run(args: DownArgs) -> u8 {
     ) {
         Ok(Reply::Stopped { pid }) => {
             wait_gone(pid, Duration::from_secs(5));
-            println!("fleet: stopped (pid {pid})");
+            crate::outln!("fleet: stopped (pid {pid})");
             exit::OK
         }
         Ok(other) => {
@@ -39,7 +39,7 @@ pub fn run(args: DownArgs) -> u8 {
             if let Some(n) = note {
                 eprintln!("fleet: {n}");
             }
-            println!("fleet: no fleet is running in {dir}; nothing to stop");
+            crate::outln!("fleet: no fleet is running in {dir}; nothing to stop");
             exit::OK
         }
         Err(e) => {

@@ -39,7 +39,7 @@ pub fn run(args: LogsArgs) -> u8 {
     // RFC 3339 UTC timestamps sort as strings; the sort is stable within a file.
     lines.sort_by(|a, b| a.0.cmp(&b.0));
     for (_, port, l) in &lines[lines.len().saturating_sub(args.tail)..] {
-        println!("{}", format_line(*port, l, args.port.is_none()));
+        crate::outln!("{}", format_line(*port, l, args.port.is_none()));
     }
     if args.follow {
         follow(&files, args.port.is_none());
@@ -107,7 +107,7 @@ fn follow(files: &BTreeMap<u16, PathBuf>, tagged: bool) {
                 let buf = partial.entry(*port).or_default();
                 buf.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(i) = buf.find('\n') {
-                    println!("{}", format_line(*port, &buf[..i], tagged));
+                    crate::outln!("{}", format_line(*port, &buf[..i], tagged));
                     buf.drain(..=i);
                 }
             }

@@ -11,14 +11,14 @@ pub fn run(args: StatusArgs) -> u8 {
     let state = StateDir::new(args.state.resolve());
     match client::status(&state) {
         Ok(s) if args.json => {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(&s).expect("status serializes")
             );
             exit::OK
         }
         Ok(s) => {
-            print!("{}", render(&s));
+            crate::outln!("{}", render(&s).trim_end());
             exit::OK
         }
         Err(ControlError::NotRunning { dir, note }) => {

@@ -322,9 +322,9 @@ fn launch_detached(state: &StateDir) -> u8 {
         Ok(r) if r.ok => {
             let listen = r.listen.unwrap_or_default();
             if r.failing.is_empty() {
-                println!("fleet: up (pid {}), balancer on http://{listen}/", r.pid);
+                crate::outln!("fleet: up (pid {}), balancer on http://{listen}/", r.pid);
             } else {
-                println!(
+                crate::outln!(
                     "fleet: up DEGRADED (pid {}), balancer on http://{listen}/",
                     r.pid
                 );
