@@ -10,7 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub(super) struct Activity {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last read or write that moved bytes.
     last_ns: AtomicU64,
+    /// Whether the client has sent anything at all.
+    heard: AtomicBool,
 }
 
 impl Activity {
@@ -31,12 +33,18 @@ impl Activity {
         Activity {
             epoch: Instant::now(),
             last_ns: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
         }
     }
 
     fn touch(&self) {
         let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The client has sent at least one byte: a request may be in flight.
+    pub(super) fn heard(&self) -> bool {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// When the connection becomes idle if nothing moves before then.
@@ -69,6 +77,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.activity.touch();
+            this.activity.heard.store(true, Ordering::Relaxed);
         }
         r
     }

@@ -170,6 +170,7 @@ pub fn run(args: ServeArgs) -> u8 {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_writer(io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_env_filter(filter)
         .finish();
     tracing::subscriber::with_default(subscriber, || run_logged(args))
@@ -410,6 +411,7 @@ pub async fn serve(
             graceful.watcher(),
             slot,
             opts.idle_timeout,
+            shutdown.clone(),
         ));
     }
 
@@ -450,6 +452,7 @@ async fn connection(
     watcher: Watcher,
     _slot: OwnedSemaphorePermit,
     idle: Duration,
+    shutdown: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
@@ -458,8 +461,18 @@ async fn connection(
     });
     let conn = watcher.watch(http.serve_connection(io, service));
     tokio::pin!(conn);
+    let mut shutting_down = false;
     loop {
         tokio::select! {
+            // hyper's graceful shutdown closes idle kept-alive connections,
+            // but a connection that never sent a byte looks busy to it and
+            // would hold the drain until its header timeout.
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                if !activity.heard() {
+                    return;
+                }
+            }
             res = &mut conn => {
                 if let Err(e) = res {
                     // Client resets, header timeouts, 431s: the client's
