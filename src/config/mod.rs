@@ -1,11 +1,29 @@
 //! fleet.yaml and its command-line overrides.
 //!
-//! Two layers, as in ripgrep's low/high args: `RawConfig` is what serde reads
-//! (every key optional, unknown keys rejected), `Config` is the validated
-//! result the rest of the program uses (durations parsed, ranges checked,
-//! paths resolved). Nothing outside this module sees an unvalidated value.
-//! Precedence: command-line flag > fleet.yaml > built-in default. The whole
-//! file is validated even where a flag overrides a key.
+//! Two layers, as in ripgrep's low/high args: `raw` is what serde reads
+//! (every key optional, unknown keys rejected, each value kept with its
+//! line), `Config` is the validated result the rest of the program uses
+//! (durations parsed, ranges checked, paths absolute). Nothing outside this
+//! module sees an unvalidated value, and every rejection is a [`ConfigError`]
+//! naming the file and line (or flag), the key and the problem.
+//!
+//! # Rules that are decisions, not facts
+//! - Precedence: command-line flag > fleet.yaml > built-in default. The file
+//!   is validated as a whole, including keys a flag overrides, and a
+//!   `backends`/`base_port` pair written in the file must fit even if a flag
+//!   changes one of them. Filesystem checks apply only to the paths used.
+//! - Paths in the file (`www`, `backend.cwd`), and the defaults standing in
+//!   for them, are relative to the file's directory, so a fleet.yaml means
+//!   the same from any directory. `--www` is relative to the current
+//!   directory, like any path on a command line. With no file, defaults are
+//!   relative to the current directory.
+//! - `www` must be an existing directory only when the built-in worker runs.
+//! - A key with no value (`backends:` or `~`) means the default.
+//! - Durations are humantime (`250ms`, `1s`, `2m`, `1m 30s`), longer than 0
+//!   and at most [`MAX_DURATION`]; a bare number is rejected (no unit).
+//! - `health.timeout <= health.interval`: probes of one backend never overlap.
+//! - `restart.max_restarts >= 1`; "never restart" is `policy: never`.
+//! - `backend.env` may not set `PORT`: fleet sets it for each backend.
 
 mod error;
 mod raw;
@@ -40,7 +58,8 @@ pub struct Config {
     pub base_port: u16,
     /// The balancer's address; port 0 means "let the OS choose".
     pub listen: SocketAddr,
-    /// Directory the built-in worker serves (absolute, exists).
+    /// Directory the built-in worker serves (absolute; checked to exist
+    /// only when `backend` is `Builtin`).
     pub www: PathBuf,
     /// What each backend runs.
     pub backend: BackendCommand,
@@ -48,7 +67,7 @@ pub struct Config {
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
     pub balancer: BalancerConfig,
-    /// The file this came from, if any (for messages).
+    /// The file this came from (absolute), if any.
     pub source: Option<PathBuf>,
 }
 

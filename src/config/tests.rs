@@ -405,7 +405,7 @@ fn paths_from_file_are_relative_to_the_file() {
 }
 
 #[test]
-fn default_www_and_cwd_are_relative_to_the_file() {
+fn default_www_is_relative_to_the_file() {
     let d = Dir::new();
     d.mkdir("conf/www");
     let c = d

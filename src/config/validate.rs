@@ -126,7 +126,7 @@ fn or_default<T>(file: Option<Set<T>>, default: T) -> Set<T> {
     pick(None, file, default)
 }
 
-/// `" (the default)"` for messages that mention a value the user did not write.
+/// `", the default"` for messages that mention a value the user did not write.
 fn note(from: Origin) -> &'static str {
     match from {
         Origin::Default => ", the default",
@@ -199,11 +199,7 @@ pub(super) fn resolve(
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
-    let www = pick(
-        flag_www,
-        file_www,
-        d.www.clone(), // "www"
-    );
+    let www = pick(flag_www, file_www, d.www.clone());
     let www_base = match www.from {
         Origin::Flag(_) => cwd,
         Origin::Default | Origin::File(_) => base_dir.as_path(),
