@@ -56,8 +56,9 @@ impl Slot {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             passive: tx,
+            // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
-                state: "stopped",
+                state: "starting",
                 ..SlotStatus::default()
             }),
         };

@@ -270,7 +270,7 @@ async fn wait_ready(
         let up = statuses.iter().filter(|s| s.healthy).count();
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
-            .filter(|s| !s.healthy && matches!(s.state.as_str(), "failed" | "stopped"))
+            .filter(|s| !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some())))
             .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
         let timed_out = Instant::now() >= deadline;
@@ -284,7 +284,8 @@ async fn wait_ready(
                 .map(|s| {
                     let why = s.reason.clone().unwrap_or_else(|| match &s.last_exit {
                         Some(e) => format!("{} (last {e})", s.state),
-                        None => format!("{} after {}s", s.state, STARTUP_TIMEOUT.as_secs()),
+                        None if timed_out => format!("not ready after {}s", STARTUP_TIMEOUT.as_secs()),
+                        None => s.state.clone(),
                     });
                     (s.port, why)
                 })
