@@ -38,13 +38,26 @@ fn balancer_round_robins_the_exact_page_over_all_backends() {
         let r = get(f.addr(), "/page.html").unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, PAGE, "the exact bytes of www/page.html");
-        order.push(r.header("x-fleet-backend").expect("X-Fleet-Backend header").to_string());
+        order.push(
+            r.header("x-fleet-backend")
+                .expect("X-Fleet-Backend header")
+                .to_string(),
+        );
     }
     let distinct: HashSet<&String> = order.iter().collect();
     assert_eq!(distinct.len(), 4, "{order:?}");
-    assert_eq!(order[..4], order[4..], "round-robin order repeats: {order:?}");
+    assert_eq!(
+        order[..4],
+        order[4..],
+        "round-robin order repeats: {order:?}"
+    );
     let s = f.status();
-    let total: u64 = s["backends"].as_array().unwrap().iter().map(|b| b["total_connections"].as_u64().unwrap()).sum();
+    let total: u64 = s["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total_connections"].as_u64().unwrap())
+        .sum();
     assert!(total >= 8, "connections are counted per backend: {s}");
 }
 
@@ -63,7 +76,10 @@ fn killed_worker_is_restarted_on_the_same_port() {
     assert_eq!(b["last_exit"]["signal"], 9, "{b}");
     assert_eq!(b["last_exit"]["name"], "SIGKILL", "{b}");
     let r = get(SocketAddr::from(([127, 0, 0, 1], f.ports[1])), "/page.html").unwrap();
-    assert_eq!(r.header("x-fleet-backend"), Some(f.ports[1].to_string().as_str()));
+    assert_eq!(
+        r.header("x-fleet-backend"),
+        Some(f.ports[1].to_string().as_str())
+    );
 }
 
 use std::net::SocketAddr;
@@ -96,10 +112,18 @@ fn status_and_down_without_a_fleet() {
     let s = Scratch::new();
     let st = s.fleet(&["status", "--json"]);
     assert_eq!(st.status.code(), Some(3), "{}", text(&st));
-    assert!(String::from_utf8_lossy(&st.stderr).contains("no fleet is running"), "{}", text(&st));
+    assert!(
+        String::from_utf8_lossy(&st.stderr).contains("no fleet is running"),
+        "{}",
+        text(&st)
+    );
     let down = s.fleet(&["down"]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down));
-    assert!(String::from_utf8_lossy(&down.stdout).contains("no fleet is running"), "{}", text(&down));
+    assert!(
+        String::from_utf8_lossy(&down.stdout).contains("no fleet is running"),
+        "{}",
+        text(&down)
+    );
 }
 
 #[test]
@@ -119,9 +143,16 @@ fn second_up_on_the_same_state_dir_refuses_with_the_running_pid() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already running") && err.contains(&f.supervisor.to_string()), "{err}");
+    assert!(
+        err.contains("already running") && err.contains(&f.supervisor.to_string()),
+        "{err}"
+    );
     assert!(!port_open(ports[0]) && !port_open(ports[1]));
-    assert_eq!(f.status()["pid"], f.supervisor, "the first fleet is untouched");
+    assert_eq!(
+        f.status()["pid"],
+        f.supervisor,
+        "the first fleet is untouched"
+    );
 }
 
 #[test]
@@ -134,7 +165,10 @@ fn status_human_view_lists_every_backend() {
     for p in &f.ports {
         assert!(t.contains(&p.to_string()), "{t}");
     }
-    assert!(t.contains("PORT") && t.contains("RESTARTS") && t.contains("healthy"), "{t}");
+    assert!(
+        t.contains("PORT") && t.contains("RESTARTS") && t.contains("healthy"),
+        "{t}"
+    );
 }
 
 /// Run `fleet up -d` with `yaml` and `args`; assert it fails with `code`, says
@@ -147,7 +181,11 @@ fn assert_refused(yaml: &str, args: &[&str], code: i32, message: &str, ports: &[
     let out = s.fleet(&all);
     assert_eq!(out.status.code(), Some(code), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(message), "expected {message:?} in:\n{}", text(&out));
+    assert!(
+        err.contains(message),
+        "expected {message:?} in:\n{}",
+        text(&out)
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
     for p in ports {
         assert!(!port_open(*p), "nothing left listening on {p}");
@@ -167,7 +205,13 @@ fn yaml_for(ports: &[u16], extra: &str) -> String {
 #[test]
 fn invalid_yaml_is_refused_with_line_and_column() {
     let p = free_ports(3);
-    assert_refused(&format!("{}health: [unclosed\n", yaml_for(&p, "")), &[], 2, "fleet.yaml:", &p);
+    assert_refused(
+        &format!("{}health: [unclosed\n", yaml_for(&p, "")),
+        &[],
+        2,
+        "fleet.yaml:",
+        &p,
+    );
 }
 
 #[test]
@@ -185,7 +229,13 @@ fn zero_backends_is_refused() {
 #[test]
 fn port_past_65535_is_refused() {
     let p = free_ports(3);
-    assert_refused(&yaml_for(&p, ""), &["--base-port", "65535", "--backends", "2"], 2, "65536", &p);
+    assert_refused(
+        &yaml_for(&p, ""),
+        &["--base-port", "65535", "--backends", "2"],
+        2,
+        "65536",
+        &p,
+    );
     assert_refused(&yaml_for(&p, ""), &["--base-port", "70000"], 2, "70000", &p);
 }
 
@@ -199,7 +249,13 @@ fn missing_www_is_refused() {
 fn busy_backend_port_is_refused_naming_the_port() {
     let p = free_ports(3);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", p[1])).unwrap();
-    assert_refused(&yaml_for(&p, "www: www"), &[], 1, &format!("port {}", p[1]), &[p[0], p[2]]);
+    assert_refused(
+        &yaml_for(&p, "www: www"),
+        &[],
+        1,
+        &format!("port {}", p[1]),
+        &[p[0], p[2]],
+    );
     drop(squatter);
 }
 
@@ -212,8 +268,14 @@ fn busy_balancer_port_is_refused_naming_the_port() {
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("port {}", p[2])) && err.contains("in use"), "{err}");
-    assert!(err.contains(&format!("pid {}", std::process::id())), "names the holder: {err}");
+    assert!(
+        err.contains(&format!("port {}", p[2])) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {err}"
+    );
     assert!(!port_open(p[0]) && !port_open(p[1]));
     drop(squatter);
 }
