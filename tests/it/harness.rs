@@ -314,3 +314,16 @@ pub fn parse(raw: &[u8]) -> Option<Response> {
         body: raw[end + 4..].to_vec(),
     })
 }
+
+/// Kills the pids it holds when dropped (for processes started outside `Fleet`).
+pub struct PidGuard(pub Vec<u32>);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                kill(*pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}

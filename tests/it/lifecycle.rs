@@ -279,3 +279,100 @@ fn busy_balancer_port_is_refused_naming_the_port() {
     assert!(!port_open(p[0]) && !port_open(p[1]));
     drop(squatter);
 }
+
+/// `fleet up` in the foreground; returns the child and the file its stderr goes to.
+fn foreground(s: &Scratch, ports: &[u16]) -> (std::process::Child, std::path::PathBuf) {
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\nhealth:\n  interval: 100ms\n  timeout: 100ms\n",
+            ports[0], ports[2]
+        ),
+    );
+    let log = s.path().join("fg.log");
+    let child = std::process::Command::new(FLEET)
+        .arg("up")
+        .current_dir(s.path())
+        .env("FLEET_STATE_DIR", s.state())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+fn stops_gracefully_on(sig: Signal) {
+    let s = Scratch::new();
+    let ports = free_ports(3);
+    let (mut child, log) = foreground(&s, &ports);
+    let mut guard = PidGuard(vec![child.id()]);
+    let st = wait_for(
+        Duration::from_secs(5),
+        "the foreground fleet healthy",
+        || {
+            let out = s.fleet(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            Fleet::all_healthy(&v).then_some(v)
+        },
+    );
+    let workers: Vec<u32> = st["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_u64().unwrap() as u32)
+        .collect();
+    guard.0.extend(&workers);
+    assert_eq!(
+        get(SocketAddr::from(([127, 0, 0, 1], ports[2])), "/page.html")
+            .unwrap()
+            .status,
+        200
+    );
+    kill(child.id(), sig);
+    let status = wait_for(Duration::from_secs(10), "the supervisor to exit", || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "{sig} means a graceful down");
+    for w in &workers {
+        assert!(!alive(*w), "worker {w} stopped");
+    }
+    assert!(!s.state().join("fleet.pid").exists());
+    assert!(!port_open(ports[2]));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("supervisor") && text.contains(&sig.to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains("backend") && text.contains(&format!("port={}", ports[0])),
+        "backend lines are tagged: {text}"
+    );
+}
+
+#[test]
+fn foreground_fleet_stops_gracefully_on_sigint() {
+    stops_gracefully_on(Signal::SIGINT);
+}
+
+#[test]
+fn foreground_fleet_stops_gracefully_on_sigterm() {
+    stops_gracefully_on(Signal::SIGTERM);
+}
+
+#[test]
+fn listening_beyond_loopback_is_logged() {
+    let s = Scratch::new();
+    let ports = free_ports(2);
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 1\nbase_port: {}\nlisten: 0.0.0.0:{}\n",
+            ports[0], ports[1]
+        ),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    let f = Fleet::adopt(s, vec![ports[0]], ports[1]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(f.log().contains("beyond loopback"), "{}", f.log());
+}
