@@ -634,7 +634,10 @@ mod tests {
         };
         let m = merge(4, 20, vec![part(0, 50, 9), part(2, 80, 9)], false);
         assert_eq!(m.elapsed, Duration::from_millis(80));
-        assert_eq!((m.complete, m.failed, m.finished, m.bytes), (18, 2, 20, 1800));
+        assert_eq!(
+            (m.complete, m.failed, m.finished, m.bytes),
+            (18, 2, 20, 1800)
+        );
         assert_eq!(m.errors["connect: refused"], 2);
         assert!(!m.interrupted);
         let cut = merge(4, 100, vec![part(0, 10, 3)], true);
