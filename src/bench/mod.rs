@@ -279,9 +279,8 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
         let mut all = previous;
         all.extend(rows.iter().cloned());
         let title = format!(
-            "fleet bench: {} requests per level{}",
-            args.requests,
-            if args.keepalive { ", keep-alive" } else { "" }
+            "fleet bench: requests per second and p99 latency ({} requests per level)",
+            args.requests
         );
         let svg = plot::svg(&plot::series_from_rows(&all), &title);
         std::fs::write(path, svg)
