@@ -29,6 +29,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod ports;
+pub mod process;
 pub mod state_dir;
 pub mod supervisor;
 pub mod worker;

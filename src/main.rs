@@ -1,10 +1,25 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fleet::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr (a terminal, or logs/supervisor.log when detached);
+    // RUST_LOG overrides the default level.
+    let default = match cli.command {
+        Command::Up(_) | Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let code = match cli.command {
         Command::Up(a) => fleet::commands::up::run(a),
         Command::Status(a) => fleet::commands::status::run(a),

@@ -1,5 +1,59 @@
-use crate::cli::DownArgs;
+//! `fleet down [--timeout SECS]`: ask the supervisor to stop and wait until it
+//! has: the reply comes after every worker is reaped and the state files are
+//! removed, so a zero exit means nothing is left.
 
-pub fn run(_args: DownArgs) -> u8 {
-    crate::cli::exit::FAILURE
+use std::time::{Duration, Instant};
+
+use crate::cli::{DownArgs, exit};
+use crate::control::client::{self, ControlError};
+use crate::control::protocol::{Reply, Request};
+use crate::state_dir::StateDir;
+
+pub fn run(args: DownArgs) -> u8 {
+    if let Some(t) = args.timeout
+        && !(t.is_finite() && t >= 0.0)
+    {
+        eprintln!("fleet: --timeout must be a number of seconds >= 0 (got {t})");
+        return exit::USAGE;
+    }
+    let state = StateDir::new(args.state.resolve());
+    // Wait for the reply for as long as the shutdown may take, and then some.
+    let wait = Duration::from_secs_f64(args.timeout.unwrap_or(60.0)) + Duration::from_secs(30);
+    match client::call(
+        &state,
+        Request::Down {
+            timeout_s: args.timeout,
+        },
+        Some(wait),
+    ) {
+        Ok(Reply::Stopped { pid }) => {
+            wait_gone(pid, Duration::from_secs(5));
+            crate::outln!("fleet: stopped (pid {pid})");
+            exit::OK
+        }
+        Ok(other) => {
+            eprintln!("fleet: unexpected reply from the supervisor: {other:?}");
+            exit::FAILURE
+        }
+        Err(ControlError::NotRunning { dir, note }) => {
+            if let Some(n) = note {
+                eprintln!("fleet: {n}");
+            }
+            crate::outln!("fleet: no fleet is running in {dir}; nothing to stop");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("fleet: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// The supervisor replies just before it exits; wait for the process itself
+/// (a zombie counts as gone: its parent, not us, reaps it).
+fn wait_gone(pid: u32, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit && crate::process::alive(pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

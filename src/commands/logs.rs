@@ -1,5 +1,125 @@
-use crate::cli::LogsArgs;
+//! `fleet logs [-f] [--tail N] [PORT]`: the backends' captured output, from
+//! the log files in the state dir (so it works after the fleet stopped, too).
+//! Without PORT the backends' logs are merged by time and tagged with the port.
 
-pub fn run(_args: LogsArgs) -> u8 {
-    crate::cli::exit::FAILURE
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::{LogsArgs, exit};
+use crate::state_dir::StateDir;
+
+pub fn run(args: LogsArgs) -> u8 {
+    let state = StateDir::new(args.state.resolve());
+    let files = match log_files(&state, args.port) {
+        Ok(f) => f,
+        Err(msg) => {
+            eprintln!("fleet: {msg}");
+            return exit::FAILURE;
+        }
+    };
+    let mut lines: Vec<(String, u16, String)> = Vec::new();
+    for (port, path) in &files {
+        let mut text = String::new();
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        text.push_str(&fs::read_to_string(PathBuf::from(old)).unwrap_or_default());
+        text.push_str(&fs::read_to_string(path).unwrap_or_default());
+        let all: Vec<&str> = text.lines().collect();
+        for l in &all[all.len().saturating_sub(args.tail)..] {
+            lines.push((
+                l.split(' ').next().unwrap_or("").to_string(),
+                *port,
+                l.to_string(),
+            ));
+        }
+    }
+    // RFC 3339 UTC timestamps sort as strings; the sort is stable within a file.
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, port, l) in &lines[lines.len().saturating_sub(args.tail)..] {
+        crate::outln!("{}", format_line(*port, l, args.port.is_none()));
+    }
+    if args.follow {
+        follow(&files, args.port.is_none());
+    }
+    exit::OK
+}
+
+/// `[9002] 2026-...Z stderr text` when merged, the line itself for one backend.
+fn format_line(port: u16, line: &str, tagged: bool) -> String {
+    if tagged {
+        format!("[{port}] {line}")
+    } else {
+        line.to_string()
+    }
+}
+
+fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBuf>, String> {
+    let dir = state.logs();
+    let entries = fs::read_dir(&dir).map_err(|_| {
+        format!(
+            "no logs in {} (start a fleet with `fleet up`, or pass --state-dir)",
+            dir.display()
+        )
+    })?;
+    let mut files = BTreeMap::new();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(port) = name.to_str().and_then(|n| {
+            n.strip_prefix("backend-")?
+                .strip_suffix(".log")?
+                .parse::<u16>()
+                .ok()
+        }) else {
+            continue;
+        };
+        if only.is_none_or(|p| p == port) {
+            files.insert(port, e.path());
+        }
+    }
+    match only {
+        Some(p) if files.is_empty() => Err(format!("no log for backend {p} in {}", dir.display())),
+        _ => Ok(files),
+    }
+}
+
+/// Print lines appended from now on until interrupted (Ctrl-C ends the process).
+fn follow(files: &BTreeMap<u16, PathBuf>, tagged: bool) {
+    let mut offsets: BTreeMap<u16, u64> = files
+        .iter()
+        .map(|(p, f)| (*p, fs::metadata(f).map(|m| m.len()).unwrap_or(0)))
+        .collect();
+    let mut partial: BTreeMap<u16, String> = BTreeMap::new();
+    loop {
+        for (port, path) in files {
+            let off = offsets.entry(*port).or_insert(0);
+            let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if len < *off {
+                *off = 0; // rotated
+            }
+            if len == *off {
+                continue;
+            }
+            if let Some(chunk) = read_from(path, *off) {
+                *off += chunk.len() as u64;
+                let buf = partial.entry(*port).or_default();
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(i) = buf.find('\n') {
+                    crate::outln!("{}", format_line(*port, &buf[..i], tagged));
+                    buf.drain(..=i);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn read_from(path: &Path, off: u64) -> Option<Vec<u8>> {
+    let mut f = fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(off)).ok()?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).ok()?;
+    Some(v)
 }

@@ -5,7 +5,12 @@ pub mod logs;
 pub mod status;
 pub mod up;
 
-/// Print `fleet: <error>` on stderr (with its causes, ripgrep-style `{:#}`).
-pub fn report(err: &anyhow::Error) {
-    eprintln!("fleet: {err:#}");
+/// Write a line to stdout, ignoring a closed pipe (`fleet status | head`):
+/// the reader has what it wanted.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
 }

@@ -1,5 +1,101 @@
-use crate::cli::StatusArgs;
+//! `fleet status [--json]`: ask the supervisor, print what it says.
 
-pub fn run(_args: StatusArgs) -> u8 {
-    crate::cli::exit::FAILURE
+use comfy_table::{Table, presets};
+
+use crate::cli::{StatusArgs, exit};
+use crate::control::client::{self, ControlError};
+use crate::control::protocol::FleetStatus;
+use crate::state_dir::StateDir;
+
+pub fn run(args: StatusArgs) -> u8 {
+    let state = StateDir::new(args.state.resolve());
+    match client::status(&state) {
+        Ok(s) if args.json => {
+            crate::outln!(
+                "{}",
+                serde_json::to_string_pretty(&s).expect("status serializes")
+            );
+            exit::OK
+        }
+        Ok(s) => {
+            crate::outln!("{}", render(&s).trim_end());
+            exit::OK
+        }
+        Err(ControlError::NotRunning { dir, note }) => {
+            if let Some(n) = note {
+                eprintln!("fleet: {n}");
+            }
+            eprintln!("fleet: no fleet is running in {dir} (start one with `fleet up`)");
+            exit::NOT_RUNNING
+        }
+        Err(e) => {
+            eprintln!("fleet: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// The human view: a summary line, one row per backend, then the reasons
+/// for any backend that is not serving.
+pub fn render(s: &FleetStatus) -> String {
+    let healthy = s.backends.iter().filter(|b| b.healthy).count();
+    let mut out = format!(
+        "fleet pid {}, balancer http://{}/, up {}, {healthy}/{} backends healthy{}\n",
+        s.pid,
+        s.listen,
+        human_duration(s.uptime_s),
+        s.backends.len(),
+        if healthy < s.backends.len() {
+            " (DEGRADED)"
+        } else {
+            ""
+        }
+    );
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header([
+        "PORT",
+        "PID",
+        "STATE",
+        "HEALTH",
+        "UPTIME",
+        "RESTARTS",
+        "ACTIVE",
+        "TOTAL",
+        "LAST EXIT",
+    ]);
+    for b in &s.backends {
+        t.add_row([
+            b.port.to_string(),
+            b.pid.map_or("-".into(), |p| p.to_string()),
+            b.state.clone(),
+            if b.healthy { "healthy" } else { "unhealthy" }.into(),
+            if b.pid.is_some() {
+                human_duration(b.uptime_s)
+            } else {
+                "-".into()
+            },
+            b.restarts.to_string(),
+            b.active_connections.to_string(),
+            b.total_connections.to_string(),
+            b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    for b in &s.backends {
+        if let Some(r) = &b.reason {
+            out.push_str(&format!("backend {} is {}: {r}\n", b.port, b.state));
+        }
+    }
+    out
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..60 => format!("{secs:.1}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }

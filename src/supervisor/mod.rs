@@ -1,1 +1,339 @@
-//! The supervisor.
+//! The supervisor: owns the backends, the balancer and the control server of
+//! one fleet, and the one shutdown path.
+//!
+//! Ownership: every backend task owns its state machine and child process and
+//! publishes to its pool `Slot`; the balancer and the control server only read
+//! the pool. `run` owns the shutdown order.
+//!
+//! # Shutdown
+//! Triggered only by `token` (SIGINT, SIGTERM, or a control `down`). Then:
+//! 1. the balancer stops accepting (its listener is dropped: new clients are refused);
+//! 2. every backend gets SIGTERM at once; a worker finishes its in-flight
+//!    requests and closes idle keep-alive connections (the built-in worker
+//!    does; a custom command should), which also ends the proxied client
+//!    connections that were using it;
+//! 3. at the grace deadline (`shutdown.timeout`, or `fleet down --timeout`),
+//!    SIGKILL for what is left and remaining client connections are cut;
+//! 4. every task is joined (bounded), the control socket and pid file are removed;
+//! 5. `fleet down` callers get their reply, and `run` returns.
+//!
+//! Workers get SIGTERM right away rather than after the client connections
+//! drain, because a TCP proxy cannot tell an idle keep-alive connection from
+//! a busy one: waiting on them would make every `down` with an open browser
+//! tab last the full timeout. The worker, which does see request boundaries,
+//! drains instead.
+
+pub mod backend;
+pub mod health;
+pub mod orphans;
+pub mod output;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::balancer::{self, pool::Pool, pool::Slot};
+use crate::config::{BackendCommand, Config};
+use crate::control::protocol::{self, FleetStatus, Reply};
+use crate::state_dir::{PidLock, StateDir};
+use backend::{BackendTask, Launch};
+use output::BackendLog;
+use state::{Backend, Policy};
+
+/// How long `up` waits for every backend's first passing probe before it
+/// reports a degraded start (some ready) or gives up (none ready).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SIGTERM → SIGKILL grace, settable by `fleet down --timeout` up to the
+/// moment shutdown starts.
+#[derive(Debug)]
+pub struct Grace(Mutex<Duration>);
+
+impl Grace {
+    pub fn get(&self) -> Duration {
+        *self.0.lock().expect("grace lock is never poisoned")
+    }
+    pub fn set(&self, d: Duration) {
+        *self.0.lock().expect("grace lock is never poisoned") = d;
+    }
+}
+
+/// What the control server and `run` share.
+#[derive(Debug)]
+pub struct Shared {
+    pub pool: Arc<Pool>,
+    pub listen: SocketAddr,
+    pub started: Instant,
+    pub grace: Arc<Grace>,
+    /// `fleet down` callers, answered once everything is stopped.
+    pub down_waiters: Mutex<Vec<OwnedWriteHalf>>,
+}
+
+impl Shared {
+    pub fn status(&self) -> FleetStatus {
+        FleetStatus {
+            pid: std::process::id(),
+            listen: self.listen.to_string(),
+            uptime_s: crate::balancer::pool::round3(self.started.elapsed().as_secs_f64()),
+            backends: self.pool.slots().iter().map(|s| s.status()).collect(),
+        }
+    }
+}
+
+/// How the start went, for `up` to report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// Every backend passed its first probe.
+    Ready { listen: SocketAddr },
+    /// Some did, some are failing: the fleet serves with the rest.
+    Degraded {
+        listen: SocketAddr,
+        failing: Vec<(u16, String)>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no backend became ready: {0}")]
+    NoBackendReady(String),
+}
+
+/// The already bound sockets (bound by the caller so errors name the port
+/// before anything starts, and so tests can bind port 0).
+pub struct Listeners {
+    pub balancer: TcpListener,
+    pub control: UnixListener,
+}
+
+pub struct Options {
+    /// Copy backend output into this process's log (foreground mode).
+    pub echo_output: bool,
+    /// The executable that provides `fleet serve` for built-in workers.
+    pub exe: PathBuf,
+}
+
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    state: StateDir,
+    lock: PidLock,
+    opts: Options,
+    token: CancellationToken,
+    ready: oneshot::Sender<Result<Readiness, String>>,
+) -> Result<(), SupervisorError> {
+    let listen = listeners.balancer.local_addr().unwrap_or(config.listen);
+    let tracker = TaskTracker::new();
+    let conns = TaskTracker::new();
+    let hard_stop = CancellationToken::new();
+    let control_stop = CancellationToken::new();
+    let grace = Arc::new(Grace(Mutex::new(config.shutdown.timeout)));
+
+    let mut slots = Vec::new();
+    let mut receivers = Vec::new();
+    for port in config.ports() {
+        let (slot, rx) = Slot::new(port, SocketAddr::from(([127, 0, 0, 1], port)));
+        slots.push(Arc::new(slot));
+        receivers.push(rx);
+    }
+    let pool = Arc::new(Pool::new(slots));
+    let shared = Arc::new(Shared {
+        pool: pool.clone(),
+        listen,
+        started: Instant::now(),
+        grace: grace.clone(),
+        down_waiters: Mutex::new(Vec::new()),
+    });
+
+    let policy = Policy::new(&config.restart, &config.health);
+    for (index, (slot, passive)) in pool.slots().iter().zip(receivers).enumerate() {
+        let task = BackendTask {
+            index,
+            slot: slot.clone(),
+            pool: pool.clone(),
+            launch: launch_for(&config, &opts.exe, slot.port),
+            health: config.health.clone(),
+            machine: Backend::new(policy.clone(), fastrand::u64(..)),
+            log: Arc::new(BackendLog::new(
+                state.backend_log(slot.port),
+                slot.port,
+                opts.echo_output,
+            )),
+            passive,
+            token: token.child_token(),
+            grace: grace.clone(),
+            tracker: tracker.clone(),
+        };
+        tracker.spawn(task.run());
+    }
+    tracker.spawn(balancer::run(
+        listeners.balancer,
+        pool.clone(),
+        config.balancer.clone(),
+        token.child_token(),
+        hard_stop.clone(),
+        conns.clone(),
+    ));
+    let control = tokio::spawn(crate::control::server::serve(
+        listeners.control,
+        shared.clone(),
+        token.clone(),
+        control_stop.clone(),
+    ));
+
+    let started = wait_ready(&pool, listen, &token).await;
+    let fatal = started.as_ref().err().cloned();
+    match &started {
+        Ok(Readiness::Ready { .. }) => {
+            info!(target: "supervisor", %listen, backends = config.backends, "fleet ready")
+        }
+        Ok(Readiness::Degraded { failing, .. }) => {
+            warn!(target: "supervisor", %listen, failing = failing.len(), "fleet started degraded")
+        }
+        Err(e) => warn!(target: "supervisor", "{e}"),
+    }
+    let _ = ready.send(started);
+    if fatal.is_some() {
+        token.cancel();
+    }
+
+    token.cancelled().await;
+    let grace_now = grace.get();
+    info!(target: "supervisor", grace = ?grace_now, "shutting down");
+    let deadline = Instant::now() + grace_now;
+    // Steps 1-2 run in the balancer and backend tasks, which watch `token`.
+    // Step 3: client connections get until the deadline, backends handle their own SIGKILL.
+    conns.close();
+    if tokio::time::timeout_at(deadline, conns.wait())
+        .await
+        .is_err()
+    {
+        info!(target: "supervisor", "cutting client connections still open at the deadline");
+    }
+    hard_stop.cancel();
+    conns.wait().await;
+    // Step 4.
+    tracker.close();
+    if tokio::time::timeout_at(deadline + Duration::from_secs(3), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(target: "supervisor", "some backend tasks did not finish; exiting anyway");
+    }
+    control_stop.cancel();
+    let _ = control.await;
+    let _ = std::fs::remove_file(state.socket());
+    lock.release();
+    info!(target: "supervisor", "stopped");
+    // Step 5.
+    let waiters = std::mem::take(&mut *shared.down_waiters.lock().expect("never poisoned"));
+    let reply = protocol::encode(Reply::Stopped {
+        pid: std::process::id(),
+    });
+    for mut w in waiters {
+        let _ = w.write_all(reply.as_bytes()).await;
+        let _ = w.shutdown().await;
+    }
+    match fatal {
+        Some(e) => Err(SupervisorError::NoBackendReady(e)),
+        None => Ok(()),
+    }
+}
+
+/// Wait until every backend is routable, or until every one is routable or
+/// has given up, or `STARTUP_TIMEOUT`. Polls: this runs once, at start-up.
+async fn wait_ready(
+    pool: &Pool,
+    listen: SocketAddr,
+    token: &CancellationToken,
+) -> Result<Readiness, String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return Err("interrupted during start-up".into()),
+            _ = tick.tick() => {}
+        }
+        let statuses: Vec<_> = pool.slots().iter().map(|s| s.status()).collect();
+        let up = statuses.iter().filter(|s| s.healthy).count();
+        let gave_up: Vec<(u16, String)> = statuses
+            .iter()
+            .filter(|s| !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some())))
+            .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
+            .collect();
+        let timed_out = Instant::now() >= deadline;
+        if up == statuses.len() {
+            return Ok(Readiness::Ready { listen });
+        }
+        if up + gave_up.len() == statuses.len() || timed_out {
+            let failing: Vec<(u16, String)> = statuses
+                .iter()
+                .filter(|s| !s.healthy)
+                .map(|s| {
+                    let why = s.reason.clone().unwrap_or_else(|| match &s.last_exit {
+                        Some(e) => format!("{} (last {e})", s.state),
+                        None if timed_out => format!("not ready after {}s", STARTUP_TIMEOUT.as_secs()),
+                        None => s.state.clone(),
+                    });
+                    (s.port, why)
+                })
+                .collect();
+            if up == 0 {
+                let detail = failing
+                    .iter()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(detail);
+            }
+            return Ok(Readiness::Degraded { listen, failing });
+        }
+    }
+}
+
+/// The command line for one backend.
+fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
+    match &config.backend {
+        BackendCommand::Builtin => Launch {
+            program: exe.to_path_buf(),
+            args: vec![
+                "serve".into(),
+                "--port".into(),
+                port.to_string(),
+                "--www".into(),
+                config.www.display().to_string(),
+                "--lifeline".into(),
+            ],
+            cwd: None,
+            env: Vec::new(),
+            lifeline: true,
+        },
+        BackendCommand::Command {
+            program,
+            args,
+            cwd,
+            env,
+        } => Launch {
+            program: program.replace("{port}", &port.to_string()).into(),
+            args: args
+                .iter()
+                .map(|a| a.replace("{port}", &port.to_string()))
+                .collect(),
+            cwd: Some(cwd.clone()),
+            env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            lifeline: false,
+        },
+    }
+}

@@ -1,3 +1,7 @@
-//! Integration tests: drive the real `fleet` binary.
-#![allow(clippy::unwrap_used)]
+//! Integration tests: one binary that drives the real `fleet` executable.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod bench;
+mod harness;
+mod lifecycle;
+mod worker;

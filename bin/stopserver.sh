@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Stop the fleet that bin/runserver.sh started (from the same directory).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+fleet="${FLEET:-}"
+if [[ -z "$fleet" ]]; then
+  if command -v fleet >/dev/null 2>&1; then fleet=fleet; else fleet="$root/target/release/fleet"; fi
+fi
+exec "$fleet" down "$@"

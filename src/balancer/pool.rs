@@ -1,0 +1,242 @@
+//! The shared view of the backends: what the balancer reads on every
+//! connection and the supervisor writes.
+//!
+//! Ownership: each `Slot` is written by exactly one backend task (its
+//! `publish`), except that the balancer may *clear* `routable` when a connect
+//! fails (passive health) and then tells the backend task, which records the
+//! failure in its state machine. Reads on the hot path are atomics only; the
+//! `status` mutex is taken by the owner on a state change and by `fleet
+//! status`, never across an await.
+//!
+//! The pool itself is immutable; a future `fleet scale` swaps in a new `Arc<Pool>`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::control::protocol::{BackendStatus, ExitInfo};
+
+/// One backend as the balancer and `fleet status` see it.
+#[derive(Debug)]
+pub struct Slot {
+    pub port: u16,
+    pub addr: SocketAddr,
+    /// Routable = `Running { healthy: true }` in the backend's state machine.
+    routable: AtomicBool,
+    /// Proxied connections open now / ever, kept where the balancer touches them.
+    active: AtomicU64,
+    total: AtomicU64,
+    /// Passive-failure reports to the owning backend task (capacity 1: one
+    /// pending report is as good as many).
+    passive: mpsc::Sender<()>,
+    status: Mutex<SlotStatus>,
+}
+
+/// The slow-changing part of a backend's status, written on state changes.
+#[derive(Debug, Clone, Default)]
+pub struct SlotStatus {
+    pub pid: Option<u32>,
+    pub state: &'static str,
+    pub restarts: u32,
+    pub since: Option<Instant>,
+    pub last_exit: Option<ExitInfo>,
+    pub reason: Option<String>,
+}
+
+impl Slot {
+    pub fn new(port: u16, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        let slot = Slot {
+            port,
+            addr,
+            routable: AtomicBool::new(false),
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            passive: tx,
+            // Its task starts it at once; "stopped" would read as "gave up".
+            status: Mutex::new(SlotStatus {
+                state: "starting",
+                ..SlotStatus::default()
+            }),
+        };
+        (slot, rx)
+    }
+
+    pub fn routable(&self) -> bool {
+        self.routable.load(Ordering::Acquire)
+    }
+
+    /// Balancer: the connect failed; take it out of rotation now and let the
+    /// owner know.
+    pub fn report_failure(&self) {
+        self.routable.store(false, Ordering::Release);
+        let _ = self.passive.try_send(());
+    }
+
+    /// Owner: publish the state machine's view.
+    pub fn publish(&self, routable: bool, status: SlotStatus) {
+        *self
+            .status
+            .lock()
+            .expect("status lock is never poisoned: no panics while held") = status;
+        self.routable.store(routable, Ordering::Release);
+    }
+
+    pub fn status(&self) -> BackendStatus {
+        let s = self
+            .status
+            .lock()
+            .expect("status lock is never poisoned: no panics while held")
+            .clone();
+        BackendStatus {
+            port: self.port,
+            pid: s.pid,
+            state: s.state.to_string(),
+            healthy: self.routable(),
+            restarts: s.restarts,
+            uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),
+            active_connections: self.active.load(Ordering::Relaxed),
+            total_connections: self.total.load(Ordering::Relaxed),
+            last_exit: s.last_exit,
+            reason: s.reason,
+        }
+    }
+
+    /// Count a proxied connection for as long as the guard lives.
+    pub fn connection(self: &Arc<Self>) -> ConnGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        ConnGuard(self.clone())
+    }
+
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+pub struct ConnGuard(Arc<Slot>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The backends in rotation order, plus the round-robin cursor.
+#[derive(Debug)]
+pub struct Pool {
+    slots: Vec<Arc<Slot>>,
+    next: AtomicUsize,
+    /// Woken whenever a backend becomes routable, for clients waiting on an empty pool.
+    pub(crate) became_routable: Notify,
+}
+
+impl Pool {
+    pub fn new(slots: Vec<Arc<Slot>>) -> Self {
+        Pool {
+            slots,
+            next: AtomicUsize::new(0),
+            became_routable: Notify::new(),
+        }
+    }
+
+    pub fn slots(&self) -> &[Arc<Slot>] {
+        &self.slots
+    }
+
+    pub fn any_routable(&self) -> bool {
+        self.slots.iter().any(|s| s.routable())
+    }
+
+    /// Round-robin over the routable backends: the next one in turn first,
+    /// then the others as fallbacks, each at most once. The turn counts only
+    /// routable backends (as HAProxy's roundrobin does), so a dead backend's
+    /// share is spread evenly instead of doubling its neighbour's.
+    pub fn candidates(&self) -> impl Iterator<Item = &Arc<Slot>> + '_ {
+        let n = self.slots.len();
+        let k = self.slots.iter().filter(|s| s.routable()).count();
+        let start = if k == 0 {
+            0
+        } else {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed) % k;
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.routable())
+                .nth(turn)
+                .map_or(0, |(i, _)| i)
+        };
+        (0..n)
+            .map(move |i| &self.slots[(start + i) % n])
+            .filter(move |s| k > 0 && s.routable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: u16) -> Pool {
+        Pool::new(
+            (0..n)
+                .map(|i| {
+                    Arc::new(Slot::new(9000 + i, SocketAddr::from(([127, 0, 0, 1], 9000 + i))).0)
+                })
+                .collect(),
+        )
+    }
+
+    fn up(p: &Pool, i: usize) {
+        p.slots()[i].publish(true, SlotStatus::default());
+    }
+
+    #[test]
+    fn round_robin_is_fair_over_routable_backends() {
+        let p = pool(4);
+        (0..4).for_each(|i| up(&p, i));
+        let firsts: Vec<u16> = (0..8)
+            .map(|_| p.candidates().next().expect("some").port)
+            .collect();
+        assert_eq!(firsts, [9000, 9001, 9002, 9003, 9000, 9001, 9002, 9003]);
+    }
+
+    #[test]
+    fn unroutable_backends_are_skipped() {
+        let p = pool(3);
+        up(&p, 0);
+        up(&p, 2);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[(p.candidates().next().expect("some").port - 9000) as usize] += 1;
+        }
+        assert_eq!(
+            counts,
+            [150, 0, 150],
+            "the dead backend's share is spread evenly"
+        );
+    }
+
+    #[test]
+    fn candidates_list_each_routable_backend_once() {
+        let p = pool(4);
+        (0..4).for_each(|i| up(&p, i));
+        p.slots()[1].report_failure();
+        let ports: Vec<u16> = p.candidates().map(|s| s.port).collect();
+        assert_eq!(ports.len(), 3);
+        assert!(!ports.contains(&9001));
+    }
+
+    #[test]
+    fn empty_pool_has_no_candidates() {
+        let p = pool(2);
+        assert_eq!(p.candidates().count(), 0);
+        assert!(!p.any_routable());
+    }
+}

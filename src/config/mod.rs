@@ -1,0 +1,255 @@
+//! fleet.yaml and its command-line overrides.
+//!
+//! Two layers, as in ripgrep's low/high args: `raw` is what serde reads
+//! (every key optional, unknown keys rejected, each value kept with its
+//! line), `Config` is the validated result the rest of the program uses
+//! (durations parsed, ranges checked, paths absolute). Nothing outside this
+//! module sees an unvalidated value, and every rejection is a [`ConfigError`]
+//! naming the file and line (or flag), the key and the problem.
+//!
+//! # Rules that are decisions, not facts
+//! - Precedence: command-line flag > fleet.yaml > built-in default. The file
+//!   is validated as a whole, including keys a flag overrides, and a
+//!   `backends`/`base_port` pair written in the file must fit even if a flag
+//!   changes one of them. Filesystem checks apply only to the paths used.
+//! - Paths in the file (`www`, `backend.cwd`), and the defaults standing in
+//!   for them, are relative to the file's directory, so a fleet.yaml means
+//!   the same from any directory. `--www` is relative to the current
+//!   directory, like any path on a command line. With no file, defaults are
+//!   relative to the current directory.
+//! - `www` must be an existing directory only when the built-in worker runs.
+//! - A key with no value (`backends:` or `~`) means the default.
+//! - Durations are humantime (`250ms`, `1s`, `2m`, `1m 30s`), longer than 0
+//!   and at most [`MAX_DURATION`]; a bare number is rejected (no unit).
+//! - `health.timeout <= health.interval`: probes of one backend never overlap.
+//! - `restart.max_restarts >= 1`; "never restart" is `policy: never`.
+//! - `backend.env` may not set `PORT`: fleet sets it for each backend.
+
+mod error;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+
+use crate::cli::UpArgs;
+
+/// The file `fleet up` reads from the current directory when there is no `-f`.
+pub const DEFAULT_FILE: &str = "fleet.yaml";
+
+/// The most backends one fleet may have: far more than one machine should
+/// run, few enough that a typo (`backends: 40000`) is caught.
+pub const MAX_BACKENDS: u16 = 1000;
+
+/// The longest duration any key accepts. Longer is surely a typo, and the
+/// cap keeps `Instant + duration` far from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The validated configuration of one fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Number of backends (>= 1).
+    pub backends: u16,
+    /// Backends listen on `base_port .. base_port + backends` (checked to fit in u16).
+    pub base_port: u16,
+    /// The balancer's address; port 0 means "let the OS choose".
+    pub listen: SocketAddr,
+    /// Directory the built-in worker serves (absolute; checked to exist
+    /// only when `backend` is `Builtin`).
+    pub www: PathBuf,
+    /// What each backend runs.
+    pub backend: BackendCommand,
+    pub health: HealthConfig,
+    pub restart: RestartConfig,
+    pub shutdown: ShutdownConfig,
+    pub balancer: BalancerConfig,
+    /// The file this came from (absolute), if any.
+    pub source: Option<PathBuf>,
+}
+
+/// The program a backend runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendCommand {
+    /// `fleet serve --port P --www DIR` from this same executable.
+    Builtin,
+    /// A configured program; `{port}` in `args` is replaced, `PORT` is set.
+    Command {
+        program: String,
+        args: Vec<String>,
+        /// Working directory (absolute).
+        cwd: PathBuf,
+        env: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthKind {
+    /// GET `path`; a 2xx or 3xx status passes.
+    Http { path: String },
+    /// A TCP connect passes.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes before an unhealthy running backend takes traffic again.
+    pub rise: u32,
+    /// Consecutive failures before a backend stops taking traffic.
+    pub fall: u32,
+    /// Consecutive failures before a running backend is killed and restarted.
+    pub restart_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartConfig {
+    pub policy: RestartPolicy,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// More restarts than this within `window` marks the backend failed.
+    pub max_restarts: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    /// Drain and SIGTERM grace before SIGKILL.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalancerConfig {
+    /// Concurrent client connections; past it new clients wait in the listen backlog.
+    pub max_connections: u32,
+    /// Per-backend connect timeout before trying the next backend.
+    pub connect_timeout: Duration,
+    /// A proxied connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Config {
+    /// The lab's setup: 4 built-in workers on 9002..9005 behind 127.0.0.1:44444.
+    fn default() -> Self {
+        Config {
+            backends: 4,
+            base_port: 9002,
+            listen: SocketAddr::from(([127, 0, 0, 1], 44444)),
+            www: PathBuf::from("www"),
+            backend: BackendCommand::Builtin,
+            health: HealthConfig {
+                kind: HealthKind::Http { path: "/".into() },
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_millis(500),
+                rise: 2,
+                fall: 3,
+                restart_after: 5,
+            },
+            restart: RestartConfig {
+                policy: RestartPolicy::Always,
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(10),
+                max_restarts: 5,
+                window: Duration::from_secs(60),
+            },
+            shutdown: ShutdownConfig {
+                timeout: Duration::from_secs(10),
+            },
+            balancer: BalancerConfig {
+                max_connections: 4096,
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(60),
+            },
+            source: None,
+        }
+    }
+}
+
+impl BackendCommand {
+    /// The program and arguments for the backend on `port`, with `{port}`
+    /// replaced in every argument; `None` for the built-in worker, whose
+    /// command line the supervisor builds from its own executable.
+    pub fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
+        match self {
+            BackendCommand::Builtin => None,
+            BackendCommand::Command { program, args, .. } => {
+                let port = port.to_string();
+                let args = args.iter().map(|a| a.replace("{port}", &port)).collect();
+                Some((program.as_str(), args))
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The backends' ports, in order.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..self.backends).map(|i| self.base_port + i)
+    }
+}
+
+/// Read fleet.yaml (the `-f` file, or `./fleet.yaml` when present) and apply
+/// the command-line overrides; relative paths on the command line are
+/// relative to the current directory.
+pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
+    let cwd = std::env::current_dir().map_err(|e| ConfigError::Default {
+        key: "current directory".into(),
+        problem: format!("cannot be determined: {e}"),
+    })?;
+    load_in(args, &cwd)
+}
+
+/// [`load`], with the current directory passed in (tests, and a future
+/// `fleet reload` that must resolve paths as `fleet up` did). `cwd` must be
+/// absolute.
+pub fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
+    let (shown, abs, explicit) = match &args.file {
+        Some(f) => (f.clone(), cwd.join(f), true),
+        None => {
+            let implicit = cwd.join(DEFAULT_FILE);
+            if !implicit.exists() {
+                return validate::resolve(None, args, cwd);
+            }
+            (PathBuf::from(DEFAULT_FILE), implicit, false)
+        }
+    };
+    let text = std::fs::read_to_string(&abs).map_err(|e| ConfigError::Read {
+        path: shown.clone(),
+        problem: read_problem(&e, explicit),
+    })?;
+    let raw = raw::parse(&text, &shown)?;
+    let file = validate::FileSource {
+        raw,
+        shown: &shown,
+        abs,
+    };
+    validate::resolve(Some(file), args, cwd)
+}
+
+/// A read error in a few lowercase words.
+fn read_problem(e: &std::io::Error, explicit: bool) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound if explicit => "config file (-f) does not exist".into(),
+        ErrorKind::NotFound => "config file does not exist".into(),
+        ErrorKind::PermissionDenied => "cannot read config file: permission denied".into(),
+        ErrorKind::IsADirectory => "is a directory, not a config file".into(),
+        ErrorKind::InvalidData => "config file is not UTF-8 text".into(),
+        _ => format!("cannot read config file: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1073 @@
+//! One test per rejected key or value (ripgrep's per-flag habit), plus
+//! acceptance tests that load the shipped fleet.yaml and examples/fleet.yaml
+//! so neither can drift from the loader. Every test works in its own temp
+//! dir and passes it as the current directory: nothing reads the real cwd.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::raw::{
+    self, BACKEND_KEYS, BALANCER_KEYS, HEALTH_KEYS, RESTART_KEYS, SHUTDOWN_KEYS, TOP_KEYS,
+};
+use super::*;
+use crate::cli::{Cli, Command};
+
+const SHIPPED: &str = include_str!("../../fleet.yaml");
+const EXAMPLE: &str = include_str!("../../examples/fleet.yaml");
+
+/// `fleet up <flags>` as clap parses it.
+fn up(flags: &[&str]) -> UpArgs {
+    let argv = ["fleet", "up"].into_iter().chain(flags.iter().copied());
+    match Cli::try_parse_from(argv).expect("flags parse").command {
+        Command::Up(a) => a,
+        other => panic!("not `up`: {other:?}"),
+    }
+}
+
+/// A temp dir that plays the current directory, with a `www/` in it.
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Dir {
+        let d = tempfile::Builder::new().prefix("cfg").tempdir().unwrap();
+        fs::create_dir(d.path().join("www")).unwrap();
+        Dir(d)
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+    fn write(&self, rel: &str, text: &str) -> &Dir {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+        self
+    }
+    fn mkdir(&self, rel: &str) -> &Dir {
+        fs::create_dir_all(self.path().join(rel)).unwrap();
+        self
+    }
+    fn load(&self, flags: &[&str]) -> Result<Config, ConfigError> {
+        load_in(&up(flags), self.path())
+    }
+}
+
+/// Load `yaml` as ./fleet.yaml (next to a `www/`) with `flags`.
+fn load_yaml(yaml: &str, flags: &[&str]) -> Result<Config, ConfigError> {
+    let d = Dir::new();
+    d.write("fleet.yaml", yaml).load(flags)
+}
+
+/// The one-line message for a config that must be rejected.
+fn err(yaml: &str, flags: &[&str]) -> String {
+    match load_yaml(yaml, flags) {
+        Ok(c) => panic!("accepted:\n{yaml}\nas {c:#?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The lab defaults, with the paths `load` resolves.
+fn lab(dir: &Path, source: Option<&str>) -> Config {
+    Config {
+        www: dir.join("www"),
+        source: source.map(|s| dir.join(s)),
+        ..Config::default()
+    }
+}
+
+/// `text` with the commented-out `# backend:` block uncommented.
+fn uncomment_backend(text: &str) -> String {
+    let mut inside = false;
+    text.lines()
+        .map(|line| {
+            if line.starts_with("# backend:") {
+                inside = true;
+            } else if !(line.starts_with("#   ") || line.starts_with("#  ")) {
+                inside = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(code) if inside => code.to_owned(),
+                _ => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// --- acceptance -------------------------------------------------------------
+
+#[test]
+fn defaults_when_no_file() {
+    let d = Dir::new();
+    assert_eq!(d.load(&[]).unwrap(), lab(d.path(), None));
+}
+
+#[test]
+fn empty_or_comment_only_file_means_defaults() {
+    for text in ["", "\n", "# nothing here\n", "---\n"] {
+        let d = Dir::new();
+        let c = d.write("fleet.yaml", text).load(&[]).unwrap();
+        assert_eq!(c, lab(d.path(), Some("fleet.yaml")), "{text:?}");
+    }
+}
+
+#[test]
+fn key_without_value_means_default() {
+    let c = load_yaml("backends:\nhealth:\nrestart:\n  policy: ~\n", &[]).unwrap();
+    assert_eq!(c.backends, 4);
+    assert_eq!(c.restart.policy, RestartPolicy::Always);
+}
+
+#[test]
+fn shipped_fleet_yaml_reproduces_lab_defaults() {
+    let d = Dir::new();
+    let c = d.write("fleet.yaml", SHIPPED).load(&[]).unwrap();
+    assert_eq!(c, lab(d.path(), Some("fleet.yaml")));
+    assert_eq!(c.ports().collect::<Vec<_>>(), [9002, 9003, 9004, 9005]);
+}
+
+#[test]
+fn example_fleet_yaml_states_every_default() {
+    let d = Dir::new();
+    let c = d.write("fleet.yaml", EXAMPLE).load(&[]).unwrap();
+    assert_eq!(c, lab(d.path(), Some("fleet.yaml")));
+    for (section, keys) in [
+        ("", TOP_KEYS),
+        ("health", HEALTH_KEYS),
+        ("restart", RESTART_KEYS),
+        ("shutdown", SHUTDOWN_KEYS),
+        ("balancer", BALANCER_KEYS),
+    ] {
+        for key in keys.iter().filter(|k| **k != "backend") {
+            let indent = if section.is_empty() { "" } else { "  " };
+            let needle = format!("\n{indent}{key}:");
+            assert!(
+                EXAMPLE.contains(&needle),
+                "examples/fleet.yaml lacks {section}.{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn example_custom_backend_parses() {
+    let text = uncomment_backend(EXAMPLE);
+    assert!(
+        text.contains("\nbackend:\n"),
+        "no backend block to uncomment"
+    );
+    let d = Dir::new();
+    let c = d.write("fleet.yaml", &text).load(&[]).unwrap();
+    let BackendCommand::Command {
+        program,
+        args,
+        cwd,
+        env,
+    } = &c.backend
+    else {
+        panic!("not a command backend: {:?}", c.backend)
+    };
+    assert_eq!(program, "python3");
+    assert_eq!(
+        args,
+        &["-m", "http.server", "{port}", "--bind", "127.0.0.1"]
+    );
+    assert_eq!(cwd, d.path());
+    assert_eq!(env.get("PYTHONUNBUFFERED").map(String::as_str), Some("1"));
+    let (prog, argv) = c.backend.argv(9003).unwrap();
+    assert_eq!(prog, "python3");
+    assert_eq!(argv, ["-m", "http.server", "9003", "--bind", "127.0.0.1"]);
+}
+
+#[test]
+fn shipped_custom_backend_parses() {
+    let text = uncomment_backend(SHIPPED);
+    let c = load_yaml(&text, &[]).unwrap();
+    assert_eq!(
+        c.backend.argv(9002),
+        Some((
+            "python3",
+            vec!["async_server.py".to_owned(), "9002".to_owned()]
+        ))
+    );
+}
+
+#[test]
+fn every_documented_key_parses() {
+    // Keeps raw.rs's key tables (used for suggestions) equal to the serde fields.
+    let mut yaml = String::new();
+    for key in TOP_KEYS {
+        let keys = match *key {
+            "backend" => BACKEND_KEYS,
+            "health" => HEALTH_KEYS,
+            "restart" => RESTART_KEYS,
+            "shutdown" => SHUTDOWN_KEYS,
+            "balancer" => BALANCER_KEYS,
+            _ => &[],
+        };
+        if keys.is_empty() {
+            yaml.push_str(&format!("{key}: ~\n"));
+        } else {
+            yaml.push_str(&format!("{key}:\n"));
+            for k in keys {
+                yaml.push_str(&format!("  {k}: ~\n"));
+            }
+        }
+    }
+    raw::parse(&yaml, Path::new("fleet.yaml")).unwrap();
+}
+
+#[test]
+fn all_values_are_read() {
+    let d = Dir::new();
+    d.mkdir("srv");
+    let yaml = "\
+backends: 2
+base_port: 7000
+listen: 0.0.0.0:8080
+backend:
+  command: [./server, --port, '{port}']
+  cwd: srv
+  env: {A: x, N: 3, B: true}
+health:
+  kind: http
+  path: /healthz
+  interval: 2s
+  timeout: 1s 500ms
+  rise: 1
+  fall: 7
+  restart_after: 9
+restart:
+  policy: on-failure
+  initial_backoff: 50ms
+  max_backoff: 1m
+  max_restarts: 3
+  window: 5m
+shutdown:
+  timeout: 3s
+balancer:
+  max_connections: 64
+  connect_timeout: 200ms
+  idle_timeout: 2m
+";
+    let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
+    assert_eq!(c.backends, 2);
+    assert_eq!(c.base_port, 7000);
+    assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+    let BackendCommand::Command { cwd, env, .. } = &c.backend else {
+        panic!("builtin")
+    };
+    assert_eq!(cwd, &d.path().join("srv"));
+    let env: Vec<_> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert_eq!(env, ["A=x", "B=true", "N=3"]);
+    assert_eq!(c.backend.argv(7001).unwrap().1, ["--port", "7001"]);
+    assert_eq!(
+        c.health,
+        HealthConfig {
+            kind: HealthKind::Http {
+                path: "/healthz".into()
+            },
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_millis(1500),
+            rise: 1,
+            fall: 7,
+            restart_after: 9,
+        }
+    );
+    assert_eq!(
+        c.restart,
+        RestartConfig {
+            policy: RestartPolicy::OnFailure,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(60),
+            max_restarts: 3,
+            window: Duration::from_secs(300),
+        }
+    );
+    assert_eq!(c.shutdown.timeout, Duration::from_secs(3));
+    assert_eq!(
+        c.balancer,
+        BalancerConfig {
+            max_connections: 64,
+            connect_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_secs(120),
+        }
+    );
+}
+
+#[test]
+fn health_kind_tcp_and_all_policies_parse() {
+    let c = load_yaml("health: {kind: tcp, path: /ignored}\n", &[]).unwrap();
+    assert_eq!(c.health.kind, HealthKind::Tcp);
+    for (word, policy) in [
+        ("always", RestartPolicy::Always),
+        ("on-failure", RestartPolicy::OnFailure),
+        ("never", RestartPolicy::Never),
+    ] {
+        let c = load_yaml(&format!("restart:\n  policy: {word}\n"), &[]).unwrap();
+        assert_eq!(c.restart.policy, policy);
+    }
+}
+
+#[test]
+fn builtin_backend_has_no_argv() {
+    assert_eq!(BackendCommand::Builtin.argv(9002), None);
+}
+
+// --- precedence ---------------------------------------------------------------
+
+#[test]
+fn flags_override_file() {
+    let d = Dir::new();
+    d.mkdir("other");
+    let yaml = "backends: 2\nbase_port: 9100\nlisten: 127.0.0.1:5000\nwww: www\n";
+    let flags = [
+        "--backends",
+        "3",
+        "--base-port",
+        "9200",
+        "--listen",
+        "0.0.0.0:6000",
+        "--www",
+        "other",
+    ];
+    let c = d.write("fleet.yaml", yaml).load(&flags).unwrap();
+    assert_eq!((c.backends, c.base_port), (3, 9200));
+    assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
+    assert_eq!(c.www, d.path().join("other"));
+}
+
+#[test]
+fn file_overrides_defaults() {
+    let c = load_yaml("backends: 6\n", &["--base-port", "9500"]).unwrap();
+    assert_eq!((c.backends, c.base_port), (6, 9500));
+    assert_eq!(c.listen, Config::default().listen);
+}
+
+#[test]
+fn file_is_validated_despite_flag_override() {
+    assert_eq!(
+        err("backends: 0\n", &["--backends", "4"]),
+        "fleet.yaml:1: backends: must be at least 1 (got 0)"
+    );
+    assert_eq!(
+        err("listen: nowhere\n", &["--listen", "127.0.0.1:1"]),
+        "fleet.yaml:1: listen: 'nowhere' is not an ADDR:PORT address such as 127.0.0.1:44444"
+    );
+}
+
+#[test]
+fn file_port_range_is_checked_even_when_a_flag_fixes_it() {
+    assert_eq!(
+        err("backends: 4\nbase_port: 65534\n", &["--backends", "1"]),
+        "fleet.yaml:2: base_port: 65534 with 4 backends needs ports 65534..=65537, and port 65536 \
+         is past 65535 (use base_port 65532 or at most 2 backends)"
+    );
+}
+
+// --- files and paths --------------------------------------------------------------
+
+#[test]
+fn missing_file_flag_is_named() {
+    let d = Dir::new();
+    let e = d.load(&["-f", "nope.yaml"]).unwrap_err();
+    assert_eq!(e.to_string(), "nope.yaml: config file (-f) does not exist");
+    assert_eq!(e.path(), Some(Path::new("nope.yaml")));
+}
+
+#[test]
+fn file_that_is_not_utf8_is_rejected() {
+    let d = Dir::new();
+    fs::write(d.path().join("fleet.yaml"), b"backends: \xff\n").unwrap();
+    assert_eq!(
+        d.load(&[]).unwrap_err().to_string(),
+        "fleet.yaml: config file is not UTF-8 text"
+    );
+}
+
+#[test]
+fn paths_from_file_are_relative_to_the_file() {
+    let d = Dir::new();
+    d.mkdir("conf/site").mkdir("conf/app");
+    d.write(
+        "conf/fleet.yaml",
+        "www: site\nbackend:\n  command: [x]\n  cwd: app\n",
+    );
+    let c = d.load(&["-f", "conf/fleet.yaml"]).unwrap();
+    assert_eq!(c.www, d.path().join("conf/site"));
+    assert_eq!(c.source, Some(d.path().join("conf/fleet.yaml")));
+    let BackendCommand::Command { cwd, .. } = &c.backend else {
+        panic!("builtin")
+    };
+    assert_eq!(cwd, &d.path().join("conf/app"));
+}
+
+#[test]
+fn default_www_is_relative_to_the_file() {
+    let d = Dir::new();
+    d.mkdir("conf/www");
+    let c = d
+        .write("conf/fleet.yaml", "")
+        .load(&["-f", "conf/fleet.yaml"])
+        .unwrap();
+    assert_eq!(c.www, d.path().join("conf/www"));
+}
+
+#[test]
+fn www_flag_is_relative_to_the_current_dir() {
+    let d = Dir::new();
+    d.mkdir("conf/site").mkdir("site");
+    d.write("conf/fleet.yaml", "www: site\n");
+    let c = d
+        .load(&["-f", "conf/fleet.yaml", "--www", "./site"])
+        .unwrap();
+    assert_eq!(c.www, d.path().join("site"));
+}
+
+#[test]
+fn paths_in_config_are_absolute() {
+    let d = Dir::new();
+    let c = d.write("fleet.yaml", "www: ./www/.\n").load(&[]).unwrap();
+    assert!(c.www.is_absolute());
+    assert_eq!(c.www, d.path().join("www"));
+    assert!(c.source.unwrap().is_absolute());
+}
+
+// --- rejected values: backends, ports, listen ---------------------------------------
+
+#[test]
+fn backends_zero_is_rejected() {
+    assert_eq!(
+        err("backends: 0\n", &[]),
+        "fleet.yaml:1: backends: must be at least 1 (got 0)"
+    );
+}
+
+#[test]
+fn backends_past_cap_is_rejected() {
+    assert_eq!(
+        err("backends: 1001\n", &[]),
+        "fleet.yaml:1: backends: must be at most 1000 (got 1001)"
+    );
+}
+
+#[test]
+fn backends_flag_zero_is_rejected() {
+    let d = Dir::new();
+    assert_eq!(
+        d.load(&["--backends", "0"]).unwrap_err().to_string(),
+        "--backends: must be at least 1 (got 0)"
+    );
+}
+
+#[test]
+fn backends_not_a_number_names_key_and_line() {
+    let e = load_yaml("# lab\nbackends: four\n", &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "fleet.yaml:2: backends: expected a whole number, got 'four'"
+    );
+    assert_eq!(e.line(), Some(2));
+    assert_eq!(e.key(), Some("backends"));
+}
+
+#[test]
+fn backends_fraction_is_rejected() {
+    assert_eq!(
+        err("backends: 2.5\n", &[]),
+        "fleet.yaml:1: backends: expected a whole number, got 2.5"
+    );
+}
+
+#[test]
+fn quoted_number_is_rejected_with_hint() {
+    assert_eq!(
+        err("backends: '4'\n", &[]),
+        "fleet.yaml:1: backends: expected a whole number, got the string '4' (remove the quotes)"
+    );
+}
+
+#[test]
+fn base_port_past_65535_is_rejected() {
+    assert_eq!(
+        err("backends: 4\nbase_port: 70000\n", &[]),
+        "fleet.yaml:2: base_port: 70000 is past 65535"
+    );
+}
+
+#[test]
+fn base_port_zero_is_rejected() {
+    assert_eq!(
+        err("base_port: 0\n", &[]),
+        "fleet.yaml:1: base_port: must be at least 1 (got 0)"
+    );
+}
+
+#[test]
+fn base_port_negative_is_rejected() {
+    assert_eq!(
+        err("base_port: -9002\n", &[]),
+        "fleet.yaml:1: base_port: must be at least 1 (got -9002)"
+    );
+}
+
+#[test]
+fn base_port_flag_past_65535_is_rejected() {
+    let d = Dir::new();
+    assert_eq!(
+        d.load(&["--base-port", "70000"]).unwrap_err().to_string(),
+        "--base-port: 70000 is past 65535"
+    );
+}
+
+#[test]
+fn port_range_overflow_names_the_port() {
+    assert_eq!(
+        err("base_port: 65534\n", &[]),
+        "fleet.yaml:1: base_port: 65534 with 4 backends (the default) needs ports 65534..=65537, \
+         and port 65536 is past 65535 (use base_port 65532 or at most 2 backends)"
+    );
+}
+
+#[test]
+fn port_range_overflow_from_flags_blames_the_flag() {
+    let d = Dir::new();
+    let e = d
+        .load(&["--base-port", "65000", "--backends", "1000"])
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--base-port: 65000 with 1000 backends (from --backends) needs ports 65000..=65999, \
+         and port 65536 is past 65535 (use base_port 64536 or at most 536 backends)"
+    );
+}
+
+#[test]
+fn malformed_listen_is_rejected() {
+    assert_eq!(
+        err("listen: localhost\n", &[]),
+        "fleet.yaml:1: listen: 'localhost' is not an ADDR:PORT address such as 127.0.0.1:44444"
+    );
+}
+
+#[test]
+fn listen_port_alone_is_rejected_with_hint() {
+    assert_eq!(
+        err("listen: 44444\n", &[]),
+        "fleet.yaml:1: listen: expected ADDR:PORT, got 44444 (write 127.0.0.1:44444)"
+    );
+}
+
+#[test]
+fn listen_flag_malformed_is_rejected() {
+    let d = Dir::new();
+    assert_eq!(
+        d.load(&["--listen", "44444"]).unwrap_err().to_string(),
+        "--listen: '44444' is not an ADDR:PORT address such as 127.0.0.1:44444"
+    );
+}
+
+#[test]
+fn unquoted_ipv6_listen_gets_a_hint() {
+    let e = err("listen: [::1]:44444\n", &[]);
+    assert!(e.starts_with("fleet.yaml:1:"), "{e}");
+    assert!(
+        e.ends_with("(quote an IPv6 address: listen: \"[::1]:44444\")"),
+        "{e}"
+    );
+    let c = load_yaml("listen: \"[::1]:44444\"\n", &[]).unwrap();
+    assert_eq!(c.listen.to_string(), "[::1]:44444");
+}
+
+// --- rejected values: durations ----------------------------------------------------
+
+#[test]
+fn negative_duration_is_rejected() {
+    assert_eq!(
+        err("health:\n  interval: -1s\n", &[]),
+        "fleet.yaml:2: health.interval: must not be negative (got -1s)"
+    );
+}
+
+#[test]
+fn malformed_duration_is_rejected() {
+    assert_eq!(
+        err("shutdown:\n  timeout: fast\n", &[]),
+        "fleet.yaml:2: shutdown.timeout: 'fast' is not a duration; write it like 250ms, 1s or 2m"
+    );
+}
+
+#[test]
+fn zero_duration_is_rejected() {
+    assert_eq!(
+        err("restart:\n  window: 0s\n", &[]),
+        "fleet.yaml:2: restart.window: must be longer than 0 (got 0s)"
+    );
+    assert_eq!(
+        err("restart:\n  window: 0\n", &[]),
+        "fleet.yaml:2: restart.window: must be longer than 0 (got 0)"
+    );
+}
+
+#[test]
+fn duration_without_unit_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  idle_timeout: 30\n", &[]),
+        "fleet.yaml:2: balancer.idle_timeout: 30 has no unit; write it like 30s or 30ms"
+    );
+}
+
+#[test]
+fn duration_past_a_day_is_rejected() {
+    assert_eq!(
+        err("balancer: {connect_timeout: 2days}\n", &[]),
+        "fleet.yaml:1: balancer.connect_timeout: must be at most 1day (got 2days)"
+    );
+}
+
+#[test]
+fn every_duration_key_is_checked() {
+    for (section, key) in [
+        ("health", "interval"),
+        ("health", "timeout"),
+        ("restart", "initial_backoff"),
+        ("restart", "max_backoff"),
+        ("restart", "window"),
+        ("shutdown", "timeout"),
+        ("balancer", "connect_timeout"),
+        ("balancer", "idle_timeout"),
+    ] {
+        let e = err(&format!("{section}:\n  {key}: soon\n"), &[]);
+        assert_eq!(
+            e,
+            format!(
+                "fleet.yaml:2: {section}.{key}: 'soon' is not a duration; write it like 250ms, 1s or 2m"
+            )
+        );
+    }
+}
+
+#[test]
+fn health_timeout_longer_than_interval_is_rejected() {
+    assert_eq!(
+        err("health:\n  interval: 1s\n  timeout: 2s\n", &[]),
+        "fleet.yaml:3: health.timeout: 2s is longer than health.interval (1s); a probe must \
+         finish before the next one is due"
+    );
+}
+
+#[test]
+fn health_interval_below_default_timeout_blames_interval() {
+    assert_eq!(
+        err("health:\n  interval: 100ms\n", &[]),
+        "fleet.yaml:2: health.interval: 100ms is shorter than health.timeout (500ms, the \
+         default); a probe must finish before the next one is due"
+    );
+}
+
+#[test]
+fn max_backoff_below_initial_backoff_is_rejected() {
+    assert_eq!(
+        err("restart:\n  initial_backoff: 2s\n  max_backoff: 1s\n", &[]),
+        "fleet.yaml:3: restart.max_backoff: 1s is shorter than restart.initial_backoff (2s)"
+    );
+    assert_eq!(
+        err("restart:\n  initial_backoff: 30s\n", &[]),
+        "fleet.yaml:2: restart.initial_backoff: 30s is longer than restart.max_backoff (10s, \
+         the default)"
+    );
+}
+
+// --- rejected values: counts ----------------------------------------------------------
+
+#[test]
+fn health_rise_zero_is_rejected() {
+    assert_eq!(
+        err("health:\n  rise: 0\n", &[]),
+        "fleet.yaml:2: health.rise: must be at least 1 (got 0)"
+    );
+}
+
+#[test]
+fn health_fall_zero_is_rejected() {
+    assert_eq!(
+        err("health:\n  fall: 0\n", &[]),
+        "fleet.yaml:2: health.fall: must be at least 1 (got 0)"
+    );
+}
+
+#[test]
+fn health_restart_after_zero_is_rejected() {
+    assert_eq!(
+        err("health:\n  restart_after: -2\n", &[]),
+        "fleet.yaml:2: health.restart_after: must be at least 1 (got -2)"
+    );
+}
+
+#[test]
+fn max_restarts_zero_is_rejected() {
+    assert_eq!(
+        err("restart:\n  max_restarts: 0\n", &[]),
+        "fleet.yaml:2: restart.max_restarts: must be at least 1 (got 0); to never restart, set \
+         restart.policy: never"
+    );
+}
+
+#[test]
+fn max_connections_zero_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  max_connections: 0\n", &[]),
+        "fleet.yaml:2: balancer.max_connections: must be at least 1 (got 0)"
+    );
+}
+
+#[test]
+fn count_past_u32_is_rejected() {
+    assert_eq!(
+        err("health:\n  rise: 5000000000\n", &[]),
+        "fleet.yaml:2: health.rise: must be at most 4294967295 (got 5000000000)"
+    );
+}
+
+// --- rejected values: words and paths -----------------------------------------------
+
+#[test]
+fn bad_health_kind_is_rejected() {
+    assert_eq!(
+        err("health:\n  kind: udp\n", &[]),
+        "fleet.yaml:2: health.kind: 'udp' is not a health check kind; use one of: http, tcp"
+    );
+}
+
+#[test]
+fn bad_restart_policy_is_rejected() {
+    assert_eq!(
+        err("restart:\n  policy: sometimes\n", &[]),
+        "fleet.yaml:2: restart.policy: 'sometimes' is not a restart policy; use one of: always, \
+         on-failure, never"
+    );
+}
+
+#[test]
+fn near_miss_restart_policy_gets_a_suggestion() {
+    assert_eq!(
+        err("restart:\n  policy: on_failure\n", &[]),
+        "fleet.yaml:2: restart.policy: 'on_failure' is not a restart policy; did you mean \
+         on-failure? (one of: always, on-failure, never)"
+    );
+}
+
+#[test]
+fn health_path_without_slash_is_rejected() {
+    assert_eq!(
+        err("health:\n  path: healthz\n", &[]),
+        "fleet.yaml:2: health.path: 'healthz' must start with '/'"
+    );
+}
+
+#[test]
+fn health_path_with_space_is_rejected() {
+    assert_eq!(
+        err("health:\n  path: /a b\n", &[]),
+        "fleet.yaml:2: health.path: '/a b' must not contain spaces or control characters \
+         (percent-encode them)"
+    );
+}
+
+#[test]
+fn missing_www_from_file_is_rejected() {
+    assert_eq!(
+        err("www: ./x\n", &[]),
+        "fleet.yaml:1: www: directory ./x does not exist"
+    );
+}
+
+#[test]
+fn missing_www_from_flag_is_rejected() {
+    let d = Dir::new();
+    assert_eq!(
+        d.load(&["--www", "./x"]).unwrap_err().to_string(),
+        "--www: directory ./x does not exist"
+    );
+}
+
+#[test]
+fn missing_default_www_is_rejected_with_advice() {
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(
+        load_in(&up(&[]), d.path()).unwrap_err().to_string(),
+        "www: directory www does not exist (create it, set www: in fleet.yaml, or pass --www DIR)"
+    );
+}
+
+#[test]
+fn www_from_another_dir_shows_where_it_looked() {
+    let d = Dir::new();
+    d.write("conf/fleet.yaml", "www: site\n");
+    let e = d.load(&["-f", "conf/fleet.yaml"]).unwrap_err().to_string();
+    let looked = d.path().join("conf/site");
+    assert_eq!(
+        e,
+        format!(
+            "conf/fleet.yaml:1: www: directory site does not exist (resolved to {})",
+            looked.display()
+        )
+    );
+}
+
+#[test]
+fn www_that_is_a_file_is_rejected() {
+    let d = Dir::new();
+    d.write("page.html", "hi")
+        .write("fleet.yaml", "www: page.html\n");
+    assert_eq!(
+        d.load(&[]).unwrap_err().to_string(),
+        "fleet.yaml:1: www: page.html is not a directory"
+    );
+}
+
+#[test]
+fn www_is_not_required_with_a_custom_command() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(
+        d.path().join("fleet.yaml"),
+        "www: gone\nbackend:\n  command: [srv]\n",
+    )
+    .unwrap();
+    let c = load_in(&up(&[]), d.path()).unwrap();
+    assert_eq!(c.www, d.path().join("gone"));
+}
+
+#[test]
+fn empty_www_is_rejected() {
+    assert_eq!(
+        err("www: ''\n", &[]),
+        "fleet.yaml:1: www: must not be empty"
+    );
+}
+
+// --- rejected values: backend ----------------------------------------------------------
+
+#[test]
+fn empty_command_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command: []\n", &[]),
+        "fleet.yaml:2: backend.command: must name a program (got an empty list)"
+    );
+}
+
+#[test]
+fn command_as_one_string_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command: python3 server.py {port}\n", &[]),
+        "fleet.yaml:2: backend.command: expected a list with one item per argument, such as \
+         [\"python3\", \"server.py\", \"{port}\"], got the string 'python3 server.py {port}'"
+    );
+}
+
+#[test]
+fn empty_command_item_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command:\n    - python3\n    - ''\n", &[]),
+        "fleet.yaml:4: backend.command[1]: must not be empty"
+    );
+}
+
+#[test]
+fn numeric_command_item_is_rejected() {
+    assert_eq!(
+        err(
+            "backend:\n  command: [python3, -m, http.server, 8000]\n",
+            &[]
+        ),
+        "fleet.yaml:2: backend.command[3]: expected a string, got 8000 (quote it: \"8000\")"
+    );
+}
+
+#[test]
+fn backend_without_command_is_rejected() {
+    assert_eq!(
+        err("backend:\n  cwd: .\n", &[]),
+        "fleet.yaml:2: backend.command: is missing; a backend section needs a command (remove \
+         backend: to use the built-in worker)"
+    );
+}
+
+#[test]
+fn missing_backend_cwd_is_rejected() {
+    let d = Dir::new();
+    d.write("fleet.yaml", "backend:\n  command: [srv]\n  cwd: app\n");
+    assert_eq!(
+        d.load(&[]).unwrap_err().to_string(),
+        format!(
+            "fleet.yaml:3: backend.cwd: directory app does not exist (resolved to {})",
+            d.path().join("app").display()
+        )
+    );
+}
+
+#[test]
+fn env_name_with_equals_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command: [srv]\n  env:\n    A=B: x\n", &[]),
+        "fleet.yaml:4: backend.env.A=B: 'A=B' is not a valid variable name (no '=' or NUL)"
+    );
+}
+
+#[test]
+fn env_empty_name_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command: [srv]\n  env: {'': x}\n", &[]),
+        "fleet.yaml:3: backend.env: a variable name must not be empty"
+    );
+}
+
+#[test]
+fn env_port_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command: [srv]\n  env: {PORT: '80'}\n", &[]),
+        "fleet.yaml:3: backend.env.PORT: is set by fleet to each backend's port; use {port} in \
+         backend.command instead"
+    );
+}
+
+#[test]
+fn env_value_must_be_given() {
+    assert_eq!(
+        err("backend:\n  command: [srv]\n  env:\n    DEBUG:\n", &[]),
+        "fleet.yaml:4: backend.env.DEBUG: has no value; write DEBUG: \"\" for an empty one"
+    );
+}
+
+#[test]
+fn env_that_is_not_a_mapping_is_rejected() {
+    assert_eq!(
+        err("backend:\n  command: [srv]\n  env: [A=1]\n", &[]),
+        "fleet.yaml:3: backend.env: expected a mapping of NAME: value, got a list"
+    );
+}
+
+// --- unknown keys and YAML errors ----------------------------------------------------
+
+#[test]
+fn unknown_top_level_key_is_named_with_a_suggestion() {
+    let e = load_yaml("backends: 4\nbase-port: 9002\n", &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "fleet.yaml:2: base-port: unknown key (did you mean `base_port`?)"
+    );
+    assert_eq!(e.line(), Some(2));
+}
+
+#[test]
+fn unknown_nested_key_is_named_with_its_section() {
+    assert_eq!(
+        err("health:\n  kind: http\n  intreval: 1s\n", &[]),
+        "fleet.yaml:3: health.intreval: unknown key (did you mean `interval`?)"
+    );
+}
+
+#[test]
+fn unknown_key_in_every_section_names_the_section() {
+    for section in ["backend", "health", "restart", "shutdown", "balancer"] {
+        let e = err(&format!("{section}:\n  zzz: 1\n"), &[]);
+        assert!(
+            e.starts_with(&format!(
+                "fleet.yaml:2: {section}.zzz: unknown key (expected one of: "
+            )),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn key_in_the_wrong_section_says_where_it_belongs() {
+    assert_eq!(
+        err("interval: 1s\n", &[]),
+        "fleet.yaml:1: interval: unknown key (`interval` belongs under health:)"
+    );
+    assert_eq!(
+        err("health:\n  backends: 3\n", &[]),
+        "fleet.yaml:2: health.backends: unknown key (`backends` is a top-level key, not part \
+         of health:)"
+    );
+}
+
+#[test]
+fn bad_yaml_syntax_reports_line_and_column() {
+    let e = load_yaml("backends: 4\nhealth:\n  rise: [1, 2\n", &[]).unwrap_err();
+    let ConfigError::Syntax { line, column, .. } = &e else {
+        panic!("not a syntax error: {e:?}")
+    };
+    assert!(*line >= 3 && *column >= 1, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("fleet.yaml:{line}:{column}: ")),
+        "{e}"
+    );
+    assert_eq!(e.line(), Some(*line));
+}
+
+#[test]
+fn bad_indentation_reports_line_and_column() {
+    assert_eq!(
+        err("backends: 4\n  base_port: 9002\n", &[]),
+        "fleet.yaml:2:12: mapping values are not allowed in this context"
+    );
+}
+
+#[test]
+fn duplicate_key_is_rejected() {
+    assert_eq!(
+        err("backends: 4\nbackends: 5\n", &[]),
+        "fleet.yaml:2: backends: is set twice; a key may appear once per section"
+    );
+}
+
+#[test]
+fn section_that_is_not_a_mapping_is_rejected() {
+    assert_eq!(
+        err("health: 5\n", &[]),
+        "fleet.yaml:1: health: expected a section of `key: value` lines indented below it"
+    );
+    assert_eq!(
+        err("restart:\n  - always\n", &[]),
+        "fleet.yaml:2: restart: expected a section of `key: value` lines indented below it"
+    );
+}
+
+#[test]
+fn top_level_that_is_not_a_mapping_is_rejected() {
+    assert_eq!(
+        err("just some text\n", &[]),
+        "fleet.yaml:1:1: expected `key: value` lines at the top level (see examples/fleet.yaml)"
+    );
+}
+
+#[test]
+fn error_accessors_describe_the_error() {
+    let e = load_yaml("health:\n  rise: 0\n", &[]).unwrap_err();
+    assert_eq!(e.line(), Some(2));
+    assert_eq!(e.path(), Some(Path::new("fleet.yaml")));
+    assert_eq!(e.key(), Some("health.rise"));
+    assert_eq!(e.problem(), "must be at least 1 (got 0)");
+    let flag = Dir::new().load(&["--backends", "0"]).unwrap_err();
+    assert_eq!(
+        (flag.line(), flag.path(), flag.key()),
+        (None, None, Some("--backends"))
+    );
+}
+
+#[test]
+fn explicit_file_path_is_shown_as_given() {
+    let d = Dir::new();
+    d.write("sub/my.yaml", "backends: 0\n");
+    let given = PathBuf::from("sub/my.yaml");
+    let e = d.load(&["-f", given.to_str().unwrap()]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "sub/my.yaml:1: backends: must be at least 1 (got 0)"
+    );
+}

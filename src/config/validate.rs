@@ -1,0 +1,786 @@
+//! Raw file values + flags -> `Config`, in a fixed order so that every error
+//! is reported against the place the user wrote the value:
+//!
+//! 1. every key present in the file is checked on its own, even one a flag
+//!    overrides (the file must be valid as a whole, not just the parts used);
+//! 2. every flag is checked on its own;
+//! 3. values are merged: flag > file > default, each remembering its origin;
+//! 4. rules that relate two keys (port range, timeout <= interval, backoff
+//!    order) run on the file's own values when it sets both, then on the
+//!    merged values, and blame the key the user wrote rather than a default;
+//! 5. filesystem checks (www, backend.cwd) run on the paths that will be used.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::raw::{Node, RawConfig, Value, closest, quote};
+use super::{
+    BackendCommand, BalancerConfig, Config, ConfigError, HealthConfig, HealthKind, MAX_BACKENDS,
+    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig,
+};
+use crate::cli::UpArgs;
+
+/// The config file being applied.
+pub(super) struct FileSource<'a> {
+    pub(super) raw: RawConfig,
+    /// As the user named it, for messages.
+    pub(super) shown: &'a Path,
+    /// Absolute path, for `Config::source`.
+    pub(super) abs: PathBuf,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Default,
+    /// The line in the config file.
+    File(usize),
+    /// The flag, e.g. `--backends`.
+    Flag(&'static str),
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, Copy)]
+struct Set<T> {
+    value: T,
+    from: Origin,
+}
+
+/// Builds errors that point at an origin.
+struct Report<'a> {
+    file: Option<&'a Path>,
+}
+
+impl Report<'_> {
+    fn at(&self, from: Origin, key: &str, problem: impl Into<String>) -> ConfigError {
+        let problem = problem.into();
+        match (from, self.file) {
+            (Origin::File(line), Some(path)) => ConfigError::File {
+                path: path.to_path_buf(),
+                line,
+                key: key.to_owned(),
+                problem,
+            },
+            (Origin::Flag(flag), _) => ConfigError::Flag {
+                flag: flag.to_owned(),
+                problem,
+            },
+            (Origin::Default | Origin::File(_), _) => ConfigError::Default {
+                key: key.to_owned(),
+                problem,
+            },
+        }
+    }
+
+    /// Check a value from the file, if present.
+    fn file<T>(
+        &self,
+        key: &str,
+        node: Option<&Node>,
+        check: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Result<Option<Set<T>>, ConfigError> {
+        node.map(|n| {
+            let from = Origin::File(line_of(n));
+            check(&n.value)
+                .map(|value| Set { value, from })
+                .map_err(|problem| self.at(from, key, problem))
+        })
+        .transpose()
+    }
+
+    /// Check a flag's value, if given.
+    fn flag<R, T>(
+        &self,
+        flag: &'static str,
+        raw: Option<R>,
+        check: impl FnOnce(R) -> Result<T, String>,
+    ) -> Result<Option<Set<T>>, ConfigError> {
+        let from = Origin::Flag(flag);
+        raw.map(|r| {
+            check(r)
+                .map(|value| Set { value, from })
+                .map_err(|problem| self.at(from, flag, problem))
+        })
+        .transpose()
+    }
+}
+
+fn line_of<T>(node: &Spanned<T>) -> usize {
+    usize::try_from(node.referenced.line()).unwrap_or(usize::MAX)
+}
+
+/// Precedence: flag > file > default.
+fn pick<T>(flag: Option<Set<T>>, file: Option<Set<T>>, default: T) -> Set<T> {
+    flag.or(file).unwrap_or(Set {
+        value: default,
+        from: Origin::Default,
+    })
+}
+
+/// The file's value, or the default.
+fn or_default<T>(file: Option<Set<T>>, default: T) -> Set<T> {
+    pick(None, file, default)
+}
+
+/// `", the default"` for messages that mention a value the user did not write.
+fn note(from: Origin) -> &'static str {
+    match from {
+        Origin::Default => ", the default",
+        Origin::File(_) | Origin::Flag(_) => "",
+    }
+}
+
+pub(super) fn resolve(
+    file: Option<FileSource<'_>>,
+    args: &UpArgs,
+    cwd: &Path,
+) -> Result<Config, ConfigError> {
+    let rep = Report {
+        file: file.as_ref().map(|f| f.shown),
+    };
+    let (raw, source) = match file {
+        Some(f) => (f.raw, Some(clean(&f.abs))),
+        None => (RawConfig::default(), None),
+    };
+    // Relative paths in the file (and defaults, which stand in for it) are
+    // relative to the file, so a fleet.yaml means the same from any cwd.
+    let base_dir = source
+        .as_deref()
+        .and_then(Path::parent)
+        .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
+    let d = Config::default();
+
+    // 1 + 2: each value on its own.
+    let file_backends = rep.file("backends", raw.backends.as_ref(), |v| {
+        whole(v).and_then(backends_in_range)
+    })?;
+    let file_base = rep.file("base_port", raw.base_port.as_ref(), |v| {
+        whole(v).and_then(port_in_range)
+    })?;
+    let file_listen = rep.file("listen", raw.listen.as_ref(), listen)?;
+    let file_www = rep.file("www", raw.www.as_ref(), |v| path_text(v, "www"))?;
+
+    let flag_backends = rep.flag("--backends", args.backends, |n| {
+        backends_in_range(i128::from(n))
+    })?;
+    let flag_base = rep.flag("--base-port", args.base_port, |n| {
+        port_in_range(i128::from(n))
+    })?;
+    let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| {
+        crate::cli::parse_listen(s)
+    })?;
+    let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
+        if p.as_os_str().is_empty() {
+            Err("must not be empty".to_owned())
+        } else {
+            Ok(p.to_path_buf())
+        }
+    })?;
+
+    let backend = backend_section(&rep, &raw, &base_dir)?;
+    let health = health_section(&rep, &raw, &d.health)?;
+    let restart = restart_section(&rep, &raw, &d.restart)?;
+    let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
+    let balancer = balancer_section(&rep, &raw, &d.balancer)?;
+
+    // 4: the file as a whole must describe a possible fleet ...
+    if let (Some(n), Some(p)) = (file_backends, file_base) {
+        port_range(&rep, n, p)?;
+    }
+    // 3 + 4: ... and so must what will actually run.
+    let backends = pick(flag_backends, file_backends, d.backends);
+    let base_port = pick(flag_base, file_base, d.base_port);
+    port_range(&rep, backends, base_port)?;
+    let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
+
+    // 5: paths. `--www` is relative to where the command runs, like any
+    // path on a command line; `www:` (and the default) to the file.
+    let www = pick(flag_www, file_www, d.www.clone());
+    let www_base = match www.from {
+        Origin::Flag(_) => cwd,
+        Origin::Default | Origin::File(_) => base_dir.as_path(),
+    };
+    let www_abs = clean(&www_base.join(&www.value));
+    if backend == BackendCommand::Builtin {
+        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd).map_err(
+            |e| match e {
+                ConfigError::Default { key, problem } => ConfigError::Default {
+                    key,
+                    problem: format!(
+                        "{problem} (create it, set www: in fleet.yaml, or pass --www DIR)"
+                    ),
+                },
+                other => other,
+            },
+        )?;
+    }
+
+    Ok(Config {
+        backends: backends.value,
+        base_port: base_port.value,
+        listen: listen.value,
+        www: www_abs,
+        backend,
+        health,
+        restart,
+        shutdown,
+        balancer,
+        source,
+    })
+}
+
+// --- sections -------------------------------------------------------------
+
+fn backend_section(
+    rep: &Report<'_>,
+    raw: &RawConfig,
+    base_dir: &Path,
+) -> Result<BackendCommand, ConfigError> {
+    let Some(section) = &raw.backend else {
+        return Ok(BackendCommand::Builtin);
+    };
+    let b = &section.value;
+    let Some(command) = &b.command else {
+        return Err(rep.at(
+            Origin::File(line_of(section)),
+            "backend.command",
+            "is missing; a backend section needs a command (remove backend: to use the built-in worker)",
+        ));
+    };
+    let mut argv = command_argv(rep, command)?.into_iter();
+    let program = argv.next().ok_or_else(|| {
+        rep.at(
+            Origin::File(line_of(command)),
+            "backend.command",
+            "must name a program (got an empty list)",
+        )
+    })?;
+    let args: Vec<String> = argv.collect();
+
+    let cwd_text = rep.file("backend.cwd", b.cwd.as_ref(), |v| {
+        path_text(v, "backend.cwd")
+    })?;
+    let cwd = match cwd_text {
+        Some(written) => {
+            let abs = clean(&base_dir.join(&written.value));
+            check_dir(rep, written.from, "backend.cwd", &written.value, &abs, true)?;
+            abs
+        }
+        None => base_dir.to_path_buf(),
+    };
+    let env = match &b.env {
+        Some(node) => env_map(rep, node)?,
+        None => BTreeMap::new(),
+    };
+    Ok(BackendCommand::Command {
+        program,
+        args,
+        cwd,
+        env,
+    })
+}
+
+fn health_section(
+    rep: &Report<'_>,
+    raw: &RawConfig,
+    d: &HealthConfig,
+) -> Result<HealthConfig, ConfigError> {
+    let empty = Default::default();
+    let h = raw.health.as_ref().map_or(&empty, |s| &s.value);
+    let kind = rep.file("health.kind", h.kind.as_ref(), |v| {
+        one_of(v, &["http", "tcp"], "a health check kind")
+    })?;
+    let path = rep.file("health.path", h.path.as_ref(), http_path)?;
+    let interval = rep.file("health.interval", h.interval.as_ref(), duration)?;
+    let timeout = rep.file("health.timeout", h.timeout.as_ref(), duration)?;
+    let rise = rep.file("health.rise", h.rise.as_ref(), count)?;
+    let fall = rep.file("health.fall", h.fall.as_ref(), count)?;
+    let restart_after = rep.file("health.restart_after", h.restart_after.as_ref(), count)?;
+
+    let default_path = match &d.kind {
+        HealthKind::Http { path } => path.clone(),
+        HealthKind::Tcp => "/".to_owned(),
+    };
+    let kind = match kind.map(|k| k.value) {
+        Some("tcp") => HealthKind::Tcp,
+        Some(_) => HealthKind::Http {
+            path: path.map_or(default_path, |p| p.value),
+        },
+        None => match &d.kind {
+            HealthKind::Tcp => HealthKind::Tcp,
+            HealthKind::Http { .. } => HealthKind::Http {
+                path: path.map_or(default_path, |p| p.value),
+            },
+        },
+    };
+    let interval = or_default(interval, d.interval);
+    let timeout = or_default(timeout, d.timeout);
+    // A probe that may outlive the interval would overlap the next one and
+    // make "consecutive results" ambiguous, so timeout <= interval.
+    if timeout.value > interval.value {
+        let (from, key, problem) = if timeout.from != Origin::Default {
+            (
+                timeout.from,
+                "health.timeout",
+                format!(
+                    "{} is longer than health.interval ({}{}); a probe must finish before the next one is due",
+                    fmt_duration(timeout.value),
+                    fmt_duration(interval.value),
+                    note(interval.from)
+                ),
+            )
+        } else {
+            (
+                interval.from,
+                "health.interval",
+                format!(
+                    "{} is shorter than health.timeout ({}{}); a probe must finish before the next one is due",
+                    fmt_duration(interval.value),
+                    fmt_duration(timeout.value),
+                    note(timeout.from)
+                ),
+            )
+        };
+        return Err(rep.at(from, key, problem));
+    }
+    Ok(HealthConfig {
+        kind,
+        interval: interval.value,
+        timeout: timeout.value,
+        rise: or_default(rise, d.rise).value,
+        fall: or_default(fall, d.fall).value,
+        restart_after: or_default(restart_after, d.restart_after).value,
+    })
+}
+
+fn restart_section(
+    rep: &Report<'_>,
+    raw: &RawConfig,
+    d: &RestartConfig,
+) -> Result<RestartConfig, ConfigError> {
+    let empty = Default::default();
+    let r = raw.restart.as_ref().map_or(&empty, |s| &s.value);
+    let policy = rep.file("restart.policy", r.policy.as_ref(), |v| {
+        one_of(v, &["always", "on-failure", "never"], "a restart policy").map(|p| match p {
+            "on-failure" => RestartPolicy::OnFailure,
+            "never" => RestartPolicy::Never,
+            _ => RestartPolicy::Always,
+        })
+    })?;
+    let initial = rep.file(
+        "restart.initial_backoff",
+        r.initial_backoff.as_ref(),
+        duration,
+    )?;
+    let max = rep.file("restart.max_backoff", r.max_backoff.as_ref(), duration)?;
+    let max_restarts = rep.file("restart.max_restarts", r.max_restarts.as_ref(), |v| {
+        count(v).map_err(|e| format!("{e}; to never restart, set restart.policy: never"))
+    })?;
+    let window = rep.file("restart.window", r.window.as_ref(), duration)?;
+
+    let initial = or_default(initial, d.initial_backoff);
+    let max = or_default(max, d.max_backoff);
+    if max.value < initial.value {
+        let (from, key, problem) = if max.from != Origin::Default {
+            (
+                max.from,
+                "restart.max_backoff",
+                format!(
+                    "{} is shorter than restart.initial_backoff ({}{})",
+                    fmt_duration(max.value),
+                    fmt_duration(initial.value),
+                    note(initial.from)
+                ),
+            )
+        } else {
+            (
+                initial.from,
+                "restart.initial_backoff",
+                format!(
+                    "{} is longer than restart.max_backoff ({}{})",
+                    fmt_duration(initial.value),
+                    fmt_duration(max.value),
+                    note(max.from)
+                ),
+            )
+        };
+        return Err(rep.at(from, key, problem));
+    }
+    Ok(RestartConfig {
+        policy: or_default(policy, d.policy).value,
+        initial_backoff: initial.value,
+        max_backoff: max.value,
+        max_restarts: or_default(max_restarts, d.max_restarts).value,
+        window: or_default(window, d.window).value,
+    })
+}
+
+fn shutdown_section(
+    rep: &Report<'_>,
+    raw: &RawConfig,
+    d: &ShutdownConfig,
+) -> Result<ShutdownConfig, ConfigError> {
+    let empty = Default::default();
+    let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
+    let timeout = rep.file("shutdown.timeout", s.timeout.as_ref(), duration)?;
+    Ok(ShutdownConfig {
+        timeout: or_default(timeout, d.timeout).value,
+    })
+}
+
+fn balancer_section(
+    rep: &Report<'_>,
+    raw: &RawConfig,
+    d: &BalancerConfig,
+) -> Result<BalancerConfig, ConfigError> {
+    let empty = Default::default();
+    let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
+    let max_connections = rep.file(
+        "balancer.max_connections",
+        b.max_connections.as_ref(),
+        count,
+    )?;
+    let connect_timeout = rep.file(
+        "balancer.connect_timeout",
+        b.connect_timeout.as_ref(),
+        duration,
+    )?;
+    let idle_timeout = rep.file("balancer.idle_timeout", b.idle_timeout.as_ref(), duration)?;
+    Ok(BalancerConfig {
+        max_connections: or_default(max_connections, d.max_connections).value,
+        connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
+        idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
+    })
+}
+
+// --- cross-key and filesystem rules ---------------------------------------
+
+/// Backends use `base_port ..= base_port + backends - 1`, which must fit in
+/// a port number. Blames base_port unless it is the default.
+fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<(), ConfigError> {
+    let (n, p) = (u32::from(backends.value), u32::from(base.value));
+    let last = p + n - 1;
+    if last <= 65535 {
+        return Ok(());
+    }
+    let fits = 65536 - p;
+    let by_flag = match backends.from {
+        Origin::Flag(flag) => format!(" (from {flag})"),
+        Origin::Default => " (the default)".to_owned(),
+        Origin::File(_) => String::new(),
+    };
+    let (from, key) = if base.from == Origin::Default {
+        (backends.from, "backends")
+    } else {
+        (base.from, "base_port")
+    };
+    let problem = format!(
+        "{p} with {n} backends{by_flag} needs ports {p}..={last}, and port 65536 is past 65535 \
+         (use base_port {} or at most {fits} backends)",
+        65536 - n
+    );
+    Err(rep.at(from, key, problem))
+}
+
+/// `written` (as the user wrote it, resolved to `abs`) must be a directory.
+fn check_dir(
+    rep: &Report<'_>,
+    from: Origin,
+    key: &str,
+    written: &Path,
+    abs: &Path,
+    show_abs: bool,
+) -> Result<(), ConfigError> {
+    let resolved = if show_abs && written.is_relative() {
+        format!(" (resolved to {})", abs.display())
+    } else {
+        String::new()
+    };
+    if !abs.exists() {
+        return Err(rep.at(
+            from,
+            key,
+            format!("directory {} does not exist{resolved}", written.display()),
+        ));
+    }
+    if !abs.is_dir() {
+        return Err(rep.at(
+            from,
+            key,
+            format!("{} is not a directory{resolved}", written.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Absolute `p` without `.` components (`..` is kept: it may cross a symlink).
+fn clean(p: &Path) -> PathBuf {
+    p.components().collect()
+}
+
+// --- values -----------------------------------------------------------------
+
+fn whole(v: &Value) -> Result<i128, String> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        Value::Str(s) if s.trim().parse::<i128>().is_ok() => Err(format!(
+            "expected a whole number, got the string {} (remove the quotes)",
+            quote(s)
+        )),
+        other => Err(format!("expected a whole number, got {}", other.describe())),
+    }
+}
+
+fn backends_in_range(n: i128) -> Result<u16, String> {
+    if n < 1 {
+        Err(format!("must be at least 1 (got {n})"))
+    } else if n > i128::from(MAX_BACKENDS) {
+        Err(format!("must be at most {MAX_BACKENDS} (got {n})"))
+    } else {
+        u16::try_from(n).map_err(|_| format!("must be at most {MAX_BACKENDS} (got {n})"))
+    }
+}
+
+fn port_in_range(n: i128) -> Result<u16, String> {
+    if n < 1 {
+        Err(format!("must be at least 1 (got {n})"))
+    } else {
+        u16::try_from(n).map_err(|_| format!("{n} is past 65535"))
+    }
+}
+
+/// A count that must be at least 1 (rise, fall, max_connections, ...).
+fn count(v: &Value) -> Result<u32, String> {
+    let n = whole(v)?;
+    if n < 1 {
+        Err(format!("must be at least 1 (got {n})"))
+    } else {
+        u32::try_from(n).map_err(|_| format!("must be at most {} (got {n})", u32::MAX))
+    }
+}
+
+fn duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::Str(s) => parse_duration(s),
+        Value::Int(n) if *n < 0 => Err(format!("must not be negative (got {n})")),
+        Value::Int(0) => Err("must be longer than 0 (got 0)".to_owned()),
+        Value::Int(n) => Err(format!("{n} has no unit; write it like {n}s or {n}ms")),
+        Value::Float(x) => Err(format!("{x} has no unit; write it like {x}s")),
+        other => Err(format!(
+            "expected a duration such as 250ms, 1s or 2m, got {}",
+            other.describe()
+        )),
+    }
+}
+
+/// `250ms`, `1s`, `2m`, `1m 30s` (humantime), positive and at most a day.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("must not be negative (got {t})"));
+    }
+    let d = humantime::parse_duration(t).map_err(|_| {
+        format!(
+            "{} is not a duration; write it like 250ms, 1s or 2m",
+            quote(s)
+        )
+    })?;
+    if d.is_zero() {
+        Err(format!("must be longer than 0 (got {t})"))
+    } else if d > MAX_DURATION {
+        Err(format!(
+            "must be at most {} (got {t})",
+            fmt_duration(MAX_DURATION)
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn listen(v: &Value) -> Result<SocketAddr, String> {
+    match v {
+        Value::Str(s) => crate::cli::parse_listen(s),
+        Value::Int(port) => Err(format!(
+            "expected ADDR:PORT, got {port} (write 127.0.0.1:{port})"
+        )),
+        other => Err(format!(
+            "expected ADDR:PORT such as 127.0.0.1:44444, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            other.describe()
+        )),
+    }
+}
+
+/// A non-empty string that can be a path.
+fn path_text(v: &Value, key: &str) -> Result<PathBuf, String> {
+    match v {
+        Value::Str(s) if s.is_empty() => Err("must not be empty".to_owned()),
+        Value::Str(s) if s.contains('\0') => Err("must not contain a NUL byte".to_owned()),
+        Value::Str(s) => Ok(PathBuf::from(s)),
+        other => Err(format!(
+            "expected a directory path (e.g. {key}: ./dir), got {}",
+            other.describe()
+        )),
+    }
+}
+
+/// One of a fixed set of words, with a suggestion for a near miss.
+fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str, String> {
+    let list = words.join(", ");
+    match v {
+        Value::Str(s) => {
+            words
+                .iter()
+                .copied()
+                .find(|w| *w == s)
+                .ok_or_else(|| match closest(s, words) {
+                    Some(near) => format!(
+                        "{} is not {what}; did you mean {near}? (one of: {list})",
+                        quote(s)
+                    ),
+                    None => format!("{} is not {what}; use one of: {list}", quote(s)),
+                })
+        }
+        other => Err(format!("expected one of: {list}, got {}", other.describe())),
+    }
+}
+
+/// The path of an HTTP probe: it goes verbatim into the request line.
+fn http_path(v: &Value) -> Result<String, String> {
+    match v {
+        Value::Str(s) if !s.starts_with('/') => Err(format!("{} must start with '/'", quote(s))),
+        Value::Str(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(format!(
+            "{} must not contain spaces or control characters (percent-encode them)",
+            quote(s)
+        )),
+        Value::Str(s) => Ok(s.clone()),
+        other => Err(format!(
+            "expected a URL path such as /health, got {}",
+            other.describe()
+        )),
+    }
+}
+
+/// `backend.command`: a list of non-empty strings, each reported at its line.
+fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigError> {
+    let items = match &node.value {
+        Value::Seq(items) => items,
+        Value::Str(s) => {
+            return Err(rep.at(
+                Origin::File(line_of(node)),
+                "backend.command",
+                format!(
+                    "expected a list with one item per argument, such as [\"python3\", \"server.py\", \"{{port}}\"], got the string {}",
+                    quote(s)
+                ),
+            ));
+        }
+        other => {
+            return Err(rep.at(
+                Origin::File(line_of(node)),
+                "backend.command",
+                format!(
+                    "expected a list such as [\"python3\", \"server.py\", \"{{port}}\"], got {}",
+                    other.describe()
+                ),
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let key = format!("backend.command[{i}]");
+            let at = Origin::File(line_of(item));
+            match &item.value {
+                Value::Str(s) if s.is_empty() => Err(rep.at(at, &key, "must not be empty")),
+                Value::Str(s) if s.contains('\0') => {
+                    Err(rep.at(at, &key, "must not contain a NUL byte"))
+                }
+                Value::Str(s) => Ok(s.clone()),
+                Value::Int(n) => Err(rep.at(
+                    at,
+                    &key,
+                    format!("expected a string, got {n} (quote it: \"{n}\")"),
+                )),
+                other => Err(rep.at(
+                    at,
+                    &key,
+                    format!("expected a string, got {}", other.describe()),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `backend.env`: names a shell could export, values as text.
+fn env_map(rep: &Report<'_>, node: &Node) -> Result<BTreeMap<String, String>, ConfigError> {
+    let Value::Map(entries) = &node.value else {
+        return Err(rep.at(
+            Origin::File(line_of(node)),
+            "backend.env",
+            format!(
+                "expected a mapping of NAME: value, got {}",
+                node.value.describe()
+            ),
+        ));
+    };
+    let mut env = BTreeMap::new();
+    for (name, value) in entries {
+        let key = format!("backend.env.{}", name.value);
+        let at = Origin::File(line_of(name));
+        if name.value.is_empty() {
+            return Err(rep.at(at, "backend.env", "a variable name must not be empty"));
+        }
+        if name.value.contains(['=', '\0']) {
+            return Err(rep.at(
+                at,
+                &key,
+                format!(
+                    "{} is not a valid variable name (no '=' or NUL)",
+                    quote(&name.value)
+                ),
+            ));
+        }
+        if name.value == "PORT" {
+            return Err(rep.at(
+                at,
+                &key,
+                "is set by fleet to each backend's port; use {port} in backend.command instead",
+            ));
+        }
+        let at = Origin::File(line_of(value));
+        let text = match &value.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(n) => n.to_string(),
+            Value::Float(x) => x.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => {
+                return Err(rep.at(
+                    at,
+                    &key,
+                    format!("has no value; write {}: \"\" for an empty one", name.value),
+                ));
+            }
+            other => {
+                return Err(rep.at(
+                    at,
+                    &key,
+                    format!("expected a string, got {}", other.describe()),
+                ));
+            }
+        };
+        if text.contains('\0') {
+            return Err(rep.at(at, &key, "must not contain a NUL byte"));
+        }
+        env.insert(name.value.clone(), text);
+    }
+    Ok(env)
+}

@@ -1,0 +1,329 @@
+//! One task per backend: the glue that executes the state machine's actions
+//! (spawn, signal) and feeds it the events they cause (spawned, exited, probe
+//! results, passive failures from the balancer, deadlines, shutdown).
+//!
+//! The task owns its `Backend` machine, its `Child` and the lifeline pipe;
+//! after every event it publishes the machine's view to its pool `Slot`.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::health;
+use super::output::BackendLog;
+use super::state::{self, Action, Backend, Event, Exit, Sig, State};
+use crate::balancer::pool::{Pool, Slot, SlotStatus};
+use crate::config::HealthConfig;
+use crate::control::protocol::ExitInfo;
+
+/// What to execute for one backend.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub cwd: Option<std::path::PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// The built-in worker reads its stdin as a lifeline; others get /dev/null.
+    pub lifeline: bool,
+}
+
+pub struct BackendTask {
+    pub index: usize,
+    pub slot: Arc<Slot>,
+    pub pool: Arc<Pool>,
+    pub launch: Launch,
+    pub health: HealthConfig,
+    pub machine: Backend,
+    pub log: Arc<BackendLog>,
+    pub passive: mpsc::Receiver<()>,
+    pub token: CancellationToken,
+    /// Read once the token fires: how long the worker gets between SIGTERM and SIGKILL.
+    pub grace: Arc<super::Grace>,
+    pub tracker: TaskTracker,
+}
+
+type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+struct Worker {
+    child: Child,
+    /// Held open for the worker's life; its EOF tells the worker we are gone.
+    _lifeline: Option<ChildStdin>,
+    pid: u32,
+}
+
+impl BackendTask {
+    pub async fn run(mut self) {
+        let port = self.slot.port;
+        let mut worker: Option<Worker> = None;
+        let mut probe: Option<ProbeFuture> = None;
+        let mut next_probe = Instant::now();
+        let mut shutting_down = false;
+        let mut was_routable = false;
+
+        let mut action = self.machine.step(Event::Start, Instant::now().into_std());
+        loop {
+            // Execute what the last step asked for; spawning feeds back an event at once.
+            while let Some(a) = action.take() {
+                match a {
+                    Action::Spawn => {
+                        let ev = match self.spawn() {
+                            Ok(w) => {
+                                let pid = w.pid;
+                                worker = Some(w);
+                                next_probe = Instant::now() + health::STARTING_INTERVAL;
+                                Event::Spawned { pid }
+                            }
+                            Err(e) => {
+                                warn!(target: "supervisor", port, error = %e, "could not start backend");
+                                Event::SpawnFailed {
+                                    error: format!(
+                                        "could not start {}: {e}",
+                                        self.launch.program.display()
+                                    ),
+                                }
+                            }
+                        };
+                        action = self.machine.step(ev, std::time::Instant::now());
+                    }
+                    Action::Signal(sig) => {
+                        if let Some(pid) = self.machine.state().pid() {
+                            signal_group(pid, sig);
+                        }
+                    }
+                }
+            }
+
+            let routable = self.machine.routable();
+            if routable != was_routable {
+                match self.machine.state() {
+                    State::Running { .. } => {
+                        info!(target: "supervisor", port, healthy = routable, "health changed")
+                    }
+                    s => info!(target: "supervisor", port, state = s.name(), "out of rotation"),
+                }
+                was_routable = routable;
+            }
+            self.publish();
+            if routable {
+                self.pool.became_routable.notify_waiters();
+            }
+
+            if shutting_down
+                && worker.is_none()
+                && !matches!(self.machine.state(), State::Stopping { .. })
+            {
+                break;
+            }
+
+            let probing = matches!(
+                self.machine.state(),
+                State::Starting { pid: Some(_), .. } | State::Running { .. }
+            );
+            if !probing {
+                probe = None;
+            }
+            let probe_at = (probing && probe.is_none()).then_some(next_probe);
+            let tick_at = self.machine.next_deadline().map(Instant::from_std);
+            let wake = [probe_at, tick_at].into_iter().flatten().min();
+
+            let ev = tokio::select! {
+                biased;
+                _ = self.token.cancelled(), if !shutting_down => {
+                    shutting_down = true;
+                    Event::Stop { deadline: std::time::Instant::now() + self.grace.get() }
+                }
+                status = wait(&mut worker) => {
+                    let w = worker.take().expect("wait() only completes with a worker");
+                    probe = None;
+                    let exit = exit_of(status);
+                    // Take the rest of its process group with it: a custom
+                    // command's children must not keep the port.
+                    let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+                    let level_warn = !shutting_down;
+                    if level_warn {
+                        warn!(target: "supervisor", port, pid = w.pid, "backend {}", state::describe(exit));
+                    } else {
+                        info!(target: "supervisor", port, pid = w.pid, "backend stopped ({})", state::describe(exit));
+                    }
+                    Event::Exited(exit)
+                }
+                ok = poll_probe(&mut probe) => {
+                    probe = None;
+                    let interval = match self.machine.state() {
+                        State::Starting { .. } => health::STARTING_INTERVAL,
+                        _ => self.health.interval,
+                    };
+                    next_probe = Instant::now() + interval;
+                    if ok { Event::ProbePassed } else { Event::ProbeFailed }
+                }
+                Some(()) = self.passive.recv() => Event::PassiveFailure,
+                _ = sleep_until(wake) => {
+                    if probe_at.is_some_and(|t| t <= Instant::now()) {
+                        let (kind, addr, timeout) = (self.health.kind.clone(), self.slot.addr, self.health.timeout);
+                        probe = Some(Box::pin(async move { health::probe(&kind, addr, timeout).await }));
+                        continue;
+                    }
+                    Event::Tick
+                }
+            };
+            action = self.machine.step(ev, std::time::Instant::now());
+        }
+        self.publish();
+    }
+
+    fn spawn(&mut self) -> io::Result<Worker> {
+        let l = &self.launch;
+        let mut cmd = Command::new(&l.program);
+        cmd.args(&l.args)
+            .env("PORT", self.slot.port.to_string())
+            .envs(l.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if l.lifeline {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Own process group: a terminal's Ctrl-C reaches only the
+            // supervisor, which stops workers in order; shutdown signals the
+            // whole group so a custom command's children go too.
+            .process_group(0)
+            // Backstop if this task is ever dropped without reaping.
+            .kill_on_drop(true);
+        if let Some(cwd) = &l.cwd {
+            cmd.current_dir(cwd);
+        }
+        super::orphans::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let lifeline = child.stdin.take();
+        for (stream, reader) in [
+            (
+                "stdout",
+                child
+                    .stdout
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            ),
+            (
+                "stderr",
+                child
+                    .stderr
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            ),
+        ] {
+            if let Some(reader) = reader {
+                let log = self.log.clone();
+                self.tracker
+                    .spawn(async move { log.pump(reader, stream).await });
+            }
+        }
+        info!(target: "supervisor", port = self.slot.port, pid, "backend started");
+        Ok(Worker {
+            child,
+            _lifeline: lifeline,
+            pid,
+        })
+    }
+
+    fn publish(&self) {
+        let m = &self.machine;
+        let st = m.state();
+        let since = match st {
+            State::Running { since, .. } | State::Starting { since, .. } => Some(*since),
+            _ => None,
+        };
+        let reason = match st {
+            State::Failed { reason } => Some(reason.clone()),
+            State::Stopped { reason } => reason.clone(),
+            _ => None,
+        };
+        self.slot.publish(
+            m.routable(),
+            SlotStatus {
+                pid: st.pid(),
+                state: st.name(),
+                restarts: m.restarts(),
+                since,
+                last_exit: m.last_exit().map(exit_info),
+                reason,
+            },
+        );
+    }
+}
+
+/// Wait for the worker to exit; pending forever when there is none.
+async fn wait(worker: &mut Option<Worker>) -> io::Result<ExitStatus> {
+    match worker {
+        Some(w) => w.child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_probe(probe: &mut Option<ProbeFuture>) -> bool {
+    match probe {
+        Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn exit_of(status: io::Result<ExitStatus>) -> Exit {
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => Exit::Code(-1),
+        },
+        Err(_) => Exit::Code(-1),
+    }
+}
+
+pub fn exit_info(e: Exit) -> ExitInfo {
+    match e {
+        Exit::Code(c) => ExitInfo {
+            code: Some(c),
+            signal: None,
+            name: None,
+        },
+        Exit::Signal(s) => ExitInfo {
+            code: None,
+            signal: Some(s),
+            name: Some(state::signal_name(s)),
+        },
+    }
+}
+
+/// Signal the worker's process group. SIGTERM is followed by SIGCONT so a
+/// stopped (SIGSTOPped, hung) worker wakes up to handle it.
+fn signal_group(pid: u32, sig: Sig) {
+    let pg = Pid::from_raw(pid as i32);
+    match sig {
+        Sig::Term => {
+            let _ = killpg(pg, Signal::SIGTERM);
+            let _ = killpg(pg, Signal::SIGCONT);
+        }
+        Sig::Kill => {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Backend output: every line a worker writes to stdout or stderr goes to its
+//! log file in the state dir (size-capped, rotated once: at most
+//! `2 * MAX_LOG_BYTES` per backend, so logs never fill a disk) and, in the
+//! foreground, to the supervisor's log tagged with the backend's port.
+//!
+//! File lines are `<RFC 3339 time> <stdout|stderr> <text>`, which `fleet logs`
+//! merges across backends by time.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Rotate a backend's log past this size (the previous file is kept as `.1`).
+pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
+/// A "line" longer than this is split, so a worker that never prints a
+/// newline cannot make the supervisor buffer without bound.
+const MAX_LINE: usize = 8 * 1024;
+
+#[derive(Debug)]
+pub struct BackendLog {
+    path: PathBuf,
+    port: u16,
+    /// Echo lines into the supervisor's own log (foreground mode).
+    echo: bool,
+    file: Mutex<Option<(File, u64)>>,
+}
+
+impl BackendLog {
+    pub fn new(path: PathBuf, port: u16, echo: bool) -> Self {
+        BackendLog {
+            path,
+            port,
+            echo,
+            file: Mutex::new(None),
+        }
+    }
+
+    pub fn write_line(&self, stream: &str, text: &str) {
+        if self.echo {
+            tracing::info!(target: "backend", port = self.port, "{text}");
+        }
+        let line = format!(
+            "{} {stream} {text}\n",
+            humantime::format_rfc3339_millis(SystemTime::now())
+        );
+        let mut guard = self
+            .file
+            .lock()
+            .expect("log lock is never poisoned: no panics while held");
+        if guard
+            .as_ref()
+            .is_some_and(|(_, size)| size + line.len() as u64 > MAX_LOG_BYTES)
+        {
+            *guard = None;
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            let _ = fs::rename(&self.path, old);
+        }
+        if guard.is_none() {
+            let Ok(f) = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            else {
+                return;
+            };
+            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            *guard = Some((f, size));
+        }
+        if let Some((f, size)) = guard.as_mut()
+            && f.write_all(line.as_bytes()).is_ok()
+        {
+            *size += line.len() as u64;
+        }
+    }
+
+    /// Copy `reader` line by line into the log until EOF.
+    pub async fn pump(&self, reader: impl AsyncRead + Unpin, stream: &str) {
+        let mut reader = BufReader::with_capacity(MAX_LINE, reader);
+        let mut line = Vec::with_capacity(256);
+        while let Ok(buf) = reader.fill_buf().await {
+            if buf.is_empty() {
+                break;
+            }
+            let (n, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), line.len() + buf.len() >= MAX_LINE),
+            };
+            line.extend_from_slice(&buf[..n]);
+            reader.consume(n);
+            if done {
+                self.emit(&mut line, stream);
+            }
+        }
+        if !line.is_empty() {
+            self.emit(&mut line, stream);
+        }
+    }
+
+    fn emit(&self, line: &mut Vec<u8>, stream: &str) {
+        let text = String::from_utf8_lossy(line);
+        self.write_line(stream, text.trim_end_matches(['\n', '\r']));
+        line.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_captured_and_the_file_rotates_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.log");
+        let log = BackendLog::new(path.clone(), 9000, false);
+        log.pump(&b"hello\nworld\npartial"[..], "stdout").await;
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].ends_with(" stdout hello"));
+        assert!(lines[2].ends_with(" stdout partial"));
+        let big = "x".repeat(1000);
+        for _ in 0..(2 * MAX_LOG_BYTES / 1000) {
+            log.write_line("stderr", &big);
+        }
+        let size = fs::metadata(&path).unwrap().len();
+        let old = fs::metadata(dir.path().join("b.log.1")).unwrap().len();
+        assert!(
+            size <= MAX_LOG_BYTES && old <= MAX_LOG_BYTES,
+            "{size} {old}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_without_newline_is_split_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.log");
+        let log = BackendLog::new(path.clone(), 9000, false);
+        let long = vec![b'y'; MAX_LINE * 3];
+        log.pump(&long[..], "stdout").await;
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+    }
+}

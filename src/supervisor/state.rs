@@ -1,0 +1,951 @@
+//! The backend lifecycle as a pure state machine: events in, actions out.
+//!
+//! This module owns `State`; nothing else assigns it. It does no I/O, knows
+//! nothing of tokio, and takes `now` as a parameter, so every edge is unit
+//! tested without a clock. `supervisor::backend` is the glue that executes the
+//! returned `Action`s and feeds back the `Event`s they cause.
+//!
+//! Invariant: a backend is routable iff it is `Running { healthy: true, .. }`.
+//!
+//! ```text
+//!            Start                 first probe passes
+//!  Stopped ────────▶ Starting ─────────────────────────▶ Running{healthy}
+//!     ▲                 │  ▲                               │  │ fall fails ⇄ rise passes
+//!     │ policy says     │  │ backoff elapsed               │  │ (healthy flips, still Running)
+//!     │ no restart      ▼  │                               │  │
+//!     ├──────────── exited ──▶ Backoff ◀──── exited ───────┘  │ restart_after fails
+//!     │                 │                                     ▼
+//!     │                 └─▶ Failed (crash loop)            Stopping{then: Restart}
+//!     └──────────────────── Stopping{then: Stay} ◀── Stop (shutdown), from any live state
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::config::{HealthConfig, RestartConfig, RestartPolicy};
+
+/// How long a `Starting` backend may take to pass its first probe before it
+/// is killed and restarted (a program that never listens, or listens elsewhere).
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Grace between SIGTERM and SIGKILL when liveness restarts a hung backend.
+pub const LIVENESS_GRACE: Duration = Duration::from_secs(2);
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+}
+
+/// What to do once a `Stopping` backend has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStop {
+    /// Liveness or start timeout: start a new worker.
+    Restart,
+    /// Shutdown: stay stopped.
+    Stay,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// Not running and not scheduled to run: before `Start`, after shutdown,
+    /// or when the restart policy declined a restart (`reason` says which).
+    Stopped { reason: Option<String> },
+    /// Spawn requested (`pid` is None until the glue reports it); probed
+    /// quickly and routable at the first pass.
+    Starting { pid: Option<u32>, since: Instant },
+    /// Up. `passes`/`fails` count consecutive probe results since the last flip.
+    Running {
+        pid: u32,
+        since: Instant,
+        healthy: bool,
+        passes: u32,
+        fails: u32,
+    },
+    /// Waiting out the restart delay.
+    Backoff { until: Instant },
+    /// Signalled; waiting for the process to exit. SIGKILL at `deadline`.
+    Stopping {
+        pid: u32,
+        deadline: Instant,
+        then: AfterStop,
+        killed: bool,
+    },
+    /// Gave up: crash loop. Only shutdown leaves this state (to nowhere).
+    Failed { reason: String },
+}
+
+impl State {
+    /// The name in `fleet status` and the JSON contract.
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Stopped { .. } => "stopped",
+            State::Starting { .. } => "starting",
+            State::Running { .. } => "running",
+            State::Backoff { .. } => "backoff",
+            State::Stopping { .. } => "stopping",
+            State::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            State::Starting { pid, .. } => *pid,
+            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Begin supervising (once, at start-up).
+    Start,
+    /// The glue spawned the worker.
+    Spawned {
+        pid: u32,
+    },
+    /// The glue could not spawn it (missing program, bad cwd, ...).
+    SpawnFailed {
+        error: String,
+    },
+    /// The worker process exited.
+    Exited(Exit),
+    ProbePassed,
+    ProbeFailed,
+    /// The balancer could not connect to this backend.
+    PassiveFailure,
+    /// A deadline from `next_deadline` was reached.
+    Tick,
+    /// Shutdown: stop the worker, SIGKILL past `deadline`.
+    Stop {
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    Term,
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Spawn,
+    /// Signal the worker's whole process group.
+    Signal(Sig),
+}
+
+/// The policy knobs the machine needs (copied from the config).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub restart: RestartConfig,
+    pub rise: u32,
+    pub fall: u32,
+    pub restart_after: u32,
+}
+
+impl Policy {
+    pub fn new(restart: &RestartConfig, health: &HealthConfig) -> Self {
+        Policy {
+            restart: restart.clone(),
+            rise: health.rise,
+            fall: health.fall,
+            restart_after: health.restart_after,
+        }
+    }
+}
+
+/// One backend's lifecycle and the bookkeeping that outlives a single worker.
+#[derive(Debug)]
+pub struct Backend {
+    state: State,
+    policy: Policy,
+    /// Restarts so far (every spawn after the first).
+    restarts: u32,
+    /// Exponent of the next backoff; reset once a worker stays healthy for `max_backoff`.
+    attempt: u32,
+    /// When recent restarts happened, for crash-loop detection over `window`.
+    recent: VecDeque<Instant>,
+    last_exit: Option<Exit>,
+    /// Jitter source; seeded so tests are deterministic.
+    rng: fastrand::Rng,
+}
+
+impl Backend {
+    pub fn new(policy: Policy, seed: u64) -> Self {
+        Backend {
+            state: State::Stopped { reason: None },
+            policy,
+            restarts: 0,
+            attempt: 0,
+            recent: VecDeque::new(),
+            last_exit: None,
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+    pub fn last_exit(&self) -> Option<Exit> {
+        self.last_exit
+    }
+    pub fn routable(&self) -> bool {
+        matches!(self.state, State::Running { healthy: true, .. })
+    }
+
+    /// The next instant at which the machine wants a `Tick`.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.state {
+            State::Backoff { until } => Some(*until),
+            State::Stopping {
+                deadline, killed, ..
+            } => (!killed).then_some(*deadline),
+            State::Starting { since, .. } => Some(*since + START_TIMEOUT),
+            // The backoff exponent resets once a worker has been up for max_backoff.
+            State::Running { since, .. } if self.attempt > 0 => {
+                Some(*since + self.policy.restart.max_backoff)
+            }
+            _ => None,
+        }
+    }
+
+    /// Apply one event. Returns the action the glue must perform, if any.
+    pub fn step(&mut self, ev: Event, now: Instant) -> Option<Action> {
+        let state = std::mem::replace(&mut self.state, State::Stopped { reason: None });
+        let (next, action) = self.transition(state, ev, now);
+        self.state = next;
+        action
+    }
+
+    fn transition(&mut self, state: State, ev: Event, now: Instant) -> (State, Option<Action>) {
+        use State::*;
+        let p = &self.policy;
+        match (state, ev) {
+            // Stopped -> Starting (first start)
+            (Stopped { .. }, Event::Start) => (
+                Starting {
+                    pid: None,
+                    since: now,
+                },
+                Some(Action::Spawn),
+            ),
+            // Starting -> Starting (pid known)
+            (Starting { pid: None, since }, Event::Spawned { pid }) => (
+                Starting {
+                    pid: Some(pid),
+                    since,
+                },
+                None,
+            ),
+            // Starting -> Backoff | Failed | Stopped (could not spawn: treated as a failed exit)
+            (Starting { pid: None, .. }, Event::SpawnFailed { error }) => {
+                self.after_exit(Exit::Code(127), Some(error), now)
+            }
+            // Starting -> Running (first pass: routable at once)
+            (Starting { pid: Some(pid), .. }, Event::ProbePassed) => (
+                Running {
+                    pid,
+                    since: now,
+                    healthy: true,
+                    passes: 0,
+                    fails: 0,
+                },
+                None,
+            ),
+            // Starting -> Starting (not listening yet: keep probing)
+            (s @ Starting { .. }, Event::ProbeFailed | Event::PassiveFailure) => (s, None),
+            // Starting -> Stopping (never became ready)
+            (
+                Starting {
+                    pid: Some(pid),
+                    since,
+                },
+                Event::Tick,
+            ) if now >= since + START_TIMEOUT => (
+                Stopping {
+                    pid,
+                    deadline: now + LIVENESS_GRACE,
+                    then: AfterStop::Restart,
+                    killed: false,
+                },
+                Some(Action::Signal(Sig::Term)),
+            ),
+            // Starting | Running -> Backoff | Failed | Stopped (the worker died)
+            (Starting { pid: Some(_), .. } | Running { .. }, Event::Exited(exit)) => {
+                self.after_exit(exit, None, now)
+            }
+            // Running -> Running (pass: count toward rise if unhealthy)
+            (
+                Running {
+                    pid,
+                    since,
+                    healthy,
+                    passes,
+                    ..
+                },
+                Event::ProbePassed,
+            ) => {
+                let passes = passes.saturating_add(1);
+                let healthy = healthy || passes >= p.rise;
+                (
+                    Running {
+                        pid,
+                        since,
+                        healthy,
+                        passes: if healthy { 0 } else { passes },
+                        fails: 0,
+                    },
+                    None,
+                )
+            }
+            // Running -> Running (fail: unhealthy after `fall`) | Stopping (liveness after `restart_after`)
+            (
+                Running {
+                    pid,
+                    since,
+                    healthy,
+                    fails,
+                    ..
+                },
+                Event::ProbeFailed,
+            ) => {
+                let fails = fails.saturating_add(1);
+                if fails >= p.restart_after {
+                    return (
+                        Stopping {
+                            pid,
+                            deadline: now + LIVENESS_GRACE,
+                            then: AfterStop::Restart,
+                            killed: false,
+                        },
+                        Some(Action::Signal(Sig::Term)),
+                    );
+                }
+                (
+                    Running {
+                        pid,
+                        since,
+                        healthy: healthy && fails < p.fall,
+                        passes: 0,
+                        fails,
+                    },
+                    None,
+                )
+            }
+            // Running -> Running (the balancer could not connect: out of rotation
+            // at once; it needs `rise` passes to return, and counts as `fall` failures)
+            (Running { pid, since, .. }, Event::PassiveFailure) => (
+                Running {
+                    pid,
+                    since,
+                    healthy: false,
+                    passes: 0,
+                    fails: p.fall,
+                },
+                None,
+            ),
+            // Running -> Running (stable long enough: forget the backoff history)
+            (s @ Running { since, .. }, Event::Tick) => {
+                if now >= since + p.restart.max_backoff {
+                    self.attempt = 0;
+                }
+                (s, None)
+            }
+            // Backoff -> Starting (delay elapsed)
+            (Backoff { until }, Event::Tick) if now >= until => (
+                Starting {
+                    pid: None,
+                    since: now,
+                },
+                Some(Action::Spawn),
+            ),
+            // Stopping -> Stopping (grace is over: SIGKILL)
+            (
+                Stopping {
+                    pid,
+                    deadline,
+                    then,
+                    killed: false,
+                },
+                Event::Tick,
+            ) if now >= deadline => (
+                Stopping {
+                    pid,
+                    deadline,
+                    then,
+                    killed: true,
+                },
+                Some(Action::Signal(Sig::Kill)),
+            ),
+            // Stopping -> Starting | Stopped (the worker is gone)
+            (Stopping { then, .. }, Event::Exited(exit)) => {
+                self.last_exit = Some(exit);
+                match then {
+                    AfterStop::Stay => (Stopped { reason: None }, None),
+                    AfterStop::Restart => self.after_exit(exit, None, now),
+                }
+            }
+            // Stopping -> Stopping (shutdown arrives during a liveness restart)
+            (
+                Stopping {
+                    pid,
+                    deadline,
+                    killed,
+                    ..
+                },
+                Event::Stop { deadline: d },
+            ) => (
+                Stopping {
+                    pid,
+                    deadline: deadline.min(d),
+                    then: AfterStop::Stay,
+                    killed,
+                },
+                None,
+            ),
+            // Starting | Running -> Stopping (shutdown)
+            (Starting { pid: Some(pid), .. } | Running { pid, .. }, Event::Stop { deadline }) => (
+                Stopping {
+                    pid,
+                    deadline,
+                    then: AfterStop::Stay,
+                    killed: false,
+                },
+                Some(Action::Signal(Sig::Term)),
+            ),
+            // Backoff | Starting(no pid) | Stopped -> Stopped (shutdown, nothing to signal)
+            (Backoff { .. } | Starting { pid: None, .. } | Stopped { .. }, Event::Stop { .. }) => {
+                (Stopped { reason: None }, None)
+            }
+            // Failed -> Failed (shutdown keeps the verdict visible)
+            (s @ Failed { .. }, Event::Stop { .. }) => (s, None),
+            // Anything else is stale or impossible (a late probe result, a Tick
+            // before its deadline): harmless by construction.
+            (
+                s,
+                ev
+                @ (Event::Tick | Event::ProbePassed | Event::ProbeFailed | Event::PassiveFailure),
+            ) => {
+                tracing::trace!(state = s.name(), ?ev, "event ignored");
+                (s, None)
+            }
+            (s, ev) => {
+                warn!(state = s.name(), ?ev, "ignored unexpected event");
+                (s, None)
+            }
+        }
+    }
+
+    /// The worker ended (or never started): decide between restart, stop and
+    /// giving up, per the restart policy and the crash-loop window.
+    fn after_exit(
+        &mut self,
+        exit: Exit,
+        error: Option<String>,
+        now: Instant,
+    ) -> (State, Option<Action>) {
+        self.last_exit = Some(exit);
+        let r = &self.policy.restart;
+        let restart = match r.policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !exit.success(),
+            RestartPolicy::Never => false,
+        };
+        let what = error.unwrap_or_else(|| describe(exit));
+        if !restart {
+            return (
+                State::Stopped {
+                    reason: Some(format!(
+                        "{what}; restart policy is {}",
+                        policy_name(r.policy)
+                    )),
+                },
+                None,
+            );
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= r.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= r.max_restarts as usize {
+            return (
+                State::Failed {
+                    reason: format!(
+                        "crash loop: {} restarts within {}; last: {what}",
+                        self.recent.len(),
+                        humantime::format_duration(r.window)
+                    ),
+                },
+                None,
+            );
+        }
+        self.recent.push_back(now);
+        self.restarts += 1;
+        let delay = backoff_delay(r, self.attempt, self.rng.f64());
+        self.attempt = self.attempt.saturating_add(1);
+        (State::Backoff { until: now + delay }, None)
+    }
+}
+
+/// `initial * 2^attempt`, capped at `max`, then scaled by a jitter factor in
+/// [0.8, 1.2) (and capped again) so that backends that died together do not
+/// restart in lockstep.
+pub fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
+    let base = r
+        .initial_backoff
+        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .min(r.max_backoff);
+    base.mul_f64(0.8 + 0.4 * unit.clamp(0.0, 1.0))
+        .min(r.max_backoff)
+}
+
+/// "exit 1", "SIGKILL".
+pub fn describe(exit: Exit) -> String {
+    match exit {
+        Exit::Code(c) => format!("exited with code {c}"),
+        Exit::Signal(s) => format!("killed by {}", signal_name(s)),
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+fn policy_name(p: RestartPolicy) -> &'static str {
+    match p {
+        RestartPolicy::Always => "always",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Never => "never",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn policy() -> Policy {
+        let c = Config::default();
+        Policy::new(&c.restart, &c.health)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A backend that is Running and healthy with pid 10, at `t0`.
+    fn running(t0: Instant) -> Backend {
+        let mut b = Backend::new(policy(), 1);
+        assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
+        b.step(Event::Spawned { pid: 10 }, t0);
+        b.step(Event::ProbePassed, t0);
+        assert!(b.routable());
+        b
+    }
+
+    #[test]
+    fn stopped_to_starting_on_start_spawns() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
+        assert_eq!(
+            b.state(),
+            &State::Starting {
+                pid: None,
+                since: t0
+            }
+        );
+        assert!(!b.routable());
+    }
+
+    #[test]
+    fn starting_records_pid_when_spawned() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        assert_eq!(b.step(Event::Spawned { pid: 7 }, t0), None);
+        assert_eq!(b.state().pid(), Some(7));
+    }
+
+    #[test]
+    fn starting_to_running_healthy_on_first_pass() {
+        let t0 = Instant::now();
+        let b = running(t0);
+        assert!(matches!(
+            b.state(),
+            State::Running {
+                pid: 10,
+                healthy: true,
+                ..
+            }
+        ));
+        assert_eq!(b.restarts(), 0);
+    }
+
+    #[test]
+    fn starting_stays_starting_on_failed_probe() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 7 }, t0);
+        assert_eq!(b.step(Event::ProbeFailed, t0 + ms(5)), None);
+        assert_eq!(b.state().name(), "starting");
+    }
+
+    #[test]
+    fn starting_to_backoff_when_spawn_fails() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        let a = b.step(
+            Event::SpawnFailed {
+                error: "no such program".into(),
+            },
+            t0,
+        );
+        assert_eq!(a, None);
+        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.restarts(), 1);
+    }
+
+    #[test]
+    fn starting_to_stopping_after_start_timeout() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 7 }, t0);
+        assert_eq!(b.step(Event::Tick, t0 + ms(10)), None, "too early");
+        assert_eq!(
+            b.step(Event::Tick, t0 + START_TIMEOUT),
+            Some(Action::Signal(Sig::Term))
+        );
+        assert!(matches!(
+            b.state(),
+            State::Stopping {
+                then: AfterStop::Restart,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn starting_to_backoff_when_worker_exits() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 7 }, t0);
+        b.step(Event::Exited(Exit::Code(1)), t0 + ms(1));
+        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.last_exit(), Some(Exit::Code(1)));
+    }
+
+    #[test]
+    fn running_to_backoff_when_worker_is_killed() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        assert_eq!(b.step(Event::Exited(Exit::Signal(9)), t0 + ms(1)), None);
+        let State::Backoff { until } = *b.state() else {
+            panic!("{:?}", b.state())
+        };
+        let d = until - (t0 + ms(1));
+        assert!(
+            d >= ms(80) && d <= ms(120),
+            "first backoff is about 100ms, got {d:?}"
+        );
+        assert_eq!(b.restarts(), 1);
+        assert_eq!(b.last_exit(), Some(Exit::Signal(9)));
+        assert!(!b.routable());
+    }
+
+    #[test]
+    fn backoff_to_starting_after_delay() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Signal(9)), t0);
+        assert_eq!(b.step(Event::Tick, t0 + ms(50)), None, "delay not elapsed");
+        assert_eq!(b.step(Event::Tick, t0 + ms(200)), Some(Action::Spawn));
+        assert_eq!(b.state().name(), "starting");
+    }
+
+    #[test]
+    fn running_becomes_unhealthy_after_fall_failures_then_healthy_after_rise_passes() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        let p = policy();
+        for i in 1..p.fall {
+            b.step(Event::ProbeFailed, t0);
+            assert!(b.routable(), "still routable after {i} failures");
+        }
+        b.step(Event::ProbeFailed, t0);
+        assert!(!b.routable(), "unroutable after fall={} failures", p.fall);
+        for i in 1..p.rise {
+            b.step(Event::ProbePassed, t0);
+            assert!(!b.routable(), "not yet routable after {i} passes");
+        }
+        b.step(Event::ProbePassed, t0);
+        assert!(b.routable(), "routable after rise={} passes", p.rise);
+    }
+
+    #[test]
+    fn a_pass_resets_the_failure_count() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().fall - 1 {
+            b.step(Event::ProbeFailed, t0);
+        }
+        b.step(Event::ProbePassed, t0);
+        b.step(Event::ProbeFailed, t0);
+        assert!(b.routable());
+    }
+
+    #[test]
+    fn running_to_stopping_after_restart_after_failed_probes() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        let n = policy().restart_after;
+        for _ in 1..n {
+            assert_eq!(b.step(Event::ProbeFailed, t0), None);
+        }
+        assert_eq!(
+            b.step(Event::ProbeFailed, t0),
+            Some(Action::Signal(Sig::Term))
+        );
+        assert!(matches!(
+            b.state(),
+            State::Stopping {
+                pid: 10,
+                then: AfterStop::Restart,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn running_unroutable_at_once_on_passive_failure() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::PassiveFailure, t0);
+        assert!(!b.routable());
+        assert_eq!(b.state().name(), "running");
+    }
+
+    #[test]
+    fn stopping_escalates_to_sigkill_at_deadline() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        let deadline = t0 + ms(100);
+        assert_eq!(
+            b.step(Event::Stop { deadline }, t0),
+            Some(Action::Signal(Sig::Term))
+        );
+        assert_eq!(b.next_deadline(), Some(deadline));
+        assert_eq!(b.step(Event::Tick, t0 + ms(50)), None);
+        assert_eq!(
+            b.step(Event::Tick, deadline),
+            Some(Action::Signal(Sig::Kill))
+        );
+        assert_eq!(b.next_deadline(), None, "SIGKILL is sent once");
+    }
+
+    #[test]
+    fn stopping_to_stopped_on_exit_during_shutdown() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(
+            Event::Stop {
+                deadline: t0 + ms(100),
+            },
+            t0,
+        );
+        assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0 + ms(5)), None);
+        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_eq!(b.restarts(), 0, "a shutdown is not a restart");
+    }
+
+    #[test]
+    fn stopping_to_backoff_after_liveness_kill() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
+        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.restarts(), 1);
+    }
+
+    #[test]
+    fn shutdown_during_liveness_restart_stays_stopped() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        assert_eq!(
+            b.step(
+                Event::Stop {
+                    deadline: t0 + ms(10)
+                },
+                t0
+            ),
+            None,
+            "already signalled"
+        );
+        b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
+        assert_eq!(b.state(), &State::Stopped { reason: None });
+    }
+
+    #[test]
+    fn backoff_to_stopped_on_shutdown() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Code(3)), t0);
+        assert_eq!(b.step(Event::Stop { deadline: t0 }, t0), None);
+        assert_eq!(b.state().name(), "stopped");
+    }
+
+    #[test]
+    fn late_exit_after_stopped_is_harmless() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Stop { deadline: t0 }, t0);
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0), None);
+        assert_eq!(b.step(Event::ProbePassed, t0), None);
+        assert_eq!(b.state().name(), "stopped");
+    }
+
+    #[test]
+    fn running_to_failed_after_max_restarts_within_window() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        let max = policy().restart.max_restarts;
+        b.step(Event::Start, t0);
+        let mut now = t0;
+        for i in 0..max {
+            b.step(Event::Spawned { pid: 100 + i }, now);
+            b.step(Event::Exited(Exit::Code(1)), now);
+            assert_eq!(b.state().name(), "backoff", "restart {i} allowed");
+            now += policy().restart.max_backoff;
+            assert_eq!(b.step(Event::Tick, now), Some(Action::Spawn));
+        }
+        b.step(Event::Spawned { pid: 999 }, now);
+        b.step(Event::Exited(Exit::Code(1)), now);
+        let State::Failed { reason } = b.state() else {
+            panic!("{:?}", b.state())
+        };
+        assert!(
+            reason.contains("crash loop") && reason.contains("exited with code 1"),
+            "{reason}"
+        );
+        assert_eq!(b.restarts(), max);
+        assert_eq!(
+            b.step(Event::Tick, now + Duration::from_secs(100)),
+            None,
+            "failed is final"
+        );
+    }
+
+    #[test]
+    fn restarts_outside_the_window_do_not_count_toward_a_crash_loop() {
+        let t0 = Instant::now();
+        let mut b = Backend::new(policy(), 1);
+        let window = policy().restart.window;
+        b.step(Event::Start, t0);
+        let mut now = t0;
+        for i in 0..20 {
+            b.step(Event::Spawned { pid: i }, now);
+            b.step(Event::Exited(Exit::Code(1)), now);
+            assert_eq!(b.state().name(), "backoff", "restart {i}");
+            now += window / 4; // at most 4 restarts in any window: under max_restarts (5)
+            b.step(Event::Tick, now);
+        }
+    }
+
+    #[test]
+    fn policy_never_stops_after_exit() {
+        let t0 = Instant::now();
+        let mut p = policy();
+        p.restart.policy = RestartPolicy::Never;
+        let mut b = Backend::new(p, 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 1 }, t0);
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        let State::Stopped { reason: Some(r) } = b.state() else {
+            panic!("{:?}", b.state())
+        };
+        assert!(r.contains("never"), "{r}");
+    }
+
+    #[test]
+    fn policy_on_failure_restarts_only_failures() {
+        let t0 = Instant::now();
+        let mut p = policy();
+        p.restart.policy = RestartPolicy::OnFailure;
+        let mut b = Backend::new(p.clone(), 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 1 }, t0);
+        b.step(Event::Exited(Exit::Signal(9)), t0);
+        assert_eq!(b.state().name(), "backoff");
+        let mut b = Backend::new(p, 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 1 }, t0);
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        assert_eq!(b.state().name(), "stopped");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let r = policy().restart;
+        let mid = |a| backoff_delay(&r, a, 0.5);
+        assert_eq!(mid(0), ms(100));
+        assert_eq!(mid(1), ms(200));
+        assert_eq!(mid(2), ms(400));
+        assert_eq!(mid(10), r.max_backoff);
+        assert_eq!(mid(100), r.max_backoff, "no overflow");
+        assert!(backoff_delay(&r, 0, 0.0) >= ms(80));
+        assert!(backoff_delay(&r, 0, 0.999) < ms(120));
+        assert!(
+            backoff_delay(&r, 30, 0.999) <= r.max_backoff,
+            "jitter never exceeds the cap"
+        );
+    }
+
+    #[test]
+    fn backoff_resets_after_a_stable_run() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Code(1)), t0);
+        b.step(Event::Tick, t0 + Duration::from_secs(1));
+        b.step(Event::Spawned { pid: 11 }, t0 + Duration::from_secs(1));
+        b.step(Event::ProbePassed, t0 + Duration::from_secs(1));
+        let stable = b
+            .next_deadline()
+            .expect("a reset deadline while attempt > 0");
+        b.step(Event::Tick, stable);
+        assert_eq!(b.next_deadline(), None);
+        b.step(Event::Exited(Exit::Code(1)), stable);
+        let State::Backoff { until } = *b.state() else {
+            panic!()
+        };
+        assert!(until - stable <= ms(120), "back to the initial delay");
+    }
+}

@@ -1,0 +1,201 @@
+//! In-process tests of `serve`: bind port 0, drive it over loopback, cancel
+//! it. The process-level behaviour (flags, signals, exit codes) is tested
+//! against the real binary in `tests/it/worker.rs`.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::{WorkerOptions, serve};
+
+struct Server {
+    port: u16,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(tune: impl FnOnce(&mut WorkerOptions)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("page.html"), "<p>hello</p>").unwrap();
+        let mut opts = WorkerOptions::new(dir.path());
+        tune(&mut opts);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, opts, shutdown.clone()));
+        Server {
+            port,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", self.port)).await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.task.abort();
+    }
+}
+
+const GET_PAGE: &[u8] = b"GET /page.html HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// Read one response with a `Content-Length` body; returns the head and body.
+async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            let body_start = end + 4;
+            while buf.len() < body_start + len {
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return (head, buf[body_start..body_start + len].to_vec());
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// True once the peer has closed (EOF or reset), polling up to `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 64];
+    matches!(timeout(within, s.read(&mut b)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test]
+async fn serves_a_page_with_the_backend_header() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(GET_PAGE).await.unwrap();
+    let (head, body) = read_response(&mut c).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("x-fleet-backend: {}", server.port)),
+        "{head}"
+    );
+    assert_eq!(body, b"<p>hello</p>");
+}
+
+#[tokio::test]
+async fn cancel_stops_accepting_and_serve_returns() {
+    let mut server = Server::start(|_| {}).await;
+    server.shutdown.cancel();
+    let res = timeout(Duration::from_secs(5), &mut server.task)
+        .await
+        .expect("serve returns promptly after cancel")
+        .unwrap();
+    res.unwrap();
+    assert!(
+        TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn cancel_closes_idle_keepalive_connections() {
+    let mut server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(GET_PAGE).await.unwrap();
+    read_response(&mut c).await;
+    server.shutdown.cancel();
+    assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+    timeout(Duration::from_secs(2), &mut server.task)
+        .await
+        .expect("drain finishes once idle connections are closed")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn idle_keepalive_connection_is_closed_after_idle_timeout() {
+    let server = Server::start(|o| o.idle_timeout = Duration::from_millis(200)).await;
+    let mut c = server.connect().await;
+    c.write_all(GET_PAGE).await.unwrap();
+    read_response(&mut c).await;
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut c, Duration::from_secs(3)).await);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_a_slot_frees() {
+    let server = Server::start(|o| o.max_connections = 1).await;
+    let mut first = server.connect().await;
+    first.write_all(GET_PAGE).await.unwrap();
+    read_response(&mut first).await;
+
+    // The kernel completes the handshake, but the worker does not accept.
+    let mut second = server.connect().await;
+    second.write_all(GET_PAGE).await.unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        timeout(Duration::from_millis(300), second.read(&mut b))
+            .await
+            .is_err(),
+        "the second connection was served while the first held the only slot"
+    );
+
+    drop(first);
+    let (head, _) = timeout(Duration::from_secs(5), read_response(&mut second))
+        .await
+        .expect("served once the first connection closed");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn head_of_a_file_has_its_length_and_no_body() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(
+        b"HEAD /page.html HTTP/1.1\r\nHost: t\r\n\r\nGET /page.html HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // If HEAD had sent a body, the second response would not parse.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains("<p>hello</p>") {
+        let n = timeout(Duration::from_secs(5), c.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(buf).unwrap();
+    let (head_resp, get_resp) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head_resp.starts_with("HTTP/1.1 200"), "{head_resp}");
+    assert!(
+        head_resp
+            .to_ascii_lowercase()
+            .contains("content-length: 12"),
+        "{head_resp}"
+    );
+    assert!(get_resp.starts_with("HTTP/1.1 200"), "{get_resp}");
+}

@@ -1,0 +1,273 @@
+//! Drives the real `fleet` binary. Every test gets its own temp dir (state dir,
+//! fleet.yaml, www) and its own free ports, so tests run side by side; every
+//! process a test starts is stopped in `Drop`, also when the test fails.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
+pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
+
+/// Ports handed out in this test process, so parallel tests never collide.
+static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// `n` consecutive free loopback ports, below Linux's ephemeral range so
+/// outgoing connections do not take them meanwhile.
+pub fn free_ports(n: u16) -> Vec<u16> {
+    for _ in 0..1000 {
+        let base = fastrand::u16(12_000..30_000);
+        let ports: Vec<u16> = (base..base + n).collect();
+        let mut reserved = RESERVED.lock().unwrap();
+        let set = reserved.get_or_insert_with(HashSet::new);
+        if ports.iter().any(|p| set.contains(p)) {
+            continue;
+        }
+        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            set.extend(&ports);
+            return ports;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` at the deadline.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    fleet::process::alive(pid)
+}
+
+pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+}
+
+/// A scratch directory with `www/` (a copy of the shipped page) and a place
+/// for fleet.yaml and the state dir.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        // A short prefix: the control socket path must fit in sun_path.
+        let dir = tempfile::Builder::new().prefix("ft").tempdir_in("/tmp").unwrap();
+        std::fs::create_dir(dir.path().join("www")).unwrap();
+        std::fs::write(dir.path().join("www/page.html"), PAGE).unwrap();
+        std::fs::write(dir.path().join("www/index.html"), b"<h1>index</h1>\n").unwrap();
+        Scratch { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn state(&self) -> PathBuf {
+        self.path().join("st")
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    /// Run `fleet ARGS` in this directory with its state dir.
+    pub fn fleet(&self, args: &[&str]) -> Output {
+        Command::new(FLEET)
+            .args(args)
+            .current_dir(self.path())
+            .env("FLEET_STATE_DIR", self.state())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A running fleet started with `fleet up -d`.
+pub struct Fleet {
+    pub scratch: Scratch,
+    pub ports: Vec<u16>,
+    pub listen: u16,
+    /// Every pid we have seen (supervisor and workers), killed in Drop if alive.
+    seen: Mutex<HashSet<u32>>,
+    pub supervisor: u32,
+}
+
+impl Fleet {
+    /// Start `backends` built-in workers with fast health checks; `extra` is
+    /// appended to fleet.yaml (it may override the health/restart sections).
+    pub fn start(backends: u16, extra: &str) -> Fleet {
+        let scratch = Scratch::new();
+        Self::start_in(scratch, backends, extra)
+    }
+
+    pub fn start_in(scratch: Scratch, backends: u16, extra: &str) -> Fleet {
+        let ports = free_ports(backends + 1);
+        let listen = ports[backends as usize];
+        let health = if extra.contains("health:") {
+            ""
+        } else {
+            "health:\n  interval: 100ms\n  timeout: 100ms\n"
+        };
+        let yaml = format!(
+            "backends: {backends}\nbase_port: {}\nlisten: 127.0.0.1:{listen}\nwww: www\n{health}{extra}\n",
+            ports[0]
+        );
+        scratch.write("fleet.yaml", &yaml);
+        let out = scratch.fleet(&["up", "-d"]);
+        let mut fleet = Fleet {
+            scratch,
+            ports: ports[..backends as usize].to_vec(),
+            listen,
+            seen: Mutex::new(HashSet::new()),
+            supervisor: 0,
+        };
+        assert!(out.status.success(), "fleet up -d failed:\n{}", text(&out));
+        let s = fleet.status();
+        fleet.supervisor = s["pid"].as_u64().unwrap() as u32;
+        fleet.remember(&s);
+        fleet
+    }
+
+    pub fn fleet(&self, args: &[&str]) -> Output {
+        self.scratch.fleet(args)
+    }
+
+    fn remember(&self, s: &Value) {
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(p) = s["pid"].as_u64() {
+            seen.insert(p as u32);
+        }
+        for b in s["backends"].as_array().into_iter().flatten() {
+            if let Some(p) = b["pid"].as_u64() {
+                seen.insert(p as u32);
+            }
+        }
+    }
+
+    /// `fleet status --json`, parsed; panics unless it exits 0.
+    pub fn status(&self) -> Value {
+        let out = self.fleet(&["status", "--json"]);
+        assert!(out.status.success(), "fleet status failed:\n{}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        self.remember(&v);
+        v
+    }
+
+    pub fn backend(&self, s: &Value, i: usize) -> Value {
+        s["backends"][i].clone()
+    }
+
+    pub fn pid_of(&self, i: usize) -> u32 {
+        self.status()["backends"][i]["pid"].as_u64().expect("backend has a pid") as u32
+    }
+
+    /// Poll status until `cond` holds.
+    pub fn wait_status(&self, limit: Duration, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+        wait_for(limit, what, || {
+            let s = self.status();
+            cond(&s).then_some(s)
+        })
+    }
+
+    pub fn all_healthy(s: &Value) -> bool {
+        s["backends"].as_array().unwrap().iter().all(|b| b["healthy"] == true && b["state"] == "running")
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.listen))
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.seen.lock().unwrap().iter().copied().filter(|p| *p != self.supervisor).collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.state().join("logs/supervisor.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- supervisor.log ----\n{}", self.log());
+        }
+        if alive(self.supervisor) {
+            let _ = self.fleet(&["down", "--timeout", "2"]);
+        }
+        for pid in self.seen.lock().unwrap().iter() {
+            if alive(*pid) {
+                kill(*pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A parsed HTTP response (test-side only: the product uses hyper).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a new connection (`Connection: close`), like `ab`.
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse(&raw).ok_or_else(|| std::io::Error::other(format!("bad response: {:?}", String::from_utf8_lossy(&raw))))
+}
+
+pub fn parse(raw: &[u8]) -> Option<Response> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Response {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    })
+}

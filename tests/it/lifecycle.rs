@@ -1,0 +1,219 @@
+//! `fleet up -d`, `status`, `down`, restarts and bad input, end to end.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+#[test]
+fn up_detached_starts_every_backend_running_and_healthy() {
+    let f = Fleet::start(4, "");
+    let s = f.status();
+    assert_eq!(s["listen"], format!("127.0.0.1:{}", f.listen));
+    assert!(s["pid"].as_u64().unwrap() > 0);
+    assert!(s["uptime_s"].as_f64().unwrap() >= 0.0);
+    let backends = s["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 4);
+    for (b, port) in backends.iter().zip(&f.ports) {
+        assert_eq!(b["port"], *port);
+        assert_eq!(b["state"], "running", "{b}");
+        assert_eq!(b["healthy"], true, "{b}");
+        assert_eq!(b["restarts"], 0);
+        assert!(b["pid"].as_u64().unwrap() > 0);
+        assert!(b["uptime_s"].is_number());
+        assert!(b["active_connections"].is_u64());
+        assert!(b["total_connections"].is_u64());
+        assert!(b["last_exit"].is_null());
+        assert!(port_open(*port), "worker {port} listens");
+    }
+}
+
+#[test]
+fn balancer_round_robins_the_exact_page_over_all_backends() {
+    let f = Fleet::start(4, "");
+    let mut order = Vec::new();
+    for _ in 0..8 {
+        let r = get(f.addr(), "/page.html").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, PAGE, "the exact bytes of www/page.html");
+        order.push(r.header("x-fleet-backend").expect("X-Fleet-Backend header").to_string());
+    }
+    let distinct: HashSet<&String> = order.iter().collect();
+    assert_eq!(distinct.len(), 4, "{order:?}");
+    assert_eq!(order[..4], order[4..], "round-robin order repeats: {order:?}");
+    let s = f.status();
+    let total: u64 = s["backends"].as_array().unwrap().iter().map(|b| b["total_connections"].as_u64().unwrap()).sum();
+    assert!(total >= 8, "connections are counted per backend: {s}");
+}
+
+#[test]
+fn killed_worker_is_restarted_on_the_same_port() {
+    let f = Fleet::start(2, "");
+    let old = f.pid_of(1);
+    kill(old, Signal::SIGKILL);
+    let s = f.wait_status(Duration::from_secs(3), "a new pid for backend 1", |s| {
+        let b = &s["backends"][1];
+        b["pid"].as_u64().is_some_and(|p| p as u32 != old) && b["healthy"] == true
+    });
+    let b = &s["backends"][1];
+    assert_eq!(b["port"], f.ports[1]);
+    assert!(b["restarts"].as_u64().unwrap() >= 1);
+    assert_eq!(b["last_exit"]["signal"], 9, "{b}");
+    assert_eq!(b["last_exit"]["name"], "SIGKILL", "{b}");
+    let r = get(SocketAddr::from(([127, 0, 0, 1], f.ports[1])), "/page.html").unwrap();
+    assert_eq!(r.header("x-fleet-backend"), Some(f.ports[1].to_string().as_str()));
+}
+
+use std::net::SocketAddr;
+
+#[test]
+fn down_stops_every_process_and_removes_the_state_files() {
+    let f = Fleet::start(3, "");
+    let _ = get(f.addr(), "/page.html").unwrap();
+    let pids = f.worker_pids();
+    assert_eq!(pids.len(), 3);
+    let out = f.fleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!alive(f.supervisor), "supervisor gone");
+    for p in &pids {
+        assert!(!alive(*p), "worker {p} gone");
+    }
+    assert!(!port_open(f.listen), "balancer port closed");
+    for p in &f.ports {
+        assert!(!port_open(*p), "worker port {p} closed");
+    }
+    assert!(!f.scratch.state().join("fleet.sock").exists());
+    assert!(!f.scratch.state().join("fleet.pid").exists());
+    let st = f.fleet(&["status"]);
+    assert_eq!(st.status.code(), Some(3), "{}", text(&st));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("no fleet is running"));
+}
+
+#[test]
+fn status_and_down_without_a_fleet() {
+    let s = Scratch::new();
+    let st = s.fleet(&["status", "--json"]);
+    assert_eq!(st.status.code(), Some(3), "{}", text(&st));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("no fleet is running"), "{}", text(&st));
+    let down = s.fleet(&["down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    assert!(String::from_utf8_lossy(&down.stdout).contains("no fleet is running"), "{}", text(&down));
+}
+
+#[test]
+fn second_up_on_the_same_state_dir_refuses_with_the_running_pid() {
+    let f = Fleet::start(1, "");
+    // Same state dir, other ports: only the state dir is in the way.
+    let ports = free_ports(2);
+    let out = f.fleet(&[
+        "up",
+        "-d",
+        "--base-port",
+        &ports[0].to_string(),
+        "--backends",
+        "1",
+        "--listen",
+        &format!("127.0.0.1:{}", ports[1]),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already running") && err.contains(&f.supervisor.to_string()), "{err}");
+    assert!(!port_open(ports[0]) && !port_open(ports[1]));
+    assert_eq!(f.status()["pid"], f.supervisor, "the first fleet is untouched");
+}
+
+#[test]
+fn status_human_view_lists_every_backend() {
+    let f = Fleet::start(2, "");
+    let out = f.fleet(&["status"]);
+    assert!(out.status.success());
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains(&format!("127.0.0.1:{}", f.listen)), "{t}");
+    for p in &f.ports {
+        assert!(t.contains(&p.to_string()), "{t}");
+    }
+    assert!(t.contains("PORT") && t.contains("RESTARTS") && t.contains("healthy"), "{t}");
+}
+
+/// Run `fleet up -d` with `yaml` and `args`; assert it fails with `code`, says
+/// `message`, and leaves nothing listening on `ports`.
+fn assert_refused(yaml: &str, args: &[&str], code: i32, message: &str, ports: &[u16]) {
+    let s = Scratch::new();
+    s.write("fleet.yaml", yaml);
+    let mut all = vec!["up", "-d"];
+    all.extend_from_slice(args);
+    let out = s.fleet(&all);
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(message), "expected {message:?} in:\n{}", text(&out));
+    assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+    for p in ports {
+        assert!(!port_open(*p), "nothing left listening on {p}");
+    }
+    assert!(!s.state().join("fleet.pid").exists(), "no pid file left");
+}
+
+fn yaml_for(ports: &[u16], extra: &str) -> String {
+    format!(
+        "backends: {}\nbase_port: {}\nlisten: 127.0.0.1:{}\n{extra}\n",
+        ports.len() - 1,
+        ports[0],
+        ports[ports.len() - 1]
+    )
+}
+
+#[test]
+fn invalid_yaml_is_refused_with_line_and_column() {
+    let p = free_ports(3);
+    assert_refused(&format!("{}health: [unclosed\n", yaml_for(&p, "")), &[], 2, "fleet.yaml:", &p);
+}
+
+#[test]
+fn unknown_key_is_refused_naming_the_key() {
+    let p = free_ports(3);
+    assert_refused(&yaml_for(&p, "backendz: 3"), &[], 2, "backendz", &p);
+}
+
+#[test]
+fn zero_backends_is_refused() {
+    let p = free_ports(3);
+    assert_refused(&yaml_for(&p, ""), &["--backends", "0"], 2, "--backends", &p);
+}
+
+#[test]
+fn port_past_65535_is_refused() {
+    let p = free_ports(3);
+    assert_refused(&yaml_for(&p, ""), &["--base-port", "65535", "--backends", "2"], 2, "65536", &p);
+    assert_refused(&yaml_for(&p, ""), &["--base-port", "70000"], 2, "70000", &p);
+}
+
+#[test]
+fn missing_www_is_refused() {
+    let p = free_ports(3);
+    assert_refused(&yaml_for(&p, ""), &["--www", "nowhere"], 2, "nowhere", &p);
+}
+
+#[test]
+fn busy_backend_port_is_refused_naming_the_port() {
+    let p = free_ports(3);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", p[1])).unwrap();
+    assert_refused(&yaml_for(&p, "www: www"), &[], 1, &format!("port {}", p[1]), &[p[0], p[2]]);
+    drop(squatter);
+}
+
+#[test]
+fn busy_balancer_port_is_refused_naming_the_port() {
+    let p = free_ports(3);
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", p[2])).unwrap();
+    let s = Scratch::new();
+    s.write("fleet.yaml", &yaml_for(&p, ""));
+    let out = s.fleet(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("port {}", p[2])) && err.contains("in use"), "{err}");
+    assert!(err.contains(&format!("pid {}", std::process::id())), "names the holder: {err}");
+    assert!(!port_open(p[0]) && !port_open(p[1]));
+    drop(squatter);
+}
