@@ -166,7 +166,21 @@ pub struct LogsArgs {
     pub state: StateDirArg,
 }
 
+const BENCH_AFTER_HELP: &str = "\
+Columns follow ApacheBench: a request is complete when a whole response arrived (any status; \
+non-2xx ones are also counted in Non-2xx) and failed when the connection could not be made, broke \
+or timed out. Requests per second = complete / time taken; time per request = time taken / complete \
+(ab's \"across all concurrent requests\"). Levels above -n are skipped, like ab.
+
+One line per run in --plot: save a run with `--format json --label NAME > a.json`, then add it to \
+a later run's chart with `--compare a.json` (repeatable).
+
+Exit codes: 0 every level measured (failed requests are in the table); 1 a level completed no \
+request (the rest are skipped), the target could not be resolved, or Ctrl-C stopped the run \
+(the rows measured so far are still printed); 2 usage error (bad URL, bad flag, unreadable --compare).";
+
 #[derive(Debug, Clone, Args)]
+#[command(after_help = BENCH_AFTER_HELP)]
 pub struct BenchArgs {
     /// Target URL [default: the running fleet's balancer, /page.html]
     pub url: Option<String>,
@@ -185,9 +199,18 @@ pub struct BenchArgs {
     /// Write an SVG chart of requests/s and p99 latency against concurrency
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Name of this run in JSON/CSV rows and in the plot's legend [default: the URL's host:port]
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+    /// Add the runs saved in FILE (from `--format json`) to the --plot chart, one line per label
+    #[arg(long, value_name = "FILE.json", requires = "plot")]
+    pub compare: Vec<PathBuf>,
     /// Per-request timeout in seconds (a request past it counts as failed)
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub timeout: f64,
+    /// Load-generator threads, each with its own runtime [default: 2, or 1 on a single-core machine]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub state: StateDirArg,
 }

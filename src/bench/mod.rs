@@ -1,7 +1,290 @@
 //! `fleet bench`: the lab's ApacheBench table, built in.
-use crate::cli::BenchArgs;
+//!
+//! The lab measured its servers with `ab -n 1000 -c C` at eight levels and
+//! copied the numbers into a table by hand. This command runs the same
+//! experiment with one tool and prints that table, so the server alone and
+//! the servers behind the balancer are measured by the same generator on the
+//! same machine, with latency percentiles ab's summary lacks.
+//!
+//! - `target`: the URL, or the running fleet's balancer via the control socket.
+//! - `load`: the generator (threads, runtimes, exactly `n` requests per level).
+//! - `report`: the row arithmetic and the table/markdown/csv/json writers.
+//! - `plot`: the SVG chart, one line per run (`--compare` adds saved runs).
+//!
+//! Everything runs on threads and runtimes created here and torn down before
+//! returning: the command owns the process (it installs the only SIGINT
+//! handler), so Ctrl-C just cancels the current level and the rows measured
+//! so far are printed.
+
+pub mod load;
+pub mod plot;
+pub mod report;
+pub mod target;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BenchArgs, BenchFormat, exit};
+use crate::state_dir::StateDir;
+use load::Options;
+use report::Row;
 
 /// Run `fleet bench` to completion; returns the exit code.
-pub fn run(_args: BenchArgs) -> u8 {
-    crate::cli::exit::FAILURE
+pub fn run(args: BenchArgs) -> u8 {
+    match run_inner(&args) {
+        Ok(code) => code,
+        Err(Fail { code, message }) => {
+            eprintln!("fleet: {message}");
+            code
+        }
+    }
+}
+
+/// An error that ends the command: its exit code and one line for stderr.
+struct Fail {
+    code: u8,
+    message: String,
+}
+
+fn usage(message: impl Into<String>) -> Fail {
+    Fail {
+        code: exit::USAGE,
+        message: message.into(),
+    }
+}
+
+fn failure(message: impl Into<String>) -> Fail {
+    Fail {
+        code: exit::FAILURE,
+        message: message.into(),
+    }
+}
+
+/// Flags checked before anything runs: the levels to measure, in order.
+fn validate(args: &BenchArgs) -> Result<Vec<u32>, Fail> {
+    if args.requests == 0 {
+        return Err(usage("-n must be at least 1 request"));
+    }
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        return Err(usage(
+            "-c takes concurrency levels of at least 1, comma-separated, like -c 1,10,100",
+        ));
+    }
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
+        return Err(usage(format!(
+            "--timeout {} is not a number of seconds between 0 and 3600",
+            args.timeout
+        )));
+    }
+    if args.threads == Some(0) {
+        return Err(usage("--threads must be at least 1"));
+    }
+    let (levels, skipped): (Vec<u32>, Vec<u32>) = args
+        .concurrency
+        .iter()
+        .partition(|&&c| u64::from(c) <= args.requests);
+    if levels.is_empty() {
+        return Err(usage(format!(
+            "every concurrency level in -c is above -n {} (a level cannot have more concurrent requests than requests); raise -n or lower -c",
+            args.requests
+        )));
+    }
+    if !skipped.is_empty() {
+        let list: Vec<String> = skipped.iter().map(u32::to_string).collect();
+        eprintln!(
+            "fleet: skipping concurrency {} (above -n {}), like ab",
+            list.join(","),
+            args.requests
+        );
+    }
+    Ok(levels)
+}
+
+/// Rows of earlier runs for `--compare`, read before the run so a bad file
+/// costs nothing.
+fn load_compare(files: &[impl AsRef<Path>]) -> Result<Vec<Row>, Fail> {
+    let mut rows = Vec::new();
+    for f in files {
+        let f = f.as_ref();
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| usage(format!("--compare {}: {e}", f.display())))?;
+        let stem = f
+            .file_stem()
+            .map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into());
+        rows.extend(
+            report::read_json(&text, &stem)
+                .map_err(|e| usage(format!("--compare {}: {e}", f.display())))?,
+        );
+    }
+    Ok(rows)
+}
+
+/// Enough file descriptors for `max_conns` sockets at once: raise the soft
+/// limit toward the hard one (ab users do `ulimit -n` by hand).
+fn raise_fd_limit(max_conns: u32) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = u64::from(max_conns) + 64;
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < want
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+        if hard < want {
+            eprintln!(
+                "fleet: warning: the open-file limit ({hard}) is below concurrency {max_conns}; expect failed connects (raise it with `ulimit -n`)"
+            );
+        }
+    }
+}
+
+/// Ctrl-C cancels the run; a second Ctrl-C exits at once.
+fn install_ctrlc(cancel: &CancellationToken) {
+    let cancel = cancel.clone();
+    let pressed = AtomicBool::new(false);
+    let r = ctrlc::set_handler(move || {
+        if pressed.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        cancel.cancel();
+    });
+    if let Err(e) = r {
+        // Benchmarks still run; only Ctrl-C loses its partial results.
+        eprintln!(
+            "fleet: warning: cannot handle Ctrl-C ({e}); it will end the run without a table"
+        );
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
+
+fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
+    let levels = validate(args)?;
+    let previous = load_compare(&args.compare)?;
+
+    let url = match &args.url {
+        Some(u) => u.clone(),
+        None => target::fleet_url(&StateDir::new(args.state.resolve())).map_err(failure)?,
+    };
+    let parsed = target::parse_url(&url).map_err(usage)?;
+    let target = Arc::new(target::resolve(&url, &parsed).map_err(failure)?);
+    let label = args.label.clone().unwrap_or_else(|| {
+        let mut l = parsed.authority.clone();
+        if args.keepalive {
+            l.push_str(" keep-alive");
+        }
+        l
+    });
+    let opts = Options {
+        keepalive: args.keepalive,
+        timeout: Duration::from_secs_f64(args.timeout),
+        threads: args.threads.unwrap_or_else(default_threads),
+    };
+
+    raise_fd_limit(levels.iter().copied().max().unwrap_or(1));
+    let cancel = CancellationToken::new();
+    install_ctrlc(&cancel);
+
+    let total = args.requests * levels.len() as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = ProgressBar::new(total);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} requests, concurrency {msg} ({elapsed})",
+            )
+            .expect("the template is valid"),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut rows = Vec::with_capacity(levels.len());
+    let mut code = exit::OK;
+    for (i, &c) in levels.iter().enumerate() {
+        bar.set_message(c.to_string());
+        let before = i as u64 * args.requests;
+        let m = load::run_level(&target, args.requests, c, opts, &cancel, &progress, || {
+            bar.set_position(before + progress.load(Ordering::Relaxed));
+        })
+        .map_err(|e| failure(format!("cannot start load-generator threads: {e}")))?;
+        progress.store(0, Ordering::Relaxed);
+        if m.finished > 0 || !m.interrupted {
+            rows.push(Row::from_measured(&m, &label, &url, args.keepalive));
+        }
+        if !m.errors.is_empty() {
+            let list: Vec<String> = m.errors.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            bar.suspend(|| {
+                eprintln!("fleet: concurrency {c}: {}", list.join("; "));
+            });
+        }
+        if m.interrupted {
+            bar.suspend(|| {
+                eprintln!(
+                    "fleet: interrupted at concurrency {c} after {} of {} requests; the last row covers only those",
+                    m.finished, args.requests
+                );
+            });
+            code = exit::FAILURE;
+            break;
+        }
+        if m.complete == 0 {
+            let rest = levels.len() - i - 1;
+            bar.suspend(|| {
+                eprintln!(
+                    "fleet: no request to {url} completed at concurrency {c}; is the server up?{}",
+                    if rest > 0 {
+                        format!(" skipped the remaining {rest} level(s)")
+                    } else {
+                        String::new()
+                    }
+                );
+            });
+            code = exit::FAILURE;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+
+    let non_2xx: u64 = rows.iter().map(|r| r.non_2xx).sum();
+    if non_2xx > 0 {
+        eprintln!(
+            "fleet: warning: {non_2xx} responses were not 2xx; they count as complete (like ab), see the Non-2xx column"
+        );
+    }
+
+    let out = match args.format {
+        BenchFormat::Table => report::table(&rows),
+        BenchFormat::Markdown => report::markdown(&rows),
+        BenchFormat::Csv => report::csv(&rows),
+        BenchFormat::Json => report::json(&rows),
+    };
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(failure(format!("cannot write the table to stdout: {e}")));
+    }
+
+    if let Some(path) = &args.plot {
+        let mut all = previous;
+        all.extend(rows.iter().cloned());
+        let title = format!(
+            "fleet bench: requests per second and p99 latency ({} requests per level)",
+            args.requests
+        );
+        let svg = plot::svg(&plot::series_from_rows(&all), &title);
+        std::fs::write(path, svg)
+            .map_err(|e| failure(format!("cannot write the plot to {}: {e}", path.display())))?;
+    }
+    Ok(code)
 }

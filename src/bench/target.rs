@@ -1,0 +1,173 @@
+//! What `fleet bench` measures: a URL given on the command line, or the
+//! running fleet's balancer found through the control socket. Parsing is
+//! separate from name resolution so that a malformed URL is a usage error
+//! (exit 2) and an unresolvable host a runtime one (exit 1).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use hyper::Uri;
+
+use super::load::Target;
+use crate::control::client::{self, ControlError};
+use crate::state_dir::StateDir;
+
+/// The page the lab measured; the default path on the fleet's balancer.
+pub const DEFAULT_PATH: &str = "/page.html";
+
+/// A URL split into what the generator needs, before name resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedUrl {
+    /// Host as written, without IPv6 brackets.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` header value (the URL's authority).
+    pub authority: String,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+/// Parse an `http://HOST[:PORT][/PATH]` URL. The error is a complete sentence
+/// fragment for `fleet: ...`.
+pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
+    let uri: Uri = url.parse().map_err(|e| {
+        format!("'{url}' is not a URL ({e}); pass one like http://127.0.0.1:44444/page.html")
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "'{url}': https is not supported (fleet measures plain HTTP, like the lab); use an http:// URL"
+            ));
+        }
+        Some(other) => {
+            return Err(format!(
+                "'{url}': scheme '{other}' is not supported; use an http:// URL"
+            ));
+        }
+        None => {
+            return Err(format!("'{url}' has no scheme; write it as http://{url}"));
+        }
+    }
+    let authority = uri.authority().ok_or_else(|| {
+        format!("'{url}' has no host; pass one like http://127.0.0.1:44444/page.html")
+    })?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "'{url}': user information in URLs is not supported"
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("'{url}' has an empty host"));
+    }
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") => "/".to_string(),
+        Some(p) => p.to_string(),
+    };
+    Ok(ParsedUrl {
+        host: host.to_string(),
+        port: authority.port_u16().unwrap_or(80),
+        authority: authority.as_str().to_string(),
+        path,
+    })
+}
+
+/// Resolve a parsed URL to the address every request connects to.
+pub fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, String> {
+    let addr = (p.host.as_str(), p.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve host '{}' of {url}: {e}", p.host))?
+        .next()
+        .ok_or_else(|| format!("host '{}' of {url} has no address", p.host))?;
+    Ok(Target {
+        url: url.to_string(),
+        addr,
+        host: p.authority.clone(),
+        path: p.path.clone(),
+    })
+}
+
+/// The URL of the running fleet's balancer (`/page.html`), with an
+/// unspecified listen address (0.0.0.0, ::) replaced by loopback.
+pub fn fleet_url(state: &StateDir) -> Result<String, String> {
+    match client::status(state) {
+        Ok(s) => {
+            let addr: SocketAddr = s.listen.parse().map_err(|_| {
+                format!(
+                    "the fleet in {} reports an unusable balancer address '{}'; pass a URL",
+                    state.root().display(),
+                    s.listen
+                )
+            })?;
+            Ok(format!(
+                "http://{}{DEFAULT_PATH}",
+                loopback_if_unspecified(addr)
+            ))
+        }
+        Err(ControlError::NotRunning { dir, .. }) => Err(format!(
+            "no fleet is running in {dir}; start one with `fleet up -d` or pass a URL"
+        )),
+        Err(e) => Err(format!("{e}; pass a URL to measure something else")),
+    }
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_host_port_and_path() {
+        let p = parse_url("http://127.0.0.1:9002/page.html?x=1").unwrap();
+        assert_eq!(p.host, "127.0.0.1");
+        assert_eq!(p.port, 9002);
+        assert_eq!(p.authority, "127.0.0.1:9002");
+        assert_eq!(p.path, "/page.html?x=1");
+    }
+
+    #[test]
+    fn defaults_port_80_and_root_path() {
+        let p = parse_url("http://localhost").unwrap();
+        assert_eq!((p.port, p.path.as_str()), (80, "/"));
+    }
+
+    #[test]
+    fn ipv6_host_loses_its_brackets_but_keeps_them_in_host_header() {
+        let p = parse_url("http://[::1]:8080/").unwrap();
+        assert_eq!(p.host, "::1");
+        assert_eq!(p.authority, "[::1]:8080");
+    }
+
+    #[test]
+    fn rejects_https_missing_scheme_and_garbage() {
+        assert!(parse_url("https://x/").unwrap_err().contains("https"));
+        assert!(parse_url("127.0.0.1:9002/page.html").is_err());
+        assert!(parse_url("ftp://x/").unwrap_err().contains("ftp"));
+        assert!(parse_url("http://").is_err());
+        assert!(parse_url("not a url").is_err());
+    }
+
+    #[test]
+    fn unspecified_listen_address_becomes_loopback() {
+        let a = loopback_if_unspecified("0.0.0.0:44444".parse().unwrap());
+        assert_eq!(a.to_string(), "127.0.0.1:44444");
+        let b = loopback_if_unspecified("[::]:44444".parse().unwrap());
+        assert_eq!(b.to_string(), "[::1]:44444");
+        let c = loopback_if_unspecified("127.0.0.2:1".parse().unwrap());
+        assert_eq!(c.to_string(), "127.0.0.2:1");
+    }
+}
