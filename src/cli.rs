@@ -44,6 +44,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
     Bench(BenchArgs),
+    /// Internal: run a custom backend command tied to the supervisor's lifeline.
+    #[command(hide = true)]
+    Guard(GuardArgs),
 }
 
 /// Where the fleet keeps its pid file, control socket and logs.
@@ -149,6 +152,13 @@ pub struct ServeArgs {
     /// Print one line per request to stderr (method, target, status, length)
     #[arg(long)]
     pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    /// The program and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
