@@ -192,7 +192,8 @@ pub async fn run(
     ));
 
     let started = wait_ready(&pool, listen, &token).await;
-    let fatal = started.as_ref().err().cloned();
+    // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
+    let fatal = started.as_ref().err().filter(|_| !token.is_cancelled()).cloned();
     match &started {
         Ok(Readiness::Ready { .. }) => {
             info!(target: "supervisor", %listen, backends = config.backends, "fleet ready")
