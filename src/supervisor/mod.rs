@@ -193,7 +193,11 @@ pub async fn run(
 
     let started = wait_ready(&pool, listen, &token).await;
     // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
-    let fatal = started.as_ref().err().filter(|_| !token.is_cancelled()).cloned();
+    let fatal = started
+        .as_ref()
+        .err()
+        .filter(|_| !token.is_cancelled())
+        .cloned();
     match &started {
         Ok(Readiness::Ready { .. }) => {
             info!(target: "supervisor", %listen, backends = config.backends, "fleet ready")
