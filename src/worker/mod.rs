@@ -10,6 +10,25 @@
 //! here. `serve` takes an already bound listener and a shutdown token, so
 //! tests bind port 0 and cancel it themselves (mini-redis style).
 //!
+//! # Responses
+//! - GET and HEAD of a regular file under the root: 200 with `Content-Type`
+//!   (by extension; text types say `charset=utf-8`) and `Content-Length`;
+//!   HEAD sends the same headers and no body. Query strings are ignored.
+//! - A directory asked for with its trailing slash: its `index.html`, or 404.
+//!   Without the slash: 301 to the same path with the slash, so relative links
+//!   in the index resolve against the directory.
+//! - Missing files, dotfiles (any segment starting with `.`), symlinks that
+//!   resolve outside the root, FIFOs and devices: 404. Unreadable: 403.
+//! - A hostile or malformed target (`..`, encoded `/` or `\`, NUL, overlong or
+//!   invalid UTF-8, absolute-form `GET http://host/x`; see `path`): 400.
+//!   Absolute-form is refused because the worker is an origin server, never a
+//!   proxy, so a request carrying a host in its target is a confused client.
+//! - Any other method: 405 with `Allow: GET, HEAD`.
+//!
+//! All of these carry `X-Fleet-Backend: <port>`. The exceptions are the
+//! answers hyper writes itself for a request it cannot parse (400, and 431
+//! for an oversized head): the worker's code never sees those requests.
+//!
 //! # Limits (the `fleet serve` flags)
 //! - Request head: `--max-head-bytes` (16 KiB). hyper answers a larger head
 //!   with 431 and closes the connection.
