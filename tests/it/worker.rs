@@ -701,3 +701,37 @@ fn multi_thread_runtime_serves_too() {
     let r = w.get("/page.html");
     assert_eq!((r.status, &r.body[..]), (200, PAGE.as_bytes()));
 }
+
+#[test]
+fn sigint_exits_0_like_sigterm() {
+    let site = Site::new();
+    let mut w = Worker::start(&site.www(), &[]);
+    w.signal(Signal::SIGINT);
+    let status = w.wait_exit(Duration::from_secs(3)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(w.log().contains("SIGINT"), "{}", w.log());
+}
+
+#[test]
+fn sigterm_exit_is_bounded_by_the_drain_timeout() {
+    let site = Site::new();
+    let mut w = Worker::start(&site.www(), &["--drain-timeout", "500ms"]);
+    // A request that never completes: half a head, then silence.
+    let mut stuck = w.connect();
+    stuck
+        .write_all(b"GET /page.html HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert_eq!(w.get("/page.html").status, 200); // `stuck` is accepted (FIFO)
+    let started = Instant::now();
+    w.signal(Signal::SIGTERM);
+    let status = w
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits once the drain timeout passes");
+    assert_eq!(status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "exited after {took:?}"
+    );
+    assert!(w.log().contains("still open"), "{}", w.log());
+}
