@@ -17,10 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let again = decode::<Request>(line.trim_end().as_bytes())
         .unwrap_or_else(|e| panic!("{request:?} encoded as {line:?} does not decode: {e}"));
     match (&request, &again) {
-        (
-            Request::Down { timeout_s: Some(a) },
-            Request::Down { timeout_s: Some(b) },
-        ) => {
+        (Request::Down { timeout_s: Some(a) }, Request::Down { timeout_s: Some(b) }) => {
             // serde_json's default float parser may be one ulp off.
             assert!((a - b).abs() <= a.abs() * 1e-15, "{a} != {b}");
         }
