@@ -106,7 +106,7 @@ const LIFELINE_GRACE: Duration = Duration::from_millis(500);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything `serve` needs besides the listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerOptions {
     /// Directory to serve; `serve` canonicalises it once.
     pub www: PathBuf,
