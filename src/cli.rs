@@ -152,6 +152,10 @@ pub struct ServeArgs {
     /// Print one line per request to stderr (method, target, status, length)
     #[arg(long)]
     pub access_log: bool,
+    /// Threads serving requests; 1 runs everything on one thread, the best
+    /// fit when several workers share a few cores
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub threads: u16,
 }
 
 #[derive(Debug, Clone, Args)]
