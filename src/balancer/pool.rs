@@ -136,6 +136,8 @@ pub struct Pool {
     next: AtomicUsize,
     /// Woken whenever a backend becomes routable, for clients waiting on an empty pool.
     pub(crate) became_routable: Notify,
+    /// Woken on every published change, for the start-up readiness wait.
+    pub(crate) changed: Notify,
 }
 
 impl Pool {
@@ -144,6 +146,7 @@ impl Pool {
             slots,
             next: AtomicUsize::new(0),
             became_routable: Notify::new(),
+            changed: Notify::new(),
         }
     }
 

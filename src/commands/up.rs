@@ -156,6 +156,13 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
         }
     };
 
+    if !config.listen.ip().is_loopback() {
+        warn!(
+            target: "balancer",
+            "listening on {} beyond loopback: anyone who can reach this machine can use the fleet",
+            config.listen
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("fleet")

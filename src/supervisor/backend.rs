@@ -119,6 +119,7 @@ impl BackendTask {
             if routable {
                 self.pool.became_routable.notify_waiters();
             }
+            self.pool.changed.notify_waiters();
 
             if shutting_down
                 && worker.is_none()

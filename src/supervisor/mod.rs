@@ -251,26 +251,22 @@ pub async fn run(
 }
 
 /// Wait until every backend is routable, or until every one is routable or
-/// has given up, or `STARTUP_TIMEOUT`. Polls: this runs once, at start-up.
+/// has given up, or `STARTUP_TIMEOUT`. Woken by every published change.
 async fn wait_ready(
     pool: &Pool,
     listen: SocketAddr,
     token: &CancellationToken,
 ) -> Result<Readiness, String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => return Err("interrupted during start-up".into()),
-            _ = tick.tick() => {}
-        }
+        let changed = pool.changed.notified();
         let statuses: Vec<_> = pool.slots().iter().map(|s| s.status()).collect();
         let up = statuses.iter().filter(|s| s.healthy).count();
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
-            .filter(|s| !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some())))
+            .filter(|s| {
+                !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some()))
+            })
             .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
         let timed_out = Instant::now() >= deadline;
@@ -284,7 +280,9 @@ async fn wait_ready(
                 .map(|s| {
                     let why = s.reason.clone().unwrap_or_else(|| match &s.last_exit {
                         Some(e) => format!("{} (last {e})", s.state),
-                        None if timed_out => format!("not ready after {}s", STARTUP_TIMEOUT.as_secs()),
+                        None if timed_out => {
+                            format!("not ready after {}s", STARTUP_TIMEOUT.as_secs())
+                        }
                         None => s.state.clone(),
                     });
                     (s.port, why)
@@ -299,6 +297,12 @@ async fn wait_ready(
                 return Err(detail);
             }
             return Ok(Readiness::Degraded { listen, failing });
+        }
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return Err("interrupted during start-up".into()),
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
         }
     }
 }

@@ -401,4 +401,58 @@ mod tests {
         assert!(!is_safe_key("/a\\b"));
         assert!(!is_safe_key("x"));
     }
+    /// The fuzz target's properties (fuzz/fuzz_targets/path.rs) over random
+    /// concatenations of troublesome tokens, so CI checks them on stable.
+    #[test]
+    fn random_hostile_targets_keep_the_invariants() {
+        const TOKENS: &[&str] = &[
+            "/",
+            "/",
+            "/",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2f",
+            "%5c",
+            "\\",
+            "%00",
+            "%c0%ae",
+            "%e0%80%ae",
+            "a",
+            "b.html",
+            "%25",
+            "%",
+            "%2",
+            "%zz",
+            ".git",
+            "%20",
+            "é",
+            "%C3%A9",
+            ";",
+            "%3f",
+            "%0a",
+            "~",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        for _ in 0..20_000 {
+            let mut target = String::from("/");
+            for _ in 0..rng.usize(0..8) {
+                target.push_str(TOKENS[rng.usize(0..TOKENS.len())]);
+            }
+            let Ok(key) = normalize(&target) else {
+                continue;
+            };
+            assert!(is_safe_key(&key), "{target:?} -> {key:?}");
+            if !target.contains('%') {
+                assert_eq!(normalize(&key).as_deref(), Ok(&*key), "{target:?}");
+            }
+            let trimmed = match key.trim_end_matches('/') {
+                "" => "/",
+                k => k,
+            };
+            let location = encode_for_location(&key);
+            assert_eq!(normalize(&location).as_deref(), Ok(trimmed), "{target:?}");
+        }
+    }
 }

@@ -29,7 +29,10 @@ pub fn free_ports(n: u16) -> Vec<u16> {
         if ports.iter().any(|p| set.contains(p)) {
             continue;
         }
-        if ports.iter().all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+        if ports
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
             set.extend(&ports);
             return ports;
         }
@@ -44,7 +47,10 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -58,7 +64,11 @@ pub fn kill(pid: u32, sig: nix::sys::signal::Signal) {
 }
 
 pub fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+    TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
 }
 
 /// A scratch directory with `www/` (a copy of the shipped page) and a place
@@ -70,7 +80,10 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Self {
         // A short prefix: the control socket path must fit in sun_path.
-        let dir = tempfile::Builder::new().prefix("ft").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("ft")
+            .tempdir_in("/tmp")
+            .unwrap();
         std::fs::create_dir(dir.path().join("www")).unwrap();
         std::fs::write(dir.path().join("www/page.html"), PAGE).unwrap();
         std::fs::write(dir.path().join("www/index.html"), b"<h1>index</h1>\n").unwrap();
@@ -155,6 +168,22 @@ impl Fleet {
         fleet
     }
 
+    /// Take over cleanup of whatever `fleet up` may have started in `scratch`.
+    pub fn adopt(scratch: Scratch, ports: Vec<u16>, listen: u16) -> Fleet {
+        let f = Fleet {
+            scratch,
+            ports,
+            listen,
+            seen: Mutex::new(HashSet::new()),
+            supervisor: 0,
+        };
+        let out = f.fleet(&["status", "--json"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+            f.remember(&v);
+        }
+        f
+    }
+
     pub fn fleet(&self, args: &[&str]) -> Output {
         self.scratch.fleet(args)
     }
@@ -180,12 +209,10 @@ impl Fleet {
         v
     }
 
-    pub fn backend(&self, s: &Value, i: usize) -> Value {
-        s["backends"][i].clone()
-    }
-
     pub fn pid_of(&self, i: usize) -> u32 {
-        self.status()["backends"][i]["pid"].as_u64().expect("backend has a pid") as u32
+        self.status()["backends"][i]["pid"]
+            .as_u64()
+            .expect("backend has a pid") as u32
     }
 
     /// Poll status until `cond` holds.
@@ -197,7 +224,11 @@ impl Fleet {
     }
 
     pub fn all_healthy(s: &Value) -> bool {
-        s["backends"].as_array().unwrap().iter().all(|b| b["healthy"] == true && b["state"] == "running")
+        s["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["healthy"] == true && b["state"] == "running")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -205,11 +236,18 @@ impl Fleet {
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.seen.lock().unwrap().iter().copied().filter(|p| *p != self.supervisor).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|p| *p != self.supervisor)
+            .collect()
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.scratch.state().join("logs/supervisor.log")).unwrap_or_default()
+        std::fs::read_to_string(self.scratch.state().join("logs/supervisor.log"))
+            .unwrap_or_default()
     }
 }
 
@@ -218,7 +256,7 @@ impl Drop for Fleet {
         if std::thread::panicking() {
             eprintln!("---- supervisor.log ----\n{}", self.log());
         }
-        if alive(self.supervisor) {
+        if self.supervisor != 0 && alive(self.supervisor) {
             let _ = self.fleet(&["down", "--timeout", "2"]);
         }
         for pid in self.seen.lock().unwrap().iter() {
@@ -250,10 +288,15 @@ impl Response {
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    parse(&raw).ok_or_else(|| std::io::Error::other(format!("bad response: {:?}", String::from_utf8_lossy(&raw))))
+    parse(&raw).ok_or_else(|| {
+        std::io::Error::other(format!("bad response: {:?}", String::from_utf8_lossy(&raw)))
+    })
 }
 
 pub fn parse(raw: &[u8]) -> Option<Response> {
@@ -270,4 +313,17 @@ pub fn parse(raw: &[u8]) -> Option<Response> {
         headers,
         body: raw[end + 4..].to_vec(),
     })
+}
+
+/// Kills the pids it holds when dropped (for processes started outside `Fleet`).
+pub struct PidGuard(pub Vec<u32>);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                kill(*pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
 }

@@ -38,13 +38,26 @@ fn balancer_round_robins_the_exact_page_over_all_backends() {
         let r = get(f.addr(), "/page.html").unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, PAGE, "the exact bytes of www/page.html");
-        order.push(r.header("x-fleet-backend").expect("X-Fleet-Backend header").to_string());
+        order.push(
+            r.header("x-fleet-backend")
+                .expect("X-Fleet-Backend header")
+                .to_string(),
+        );
     }
     let distinct: HashSet<&String> = order.iter().collect();
     assert_eq!(distinct.len(), 4, "{order:?}");
-    assert_eq!(order[..4], order[4..], "round-robin order repeats: {order:?}");
+    assert_eq!(
+        order[..4],
+        order[4..],
+        "round-robin order repeats: {order:?}"
+    );
     let s = f.status();
-    let total: u64 = s["backends"].as_array().unwrap().iter().map(|b| b["total_connections"].as_u64().unwrap()).sum();
+    let total: u64 = s["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total_connections"].as_u64().unwrap())
+        .sum();
     assert!(total >= 8, "connections are counted per backend: {s}");
 }
 
@@ -63,7 +76,10 @@ fn killed_worker_is_restarted_on_the_same_port() {
     assert_eq!(b["last_exit"]["signal"], 9, "{b}");
     assert_eq!(b["last_exit"]["name"], "SIGKILL", "{b}");
     let r = get(SocketAddr::from(([127, 0, 0, 1], f.ports[1])), "/page.html").unwrap();
-    assert_eq!(r.header("x-fleet-backend"), Some(f.ports[1].to_string().as_str()));
+    assert_eq!(
+        r.header("x-fleet-backend"),
+        Some(f.ports[1].to_string().as_str())
+    );
 }
 
 use std::net::SocketAddr;
@@ -96,10 +112,18 @@ fn status_and_down_without_a_fleet() {
     let s = Scratch::new();
     let st = s.fleet(&["status", "--json"]);
     assert_eq!(st.status.code(), Some(3), "{}", text(&st));
-    assert!(String::from_utf8_lossy(&st.stderr).contains("no fleet is running"), "{}", text(&st));
+    assert!(
+        String::from_utf8_lossy(&st.stderr).contains("no fleet is running"),
+        "{}",
+        text(&st)
+    );
     let down = s.fleet(&["down"]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down));
-    assert!(String::from_utf8_lossy(&down.stdout).contains("no fleet is running"), "{}", text(&down));
+    assert!(
+        String::from_utf8_lossy(&down.stdout).contains("no fleet is running"),
+        "{}",
+        text(&down)
+    );
 }
 
 #[test]
@@ -119,9 +143,16 @@ fn second_up_on_the_same_state_dir_refuses_with_the_running_pid() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already running") && err.contains(&f.supervisor.to_string()), "{err}");
+    assert!(
+        err.contains("already running") && err.contains(&f.supervisor.to_string()),
+        "{err}"
+    );
     assert!(!port_open(ports[0]) && !port_open(ports[1]));
-    assert_eq!(f.status()["pid"], f.supervisor, "the first fleet is untouched");
+    assert_eq!(
+        f.status()["pid"],
+        f.supervisor,
+        "the first fleet is untouched"
+    );
 }
 
 #[test]
@@ -134,7 +165,10 @@ fn status_human_view_lists_every_backend() {
     for p in &f.ports {
         assert!(t.contains(&p.to_string()), "{t}");
     }
-    assert!(t.contains("PORT") && t.contains("RESTARTS") && t.contains("healthy"), "{t}");
+    assert!(
+        t.contains("PORT") && t.contains("RESTARTS") && t.contains("healthy"),
+        "{t}"
+    );
 }
 
 /// Run `fleet up -d` with `yaml` and `args`; assert it fails with `code`, says
@@ -147,7 +181,11 @@ fn assert_refused(yaml: &str, args: &[&str], code: i32, message: &str, ports: &[
     let out = s.fleet(&all);
     assert_eq!(out.status.code(), Some(code), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(message), "expected {message:?} in:\n{}", text(&out));
+    assert!(
+        err.contains(message),
+        "expected {message:?} in:\n{}",
+        text(&out)
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
     for p in ports {
         assert!(!port_open(*p), "nothing left listening on {p}");
@@ -167,7 +205,13 @@ fn yaml_for(ports: &[u16], extra: &str) -> String {
 #[test]
 fn invalid_yaml_is_refused_with_line_and_column() {
     let p = free_ports(3);
-    assert_refused(&format!("{}health: [unclosed\n", yaml_for(&p, "")), &[], 2, "fleet.yaml:", &p);
+    assert_refused(
+        &format!("{}health: [unclosed\n", yaml_for(&p, "")),
+        &[],
+        2,
+        "fleet.yaml:",
+        &p,
+    );
 }
 
 #[test]
@@ -185,7 +229,13 @@ fn zero_backends_is_refused() {
 #[test]
 fn port_past_65535_is_refused() {
     let p = free_ports(3);
-    assert_refused(&yaml_for(&p, ""), &["--base-port", "65535", "--backends", "2"], 2, "65536", &p);
+    assert_refused(
+        &yaml_for(&p, ""),
+        &["--base-port", "65535", "--backends", "2"],
+        2,
+        "65536",
+        &p,
+    );
     assert_refused(&yaml_for(&p, ""), &["--base-port", "70000"], 2, "70000", &p);
 }
 
@@ -199,7 +249,13 @@ fn missing_www_is_refused() {
 fn busy_backend_port_is_refused_naming_the_port() {
     let p = free_ports(3);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", p[1])).unwrap();
-    assert_refused(&yaml_for(&p, "www: www"), &[], 1, &format!("port {}", p[1]), &[p[0], p[2]]);
+    assert_refused(
+        &yaml_for(&p, "www: www"),
+        &[],
+        1,
+        &format!("port {}", p[1]),
+        &[p[0], p[2]],
+    );
     drop(squatter);
 }
 
@@ -212,8 +268,111 @@ fn busy_balancer_port_is_refused_naming_the_port() {
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("port {}", p[2])) && err.contains("in use"), "{err}");
-    assert!(err.contains(&format!("pid {}", std::process::id())), "names the holder: {err}");
+    assert!(
+        err.contains(&format!("port {}", p[2])) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {err}"
+    );
     assert!(!port_open(p[0]) && !port_open(p[1]));
     drop(squatter);
+}
+
+/// `fleet up` in the foreground; returns the child and the file its stderr goes to.
+fn foreground(s: &Scratch, ports: &[u16]) -> (std::process::Child, std::path::PathBuf) {
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\nhealth:\n  interval: 100ms\n  timeout: 100ms\n",
+            ports[0], ports[2]
+        ),
+    );
+    let log = s.path().join("fg.log");
+    let child = std::process::Command::new(FLEET)
+        .arg("up")
+        .current_dir(s.path())
+        .env("FLEET_STATE_DIR", s.state())
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+fn stops_gracefully_on(sig: Signal) {
+    let s = Scratch::new();
+    let ports = free_ports(3);
+    let (mut child, log) = foreground(&s, &ports);
+    let mut guard = PidGuard(vec![child.id()]);
+    let st = wait_for(
+        Duration::from_secs(5),
+        "the foreground fleet healthy",
+        || {
+            let out = s.fleet(&["status", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            Fleet::all_healthy(&v).then_some(v)
+        },
+    );
+    let workers: Vec<u32> = st["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["pid"].as_u64().unwrap() as u32)
+        .collect();
+    guard.0.extend(&workers);
+    assert_eq!(
+        get(SocketAddr::from(([127, 0, 0, 1], ports[2])), "/page.html")
+            .unwrap()
+            .status,
+        200
+    );
+    kill(child.id(), sig);
+    let status = wait_for(Duration::from_secs(10), "the supervisor to exit", || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0), "{sig} means a graceful down");
+    for w in &workers {
+        assert!(!alive(*w), "worker {w} stopped");
+    }
+    assert!(!s.state().join("fleet.pid").exists());
+    assert!(!port_open(ports[2]));
+    let text = std::fs::read_to_string(log).unwrap();
+    assert!(
+        text.contains("supervisor") && text.contains(&sig.to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains("backend") && text.contains(&format!("port={}", ports[0])),
+        "backend lines are tagged: {text}"
+    );
+}
+
+#[test]
+fn foreground_fleet_stops_gracefully_on_sigint() {
+    stops_gracefully_on(Signal::SIGINT);
+}
+
+#[test]
+fn foreground_fleet_stops_gracefully_on_sigterm() {
+    stops_gracefully_on(Signal::SIGTERM);
+}
+
+#[test]
+fn listening_beyond_loopback_is_logged() {
+    let s = Scratch::new();
+    let ports = free_ports(2);
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 1\nbase_port: {}\nlisten: 0.0.0.0:{}\n",
+            ports[0], ports[1]
+        ),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    let f = Fleet::adopt(s, vec![ports[0]], ports[1]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(f.log().contains("beyond loopback"), "{}", f.log());
 }

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod bench;
+mod hardening;
 mod harness;
+mod healing;
 mod lifecycle;
 mod worker;

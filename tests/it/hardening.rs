@@ -1,0 +1,225 @@
+//! Hardening through the whole fleet: idle floods, the control socket's
+//! privacy and robustness, traversal through the balancer, bad config values.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[test]
+fn two_thousand_idle_connections_leave_room_for_a_real_request() {
+    let f = Fleet::start(2, "");
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(f.addr()).unwrap())
+        .collect();
+    let t0 = Instant::now();
+    let r = get(f.addr(), "/page.html").unwrap();
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    drop(idle);
+}
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_response() {
+    let f = Fleet::start(1, "");
+    let mut s = TcpStream::connect(f.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /page.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let r = parse(&raw).expect("a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, PAGE);
+}
+
+fn control(f: &Fleet, send: &[u8]) -> String {
+    let mut s = UnixStream::connect(f.scratch.state().join("fleet.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(send);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn control_socket_is_private_and_survives_garbage() {
+    let f = Fleet::start(1, "");
+    let st = f.scratch.state();
+    let sock_mode = std::fs::metadata(st.join("fleet.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    let dir_mode = std::fs::metadata(&st).unwrap().permissions().mode() & 0o777;
+    assert_eq!(sock_mode, 0o600);
+    assert_eq!(dir_mode, 0o700);
+
+    let garbage = control(&f, b"this is not json\n");
+    assert!(
+        garbage.contains("\"reply\":\"error\"") && garbage.contains("malformed"),
+        "{garbage}"
+    );
+    let unknown = control(&f, b"{\"v\":1,\"cmd\":\"explode\"}\n");
+    assert!(unknown.contains("\"reply\":\"error\""), "{unknown}");
+    let version = control(&f, b"{\"v\":99,\"cmd\":\"status\"}\n");
+    assert!(version.contains("version 99"), "{version}");
+    let mut big = vec![b'x'; 200 * 1024];
+    big.push(b'\n');
+    let oversized = control(&f, &big);
+    assert!(
+        oversized.contains("\"reply\":\"error\"") && oversized.contains("longer than"),
+        "{oversized}"
+    );
+    let status = control(&f, b"{\"v\":1,\"cmd\":\"status\"}\n");
+    assert!(status.contains("\"reply\":\"status\""), "{status}");
+    assert_eq!(
+        f.status()["pid"],
+        f.supervisor,
+        "the supervisor still answers"
+    );
+}
+
+#[test]
+fn traversal_through_the_balancer_never_leaves_the_www_root() {
+    let f = Fleet::start(1, "");
+    std::fs::write(
+        f.scratch.path().join("secret.txt"),
+        "TOP-SECRET-OUTSIDE-ROOT",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        f.scratch.path().join("secret.txt"),
+        f.scratch.path().join("www/link.txt"),
+    )
+    .unwrap();
+    std::fs::write(f.scratch.path().join("www/.hidden"), "TOP-SECRET-DOTFILE").unwrap();
+    let targets = [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/..%2fsecret.txt",
+        "/..%2Fsecret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/..%5csecret.txt",
+        "/..\\secret.txt",
+        "/www/../../secret.txt",
+        "/./../secret.txt",
+        "/%c0%ae%c0%ae/secret.txt",
+        "/%252e%252e/secret.txt",
+        "/page.html%00/../../secret.txt",
+        "http://localhost/../secret.txt",
+        "/link.txt",
+        "/.hidden",
+        "/%2ehidden",
+        "//../secret.txt",
+        "/..;/secret.txt",
+        "/.%2e/secret.txt",
+        "/%2e./secret.txt",
+        "/....//secret.txt",
+    ];
+    for t in targets {
+        let mut s = TcpStream::connect(f.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {t} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        assert!(!text.contains("TOP-SECRET"), "{t} leaked: {text}");
+        let status = parse(&raw).map(|r| r.status).unwrap_or(0);
+        assert!(matches!(status, 400 | 403 | 404), "{t} -> {status}: {text}");
+    }
+}
+
+/// A bad value in fleet.yaml: exit 2, a message naming the key, nothing listening.
+fn refused(extra: &str, key: &str) {
+    let s = Scratch::new();
+    let p = free_ports(3);
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\n{extra}\n",
+            p[0], p[2]
+        ),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(key) && err.contains("fleet.yaml:"),
+        "{extra}: {err}"
+    );
+    for port in p {
+        assert!(!port_open(port), "{extra}: port {port} left open");
+    }
+}
+
+#[test]
+fn every_invalid_config_value_is_refused_naming_its_key() {
+    refused("health:\n  interval: -1s", "health.interval");
+    refused("health:\n  timeout: fast", "health.timeout");
+    refused("restart:\n  window: 0s", "restart.window");
+    refused("shutdown:\n  timeout: 10", "shutdown.timeout");
+    refused(
+        "balancer:\n  idle_timeout: 1 hour-ish",
+        "balancer.idle_timeout",
+    );
+    refused("restart:\n  max_restarts: many", "restart.max_restarts");
+    refused("health:\n  rise: 0", "health.rise");
+    refused("restart:\n  policy: sometimes", "restart.policy");
+    refused("health:\n  kind: udp", "health.kind");
+    refused("backend:\n  command: []", "backend.command");
+    refused(
+        "balancer:\n  max_connections: 0",
+        "balancer.max_connections",
+    );
+    refused("colour: blue", "colour");
+}
+
+#[test]
+fn malformed_listen_and_overflowing_ports_are_refused() {
+    let s = Scratch::new();
+    for (yaml, key) in [
+        ("listen: localhost", "listen"),
+        ("listen: 127.0.0.1:99999", "listen"),
+        ("base_port: 65534\nbackends: 4", "base_port"),
+        ("backends: four", "backends"),
+        ("backends: 0", "backends"),
+    ] {
+        s.write("fleet.yaml", yaml);
+        let out = s.fleet(&["up", "-d"]);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(key),
+            "{yaml}: {}",
+            text(&out)
+        );
+    }
+    let p = free_ports(3);
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\n",
+            p[0], p[2]
+        ),
+    );
+    let out = s.fleet(&["up", "-d", "--listen", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--listen"),
+        "{}",
+        text(&out)
+    );
+}
