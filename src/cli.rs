@@ -188,7 +188,13 @@ pub struct BenchArgs {
     #[arg(short = 'n', long = "requests", default_value_t = 1000)]
     pub requests: u64,
     /// Comma-separated concurrency levels
-    #[arg(short = 'c', long = "concurrency", value_delimiter = ',', default_values_t = [1u32, 25, 50, 100, 200, 300, 500, 1000])]
+    #[arg(
+        short = 'c',
+        long = "concurrency",
+        value_delimiter = ',',
+        default_value = "1,25,50,100,200,300,500,1000",
+        value_name = "LIST"
+    )]
     pub concurrency: Vec<u32>,
     /// Reuse connections (HTTP keep-alive) instead of one connection per request
     #[arg(short = 'k', long)]
