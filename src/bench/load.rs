@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -149,29 +149,39 @@ pub fn run_level(
         .into_iter()
         .filter(|&c| c > 0)
         .collect();
-    // Every thread builds its runtime first, then all start together, so
-    // thread start-up is not measured.
-    let barrier = Arc::new(Barrier::new(shares.len()));
+    // Each thread starts its clock once its runtime is built, and the level
+    // spans from the earliest start to the latest end, so thread start-up is
+    // not measured. (No barrier: a thread that fails to spawn must not leave
+    // the others waiting.)
     let (tx, rx) = mpsc::channel::<std::io::Result<ThreadStats>>();
     let mut handles = Vec::with_capacity(shares.len());
     for (i, conns) in shares.iter().copied().enumerate() {
-        let (target, budget, cancel, progress, barrier, tx) = (
+        let (target, budget, stop, progress, tx) = (
             Arc::clone(target),
             Arc::clone(&budget),
             cancel.clone(),
             Arc::clone(progress),
-            Arc::clone(&barrier),
             tx.clone(),
         );
-        let h = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("bench-{i}"))
             .spawn(move || {
-                let r = thread_main(&target, conns, &budget, opts, &cancel, &progress, &barrier);
+                let r = thread_main(&target, conns, &budget, opts, &stop, &progress);
                 // The receiver outlives every sender; a failed send means the
                 // main thread is gone and nobody wants the result.
                 let _ = tx.send(r);
-            })?;
-        handles.push(h);
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // The run ends with this error: stop the threads already going.
+                cancel.cancel();
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
     }
     drop(tx);
     let mut parts = Vec::with_capacity(shares.len());
@@ -280,16 +290,11 @@ fn thread_main(
     opts: Options,
     cancel: &CancellationToken,
     progress: &Arc<AtomicU64>,
-    barrier: &Barrier,
 ) -> std::io::Result<ThreadStats> {
-    let built = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .build();
-    // Wait even when the runtime failed, so the other threads are not stuck
-    // at the barrier.
-    barrier.wait();
-    let rt = built?;
+        .build()?;
     let start = Instant::now();
     let shared = Rc::new(Shared {
         complete: Cell::new(0),
