@@ -214,7 +214,7 @@ pub struct BenchArgs {
     /// Per-request timeout in seconds (a request past it counts as failed)
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub timeout: f64,
-    /// Load-generator threads, each with its own runtime [default: 2, or 1 on a single-core machine]
+    /// Load-generator threads, each with its own runtime [default: half the cores, at least 1]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     #[command(flatten)]
