@@ -42,7 +42,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
-use hyper::header::{ACCEPT, HOST, USER_AGENT};
+use hyper::header::{ACCEPT, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -281,6 +281,7 @@ struct Shared {
     latency_us: RefCell<Histogram<u64>>,
     errors: RefCell<BTreeMap<String, u64>>,
     end: Cell<Instant>,
+    template: Template,
 }
 
 fn thread_main(
@@ -295,6 +296,7 @@ fn thread_main(
         .enable_io()
         .enable_time()
         .build()?;
+    let template = Template::new(target)?;
     let start = Instant::now();
     let shared = Rc::new(Shared {
         complete: Cell::new(0),
@@ -304,6 +306,7 @@ fn thread_main(
         latency_us: RefCell::new(new_histogram()),
         errors: RefCell::new(BTreeMap::new()),
         end: Cell::new(start),
+        template,
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
@@ -374,13 +377,14 @@ async fn connection_task(
 ) {
     // With keep-alive: the open connection, reused until it fails.
     let mut conn: Option<http1::SendRequest<Empty<Bytes>>> = None;
+    let tpl = &shared.template;
     while budget.claim() {
         let began = Instant::now();
         let attempt = async {
             if opts.keepalive {
-                keepalive_request(target, &mut conn, &shared.bytes).await
+                keepalive_request(target, tpl, &mut conn, &shared.bytes).await
             } else {
-                one_shot_request(target, &shared.bytes).await
+                one_shot_request(target, tpl, &shared.bytes).await
             }
         };
         let outcome = tokio::select! {
@@ -421,19 +425,46 @@ fn fail(shared: &Shared, f: &Failure, conn: &mut Option<http1::SendRequest<Empty
     *conn = None;
 }
 
-fn request(target: &Target, version: Version) -> Request<Empty<Bytes>> {
-    Request::builder()
-        .method(Method::GET)
-        .uri(target.path.as_str())
-        .version(version)
-        .header(HOST, target.host.as_str())
-        .header(
+/// The request every task sends, built once per thread: cloning a parsed
+/// URI and header map is cheaper than parsing them again per request.
+struct Template {
+    uri: hyper::Uri,
+    headers: hyper::HeaderMap,
+}
+
+impl Template {
+    fn new(target: &Target) -> std::io::Result<Template> {
+        let invalid = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{what} of {} cannot be sent", target.url),
+            )
+        };
+        let uri = target
+            .path
+            .parse::<hyper::Uri>()
+            .map_err(|_| invalid("the path"))?;
+        let mut headers = hyper::HeaderMap::with_capacity(3);
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&target.host).map_err(|_| invalid("the host"))?,
+        );
+        headers.insert(
             USER_AGENT,
-            concat!("fleet-bench/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(ACCEPT, "*/*")
-        .body(Empty::new())
-        .expect("path and host were validated when the target was parsed")
+            HeaderValue::from_static(concat!("fleet-bench/", env!("CARGO_PKG_VERSION"))),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        Ok(Template { uri, headers })
+    }
+
+    fn request(&self, version: Version) -> Request<Empty<Bytes>> {
+        let mut req = Request::new(Empty::new());
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
 }
 
 async fn connect(
@@ -465,6 +496,7 @@ async fn drain(resp: hyper::Response<hyper::body::Incoming>) -> Result<hyper::St
 /// ab's request: a new connection, HTTP/1.0, no keep-alive.
 async fn one_shot_request(
     target: &Target,
+    tpl: &Template,
     bytes: &Rc<Cell<u64>>,
 ) -> Result<hyper::StatusCode, Failure> {
     let io = connect(target, bytes).await?;
@@ -473,12 +505,15 @@ async fn one_shot_request(
         .map_err(Failure::Http)?;
     let mut exchange = pin!(async move {
         let resp = sender
-            .send_request(request(target, Version::HTTP_10))
+            .send_request(tpl.request(Version::HTTP_10))
             .await
             .map_err(Failure::Http)?;
         drain(resp).await
     });
-    let mut conn = pin!(conn);
+    // `without_shutdown`: once the response is in, the socket is simply
+    // closed when dropped; hyper's shutdown(SHUT_WR) first would be one more
+    // syscall per request for nothing.
+    let mut conn = pin!(conn.without_shutdown());
     // Drive the connection and the exchange together in this task (no spawn
     // per request). The connection cannot finish cleanly before the body was
     // read, except when the peer closed early; then the exchange fails on its
@@ -490,7 +525,7 @@ async fn one_shot_request(
         }
         if !conn_done {
             match conn.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => {
+                Poll::Ready(Ok(_parts)) => {
                     conn_done = true;
                     return exchange.as_mut().poll(cx);
                 }
@@ -506,6 +541,7 @@ async fn one_shot_request(
 /// One request on the task's kept-alive connection (opened if needed).
 async fn keepalive_request(
     target: &Target,
+    tpl: &Template,
     conn: &mut Option<http1::SendRequest<Empty<Bytes>>>,
     bytes: &Rc<Cell<u64>>,
 ) -> Result<hyper::StatusCode, Failure> {
@@ -525,7 +561,7 @@ async fn keepalive_request(
     };
     sender.ready().await.map_err(Failure::Http)?;
     let resp = sender
-        .send_request(request(target, Version::HTTP_11))
+        .send_request(tpl.request(Version::HTTP_11))
         .await
         .map_err(Failure::Http)?;
     drain(resp).await
