@@ -202,7 +202,13 @@ pub struct BenchArgs {
     #[arg(short = 'n', long = "requests", default_value_t = 1000)]
     pub requests: u64,
     /// Comma-separated concurrency levels
-    #[arg(short = 'c', long = "concurrency", value_delimiter = ',', default_values_t = [1u32, 25, 50, 100, 200, 300, 500, 1000])]
+    #[arg(
+        short = 'c',
+        long = "concurrency",
+        value_delimiter = ',',
+        default_value = "1,25,50,100,200,300,500,1000",
+        value_name = "LIST"
+    )]
     pub concurrency: Vec<u32>,
     /// Reuse connections (HTTP keep-alive) instead of one connection per request
     #[arg(short = 'k', long)]
@@ -222,7 +228,7 @@ pub struct BenchArgs {
     /// Per-request timeout in seconds (a request past it counts as failed)
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub timeout: f64,
-    /// Load-generator threads, each with its own runtime [default: 2, or 1 on a single-core machine]
+    /// Load-generator threads, each with its own runtime [default: half the cores, at least 1]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     #[command(flatten)]

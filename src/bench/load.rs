@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
-use hyper::header::{ACCEPT, HOST, USER_AGENT};
+use hyper::header::{ACCEPT, HOST, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -149,29 +149,39 @@ pub fn run_level(
         .into_iter()
         .filter(|&c| c > 0)
         .collect();
-    // Every thread builds its runtime first, then all start together, so
-    // thread start-up is not measured.
-    let barrier = Arc::new(Barrier::new(shares.len()));
+    // Each thread starts its clock once its runtime is built, and the level
+    // spans from the earliest start to the latest end, so thread start-up is
+    // not measured. (No barrier: a thread that fails to spawn must not leave
+    // the others waiting.)
     let (tx, rx) = mpsc::channel::<std::io::Result<ThreadStats>>();
     let mut handles = Vec::with_capacity(shares.len());
     for (i, conns) in shares.iter().copied().enumerate() {
-        let (target, budget, cancel, progress, barrier, tx) = (
+        let (target, budget, stop, progress, tx) = (
             Arc::clone(target),
             Arc::clone(&budget),
             cancel.clone(),
             Arc::clone(progress),
-            Arc::clone(&barrier),
             tx.clone(),
         );
-        let h = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("bench-{i}"))
             .spawn(move || {
-                let r = thread_main(&target, conns, &budget, opts, &cancel, &progress, &barrier);
+                let r = thread_main(&target, conns, &budget, opts, &stop, &progress);
                 // The receiver outlives every sender; a failed send means the
                 // main thread is gone and nobody wants the result.
                 let _ = tx.send(r);
-            })?;
-        handles.push(h);
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // The run ends with this error: stop the threads already going.
+                cancel.cancel();
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
     }
     drop(tx);
     let mut parts = Vec::with_capacity(shares.len());
@@ -271,6 +281,7 @@ struct Shared {
     latency_us: RefCell<Histogram<u64>>,
     errors: RefCell<BTreeMap<String, u64>>,
     end: Cell<Instant>,
+    template: Template,
 }
 
 fn thread_main(
@@ -280,16 +291,12 @@ fn thread_main(
     opts: Options,
     cancel: &CancellationToken,
     progress: &Arc<AtomicU64>,
-    barrier: &Barrier,
 ) -> std::io::Result<ThreadStats> {
-    let built = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
-        .build();
-    // Wait even when the runtime failed, so the other threads are not stuck
-    // at the barrier.
-    barrier.wait();
-    let rt = built?;
+        .build()?;
+    let template = Template::new(target)?;
     let start = Instant::now();
     let shared = Rc::new(Shared {
         complete: Cell::new(0),
@@ -299,6 +306,7 @@ fn thread_main(
         latency_us: RefCell::new(new_histogram()),
         errors: RefCell::new(BTreeMap::new()),
         end: Cell::new(start),
+        template,
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
@@ -369,13 +377,14 @@ async fn connection_task(
 ) {
     // With keep-alive: the open connection, reused until it fails.
     let mut conn: Option<http1::SendRequest<Empty<Bytes>>> = None;
+    let tpl = &shared.template;
     while budget.claim() {
         let began = Instant::now();
         let attempt = async {
             if opts.keepalive {
-                keepalive_request(target, &mut conn, &shared.bytes).await
+                keepalive_request(target, tpl, &mut conn, &shared.bytes).await
             } else {
-                one_shot_request(target, &shared.bytes).await
+                one_shot_request(target, tpl, &shared.bytes).await
             }
         };
         let outcome = tokio::select! {
@@ -416,19 +425,46 @@ fn fail(shared: &Shared, f: &Failure, conn: &mut Option<http1::SendRequest<Empty
     *conn = None;
 }
 
-fn request(target: &Target, version: Version) -> Request<Empty<Bytes>> {
-    Request::builder()
-        .method(Method::GET)
-        .uri(target.path.as_str())
-        .version(version)
-        .header(HOST, target.host.as_str())
-        .header(
+/// The request every task sends, built once per thread: cloning a parsed
+/// URI and header map is cheaper than parsing them again per request.
+struct Template {
+    uri: hyper::Uri,
+    headers: hyper::HeaderMap,
+}
+
+impl Template {
+    fn new(target: &Target) -> std::io::Result<Template> {
+        let invalid = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{what} of {} cannot be sent", target.url),
+            )
+        };
+        let uri = target
+            .path
+            .parse::<hyper::Uri>()
+            .map_err(|_| invalid("the path"))?;
+        let mut headers = hyper::HeaderMap::with_capacity(3);
+        headers.insert(
+            HOST,
+            HeaderValue::from_str(&target.host).map_err(|_| invalid("the host"))?,
+        );
+        headers.insert(
             USER_AGENT,
-            concat!("fleet-bench/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(ACCEPT, "*/*")
-        .body(Empty::new())
-        .expect("path and host were validated when the target was parsed")
+            HeaderValue::from_static(concat!("fleet-bench/", env!("CARGO_PKG_VERSION"))),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        Ok(Template { uri, headers })
+    }
+
+    fn request(&self, version: Version) -> Request<Empty<Bytes>> {
+        let mut req = Request::new(Empty::new());
+        *req.method_mut() = Method::GET;
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
 }
 
 async fn connect(
@@ -460,6 +496,7 @@ async fn drain(resp: hyper::Response<hyper::body::Incoming>) -> Result<hyper::St
 /// ab's request: a new connection, HTTP/1.0, no keep-alive.
 async fn one_shot_request(
     target: &Target,
+    tpl: &Template,
     bytes: &Rc<Cell<u64>>,
 ) -> Result<hyper::StatusCode, Failure> {
     let io = connect(target, bytes).await?;
@@ -468,12 +505,15 @@ async fn one_shot_request(
         .map_err(Failure::Http)?;
     let mut exchange = pin!(async move {
         let resp = sender
-            .send_request(request(target, Version::HTTP_10))
+            .send_request(tpl.request(Version::HTTP_10))
             .await
             .map_err(Failure::Http)?;
         drain(resp).await
     });
-    let mut conn = pin!(conn);
+    // `without_shutdown`: once the response is in, the socket is simply
+    // closed when dropped; hyper's shutdown(SHUT_WR) first would be one more
+    // syscall per request for nothing.
+    let mut conn = pin!(conn.without_shutdown());
     // Drive the connection and the exchange together in this task (no spawn
     // per request). The connection cannot finish cleanly before the body was
     // read, except when the peer closed early; then the exchange fails on its
@@ -485,7 +525,7 @@ async fn one_shot_request(
         }
         if !conn_done {
             match conn.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => {
+                Poll::Ready(Ok(_parts)) => {
                     conn_done = true;
                     return exchange.as_mut().poll(cx);
                 }
@@ -501,6 +541,7 @@ async fn one_shot_request(
 /// One request on the task's kept-alive connection (opened if needed).
 async fn keepalive_request(
     target: &Target,
+    tpl: &Template,
     conn: &mut Option<http1::SendRequest<Empty<Bytes>>>,
     bytes: &Rc<Cell<u64>>,
 ) -> Result<hyper::StatusCode, Failure> {
@@ -520,7 +561,7 @@ async fn keepalive_request(
     };
     sender.ready().await.map_err(Failure::Http)?;
     let resp = sender
-        .send_request(request(target, Version::HTTP_11))
+        .send_request(tpl.request(Version::HTTP_11))
         .await
         .map_err(Failure::Http)?;
     drain(resp).await

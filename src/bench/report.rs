@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{CellAlignment, ContentArrangement, Table};
 use serde::{Deserialize, Serialize};
 
 use super::load::Measured;
@@ -126,17 +126,37 @@ fn cells(r: &Row) -> [String; 12] {
     ]
 }
 
+/// The terminal table's headers: the same columns, broken over lines so the
+/// table fits about 100 columns instead of wrapping mid-word.
+const SHORT_HEADERS: [&str; 12] = [
+    "Requests",
+    "Concur-\nrency",
+    "Time\ntaken\n(s)",
+    "Complete",
+    "Failed",
+    "Total\ntransferred\n(bytes)",
+    "Requests\nper\nsecond",
+    "Time per\nrequest\n(ms)",
+    "Transfer\nrate\n(KB/s)",
+    "Non-2xx",
+    "p50\n(ms)",
+    "p99\n(ms)",
+];
+
 /// A human table (comfy-table), numbers right-aligned.
 pub fn table(rows: &[Row]) -> String {
     let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
+    // UTF8_HORIZONTAL_ONLY without the lines between rows: compact, and
+    // readable when pasted as plain text.
+    t.load_preset("  ── ══      ──    ")
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(HEADERS);
+        .set_header(SHORT_HEADERS);
     for r in rows {
         t.add_row(cells(r));
     }
     for col in t.column_iter_mut() {
         col.set_cell_alignment(CellAlignment::Right);
+        col.set_padding((1, 0));
     }
     format!("{t}\n")
 }

@@ -409,7 +409,15 @@ fn bench_csv_and_markdown_have_the_lab_shape() {
 
     let table = fleet(&["bench", &url, "-n", "5", "-c", "5"], dir.path());
     assert_eq!(table.code, 0, "stderr: {}", table.stderr);
-    assert!(table.stdout.contains("Requests per second"));
+    assert!(table.stdout.contains("Requests") && table.stdout.contains("p99"));
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("5 ")),
+        "{}",
+        table.stdout
+    );
 }
 
 #[test]
