@@ -446,3 +446,26 @@ fn bench_without_url_measures_the_running_fleet_and_its_rows_add_up() {
         "round-robin: {s}"
     );
 }
+
+#[test]
+fn a_www_without_index_html_is_still_healthy() {
+    let s = Scratch::new();
+    std::fs::remove_file(s.path().join("www/index.html")).unwrap();
+    let f = Fleet::start_in(s, 2, "");
+    assert!(Fleet::all_healthy(&f.status()));
+    let r = get(f.addr(), "/").unwrap();
+    assert_eq!(
+        r.status, 404,
+        "no index: a 404 for visitors, not an unhealthy backend"
+    );
+    let h = get(
+        SocketAddr::from(([127, 0, 0, 1], f.ports[0])),
+        "/.fleet/health",
+    )
+    .unwrap();
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.header("x-fleet-backend"),
+        Some(f.ports[0].to_string().as_str())
+    );
+}
