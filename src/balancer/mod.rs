@@ -43,6 +43,13 @@ use pool::{Pool, Slot};
 pub const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
 /// How much of a request is kept for a replay on another backend.
 pub const REPLAY_MAX: usize = 16 * 1024;
+/// Buffer sizes, which set the supervisor's memory per proxied connection
+/// (about 10 KiB in the splice phase): requests are small, so the upstream
+/// direction gets 2 KiB; responses get 8 KiB (tokio's default); the first
+/// response read uses 4 KiB and is freed before the splice.
+const UP_BUF: usize = 2 * 1024;
+const DOWN_BUF: usize = 8 * 1024;
+const FIRST_READ: usize = 4 * 1024;
 
 /// Accept until `stop` is cancelled. Connection tasks go on `conns` and end at
 /// `hard_stop` at the latest (the shutdown deadline).
@@ -107,7 +114,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, pool: &Pool, cfg: &BalancerC
     let _ = client.set_nodelay(true);
     let activity = Activity::new();
     let mut client = Tracked::new(client, &activity);
-    let mut request = Vec::with_capacity(2048);
+    let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
     match timeout(cfg.idle_timeout, client.read_buf(&mut request)).await {
         Ok(Ok(n)) if n > 0 => {}
@@ -115,7 +122,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, pool: &Pool, cfg: &BalancerC
     }
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
-    let mut response = vec![0u8; 16 * 1024];
+    let mut response = vec![0u8; FIRST_READ];
     let deadline = Instant::now() + NO_BACKEND_WAIT;
     let mut tried: Vec<u16> = Vec::new();
     loop {
@@ -215,7 +222,7 @@ async fn first_exchange(
     if *client_eof && backend.inner.shutdown().await.is_err() {
         return FirstExchange::BackendFailed;
     }
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; UP_BUF];
     loop {
         tokio::select! {
             r = backend.read(response) => return match r {
@@ -261,7 +268,13 @@ async fn splice(
             let _ = tokio::io::copy(&mut backend, &mut client).await;
             let _ = client.shutdown().await;
         } else {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            let _ = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut backend,
+                UP_BUF,
+                DOWN_BUF,
+            )
+            .await;
         }
     };
     tokio::select! {
