@@ -44,6 +44,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
     Bench(BenchArgs),
+    /// Internal: run a custom backend command tied to the supervisor's lifeline.
+    #[command(hide = true)]
+    Guard(GuardArgs),
 }
 
 /// Where the fleet keeps its pid file, control socket and logs.
@@ -149,6 +152,17 @@ pub struct ServeArgs {
     /// Print one line per request to stderr (method, target, status, length)
     #[arg(long)]
     pub access_log: bool,
+    /// Threads serving requests; 1 runs everything on one thread, the best
+    /// fit when several workers share a few cores
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
+    pub threads: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    /// The program and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod guard;
 pub mod ports;
 pub mod process;
 pub mod state_dir;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Logs(a) => fleet::commands::logs::run(a),
         Command::Serve(a) => fleet::worker::run(a),
         Command::Bench(a) => fleet::bench::run(a),
+        Command::Guard(a) => fleet::guard::run(a),
     };
     ExitCode::from(code)
 }

@@ -17,12 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let again = decode::<Request>(line.trim_end().as_bytes())
         .unwrap_or_else(|e| panic!("{request:?} encoded as {line:?} does not decode: {e}"));
     match (&request, &again) {
-        (
-            Request::Down { timeout_s: Some(a) },
-            Request::Down { timeout_s: Some(b) },
-        ) => {
+        (Request::Down { timeout_s: Some(a) }, Request::Down { timeout_s: Some(b) }) => {
             // serde_json's default float parser may be one ulp off.
-            assert!((a - b).abs() <= a.abs() * 1e-15, "{a} != {b}");
+            let ulps = a.to_bits().abs_diff(b.to_bits());
+            assert!(ulps <= 1, "{a} != {b}");
         }
         _ => assert_eq!(request, again),
     }

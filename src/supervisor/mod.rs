@@ -192,7 +192,12 @@ pub async fn run(
     ));
 
     let started = wait_ready(&pool, listen, &token).await;
-    let fatal = started.as_ref().err().cloned();
+    // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
+    let fatal = started
+        .as_ref()
+        .err()
+        .filter(|_| !token.is_cancelled())
+        .cloned();
     match &started {
         Ok(Readiness::Ready { .. }) => {
             info!(target: "supervisor", %listen, backends = config.backends, "fleet ready")
@@ -324,20 +329,32 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
             env: Vec::new(),
             lifeline: true,
         },
-        BackendCommand::Command {
-            program,
-            args,
-            cwd,
-            env,
-        } => Launch {
-            program: program.replace("{port}", &port.to_string()).into(),
-            args: args
-                .iter()
-                .map(|a| a.replace("{port}", &port.to_string()))
-                .collect(),
-            cwd: Some(cwd.clone()),
-            env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            lifeline: false,
-        },
+        BackendCommand::Command { cwd, env, .. } => {
+            let (program, args) = config
+                .backend
+                .argv(port)
+                .expect("a command backend has an argv");
+            let env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            if orphans::HAS_PARENT_DEATH_SIGNAL {
+                Launch {
+                    program: program.into(),
+                    args,
+                    cwd: Some(cwd.clone()),
+                    env,
+                    lifeline: false,
+                }
+            } else {
+                // No kernel help: `fleet guard` holds the lifeline for the command.
+                let mut guarded = vec!["guard".to_string(), "--".to_string(), program.to_string()];
+                guarded.extend(args);
+                Launch {
+                    program: exe.to_path_buf(),
+                    args: guarded,
+                    cwd: Some(cwd.clone()),
+                    env,
+                    lifeline: true,
+                }
+            }
+        }
     }
 }

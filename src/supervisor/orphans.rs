@@ -8,10 +8,14 @@
 //! - Everywhere (the macOS path): the built-in worker gets a pipe as stdin
 //!   and exits when it reads EOF, which the kernel delivers when the
 //!   supervisor's end closes, however it died (`fleet serve --lifeline`).
-//!   A custom command on macOS has no such hook unless it watches its stdin;
-//!   `fleet up` notes that in the README.
+//!   A custom command there runs under `fleet guard` (see `guard.rs`), which
+//!   holds the lifeline for it and kills its process group on EOF.
 
 use tokio::process::Command;
+
+/// Whether the kernel kills a worker when its supervisor dies; without it,
+/// custom commands run under `fleet guard`.
+pub const HAS_PARENT_DEATH_SIGNAL: bool = cfg!(target_os = "linux");
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]

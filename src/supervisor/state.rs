@@ -62,7 +62,8 @@ pub enum State {
     /// Spawn requested (`pid` is None until the glue reports it); probed
     /// quickly and routable at the first pass.
     Starting { pid: Option<u32>, since: Instant },
-    /// Up. `passes`/`fails` count consecutive probe results since the last flip.
+    /// Up since `since` (when it was spawned). `passes`/`fails` count
+    /// consecutive probe results since the last flip.
     Running {
         pid: u32,
         since: Instant,
@@ -255,10 +256,16 @@ impl Backend {
                 self.after_exit(Exit::Code(127), Some(error), now)
             }
             // Starting -> Running (first pass: routable at once)
-            (Starting { pid: Some(pid), .. }, Event::ProbePassed) => (
+            (
+                Starting {
+                    pid: Some(pid),
+                    since,
+                },
+                Event::ProbePassed,
+            ) => (
                 Running {
                     pid,
-                    since: now,
+                    since,
                     healthy: true,
                     passes: 0,
                     fails: 0,

@@ -10,7 +10,10 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerOptions, serve};
+use clap::Parser;
+
+use super::{WorkerOptions, parse_duration, serve};
+use crate::cli::{Cli, Command, ServeArgs};
 
 struct Server {
     port: u16,
@@ -198,4 +201,54 @@ async fn head_of_a_file_has_its_length_and_no_body() {
         "{head_resp}"
     );
     assert!(get_resp.starts_with("HTTP/1.1 200"), "{get_resp}");
+}
+
+fn serve_args(extra: &[&str]) -> ServeArgs {
+    let argv = ["fleet", "serve", "--port", "9002"].iter().chain(extra);
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Serve(args) => args,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+#[test]
+fn flag_defaults_are_the_worker_option_defaults() {
+    assert_eq!(
+        WorkerOptions::from_args(&serve_args(&[])).unwrap(),
+        WorkerOptions::new("www")
+    );
+}
+
+#[test]
+fn max_head_bytes_below_hypers_minimum_is_refused() {
+    let err = WorkerOptions::from_args(&serve_args(&["--max-head-bytes", "8191"])).unwrap_err();
+    assert!(err.contains("--max-head-bytes"), "{err}");
+    let ok = WorkerOptions::from_args(&serve_args(&["--max-head-bytes", "8192"])).unwrap();
+    assert_eq!(ok.max_head_bytes, 8192);
+}
+
+#[test]
+fn zero_timeouts_are_refused() {
+    for flag in ["--header-timeout", "--idle-timeout"] {
+        let err = WorkerOptions::from_args(&serve_args(&[flag, "0"])).unwrap_err();
+        assert!(err.contains(flag), "{err}");
+    }
+}
+
+#[test]
+fn zero_max_connections_and_threads_are_refused_by_the_parser() {
+    for flag in ["--max-connections", "--threads"] {
+        let argv = ["fleet", "serve", "--port", "9002", flag, "0"];
+        assert!(Cli::try_parse_from(argv).is_err(), "{flag} 0 accepted");
+    }
+}
+
+#[test]
+fn durations_take_units_or_bare_seconds() {
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    assert!(parse_duration("-1").is_err());
+    assert!(parse_duration("soon").is_err());
 }

@@ -223,3 +223,21 @@ fn malformed_listen_and_overflowing_ports_are_refused() {
         text(&out)
     );
 }
+
+#[test]
+fn a_descriptor_limit_too_low_for_max_connections_is_a_clear_start_up_error() {
+    let s = Scratch::new();
+    let p = free_ports(2);
+    s.write(
+        "fleet.yaml",
+        &format!("backends: 1\nbase_port: {}\nlisten: 127.0.0.1:{}\nbalancer:\n  max_connections: 100000000\n", p[0], p[1]),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_connections") && err.contains("open-file limit"),
+        "{err}"
+    );
+    assert!(!port_open(p[0]) && !port_open(p[1]));
+}

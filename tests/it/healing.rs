@@ -404,3 +404,61 @@ fn fleet_logs_merges_backends_with_port_tags_and_filters_by_port() {
     let none = f.fleet(&["logs", "1"]);
     assert_eq!(none.status.code(), Some(1), "{}", text(&none));
 }
+
+/// `fleet guard` (what custom commands run under on macOS) in its own
+/// process group with a pipe as stdin, as the supervisor starts it.
+fn guard(script: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(FLEET)
+        .args(["guard", "--", "sh", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+fn first_line(child: &mut std::process::Child) -> u32 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().parse().unwrap()
+}
+
+#[test]
+fn guard_reports_the_commands_exit_code_and_signal() {
+    let mut g = guard("exit 3");
+    let _pids = PidGuard(vec![g.id()]);
+    let _lifeline = g.stdin.take(); // `wait` would close it
+    assert_eq!(g.wait().unwrap().code(), Some(3));
+
+    use std::os::unix::process::ExitStatusExt;
+    let mut g = guard("echo $$; exec sleep 30");
+    let inner = first_line(&mut g);
+    let _pids = PidGuard(vec![g.id(), inner]);
+    let _lifeline = g.stdin.take();
+    // The supervisor signals the whole group.
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g.id() as i32), Signal::SIGTERM).unwrap();
+    let status = g.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "dies the way its command died: {status:?}"
+    );
+}
+
+#[test]
+fn guard_kills_its_command_when_the_lifeline_closes() {
+    let mut g = guard("echo $$; exec sleep 30");
+    let inner = first_line(&mut g);
+    let _pids = PidGuard(vec![g.id(), inner]);
+    assert!(alive(inner));
+    drop(g.stdin.take()); // the supervisor is gone
+    wait_for(Duration::from_secs(2), "the guarded command to die", || {
+        (!alive(inner)).then_some(())
+    });
+    let status = g.wait().unwrap();
+    assert!(!status.success());
+}

@@ -376,3 +376,29 @@ fn listening_beyond_loopback_is_logged() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(f.log().contains("beyond loopback"), "{}", f.log());
 }
+
+#[test]
+fn listen_port_zero_lets_the_os_choose_and_status_reports_it() {
+    let s = Scratch::new();
+    let ports = free_ports(1);
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 1\nbase_port: {}\nlisten: 127.0.0.1:0\n",
+            ports[0]
+        ),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    let mut f = Fleet::adopt(s, ports.clone(), 0);
+    assert!(out.status.success(), "{}", text(&out));
+    let st = f.status();
+    f.supervisor = st["pid"].as_u64().unwrap() as u32;
+    let addr: SocketAddr = st["listen"].as_str().unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0, "{st}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&addr.to_string()),
+        "up says where: {}",
+        text(&out)
+    );
+    assert_eq!(get(addr, "/page.html").unwrap().status, 200);
+}

@@ -664,3 +664,74 @@ fn bad_limit_flag_is_a_usage_error() {
     assert_eq!(status.code(), Some(2));
     assert!(w.log().contains("--max-head-bytes"), "{}", w.log());
 }
+
+#[test]
+fn access_log_prints_one_line_per_request() {
+    let site = Site::new();
+    let w = Worker::start(&site.www(), &["--access-log"]);
+    assert_eq!(w.get("/page.html?q=1").status, 200);
+    assert_eq!(w.get("/nope").status, 404);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(w.log().contains("GET /page.html?q=1 200") && w.log().contains("GET /nope 404")) {
+        assert!(
+            Instant::now() < deadline,
+            "no access log lines:\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn no_request_lines_without_access_log() {
+    let site = Site::new();
+    let mut w = Worker::start(&site.www(), &[]);
+    assert_eq!(w.get("/page.html").status, 200);
+    w.signal(Signal::SIGTERM);
+    w.wait_exit(Duration::from_secs(5)).expect("exits");
+    let log = w.log();
+    assert!(log.contains("listening on 127.0.0.1:"), "{log}");
+    assert!(!log.contains("/page.html"), "{log}");
+}
+
+#[test]
+fn multi_thread_runtime_serves_too() {
+    let site = Site::new();
+    let w = Worker::start(&site.www(), &["--threads", "2"]);
+    let r = w.get("/page.html");
+    assert_eq!((r.status, &r.body[..]), (200, PAGE.as_bytes()));
+}
+
+#[test]
+fn sigint_exits_0_like_sigterm() {
+    let site = Site::new();
+    let mut w = Worker::start(&site.www(), &[]);
+    w.signal(Signal::SIGINT);
+    let status = w.wait_exit(Duration::from_secs(3)).expect("exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(w.log().contains("SIGINT"), "{}", w.log());
+}
+
+#[test]
+fn sigterm_exit_is_bounded_by_the_drain_timeout() {
+    let site = Site::new();
+    let mut w = Worker::start(&site.www(), &["--drain-timeout", "500ms"]);
+    // A request that never completes: half a head, then silence.
+    let mut stuck = w.connect();
+    stuck
+        .write_all(b"GET /page.html HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert_eq!(w.get("/page.html").status, 200); // `stuck` is accepted (FIFO)
+    let started = Instant::now();
+    w.signal(Signal::SIGTERM);
+    let status = w
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits once the drain timeout passes");
+    assert_eq!(status.code(), Some(0));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "exited after {took:?}"
+    );
+    assert!(w.log().contains("still open"), "{}", w.log());
+}
