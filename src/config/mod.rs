@@ -150,7 +150,9 @@ impl Default for Config {
             www: PathBuf::from("www"),
             backend: BackendCommand::Builtin,
             health: HealthConfig {
-                kind: HealthKind::Http { path: "/".into() },
+                kind: HealthKind::Http {
+                    path: crate::worker::HEALTH_PATH.into(),
+                },
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_millis(500),
                 rise: 2,

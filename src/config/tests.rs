@@ -143,8 +143,9 @@ fn example_fleet_yaml_states_every_default() {
         for key in keys.iter().filter(|k| **k != "backend") {
             let indent = if section.is_empty() { "" } else { "  " };
             let needle = format!("\n{indent}{key}:");
+            let commented = format!("\n{indent}# {key}:");
             assert!(
-                EXAMPLE.contains(&needle),
+                EXAMPLE.contains(&needle) || EXAMPLE.contains(&commented),
                 "examples/fleet.yaml lacks {section}.{key}"
             );
         }
@@ -1070,4 +1071,23 @@ fn explicit_file_path_is_shown_as_given() {
         e.to_string(),
         "sub/my.yaml:1: backends: must be at least 1 (got 0)"
     );
+}
+
+#[test]
+fn health_path_defaults_to_the_builtin_endpoint_and_to_root_for_a_command() {
+    let builtin = load_yaml("", &[]).unwrap();
+    assert_eq!(
+        builtin.health.kind,
+        HealthKind::Http {
+            path: crate::worker::HEALTH_PATH.into()
+        }
+    );
+    let custom = load_yaml(
+        "backend:\n  command: [\"python3\", \"srv.py\", \"{port}\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(custom.health.kind, HealthKind::Http { path: "/".into() });
+    let set = load_yaml("health:\n  path: /up\n", &[]).unwrap();
+    assert_eq!(set.health.kind, HealthKind::Http { path: "/up".into() });
 }

@@ -182,7 +182,18 @@ pub(super) fn resolve(
     })?;
 
     let backend = backend_section(&rep, &raw, &base_dir)?;
-    let health = health_section(&rep, &raw, &d.health)?;
+    // The default probe path is the built-in worker's health endpoint, which
+    // answers whatever www holds; a custom command gets `/` instead.
+    let health_default = match backend {
+        BackendCommand::Builtin => d.health.clone(),
+        BackendCommand::Command { .. } => HealthConfig {
+            kind: HealthKind::Http {
+                path: "/".to_owned(),
+            },
+            ..d.health.clone()
+        },
+    };
+    let health = health_section(&rep, &raw, &health_default)?;
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
     let balancer = balancer_section(&rep, &raw, &d.balancer)?;

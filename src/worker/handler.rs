@@ -17,6 +17,11 @@ use super::path::{self, Reject};
 /// Shows which worker answered; the balancer test and the pages read it.
 pub static X_FLEET_BACKEND: HeaderName = HeaderName::from_static("x-fleet-backend");
 
+/// The built-in worker's health endpoint, the supervisor's default probe for
+/// it: answered 200 whatever the www dir holds (a www without `index.html`
+/// must not look unhealthy). A dot segment, so no served file can shadow it.
+pub const HEALTH_PATH: &str = "/.fleet/health";
+
 /// What every connection of one worker shares.
 pub(super) struct Shared {
     pub(super) cache: FileCache,
@@ -62,6 +67,9 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         }
     };
     let uri = req.uri();
+    if uri.path() == HEALTH_PATH {
+        return text(shared, StatusCode::OK, head, Bytes::from_static(b"ok\n"));
+    }
     if uri.scheme().is_some() || uri.authority().is_some() {
         return bad_request(
             shared,

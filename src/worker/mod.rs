@@ -67,6 +67,7 @@
 mod body;
 mod files;
 mod handler;
+pub use handler::HEALTH_PATH;
 mod idle;
 pub mod path;
 

@@ -384,7 +384,7 @@ fn with_every_backend_down_a_client_is_closed_within_a_second() {
 #[test]
 fn fleet_logs_merges_backends_with_port_tags_and_filters_by_port() {
     let f = Fleet::start(2, "");
-    let merged = wait_for(Duration::from_secs(3), "both backends' start lines", || {
+    let merged = wait_for(Duration::from_secs(10), "both backends' start lines", || {
         let t = String::from_utf8_lossy(&f.fleet(&["logs"]).stdout).to_string();
         f.ports
             .iter()

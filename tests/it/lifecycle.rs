@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 use crate::harness::*;
 
@@ -401,4 +402,70 @@ fn listen_port_zero_lets_the_os_choose_and_status_reports_it() {
         text(&out)
     );
     assert_eq!(get(addr, "/page.html").unwrap().status, 200);
+}
+
+#[test]
+fn bench_without_url_measures_the_running_fleet_and_its_rows_add_up() {
+    let f = Fleet::start(2, "");
+    let out = f.fleet(&["bench", "-n", "200", "-c", "1,10", "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, c) in rows.iter().zip([1, 10]) {
+        let n = |k: &str| row[k].as_u64().unwrap();
+        assert_eq!(n("concurrency"), c);
+        assert_eq!(n("requests"), 200);
+        assert_eq!(n("complete") + n("failed"), 200, "{row}");
+        assert_eq!(n("failed"), 0, "{row}");
+        let t = row["time_taken_s"].as_f64().unwrap();
+        let rps = row["requests_per_second"].as_f64().unwrap();
+        assert!(
+            (rps - n("complete") as f64 / t).abs() <= 1e-3 * rps + 1e-3,
+            "{row}"
+        );
+        assert!(
+            n("total_transferred_bytes") > 200 * PAGE.len() as u64,
+            "headers and bodies: {row}"
+        );
+    }
+    // Every request went through the balancer to the two workers.
+    let s = f.status();
+    let total: u64 = s["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["total_connections"].as_u64().unwrap())
+        .sum();
+    assert!(total >= 400, "{s}");
+    assert!(
+        s["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["total_connections"].as_u64().unwrap() >= 150),
+        "round-robin: {s}"
+    );
+}
+
+#[test]
+fn a_www_without_index_html_is_still_healthy() {
+    let s = Scratch::new();
+    std::fs::remove_file(s.path().join("www/index.html")).unwrap();
+    let f = Fleet::start_in(s, 2, "");
+    assert!(Fleet::all_healthy(&f.status()));
+    let r = get(f.addr(), "/").unwrap();
+    assert_eq!(
+        r.status, 404,
+        "no index: a 404 for visitors, not an unhealthy backend"
+    );
+    let h = get(
+        SocketAddr::from(([127, 0, 0, 1], f.ports[0])),
+        "/.fleet/health",
+    )
+    .unwrap();
+    assert_eq!(h.status, 200);
+    assert_eq!(
+        h.header("x-fleet-backend"),
+        Some(f.ports[0].to_string().as_str())
+    );
 }
