@@ -21,6 +21,7 @@ pub mod plot;
 pub mod report;
 pub mod target;
 
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -106,10 +107,16 @@ fn validate(args: &BenchArgs) -> Result<Vec<u32>, Fail> {
     Ok(levels)
 }
 
+/// One `--compare` file: its name (to tell runs apart) and its rows.
+struct Saved {
+    stem: String,
+    rows: Vec<Row>,
+}
+
 /// Rows of earlier runs for `--compare`, read before the run so a bad file
 /// costs nothing.
-fn load_compare(files: &[impl AsRef<Path>]) -> Result<Vec<Row>, Fail> {
-    let mut rows = Vec::new();
+fn load_compare(files: &[impl AsRef<Path>]) -> Result<Vec<Saved>, Fail> {
+    let mut saved = Vec::new();
     for f in files {
         let f = f.as_ref();
         let text = std::fs::read_to_string(f)
@@ -117,12 +124,47 @@ fn load_compare(files: &[impl AsRef<Path>]) -> Result<Vec<Row>, Fail> {
         let stem = f
             .file_stem()
             .map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into());
-        rows.extend(
-            report::read_json(&text, &stem)
-                .map_err(|e| usage(format!("--compare {}: {e}", f.display())))?,
-        );
+        let rows = report::read_json(&text, &stem)
+            .map_err(|e| usage(format!("--compare {}: {e}", f.display())))?;
+        saved.push(Saved { stem, rows });
     }
-    Ok(rows)
+    Ok(saved)
+}
+
+/// All rows of the chart: the saved runs, then this one. A saved run whose
+/// label is already taken (two runs of the same URL without `--label`) is
+/// renamed "LABEL (FILE)", so every run keeps its own line.
+fn plot_rows(saved: Vec<Saved>, current: &[Row]) -> Vec<Row> {
+    let mut taken: HashSet<String> = current.iter().map(|r| r.label.clone()).collect();
+    let mut out = Vec::new();
+    for s in saved {
+        let mut rename: HashMap<String, String> = HashMap::new();
+        for r in &s.rows {
+            if rename.contains_key(&r.label) {
+                continue;
+            }
+            let mut new = r.label.clone();
+            let mut k = 1;
+            while taken.contains(&new) {
+                new = if k == 1 {
+                    format!("{} ({})", r.label, s.stem)
+                } else {
+                    format!("{} ({} {k})", r.label, s.stem)
+                };
+                k += 1;
+            }
+            taken.insert(new.clone());
+            rename.insert(r.label.clone(), new);
+        }
+        for mut r in s.rows {
+            if let Some(l) = rename.get(&r.label) {
+                r.label.clone_from(l);
+            }
+            out.push(r);
+        }
+    }
+    out.extend(current.iter().cloned());
+    out
 }
 
 /// Enough file descriptors for `max_conns` sockets at once: raise the soft
@@ -281,8 +323,7 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
     }
 
     if let Some(path) = &args.plot {
-        let mut all = previous;
-        all.extend(rows.iter().cloned());
+        let all = plot_rows(previous, &rows);
         let title = format!(
             "fleet bench: requests per second and p99 latency ({} requests per level)",
             args.requests
@@ -339,6 +380,45 @@ mod tests {
             let e = validate(&bench_args(argv)).err();
             assert_eq!(e.map(|e| e.code), Some(exit::USAGE), "{argv:?}");
         }
+    }
+
+    fn row(label: &str, c: u32) -> Row {
+        let mut r = report::read_json(
+            r#"[{"requests":1,"concurrency":1,"time_taken_s":1.0,"complete":1,"failed":0,
+                "total_transferred_bytes":1,"requests_per_second":1.0,"time_per_request_ms":1.0,
+                "transfer_rate_kb_s":0.0,"non_2xx":0,"p50_ms":1.0,"p99_ms":1.0}]"#,
+            label,
+        )
+        .unwrap()
+        .remove(0);
+        r.concurrency = c;
+        r
+    }
+
+    #[test]
+    fn compared_runs_with_a_taken_label_get_their_file_name() {
+        let saved = vec![
+            Saved {
+                stem: "a".into(),
+                rows: vec![row("127.0.0.1:80", 1), row("127.0.0.1:80", 10)],
+            },
+            Saved {
+                stem: "b".into(),
+                rows: vec![row("127.0.0.1:80", 1), row("other", 1)],
+            },
+        ];
+        let all = plot_rows(saved, &[row("127.0.0.1:80", 1)]);
+        let labels: Vec<&str> = all.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "127.0.0.1:80 (a)",
+                "127.0.0.1:80 (a)",
+                "127.0.0.1:80 (b)",
+                "other",
+                "127.0.0.1:80"
+            ]
+        );
     }
 
     #[test]

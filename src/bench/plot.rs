@@ -88,8 +88,10 @@ fn nice_step(max: f64) -> f64 {
     m * mag
 }
 
-fn fmt_num(v: f64) -> String {
-    if v >= 1000.0 && v % 1000.0 == 0.0 {
+/// A tick label; thousands as "2k" only when every tick is a whole thousand
+/// (`step` >= 1000), so one axis never mixes "1k" and "1500".
+fn fmt_num(v: f64, step: f64) -> String {
+    if step >= 1000.0 && v % 1000.0 == 0.0 {
         format!("{}k", v / 1000.0)
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
@@ -194,7 +196,7 @@ pub fn svg(series: &[Series], title: &str) -> String {
                 WIDTH - RIGHT,
                 LEFT - 6.0,
                 yy + 4.0,
-                fmt_num(v)
+                fmt_num(v, step)
             );
             v += step;
         }
@@ -318,8 +320,9 @@ mod tests {
         assert_eq!(nice_step(3000.0), 1000.0);
         assert_eq!(nice_step(7.0), 2.0);
         assert_eq!(nice_step(0.0), 1.0);
-        assert_eq!(fmt_num(2000.0), "2k");
-        assert_eq!(fmt_num(2500.0), "2500");
-        assert_eq!(fmt_num(0.5), "0.5");
+        assert_eq!(fmt_num(2000.0, 1000.0), "2k");
+        assert_eq!(fmt_num(1000.0, 500.0), "1000");
+        assert_eq!(fmt_num(2500.0, 500.0), "2500");
+        assert_eq!(fmt_num(0.5, 0.5), "0.5");
     }
 }

@@ -3,7 +3,8 @@
 //! separate from name resolution so that a malformed URL is a usage error
 //! (exit 2) and an unresolvable host a runtime one (exit 1).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use hyper::Uri;
 
@@ -77,10 +78,11 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
 
 /// Resolve a parsed URL to the address every request connects to.
 pub fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, String> {
-    let addr = (p.host.as_str(), p.port)
+    let addrs: Vec<SocketAddr> = (p.host.as_str(), p.port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve host '{}' of {url}: {e}", p.host))?
-        .next()
+        .collect();
+    let addr = pick_reachable(&addrs)
         .ok_or_else(|| format!("host '{}' of {url} has no address", p.host))?;
     Ok(Target {
         url: url.to_string(),
@@ -88,6 +90,22 @@ pub fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, String> {
         host: p.authority.clone(),
         path: p.path.clone(),
     })
+}
+
+/// The address to load. A name with several addresses (`localhost` is often
+/// `::1` and `127.0.0.1`, while the fleet listens on 127.0.0.1 only) gets the
+/// first one that accepts a connection, so the whole run does not fail on
+/// the wrong family; if none does, the first, whose failures the table shows.
+fn pick_reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    match addrs {
+        [] => None,
+        [one] => Some(*one),
+        [first, ..] => addrs
+            .iter()
+            .copied()
+            .find(|a| TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok())
+            .or(Some(*first)),
+    }
 }
 
 /// The URL of the running fleet's balancer (`/page.html`), with an
@@ -159,6 +177,21 @@ mod tests {
         assert!(parse_url("ftp://x/").unwrap_err().contains("ftp"));
         assert!(parse_url("http://").is_err());
         assert!(parse_url("not a url").is_err());
+    }
+
+    #[test]
+    fn of_several_addresses_the_one_that_accepts_is_used() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open_addr = open.local_addr().unwrap();
+        let closed_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert_eq!(pick_reachable(&[closed_addr, open_addr]), Some(open_addr));
+        assert_eq!(pick_reachable(&[closed_addr]), Some(closed_addr));
+        drop(open);
+        assert_eq!(pick_reachable(&[closed_addr, open_addr]), Some(closed_addr));
+        assert_eq!(pick_reachable(&[]), None);
     }
 
     #[test]

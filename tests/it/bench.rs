@@ -528,3 +528,68 @@ fn bench_without_url_or_fleet_says_how_to_start_one() {
         run.stderr
     );
 }
+
+#[test]
+fn bench_ctrl_c_prints_the_rows_measured_so_far() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let srv = TestServer::start(Mode::Normal);
+    let dir = tempfile::tempdir().unwrap();
+    let url = srv.url("/page.html");
+    // Far more requests than the test waits for; Ctrl-C ends the run.
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_fleet"))
+            .args([
+                "bench", &url, "-n", "10000000", "-c", "2,4", "--format", "json",
+            ])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while srv.requests.load(Ordering::SeqCst) < 50 {
+        assert!(Instant::now() < deadline, "no traffic reached the server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGINT).unwrap();
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "fleet bench ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let rows = json_rows(&Run {
+        code: 1,
+        stdout,
+        stderr: stderr.clone(),
+    });
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!(row["interrupted"], Value::Bool(true));
+    assert_eq!(u(row, "concurrency"), 2);
+    assert!(u(row, "requests") >= 40 && u(row, "requests") < 10_000_000);
+    assert_eq!(u(row, "complete") + u(row, "failed"), u(row, "requests"));
+    assert!(stderr.contains("interrupted at concurrency 2"), "{stderr}");
+}
