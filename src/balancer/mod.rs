@@ -298,12 +298,22 @@ fn is_idempotent_http(head: &[u8]) -> bool {
     METHODS.iter().any(|m| head.starts_with(m))
 }
 
-/// Bind the balancer's listener (std, so it can be bound before the runtime
-/// exists and errors name the port).
-pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let l = std::net::TcpListener::bind(addr)?;
-    l.set_nonblocking(true)?;
-    Ok(l)
+/// Listen backlog: clients past `max_connections`, and bursts faster than
+/// accept, wait here. std's default (128) overflowed under `ab -c 500`, and
+/// each dropped SYN costs a client a 1 s retransmit.
+pub const BACKLOG: u32 = 4096;
+
+/// Bind the balancer's listener with SO_REUSEADDR and a deep backlog. Needs a
+/// runtime context (the socket is registered with it) but starts nothing.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 #[cfg(test)]

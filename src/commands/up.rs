@@ -114,6 +114,22 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
     }
     // From here on, returning drops `lock` (flock released); the pid file is
     // removed by `release` on every path.
+    // Two runtime threads: measured against one on the 2-core lab machine
+    // shared with 4 workers and the load generator (BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fleet")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            lock.release();
+            return Err(format!("cannot start the async runtime: {e}"));
+        }
+    };
+    // Sockets are registered with the runtime as they are bound; nothing runs yet.
+    let entered = runtime.enter();
     let checked = (|| {
         raise_fd_limit(config.balancer.max_connections)?;
         if config.backend == BackendCommand::Builtin && !config.www.is_dir() {
@@ -147,6 +163,7 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
         })?;
         Ok((balancer, control))
     })();
+    drop(entered);
     let (balancer, control) = match checked {
         Ok(l) => l,
         Err(e) => {
@@ -163,17 +180,11 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
             config.listen
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("fleet")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the fleet executable: {e}"))?;
     runtime.block_on(async move {
         let listeners = Listeners {
-            balancer: tokio::net::TcpListener::from_std(balancer).map_err(|e| e.to_string())?,
+            balancer,
             control: tokio::net::UnixListener::from_std(control).map_err(|e| e.to_string())?,
         };
         let token = CancellationToken::new();

@@ -397,6 +397,9 @@ pub async fn serve(
     });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
+        // A client (or the balancer on its behalf) may shut down its write
+        // side after the request and still wait for the response.
+        .half_close(true)
         .header_read_timeout(opts.header_timeout)
         .max_buf_size(opts.max_head_bytes.max(MIN_HEAD_BYTES));
     let http = Arc::new(http);
