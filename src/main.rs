@@ -19,6 +19,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr (`fleet up | head`) must not kill the supervisor: the
+        // default reports write errors with eprintln!, which panics on EPIPE.
+        .log_internal_errors(false)
         .init();
     let code = match cli.command {
         Command::Up(a) => fleet::commands::up::run(a),

@@ -469,3 +469,49 @@ fn a_www_without_index_html_is_still_healthy() {
         Some(f.ports[0].to_string().as_str())
     );
 }
+
+#[test]
+fn a_closed_stderr_does_not_kill_a_foreground_fleet() {
+    let s = Scratch::new();
+    let ports = free_ports(3);
+    s.write(
+        "fleet.yaml",
+        &format!(
+            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\n",
+            ports[0], ports[2]
+        ),
+    );
+    // Like `fleet up 2>&1 | head -1`: the reader goes away at once.
+    let mut child = std::process::Command::new(FLEET)
+        .arg("up")
+        .current_dir(s.path())
+        .env("FLEET_STATE_DIR", s.state())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = PidGuard(vec![child.id()]);
+    drop(child.stderr.take());
+    let st = wait_for(Duration::from_secs(10), "the fleet healthy", || {
+        let out = s.fleet(&["status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        Fleet::all_healthy(&v).then_some(v)
+    });
+    guard.0.extend(
+        st["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["pid"].as_u64().unwrap() as u32),
+    );
+    // Logging more (a restart) must not kill it either.
+    kill(guard.0[1], Signal::SIGKILL);
+    wait_for(Duration::from_secs(5), "the restart", || {
+        let out = s.fleet(&["status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["backends"][0]["restarts"] == 1 && Fleet::all_healthy(&v)).then_some(())
+    });
+    let down = s.fleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
