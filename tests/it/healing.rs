@@ -466,3 +466,33 @@ fn guard_kills_its_command_when_the_lifeline_closes() {
     let status = g.wait().unwrap();
     assert!(!status.success());
 }
+
+#[test]
+fn fleet_logs_follow_prints_new_lines_as_they_come() {
+    use std::io::BufRead;
+    let f = Fleet::start(1, "");
+    let mut follow = std::process::Command::new(FLEET)
+        .args(["logs", "-f", "--tail", "0"])
+        .env("FLEET_STATE_DIR", f.scratch.state())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = PidGuard(vec![follow.id()]);
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    // A restart makes the worker print its start line again.
+    kill(f.pid_of(0), Signal::SIGKILL);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.by_ref().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let line = wait_for(Duration::from_secs(10), "a followed line", || {
+        rx.try_recv().ok().filter(|l| l.contains("listening"))
+    });
+    assert!(line.contains(&format!("[{}]", f.ports[0])), "{line}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
