@@ -40,7 +40,6 @@ pub struct Launch {
 }
 
 pub struct BackendTask {
-    pub index: usize,
     pub slot: Arc<Slot>,
     pub pool: Arc<Pool>,
     pub launch: Launch,

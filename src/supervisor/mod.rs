@@ -156,9 +156,8 @@ pub async fn run(
     });
 
     let policy = Policy::new(&config.restart, &config.health);
-    for (index, (slot, passive)) in pool.slots().iter().zip(receivers).enumerate() {
+    for (slot, passive) in pool.slots().iter().zip(receivers) {
         let task = BackendTask {
-            index,
             slot: slot.clone(),
             pool: pool.clone(),
             launch: launch_for(&config, &opts.exe, slot.port),
