@@ -147,13 +147,7 @@ fn traversal_through_the_balancer_never_leaves_the_www_root() {
 fn refused(extra: &str, key: &str) {
     let s = Scratch::new();
     let p = free_ports(3);
-    s.write(
-        "fleet.yaml",
-        &format!(
-            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\n{extra}\n",
-            p[0], p[2]
-        ),
-    );
+    s.write("fleet.yaml", &fleet_yaml(&p, extra));
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -208,13 +202,7 @@ fn malformed_listen_and_overflowing_ports_are_refused() {
         );
     }
     let p = free_ports(3);
-    s.write(
-        "fleet.yaml",
-        &format!(
-            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\n",
-            p[0], p[2]
-        ),
-    );
+    s.write("fleet.yaml", &fleet_yaml(&p, ""));
     let out = s.fleet(&["up", "-d", "--listen", "nonsense"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
@@ -230,7 +218,7 @@ fn a_descriptor_limit_too_low_for_max_connections_is_a_clear_start_up_error() {
     let p = free_ports(2);
     s.write(
         "fleet.yaml",
-        &format!("backends: 1\nbase_port: {}\nlisten: 127.0.0.1:{}\nbalancer:\n  max_connections: 100000000\n", p[0], p[1]),
+        &fleet_yaml(&p, "balancer:\n  max_connections: 100000000"),
     );
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -113,6 +113,27 @@ impl Scratch {
     }
 }
 
+/// fleet.yaml for `ports`: all but the last are the backends, the last is the
+/// balancer's; `extra` is appended.
+pub fn fleet_yaml(ports: &[u16], extra: &str) -> String {
+    let (listen, backends) = ports.split_last().expect("at least the balancer's port");
+    format!(
+        "backends: {}\nbase_port: {}\nlisten: 127.0.0.1:{listen}\n{extra}\n",
+        backends.len(),
+        backends[0]
+    )
+}
+
+/// A numeric field summed over every backend of a status object.
+pub fn sum(s: &Value, key: &str) -> u64 {
+    s["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b[key].as_u64().unwrap())
+        .sum()
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",

@@ -10,15 +10,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn restarts(s: &Value) -> u64 {
-    s["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["restarts"].as_u64().unwrap())
-        .sum()
-}
-
 #[test]
 fn chaos_kill_9_under_load_loses_no_request() {
     let f = Fleet::start(4, "restart:\n  initial_backoff: 50ms\n  max_restarts: 10\n");
@@ -83,12 +74,12 @@ fn chaos_kill_9_under_load_loses_no_request() {
     let s = f.wait_status(
         Duration::from_secs(5),
         "every backend healthy after the chaos",
-        |s| Fleet::all_healthy(s) && restarts(s) == 5,
+        |s| Fleet::all_healthy(s) && sum(s, "restarts") == 5,
     );
     for k in killed {
         assert!(!alive(k));
     }
-    assert_eq!(restarts(&s), 5, "{s}");
+    assert_eq!(sum(&s, "restarts"), 5, "{s}");
 }
 
 #[test]

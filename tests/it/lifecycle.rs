@@ -53,12 +53,7 @@ fn balancer_round_robins_the_exact_page_over_all_backends() {
         "round-robin order repeats: {order:?}"
     );
     let s = f.status();
-    let total: u64 = s["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["total_connections"].as_u64().unwrap())
-        .sum();
+    let total = sum(&s, "total_connections");
     assert!(total >= 8, "connections are counted per backend: {s}");
 }
 
@@ -194,20 +189,11 @@ fn assert_refused(yaml: &str, args: &[&str], code: i32, message: &str, ports: &[
     assert!(!s.state().join("fleet.pid").exists(), "no pid file left");
 }
 
-fn yaml_for(ports: &[u16], extra: &str) -> String {
-    format!(
-        "backends: {}\nbase_port: {}\nlisten: 127.0.0.1:{}\n{extra}\n",
-        ports.len() - 1,
-        ports[0],
-        ports[ports.len() - 1]
-    )
-}
-
 #[test]
 fn invalid_yaml_is_refused_with_line_and_column() {
     let p = free_ports(3);
     assert_refused(
-        &format!("{}health: [unclosed\n", yaml_for(&p, "")),
+        &format!("{}health: [unclosed\n", fleet_yaml(&p, "")),
         &[],
         2,
         "fleet.yaml:",
@@ -218,32 +204,44 @@ fn invalid_yaml_is_refused_with_line_and_column() {
 #[test]
 fn unknown_key_is_refused_naming_the_key() {
     let p = free_ports(3);
-    assert_refused(&yaml_for(&p, "backendz: 3"), &[], 2, "backendz", &p);
+    assert_refused(&fleet_yaml(&p, "backendz: 3"), &[], 2, "backendz", &p);
 }
 
 #[test]
 fn zero_backends_is_refused() {
     let p = free_ports(3);
-    assert_refused(&yaml_for(&p, ""), &["--backends", "0"], 2, "--backends", &p);
+    assert_refused(
+        &fleet_yaml(&p, ""),
+        &["--backends", "0"],
+        2,
+        "--backends",
+        &p,
+    );
 }
 
 #[test]
 fn port_past_65535_is_refused() {
     let p = free_ports(3);
     assert_refused(
-        &yaml_for(&p, ""),
+        &fleet_yaml(&p, ""),
         &["--base-port", "65535", "--backends", "2"],
         2,
         "65536",
         &p,
     );
-    assert_refused(&yaml_for(&p, ""), &["--base-port", "70000"], 2, "70000", &p);
+    assert_refused(
+        &fleet_yaml(&p, ""),
+        &["--base-port", "70000"],
+        2,
+        "70000",
+        &p,
+    );
 }
 
 #[test]
 fn missing_www_is_refused() {
     let p = free_ports(3);
-    assert_refused(&yaml_for(&p, ""), &["--www", "nowhere"], 2, "nowhere", &p);
+    assert_refused(&fleet_yaml(&p, ""), &["--www", "nowhere"], 2, "nowhere", &p);
 }
 
 #[test]
@@ -251,7 +249,7 @@ fn busy_backend_port_is_refused_naming_the_port() {
     let p = free_ports(3);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", p[1])).unwrap();
     assert_refused(
-        &yaml_for(&p, "www: www"),
+        &fleet_yaml(&p, "www: www"),
         &[],
         1,
         &format!("port {}", p[1]),
@@ -265,7 +263,7 @@ fn busy_balancer_port_is_refused_naming_the_port() {
     let p = free_ports(3);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", p[2])).unwrap();
     let s = Scratch::new();
-    s.write("fleet.yaml", &yaml_for(&p, ""));
+    s.write("fleet.yaml", &fleet_yaml(&p, ""));
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -285,10 +283,7 @@ fn busy_balancer_port_is_refused_naming_the_port() {
 fn foreground(s: &Scratch, ports: &[u16]) -> (std::process::Child, std::path::PathBuf) {
     s.write(
         "fleet.yaml",
-        &format!(
-            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\nhealth:\n  interval: 100ms\n  timeout: 100ms\n",
-            ports[0], ports[2]
-        ),
+        &fleet_yaml(ports, "health:\n  interval: 100ms\n  timeout: 100ms"),
     );
     let log = s.path().join("fg.log");
     let child = std::process::Command::new(FLEET)
@@ -430,12 +425,7 @@ fn bench_without_url_measures_the_running_fleet_and_its_rows_add_up() {
     }
     // Every request went through the balancer to the two workers.
     let s = f.status();
-    let total: u64 = s["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["total_connections"].as_u64().unwrap())
-        .sum();
+    let total = sum(&s, "total_connections");
     assert!(total >= 400, "{s}");
     assert!(
         s["backends"]
@@ -474,13 +464,7 @@ fn a_www_without_index_html_is_still_healthy() {
 fn a_closed_stderr_does_not_kill_a_foreground_fleet() {
     let s = Scratch::new();
     let ports = free_ports(3);
-    s.write(
-        "fleet.yaml",
-        &format!(
-            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\n",
-            ports[0], ports[2]
-        ),
-    );
+    s.write("fleet.yaml", &fleet_yaml(&ports, ""));
     // Like `fleet up 2>&1 | head -1`: the reader goes away at once.
     let mut child = std::process::Command::new(FLEET)
         .arg("up")
