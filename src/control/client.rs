@@ -1,7 +1,7 @@
 //! The client side of the control socket, used by `fleet status`, `fleet down`
 //! and `fleet bench`. Plain blocking std I/O: these commands do one exchange.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -78,5 +78,3 @@ pub fn status(state: &StateDir) -> Result<FleetStatus, ControlError> {
         other => Err(ControlError::Protocol(format!("{other:?}"))),
     }
 }
-
-use std::io::Read as _;
