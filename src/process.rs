@@ -11,16 +11,27 @@ pub fn alive(pid: u32) -> bool {
     !zombie(pid)
 }
 
+/// A zombie, or a process whose threads are still exiting: a SIGKILLed
+/// multi-threaded process shows its leader as `Z` while other threads still
+/// hold its files (and so its locks), so every thread must be dead.
 #[cfg(target_os = "linux")]
 fn zombie(pid: u32) -> bool {
-    // /proc/PID/stat: "pid (comm) S ...": the state follows the last ')'.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
+    // /proc/PID/task/TID/stat: "tid (comm) S ...": the state follows the last ')'.
+    let state = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().chars().next())
+            })
+            .flatten()
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .all(|t| matches!(state(t.path().join("stat")), None | Some('Z') | Some('X')))
 }
 
 #[cfg(not(target_os = "linux"))]
