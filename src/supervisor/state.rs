@@ -558,6 +558,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A backend that is Starting with pid 7 (spawned at `t0`).
+    fn starting(t0: Instant) -> Backend {
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 7 }, t0);
+        b
+    }
+
     /// A backend that is Running and healthy with pid 10, at `t0`.
     fn running(t0: Instant) -> Backend {
         let mut b = Backend::new(policy(), 1);
@@ -610,9 +618,7 @@ mod tests {
     #[test]
     fn starting_stays_starting_on_failed_probe() {
         let t0 = Instant::now();
-        let mut b = Backend::new(policy(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 7 }, t0);
+        let mut b = starting(t0);
         assert_eq!(b.step(Event::ProbeFailed, t0 + ms(5)), None);
         assert_eq!(b.state().name(), "starting");
     }
@@ -636,9 +642,7 @@ mod tests {
     #[test]
     fn starting_to_stopping_after_start_timeout() {
         let t0 = Instant::now();
-        let mut b = Backend::new(policy(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 7 }, t0);
+        let mut b = starting(t0);
         assert_eq!(b.step(Event::Tick, t0 + ms(10)), None, "too early");
         assert_eq!(
             b.step(Event::Tick, t0 + START_TIMEOUT),
@@ -656,9 +660,7 @@ mod tests {
     #[test]
     fn starting_to_backoff_when_worker_exits() {
         let t0 = Instant::now();
-        let mut b = Backend::new(policy(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 7 }, t0);
+        let mut b = starting(t0);
         b.step(Event::Exited(Exit::Code(1)), t0 + ms(1));
         assert_eq!(b.state().name(), "backoff");
         assert_eq!(b.last_exit(), Some(Exit::Code(1)));
@@ -752,6 +754,22 @@ mod tests {
         b.step(Event::PassiveFailure, t0);
         assert!(!b.routable());
         assert_eq!(b.state().name(), "running");
+        for _ in 1..policy().rise {
+            b.step(Event::ProbePassed, t0);
+            assert!(!b.routable(), "back only after `rise` passes");
+        }
+        b.step(Event::ProbePassed, t0);
+        assert!(b.routable());
+    }
+
+    #[test]
+    fn starting_ignores_a_passive_failure() {
+        let t0 = Instant::now();
+        let mut b = starting(t0);
+        assert_eq!(b.step(Event::PassiveFailure, t0), None);
+        assert_eq!(b.state().name(), "starting");
+        b.step(Event::ProbePassed, t0);
+        assert!(b.routable(), "its first pass still admits it");
     }
 
     #[test]
