@@ -56,13 +56,12 @@ const FIRST_READ: usize = 4 * 1024;
 pub async fn run(
     listener: TcpListener,
     backends: Arc<Backends>,
-    cfg: BalancerConfig,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     conns: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections as usize));
-    let cfg = Arc::new(cfg);
+    // Fixed for the balancer's life: a reload that changes it says so.
+    let limit = Arc::new(Semaphore::new(backends.config().max_connections as usize));
     loop {
         // Take a slot before accepting: past the limit, clients queue in the
         // listen backlog instead of being accepted and starved.
@@ -85,7 +84,7 @@ pub async fn run(
             },
         };
         let backends = backends.clone();
-        let cfg = cfg.clone();
+        let cfg = backends.config();
         let hard_stop = hard_stop.clone();
         conns.spawn(async move {
             tokio::select! {

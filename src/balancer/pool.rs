@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::config::BalancerConfig;
 use crate::control::protocol::{BackendStatus, ExitInfo};
 
 /// One backend as the balancer and `fleet status` see it.
@@ -140,6 +141,9 @@ pub fn round3(x: f64) -> f64 {
 #[derive(Debug)]
 pub struct Backends {
     current: ArcSwap<Pool>,
+    /// The balancer's settings, read per connection so `fleet reload` can
+    /// change timeouts and strategy without a restart.
+    config: ArcSwap<BalancerConfig>,
     /// Woken whenever a backend becomes routable (or the pool is swapped), for
     /// clients waiting on an empty pool.
     pub(crate) became_routable: Notify,
@@ -148,9 +152,10 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, config: BalancerConfig) -> Self {
         Backends {
             current: ArcSwap::from_pointee(pool),
+            config: ArcSwap::from_pointee(config),
             became_routable: Notify::new(),
             changed: Notify::new(),
         }
@@ -159,6 +164,16 @@ impl Backends {
     /// The pool as it is now: lock-free, cheap enough for every request.
     pub fn load(&self) -> Arc<Pool> {
         self.current.load_full()
+    }
+
+    /// The balancer's settings as they are now.
+    pub fn config(&self) -> Arc<BalancerConfig> {
+        self.config.load_full()
+    }
+
+    /// New balancer settings, taken by connections accepted from now on.
+    pub fn set_config(&self, config: BalancerConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Replace the set of backends. Readers holding the old pool finish with

@@ -152,7 +152,7 @@ pub async fn run(
         slots.push(Arc::new(slot));
         receivers.push(rx);
     }
-    let backends = Arc::new(Backends::new(Pool::new(slots)));
+    let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
     let pool = backends.load();
     let shared = Arc::new(Shared {
         backends: backends.clone(),
@@ -185,7 +185,6 @@ pub async fn run(
     tracker.spawn(balancer::run(
         listeners.balancer,
         backends.clone(),
-        config.balancer.clone(),
         token.child_token(),
         hard_stop.clone(),
         conns.clone(),
