@@ -82,6 +82,10 @@ pub struct UpArgs {
     /// Directory the built-in worker serves [default: ./www]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// Balancer mode: http (every request balanced) or tcp (bytes spliced per
+    /// connection) [default: http]
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
     /// Return once the fleet is ready and keep it running in the background
     #[arg(short = 'd', long)]
     pub detach: bool,

@@ -1,55 +1,62 @@
-//! The TCP load balancer inside the supervisor.
+//! The load balancer inside the supervisor: the accept loop, admission and
+//! the pieces both engines share; the engines themselves are `http` (the
+//! default: HTTP/1 parsed, every request balanced, backend connections
+//! pooled) and `tcp` (bytes spliced, one backend per client connection).
 //!
-//! accept → pick the next routable backend (round-robin, `pool`) → connect
-//! (on failure: mark it down and try the next, each at most once) → copy
-//! bytes both ways until both sides are done (half-close respected).
+//! Both engines choose backends with `Pool::pick` (health filtering, then the
+//! configured `strategy`), load the pool per choice (so `fleet scale` is seen
+//! by the next request) and read the settings per connection (`fleet
+//! reload`). A connect failure takes a backend out of rotation at once
+//! (passive health) and the next one is tried, each at most once.
 //!
-//! Retry beyond connect: until the backend sends its first response byte,
-//! the client's bytes are kept (up to `REPLAY_MAX`). If the backend resets or
-//! closes before answering anything — it was killed while the request was in
-//! its backlog or in flight — and the request is an idempotent HTTP method,
-//! the same bytes are replayed on the next backend (HAProxy's `retry-on
-//! empty-response`, for a TCP proxy). So a worker crash costs clients
-//! latency, not errors. Past the first response byte the connection is
-//! spliced with `copy_bidirectional` and a crash is the client's to see.
-//!
-//! Clients speak first (HTTP), so an idle client holds no backend connection.
-//! Limits: at most `max_connections` clients at once (past it, new clients
-//! wait in the kernel's listen backlog until a slot frees), a connect timeout
-//! per backend, an idle timeout per connection. When no backend is routable a
-//! client is held up to `NO_BACKEND_WAIT` for one to come up, then closed.
+//! Limits: at most `max_connections` clients at once. When full, the
+//! connection idle the longest (waiting for a request, nothing received) is
+//! closed to admit the new client (`admission`); with none idle, new clients
+//! wait in the kernel's listen backlog. A client that sends no request head
+//! within `HEADER_TIMEOUT` is cut, as the built-in worker does. When no
+//! backend is routable a client is held up to `NO_BACKEND_WAIT` for one to
+//! come up, then answered 503 (http) or closed (tcp).
 
+pub mod admission;
+pub mod http;
 pub mod idle;
 pub mod pool;
+pub mod strategy;
+pub mod tcp;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::config::BalancerConfig;
-use idle::{Activity, Tracked};
+use crate::config::BalancerMode;
+use admission::Admission;
 use pool::{Backends, Pool, Slot};
 
 /// How long a client may wait for some backend to become routable.
 pub const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
-/// How much of a request is kept for a replay on another backend.
-pub const REPLAY_MAX: usize = 16 * 1024;
-/// Buffer sizes, which set the supervisor's memory per proxied connection
-/// (about 10 KiB in the splice phase): requests are small, so the upstream
-/// direction gets 2 KiB; responses get 8 KiB (tokio's default); the first
-/// response read uses 4 KiB and is freed before the splice.
-const UP_BUF: usize = 2 * 1024;
-const DOWN_BUF: usize = 8 * 1024;
-const FIRST_READ: usize = 4 * 1024;
+/// Time a client gets to send its first request head (and, in http mode,
+/// each later one once its first byte came), as the built-in worker's
+/// `--header-timeout`.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a full balancer looks again for an idle connection to close
+/// when none was idle.
+const FULL_RETRY: Duration = Duration::from_millis(20);
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) backends: Arc<Backends>,
+    /// Cancelled when the balancer stops accepting: idle connections close.
+    pub(crate) stop: CancellationToken,
+    pub(crate) admission: Admission,
+}
 
 /// Accept until `stop` is cancelled. Connection tasks go on `conns` and end at
 /// `hard_stop` at the latest (the shutdown deadline).
@@ -60,16 +67,20 @@ pub async fn run(
     hard_stop: CancellationToken,
     conns: TaskTracker,
 ) {
-    // Fixed for the balancer's life: a reload that changes it says so.
-    let limit = Arc::new(Semaphore::new(backends.config().max_connections as usize));
+    // Fixed for the balancer's life: a reload that changes them says so.
+    let first = backends.config();
+    let limit = Arc::new(Semaphore::new(first.max_connections as usize));
+    let mode = first.mode;
+    let shared = Arc::new(Shared {
+        backends,
+        stop: stop.clone(),
+        admission: Admission::default(),
+    });
+    if mode == BalancerMode::Http {
+        conns.spawn(http::prune_idle_backend_conns(shared.clone()));
+    }
     loop {
-        // Take a slot before accepting: past the limit, clients queue in the
-        // listen backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
+        let permit = limit.clone().try_acquire_owned().ok();
         let (client, peer) = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -83,14 +94,28 @@ pub async fn run(
                 }
             },
         };
-        let backends = backends.clone();
-        let cfg = backends.config();
+        let permit = match permit {
+            Some(p) => p,
+            // Full: make room by closing the connection idle the longest.
+            // With none idle, wait (this client holds its socket; the rest
+            // queue in the backlog).
+            None => loop {
+                shared.admission.evict_oldest();
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return info!(target: "balancer", "stopped accepting"),
+                    p = limit.clone().acquire_owned() => break p.expect("the semaphore is never closed"),
+                    _ = tokio::time::sleep(FULL_RETRY) => {}
+                }
+            },
+        };
+        let shared = shared.clone();
         let hard_stop = hard_stop.clone();
         conns.spawn(async move {
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
-                _ = proxy(client, peer, &backends, &cfg) => {}
+                _ = serve(client, peer, &shared, mode) => {}
             }
             drop(permit);
         });
@@ -98,98 +123,21 @@ pub async fn run(
     info!(target: "balancer", "stopped accepting");
 }
 
-/// Why the first exchange with a backend ended without a response byte.
-enum FirstExchange {
-    /// The backend answered: these are its first bytes.
-    Answered(usize),
-    /// The backend failed before answering; `replayable` says whether the
-    /// kept request bytes are complete and safe to send elsewhere.
-    BackendFailed,
-    /// The client went away or went idle; nothing more to do.
-    ClientGone,
-}
-
-async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &BalancerConfig) {
-    let _ = client.set_nodelay(true);
-    let activity = Activity::new();
-    let mut client = Tracked::new(client, &activity);
-    let mut request = Vec::with_capacity(UP_BUF);
-    // Wait for the client's first bytes before choosing a backend.
-    match timeout(cfg.idle_timeout, client.read_buf(&mut request)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    let mut replayable = is_idempotent_http(&request);
-    let mut client_eof = false;
-    let mut response = vec![0u8; FIRST_READ];
-    let deadline = Instant::now() + NO_BACKEND_WAIT;
-    let mut tried: Vec<u16> = Vec::new();
-    loop {
-        // The pool as it is now: a `fleet scale` between two tries is seen.
-        let pool = backends.load();
-        let Some(slot) = next_untried(&pool, &tried).cloned() else {
-            // Every routable backend was tried, or none is routable: hold the
-            // client briefly for one to come (back) up, then start over.
-            if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
-                warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
-                return;
-            }
-            tried.clear();
-            continue;
-        };
-        tried.push(slot.port);
-        let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                passive_failure(&slot, &e.to_string());
-                continue;
-            }
-            Err(_) => {
-                passive_failure(&slot, "connect timed out");
-                continue;
-            }
-        };
-        let _ = backend.set_nodelay(true);
-        let _guard = slot.connection();
-        let mut backend = Tracked::new(&mut backend, &activity);
-        match first_exchange(
-            &mut client,
-            &mut backend,
-            &mut request,
-            &mut replayable,
-            &mut client_eof,
-            &mut response,
-            cfg.idle_timeout,
-        )
-        .await
-        {
-            FirstExchange::Answered(n) => {
-                if client.write_all(&response[..n]).await.is_err() {
-                    return;
-                }
-                drop(response);
-                drop(request);
-                splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
-                return;
-            }
-            FirstExchange::ClientGone => return,
-            FirstExchange::BackendFailed if replayable => {
-                passive_failure(&slot, "closed before answering; replaying the request");
-                continue;
-            }
-            FirstExchange::BackendFailed => {
-                debug!(target: "balancer", %peer, backend = slot.port, "backend closed before answering a request that cannot be replayed");
-                return;
-            }
-        }
+async fn serve(
+    client: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    mode: BalancerMode,
+) {
+    let cfg = shared.backends.config();
+    match mode {
+        BalancerMode::Http => http::serve(client, peer, shared, &cfg).await,
+        BalancerMode::Tcp => tcp::proxy(client, peer, shared, &cfg).await,
     }
 }
 
-fn next_untried<'a>(pool: &'a Pool, tried: &[u16]) -> Option<&'a Arc<Slot>> {
-    pool.candidates().find(|s| !tried.contains(&s.port))
-}
-
-fn passive_failure(slot: &Slot, why: &str) {
+/// Take `slot` out of rotation after a failure the balancer saw itself.
+pub(crate) fn passive_failure(slot: &Slot, why: &str) {
     if slot.routable() {
         warn!(target: "balancer", backend = slot.port, reason = why, "backend failed; taking it out of rotation");
     }
@@ -198,7 +146,7 @@ fn passive_failure(slot: &Slot, why: &str) {
 
 /// Wait until some backend is routable (or, with `change`, until one *becomes*
 /// routable: the ones routable now were already tried) or `deadline` passes.
-async fn wait_for_routable(
+pub(crate) async fn wait_for_routable(
     backends: &Backends,
     pool: &Pool,
     change: bool,
@@ -209,99 +157,6 @@ async fn wait_for_routable(
         return true;
     }
     tokio::time::timeout_at(deadline, notified).await.is_ok()
-}
-
-/// Send the kept request, then forward the client's further bytes (keeping
-/// them while they fit) until the backend's first bytes arrive.
-async fn first_exchange(
-    client: &mut Tracked<'_, TcpStream>,
-    backend: &mut Tracked<'_, &mut TcpStream>,
-    request: &mut Vec<u8>,
-    replayable: &mut bool,
-    client_eof: &mut bool,
-    response: &mut [u8],
-    idle: Duration,
-) -> FirstExchange {
-    if backend.write_all(request).await.is_err() {
-        return FirstExchange::BackendFailed;
-    }
-    if *client_eof && backend.inner.shutdown().await.is_err() {
-        return FirstExchange::BackendFailed;
-    }
-    let mut chunk = [0u8; UP_BUF];
-    loop {
-        tokio::select! {
-            r = backend.read(response) => return match r {
-                Ok(n) if n > 0 => FirstExchange::Answered(n),
-                _ => FirstExchange::BackendFailed,
-            },
-            r = client.read(&mut chunk), if !*client_eof => match r {
-                Ok(0) => {
-                    *client_eof = true;
-                    if backend.inner.shutdown().await.is_err() {
-                        return FirstExchange::BackendFailed;
-                    }
-                }
-                Ok(n) => {
-                    if request.len() + n <= REPLAY_MAX {
-                        request.extend_from_slice(&chunk[..n]);
-                    } else {
-                        *replayable = false;
-                    }
-                    if backend.write_all(&chunk[..n]).await.is_err() {
-                        return FirstExchange::BackendFailed;
-                    }
-                }
-                Err(_) => return FirstExchange::ClientGone,
-            },
-            _ = tokio::time::sleep(idle) => return FirstExchange::ClientGone,
-        }
-    }
-}
-
-/// Copy both ways until both directions are finished or nothing moves for `idle`.
-async fn splice(
-    mut client: Tracked<'_, TcpStream>,
-    mut backend: Tracked<'_, &mut TcpStream>,
-    client_eof: bool,
-    activity: &Activity,
-    idle: Duration,
-) {
-    let copy = async {
-        if client_eof {
-            // The client already half-closed (and the backend was told): only
-            // the response is left to carry.
-            let _ = tokio::io::copy(&mut backend, &mut client).await;
-            let _ = client.shutdown().await;
-        } else {
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut backend,
-                UP_BUF,
-                DOWN_BUF,
-            )
-            .await;
-        }
-    };
-    tokio::select! {
-        _ = copy => {}
-        _ = activity.idle_for(idle) => {
-            debug!(target: "balancer", "closing an idle connection");
-        }
-    }
-}
-
-/// Methods whose requests may be sent twice without harm (RFC 9110 §9.2.2).
-fn is_idempotent_http(head: &[u8]) -> bool {
-    const METHODS: [&[u8]; 6] = [
-        b"GET ",
-        b"HEAD ",
-        b"OPTIONS ",
-        b"TRACE ",
-        b"PUT ",
-        b"DELETE ",
-    ];
-    METHODS.iter().any(|m| head.starts_with(m))
 }
 
 /// Listen backlog: clients past `max_connections`, and bursts faster than
@@ -320,21 +175,4 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_idempotent_requests_are_replayed() {
-        assert!(is_idempotent_http(b"GET /page.html HTTP/1.1\r\n"));
-        assert!(is_idempotent_http(b"HEAD / HTTP/1.0\r\n"));
-        assert!(!is_idempotent_http(b"POST /form HTTP/1.1\r\n"));
-        assert!(!is_idempotent_http(b"GE"));
-        assert!(
-            !is_idempotent_http(b"\x16\x03\x01"),
-            "TLS is opaque: never replayed"
-        );
-    }
 }

@@ -14,7 +14,7 @@
 //! `changed`) live in `Backends`, not in a pool, so a client waiting for a
 //! routable backend is woken by a backend of the new pool too.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +23,8 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::http::upstream_pool::IdleConns;
+use super::strategy::Strategy;
 use crate::config::BalancerConfig;
 use crate::control::protocol::{BackendStatus, ExitInfo};
 
@@ -33,13 +35,17 @@ pub struct Slot {
     pub addr: SocketAddr,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
-    /// Proxied connections open now / ever, kept where the balancer touches them.
+    /// In-flight work now / ever: requests in http mode, proxied connections
+    /// in tcp mode. Draining waits for `active` to reach 0, and
+    /// least-connections compares it.
     active: AtomicU64,
     total: AtomicU64,
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
     status: Mutex<SlotStatus>,
+    /// http mode: kept-alive connections to this backend awaiting a request.
+    pub(crate) idle: IdleConns,
 }
 
 /// The slow-changing part of a backend's status, written on state changes.
@@ -63,6 +69,7 @@ impl Slot {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             passive: tx,
+            idle: IdleConns::default(),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
                 state: "starting",
@@ -80,6 +87,8 @@ impl Slot {
     /// owner know.
     pub fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
+        // Its pooled connections went with it.
+        self.idle.clear();
         let _ = self.passive.try_send(());
     }
 
@@ -112,7 +121,8 @@ impl Slot {
         }
     }
 
-    /// Count a proxied connection for as long as the guard lives.
+    /// Count one unit of in-flight work (a request in http mode, a proxied
+    /// connection in tcp mode) for as long as the guard lives.
     pub fn connection(self: &Arc<Self>) -> ConnGuard {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -212,6 +222,20 @@ impl Pool {
         &self.slots
     }
 
+    /// Health filtering, then selection: the routable backends not yet
+    /// `tried` for this request, and `strategy`'s choice among them.
+    pub fn pick(&self, strategy: Strategy, client: IpAddr, tried: &[u16]) -> Option<&Arc<Slot>> {
+        let eligible: Vec<&Arc<Slot>> = self
+            .slots
+            .iter()
+            .filter(|s| s.routable() && !tried.contains(&s.port))
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        Some(eligible[strategy.choose(&eligible, client, &self.next)])
+    }
+
     pub fn any_routable(&self) -> bool {
         self.slots.iter().any(|s| s.routable())
     }
@@ -292,6 +316,33 @@ mod tests {
         let ports: Vec<u16> = p.candidates().map(|s| s.port).collect();
         assert_eq!(ports.len(), 3);
         assert!(!ports.contains(&9001));
+    }
+
+    #[test]
+    fn pick_skips_unroutable_and_tried_backends() {
+        let p = pool(4);
+        (0..4).for_each(|i| up(&p, i));
+        p.slots()[1].report_failure();
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut tried = Vec::new();
+        while let Some(s) = p.pick(Strategy::RoundRobin, client, &tried) {
+            tried.push(s.port);
+        }
+        tried.sort_unstable();
+        assert_eq!(tried, [9000, 9002, 9003]);
+    }
+
+    #[test]
+    fn pick_spreads_a_dead_backends_share_evenly() {
+        let p = pool(3);
+        up(&p, 0);
+        up(&p, 2);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            let s = p.pick(Strategy::RoundRobin, IpAddr::from([127, 0, 0, 1]), &[]);
+            counts[(s.expect("some").port - 9000) as usize] += 1;
+        }
+        assert_eq!(counts, [150, 0, 150]);
     }
 
     #[test]

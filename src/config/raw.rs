@@ -148,7 +148,14 @@ pub(super) const RESTART_KEYS: &[&str] = &[
     "window",
 ];
 pub(super) const SHUTDOWN_KEYS: &[&str] = &["timeout"];
-pub(super) const BALANCER_KEYS: &[&str] = &["max_connections", "connect_timeout", "idle_timeout"];
+pub(super) const BALANCER_KEYS: &[&str] = &[
+    "mode",
+    "strategy",
+    "max_connections",
+    "connect_timeout",
+    "idle_timeout",
+    "response_timeout",
+];
 
 /// Every section: its name in messages (`""` is the top level) and its keys.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -215,9 +222,12 @@ pub(super) struct RawShutdown {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBalancer {
+    pub(super) mode: Option<Node>,
+    pub(super) strategy: Option<Node>,
     pub(super) max_connections: Option<Node>,
     pub(super) connect_timeout: Option<Node>,
     pub(super) idle_timeout: Option<Node>,
+    pub(super) response_timeout: Option<Node>,
 }
 
 /// Parse the text of a fleet.yaml; `shown` is the path as the user named it.

@@ -13,6 +13,7 @@ use super::raw::{
     self, BACKEND_KEYS, BALANCER_KEYS, HEALTH_KEYS, RESTART_KEYS, SHUTDOWN_KEYS, TOP_KEYS,
 };
 use super::*;
+use crate::balancer::strategy::Strategy;
 use crate::cli::{Cli, Command};
 
 const SHIPPED: &str = include_str!("../../fleet.yaml");
@@ -249,9 +250,12 @@ restart:
 shutdown:
   timeout: 3s
 balancer:
+  mode: tcp
+  strategy: least-connections
   max_connections: 64
   connect_timeout: 200ms
   idle_timeout: 2m
+  response_timeout: 5s
 ";
     let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
     assert_eq!(c.backends, 2);
@@ -291,9 +295,12 @@ balancer:
     assert_eq!(
         c.balancer,
         BalancerConfig {
+            mode: BalancerMode::Tcp,
+            strategy: Strategy::LeastConnections,
             max_connections: 64,
             connect_timeout: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(120),
+            response_timeout: Duration::from_secs(5),
         }
     );
 }
@@ -621,6 +628,53 @@ fn duration_without_unit_is_rejected() {
 }
 
 #[test]
+fn unknown_balancer_mode_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  mode: htp\n", &[]),
+        "fleet.yaml:2: balancer.mode: 'htp' is not a balancer mode; did you mean http? (one of: http, tcp)"
+    );
+}
+
+#[test]
+fn unknown_mode_flag_is_rejected() {
+    assert_eq!(
+        err("", &["--mode", "udp"]),
+        "--mode: 'udp' is not a balancer mode; use one of: http, tcp"
+    );
+}
+
+#[test]
+fn mode_flag_overrides_the_file() {
+    let d = Dir::new();
+    let c = d
+        .write("fleet.yaml", "balancer:\n  mode: http\n")
+        .load(&["--mode", "tcp"])
+        .unwrap();
+    assert_eq!(c.balancer.mode, BalancerMode::Tcp);
+    assert_eq!(
+        Dir::new()
+            .write("fleet.yaml", "")
+            .load(&[])
+            .unwrap()
+            .balancer
+            .mode,
+        BalancerMode::Http
+    );
+}
+
+#[test]
+fn unknown_strategy_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  strategy: least-connection\n", &[]),
+        "fleet.yaml:2: balancer.strategy: 'least-connection' is not a balancing strategy; did you mean least-connections? (one of: round-robin, least-connections, power-of-two, ip-hash)"
+    );
+    assert_eq!(
+        err("balancer:\n  strategy: 3\n", &[]),
+        "fleet.yaml:2: balancer.strategy: expected one of: round-robin, least-connections, power-of-two, ip-hash, got 3"
+    );
+}
+
+#[test]
 fn duration_past_a_day_is_rejected() {
     assert_eq!(
         err("balancer: {connect_timeout: 2days}\n", &[]),
@@ -639,6 +693,7 @@ fn every_duration_key_is_checked() {
         ("shutdown", "timeout"),
         ("balancer", "connect_timeout"),
         ("balancer", "idle_timeout"),
+        ("balancer", "response_timeout"),
     ] {
         let e = err(&format!("{section}:\n  {key}: soon\n"), &[]);
         assert_eq!(

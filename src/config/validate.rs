@@ -19,9 +19,10 @@ use serde_saphyr::Spanned;
 
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
-    BackendCommand, BalancerConfig, Config, ConfigError, HealthConfig, HealthKind, MAX_BACKENDS,
-    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig,
+    BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, HealthConfig, HealthKind,
+    MAX_BACKENDS, MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig,
 };
+use crate::balancer::strategy::Strategy;
 use crate::cli::UpArgs;
 
 /// The config file being applied.
@@ -196,7 +197,10 @@ pub(super) fn resolve(
     let health = health_section(&rep, &raw, &health_default)?;
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
-    let balancer = balancer_section(&rep, &raw, &d.balancer)?;
+    let flag_mode = rep.flag("--mode", args.mode.as_deref(), |m| {
+        one_of(&Value::Str(m.to_owned()), MODES, "a balancer mode").map(mode_of)
+    })?;
+    let balancer = balancer_section(&rep, &raw, &d.balancer, flag_mode)?;
 
     // 4: the file as a whole must describe a possible fleet ...
     if let (Some(n), Some(p)) = (file_backends, file_base) {
@@ -443,13 +447,35 @@ fn shutdown_section(
     })
 }
 
+const MODES: &[&str] = &["http", "tcp"];
+
+fn mode_of(word: &str) -> BalancerMode {
+    match word {
+        "tcp" => BalancerMode::Tcp,
+        _ => BalancerMode::Http,
+    }
+}
+
 fn balancer_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     d: &BalancerConfig,
+    flag_mode: Option<Set<BalancerMode>>,
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
+    let mode = rep.file("balancer.mode", b.mode.as_ref(), |v| {
+        one_of(v, MODES, "a balancer mode").map(mode_of)
+    })?;
+    let strategy = rep.file("balancer.strategy", b.strategy.as_ref(), |v| {
+        one_of(v, Strategy::NAMES, "a balancing strategy")
+            .map(|w| Strategy::from_name(w).expect("NAMES lists only known strategies"))
+    })?;
+    let response_timeout = rep.file(
+        "balancer.response_timeout",
+        b.response_timeout.as_ref(),
+        duration,
+    )?;
     let max_connections = rep.file(
         "balancer.max_connections",
         b.max_connections.as_ref(),
@@ -462,6 +488,9 @@ fn balancer_section(
     )?;
     let idle_timeout = rep.file("balancer.idle_timeout", b.idle_timeout.as_ref(), duration)?;
     Ok(BalancerConfig {
+        mode: pick(flag_mode, mode, d.mode).value,
+        strategy: or_default(strategy, d.strategy).value,
+        response_timeout: or_default(response_timeout, d.response_timeout).value,
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,

@@ -1,0 +1,415 @@
+use super::*;
+
+const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+
+fn req(raw: &str) -> Result<(Request, String), Reject> {
+    let mut out = Vec::new();
+    let r = request(raw.as_bytes(), CLIENT, &mut out)?.expect("a complete head");
+    Ok((r, String::from_utf8(out).expect("utf-8 head")))
+}
+
+fn rejected(raw: &str) -> &'static str {
+    match req(raw) {
+        Err(Reject(why)) => why,
+        Ok((r, _)) => panic!("accepted {raw:?}: {r:?}"),
+    }
+}
+
+#[test]
+fn a_partial_head_asks_for_more() {
+    let mut out = Vec::new();
+    assert_eq!(
+        request(b"GET / HTTP/1.1\r\nHost: a\r\n", CLIENT, &mut out),
+        Ok(None)
+    );
+}
+
+#[test]
+fn a_simple_get_is_forwarded_with_forwarding_headers() {
+    let (r, head) = req("GET /p?q=1 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n").unwrap();
+    assert_eq!(r.body, BodyLen::Empty);
+    assert!(r.idempotent && r.keep_alive && !r.http10 && !r.upgrade);
+    assert_eq!(
+        head,
+        "GET /p?q=1 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.7\r\n\
+         X-Forwarded-Proto: http\r\nX-Forwarded-Host: example\r\n\r\n"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+    let (r, head) = req(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: close, X-Secret\r\nKeep-Alive: 5\r\nTE: trailers\r\n\
+         Proxy-Connection: x\r\nX-Secret: 1\r\nUpgrade: h2c\r\nX-Other: 2\r\n\r\n",
+    )
+    .unwrap();
+    assert!(!r.keep_alive, "Connection: close");
+    assert!(!r.upgrade, "Upgrade without Connection: upgrade");
+    for gone in [
+        "Connection",
+        "Keep-Alive",
+        "TE:",
+        "Proxy-Connection",
+        "X-Secret",
+        "Upgrade",
+    ] {
+        assert!(!head.contains(gone), "{gone} forwarded: {head}");
+    }
+    assert!(head.contains("X-Other: 2\r\n"));
+}
+
+#[test]
+fn framing_headers_survive_being_named_in_connection() {
+    let (_, head) = req(
+        "POST / HTTP/1.1\r\nHost: h\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nab",
+    )
+    .unwrap();
+    assert!(head.contains("Content-Length: 2\r\n"));
+}
+
+#[test]
+fn x_forwarded_for_is_appended_and_proto_host_replaced() {
+    let (_, head) = req(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n\
+         X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        head.contains("X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.7\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("X-Forwarded-Proto: http\r\n"));
+    assert!(head.contains("X-Forwarded-Host: h\r\n"));
+    assert!(!head.contains("https") && !head.contains("evil"));
+}
+
+#[test]
+fn upgrade_keeps_its_headers() {
+    let (r, head) =
+        req("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap();
+    assert!(r.upgrade);
+    assert!(head.contains("Upgrade: websocket\r\n") && head.contains("Connection: upgrade\r\n"));
+}
+
+#[test]
+fn http10_is_kept_alive_only_when_asked() {
+    let (r, head) = req("GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert!(r.http10 && !r.keep_alive);
+    assert!(head.starts_with("GET / HTTP/1.0\r\n"));
+    let (r, _) = req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+    assert!(r.keep_alive);
+}
+
+#[test]
+fn bodies_are_framed_by_length_or_chunked() {
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .0
+            .body,
+        BodyLen::Length(5)
+    );
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .0
+            .body,
+        BodyLen::Empty
+    );
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n")
+            .unwrap()
+            .0
+            .body,
+        BodyLen::Length(5),
+        "identical duplicates are one length"
+    );
+    assert_eq!(
+        req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .0
+            .body,
+        BodyLen::Chunked
+    );
+    assert!(
+        !req("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .0
+            .idempotent
+    );
+}
+
+#[test]
+fn both_content_length_and_transfer_encoding_is_refused() {
+    assert_eq!(
+        rejected(
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
+        "both content-length and transfer-encoding"
+    );
+}
+
+#[test]
+fn differing_content_lengths_are_refused() {
+    assert_eq!(
+        rejected("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+        "differing content-length values"
+    );
+}
+
+#[test]
+fn malformed_content_lengths_are_refused() {
+    for v in [
+        "-1",
+        "+5",
+        "5 5",
+        "5,5",
+        "0x10",
+        "",
+        "99999999999999999999",
+        "1e3",
+    ] {
+        assert_eq!(
+            rejected(&format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\n"
+            )),
+            "malformed content-length",
+            "{v:?}"
+        );
+    }
+}
+
+#[test]
+fn a_final_coding_other_than_chunked_is_refused() {
+    assert_eq!(
+        rejected("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        "transfer-encoding does not end in chunked"
+    );
+    assert_eq!(
+        rejected("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        "transfer-encoding in an HTTP/1.0 request"
+    );
+}
+
+#[test]
+fn obs_fold_is_refused() {
+    assert_eq!(
+        rejected("GET / HTTP/1.1\r\nHost: h\r\nX-Long: a\r\n b\r\n\r\n"),
+        "malformed request head"
+    );
+}
+
+#[test]
+fn http11_needs_exactly_one_host() {
+    assert_eq!(
+        rejected("GET / HTTP/1.1\r\n\r\n"),
+        "an HTTP/1.1 request needs exactly one host header"
+    );
+    assert_eq!(
+        rejected("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        "an HTTP/1.1 request needs exactly one host header"
+    );
+}
+
+#[test]
+fn garbage_is_refused() {
+    assert_eq!(
+        rejected("\x16\x03\x01\x02\x00\r\n\r\n"),
+        "malformed request head"
+    );
+    assert_eq!(
+        rejected("GET / HTTP/2.0\r\nHost: h\r\n\r\n"),
+        "malformed request head"
+    );
+}
+
+fn resp(raw: &str, head_method: bool) -> Response {
+    let (r, _) = req(if head_method {
+        "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n"
+    } else {
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    })
+    .unwrap();
+    response(raw.as_bytes(), &r).unwrap().expect("complete")
+}
+
+#[test]
+fn response_framing_follows_rfc_9112_section_6_3() {
+    assert_eq!(
+        resp("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).body,
+        BodyLen::Length(3)
+    );
+    assert_eq!(
+        resp("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).body,
+        BodyLen::Empty
+    );
+    assert_eq!(
+        resp("HTTP/1.1 204 No Content\r\n\r\n", false).body,
+        BodyLen::Empty
+    );
+    assert_eq!(
+        resp(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false
+        )
+        .body,
+        BodyLen::Empty
+    );
+    assert_eq!(
+        resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .body,
+        BodyLen::Chunked
+    );
+    assert_eq!(
+        resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).body,
+        BodyLen::Close
+    );
+    let close = resp("HTTP/1.0 200 OK\r\n\r\n", false);
+    assert_eq!(close.body, BodyLen::Close);
+    assert!(!close.backend_keeps);
+}
+
+#[test]
+fn backend_keep_alive_follows_version_and_connection() {
+    assert!(resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).backend_keeps);
+    assert!(
+        !resp(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false
+        )
+        .backend_keeps
+    );
+    assert!(!resp("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).backend_keeps);
+    assert!(
+        resp(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false
+        )
+        .backend_keeps
+    );
+}
+
+#[test]
+fn a_bad_response_framing_is_refused() {
+    let (r, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    for raw in [
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "NOT HTTP\r\n\r\n",
+    ] {
+        assert!(response(raw.as_bytes(), &r).is_err(), "{raw:?}");
+    }
+}
+
+#[test]
+fn the_client_gets_an_http11_head_without_hop_by_hop_headers() {
+    let mut out = Vec::new();
+    response_head(
+        b"HTTP/1.0 200 OK\r\nConnection: close\r\nKeep-Alive: x\r\nX-Fleet-Backend: 9002\r\nContent-Length: 2\r\n\r\nhi",
+        true,
+        false,
+        &mut out,
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nX-Fleet-Backend: 9002\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+fn chunked_all(data: &[u8]) -> Result<usize, Reject> {
+    let mut c = Chunked::new();
+    let n = c.feed(data)?;
+    assert!(c.is_done(), "not done after {n} of {data:?}");
+    Ok(n)
+}
+
+#[test]
+fn a_chunked_body_ends_after_its_last_chunk_and_trailers() {
+    let body = b"5\r\nhello\r\n1;ext=v\r\n!\r\n0\r\nX-T: 1\r\n\r\nGET /next";
+    assert_eq!(chunked_all(body), Ok(body.len() - b"GET /next".len()));
+    assert_eq!(chunked_all(b"0\r\n\r\n"), Ok(5));
+    assert_eq!(
+        chunked_all(b"A \r\n0123456789\r\n0\r\n\r\n"),
+        Ok(21),
+        "BWS before CRLF"
+    );
+}
+
+#[test]
+fn chunked_fed_byte_by_byte_ends_at_the_same_place() {
+    let body = b"3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: x\r\n\r\nrest";
+    let mut c = Chunked::new();
+    let mut used = 0;
+    for b in body.iter() {
+        used += c.feed(std::slice::from_ref(b)).unwrap();
+    }
+    assert!(c.is_done());
+    assert_eq!(used, body.len() - 4);
+}
+
+#[test]
+fn invalid_chunk_sizes_are_refused() {
+    for bad in [
+        &b"\r\n"[..],
+        b"g\r\n",
+        b"-1\r\n",
+        b"0x5\r\n",
+        b"1234567890abcdef0\r\n",
+        b"5\n",
+    ] {
+        let mut c = Chunked::new();
+        assert!(c.feed(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn chunk_data_must_end_in_crlf() {
+    let mut c = Chunked::new();
+    assert_eq!(
+        c.feed(b"2\r\nabX"),
+        Err(Reject("chunk data not followed by CRLF"))
+    );
+    let mut c = Chunked::new();
+    assert_eq!(
+        c.feed(b"2\r\nab\rX"),
+        Err(Reject("chunk data not followed by CRLF"))
+    );
+}
+
+#[test]
+fn bad_trailers_and_endings_are_refused() {
+    for bad in [
+        &b"0\r\n\r\r"[..],
+        b"0\r\n x\r\n\r\n",
+        b"0\r\nT: \x01\r\n\r\n",
+        b"0\r\nT: 1\r\r",
+        b"0\r\n\n",
+    ] {
+        let mut c = Chunked::new();
+        assert!(c.feed(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+    }
+    let mut c = Chunked::new();
+    assert_eq!(c.feed(b"1;\x00"), Err(Reject("malformed chunk extension")));
+    let mut c = Chunked::new();
+    let long = [b"1;".as_slice(), &[b'a'; 2000]].concat();
+    assert_eq!(c.feed(&long), Err(Reject("chunk extension too long")));
+}
+
+#[test]
+fn body_counts_lengths_and_close_delimited() {
+    let mut b = Body::new(BodyLen::Length(5));
+    assert_eq!(b.feed(b"abc"), Ok(3));
+    assert_eq!(b.feed(b"defg"), Ok(2));
+    assert!(b.is_done());
+    let mut b = Body::new(BodyLen::Close);
+    assert_eq!(b.feed(b"anything"), Ok(8));
+    assert!(b.at_eof() && b.is_done());
+    let mut b = Body::new(BodyLen::Length(5));
+    assert!(!b.at_eof(), "a length body cut short is not complete");
+    assert!(Body::new(BodyLen::Empty).is_done());
+}
