@@ -65,11 +65,13 @@ pub(crate) async fn proxy(
     {
         let evict = Arc::new(Notify::new());
         let _idle = shared.admission.idle(&evict);
+        // `peek`, not `readable`: readiness can be spurious.
+        let mut probe = [0u8; 1];
         tokio::select! {
             biased;
             _ = shared.stop.cancelled() => return,
             _ = evict.notified() => return,
-            r = timeout(HEADER_TIMEOUT, client.readable()) => if !matches!(r, Ok(Ok(()))) {
+            r = timeout(HEADER_TIMEOUT, client.peek(&mut probe)) => if !matches!(r, Ok(Ok(1..))) {
                 return;
             },
         }

@@ -5,5 +5,6 @@ mod bench;
 mod hardening;
 mod harness;
 mod healing;
+mod http_mode;
 mod lifecycle;
 mod worker;

@@ -75,6 +75,9 @@ pub(crate) async fn serve(
             // Idle: waiting for a request, nothing received. Evictable.
             let wait_until = head_deadline.unwrap_or_else(|| Instant::now() + cfg.idle_timeout);
             let _idle = shared.admission.idle(&evict);
+            // `peek`, not `readable`: readiness can be spurious, and a byte
+            // must really be there before the connection counts as busy.
+            let mut probe = [0u8; 1];
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
@@ -82,7 +85,7 @@ pub(crate) async fn serve(
                     debug!(target: "balancer", %peer, "closing an idle connection to admit a new client");
                     return;
                 }
-                r = timeout_at(wait_until, client.readable()) => if !matches!(r, Ok(Ok(()))) {
+                r = timeout_at(wait_until, client.peek(&mut probe)) => if !matches!(r, Ok(Ok(1..))) {
                     return;
                 },
             }

@@ -1,22 +1,23 @@
 """A small HTTP/1.1 backend for the balancer's integration tests.
 
-Usage: http_backend.py PORT [SLOW_PORT]
+Usage: http_backend.py PORT DIR  (a file DIR/slow-PORT makes /work slow)
 
 Paths: GET /          200 "port N" (the health probe), keep-alive
        POST /echo     the request body streamed back (same Content-Length)
-       GET /work      200 after 400 ms on SLOW_PORT, at once elsewhere
+       GET /work      200, after 400 ms when DIR/slow-PORT exists
        GET /never     reads the request and never answers
        GET /close10   an HTTP/1.0 answer without Content-Length, then close
        GET /ws        with Connection: Upgrade -> 101, then echoes bytes
 Every answer carries X-Fleet-Backend: PORT.
 """
+import os
 import socket
 import socketserver
 import sys
 import time
 
 PORT = int(sys.argv[1])
-SLOW = int(sys.argv[2]) if len(sys.argv) > 2 else -1
+SLOW_FILE = os.path.join(sys.argv[2], f"slow-{PORT}")
 
 
 class Handler(socketserver.BaseRequestHandler):
@@ -70,7 +71,7 @@ class Handler(socketserver.BaseRequestHandler):
                     self.request.sendall(data)
                     left -= len(data)
             elif path == "/work":
-                if PORT == SLOW:
+                if os.path.exists(SLOW_FILE):
                     time.sleep(0.4)
                 self.send("200 OK", b"worked")
             elif path == "/never":
