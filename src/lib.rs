@@ -29,6 +29,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod duration;
+pub mod exit;
 pub mod guard;
 pub mod ports;
 pub mod process;

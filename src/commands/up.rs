@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{UpArgs, exit};
+use crate::cli::UpArgs;
 use crate::config::{self, BackendCommand, Config};
+use crate::exit;
 use crate::state_dir::{Holder, StateDir};
 use crate::supervisor::{self, Listeners, Options, Readiness};
 use crate::{balancer, control, ports};

@@ -574,32 +574,23 @@ fn count(v: &Value) -> Result<u32, String> {
     }
 }
 
+/// A duration by the one grammar (`crate::duration`), longer than 0 and at
+/// most [`MAX_DURATION`]. A YAML number is read as the text it was written
+/// as, so `10` gets the same "no unit" answer as `--timeout 10`.
 fn duration(v: &Value) -> Result<Duration, String> {
-    match v {
-        Value::Str(s) => parse_duration(s),
-        Value::Int(n) if *n < 0 => Err(format!("must not be negative (got {n})")),
-        Value::Int(0) => Err("must be longer than 0 (got 0)".to_owned()),
-        Value::Int(n) => Err(format!("{n} has no unit; write it like {n}s or {n}ms")),
-        Value::Float(x) => Err(format!("{x} has no unit; write it like {x}s")),
-        other => Err(format!(
-            "expected a duration such as 250ms, 1s or 2m, got {}",
-            other.describe()
-        )),
-    }
-}
-
-/// `250ms`, `1s`, `2m`, `1m 30s` (humantime), positive and at most a day.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("must not be negative (got {t})"));
-    }
-    let d = humantime::parse_duration(t).map_err(|_| {
-        format!(
-            "{} is not a duration; write it like 250ms, 1s or 2m",
-            quote(s)
-        )
-    })?;
+    let text = match v {
+        Value::Str(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        other => {
+            return Err(format!(
+                "expected a duration such as 250ms, 1s or 2m, got {}",
+                other.describe()
+            ));
+        }
+    };
+    let d = crate::duration::parse(&text).map_err(|e| e.to_string())?;
+    let t = text.trim();
     if d.is_zero() {
         Err(format!("must be longer than 0 (got {t})"))
     } else if d > MAX_DURATION {
@@ -613,7 +604,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::duration::format(d)
 }
 
 fn listen(v: &Value) -> Result<SocketAddr, String> {

@@ -64,6 +64,7 @@
 //! a missing www directory (exit 2), a busy port (exit 1). Requests are not
 //! logged unless `--access-log` is given.
 
+mod args;
 mod body;
 mod files;
 mod handler;
@@ -89,7 +90,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::cli::{ServeArgs, exit};
+pub use args::ServeArgs;
+
+use crate::exit;
 use files::FileCache;
 use handler::Shared;
 use idle::{Activity, Tracked};
@@ -169,16 +172,6 @@ impl WorkerOptions {
             access_log: args.access_log,
         })
     }
-}
-
-/// Parse a duration flag: `250ms`, `10s`, `1m`, or a bare number of seconds
-/// (`1.5`), like `fleet down --timeout`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration such as 10s ({e})"))
 }
 
 /// Run `fleet serve` to completion; returns the exit code.

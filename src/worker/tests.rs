@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use clap::Parser;
 
-use super::{WorkerOptions, parse_duration, serve};
-use crate::cli::{Cli, Command, ServeArgs};
+use super::{ServeArgs, WorkerOptions, serve};
+use crate::cli::{Cli, Command};
 
 struct Server {
     port: u16,
@@ -241,14 +241,4 @@ fn zero_max_connections_and_threads_are_refused_by_the_parser() {
         let argv = ["fleet", "serve", "--port", "9002", flag, "0"];
         assert!(Cli::try_parse_from(argv).is_err(), "{flag} 0 accepted");
     }
-}
-
-#[test]
-fn durations_take_units_or_bare_seconds() {
-    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-    assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-    assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-    assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-    assert!(parse_duration("-1").is_err());
-    assert!(parse_duration("soon").is_err());
 }

@@ -334,7 +334,7 @@ fn bench_times_out_a_silent_server_and_counts_it_failed() {
             "-c",
             "3",
             "--timeout",
-            "0.3",
+            "300ms",
             "--format",
             "json",
         ],

@@ -278,7 +278,7 @@ impl Drop for Fleet {
             eprintln!("---- supervisor.log ----\n{}", self.log());
         }
         if self.supervisor != 0 && alive(self.supervisor) {
-            let _ = self.fleet(&["down", "--timeout", "2"]);
+            let _ = self.fleet(&["down", "--timeout", "2s"]);
         }
         for pid in self.seen.lock().unwrap().iter() {
             if alive(*pid) {
