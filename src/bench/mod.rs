@@ -172,20 +172,16 @@ fn plot_rows(saved: Vec<Saved>, current: &[Row]) -> Vec<Row> {
     out
 }
 
-/// Enough file descriptors for `max_conns` sockets at once: raise the soft
-/// limit toward the hard one (ab users do `ulimit -n` by hand).
+/// Enough file descriptors for `max_conns` sockets at once (ab users do
+/// `ulimit -n` by hand).
 fn raise_fd_limit(max_conns: u32) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let want = u64::from(max_conns) + 64;
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < want
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
-        if hard < want {
-            eprintln!(
-                "fleet: warning: the open-file limit ({hard}) is below concurrency {max_conns}; expect failed connects (raise it with `ulimit -n`)"
-            );
-        }
+    match crate::fd_limit::raise(want) {
+        Ok(have) if have < want => eprintln!(
+            "fleet: warning: the open-file limit ({have}) is below concurrency {max_conns}; expect failed connects (raise it with `ulimit -n`)"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("fleet: warning: cannot read the open-file limit: {e}"),
     }
 }
 

@@ -84,7 +84,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -92,7 +92,7 @@ use tracing::{debug, error, info, warn};
 
 pub use args::ServeArgs;
 
-use crate::exit;
+use crate::{exit, listener};
 use files::FileCache;
 use handler::Shared;
 use idle::{Activity, Tracked};
@@ -101,13 +101,8 @@ pub use handler::X_FLEET_BACKEND;
 
 /// Smallest `--max-head-bytes`: hyper's read buffer cannot be smaller.
 pub const MIN_HEAD_BYTES: usize = 8192;
-/// Listen backlog; the kernel caps it at `net.core.somaxconn`. Large, because
-/// a backlog overflow silently stalls clients (the lab's `listen(5)` did).
-const BACKLOG: u32 = 4096;
 /// How long the drain may take once the lifeline is cut.
 const LIFELINE_GRACE: Duration = Duration::from_millis(500);
-/// Pause after an accept error such as EMFILE, so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything `serve` needs besides the listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,10 +248,10 @@ async fn run_async(args: ServeArgs, opts: WorkerOptions) -> u8 {
         }
     };
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match bind(addr) {
+    let listener = match listener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            error!("{}", describe_bind_error(addr, &e));
+            error!("{}", listener::describe_bind_error(addr, &e));
             return exit::FAILURE;
         }
     };
@@ -305,46 +300,18 @@ fn finished(res: io::Result<()>) -> u8 {
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // Lets a restarted worker bind while old connections sit in TIME_WAIT;
-    // on Linux and macOS it does not let two listeners share the port.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
-}
-
-fn describe_bind_error(addr: SocketAddr, e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => format!("port {} is already in use", addr.port()),
-        io::ErrorKind::AddrNotAvailable => {
-            format!("cannot listen on {addr}: no such address on this machine")
-        }
-        io::ErrorKind::PermissionDenied => {
-            format!("cannot listen on {addr}: permission denied")
-        }
-        _ => format!("cannot listen on {addr}: {e}"),
-    }
-}
-
 /// Each connection holds a socket; make sure the cap, not the default soft
 /// `ulimit -n` of 1024, is what limits us.
 fn raise_fd_limit(max_connections: usize) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let want = u64::try_from(max_connections)
         .unwrap_or(u64::MAX)
         .saturating_add(64);
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < want
-    {
-        let new = want.min(hard);
-        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
-            warn!("cannot raise the open-file limit from {soft} to {new}: {e}");
-        }
+    match crate::fd_limit::raise(want) {
+        Ok(have) if have < want => warn!(
+            "the open-file limit ({have}) is below --max-connections {max_connections} + 64; expect failed accepts (raise it with `ulimit -n`)"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the open-file limit: {e}"),
     }
 }
 
@@ -408,22 +375,8 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                error!("accept on port {port} failed: {e}");
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
+        let Some((stream, _)) = listener::accept(&listener, &shutdown).await else {
+            break;
         };
         // Small responses go out in one segment; do not wait for an ACK.
         let _ = stream.set_nodelay(true);
@@ -456,17 +409,6 @@ pub async fn serve(
     conns.abort_all();
     while conns.join_next().await.is_some() {}
     Ok(())
-}
-
-/// Errors that concern one connection that never got going, not the listener.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 async fn connection(
