@@ -33,6 +33,7 @@ pub mod duration;
 pub mod exit;
 pub mod fd_limit;
 pub mod guard;
+pub mod idle;
 pub mod listener;
 pub mod ports;
 pub mod process;

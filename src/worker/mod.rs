@@ -41,7 +41,7 @@
 //!   trickling a head byte by byte, and it also bounds a kept-alive
 //!   connection's wait for its next request.
 //! - Idle timeout: `--idle-timeout` (5 s): no byte moved either way for that
-//!   long and the connection is closed (see `idle`).
+//!   long and the connection is closed (see `crate::idle`).
 //! - Connection cap: `--max-connections` (1024) per worker, a semaphore taken
 //!   *before* `accept`. Past the cap the worker simply stops accepting: new
 //!   connections wait in the kernel's accept queue (backlog 4096) and are
@@ -69,7 +69,6 @@ mod body;
 mod files;
 mod handler;
 pub use handler::HEALTH_PATH;
-mod idle;
 pub mod path;
 
 use std::convert::Infallible;
@@ -92,10 +91,10 @@ use tracing::{debug, error, info, warn};
 
 pub use args::ServeArgs;
 
+use crate::idle::{Activity, Tracked};
 use crate::{exit, listener};
 use files::FileCache;
 use handler::Shared;
-use idle::{Activity, Tracked};
 
 pub use handler::X_FLEET_BACKEND;
 
