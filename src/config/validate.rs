@@ -24,6 +24,21 @@ use super::{
 };
 use crate::cli::UpArgs;
 
+/// A file value and its dotted key from one spelling of the raw struct's
+/// field, so a key cannot be misspelt here: `entry!(h, health.interval)` is
+/// `("health.interval", h.interval.as_ref())`.
+macro_rules! entry {
+    ($raw:expr, $section:ident . $field:ident) => {
+        (
+            concat!(stringify!($section), ".", stringify!($field)),
+            $raw.$field.as_ref(),
+        )
+    };
+    ($raw:expr, $field:ident) => {
+        (stringify!($field), $raw.$field.as_ref())
+    };
+}
+
 /// The config file being applied.
 pub(super) struct FileSource<'a> {
     pub(super) raw: RawConfig,
@@ -76,11 +91,11 @@ impl Report<'_> {
         }
     }
 
-    /// Check a value from the file, if present.
+    /// Check a value from the file, if present; `entry!` gives the key and
+    /// the node from one spelling of the field.
     fn file<T>(
         &self,
-        key: &str,
-        node: Option<&Node>,
+        (key, node): (&str, Option<&Node>),
         check: impl FnOnce(&Value) -> Result<T, String>,
     ) -> Result<Option<Set<T>>, ConfigError> {
         node.map(|n| {
@@ -155,14 +170,12 @@ pub(super) fn resolve(
     let d = Config::default();
 
     // 1 + 2: each value on its own.
-    let file_backends = rep.file("backends", raw.backends.as_ref(), |v| {
+    let file_backends = rep.file(entry!(raw, backends), |v| {
         whole(v).and_then(backends_in_range)
     })?;
-    let file_base = rep.file("base_port", raw.base_port.as_ref(), |v| {
-        whole(v).and_then(port_in_range)
-    })?;
-    let file_listen = rep.file("listen", raw.listen.as_ref(), listen)?;
-    let file_www = rep.file("www", raw.www.as_ref(), |v| path_text(v, "www"))?;
+    let file_base = rep.file(entry!(raw, base_port), |v| whole(v).and_then(port_in_range))?;
+    let file_listen = rep.file(entry!(raw, listen), listen)?;
+    let file_www = rep.file(entry!(raw, www), |v| path_text(v, "www"))?;
 
     let flag_backends = rep.flag("--backends", args.backends, |n| {
         backends_in_range(i128::from(n))
@@ -272,9 +285,7 @@ fn backend_section(
     })?;
     let args: Vec<String> = argv.collect();
 
-    let cwd_text = rep.file("backend.cwd", b.cwd.as_ref(), |v| {
-        path_text(v, "backend.cwd")
-    })?;
+    let cwd_text = rep.file(entry!(b, backend.cwd), |v| path_text(v, "backend.cwd"))?;
     let cwd = match cwd_text {
         Some(written) => {
             let abs = clean(&base_dir.join(&written.value));
@@ -302,15 +313,15 @@ fn health_section(
 ) -> Result<HealthConfig, ConfigError> {
     let empty = Default::default();
     let h = raw.health.as_ref().map_or(&empty, |s| &s.value);
-    let kind = rep.file("health.kind", h.kind.as_ref(), |v| {
+    let kind = rep.file(entry!(h, health.kind), |v| {
         one_of(v, &["http", "tcp"], "a health check kind")
     })?;
-    let path = rep.file("health.path", h.path.as_ref(), http_path)?;
-    let interval = rep.file("health.interval", h.interval.as_ref(), duration)?;
-    let timeout = rep.file("health.timeout", h.timeout.as_ref(), duration)?;
-    let rise = rep.file("health.rise", h.rise.as_ref(), count)?;
-    let fall = rep.file("health.fall", h.fall.as_ref(), count)?;
-    let restart_after = rep.file("health.restart_after", h.restart_after.as_ref(), count)?;
+    let path = rep.file(entry!(h, health.path), http_path)?;
+    let interval = rep.file(entry!(h, health.interval), duration)?;
+    let timeout = rep.file(entry!(h, health.timeout), duration)?;
+    let rise = rep.file(entry!(h, health.rise), count)?;
+    let fall = rep.file(entry!(h, health.fall), count)?;
+    let restart_after = rep.file(entry!(h, health.restart_after), count)?;
 
     let default_path = match &d.kind {
         HealthKind::Http { path } => path.clone(),
@@ -375,23 +386,19 @@ fn restart_section(
 ) -> Result<RestartConfig, ConfigError> {
     let empty = Default::default();
     let r = raw.restart.as_ref().map_or(&empty, |s| &s.value);
-    let policy = rep.file("restart.policy", r.policy.as_ref(), |v| {
+    let policy = rep.file(entry!(r, restart.policy), |v| {
         one_of(v, &["always", "on-failure", "never"], "a restart policy").map(|p| match p {
             "on-failure" => RestartPolicy::OnFailure,
             "never" => RestartPolicy::Never,
             _ => RestartPolicy::Always,
         })
     })?;
-    let initial = rep.file(
-        "restart.initial_backoff",
-        r.initial_backoff.as_ref(),
-        duration,
-    )?;
-    let max = rep.file("restart.max_backoff", r.max_backoff.as_ref(), duration)?;
-    let max_restarts = rep.file("restart.max_restarts", r.max_restarts.as_ref(), |v| {
+    let initial = rep.file(entry!(r, restart.initial_backoff), duration)?;
+    let max = rep.file(entry!(r, restart.max_backoff), duration)?;
+    let max_restarts = rep.file(entry!(r, restart.max_restarts), |v| {
         count(v).map_err(|e| format!("{e}; to never restart, set restart.policy: never"))
     })?;
-    let window = rep.file("restart.window", r.window.as_ref(), duration)?;
+    let window = rep.file(entry!(r, restart.window), duration)?;
 
     let initial = or_default(initial, d.initial_backoff);
     let max = or_default(max, d.max_backoff);
@@ -437,7 +444,7 @@ fn shutdown_section(
 ) -> Result<ShutdownConfig, ConfigError> {
     let empty = Default::default();
     let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
-    let timeout = rep.file("shutdown.timeout", s.timeout.as_ref(), duration)?;
+    let timeout = rep.file(entry!(s, shutdown.timeout), duration)?;
     Ok(ShutdownConfig {
         timeout: or_default(timeout, d.timeout).value,
     })
@@ -450,17 +457,9 @@ fn balancer_section(
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
-    let max_connections = rep.file(
-        "balancer.max_connections",
-        b.max_connections.as_ref(),
-        count,
-    )?;
-    let connect_timeout = rep.file(
-        "balancer.connect_timeout",
-        b.connect_timeout.as_ref(),
-        duration,
-    )?;
-    let idle_timeout = rep.file("balancer.idle_timeout", b.idle_timeout.as_ref(), duration)?;
+    let max_connections = rep.file(entry!(b, balancer.max_connections), count)?;
+    let connect_timeout = rep.file(entry!(b, balancer.connect_timeout), duration)?;
+    let idle_timeout = rep.file(entry!(b, balancer.idle_timeout), duration)?;
     Ok(BalancerConfig {
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
