@@ -40,6 +40,61 @@ pub fn free_ports(n: u16) -> Vec<u16> {
     panic!("no {n} consecutive free ports");
 }
 
+/// Run `cmd` (stdin closed) to its end and collect its output, which is read
+/// on threads so a full pipe can never stall it. Past `limit` the process is
+/// killed and the test fails.
+pub fn run_to_end(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = ChildGuard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = collect(Box::new(child.0.stdout.take().unwrap()));
+    let err = collect(Box::new(child.0.stderr.take().unwrap()));
+    let status = wait_exit(&mut child.0, limit)
+        .unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}"));
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Wait for `child` to exit, up to `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process, killed and reaped on drop if it still runs.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Poll `f` until it returns `Some`, or panic with `what` at the deadline.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
@@ -102,14 +157,14 @@ impl Scratch {
     }
     /// Run `fleet ARGS` in this directory with its state dir.
     pub fn fleet(&self, args: &[&str]) -> Output {
-        Command::new(FLEET)
-            .args(args)
-            .current_dir(self.path())
-            .env("FLEET_STATE_DIR", self.state())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        run_to_end(
+            Command::new(FLEET)
+                .args(args)
+                .current_dir(self.path())
+                .env("FLEET_STATE_DIR", self.state())
+                .env_remove("RUST_LOG"),
+            Duration::from_secs(60),
+        )
     }
 }
 
@@ -438,16 +493,7 @@ impl Worker {
 
     /// Wait for the process to exit, up to `within`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(self.child(), within)
     }
 
     pub fn connect(&self) -> TcpStream {
