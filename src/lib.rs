@@ -8,7 +8,9 @@
 //! Entry and commands
 //! - `main`: parse the command line, set up logging, run, exit with the code.
 //! - `cli`: the clap types of every subcommand but `serve`, whose flags the
-//!   worker owns (`worker::args`); `exit`: the exit codes.
+//!   worker owns (`worker::args`); `exit`: the exit codes; `error`: the
+//!   top-level error each command's failure converges to, which only `main`
+//!   prints.
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
@@ -71,6 +73,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod duration;
+mod error;
 pub mod exit;
 pub mod fd_limit;
 pub mod guard;
@@ -81,6 +84,8 @@ pub mod process;
 pub mod state_dir;
 pub mod supervisor;
 pub mod worker;
+
+pub use error::Error;
 
 #[cfg(test)]
 mod layout {

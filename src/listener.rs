@@ -76,18 +76,57 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// "port 9002 is already in use", "cannot listen on ADDR: ...": one line for
-/// a failed [`bind`].
-pub fn describe_bind_error(addr: SocketAddr, e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => format!("port {} is already in use", addr.port()),
-        io::ErrorKind::AddrNotAvailable => {
-            format!("cannot listen on {addr}: no such address on this machine")
+/// A failed [`bind`], said the way a user can act on it.
+#[derive(Debug)]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+impl BindError {
+    pub fn new(addr: SocketAddr, source: io::Error) -> Self {
+        BindError { addr, source }
+    }
+
+    /// The port is taken (by another fleet, or anything else).
+    pub fn in_use(&self) -> bool {
+        self.source.kind() == io::ErrorKind::AddrInUse
+    }
+
+    /// Kinds whose message already says all the OS error would.
+    fn explained(&self) -> bool {
+        matches!(
+            self.source.kind(),
+            io::ErrorKind::AddrInUse
+                | io::ErrorKind::AddrNotAvailable
+                | io::ErrorKind::PermissionDenied
+        )
+    }
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addr = self.addr;
+        match self.source.kind() {
+            io::ErrorKind::AddrInUse => write!(f, "port {} is already in use", addr.port()),
+            io::ErrorKind::AddrNotAvailable => {
+                write!(
+                    f,
+                    "cannot listen on {addr}: no such address on this machine"
+                )
+            }
+            io::ErrorKind::PermissionDenied => {
+                write!(f, "cannot listen on {addr}: permission denied")
+            }
+            _ => write!(f, "cannot listen on {addr}"),
         }
-        io::ErrorKind::PermissionDenied => {
-            format!("cannot listen on {addr}: permission denied")
-        }
-        _ => format!("cannot listen on {addr}: {e}"),
+    }
+}
+
+impl std::error::Error for BindError {
+    /// The OS error, unless the message already explains it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        (!self.explained()).then_some(&self.source as _)
     }
 }
 
@@ -110,10 +149,15 @@ mod tests {
     async fn a_bound_port_cannot_be_bound_twice() {
         let l = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let addr = l.local_addr().unwrap();
-        let e = bind(addr).unwrap_err();
+        let e = BindError::new(addr, bind(addr).unwrap_err());
+        assert!(e.in_use());
         assert_eq!(
-            describe_bind_error(addr, &e),
+            e.to_string(),
             format!("port {} is already in use", addr.port())
+        );
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the message says it all"
         );
     }
 }

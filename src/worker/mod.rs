@@ -87,7 +87,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 pub use args::ServeArgs;
 
@@ -102,6 +102,50 @@ pub use handler::X_FLEET_BACKEND;
 pub const MIN_HEAD_BYTES: usize = 8192;
 /// How long the drain may take once the lifeline is cut.
 const LIFELINE_GRACE: Duration = Duration::from_millis(500);
+
+/// Why `fleet serve` could not run. Flags and the www directory are the
+/// user's to fix (exit 2); the rest are runtime failures (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("--max-head-bytes must be at least {MIN_HEAD_BYTES} (got {0})")]
+    HeadLimit(usize),
+    #[error("{flag} must be greater than 0")]
+    ZeroTimeout { flag: &'static str },
+    #[error("www directory {} does not exist", .0.display())]
+    NoWww(PathBuf),
+    #[error("www directory {} is not a directory", .0.display())]
+    WwwNotADirectory(PathBuf),
+    #[error("cannot read www directory {}", path.display())]
+    ReadWww {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] io::Error),
+    #[error(transparent)]
+    Bind(#[from] listener::BindError),
+    #[error("worker failed")]
+    Serve(#[source] io::Error),
+}
+
+impl WorkerError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            WorkerError::HeadLimit(_)
+            | WorkerError::ZeroTimeout { .. }
+            | WorkerError::NoWww(_)
+            | WorkerError::WwwNotADirectory(_)
+            | WorkerError::ReadWww { .. } => exit::USAGE,
+            WorkerError::Runtime(_)
+            | WorkerError::Signals(_)
+            | WorkerError::Bind(_)
+            | WorkerError::Serve(_) => exit::FAILURE,
+        }
+    }
+}
 
 /// Everything `serve` needs besides the listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,19 +184,16 @@ impl WorkerOptions {
     }
 
     /// Validate the flags that clap cannot check alone.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
+    pub fn from_args(args: &ServeArgs) -> Result<Self, WorkerError> {
         if args.max_head_bytes < MIN_HEAD_BYTES {
-            return Err(format!(
-                "--max-head-bytes must be at least {MIN_HEAD_BYTES} (got {})",
-                args.max_head_bytes
-            ));
+            return Err(WorkerError::HeadLimit(args.max_head_bytes));
         }
         for (flag, d) in [
             ("--header-timeout", args.header_timeout),
             ("--idle-timeout", args.idle_timeout),
         ] {
             if d.is_zero() {
-                return Err(format!("{flag} must be greater than 0"));
+                return Err(WorkerError::ZeroTimeout { flag });
             }
         }
         Ok(WorkerOptions {
@@ -168,12 +209,12 @@ impl WorkerOptions {
     }
 }
 
-/// Run `fleet serve` to completion; returns the exit code.
+/// Run `fleet serve` until a signal, the lifeline or a failure ends it.
 ///
 /// Logs go to whatever `tracing` subscriber the binary installed. When none
 /// is installed (a caller that skipped it), a stderr subscriber is used for
 /// the duration of this call only: a scoped default, never a global one.
-pub fn run(args: ServeArgs) -> u8 {
+pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
     if tracing::dispatcher::has_been_set() {
         return run_logged(args);
     }
@@ -187,27 +228,17 @@ pub fn run(args: ServeArgs) -> u8 {
     tracing::subscriber::with_default(subscriber, || run_logged(args))
 }
 
-fn run_logged(args: ServeArgs) -> u8 {
-    let opts = match WorkerOptions::from_args(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            error!("{e}");
-            return exit::USAGE;
-        }
-    };
+fn run_logged(args: ServeArgs) -> Result<(), WorkerError> {
+    let opts = WorkerOptions::from_args(&args)?;
     match std::fs::metadata(&args.www) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            error!("www directory {} is not a directory", args.www.display());
-            return exit::USAGE;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            error!("www directory {} does not exist", args.www.display());
-            return exit::USAGE;
-        }
-        Err(e) => {
-            error!("cannot read www directory {}: {e}", args.www.display());
-            return exit::USAGE;
+        Ok(_) => return Err(WorkerError::WwwNotADirectory(args.www)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WorkerError::NoWww(args.www)),
+        Err(source) => {
+            return Err(WorkerError::ReadWww {
+                path: args.www,
+                source,
+            });
         }
     }
     raise_fd_limit(opts.max_connections);
@@ -218,42 +249,22 @@ fn run_logged(args: ServeArgs) -> u8 {
         b.worker_threads(usize::from(args.threads));
         b
     };
-    let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let code = rt.block_on(run_async(args, opts));
+    let rt = builder.enable_all().build().map_err(WorkerError::Runtime)?;
+    let result = rt.block_on(run_async(args, opts));
     // Connections still open past the drain were aborted by `serve`; do not
     // let a stuck blocking read (a file on a dead disk) hold the exit.
     rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    result
 }
 
-async fn run_async(args: ServeArgs, opts: WorkerOptions) -> u8 {
+async fn run_async(args: ServeArgs, opts: WorkerOptions) -> Result<(), WorkerError> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first: a SIGTERM that arrives right after we report ready
     // must take the graceful path, not the default (die by signal).
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            error!("cannot install signal handlers: {e}");
-            return exit::FAILURE;
-        }
-    };
+    let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signals)?;
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match listener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{}", listener::describe_bind_error(addr, &e));
-            return exit::FAILURE;
-        }
-    };
+    let listener = listener::bind(addr).map_err(|e| listener::BindError::new(addr, e))?;
     let local = listener.local_addr().unwrap_or(addr);
     let lifeline = CancellationToken::new();
     if args.lifeline {
@@ -280,23 +291,16 @@ async fn run_async(args: ServeArgs, opts: WorkerOptions) -> u8 {
     // shorter grace and a second signal from an impatient user.
     tokio::select! {
         res = &mut server => finished(res),
-        _ = term.recv() => { warn!("second signal: exiting now"); exit::OK }
-        _ = int.recv() => { warn!("second signal: exiting now"); exit::OK }
-        () = tokio::time::sleep(grace + Duration::from_millis(100)) => exit::OK,
+        _ = term.recv() => { warn!("second signal: exiting now"); Ok(()) }
+        _ = int.recv() => { warn!("second signal: exiting now"); Ok(()) }
+        () = tokio::time::sleep(grace + Duration::from_millis(100)) => Ok(()),
     }
 }
 
-fn finished(res: io::Result<()>) -> u8 {
-    match res {
-        Ok(()) => {
-            info!("stopped");
-            exit::OK
-        }
-        Err(e) => {
-            error!("worker failed: {e}");
-            exit::FAILURE
-        }
-    }
+fn finished(res: io::Result<()>) -> Result<(), WorkerError> {
+    res.map_err(WorkerError::Serve)?;
+    info!("stopped");
+    Ok(())
 }
 
 /// Each connection holds a socket; make sure the cap, not the default soft

@@ -222,7 +222,7 @@ fn flag_defaults_are_the_worker_option_defaults() {
 #[test]
 fn max_head_bytes_below_hypers_minimum_is_refused() {
     let err = WorkerOptions::from_args(&serve_args(&["--max-head-bytes", "8191"])).unwrap_err();
-    assert!(err.contains("--max-head-bytes"), "{err}");
+    assert!(err.to_string().contains("--max-head-bytes"), "{err}");
     let ok = WorkerOptions::from_args(&serve_args(&["--max-head-bytes", "8192"])).unwrap();
     assert_eq!(ok.max_head_bytes, 8192);
 }
@@ -231,7 +231,7 @@ fn max_head_bytes_below_hypers_minimum_is_refused() {
 fn zero_timeouts_are_refused() {
     for flag in ["--header-timeout", "--idle-timeout"] {
         let err = WorkerOptions::from_args(&serve_args(&[flag, "0"])).unwrap_err();
-        assert!(err.contains(flag), "{err}");
+        assert!(err.to_string().contains(flag), "{err}");
     }
 }
 
