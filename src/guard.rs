@@ -19,7 +19,8 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::cli::{GuardArgs, exit};
+use crate::cli::GuardArgs;
+use crate::exit;
 
 pub fn run(args: GuardArgs) -> u8 {
     let Some((program, rest)) = args.command.split_first() else {

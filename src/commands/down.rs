@@ -1,28 +1,26 @@
-//! `fleet down [--timeout SECS]`: ask the supervisor to stop and wait until it
+//! `fleet down [--timeout DURATION]`: ask the supervisor to stop and wait until it
 //! has: the reply comes after every worker is reaped and the state files are
 //! removed, so a zero exit means nothing is left.
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{DownArgs, exit};
+use crate::cli::DownArgs;
 use crate::control::client::{self, ControlError};
 use crate::control::protocol::{Reply, Request};
+use crate::exit;
 use crate::state_dir::StateDir;
 
 pub fn run(args: DownArgs) -> u8 {
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t >= 0.0)
-    {
-        eprintln!("fleet: --timeout must be a number of seconds >= 0 (got {t})");
-        return exit::USAGE;
-    }
     let state = StateDir::new(args.state.resolve());
     // Wait for the reply for as long as the shutdown may take, and then some.
-    let wait = Duration::from_secs_f64(args.timeout.unwrap_or(60.0)) + Duration::from_secs(30);
+    let wait = args
+        .timeout
+        .unwrap_or(Duration::from_secs(60))
+        .saturating_add(Duration::from_secs(30));
     match client::call(
         &state,
         Request::Down {
-            timeout_s: args.timeout,
+            timeout_s: args.timeout.map(|t| t.as_secs_f64()),
         },
         Some(wait),
     ) {
