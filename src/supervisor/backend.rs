@@ -35,8 +35,11 @@ pub struct Launch {
     pub args: Vec<String>,
     pub cwd: Option<std::path::PathBuf>,
     pub env: Vec<(String, String)>,
-    /// The built-in worker reads its stdin as a lifeline; others get /dev/null.
+    /// The built-in worker and `fleet guard` read their stdin as a lifeline.
     pub lifeline: bool,
+    /// Linux: SIGKILL it when the supervisor dies. Not for `fleet guard`,
+    /// which must outlive us long enough to kill what it guards.
+    pub die_with_parent: bool,
 }
 
 pub struct BackendTask {
@@ -205,7 +208,9 @@ impl BackendTask {
         if let Some(cwd) = &l.cwd {
             cmd.current_dir(cwd);
         }
-        super::orphans::die_with_parent(&mut cmd);
+        if l.die_with_parent {
+            super::orphans::die_with_parent(&mut cmd);
+        }
         let mut child = cmd.spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid");
         let lifeline = child.stdin.take();

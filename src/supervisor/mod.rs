@@ -327,32 +327,29 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
             cwd: None,
             env: Vec::new(),
             lifeline: true,
+            die_with_parent: true,
         },
         BackendCommand::Command { cwd, env, .. } => {
             let (program, args) = config
                 .backend
                 .argv(port)
                 .expect("a command backend has an argv");
-            let env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            if orphans::HAS_PARENT_DEATH_SIGNAL {
-                Launch {
-                    program: program.into(),
-                    args,
-                    cwd: Some(cwd.clone()),
-                    env,
-                    lifeline: false,
-                }
-            } else {
-                // No kernel help: `fleet guard` holds the lifeline for the command.
-                let mut guarded = vec!["guard".to_string(), "--".to_string(), program.to_string()];
-                guarded.extend(args);
-                Launch {
-                    program: exe.to_path_buf(),
-                    args: guarded,
-                    cwd: Some(cwd.clone()),
-                    env,
-                    lifeline: true,
-                }
+            // Output reaches `fleet logs` as it is written, not when a
+            // Python buffer fills; `backend.env` may say otherwise.
+            let env = std::iter::once(("PYTHONUNBUFFERED".to_string(), "1".to_string()))
+                .chain(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect();
+            // Every platform: `fleet guard` holds the lifeline for the command
+            // and takes its descendants down with it (see `orphans`).
+            let mut guarded = vec!["guard".to_string(), "--".to_string(), program.to_string()];
+            guarded.extend(args);
+            Launch {
+                program: exe.to_path_buf(),
+                args: guarded,
+                cwd: Some(cwd.clone()),
+                env,
+                lifeline: true,
+                die_with_parent: false,
             }
         }
     }

@@ -400,12 +400,13 @@ fn fleet_logs_merges_backends_with_port_tags_and_filters_by_port() {
     assert_eq!(none.status.code(), Some(1), "{}", text(&none));
 }
 
-/// `fleet guard` (what custom commands run under on macOS) in its own
-/// process group with a pipe as stdin, as the supervisor starts it.
-fn guard(script: &str) -> std::process::Child {
+/// `fleet guard` (what custom commands run under) in its own process group
+/// with a pipe as stdin, as the supervisor starts it.
+fn guard(script: &str, portable: bool) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     std::process::Command::new(FLEET)
         .args(["guard", "--", "sh", "-c", script])
+        .env(PORTABLE_ENV, if portable { "1" } else { "0" })
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .process_group(0)
@@ -424,13 +425,19 @@ fn first_line(child: &mut std::process::Child) -> u32 {
 
 #[test]
 fn guard_reports_the_commands_exit_code_and_signal() {
-    let mut g = guard("exit 3");
+    for portable in MODES {
+        guard_reports(portable);
+    }
+}
+
+fn guard_reports(portable: bool) {
+    let mut g = guard("exit 3", portable);
     let _pids = PidGuard(vec![g.id()]);
     let _lifeline = g.stdin.take(); // `wait` would close it
     assert_eq!(g.wait().unwrap().code(), Some(3));
 
     use std::os::unix::process::ExitStatusExt;
-    let mut g = guard("echo $$; exec sleep 30");
+    let mut g = guard("echo $$; exec sleep 30", portable);
     let inner = first_line(&mut g);
     let _pids = PidGuard(vec![g.id(), inner]);
     let _lifeline = g.stdin.take();
@@ -446,7 +453,13 @@ fn guard_reports_the_commands_exit_code_and_signal() {
 
 #[test]
 fn guard_kills_its_command_when_the_lifeline_closes() {
-    let mut g = guard("echo $$; exec sleep 30");
+    for portable in MODES {
+        guard_kills(portable);
+    }
+}
+
+fn guard_kills(portable: bool) {
+    let mut g = guard("echo $$; exec sleep 30", portable);
     let inner = first_line(&mut g);
     let _pids = PidGuard(vec![g.id(), inner]);
     assert!(alive(inner));

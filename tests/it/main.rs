@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod bench;
+mod escapes;
 mod hardening;
 mod harness;
 mod healing;
