@@ -90,3 +90,35 @@ fn a_daemonised_grandchild_dies_with_the_fleet_on_linux() {
     );
     kill_supervisor_and_expect_nothing_left(&f, &procs);
 }
+
+/// `fleet down` reaches a supervisor that cannot answer: after its timeout it
+/// falls back to signals, and returns once nothing is left.
+#[test]
+fn a_sigstopped_supervisor_is_taken_down_by_down_with_a_timeout() {
+    let f = Fleet::start_in(Scratch::new(), 2, SHELL_WRAPPED);
+    let procs = tree(&f, 6);
+    let _cleanup = PidGuard(procs.clone());
+    kill(f.supervisor, Signal::SIGSTOP);
+    let t0 = std::time::Instant::now();
+    let out = f.fleet(&["down", "--timeout", "2"]);
+    let took = t0.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did not answer"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<u32> = std::iter::once(f.supervisor)
+        .chain(procs.iter().copied())
+        .filter(|p| alive(*p))
+        .collect();
+    assert!(left.is_empty(), "still alive: {left:?}");
+    assert!(!f.scratch.state().join("fleet.pid").exists());
+    let st = f.fleet(&["status"]);
+    assert_eq!(st.status.code(), Some(3), "{}", text(&st));
+}
