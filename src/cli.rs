@@ -16,10 +16,13 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// `fleet status` found no running fleet in the state dir.
     pub const NOT_RUNNING: u8 = 3;
+    /// The state dir cannot be read (another user's fleet, a corrupt state
+    /// dir): whether a fleet runs there is unknown.
+    pub const UNREADABLE: u8 = 4;
 }
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet.
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet; 4 the state dir cannot be read (permission denied, not a directory).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.

@@ -68,6 +68,10 @@ pub fn run(args: DownArgs) -> u8 {
             eprintln!("fleet: {e}; stopping it with signals");
             force(&state)
         }
+        Err(e @ ControlError::CannotRead { .. }) => {
+            eprintln!("fleet: {e}");
+            exit::UNREADABLE
+        }
         Err(e) => {
             eprintln!("fleet: {e}");
             exit::FAILURE
@@ -85,6 +89,10 @@ fn force(state: &StateDir) -> u8 {
             return exit::OK;
         }
         (Holder::Running { pid: Some(pid) }, _) => pid,
+        (Holder::Unreadable { path, error }, _) => {
+            eprintln!("fleet: cannot read {}: {error}", path.display());
+            return exit::UNREADABLE;
+        }
         (Holder::Running { pid: None }, _) => {
             eprintln!(
                 "fleet: {} is locked by a supervisor but names no pid; stop it by hand",

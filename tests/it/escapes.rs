@@ -122,3 +122,44 @@ fn a_sigstopped_supervisor_is_taken_down_by_down_with_a_timeout() {
     let st = f.fleet(&["status"]);
     assert_eq!(st.status.code(), Some(3), "{}", text(&st));
 }
+
+/// Another user's fleet is "cannot read", never "no fleet": status, down and
+/// logs say permission denied and exit 4, while the fleet runs on.
+#[test]
+fn another_user_is_told_permission_denied_not_no_fleet() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: dropping privileges needs root (CI runs as root)");
+        return;
+    }
+    let f = Fleet::start(1, "");
+    // Only the state dir's own mode (0700) keeps the other user out, as in a
+    // shared project directory.
+    std::fs::set_permissions(f.scratch.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    for args in [&["status"][..], &["down", "--timeout", "2"], &["logs"]] {
+        let out = std::process::Command::new(FLEET)
+            .args(args)
+            .env("FLEET_STATE_DIR", f.scratch.state())
+            .env_remove("RUST_LOG")
+            .current_dir("/")
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot read") && err.contains("ermission denied"),
+            "{args:?}: {}",
+            text(&out)
+        );
+        assert!(!err.contains("no fleet"), "{args:?}: {err}");
+    }
+    assert!(alive(f.supervisor), "the fleet runs on");
+    assert!(Fleet::all_healthy(&f.status()));
+}
