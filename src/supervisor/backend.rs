@@ -54,9 +54,12 @@ pub struct BackendTask {
     /// Read once the token fires: how long the worker gets between SIGTERM and SIGKILL.
     pub grace: Arc<super::Grace>,
     pub tracker: TaskTracker,
+    /// What the last probe saw, while probes fail: shown as the reason of a
+    /// starting or unhealthy backend, and in `up`'s "not ready" message.
+    pub last_probe: Option<String>,
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), health::ProbeFailure>> + Send>>;
 
 struct Worker {
     child: Child,
@@ -73,6 +76,8 @@ impl BackendTask {
         let mut next_probe = Instant::now();
         let mut shutting_down = false;
         let mut was_routable = false;
+        // Failed probes since the spawn, for the start-up back-off.
+        let mut start_failures = 0u32;
 
         let mut action = self.machine.step(Event::Start, Instant::now().into_std());
         loop {
@@ -84,6 +89,8 @@ impl BackendTask {
                             Ok(w) => {
                                 let pid = w.pid;
                                 worker = Some(w);
+                                start_failures = 0;
+                                self.last_probe = None;
                                 next_probe = Instant::now() + health::STARTING_INTERVAL;
                                 Event::Spawned { pid }
                             }
@@ -162,14 +169,32 @@ impl BackendTask {
                     }
                     Event::Exited(exit)
                 }
-                ok = poll_probe(&mut probe) => {
+                result = poll_probe(&mut probe) => {
                     probe = None;
-                    let interval = match self.machine.state() {
-                        State::Starting { .. } => health::STARTING_INTERVAL,
-                        _ => self.health.interval,
+                    let starting = matches!(self.machine.state(), State::Starting { .. });
+                    if starting && result.is_err() {
+                        start_failures = start_failures.saturating_add(1);
+                    }
+                    let interval = if starting {
+                        health::starting_delay(start_failures, self.health.interval)
+                    } else {
+                        self.health.interval
                     };
                     next_probe = Instant::now() + interval;
-                    if ok { Event::ProbePassed } else { Event::ProbeFailed }
+                    // Connect timeouts since the last probe weigh with this result.
+                    if self.slot.take_timeout() {
+                        let _ = self.machine.step(Event::ConnectTimedOut, std::time::Instant::now());
+                    }
+                    match result {
+                        Ok(()) => {
+                            self.last_probe = None;
+                            Event::ProbePassed
+                        }
+                        Err(e) => {
+                            self.last_probe = Some(e.to_string());
+                            Event::ProbeFailed
+                        }
+                    }
                 }
                 Some(()) = self.passive.recv() => Event::PassiveFailure,
                 _ = sleep_until(wake) => {
@@ -254,6 +279,10 @@ impl BackendTask {
         let reason = match st {
             State::Failed { reason } => Some(reason.clone()),
             State::Stopped { reason } => reason.clone(),
+            State::Starting { .. } | State::Running { healthy: false, .. } => self
+                .last_probe
+                .as_ref()
+                .map(|p| format!("health probe: {p}")),
             _ => None,
         };
         self.slot.publish(
@@ -278,7 +307,7 @@ async fn wait(worker: &mut Option<Worker>) -> io::Result<ExitStatus> {
     }
 }
 
-async fn poll_probe(probe: &mut Option<ProbeFuture>) -> bool {
+async fn poll_probe(probe: &mut Option<ProbeFuture>) -> Result<(), health::ProbeFailure> {
     match probe {
         Some(p) => p.await,
         None => std::future::pending().await,

@@ -172,6 +172,7 @@ pub async fn run(
             token: token.child_token(),
             grace: grace.clone(),
             tracker: tracker.clone(),
+            last_probe: None,
         };
         tracker.spawn(task.run());
     }
@@ -282,13 +283,18 @@ async fn wait_ready(
                 .iter()
                 .filter(|s| !s.healthy)
                 .map(|s| {
-                    let why = s.reason.clone().unwrap_or_else(|| match &s.last_exit {
-                        Some(e) => format!("{} (last {e})", s.state),
-                        None if timed_out => {
+                    let why = match (&s.reason, &s.last_exit) {
+                        // Still starting: say what its probes saw.
+                        (Some(probe), _) if s.state == "starting" => {
+                            format!("not ready after {}s; {probe}", STARTUP_TIMEOUT.as_secs())
+                        }
+                        (Some(r), _) => r.clone(),
+                        (None, Some(e)) => format!("{} (last {e})", s.state),
+                        (None, None) if timed_out => {
                             format!("not ready after {}s", STARTUP_TIMEOUT.as_secs())
                         }
-                        None => s.state.clone(),
-                    });
+                        (None, None) => s.state.clone(),
+                    };
                     (s.port, why)
                 })
                 .collect();

@@ -63,13 +63,16 @@ pub enum State {
     /// quickly and routable at the first pass.
     Starting { pid: Option<u32>, since: Instant },
     /// Up since `since` (when it was spawned). `passes`/`fails` count
-    /// consecutive probe results since the last flip.
+    /// consecutive probe results since the last flip. `suspect`: a connect
+    /// to it timed out since the last probe, so a failing probe is
+    /// corroboration enough to take it out at once.
     Running {
         pid: u32,
         since: Instant,
         healthy: bool,
         passes: u32,
         fails: u32,
+        suspect: bool,
     },
     /// Waiting out the restart delay.
     Backoff { until: Instant },
@@ -122,8 +125,11 @@ pub enum Event {
     Exited(Exit),
     ProbePassed,
     ProbeFailed,
-    /// The balancer could not connect to this backend.
+    /// The balancer could not connect to this backend (refused, reset) or it
+    /// closed before answering: out of rotation at once.
     PassiveFailure,
+    /// A balancer connect timed out: evidence only together with a failed probe.
+    ConnectTimedOut,
     /// A deadline from `next_deadline` was reached.
     Tick,
     /// Shutdown: stop the worker, SIGKILL past `deadline`.
@@ -269,11 +275,15 @@ impl Backend {
                     healthy: true,
                     passes: 0,
                     fails: 0,
+                    suspect: false,
                 },
                 None,
             ),
             // Starting -> Starting (not listening yet: keep probing)
-            (s @ Starting { .. }, Event::ProbeFailed | Event::PassiveFailure) => (s, None),
+            (
+                s @ Starting { .. },
+                Event::ProbeFailed | Event::PassiveFailure | Event::ConnectTimedOut,
+            ) => (s, None),
             // Starting -> Stopping (never became ready)
             (
                 Starting {
@@ -314,17 +324,21 @@ impl Backend {
                         healthy,
                         passes: if healthy { 0 } else { passes },
                         fails: 0,
+                        // It answers: the timeouts were load, not death.
+                        suspect: false,
                     },
                     None,
                 )
             }
-            // Running -> Running (fail: unhealthy after `fall`) | Stopping (liveness after `restart_after`)
+            // Running -> Running (fail: unhealthy after `fall`, or at once
+            // after a connect timeout) | Stopping (liveness after `restart_after`)
             (
                 Running {
                     pid,
                     since,
                     healthy,
                     fails,
+                    suspect,
                     ..
                 },
                 Event::ProbeFailed,
@@ -345,9 +359,12 @@ impl Backend {
                     Running {
                         pid,
                         since,
-                        healthy: healthy && fails < p.fall,
+                        // A timeout and a failed probe agree: out now. The
+                        // liveness count (`restart_after`) stays probes only.
+                        healthy: healthy && !suspect && fails < p.fall,
                         passes: 0,
                         fails,
+                        suspect: false,
                     },
                     None,
                 )
@@ -361,6 +378,30 @@ impl Backend {
                     healthy: false,
                     passes: 0,
                     fails: p.fall,
+                    suspect: false,
+                },
+                None,
+            ),
+            // Running -> Running (a connect timed out: still routable; the
+            // next probe decides, and a failure then counts as `fall`)
+            (
+                Running {
+                    pid,
+                    since,
+                    healthy,
+                    passes,
+                    fails,
+                    ..
+                },
+                Event::ConnectTimedOut,
+            ) => (
+                Running {
+                    pid,
+                    since,
+                    healthy,
+                    passes,
+                    fails,
+                    suspect: true,
                 },
                 None,
             ),
@@ -443,8 +484,11 @@ impl Backend {
             // before its deadline): harmless by construction.
             (
                 s,
-                ev
-                @ (Event::Tick | Event::ProbePassed | Event::ProbeFailed | Event::PassiveFailure),
+                ev @ (Event::Tick
+                | Event::ProbePassed
+                | Event::ProbeFailed
+                | Event::PassiveFailure
+                | Event::ConnectTimedOut),
             ) => {
                 tracing::trace!(state = s.name(), ?ev, "event ignored");
                 (s, None)
@@ -760,6 +804,55 @@ mod tests {
         }
         b.step(Event::ProbePassed, t0);
         assert!(b.routable());
+    }
+
+    #[test]
+    fn running_stays_routable_on_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..10 {
+            assert_eq!(b.step(Event::ConnectTimedOut, t0), None);
+        }
+        assert!(b.routable(), "timeouts alone never take it out");
+        assert!(matches!(b.state(), State::Running { suspect: true, .. }));
+    }
+
+    #[test]
+    fn running_unroutable_when_a_probe_fails_after_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::ConnectTimedOut, t0);
+        assert_eq!(b.step(Event::ProbeFailed, t0), None);
+        assert!(!b.routable(), "corroborated: out at once, not after `fall`");
+        assert!(matches!(
+            b.state(),
+            State::Running {
+                fails: 1,
+                suspect: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_passing_probe_clears_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::ConnectTimedOut, t0);
+        b.step(Event::ProbePassed, t0);
+        b.step(Event::ProbeFailed, t0);
+        assert!(
+            b.routable(),
+            "one failed probe without a timeout is below `fall`"
+        );
+    }
+
+    #[test]
+    fn starting_ignores_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = starting(t0);
+        assert_eq!(b.step(Event::ConnectTimedOut, t0), None);
+        assert_eq!(b.state().name(), "starting");
     }
 
     #[test]

@@ -6,5 +6,6 @@ mod escapes;
 mod hardening;
 mod harness;
 mod healing;
+mod lab;
 mod lifecycle;
 mod worker;
