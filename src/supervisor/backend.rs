@@ -159,8 +159,14 @@ impl BackendTask {
                     // Take the rest of its process group with it: a custom
                     // command's children must not keep the port.
                     let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
-                    let level_warn = !shutting_down;
-                    if level_warn {
+                    // Stopped by us for a restart: expected, whatever the status.
+                    let restarting = matches!(
+                        self.machine.state(),
+                        State::Stopping { then: state::AfterStop::Restart, .. }
+                    );
+                    if restarting {
+                        info!(target: "supervisor", port, pid = w.pid, "backend stopped for a restart ({})", state::describe(exit));
+                    } else if !shutting_down {
                         warn!(target: "supervisor", port, pid = w.pid, "backend {}", state::describe(exit));
                     } else {
                         info!(target: "supervisor", port, pid = w.pid, "backend stopped ({})", state::describe(exit));
@@ -290,7 +296,10 @@ impl BackendTask {
                 state: st.name(),
                 restarts: m.restarts(),
                 since,
-                last_exit: m.last_exit().map(exit_info),
+                last_exit: m.last_exit().map(|e| ExitInfo {
+                    cause: m.last_exit_cause().map(str::to_owned),
+                    ..exit_info(e)
+                }),
                 reason,
             },
         );
@@ -336,11 +345,13 @@ pub fn exit_info(e: Exit) -> ExitInfo {
             code: Some(c),
             signal: None,
             name: None,
+            cause: None,
         },
         Exit::Signal(s) => ExitInfo {
             code: None,
             signal: Some(s),
             name: Some(state::signal_name(s)),
+            cause: None,
         },
     }
 }

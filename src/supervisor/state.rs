@@ -31,6 +31,10 @@ use crate::config::{HealthConfig, RestartConfig, RestartPolicy};
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace between SIGTERM and SIGKILL when liveness restarts a hung backend.
 pub const LIVENESS_GRACE: Duration = Duration::from_secs(2);
+/// `last_exit_cause` of a worker restarted by liveness (`restart_after`).
+pub const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
+/// `last_exit_cause` of a worker restarted for not passing a probe in `START_TIMEOUT`.
+pub const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +187,11 @@ pub struct Backend {
     /// When recent restarts happened, for crash-loop detection over `window`.
     recent: VecDeque<Instant>,
     last_exit: Option<Exit>,
+    /// Why fleet itself stopped the last worker that exited, if it did: its
+    /// exit (often a clean `exit 0` after SIGTERM) is no crash.
+    last_exit_cause: Option<&'static str>,
+    /// The cause to record when the worker being stopped for a restart exits.
+    stopping_for: Option<&'static str>,
     /// Jitter source; seeded so tests are deterministic.
     rng: fastrand::Rng,
 }
@@ -196,6 +205,8 @@ impl Backend {
             attempt: 0,
             recent: VecDeque::new(),
             last_exit: None,
+            last_exit_cause: None,
+            stopping_for: None,
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -208,6 +219,11 @@ impl Backend {
     }
     pub fn last_exit(&self) -> Option<Exit> {
         self.last_exit
+    }
+    /// Why fleet stopped the last worker that exited ("failed health
+    /// checks"), or None if it exited on its own (or at shutdown).
+    pub fn last_exit_cause(&self) -> Option<&'static str> {
+        self.last_exit_cause
     }
     pub fn routable(&self) -> bool {
         matches!(self.state, State::Running { healthy: true, .. })
@@ -291,15 +307,18 @@ impl Backend {
                     since,
                 },
                 Event::Tick,
-            ) if now >= since + START_TIMEOUT => (
-                Stopping {
-                    pid,
-                    deadline: now + LIVENESS_GRACE,
-                    then: AfterStop::Restart,
-                    killed: false,
-                },
-                Some(Action::Signal(Sig::Term)),
-            ),
+            ) if now >= since + START_TIMEOUT => {
+                self.stopping_for = Some(CAUSE_NOT_READY);
+                (
+                    Stopping {
+                        pid,
+                        deadline: now + LIVENESS_GRACE,
+                        then: AfterStop::Restart,
+                        killed: false,
+                    },
+                    Some(Action::Signal(Sig::Term)),
+                )
+            }
             // Starting | Running -> Backoff | Failed | Stopped (the worker died)
             (Starting { pid: Some(_), .. } | Running { .. }, Event::Exited(exit)) => {
                 self.after_exit(exit, None, now)
@@ -345,6 +364,7 @@ impl Backend {
             ) => {
                 let fails = fails.saturating_add(1);
                 if fails >= p.restart_after {
+                    self.stopping_for = Some(CAUSE_HEALTH);
                     return (
                         Stopping {
                             pid,
@@ -441,10 +461,13 @@ impl Backend {
             // Stopping -> Starting | Stopped (the worker is gone)
             (Stopping { then, .. }, Event::Exited(exit)) => {
                 self.last_exit = Some(exit);
-                match then {
+                let cause = self.stopping_for.take();
+                let next = match then {
                     AfterStop::Stay => (Stopped { reason: None }, None),
                     AfterStop::Restart => self.after_exit(exit, None, now),
-                }
+                };
+                self.last_exit_cause = cause.filter(|_| then == AfterStop::Restart);
+                next
             }
             // Stopping -> Stopping (shutdown arrives during a liveness restart)
             (
@@ -509,6 +532,7 @@ impl Backend {
         now: Instant,
     ) -> (State, Option<Action>) {
         self.last_exit = Some(exit);
+        self.last_exit_cause = None;
         let r = &self.policy.restart;
         let restart = match r.policy {
             RestartPolicy::Always => true,
@@ -804,6 +828,28 @@ mod tests {
         }
         b.step(Event::ProbePassed, t0);
         assert!(b.routable());
+    }
+
+    #[test]
+    fn a_liveness_restart_records_its_cause_with_the_exit() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        assert_eq!(b.state().name(), "stopping");
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        assert_eq!(b.last_exit(), Some(Exit::Code(0)));
+        assert_eq!(
+            b.last_exit_cause(),
+            Some(CAUSE_HEALTH),
+            "not a clean exit of its own"
+        );
+        // The next worker's own exit carries no cause.
+        b.step(Event::Tick, t0 + Duration::from_secs(60));
+        b.step(Event::Spawned { pid: 11 }, t0 + Duration::from_secs(60));
+        b.step(Event::Exited(Exit::Code(1)), t0 + Duration::from_secs(61));
+        assert_eq!(b.last_exit_cause(), None);
     }
 
     #[test]

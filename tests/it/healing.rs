@@ -123,6 +123,18 @@ fn sigstopped_worker_is_taken_out_of_rotation_and_restarted_by_liveness() {
         b["pid"] != stopped && b["healthy"] == true
     });
     assert!(s["backends"][0]["restarts"].as_u64().unwrap() >= 1);
+    // Its exit (a clean exit 0 once SIGCONT let it handle SIGTERM) is shown
+    // as fleet's doing, not as the worker's.
+    let last = &s["backends"][0]["last_exit"];
+    assert_eq!(
+        last["cause"], "restarted by fleet: failed health checks",
+        "{last}"
+    );
+    let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).to_string();
+    assert!(
+        human.contains("(restarted by fleet: failed health checks)"),
+        "{human}"
+    );
     wait_for(
         Duration::from_secs(3),
         "the stopped worker to be gone",
