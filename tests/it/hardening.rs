@@ -191,6 +191,11 @@ fn malformed_listen_and_overflowing_ports_are_refused() {
         ("base_port: 65534\nbackends: 4", "base_port"),
         ("backends: four", "backends"),
         ("backends: 0", "backends"),
+        // The balancer on a backend's port: both keys named.
+        (
+            "base_port: 20000\nbackends: 4\nlisten: 0.0.0.0:20003",
+            "listen: port 20003 is a backend's port: base_port 20000 with backends 4",
+        ),
     ] {
         s.write("fleet.yaml", yaml);
         let out = s.fleet(&["up", "-d"]);
