@@ -6,8 +6,12 @@
 //! Both engines choose backends with `Pool::pick` (health filtering, then the
 //! configured `strategy`), load the pool per choice (so `fleet scale` is seen
 //! by the next request) and read the settings per connection (`fleet
-//! reload`). A connect failure takes a backend out of rotation at once
-//! (passive health) and the next one is tried, each at most once.
+//! reload`). On a connect failure the next backend is tried, each at most
+//! once. A refused or reset connect marks the backend down at once (nothing
+//! listens); a connect *timeout* does not (a full listen backlog is busy, not
+//! dead: HAProxy's `observe layer4` wants more than one error too): it is
+//! reported, and the backend leaves rotation only if its next health probe
+//! fails as well (`supervisor::state`).
 //!
 //! Limits: at most `max_connections` clients at once. When full, the
 //! connection idle the longest (waiting for a request, nothing received) is
@@ -24,7 +28,6 @@ pub mod pool;
 pub mod strategy;
 pub mod tcp;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,18 +84,8 @@ pub async fn run(
     }
     loop {
         let permit = limit.clone().try_acquire_owned().ok();
-        let (client, peer) = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE/ENFILE and friends: back off instead of spinning.
-                    warn!(target: "balancer", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((client, peer)) = crate::listener::accept(&listener, &stop).await else {
+            break;
         };
         let permit = match permit {
             Some(p) => p,
@@ -157,22 +150,4 @@ pub(crate) async fn wait_for_routable(
         return true;
     }
     tokio::time::timeout_at(deadline, notified).await.is_ok()
-}
-
-/// Listen backlog: clients past `max_connections`, and bursts faster than
-/// accept, wait here. std's default (128) overflowed under `ab -c 500`, and
-/// each dropped SYN costs a client a 1 s retransmit.
-pub const BACKLOG: u32 = 4096;
-
-/// Bind the balancer's listener with SO_REUSEADDR and a deep backlog. Needs a
-/// runtime context (the socket is registered with it) but starts nothing.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }

@@ -1,7 +1,8 @@
 //! The tcp engine: one backend per client connection, bytes spliced.
 //!
 //! accept → wait for the client's first bytes → pick a backend (`Pool::pick`)
-//! → connect (on failure: mark it down and try the next, each at most once)
+//! → connect (on failure: try the next, each at most once; see the parent
+//! module for which failures take a backend out of rotation)
 //! → copy bytes both ways until both sides are done (half-close respected).
 //!
 //! Retry beyond connect: until the backend sends its first response byte,
@@ -109,7 +110,10 @@ pub(crate) async fn proxy(
                 continue;
             }
             Err(_) => {
-                passive_failure(&slot, "connect timed out");
+                // Busy (a full listen backlog) rather than dead: try the next
+                // backend, and leave the verdict to the health probe.
+                debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
+                slot.report_timeout();
                 continue;
             }
         };

@@ -13,11 +13,11 @@
 use std::net::IpAddr;
 
 /// Headers per message; more is a malformed request (the worker allows the same).
-pub(crate) const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BodyLen {
+pub enum BodyLen {
     /// No body.
     Empty,
     /// Exactly this many bytes.
@@ -30,34 +30,34 @@ pub(crate) enum BodyLen {
 
 /// Why a request is refused (400) or a response is unusable (502).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Reject(pub(crate) &'static str);
+pub struct Reject(pub &'static str);
 
 /// What the connection loop needs to know about a parsed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Request {
+pub struct Request {
     /// Bytes of the head in the input, including the final CRLF CRLF.
-    pub(crate) head_len: usize,
-    pub(crate) body: BodyLen,
+    pub head_len: usize,
+    pub body: BodyLen,
     /// RFC 9110 §9.2.2: may be sent again after a failure.
-    pub(crate) idempotent: bool,
+    pub idempotent: bool,
     /// A HEAD request: its response has no body whatever its headers say.
-    pub(crate) head_method: bool,
+    pub head_method: bool,
     /// HTTP/1.0 (else 1.1).
-    pub(crate) http10: bool,
+    pub http10: bool,
     /// The client wants the connection kept after this exchange.
-    pub(crate) keep_alive: bool,
+    pub keep_alive: bool,
     /// `Connection: upgrade` with an `Upgrade` header: a tunnel after a 101.
-    pub(crate) upgrade: bool,
+    pub upgrade: bool,
 }
 
 /// What the connection loop needs to know about a parsed response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Response {
-    pub(crate) head_len: usize,
-    pub(crate) status: u16,
-    pub(crate) body: BodyLen,
+pub struct Response {
+    pub head_len: usize,
+    pub status: u16,
+    pub body: BodyLen,
     /// The backend keeps the connection open after this response.
-    pub(crate) backend_keeps: bool,
+    pub backend_keeps: bool,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -112,10 +112,12 @@ impl<'a> ConnectionTokens<'a> {
     }
 
     /// A header named in `Connection` is hop-by-hop, except the framing
-    /// headers: dropping those would change where the message ends.
+    /// headers and `Host`: dropping those would change where the message
+    /// ends or make it invalid.
     fn lists(&self, name: &str) -> bool {
         !name.eq_ignore_ascii_case("content-length")
             && !name.eq_ignore_ascii_case("transfer-encoding")
+            && !name.eq_ignore_ascii_case("host")
             && self.listed[..self.n_listed]
                 .iter()
                 .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
@@ -174,11 +176,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 /// write the head to send to the backend into `out`: hop-by-hop headers
 /// removed, `X-Forwarded-For` appended with `client`, `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` set. `Ok(None)`: the head is not complete yet.
-pub(crate) fn request(
-    input: &[u8],
-    client: IpAddr,
-    out: &mut Vec<u8>,
-) -> Result<Option<Request>, Reject> {
+pub fn request(input: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(input) {
@@ -293,7 +291,7 @@ pub(crate) fn request(
 /// Parse a response head at the start of `input`; `Ok(None)` until complete.
 /// The head to send to the client is written separately ([`response_head`])
 /// once the caller knows whether the client connection stays open.
-pub(crate) fn response(input: &[u8], req: &Request) -> Result<Option<Response>, Reject> {
+pub fn response(input: &[u8], req: &Request) -> Result<Option<Response>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(input) {
@@ -346,7 +344,7 @@ pub(crate) fn response(input: &[u8], req: &Request) -> Result<Option<Response>, 
 /// behind a 1.1 client would otherwise read as "closes after this"), the
 /// backend's headers less the hop-by-hop ones, and our own `Connection`.
 /// `input` must hold a complete head (as checked by [`response`]).
-pub(crate) fn response_head(input: &[u8], keep_client: bool, upgrade: bool, out: &mut Vec<u8>) {
+pub fn response_head(input: &[u8], keep_client: bool, upgrade: bool, out: &mut Vec<u8>) {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     if !matches!(resp.parse(input), Ok(httparse::Status::Complete(_))) {
@@ -397,7 +395,7 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 
 /// How much of a body is still to come, fed the bytes as they arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Body {
+pub enum Body {
     Length(u64),
     Chunked(Chunked),
     /// Until the sender closes (responses only).
@@ -406,7 +404,7 @@ pub(crate) enum Body {
 }
 
 impl Body {
-    pub(crate) fn new(len: BodyLen) -> Self {
+    pub fn new(len: BodyLen) -> Self {
         match len {
             BodyLen::Empty | BodyLen::Length(0) => Body::Done,
             BodyLen::Length(n) => Body::Length(n),
@@ -415,13 +413,13 @@ impl Body {
         }
     }
 
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         *self == Body::Done
     }
 
     /// How many bytes at the start of `data` belong to the body; fewer than
     /// `data.len()` only once the body is complete.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, Reject> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, Reject> {
         match self {
             Body::Done => Ok(0),
             Body::Close => Ok(data.len()),
@@ -444,7 +442,7 @@ impl Body {
     }
 
     /// The sender closed: a close-delimited body is complete, any other is cut short.
-    pub(crate) fn at_eof(&mut self) -> bool {
+    pub fn at_eof(&mut self) -> bool {
         match self {
             Body::Close | Body::Done => {
                 *self = Body::Done;
@@ -459,7 +457,7 @@ impl Body {
 /// The bytes themselves are forwarded unchanged; this only checks them and
 /// says how many belong to the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunked {
+pub enum Chunked {
     /// Reading the hex digits of a chunk size.
     Size { value: u64, digits: u8 },
     /// After the size: optional whitespace and `;` extensions up to CR.
@@ -498,21 +496,27 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || b >= 0x20 && b != 0x7f
 }
 
+impl Default for Chunked {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Chunked {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Chunked::Size {
             value: 0,
             digits: 0,
         }
     }
 
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         *self == Chunked::Done
     }
 
     /// Consume from `data` up to the end of the body; returns how many bytes
     /// belong to it. Fewer than `data.len()` only when the body ended.
-    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, Reject> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<usize, Reject> {
         let mut i = 0;
         while i < data.len() && !self.is_done() {
             if let Chunked::Data { left } = *self {

@@ -378,7 +378,9 @@ async fn exchange(
                     continue;
                 }
                 Err(_) => {
-                    passive_failure(&slot, "connect timed out");
+                    // Busy rather than dead: the health probe decides.
+                    debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
+                    slot.report_timeout();
                     continue;
                 }
             },
