@@ -71,13 +71,11 @@ pub(crate) async fn serve(
     // The first head must be complete HEADER_TIMEOUT after accept.
     let mut head_deadline = Some(Instant::now() + HEADER_TIMEOUT);
     loop {
-        if carry.is_empty() {
+        let mut buf = std::mem::take(&mut carry);
+        if buf.is_empty() {
             // Idle: waiting for a request, nothing received. Evictable.
             let wait_until = head_deadline.unwrap_or_else(|| Instant::now() + cfg.idle_timeout);
             let _idle = shared.admission.idle(&evict);
-            // `peek`, not `readable`: readiness can be spurious, and a byte
-            // must really be there before the connection counts as busy.
-            let mut probe = [0u8; 1];
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
@@ -85,7 +83,7 @@ pub(crate) async fn serve(
                     debug!(target: "balancer", %peer, "closing an idle connection to admit a new client");
                     return;
                 }
-                r = timeout_at(wait_until, client.peek(&mut probe)) => if !matches!(r, Ok(Ok(1..))) {
+                r = timeout_at(wait_until, first_bytes(&client, &mut buf)) => if !matches!(r, Ok(Ok(true))) {
                     return;
                 },
             }
@@ -94,8 +92,6 @@ pub(crate) async fn serve(
             .take()
             .unwrap_or_else(|| Instant::now() + HEADER_TIMEOUT);
         let started = Instant::now();
-        let mut buf = std::mem::take(&mut carry);
-        buf.reserve(HEAD_BUF);
         let mut head = Vec::new();
         let parsed = timeout_at(
             deadline,
@@ -134,6 +130,21 @@ pub(crate) async fn serve(
         if !keep {
             let _ = client.shutdown().await;
             return;
+        }
+    }
+}
+
+/// Wait for the first bytes of a request into `buf`; false if the client
+/// closed. The buffer is allocated only once bytes are there (readiness can
+/// be spurious, e.g. on a fresh connection), so an idle client holds none.
+async fn first_bytes(client: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    loop {
+        client.readable().await?;
+        buf.reserve(HEAD_BUF);
+        match client.try_read_buf(buf) {
+            Ok(n) => return Ok(n > 0),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = Vec::new(),
+            Err(e) => return Err(e),
         }
     }
 }
