@@ -24,7 +24,7 @@
 //! - `state_dir`: the pid file lock, the control socket's path, log paths.
 //! - `listener`: binding with a deep backlog, and the accept back-off loop.
 //! - `fd_limit`: raising the open-file limit, one policy for all.
-//! - `idle`: idle tracking for a connection's socket.
+//! - `idle`: idle tracking for a connection's socket (worker and balancer).
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
 //!
@@ -42,8 +42,7 @@
 //!   health filtering), `balancer::http` the default engine (every request
 //!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
 //!   rewriter, `balancer::http::upstream_pool` kept-alive backend
-//!   connections), `balancer::tcp` the byte-splicing engine, `balancer::idle`
-//!   its idle watcher (to be replaced by `idle`).
+//!   connections), `balancer::tcp` the byte-splicing engine.
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
 //!   `FleetStatus`), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).

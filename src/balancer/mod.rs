@@ -23,7 +23,6 @@
 
 pub mod admission;
 pub mod http;
-pub mod idle;
 pub mod pool;
 pub mod strategy;
 pub mod tcp;

@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
-use super::idle::{Activity, Tracked};
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
+use crate::idle::{Activity, Tracked};
 
 /// How much of a request is kept for a replay on another backend.
 pub const REPLAY_MAX: usize = 16 * 1024;
@@ -156,8 +156,8 @@ pub(crate) async fn proxy(
 /// Send the kept request, then forward the client's further bytes (keeping
 /// them while they fit) until the backend's first bytes arrive.
 async fn first_exchange(
-    client: &mut Tracked<'_, TcpStream>,
-    backend: &mut Tracked<'_, &mut TcpStream>,
+    client: &mut Tracked<TcpStream, &Activity>,
+    backend: &mut Tracked<&mut TcpStream, &Activity>,
     request: &mut Vec<u8>,
     replayable: &mut bool,
     client_eof: &mut bool,
@@ -167,7 +167,7 @@ async fn first_exchange(
     if backend.write_all(request).await.is_err() {
         return FirstExchange::BackendFailed;
     }
-    if *client_eof && backend.inner.shutdown().await.is_err() {
+    if *client_eof && backend.get_mut().shutdown().await.is_err() {
         return FirstExchange::BackendFailed;
     }
     let mut chunk = [0u8; UP_BUF];
@@ -180,7 +180,7 @@ async fn first_exchange(
             r = client.read(&mut chunk), if !*client_eof => match r {
                 Ok(0) => {
                     *client_eof = true;
-                    if backend.inner.shutdown().await.is_err() {
+                    if backend.get_mut().shutdown().await.is_err() {
                         return FirstExchange::BackendFailed;
                     }
                 }
@@ -203,8 +203,8 @@ async fn first_exchange(
 
 /// Copy both ways until both directions are finished or nothing moves for `idle`.
 async fn splice(
-    mut client: Tracked<'_, TcpStream>,
-    mut backend: Tracked<'_, &mut TcpStream>,
+    mut client: Tracked<TcpStream, &Activity>,
+    mut backend: Tracked<&mut TcpStream, &Activity>,
     client_eof: bool,
     activity: &Activity,
     idle: Duration,

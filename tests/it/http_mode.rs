@@ -413,3 +413,27 @@ fn a_client_that_sends_nothing_is_cut_after_the_header_timeout() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn down_closes_idle_kept_alive_clients_at_once() {
+    let f = Fleet::start(2, "shutdown:\n  timeout: 20s\n");
+    let mut c = connect(f.addr());
+    send(&mut c, "GET /page.html HTTP/1.1\r\nHost: fleet\r\n\r\n");
+    assert_eq!(read_response(&mut c).unwrap().status, 200);
+    // The connection is now idle (kept alive, no request in flight): `down`
+    // must not wait for it, though the grace is 20 s and idle_timeout 60 s.
+    let t0 = Instant::now();
+    let out = f.fleet(&["down"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "down waited {:?} for an idle client",
+        t0.elapsed()
+    );
+    let mut rest = Vec::new();
+    assert_eq!(
+        c.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed without a byte"
+    );
+}

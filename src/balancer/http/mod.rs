@@ -42,10 +42,10 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
-use super::idle::{Activity, Tracked};
 use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
+use crate::idle::{Activity, Tracked};
 use framing::{Body, BodyLen, Reject, Request};
 
 /// First allocation for a request head; it grows up to `MAX_HEAD`.
@@ -504,7 +504,9 @@ async fn attempt(
         }
     }
     let consumed = AtomicBool::new(false);
-    let mut rbuf: Vec<u8> = Vec::with_capacity(BODY_BUF);
+    // Small at first: most responses (head and body) fit in one small read;
+    // a large body gets BODY_BUF once it needs more reads.
+    let mut rbuf: Vec<u8> = Vec::with_capacity(HEAD_BUF);
     let mut upload_done = body.is_done();
     let mut upload_ok = true;
     let mut bytes_out = 0u64;
@@ -599,6 +601,7 @@ async fn attempt(
             drop(out);
             while !rbody.is_done() {
                 rbuf.clear();
+                rbuf.reserve(BODY_BUF);
                 let n = match timeout(idle, br.read_buf(&mut rbuf)).await {
                     Ok(Ok(0)) => {
                         if rbody.at_eof() {
@@ -762,7 +765,7 @@ async fn read_response_head<R: AsyncRead + Unpin>(
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Err(HeadRead::Bad(Reject("response head too large")));
         }
-        buf.reserve(BODY_BUF.min(MAX_RESPONSE_HEAD - buf.len()));
+        buf.reserve(HEAD_BUF.min(MAX_RESPONSE_HEAD - buf.len()));
         match backend.read_buf(buf).await {
             Ok(0) => return Err(HeadRead::Failed("closed before answering")),
             Err(_) => return Err(HeadRead::Failed("reset before answering")),
