@@ -304,7 +304,8 @@ enum Attempt {
     },
     /// The backend failed before any response byte. `replayable`: the
     /// request can be sent again (nothing of it was consumed beyond `buf`);
-    /// `written`: it may have reached the backend.
+    /// `written`: it may have reached the backend whole (so only an
+    /// idempotent request may be sent again).
     Failed {
         why: &'static str,
         replayable: bool,
@@ -445,10 +446,7 @@ async fn exchange(
                 if !reused {
                     passive_failure(&slot, why);
                 }
-                // A pooled connection found closed never delivered the
-                // request; a fresh one may have.
-                let delivered = written && !reused;
-                if replayable && (req.idempotent || !delivered) {
+                if replayable && (req.idempotent || !written) {
                     debug!(target: "balancer", %peer, backend = slot.port, why, "retrying on another backend");
                     continue;
                 }
@@ -496,10 +494,12 @@ async fn attempt(
     match timeout(idle, backend.write_all(first_send)).await {
         Ok(Ok(())) => {}
         _ => {
+            // The backend refused the request's bytes (a pooled connection
+            // it had closed, or a reset): the request never reached it whole.
             return Attempt::Failed {
                 why: "write failed",
                 replayable: true,
-                written: true,
+                written: false,
             };
         }
     }
