@@ -126,6 +126,8 @@ pub(crate) async fn serve(
         };
         drop(buf);
         let keep = outcome.keep_client && !shared.stop.is_cancelled();
+        // Request outcome: every request, answered by a backend or by fleet
+        // itself, passes here exactly once with all that is known about it.
         record(&outcome);
         if !keep {
             let _ = client.shutdown().await;
