@@ -4,7 +4,8 @@
 //! # Layout
 //! - `cli`: clap types; `commands`: one module per subcommand (the glue).
 //! - `config`: fleet.yaml + flags -> a validated `Config`.
-//! - `state_dir`: pid file lock, control socket path, logs.
+//! - `state_dir`: pid file lock, control socket path, logs; `discover`: the
+//!   nearest `.fleet` for commands run from a subdirectory.
 //! - `supervisor`: one task per backend driving the pure state machine in
 //!   `supervisor::state`; publishes each backend's routable flag and counters.
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the next)
@@ -29,7 +30,9 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod guard;
+mod help;
 pub mod ports;
 pub mod process;
 pub mod state_dir;

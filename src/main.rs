@@ -31,6 +31,10 @@ fn main() -> ExitCode {
         Command::Serve(a) => fleet::worker::run(a),
         Command::Bench(a) => fleet::bench::run(a),
         Command::Guard(a) => fleet::guard::run(a),
+        Command::Init => fleet::commands::init::run(),
+        Command::Completions(a) => fleet::commands::completions::run(a),
+        Command::Man(a) => fleet::commands::man::run(a),
+        Command::Export(a) => fleet::commands::export::run(a),
     };
     ExitCode::from(code)
 }

@@ -17,7 +17,9 @@
 //!   the same from any directory. `--www` is relative to the current
 //!   directory, like any path on a command line. With no file, defaults are
 //!   relative to the current directory.
-//! - `www` must be an existing directory only when the built-in worker runs.
+//! - `www` must be an existing directory only when the built-in worker runs,
+//!   and only when it is configured: with no `www:` or `--www` and no
+//!   `www/` where the default points, the workers serve the embedded page.
 //! - A key with no value (`backends:` or `~`) means the default.
 //! - Durations are humantime (`250ms`, `1s`, `2m`, `1m 30s`), longer than 0
 //!   and at most [`MAX_DURATION`]; a bare number is rejected (no unit).
@@ -34,6 +36,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::worker::Www;
 pub use error::ConfigError;
 
 use crate::cli::UpArgs;
@@ -58,9 +61,10 @@ pub struct Config {
     pub base_port: u16,
     /// The balancer's address; port 0 means "let the OS choose".
     pub listen: SocketAddr,
-    /// Directory the built-in worker serves (absolute; checked to exist
-    /// only when `backend` is `Builtin`).
-    pub www: PathBuf,
+    /// What the built-in worker serves: a directory (absolute; checked to
+    /// exist only when `backend` is `Builtin`), or the embedded page when no
+    /// www is configured and the default one does not exist.
+    pub www: Www,
     /// What each backend runs.
     pub backend: BackendCommand,
     pub health: HealthConfig,
@@ -147,7 +151,7 @@ impl Default for Config {
             backends: 4,
             base_port: 9002,
             listen: SocketAddr::from(([127, 0, 0, 1], 44444)),
-            www: PathBuf::from("www"),
+            www: Www::Dir(PathBuf::from(crate::worker::DEFAULT_WWW)),
             backend: BackendCommand::Builtin,
             health: HealthConfig {
                 kind: HealthKind::Http {

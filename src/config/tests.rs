@@ -71,7 +71,7 @@ fn err(yaml: &str, flags: &[&str]) -> String {
 /// The lab defaults, with the paths `load` resolves.
 fn lab(dir: &Path, source: Option<&str>) -> Config {
     Config {
-        www: dir.join("www"),
+        www: Www::Dir(dir.join("www")),
         source: source.map(|s| dir.join(s)),
         ..Config::default()
     }
@@ -337,7 +337,7 @@ fn flags_override_file() {
     let c = d.write("fleet.yaml", yaml).load(&flags).unwrap();
     assert_eq!((c.backends, c.base_port), (3, 9200));
     assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
-    assert_eq!(c.www, d.path().join("other"));
+    assert_eq!(c.www, Www::Dir(d.path().join("other")));
 }
 
 #[test]
@@ -355,7 +355,7 @@ fn file_is_validated_despite_flag_override() {
     );
     assert_eq!(
         err("listen: nowhere\n", &["--listen", "127.0.0.1:1"]),
-        "fleet.yaml:1: listen: 'nowhere' is not an ADDR:PORT address such as 127.0.0.1:44444"
+        "fleet.yaml:1: listen: 'nowhere' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT"
     );
 }
 
@@ -397,7 +397,7 @@ fn paths_from_file_are_relative_to_the_file() {
         "www: site\nbackend:\n  command: [x]\n  cwd: app\n",
     );
     let c = d.load(&["-f", "conf/fleet.yaml"]).unwrap();
-    assert_eq!(c.www, d.path().join("conf/site"));
+    assert_eq!(c.www, Www::Dir(d.path().join("conf/site")));
     assert_eq!(c.source, Some(d.path().join("conf/fleet.yaml")));
     let BackendCommand::Command { cwd, .. } = &c.backend else {
         panic!("builtin")
@@ -413,7 +413,7 @@ fn default_www_is_relative_to_the_file() {
         .write("conf/fleet.yaml", "")
         .load(&["-f", "conf/fleet.yaml"])
         .unwrap();
-    assert_eq!(c.www, d.path().join("conf/www"));
+    assert_eq!(c.www, Www::Dir(d.path().join("conf/www")));
 }
 
 #[test]
@@ -424,15 +424,14 @@ fn www_flag_is_relative_to_the_current_dir() {
     let c = d
         .load(&["-f", "conf/fleet.yaml", "--www", "./site"])
         .unwrap();
-    assert_eq!(c.www, d.path().join("site"));
+    assert_eq!(c.www, Www::Dir(d.path().join("site")));
 }
 
 #[test]
 fn paths_in_config_are_absolute() {
     let d = Dir::new();
     let c = d.write("fleet.yaml", "www: ./www/.\n").load(&[]).unwrap();
-    assert!(c.www.is_absolute());
-    assert_eq!(c.www, d.path().join("www"));
+    assert_eq!(c.www, Www::Dir(d.path().join("www")));
     assert!(c.source.unwrap().is_absolute());
 }
 
@@ -549,24 +548,37 @@ fn port_range_overflow_from_flags_blames_the_flag() {
 fn malformed_listen_is_rejected() {
     assert_eq!(
         err("listen: localhost\n", &[]),
-        "fleet.yaml:1: listen: 'localhost' is not an ADDR:PORT address such as 127.0.0.1:44444"
+        "fleet.yaml:1: listen: 'localhost' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT"
     );
 }
 
 #[test]
-fn listen_port_alone_is_rejected_with_hint() {
+fn listen_port_alone_means_loopback() {
+    let c = load_yaml("listen: 44444\n", &[]).unwrap();
+    assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 44444)));
+}
+
+#[test]
+fn listen_port_alone_out_of_range_is_rejected() {
     assert_eq!(
-        err("listen: 44444\n", &[]),
-        "fleet.yaml:1: listen: expected ADDR:PORT, got 44444 (write 127.0.0.1:44444)"
+        err("listen: 70000\n", &[]),
+        "fleet.yaml:1: listen: port 70000 is out of range (0-65535)"
     );
+}
+
+#[test]
+fn listen_flag_port_alone_means_loopback() {
+    let d = Dir::new();
+    let c = d.load(&["--listen", "44444"]).unwrap();
+    assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 44444)));
 }
 
 #[test]
 fn listen_flag_malformed_is_rejected() {
     let d = Dir::new();
     assert_eq!(
-        d.load(&["--listen", "44444"]).unwrap_err().to_string(),
-        "--listen: '44444' is not an ADDR:PORT address such as 127.0.0.1:44444"
+        d.load(&["--listen", "nowhere:x"]).unwrap_err().to_string(),
+        "--listen: 'nowhere:x' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT"
     );
 }
 
@@ -795,11 +807,26 @@ fn missing_www_from_flag_is_rejected() {
 }
 
 #[test]
-fn missing_default_www_is_rejected_with_advice() {
+fn missing_default_www_means_the_embedded_page() {
     let d = tempfile::tempdir().unwrap();
+    assert_eq!(load_in(&up(&[]), d.path()).unwrap().www, Www::Embedded);
+}
+
+#[test]
+fn missing_default_www_beside_a_file_means_the_embedded_page() {
+    let d = Dir::new();
+    d.write("conf/fleet.yaml", "backends: 2\n");
+    let c = d.load(&["-f", "conf/fleet.yaml"]).unwrap();
+    assert_eq!(c.www, Www::Embedded);
+}
+
+#[test]
+fn default_www_that_is_a_file_is_rejected() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("www"), "not a dir").unwrap();
     assert_eq!(
         load_in(&up(&[]), d.path()).unwrap_err().to_string(),
-        "www: directory www does not exist (create it, set www: in fleet.yaml, or pass --www DIR)"
+        "www: www is not a directory"
     );
 }
 
@@ -838,7 +865,7 @@ fn www_is_not_required_with_a_custom_command() {
     )
     .unwrap();
     let c = load_in(&up(&[]), d.path()).unwrap();
-    assert_eq!(c.www, d.path().join("gone"));
+    assert_eq!(c.www, Www::Dir(d.path().join("gone")));
 }
 
 #[test]

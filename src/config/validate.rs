@@ -20,7 +20,7 @@ use serde_saphyr::Spanned;
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
     BackendCommand, BalancerConfig, Config, ConfigError, HealthConfig, HealthKind, MAX_BACKENDS,
-    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig,
+    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Www,
 };
 use crate::cli::UpArgs;
 
@@ -210,31 +210,36 @@ pub(super) fn resolve(
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
-    let www = pick(flag_www, file_www, d.www.clone());
+    let www = pick(
+        flag_www,
+        file_www,
+        PathBuf::from(crate::worker::DEFAULT_WWW),
+    );
     let www_base = match www.from {
         Origin::Flag(_) => cwd,
         Origin::Default | Origin::File(_) => base_dir.as_path(),
     };
     let www_abs = clean(&www_base.join(&www.value));
-    if backend == BackendCommand::Builtin {
-        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd).map_err(
-            |e| match e {
-                ConfigError::Default { key, problem } => ConfigError::Default {
-                    key,
-                    problem: format!(
-                        "{problem} (create it, set www: in fleet.yaml, or pass --www DIR)"
-                    ),
-                },
-                other => other,
-            },
-        )?;
+    // Runs anywhere: no www configured and none beside the file (or here)
+    // means the built-in page, not an error. A www that exists but cannot be
+    // read is still checked (cannot read is never "not there").
+    let embedded = backend == BackendCommand::Builtin
+        && www.from == Origin::Default
+        && matches!(std::fs::metadata(&www_abs), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if backend == BackendCommand::Builtin && !embedded {
+        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd)?;
     }
+    let www = if embedded {
+        Www::Embedded
+    } else {
+        Www::Dir(www_abs)
+    };
 
     Ok(Config {
         backends: backends.value,
         base_port: base_port.value,
         listen: listen.value,
-        www: www_abs,
+        www,
         backend,
         health,
         restart,
@@ -619,11 +624,10 @@ fn fmt_duration(d: Duration) -> String {
 fn listen(v: &Value) -> Result<SocketAddr, String> {
     match v {
         Value::Str(s) => crate::cli::parse_listen(s),
-        Value::Int(port) => Err(format!(
-            "expected ADDR:PORT, got {port} (write 127.0.0.1:{port})"
-        )),
+        // A bare port means loopback, as with `--listen PORT`.
+        Value::Int(port) => crate::cli::parse_listen(&port.to_string()),
         other => Err(format!(
-            "expected ADDR:PORT such as 127.0.0.1:44444, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            "expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got {} (quote an IPv6 address: \"[::1]:44444\")",
             other.describe()
         )),
     }

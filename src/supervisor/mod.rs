@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::balancer::{self, pool::Pool, pool::Slot};
-use crate::config::{BackendCommand, Config};
+use crate::config::{BackendCommand, Config, Www};
 use crate::control::protocol::{self, FleetStatus, Reply};
 use crate::state_dir::{PidLock, StateDir};
 use backend::{BackendTask, Launch};
@@ -320,10 +320,14 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
                 "serve".into(),
                 "--port".into(),
                 port.to_string(),
-                "--www".into(),
-                config.www.display().to_string(),
                 "--lifeline".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(match &config.www {
+                Www::Dir(dir) => vec!["--www".into(), dir.display().to_string()],
+                Www::Embedded => vec!["--embedded".into()],
+            })
+            .collect(),
             cwd: None,
             env: Vec::new(),
             lifeline: true,

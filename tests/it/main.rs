@@ -1,7 +1,9 @@
 //! Integration tests: one binary that drives the real `fleet` executable.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod anywhere;
 mod bench;
+mod export;
 mod hardening;
 mod harness;
 mod healing;
