@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::BalancerConfig;
 use idle::{Activity, Tracked};
-use pool::{Pool, Slot};
+use pool::{Backends, Pool, Slot};
 
 /// How long a client may wait for some backend to become routable.
 pub const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
@@ -55,14 +55,13 @@ const FIRST_READ: usize = 4 * 1024;
 /// `hard_stop` at the latest (the shutdown deadline).
 pub async fn run(
     listener: TcpListener,
-    pool: Arc<Pool>,
-    cfg: BalancerConfig,
+    backends: Arc<Backends>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     conns: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections as usize));
-    let cfg = Arc::new(cfg);
+    // Fixed for the balancer's life: a reload that changes it says so.
+    let limit = Arc::new(Semaphore::new(backends.config().max_connections as usize));
     loop {
         // Take a slot before accepting: past the limit, clients queue in the
         // listen backlog instead of being accepted and starved.
@@ -84,14 +83,14 @@ pub async fn run(
                 }
             },
         };
-        let pool = pool.clone();
-        let cfg = cfg.clone();
+        let backends = backends.clone();
+        let cfg = backends.config();
         let hard_stop = hard_stop.clone();
         conns.spawn(async move {
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
-                _ = proxy(client, peer, &pool, &cfg) => {}
+                _ = proxy(client, peer, &backends, &cfg) => {}
             }
             drop(permit);
         });
@@ -110,7 +109,7 @@ enum FirstExchange {
     ClientGone,
 }
 
-async fn proxy(client: TcpStream, peer: SocketAddr, pool: &Pool, cfg: &BalancerConfig) {
+async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &BalancerConfig) {
     let _ = client.set_nodelay(true);
     let activity = Activity::new();
     let mut client = Tracked::new(client, &activity);
@@ -126,10 +125,12 @@ async fn proxy(client: TcpStream, peer: SocketAddr, pool: &Pool, cfg: &BalancerC
     let deadline = Instant::now() + NO_BACKEND_WAIT;
     let mut tried: Vec<u16> = Vec::new();
     loop {
-        let Some(slot) = next_untried(pool, &tried) else {
+        // The pool as it is now: a `fleet scale` between two tries is seen.
+        let pool = backends.load();
+        let Some(slot) = next_untried(&pool, &tried).cloned() else {
             // Every routable backend was tried, or none is routable: hold the
             // client briefly for one to come (back) up, then start over.
-            if !wait_for_routable(pool, !tried.is_empty(), deadline).await {
+            if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
                 warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
                 return;
             }
@@ -140,11 +141,11 @@ async fn proxy(client: TcpStream, peer: SocketAddr, pool: &Pool, cfg: &BalancerC
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
-                passive_failure(slot, &e.to_string());
+                passive_failure(&slot, &e.to_string());
                 continue;
             }
             Err(_) => {
-                passive_failure(slot, "connect timed out");
+                passive_failure(&slot, "connect timed out");
                 continue;
             }
         };
@@ -173,7 +174,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, pool: &Pool, cfg: &BalancerC
             }
             FirstExchange::ClientGone => return,
             FirstExchange::BackendFailed if replayable => {
-                passive_failure(slot, "closed before answering; replaying the request");
+                passive_failure(&slot, "closed before answering; replaying the request");
                 continue;
             }
             FirstExchange::BackendFailed => {
@@ -197,8 +198,13 @@ fn passive_failure(slot: &Slot, why: &str) {
 
 /// Wait until some backend is routable (or, with `change`, until one *becomes*
 /// routable: the ones routable now were already tried) or `deadline` passes.
-async fn wait_for_routable(pool: &Pool, change: bool, deadline: Instant) -> bool {
-    let notified = pool.became_routable.notified();
+async fn wait_for_routable(
+    backends: &Backends,
+    pool: &Pool,
+    change: bool,
+    deadline: Instant,
+) -> bool {
+    let notified = backends.became_routable.notified();
     if !change && pool.any_routable() {
         return true;
     }

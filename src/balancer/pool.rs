@@ -8,15 +8,22 @@
 //! `status` mutex is taken by the owner on a state change and by `fleet
 //! status`, never across an await.
 //!
-//! The pool itself is immutable; a future `fleet scale` swaps in a new `Arc<Pool>`.
+//! A `Pool` is immutable; the set of backends changes (`fleet scale`) by
+//! swapping a whole new pool into `Backends`, so a request either sees the old
+//! set or the new one, never half of each. The wake-ups (`became_routable`,
+//! `changed`) live in `Backends`, not in a pool, so a client waiting for a
+//! routable backend is woken by a backend of the new pool too.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::config::BalancerConfig;
 use crate::control::protocol::{BackendStatus, ExitInfo};
 
 /// One backend as the balancer and `fleet status` see it.
@@ -129,15 +136,68 @@ pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// The fleet's current pool, swapped whole when the set of backends changes,
+/// plus the wake-ups that must outlive any one pool.
+#[derive(Debug)]
+pub struct Backends {
+    current: ArcSwap<Pool>,
+    /// The balancer's settings, read per connection so `fleet reload` can
+    /// change timeouts and strategy without a restart.
+    config: ArcSwap<BalancerConfig>,
+    /// Woken whenever a backend becomes routable (or the pool is swapped), for
+    /// clients waiting on an empty pool.
+    pub(crate) became_routable: Notify,
+    /// Woken on every published change, for the start-up readiness wait.
+    pub(crate) changed: Notify,
+}
+
+impl Backends {
+    pub fn new(pool: Pool, config: BalancerConfig) -> Self {
+        Backends {
+            current: ArcSwap::from_pointee(pool),
+            config: ArcSwap::from_pointee(config),
+            became_routable: Notify::new(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The pool as it is now: lock-free, cheap enough for every request.
+    pub fn load(&self) -> Arc<Pool> {
+        self.current.load_full()
+    }
+
+    /// The balancer's settings as they are now.
+    pub fn config(&self) -> Arc<BalancerConfig> {
+        self.config.load_full()
+    }
+
+    /// New balancer settings, taken by connections accepted from now on.
+    pub fn set_config(&self, config: BalancerConfig) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// Replace the set of backends. Readers holding the old pool finish with
+    /// it; waiters are woken to look at the new one.
+    pub fn swap(&self, pool: Pool) {
+        self.current.store(Arc::new(pool));
+        self.became_routable.notify_waiters();
+        self.changed.notify_waiters();
+    }
+
+    /// A backend task published a change: wake whoever waits on one.
+    pub fn notify(&self, routable: bool) {
+        if routable {
+            self.became_routable.notify_waiters();
+        }
+        self.changed.notify_waiters();
+    }
+}
+
 /// The backends in rotation order, plus the round-robin cursor.
 #[derive(Debug)]
 pub struct Pool {
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
-    /// Woken whenever a backend becomes routable, for clients waiting on an empty pool.
-    pub(crate) became_routable: Notify,
-    /// Woken on every published change, for the start-up readiness wait.
-    pub(crate) changed: Notify,
 }
 
 impl Pool {
@@ -145,8 +205,6 @@ impl Pool {
         Pool {
             slots,
             next: AtomicUsize::new(0),
-            became_routable: Notify::new(),
-            changed: Notify::new(),
         }
     }
 

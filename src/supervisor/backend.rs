@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::health;
 use super::output::BackendLog;
 use super::state::{self, Action, Backend, Event, Exit, Sig, State};
-use crate::balancer::pool::{Pool, Slot, SlotStatus};
+use crate::balancer::pool::{Backends, Slot, SlotStatus};
 use crate::config::HealthConfig;
 use crate::control::protocol::ExitInfo;
 
@@ -41,7 +41,8 @@ pub struct Launch {
 
 pub struct BackendTask {
     pub slot: Arc<Slot>,
-    pub pool: Arc<Pool>,
+    /// For waking waiters when this backend's view changes.
+    pub backends: Arc<Backends>,
     pub launch: Launch,
     pub health: HealthConfig,
     pub machine: Backend,
@@ -115,10 +116,7 @@ impl BackendTask {
                 was_routable = routable;
             }
             self.publish();
-            if routable {
-                self.pool.became_routable.notify_waiters();
-            }
-            self.pool.changed.notify_waiters();
+            self.backends.notify(routable);
 
             if shutting_down
                 && worker.is_none()

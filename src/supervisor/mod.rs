@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::{self, pool::Pool, pool::Slot};
+use crate::balancer::{self, pool::Backends, pool::Pool, pool::Slot};
 use crate::config::{BackendCommand, Config, Www};
 use crate::control::protocol::{self, FleetStatus, Reply};
 use crate::state_dir::{PidLock, StateDir};
@@ -72,7 +72,7 @@ impl Grace {
 /// What the control server and `run` share.
 #[derive(Debug)]
 pub struct Shared {
-    pub pool: Arc<Pool>,
+    pub backends: Arc<Backends>,
     pub listen: SocketAddr,
     pub started: Instant,
     pub grace: Arc<Grace>,
@@ -86,7 +86,13 @@ impl Shared {
             pid: std::process::id(),
             listen: self.listen.to_string(),
             uptime_s: crate::balancer::pool::round3(self.started.elapsed().as_secs_f64()),
-            backends: self.pool.slots().iter().map(|s| s.status()).collect(),
+            backends: self
+                .backends
+                .load()
+                .slots()
+                .iter()
+                .map(|s| s.status())
+                .collect(),
         }
     }
 }
@@ -146,9 +152,10 @@ pub async fn run(
         slots.push(Arc::new(slot));
         receivers.push(rx);
     }
-    let pool = Arc::new(Pool::new(slots));
+    let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
+    let pool = backends.load();
     let shared = Arc::new(Shared {
-        pool: pool.clone(),
+        backends: backends.clone(),
         listen,
         started: Instant::now(),
         grace: grace.clone(),
@@ -159,7 +166,7 @@ pub async fn run(
     for (slot, passive) in pool.slots().iter().zip(receivers) {
         let task = BackendTask {
             slot: slot.clone(),
-            pool: pool.clone(),
+            backends: backends.clone(),
             launch: launch_for(&config, &opts.exe, slot.port),
             health: config.health.clone(),
             machine: Backend::new(policy.clone(), fastrand::u64(..)),
@@ -177,8 +184,7 @@ pub async fn run(
     }
     tracker.spawn(balancer::run(
         listeners.balancer,
-        pool.clone(),
-        config.balancer.clone(),
+        backends.clone(),
         token.child_token(),
         hard_stop.clone(),
         conns.clone(),
@@ -190,7 +196,7 @@ pub async fn run(
         control_stop.clone(),
     ));
 
-    let started = wait_ready(&pool, listen, &token).await;
+    let started = wait_ready(&backends, listen, &token).await;
     // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
     let fatal = started
         .as_ref()
@@ -257,14 +263,14 @@ pub async fn run(
 /// Wait until every backend is routable, or until every one is routable or
 /// has given up, or `STARTUP_TIMEOUT`. Woken by every published change.
 async fn wait_ready(
-    pool: &Pool,
+    backends: &Backends,
     listen: SocketAddr,
     token: &CancellationToken,
 ) -> Result<Readiness, String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
-        let changed = pool.changed.notified();
-        let statuses: Vec<_> = pool.slots().iter().map(|s| s.status()).collect();
+        let changed = backends.changed.notified();
+        let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         let up = statuses.iter().filter(|s| s.healthy).count();
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
