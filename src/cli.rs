@@ -94,6 +94,10 @@ pub struct UpArgs {
     /// Directory the built-in worker serves [default: ./www; the built-in page if there is none]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// A remote backend to balance beside the local ones (repeatable; replaces
+    /// fleet.yaml's upstreams). With upstreams, --backends 0 runs none locally
+    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    pub upstreams: Vec<String>,
     /// Return once the fleet is ready and keep it running in the background
     #[arg(short = 'd', long)]
     pub detach: bool,

@@ -26,6 +26,10 @@
 //! - `health.timeout <= health.interval`: probes of one backend never overlap.
 //! - `restart.max_restarts >= 1`; "never restart" is `policy: never`.
 //! - `backend.env` may not set `PORT`: fleet sets it for each backend.
+//! - `upstreams` are `HOST:PORT`, resolved when the config is loaded (the
+//!   first address a name resolves to); `--upstream` flags replace the
+//!   file's list. No two may be the same address, none may be a local
+//!   backend's, and `backends: 0` is allowed only with at least one.
 
 mod error;
 mod raw;
@@ -55,7 +59,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The validated configuration of one fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Number of backends (>= 1).
+    /// Number of local backends (>= 1, or >= 0 when there are upstreams).
     pub backends: u16,
     /// Backends listen on `base_port .. base_port + backends` (checked to fit in u16).
     pub base_port: u16,
@@ -71,8 +75,20 @@ pub struct Config {
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
     pub balancer: BalancerConfig,
+    /// Remote backends, balanced beside the local ones (or instead of them:
+    /// `backends` may be 0 when there are upstreams).
+    pub upstreams: Vec<Upstream>,
     /// The file this came from (absolute), if any.
     pub source: Option<PathBuf>,
+}
+
+/// A backend fleet does not run: an address it balances to and health-checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written (`lab-pc-2:9002`): its name in status and logs.
+    pub name: String,
+    /// Resolved once, when the config is loaded.
+    pub addr: SocketAddr,
 }
 
 /// The program a backend runs.
@@ -178,6 +194,7 @@ impl Default for Config {
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
             },
+            upstreams: Vec::new(),
             source: None,
         }
     }

@@ -351,7 +351,7 @@ fn file_overrides_defaults() {
 fn file_is_validated_despite_flag_override() {
     assert_eq!(
         err("backends: 0\n", &["--backends", "4"]),
-        "fleet.yaml:1: backends: must be at least 1 (got 0)"
+        "fleet.yaml:1: backends: must be at least 1 when there are no upstreams (got 0)"
     );
     assert_eq!(
         err("listen: nowhere\n", &["--listen", "127.0.0.1:1"]),
@@ -441,7 +441,7 @@ fn paths_in_config_are_absolute() {
 fn backends_zero_is_rejected() {
     assert_eq!(
         err("backends: 0\n", &[]),
-        "fleet.yaml:1: backends: must be at least 1 (got 0)"
+        "fleet.yaml:1: backends: must be at least 1 when there are no upstreams (got 0)"
     );
 }
 
@@ -458,7 +458,7 @@ fn backends_flag_zero_is_rejected() {
     let d = Dir::new();
     assert_eq!(
         d.load(&["--backends", "0"]).unwrap_err().to_string(),
-        "--backends: must be at least 1 (got 0)"
+        "--backends: must be at least 1 when there are no upstreams (got 0)"
     );
 }
 
@@ -1096,7 +1096,7 @@ fn explicit_file_path_is_shown_as_given() {
     let e = d.load(&["-f", given.to_str().unwrap()]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "sub/my.yaml:1: backends: must be at least 1 (got 0)"
+        "sub/my.yaml:1: backends: must be at least 1 when there are no upstreams (got 0)"
     );
 }
 
@@ -1117,4 +1117,91 @@ fn health_path_defaults_to_the_builtin_endpoint_and_to_root_for_a_command() {
     assert_eq!(custom.health.kind, HealthKind::Http { path: "/".into() });
     let set = load_yaml("health:\n  path: /up\n", &[]).unwrap();
     assert_eq!(set.health.kind, HealthKind::Http { path: "/up".into() });
+}
+
+// --- upstreams ----------------------------------------------------------------
+
+#[test]
+fn upstreams_are_resolved_and_keep_their_name() {
+    let c = load_yaml("upstreams: [\"127.0.0.2:80\", \"localhost:81\"]\n", &[]).unwrap();
+    assert_eq!(c.upstreams.len(), 2);
+    assert_eq!(c.upstreams[0].name, "127.0.0.2:80");
+    assert_eq!(c.upstreams[0].addr, "127.0.0.2:80".parse().unwrap());
+    assert_eq!(c.upstreams[1].name, "localhost:81");
+    assert_eq!(c.upstreams[1].addr.port(), 81);
+}
+
+#[test]
+fn upstream_flags_replace_the_files_list() {
+    let c = load_yaml(
+        "upstreams: [\"127.0.0.2:80\"]\n",
+        &["--upstream", "127.0.0.3:80", "--upstream", "127.0.0.4:80"],
+    )
+    .unwrap();
+    let names: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["127.0.0.3:80", "127.0.0.4:80"]);
+}
+
+#[test]
+fn zero_backends_are_allowed_with_upstreams() {
+    let c = load_yaml("backends: 0\nupstreams: [\"127.0.0.2:80\"]\n", &[]).unwrap();
+    assert_eq!(c.backends, 0);
+    assert_eq!(c.ports().count(), 0);
+    let d = Dir::new();
+    let c = d
+        .load(&["--backends", "0", "--upstream", "127.0.0.2:80"])
+        .unwrap();
+    assert_eq!(c.backends, 0);
+}
+
+#[test]
+fn upstream_without_a_port_is_rejected() {
+    assert_eq!(
+        err("upstreams: [\"lab-pc-2\"]\n", &[]),
+        "fleet.yaml:1: upstreams[0]: 'lab-pc-2' is not HOST:PORT (such as lab-pc-2:9002)"
+    );
+}
+
+#[test]
+fn upstream_with_port_zero_is_rejected() {
+    let d = Dir::new();
+    assert_eq!(
+        d.load(&["--upstream", "127.0.0.2:0"])
+            .unwrap_err()
+            .to_string(),
+        "--upstream: '127.0.0.2:0' is not HOST:PORT with a port from 1 to 65535"
+    );
+}
+
+#[test]
+fn upstream_that_does_not_resolve_is_rejected() {
+    let e = err("upstreams: [\"no-such-host.invalid:80\"]\n", &[]);
+    assert!(
+        e.starts_with("fleet.yaml:1: upstreams[0]: cannot resolve 'no-such-host.invalid:80'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn upstreams_that_are_not_a_list_are_rejected() {
+    assert_eq!(
+        err("upstreams: lab-pc-2:9002\n", &[]),
+        "fleet.yaml:1: upstreams: expected a list of HOST:PORT such as [\"lab-pc-2:9002\"], got 'lab-pc-2:9002'"
+    );
+}
+
+#[test]
+fn duplicate_upstreams_are_rejected() {
+    assert_eq!(
+        err("upstreams:\n  - 127.0.0.2:80\n  - 127.0.0.2:80\n", &[]),
+        "fleet.yaml:3: upstreams[1]: '127.0.0.2:80' is the same address as '127.0.0.2:80' (127.0.0.2:80)"
+    );
+}
+
+#[test]
+fn upstream_that_is_a_local_backend_is_rejected() {
+    assert_eq!(
+        err("upstreams: [\"127.0.0.1:9003\"]\n", &[]),
+        "fleet.yaml:1: upstreams[0]: '127.0.0.1:9003' is one of this fleet's own backends (ports 9002..9005)"
+    );
 }
