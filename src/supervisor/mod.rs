@@ -28,6 +28,7 @@ pub mod health;
 pub mod orphans;
 pub mod output;
 pub mod state;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -152,6 +153,12 @@ pub async fn run(
         slots.push(Arc::new(slot));
         receivers.push(rx);
     }
+    // Upstreams rotate after the local backends, in the order written.
+    for u in &config.upstreams {
+        let (slot, rx) = Slot::upstream(u.name.clone(), u.addr);
+        slots.push(Arc::new(slot));
+        receivers.push(rx);
+    }
     let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
     let pool = backends.load();
     let shared = Arc::new(Shared {
@@ -164,6 +171,19 @@ pub async fn run(
 
     let policy = Policy::new(&config.restart, &config.health);
     for (slot, passive) in pool.slots().iter().zip(receivers) {
+        if slot.upstream.is_some() {
+            tracker.spawn(
+                upstream::UpstreamTask {
+                    slot: slot.clone(),
+                    backends: backends.clone(),
+                    health: config.health.clone(),
+                    passive,
+                    token: token.child_token(),
+                }
+                .run(),
+            );
+            continue;
+        }
         let task = BackendTask {
             slot: slot.clone(),
             backends: backends.clone(),
@@ -272,10 +292,14 @@ async fn wait_ready(
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         let up = statuses.iter().filter(|s| s.healthy).count();
+        // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
             .filter(|s| {
-                !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some()))
+                !s.healthy
+                    && (s.state == "failed"
+                        || (s.state == "stopped" && s.reason.is_some())
+                        || (s.address.is_some() && s.state == "running"))
             })
             .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
@@ -295,7 +319,10 @@ async fn wait_ready(
                         }
                         None => s.state.clone(),
                     });
-                    (s.port, why)
+                    match &s.address {
+                        Some(a) => (s.port, format!("upstream {a}: {why}")),
+                        None => (s.port, why),
+                    }
                 })
                 .collect();
             if up == 0 {

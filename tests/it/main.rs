@@ -8,4 +8,5 @@ mod hardening;
 mod harness;
 mod healing;
 mod lifecycle;
+mod upstreams;
 mod worker;
