@@ -485,3 +485,65 @@ fn a_host_cut_off_under_load_costs_no_request_and_rejoins_when_its_link_returns(
     assert!(down.status.success(), "{}", text(&down));
     drop(remotes);
 }
+
+#[test]
+fn a_silent_upstream_under_load_costs_no_request() {
+    // SIGSTOP: connections are accepted by the kernel but never answered,
+    // as when a host's answers are lost. Requests waiting on it must move on
+    // once health checks take it out of rotation.
+    let ports = free_ports(2);
+    let (a, b) = (
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    );
+    let _ra = Remote::start(&[], "127.0.0.1", ports[0]);
+    let rb = Remote::start(&[], "127.0.0.1", ports[1]);
+    let listen = free_ports(1)[0];
+    let s = Scratch::new();
+    s.write(
+        "fleet.yaml",
+        &format!("backends: 0\nlisten: {listen}\n{FAST_HEALTH}upstreams: [\"{a}\", \"{b}\"]\n"),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    let f = Fleet::adopt(s, Vec::new(), listen);
+    assert!(out.status.success(), "{}", text(&out));
+    f.wait_status(Duration::from_secs(20), "both healthy", Fleet::all_healthy);
+    let done = Arc::new(AtomicBool::new(false));
+    let running = load(f.addr(), 8, 600, done.clone());
+    wait_for(Duration::from_secs(20), "load on both", || {
+        f.status()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["total_connections"].as_u64() > Some(50))
+            .then_some(())
+    });
+    let stopped = nix::unistd::Pid::from_raw(rb.child.id() as i32);
+    nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    f.wait_status(Duration::from_secs(20), "the silent upstream out", |s| {
+        upstream(s, &b)["healthy"] == false
+    });
+    let at = upstream(&f.status(), &a)["total_connections"]
+        .as_u64()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "load on the other meanwhile",
+        || (upstream(&f.status(), &a)["total_connections"].as_u64() > Some(at + 200)).then_some(()),
+    );
+    nix::sys::signal::kill(stopped, nix::sys::signal::Signal::SIGCONT).unwrap();
+    f.wait_status(
+        Duration::from_secs(20),
+        "the upstream back",
+        Fleet::all_healthy,
+    );
+    done.store(true, Ordering::SeqCst);
+    let (sent, failures, seen) = running.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
