@@ -17,7 +17,10 @@ Examples:
   fleet up -d --backends 4 --base-port 9002
                                         runserver.sh, detached (what bin/runserver.sh runs)
   fleet up --listen 8080                balancer on 127.0.0.1:8080 (a bare port means loopback)
-  fleet up -f lab.yaml --www ./site     another config file and www directory";
+  fleet up -f lab.yaml --www ./site     another config file and www directory
+  fleet up --upstream lab-pc-2:9002     balance another machine's server beside the local ones
+  fleet up --backends 0 --upstream 10.0.0.2:9002 --upstream 10.0.0.3:9002
+                                        a balancer only, in front of two other hosts";
 
 pub(crate) const STATUS: &str = "\
 Examples:
@@ -55,7 +58,7 @@ Examples:
 
 pub(crate) const EXPORT: &str = "\
 Examples:
-  fleet export systemd -o units        fleet-backend@.service and fleet.service into ./units
+  fleet export systemd -o units        fleet-backend@.service, fleet.service, fleet-balancer.service into ./units
   fleet export kubernetes > fleet.yaml.k8s && kubectl apply -f fleet.yaml.k8s
   fleet export kubernetes -o k8s --image registry.example/fleet:1";
 

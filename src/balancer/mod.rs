@@ -218,6 +218,10 @@ async fn wait_for_routable(
 
 /// Send the kept request, then forward the client's further bytes (keeping
 /// them while they fit) until the backend's first bytes arrive.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's state, borrowed for one phase; the http balancer replaces this"
+)]
 async fn first_exchange(
     slot: &Slot,
     client: &mut Tracked<'_, TcpStream>,

@@ -46,6 +46,7 @@ fn verify_systemd(dir: &Path) {
         .arg("verify")
         .arg(dir.join("fleet-backend@9002.service"))
         .arg(dir.join("fleet.service"))
+        .arg(dir.join("fleet-balancer.service"))
         .output()
         .unwrap();
     // verify exits 0 on a key it ignores, so its complaints are read too.

@@ -10,6 +10,8 @@
 //!   liveness probe (`restart_after` failures), plus a startup probe giving a
 //!   new pod the 30 s `fleet up` gives a backend's first pass.
 //! - `shutdown.timeout` -> `terminationGracePeriodSeconds`.
+//! - `upstreams:` are not exported (the Service balances only its pods);
+//!   the header names them.
 //! - `restart:` does not map: a Deployment always restarts its pods (with
 //!   the kubelet's own backoff); the header says so when the policy differs.
 //! - www (built-in worker): a ConfigMap mounted at `/srv/www` when the
@@ -61,6 +63,13 @@ pub(super) fn manifests(config: &Config, image: &str) -> Result<Vec<File>, Strin
                 RestartPolicy::OnFailure => "on-failure",
                 _ => "never",
             }
+        ));
+    }
+    if !config.upstreams.is_empty() {
+        let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        notes.push(format!(
+            "upstreams ({}) are not exported: the Service balances only these pods",
+            names.join(", ")
         ));
     }
     let mut files = Vec::new();
