@@ -47,6 +47,10 @@ pub struct Slot {
     /// Woken when it leaves rotation, for requests still waiting on its
     /// first response byte (a host cut off answers nothing, not even a reset).
     left_rotation: Notify,
+    /// A connect timed out since the owner last looked: a hint, not a
+    /// verdict (a full listen backlog is busy, not dead), which the owner
+    /// weighs with its next probe result.
+    timed_out: AtomicBool,
     status: Mutex<SlotStatus>,
 }
 
@@ -73,6 +77,7 @@ impl Slot {
             total: AtomicU64::new(0),
             passive: tx,
             left_rotation: Notify::new(),
+            timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
                 state: "starting",
@@ -110,6 +115,17 @@ impl Slot {
             }
             notified.await;
         }
+    }
+
+    /// Balancer: a connect timed out. The backend stays in rotation; its
+    /// owner takes it out only if its next probe fails too.
+    pub fn report_timeout(&self) {
+        self.timed_out.store(true, Ordering::Relaxed);
+    }
+
+    /// Owner: did a connect time out since the last call?
+    pub fn take_timeout(&self) -> bool {
+        self.timed_out.swap(false, Ordering::Relaxed)
     }
 
     /// Owner: publish the state machine's view.

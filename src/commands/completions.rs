@@ -3,7 +3,8 @@
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, CompletionsArgs, exit};
+use crate::cli::{Cli, CompletionsArgs};
+use crate::exit;
 
 pub fn run(args: CompletionsArgs) -> u8 {
     let mut cmd = Cli::command();

@@ -8,8 +8,8 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::cli::exit;
 use crate::config::DEFAULT_FILE;
+use crate::exit;
 use crate::worker::{DEFAULT_WWW, STARTER_FILES};
 
 /// The commented fleet.yaml `init` writes: the one at the repository root.

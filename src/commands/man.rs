@@ -8,7 +8,8 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, ManArgs, exit};
+use crate::cli::{Cli, ManArgs};
+use crate::exit;
 
 pub fn run(args: ManArgs) -> u8 {
     let cmd = Cli::command();

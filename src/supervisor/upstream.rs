@@ -110,7 +110,9 @@ impl UpstreamTask {
         let name = self.slot.upstream.clone().unwrap_or_default();
         let mut state = Health::Unknown { fails: 0 };
         let mut since = None;
-        self.publish(state, since);
+        // What the last failed probe saw, for `fleet status`.
+        let mut last_failure: Option<String> = None;
+        self.publish(state, since, last_failure.as_deref());
         // The first probe at once; then every interval, never overlapping
         // (timeout <= interval is a config rule).
         let mut ticks = tokio::time::interval(self.health.interval);
@@ -121,12 +123,25 @@ impl UpstreamTask {
                 () = self.token.cancelled() => break,
                 Some(()) = self.passive.recv() => Event::PassiveFailure,
                 _ = ticks.tick() => {
-                    let ok = tokio::select! {
+                    let result = tokio::select! {
                         biased;
                         () = self.token.cancelled() => break,
-                        ok = health::probe(&self.health.kind, self.slot.addr, self.health.timeout) => ok,
+                        r = health::probe(&self.health.kind, self.slot.addr, self.health.timeout) => r,
                     };
-                    if ok { Event::ProbePassed } else { Event::ProbeFailed }
+                    // A connect that timed out in the balancer is only a
+                    // hint (a full backlog is busy, not dead): with a failed
+                    // probe it is a verdict, as a passive failure is.
+                    let timed_out = self.slot.take_timeout();
+                    match result {
+                        Ok(()) => {
+                            last_failure = None;
+                            Event::ProbePassed
+                        }
+                        Err(e) => {
+                            last_failure = Some(e.to_string());
+                            if timed_out { Event::PassiveFailure } else { Event::ProbeFailed }
+                        }
+                    }
                 }
             };
             let next = state.step(ev, self.health.rise, self.health.fall);
@@ -143,7 +158,7 @@ impl UpstreamTask {
                 since = Some(Instant::now().into_std());
             }
             state = next;
-            self.publish(state, since);
+            self.publish(state, since, last_failure.as_deref());
         }
         // Out of rotation for the rest of the shutdown.
         self.slot.publish(
@@ -156,13 +171,16 @@ impl UpstreamTask {
         self.backends.notify(false);
     }
 
-    fn publish(&self, state: Health, since: Option<std::time::Instant>) {
+    fn publish(&self, state: Health, since: Option<std::time::Instant>, failure: Option<&str>) {
         let reason = match state {
             Health::Down { .. } => Some(format!(
-                "failing health checks; back after {} passing in a row",
+                "failing health checks ({}); back after {} passing in a row",
+                failure.unwrap_or("connection failed"),
                 self.health.rise
             )),
-            Health::Unknown { .. } | Health::Up { .. } => None,
+            // While starting, say what the probes see (as for a local backend).
+            Health::Unknown { .. } => failure.map(str::to_owned),
+            Health::Up { .. } => None,
         };
         self.slot.publish(
             state.routable(),

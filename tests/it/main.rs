@@ -3,10 +3,12 @@
 
 mod anywhere;
 mod bench;
+mod escapes;
 mod export;
 mod hardening;
 mod harness;
 mod healing;
+mod lab;
 mod lifecycle;
 mod upstreams;
 mod worker;

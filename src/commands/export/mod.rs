@@ -15,8 +15,9 @@ mod systemd;
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{ExportArgs, ExportTarget, exit};
+use crate::cli::{ExportArgs, ExportTarget};
 use crate::config;
+use crate::exit;
 
 /// One output file: its name in `-o DIR`, and its text.
 #[derive(Debug)]
