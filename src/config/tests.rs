@@ -176,7 +176,7 @@ fn example_custom_backend_parses() {
         &["-m", "http.server", "{port}", "--bind", "127.0.0.1"]
     );
     assert_eq!(cwd, d.path());
-    assert_eq!(env.get("PYTHONUNBUFFERED").map(String::as_str), Some("1"));
+    assert_eq!(env.get("LANG").map(String::as_str), Some("C.UTF-8"));
     let (prog, argv) = c.backend.argv(9003).unwrap();
     assert_eq!(prog, "python3");
     assert_eq!(argv, ["-m", "http.server", "9003", "--bind", "127.0.0.1"]);
