@@ -31,7 +31,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::cli::{GuardArgs, exit};
+use crate::cli::GuardArgs;
+use crate::exit;
 
 pub fn run(args: GuardArgs) -> u8 {
     let Some((program, rest)) = args.command.split_first() else {

@@ -26,7 +26,6 @@
 pub mod idle;
 pub mod pool;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,18 +73,8 @@ pub async fn run(
             _ = stop.cancelled() => break,
             p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
-        let (client, peer) = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE/ENFILE and friends: back off instead of spinning.
-                    warn!(target: "balancer", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((client, peer)) = crate::listener::accept(&listener, &stop).await else {
+            break;
         };
         let backends = backends.clone();
         let cfg = backends.config();
@@ -309,24 +298,6 @@ fn is_idempotent_http(head: &[u8]) -> bool {
         b"DELETE ",
     ];
     METHODS.iter().any(|m| head.starts_with(m))
-}
-
-/// Listen backlog: clients past `max_connections`, and bursts faster than
-/// accept, wait here. std's default (128) overflowed under `ab -c 500`, and
-/// each dropped SYN costs a client a 1 s retransmit.
-pub const BACKLOG: u32 = 4096;
-
-/// Bind the balancer's listener with SO_REUSEADDR and a deep backlog. Needs a
-/// runtime context (the socket is registered with it) but starts nothing.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `fleet down [--timeout SECS]`: ask the supervisor to stop and wait until it
+//! `fleet down [--timeout DURATION]`: ask the supervisor to stop and wait until it
 //! has: the reply comes after every worker is reaped and the state files are
 //! removed, so a zero exit means nothing is left.
 //!
@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use crate::cli::{DownArgs, exit};
+use crate::cli::DownArgs;
 use crate::control::client::{self, ControlError};
 use crate::control::protocol::{Reply, Request};
+use crate::exit;
 use crate::state_dir::{Holder, StateDir};
 
 /// Past its `--timeout`, how long a supervisor may take to reply before it
@@ -27,24 +28,18 @@ const SIGTERM_WAIT: Duration = Duration::from_secs(2);
 const SIGKILL_WAIT: Duration = Duration::from_secs(5);
 
 pub fn run(args: DownArgs) -> u8 {
-    if let Some(t) = args.timeout
-        && !(t.is_finite() && t >= 0.0)
-    {
-        eprintln!("fleet: --timeout must be a number of seconds >= 0 (got {t})");
-        return exit::USAGE;
-    }
     let state = StateDir::new(args.state.resolve());
     // Wait for the reply for as long as the shutdown may take. Without
     // --timeout the supervisor's own shutdown.timeout applies, which we do
     // not know: allow a generous one.
     let wait = match args.timeout {
-        Some(t) => Duration::from_secs_f64(t) + REPLY_MARGIN,
+        Some(t) => t.saturating_add(REPLY_MARGIN),
         None => Duration::from_secs(90),
     };
     match client::call(
         &state,
         Request::Down {
-            timeout_s: args.timeout,
+            timeout_s: args.timeout.map(|t| t.as_secs_f64()),
         },
         Some(wait),
     ) {

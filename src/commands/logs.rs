@@ -8,7 +8,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{LogsArgs, exit};
+use crate::cli::LogsArgs;
+use crate::exit;
 use crate::state_dir::StateDir;
 
 pub fn run(args: LogsArgs) -> u8 {

@@ -234,3 +234,39 @@ fn a_descriptor_limit_too_low_for_max_connections_is_a_clear_start_up_error() {
     );
     assert!(!port_open(p[0]) && !port_open(p[1]));
 }
+
+/// One duration grammar: a bare number gets the same answer from every flag
+/// that takes a time and from fleet.yaml, and the same text with a unit works.
+#[test]
+fn a_bare_number_is_refused_alike_by_every_duration_flag_and_fleet_yaml() {
+    const NO_UNIT: &str = "10 has no unit; write it like 10s or 10ms";
+    let s = Scratch::new();
+    let p = free_ports(2);
+    let url = format!("http://127.0.0.1:{}/", p[0]);
+    let port = p[0].to_string();
+    for args in [
+        &["down", "--timeout", "10"][..],
+        &["bench", &url, "-n", "1", "-c", "1", "--timeout", "10"],
+        &["serve", "--port", &port, "--idle-timeout", "10"],
+    ] {
+        let out = s.fleet(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(NO_UNIT),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    s.write("fleet.yaml", &fleet_yaml(&p, "health:\n  interval: 10"));
+    let out = s.fleet(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("fleet.yaml:5: health.interval: {NO_UNIT}")),
+        "{}",
+        text(&out)
+    );
+    // With the unit, the same value is accepted (no fleet here: nothing to stop).
+    let out = s.fleet(&["down", "--timeout", "10s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
