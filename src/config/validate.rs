@@ -602,7 +602,7 @@ fn count(v: &Value) -> Result<u32, String> {
 
 /// A duration by the one grammar (`crate::duration`), longer than 0 and at
 /// most [`MAX_DURATION`]. A YAML number is read as the text it was written
-/// as, so `10` gets the same "no unit" answer as `--timeout 10`.
+/// as, so `10` is ten seconds here as in `--timeout 10`.
 fn duration(v: &Value) -> Result<Duration, String> {
     let text = match v {
         Value::Str(s) => s.clone(),
