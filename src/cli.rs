@@ -45,7 +45,12 @@ pub enum Command {
     #[command(after_help = crate::help::COMPLETIONS)]
     Completions(CompletionsArgs),
     /// Turn this fleet into systemd units or Kubernetes manifests.
-    #[command(after_help = crate::help::EXPORT)]
+    // `up`'s flags describe the fleet; -d and --state-dir mean nothing here.
+    #[command(
+        after_help = crate::help::EXPORT,
+        mut_arg("detach", |a| a.hide(true)),
+        mut_arg("state_dir", |a| a.hide(true))
+    )]
     Export(ExportArgs),
     /// Write the man page (to stdout, or one page per subcommand into -o DIR).
     #[command(after_help = crate::help::MAN)]
@@ -223,7 +228,8 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportTarget {
-    /// fleet-backend@.service (one backend per port) and fleet.service
+    /// fleet-backend@.service (one backend per port), fleet.service (the whole
+    /// fleet), fleet-balancer.service (the balancer in front of the backend units)
     Systemd,
     /// A Deployment (one pod per backend), a Service, and the www content
     Kubernetes,
