@@ -14,7 +14,13 @@
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
-//!   `commands::down`, `commands::logs`.
+//!   `commands::down`, `commands::logs`; and the ones that do not:
+//!   `commands::init` (a starter fleet.yaml and www/), `commands::export`
+//!   (`commands::export::systemd` units, `commands::export::kubernetes`
+//!   manifests), `commands::completions`, `commands::man`.
+//! - `help`: the examples at the end of every subcommand's `--help`.
+//! - `discover`: which fleet a command means: the nearest `.fleet` in this or
+//!   a parent directory.
 //!
 //! Configuration and shared helpers
 //! - `config`: fleet.yaml + flags -> a validated `Config`: `config::raw`
@@ -34,7 +40,8 @@
 //!   state machine; `supervisor::backend` the task per backend that executes
 //!   its actions; `supervisor::health` the probes; `supervisor::output` each
 //!   backend's log files (writing, size cap, rotation); `supervisor::orphans`
-//!   what keeps workers from outliving the supervisor.
+//!   what keeps workers from outliving the supervisor; `supervisor::upstream`
+//!   the task per remote backend (no process, only health checks).
 //! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
 //!   (max_connections, closing the longest-idle client when full),
 //!   `balancer::pool` the shared view of the backends, `balancer::strategy`
@@ -53,6 +60,7 @@
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
 //!   flags), `worker::handler` (request -> response), `worker::path` (which
 //!   targets may name a file), `worker::files` (the file cache),
+//!   `worker::embedded` (the built-in page, served without a www),
 //!   `worker::body` (response bodies).
 //!
 //! The load generator (`fleet bench`)
@@ -63,9 +71,13 @@
 //!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
-//! fresh exec of this same binary (`fleet serve`) or the configured command,
-//! in its own process group, with a lifeline (stdin pipe) and, on Linux, a
-//! parent-death signal, so no worker outlives its supervisor.
+//! fresh exec of this same binary, `fleet serve` or `fleet guard -- COMMAND`
+//! for a configured command, in its own process group, with a lifeline (stdin
+//! pipe). The built-in worker also gets Linux's parent-death signal; the guard
+//! kills its command's group, and on Linux (a child subreaper) every
+//! descendant, when the lifeline ends. So nothing outlives the supervisor
+//! (`supervisor::orphans`, `guard`). `process::portable` selects the macOS
+//! mechanisms on Linux for tests.
 //!
 //! # Shutdown
 //! One `CancellationToken`, cancelled by SIGINT, SIGTERM or the control
@@ -77,11 +89,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod duration;
 mod error;
 pub mod exit;
 pub mod fd_limit;
 pub mod guard;
+mod help;
 pub mod idle;
 pub mod listener;
 pub mod ports;

@@ -11,7 +11,11 @@
 //! listens); a connect *timeout* does not (a full listen backlog is busy, not
 //! dead: HAProxy's `observe layer4` wants more than one error too): it is
 //! reported, and the backend leaves rotation only if its next health probe
-//! fails as well (`supervisor::state`).
+//! fails as well (`supervisor::state`). A request waiting for its answer
+//! from a backend that leaves rotation meanwhile (failed probes, or another
+//! connection's failure) is given up on there and, when it may be sent
+//! again, goes to the next backend: a remote host cut off from the network
+//! answers nothing, not even a reset.
 //!
 //! Limits: at most `max_connections` clients at once. When full, the
 //! connection idle the longest (waiting for a request, nothing received) is
@@ -131,7 +135,7 @@ async fn serve(
 /// Take `slot` out of rotation after a failure the balancer saw itself.
 pub(crate) fn passive_failure(slot: &Slot, why: &str) {
     if slot.routable() {
-        warn!(target: "balancer", backend = slot.port, reason = why, "backend failed; taking it out of rotation");
+        warn!(target: "balancer", backend = %slot.addr, reason = why, "backend failed; taking it out of rotation");
     }
     slot.report_failure();
 }

@@ -32,7 +32,12 @@ use crate::control::protocol::{BackendStatus, ExitInfo};
 #[derive(Debug)]
 pub struct Slot {
     pub port: u16,
+    /// Where the balancer connects; a slot's identity (an upstream's port
+    /// alone is not unique).
     pub addr: SocketAddr,
+    /// An upstream's name as configured (`lab-pc-2:9002`); `None` for a
+    /// local backend, which is known by its port.
+    pub upstream: Option<String>,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
     /// In-flight work now / ever: requests in http mode, proxied connections
@@ -43,6 +48,9 @@ pub struct Slot {
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
+    /// Woken when it leaves rotation, for requests still waiting on its
+    /// first response byte (a host cut off answers nothing, not even a reset).
+    left_rotation: Notify,
     /// A connect timed out since the owner last looked: a hint, not a
     /// verdict (a full listen backlog is busy, not dead), which the owner
     /// weighs with its next probe result.
@@ -69,11 +77,13 @@ impl Slot {
         let slot = Slot {
             port,
             addr,
+            upstream: None,
             routable: AtomicBool::new(false),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             passive: tx,
             idle: IdleConns::default(),
+            left_rotation: Notify::new(),
             timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
@@ -81,6 +91,13 @@ impl Slot {
                 ..SlotStatus::default()
             }),
         };
+        (slot, rx)
+    }
+
+    /// A remote backend: no process, only health checks (`supervisor::upstream`).
+    pub fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+        let (mut slot, rx) = Slot::new(addr.port(), addr);
+        slot.upstream = Some(name);
         (slot, rx)
     }
 
@@ -94,7 +111,19 @@ impl Slot {
         self.routable.store(false, Ordering::Release);
         // Its pooled connections went with it.
         self.idle.clear();
+        self.left_rotation.notify_waiters();
         let _ = self.passive.try_send(());
+    }
+
+    /// Completes once this backend is out of rotation (at once if it is).
+    pub async fn out_of_rotation(&self) {
+        loop {
+            let notified = self.left_rotation.notified();
+            if !self.routable() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Balancer: a connect timed out. The backend stays in rotation; its
@@ -115,6 +144,9 @@ impl Slot {
             .lock()
             .expect("status lock is never poisoned: no panics while held") = status;
         self.routable.store(routable, Ordering::Release);
+        if !routable {
+            self.left_rotation.notify_waiters();
+        }
     }
 
     pub fn status(&self) -> BackendStatus {
@@ -125,6 +157,7 @@ impl Slot {
             .clone();
         BackendStatus {
             port: self.port,
+            address: self.upstream.clone(),
             pid: s.pid,
             state: s.state.to_string(),
             healthy: self.routable(),
@@ -240,11 +273,18 @@ impl Pool {
 
     /// Health filtering, then selection: the routable backends not yet
     /// `tried` for this request, and `strategy`'s choice among them.
-    pub fn pick(&self, strategy: Strategy, client: IpAddr, tried: &[u16]) -> Option<&Arc<Slot>> {
+    /// Slots are known by address: two upstreams on different hosts may
+    /// share a port.
+    pub fn pick(
+        &self,
+        strategy: Strategy,
+        client: IpAddr,
+        tried: &[SocketAddr],
+    ) -> Option<&Arc<Slot>> {
         let eligible: Vec<&Arc<Slot>> = self
             .slots
             .iter()
-            .filter(|s| s.routable() && !tried.contains(&s.port))
+            .filter(|s| s.routable() && !tried.contains(&s.addr))
             .collect();
         if eligible.is_empty() {
             return None;
@@ -342,10 +382,11 @@ mod tests {
         let client = IpAddr::from([127, 0, 0, 1]);
         let mut tried = Vec::new();
         while let Some(s) = p.pick(Strategy::RoundRobin, client, &tried) {
-            tried.push(s.port);
+            tried.push(s.addr);
         }
-        tried.sort_unstable();
-        assert_eq!(tried, [9000, 9002, 9003]);
+        let mut ports: Vec<u16> = tried.iter().map(SocketAddr::port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [9000, 9002, 9003]);
     }
 
     #[test]

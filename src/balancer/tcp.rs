@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
+use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
 use crate::idle::{Activity, Tracked};
@@ -88,7 +89,8 @@ pub(crate) async fn proxy(
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
     let deadline = Instant::now() + NO_BACKEND_WAIT;
-    let mut tried: Vec<u16> = Vec::new();
+    // Identity is the address: two upstreams on different hosts may share a port.
+    let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
@@ -102,7 +104,7 @@ pub(crate) async fn proxy(
             tried.clear();
             continue;
         };
-        tried.push(slot.port);
+        tried.push(slot.addr);
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
@@ -121,6 +123,7 @@ pub(crate) async fn proxy(
         let _guard = slot.connection();
         let mut backend = Tracked::new(&mut backend, &activity);
         match first_exchange(
+            &slot,
             &mut client,
             &mut backend,
             &mut request,
@@ -146,7 +149,7 @@ pub(crate) async fn proxy(
                 continue;
             }
             FirstExchange::BackendFailed => {
-                debug!(target: "balancer", %peer, backend = slot.port, "backend closed before answering a request that cannot be replayed");
+                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed");
                 return;
             }
         }
@@ -155,7 +158,12 @@ pub(crate) async fn proxy(
 
 /// Send the kept request, then forward the client's further bytes (keeping
 /// them while they fit) until the backend's first bytes arrive.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's state, borrowed for one phase"
+)]
 async fn first_exchange(
+    slot: &Slot,
     client: &mut Tracked<TcpStream, &Activity>,
     backend: &mut Tracked<&mut TcpStream, &Activity>,
     request: &mut Vec<u8>,
@@ -171,8 +179,15 @@ async fn first_exchange(
         return FirstExchange::BackendFailed;
     }
     let mut chunk = [0u8; UP_BUF];
+    // A backend that leaves rotation (failed probes, or another connection's
+    // failure) while this request waits for its answer is given up on, and a
+    // replayable request goes to the next one: a host whose link was cut
+    // drops the answer without a reset, which nothing else would notice.
+    let gone = slot.out_of_rotation();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
+            () = &mut gone, if *replayable => return FirstExchange::BackendFailed,
             r = backend.read(response) => return match r {
                 Ok(n) if n > 0 => FirstExchange::Answered(n),
                 _ => FirstExchange::BackendFailed,

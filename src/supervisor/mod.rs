@@ -28,9 +28,10 @@ pub mod health;
 pub mod orphans;
 pub mod output;
 pub mod state;
+pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::balancer::{self, pool::Backends, pool::Pool, pool::Slot};
-use crate::config::{BackendCommand, Config};
+use crate::config::{BackendCommand, Config, Www};
 use crate::control::protocol::{self, FleetStatus, Reply};
 use crate::state_dir::{PidLock, StateDir};
 use backend::{BackendTask, Launch};
@@ -152,6 +153,12 @@ pub async fn run(
         slots.push(Arc::new(slot));
         receivers.push(rx);
     }
+    // Upstreams rotate after the local backends, in the order written.
+    for u in &config.upstreams {
+        let (slot, rx) = Slot::upstream(u.name.clone(), u.addr);
+        slots.push(Arc::new(slot));
+        receivers.push(rx);
+    }
     let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
     let pool = backends.load();
     let shared = Arc::new(Shared {
@@ -164,6 +171,19 @@ pub async fn run(
 
     let policy = Policy::new(&config.restart, &config.health);
     for (slot, passive) in pool.slots().iter().zip(receivers) {
+        if slot.upstream.is_some() {
+            tracker.spawn(
+                upstream::UpstreamTask {
+                    slot: slot.clone(),
+                    backends: backends.clone(),
+                    health: config.health.clone(),
+                    passive,
+                    token: token.child_token(),
+                }
+                .run(),
+            );
+            continue;
+        }
         let task = BackendTask {
             slot: slot.clone(),
             backends: backends.clone(),
@@ -273,10 +293,14 @@ async fn wait_ready(
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         let up = statuses.iter().filter(|s| s.healthy).count();
+        // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
             .filter(|s| {
-                !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some()))
+                !s.healthy
+                    && (s.state == "failed"
+                        || (s.state == "stopped" && s.reason.is_some())
+                        || (s.address.is_some() && s.state == "running"))
             })
             .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
@@ -301,7 +325,10 @@ async fn wait_ready(
                         }
                         (None, None) => s.state.clone(),
                     };
-                    (s.port, why)
+                    match &s.address {
+                        Some(a) => (s.port, format!("upstream {a}: {why}")),
+                        None => (s.port, why),
+                    }
                 })
                 .collect();
             if up == 0 {
@@ -324,7 +351,7 @@ async fn wait_ready(
 }
 
 /// The command line for one backend.
-fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
+fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
     match &config.backend {
         BackendCommand::Builtin => Launch {
             program: exe.to_path_buf(),
@@ -332,10 +359,14 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
                 "serve".into(),
                 "--port".into(),
                 port.to_string(),
-                "--www".into(),
-                config.www.display().to_string(),
                 "--lifeline".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(match &config.www {
+                Www::Dir(dir) => vec!["--www".into(), dir.display().to_string()],
+                Www::Embedded => vec!["--embedded".into()],
+            })
+            .collect(),
             cwd: None,
             env: Vec::new(),
             lifeline: true,
@@ -364,5 +395,53 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
                 die_with_parent: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(env: &[(&str, &str)]) -> Config {
+        Config {
+            backend: BackendCommand::Command {
+                program: "python3".into(),
+                args: vec!["server.py".into(), "{port}".into()],
+                cwd: "/srv".into(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The value a child sees: the last setting of `key` wins.
+    fn env_of(l: &Launch, key: &str) -> Option<String> {
+        l.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_custom_command_runs_under_guard_with_a_lifeline_and_no_parent_death_signal() {
+        let l = launch_for(&custom(&[]), Path::new("/bin/fleet"), 9003);
+        assert_eq!(l.program, Path::new("/bin/fleet"));
+        assert_eq!(l.args, ["guard", "--", "python3", "server.py", "9003"]);
+        assert!(l.lifeline && !l.die_with_parent);
+        let builtin = launch_for(&Config::default(), Path::new("/bin/fleet"), 9003);
+        assert!(builtin.lifeline && builtin.die_with_parent);
+    }
+
+    #[test]
+    fn python_is_unbuffered_unless_backend_env_says_otherwise() {
+        let exe = Path::new("/bin/fleet");
+        let l = launch_for(&custom(&[]), exe, 9003);
+        assert_eq!(env_of(&l, "PYTHONUNBUFFERED").as_deref(), Some("1"));
+        let l = launch_for(&custom(&[("PYTHONUNBUFFERED", "")]), exe, 9003);
+        assert_eq!(env_of(&l, "PYTHONUNBUFFERED").as_deref(), Some(""));
     }
 }

@@ -165,7 +165,8 @@ fn every_invalid_config_value_is_refused_naming_its_key() {
     refused("health:\n  interval: -1s", "health.interval");
     refused("health:\n  timeout: fast", "health.timeout");
     refused("restart:\n  window: 0s", "restart.window");
-    refused("shutdown:\n  timeout: 10", "shutdown.timeout");
+    // (A bare `10` is ten seconds: the one duration rule.)
+    refused("shutdown:\n  timeout: 10 parsecs", "shutdown.timeout");
     refused(
         "balancer:\n  idle_timeout: 1 hour-ish",
         "balancer.idle_timeout",
@@ -235,38 +236,55 @@ fn a_descriptor_limit_too_low_for_max_connections_is_a_clear_start_up_error() {
     assert!(!port_open(p[0]) && !port_open(p[1]));
 }
 
-/// One duration grammar: a bare number gets the same answer from every flag
-/// that takes a time and from fleet.yaml, and the same text with a unit works.
+/// One duration grammar: every flag that takes a time and fleet.yaml read a
+/// bare number as seconds, and refuse the same malformed text with the same
+/// message.
 #[test]
-fn a_bare_number_is_refused_alike_by_every_duration_flag_and_fleet_yaml() {
-    const NO_UNIT: &str = "10 has no unit; write it like 10s or 10ms";
+fn every_duration_flag_and_fleet_yaml_follow_one_rule() {
+    const BAD: &str = "'soon' is not a duration; write it like 250ms, 1s or 2m";
     let s = Scratch::new();
     let p = free_ports(2);
     let url = format!("http://127.0.0.1:{}/", p[0]);
     let port = p[0].to_string();
     for args in [
-        &["down", "--timeout", "10"][..],
-        &["bench", &url, "-n", "1", "-c", "1", "--timeout", "10"],
-        &["serve", "--port", &port, "--idle-timeout", "10"],
+        &["down", "--timeout", "soon"][..],
+        &["bench", &url, "-n", "1", "-c", "1", "--timeout", "soon"],
+        &["serve", "--port", &port, "--idle-timeout", "soon"],
     ] {
         let out = s.fleet(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains(NO_UNIT),
+            String::from_utf8_lossy(&out.stderr).contains(BAD),
             "{args:?}: {}",
             text(&out)
         );
     }
-    s.write("fleet.yaml", &fleet_yaml(&p, "health:\n  interval: 10"));
+    s.write("fleet.yaml", &fleet_yaml(&p, "health:\n  interval: soon"));
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains(&format!("fleet.yaml:5: health.interval: {NO_UNIT}")),
+            .contains(&format!("fleet.yaml:5: health.interval: {BAD}")),
         "{}",
         text(&out)
     );
-    // With the unit, the same value is accepted (no fleet here: nothing to stop).
-    let out = s.fleet(&["down", "--timeout", "10s"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A bare number is seconds, with or without the unit (no fleet here:
+    // nothing to stop).
+    for t in ["10", "10s"] {
+        let out = s.fleet(&["down", "--timeout", t]);
+        assert_eq!(out.status.code(), Some(0), "{t}: {}", text(&out));
+    }
+    // ... and in fleet.yaml: `interval: 10` is ten seconds, which the
+    // validator then holds to its own rules (timeout at most interval: fine).
+    s.write(
+        "fleet.yaml",
+        &fleet_yaml(&p, "health:\n  interval: 10\n  timeout: 11"),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("health.timeout"),
+        "{}",
+        text(&out)
+    );
 }

@@ -363,7 +363,8 @@ async fn exchange(
     };
     let backends = &*shared.backends;
     let deadline = started + NO_BACKEND_WAIT;
-    let mut tried: Vec<u16> = Vec::new();
+    // Identity is the address: two upstreams on different hosts may share a port.
+    let mut tried: Vec<SocketAddr> = Vec::new();
     let answer = loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
@@ -377,7 +378,7 @@ async fn exchange(
             continue;
         };
         outcome.retried = !tried.is_empty();
-        tried.push(slot.port);
+        tried.push(slot.addr);
         outcome.slot = Some(slot.clone());
         let _work = slot.connection();
         let (backend, reused) = match slot.idle.take() {
@@ -393,7 +394,7 @@ async fn exchange(
                 }
                 Err(_) => {
                     // Busy rather than dead: the health probe decides.
-                    debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
+                    debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
                     slot.report_timeout();
                     continue;
                 }
@@ -449,13 +450,13 @@ async fn exchange(
                     passive_failure(&slot, why);
                 }
                 if replayable && (req.idempotent || !written) {
-                    debug!(target: "balancer", %peer, backend = slot.port, why, "retrying on another backend");
+                    debug!(target: "balancer", %peer, backend = %slot.addr, why, "retrying on another backend");
                     continue;
                 }
                 break Answer::BadGateway;
             }
             Attempt::BadResponse(why) => {
-                debug!(target: "balancer", backend = slot.port, reason = why.0, "malformed response");
+                debug!(target: "balancer", backend = %slot.addr, reason = why.0, "malformed response");
                 break Answer::BadGateway;
             }
             Attempt::TimedOut => break Answer::GatewayTimeout,
@@ -520,6 +521,11 @@ async fn attempt(
         tokio::pin!(upload);
         let response_timer = tokio::time::sleep(cfg.response_timeout);
         tokio::pin!(response_timer);
+        // A backend that leaves rotation while this request waits for its
+        // answer is given up on when the request may go elsewhere: a host
+        // cut off from the network answers nothing, not even a reset.
+        let gone = slot.out_of_rotation();
+        tokio::pin!(gone);
 
         // 1. The response head (after any 1xx), while the body goes up.
         let resp = loop {
@@ -554,6 +560,9 @@ async fn attempt(
                     Err(HeadRead::Bad(why)) => return Attempt::BadResponse(why),
                 },
                 _ = &mut response_timer, if upload_done => return Attempt::TimedOut,
+                () = &mut gone, if req.idempotent && !consumed.load(Relaxed) && rbuf.is_empty() && bytes_out == 0 => {
+                    return Attempt::Failed { why: "left rotation before answering", replayable: true, written: true };
+                }
             }
         };
         let first_byte = started.elapsed();
