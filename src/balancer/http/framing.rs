@@ -10,8 +10,6 @@
 //! how requests are smuggled. Chunked bodies are forwarded as they came, so
 //! the [`Chunked`] decoder only finds where the body ends and checks it.
 
-use std::net::IpAddr;
-
 /// Headers per message; more is a malformed request (the worker allows the same).
 pub const MAX_HEADERS: usize = 100;
 
@@ -58,6 +56,9 @@ pub struct Response {
     pub body: BodyLen,
     /// The backend keeps the connection open after this response.
     pub backend_keeps: bool,
+    /// The client connection stays open after this response (the head in
+    /// `out` says so).
+    pub keep_client: bool,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -175,8 +176,10 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 /// Parse a request head at the start of `input` and, when it is complete,
 /// write the head to send to the backend into `out`: hop-by-hop headers
 /// removed, `X-Forwarded-For` appended with `client`, `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` set. `Ok(None)`: the head is not complete yet.
-pub fn request(input: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
+/// `X-Forwarded-Host` set. `client` is the client's address as text (the
+/// connection formats it once, not per request). `Ok(None)`: the head is not
+/// complete yet.
+pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(input) {
@@ -215,6 +218,7 @@ pub fn request(input: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<Option
     };
 
     out.clear();
+    out.reserve(head_len + 128);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -248,6 +252,11 @@ pub fn request(input: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<Option
     }
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if http10 {
+        // Without it an HTTP/1.0 request costs a backend connection each:
+        // the backend would close after answering. A backend that cannot
+        // keep it alive says so, and the balancer then does not reuse it.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if more_forwarded {
@@ -263,7 +272,7 @@ pub fn request(input: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<Option
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
-    push_ip(out, client);
+    out.extend_from_slice(client.as_bytes());
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if let Some(h) = host {
         put_header(out, b"X-Forwarded-Host", h);
@@ -289,9 +298,18 @@ pub fn request(input: &[u8], client: IpAddr, out: &mut Vec<u8>) -> Result<Option
 }
 
 /// Parse a response head at the start of `input`; `Ok(None)` until complete.
-/// The head to send to the client is written separately ([`response_head`])
-/// once the caller knows whether the client connection stays open.
-pub fn response(input: &[u8], req: &Request) -> Result<Option<Response>, Reject> {
+/// When complete, the head for the client goes to `out` (except for an
+/// interim 1xx other than 101, which is passed on as it came): an HTTP/1.1
+/// status line (a 1.0 backend behind a 1.1 client would otherwise read as
+/// "closes after this"), the backend's headers less the hop-by-hop ones, and
+/// our own `Connection`. `can_keep`: nothing on the client connection stands
+/// in the way of keeping it (its request body went through whole).
+pub fn response(
+    input: &[u8],
+    req: &Request,
+    can_keep: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<Response>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(input) {
@@ -302,6 +320,7 @@ pub fn response(input: &[u8], req: &Request) -> Result<Option<Response>, Reject>
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(Reject("malformed status line"));
     };
+    let reason = resp.reason.unwrap_or("");
     let headers = resp.headers;
     let conn = ConnectionTokens::of(headers);
     let (length, chunked) = match framing(headers) {
@@ -332,48 +351,46 @@ pub fn response(input: &[u8], req: &Request) -> Result<Option<Response>, Reject>
     };
     let backend_keeps =
         body != BodyLen::Close && !conn.close && (minor == 1 || conn.keep_alive) && status != 101;
+    let upgrade = status == 101;
+    let keep_client = can_keep
+        && !upgrade
+        && req.keep_alive
+        && match body {
+            BodyLen::Empty | BodyLen::Length(_) => true,
+            // An HTTP/1.0 client cannot read chunked.
+            BodyLen::Chunked => !req.http10,
+            BodyLen::Close => false,
+        };
+    out.clear();
+    if upgrade || !(100..200).contains(&status) {
+        out.reserve(head_len + 32);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        push_status(out, status);
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in headers.iter() {
+            let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
+            if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade) || conn.lists(h.name) {
+                continue;
+            }
+            put_header(out, h.name.as_bytes(), h.value);
+        }
+        out.extend_from_slice(if upgrade {
+            &b"Connection: upgrade\r\n\r\n"[..]
+        } else if keep_client {
+            b"Connection: keep-alive\r\n\r\n"
+        } else {
+            b"Connection: close\r\n\r\n"
+        });
+    }
     Ok(Some(Response {
         head_len,
         status,
         body,
         backend_keeps,
+        keep_client,
     }))
-}
-
-/// The response head for the client: an HTTP/1.1 status line (a 1.0 backend
-/// behind a 1.1 client would otherwise read as "closes after this"), the
-/// backend's headers less the hop-by-hop ones, and our own `Connection`.
-/// `input` must hold a complete head (as checked by [`response`]).
-pub fn response_head(input: &[u8], keep_client: bool, upgrade: bool, out: &mut Vec<u8>) {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    if !matches!(resp.parse(input), Ok(httparse::Status::Complete(_))) {
-        debug_assert!(false, "response_head needs a head that parsed");
-        return;
-    }
-    let status = resp.code.unwrap_or(502);
-    let reason = resp.reason.unwrap_or("");
-    let conn = ConnectionTokens::of(resp.headers);
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u16(out, status);
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter() {
-        let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
-        if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade) || conn.lists(h.name) {
-            continue;
-        }
-        put_header(out, h.name.as_bytes(), h.value);
-    }
-    out.extend_from_slice(if upgrade {
-        &b"Connection: upgrade\r\n\r\n"[..]
-    } else if keep_client {
-        b"Connection: keep-alive\r\n\r\n"
-    } else {
-        b"Connection: close\r\n\r\n"
-    });
 }
 
 fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -383,14 +400,13 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_u16(out: &mut Vec<u8>, n: u16) {
-    use std::io::Write;
-    let _ = write!(out, "{n}");
-}
-
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    let _ = write!(out, "{ip}");
+/// A status code: httparse accepts exactly three digits.
+fn push_status(out: &mut Vec<u8>, n: u16) {
+    out.extend_from_slice(&[
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
 }
 
 /// How much of a body is still to come, fed the bytes as they arrive.

@@ -31,7 +31,7 @@
 pub mod framing;
 pub mod upstream_pool;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -46,7 +46,7 @@ use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
 use crate::idle::{Activity, Tracked};
-use framing::{Body, BodyLen, Reject, Request};
+use framing::{Body, Reject, Request};
 
 /// First allocation for a request head; it grows up to `MAX_HEAD`.
 const HEAD_BUF: usize = 4 * 1024;
@@ -66,6 +66,8 @@ pub(crate) async fn serve(
 ) {
     let _ = client.set_nodelay(true);
     let evict = Arc::new(Notify::new());
+    // Formatted once: every request of the connection appends it to X-Forwarded-For.
+    let client_ip = peer.ip().to_string();
     // Bytes of the next request that came with the previous one (pipelining).
     let mut carry: Vec<u8> = Vec::new();
     // The first head must be complete HEADER_TIMEOUT after accept.
@@ -95,7 +97,7 @@ pub(crate) async fn serve(
         let mut head = Vec::new();
         let parsed = timeout_at(
             deadline,
-            read_head(&mut client, &mut buf, peer.ip(), &mut head),
+            read_head(&mut client, &mut buf, &client_ip, &mut head),
         )
         .await;
         let outcome = match parsed {
@@ -272,7 +274,7 @@ enum HeadError {
 async fn read_head(
     client: &mut TcpStream,
     buf: &mut Vec<u8>,
-    peer: IpAddr,
+    peer: &str,
     out: &mut Vec<u8>,
 ) -> Result<Request, HeadError> {
     loop {
@@ -513,6 +515,8 @@ async fn attempt(
     let mut upload_done = body.is_done();
     let mut upload_ok = true;
     let mut bytes_out = 0u64;
+    // The response head for the client (written by `framing::response`).
+    let mut out: Vec<u8> = Vec::new();
     // What happens once the split halves are given back.
     let after = 'split: {
         let (mut br, mut bw) = backend.split();
@@ -540,7 +544,7 @@ async fn attempt(
                         Err(UploadError::Backend) => upload_ok = false,
                     }
                 }
-                r = read_response_head(&mut br, &mut rbuf, req) => match r {
+                r = read_response_head(&mut br, &mut rbuf, req, upload_done && upload_ok, &mut out) => match r {
                     Ok(resp) if (100..200).contains(&resp.status) && resp.status != 101 => {
                         // 1xx interim answers go to the client as they are.
                         if cw.write_all(&rbuf[..resp.head_len]).await.is_err() {
@@ -574,27 +578,18 @@ async fn attempt(
                     "101 to a request that did not ask to upgrade",
                 ));
             }
-            let mut head = Vec::new();
-            framing::response_head(&rbuf[..resp.head_len], false, true, &mut head);
-            head.extend_from_slice(&rbuf[resp.head_len..]);
-            if cw.write_all(&head).await.is_err() {
+            out.extend_from_slice(&rbuf[resp.head_len..]);
+            if cw.write_all(&out).await.is_err() {
                 return Attempt::ClientGone;
             }
-            bytes_out += head.len() as u64;
+            bytes_out += out.len() as u64;
             break 'split After::Tunnel;
         }
 
         // 2. The response: head and body to the client, while the body still goes up.
-        let keep_client = req.keep_alive
-            && upload_done
-            && upload_ok
-            && match resp.body {
-                BodyLen::Empty | BodyLen::Length(_) => true,
-                BodyLen::Chunked => !req.http10,
-                BodyLen::Close => false,
-            };
-        let mut out = Vec::with_capacity(512);
-        framing::response_head(&rbuf[..resp.head_len], keep_client, false, &mut out);
+        // `out` holds the client's head, which already says whether the
+        // client connection is kept.
+        let keep_client = resp.keep_client;
         let mut rbody = Body::new(resp.body);
         let in_buf = &rbuf[resp.head_len..];
         let first_part = match rbody.feed(in_buf) {
@@ -603,6 +598,7 @@ async fn attempt(
         };
         let in_step = AtomicBool::new(first_part == in_buf.len());
         out.extend_from_slice(&in_buf[..first_part]);
+        let out = out;
         rbuf.clear();
         let stream = async {
             if !done_in_time(timeout(idle, cw.write_all(&out)).await) {
@@ -764,10 +760,12 @@ async fn read_response_head<R: AsyncRead + Unpin>(
     backend: &mut R,
     buf: &mut Vec<u8>,
     req: &Request,
+    can_keep: bool,
+    out: &mut Vec<u8>,
 ) -> Result<framing::Response, HeadRead> {
     loop {
         if !buf.is_empty() {
-            match framing::response(buf, req) {
+            match framing::response(buf, req, can_keep, out) {
                 Ok(Some(resp)) => return Ok(resp),
                 Ok(None) => {}
                 Err(why) => return Err(HeadRead::Bad(why)),

@@ -1,6 +1,6 @@
 use super::*;
 
-const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+const CLIENT: &str = "10.0.0.7";
 
 fn req(raw: &str) -> Result<(Request, String), Reject> {
     let mut out = Vec::new();
@@ -97,6 +97,8 @@ fn http10_is_kept_alive_only_when_asked() {
     let (r, head) = req("GET / HTTP/1.0\r\n\r\n").unwrap();
     assert!(r.http10 && !r.keep_alive);
     assert!(head.starts_with("GET / HTTP/1.0\r\n"));
+    // The backend connection is asked to stay open whatever the client wants.
+    assert!(head.contains("Connection: keep-alive\r\n"), "{head}");
     let (r, _) = req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
     assert!(r.keep_alive);
 }
@@ -231,7 +233,9 @@ fn resp(raw: &str, head_method: bool) -> Response {
         "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
     })
     .unwrap();
-    response(raw.as_bytes(), &r).unwrap().expect("complete")
+    response(raw.as_bytes(), &r, true, &mut Vec::new())
+        .unwrap()
+        .expect("complete")
 }
 
 #[test]
@@ -302,22 +306,88 @@ fn a_bad_response_framing_is_refused() {
         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
         "NOT HTTP\r\n\r\n",
     ] {
-        assert!(response(raw.as_bytes(), &r).is_err(), "{raw:?}");
+        assert!(
+            response(raw.as_bytes(), &r, true, &mut Vec::new()).is_err(),
+            "{raw:?}"
+        );
     }
 }
 
 #[test]
 fn the_client_gets_an_http11_head_without_hop_by_hop_headers() {
+    let (r, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let raw = b"HTTP/1.0 200 OK\r\nConnection: close\r\nKeep-Alive: x\r\nX-Fleet-Backend: 9002\r\nContent-Length: 2\r\n\r\nhi";
     let mut out = Vec::new();
-    response_head(
-        b"HTTP/1.0 200 OK\r\nConnection: close\r\nKeep-Alive: x\r\nX-Fleet-Backend: 9002\r\nContent-Length: 2\r\n\r\nhi",
-        true,
-        false,
-        &mut out,
-    );
+    let resp = response(raw, &r, true, &mut out).unwrap().unwrap();
+    assert!(resp.keep_client && !resp.backend_keeps);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 OK\r\nX-Fleet-Backend: 9002\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn the_client_is_closed_when_it_must_be() {
+    let mut out = Vec::new();
+    let (get, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let close = |raw: &str, r: &Request, can_keep: bool, out: &mut Vec<u8>| {
+        !response(raw.as_bytes(), r, can_keep, out)
+            .unwrap()
+            .unwrap()
+            .keep_client
+    };
+    assert!(close(
+        "HTTP/1.1 200 OK\r\n\r\nbody to the close",
+        &get,
+        true,
+        &mut out
+    ));
+    assert!(String::from_utf8_lossy(&out).ends_with("Connection: close\r\n\r\n"));
+    assert!(close(
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &get,
+        false,
+        &mut out
+    ));
+    let (ten, _) = req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    assert!(close(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &ten,
+        true,
+        &mut out
+    ));
+    assert!(!close(
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        &ten,
+        true,
+        &mut out
+    ));
+}
+
+#[test]
+fn an_interim_response_is_passed_on_as_it_came_and_101_keeps_its_upgrade() {
+    let (get, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut out = b"stale".to_vec();
+    let r = response(b"HTTP/1.1 100 Continue\r\n\r\n", &get, true, &mut out)
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, r.body), (100, BodyLen::Empty));
+    assert!(out.is_empty(), "the caller forwards a 1xx raw");
+    let (ws, _) =
+        req("GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .unwrap();
+    let r = response(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        &ws,
+        true,
+        &mut out,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(!r.keep_client && !r.backend_keeps);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
     );
 }
 
