@@ -483,3 +483,85 @@ fn body_counts_lengths_and_close_delimited() {
     assert!(!b.at_eof(), "a length body cut short is not complete");
     assert!(Body::new(BodyLen::Empty).is_done());
 }
+
+/// The fuzz target's properties on stable, over heads built from hostile
+/// fragments (the same idea as `worker::path`'s random targets test).
+#[test]
+fn random_hostile_heads_keep_the_framing_invariants() {
+    const LINES: &[&str] = &[
+        "Host: h\r\n",
+        "Host: a\r\nHost: b\r\n",
+        "Content-Length: 5\r\n",
+        "Content-Length: 0\r\n",
+        "Content-Length: 05\r\n",
+        "Content-Length: 5, 5\r\n",
+        "content-length: 6\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: gzip\r\n",
+        "Transfer-Encoding: chunked, identity\r\n",
+        "Transfer-Encoding:\r\n",
+        "Connection: close, content-length, host, x-a\r\n",
+        "Connection: upgrade\r\n",
+        "Connection: keep-alive\r\n",
+        "Upgrade: websocket\r\n",
+        "X-A: 1\r\n",
+        " folded\r\n",
+        "X-Forwarded-For: 1.2.3.4\r\n",
+        "Bad Name: x\r\n",
+        "X-Nul: \0\r\n",
+        "\n",
+    ];
+    const BODIES: &[&str] = &[
+        "",
+        "hello",
+        "5\r\nhello\r\n0\r\n\r\n",
+        "zz\r\n",
+        "0\r\nT: 1\r\n\r\nGET /",
+        "3\r\nab",
+    ];
+    let mut rng = fastrand::Rng::with_seed(9112);
+    let mut accepted = 0;
+    for _ in 0..20_000 {
+        let mut raw = String::new();
+        raw.push_str(["GET", "POST", "HEAD", "PUT", "G T"][rng.usize(..5)]);
+        raw.push_str([" / HTTP/1.1\r\n", " /x HTTP/1.0\r\n", " / HTTP/1.2\r\n"][rng.usize(..3)]);
+        for _ in 0..rng.usize(..6) {
+            raw.push_str(LINES[rng.usize(..LINES.len())]);
+        }
+        raw.push_str("\r\n");
+        raw.push_str(BODIES[rng.usize(..BODIES.len())]);
+        let data = raw.as_bytes();
+        let mut out = Vec::new();
+        let Ok(Some(r)) = request(data, CLIENT, &mut out) else {
+            continue;
+        };
+        accepted += 1;
+        let again = request(&out, CLIENT, &mut Vec::new())
+            .unwrap_or_else(|e| panic!("{raw:?} rewritten to an invalid head: {e:?}"))
+            .expect("complete");
+        assert_eq!(again.body, r.body, "{raw:?}");
+        assert_eq!(
+            (again.http10, again.upgrade),
+            (r.http10, r.upgrade),
+            "{raw:?}"
+        );
+        let rest = &data[r.head_len..];
+        let at = rng.usize(..=rest.len());
+        let mut whole = Body::new(r.body);
+        let mut parts = Body::new(r.body);
+        let one = whole.feed(rest);
+        let two = parts.feed(&rest[..at]).and_then(|a| {
+            if a < at {
+                Ok(a)
+            } else {
+                parts.feed(&rest[at..]).map(|b| a + b)
+            }
+        });
+        match (one, two) {
+            (Ok(a), Ok(b)) => assert_eq!((a, whole), (b, parts), "{raw:?} split at {at}"),
+            (Err(_), Err(_)) => {}
+            (one, two) => panic!("{raw:?}: whole {one:?}, split at {at} {two:?}"),
+        }
+    }
+    assert!(accepted > 1000, "only {accepted} heads were accepted: the test says little");
+}
