@@ -10,6 +10,22 @@ use libfuzzer_sys::fuzz_target;
 
 const CLIENT: &str = "192.0.2.1";
 
+/// A whole head within `MAX_HEADERS`, as the peer's parser will see it.
+fn fits<const REQUEST: bool>(head: &[u8]) -> bool {
+    let mut h = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+    let parsed = if REQUEST {
+        httparse::Request::new(&mut h).parse(head)
+    } else {
+        httparse::Response::new(&mut h).parse(head)
+    };
+    matches!(parsed, Ok(httparse::Status::Complete(n)) if n == head.len())
+}
+
+/// Header lines in a head we wrote (CRLF-terminated, one per line).
+fn headers_in(head: &[u8]) -> usize {
+    head.windows(2).filter(|w| w == b"\r\n").count().saturating_sub(2)
+}
+
 fuzz_target!(|data: &[u8]| {
     // The first byte picks a split point for the body check.
     let Some((&split, data)) = data.split_first() else {
@@ -29,6 +45,12 @@ fuzz_target!(|data: &[u8]| {
                 assert!(head.is_empty(), "a 1xx is passed on raw");
                 return;
             }
+            // Complete within the header limit, added headers included ...
+            assert!(fits::<false>(&head), "our head exceeds the limit");
+            // ... and, when the limit for backends leaves room, framed alike.
+            if headers_in(&head) >= framing::MAX_HEADERS {
+                return;
+            }
             let again = framing::response(&head, &plain, true, &mut Vec::new())
                 .expect("our own head parses")
                 .expect("and is complete");
@@ -40,7 +62,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(req.head_len <= data.len());
+    assert!(fits::<true>(&out), "the forwarded head exceeds the limit");
     // The rewritten head frames the body exactly as the original did.
+    if headers_in(&out) > framing::MAX_HEADERS - 4 {
+        return;
+    }
     let again = framing::request(&out, CLIENT, &mut Vec::new())
         .expect("our own head parses")
         .expect("and is complete");

@@ -10,8 +10,12 @@
 //! how requests are smuggled. Chunked bodies are forwarded as they came, so
 //! the [`Chunked`] decoder only finds where the body ends and checks it.
 
-/// Headers per message; more is a malformed request (the worker allows the same).
+/// Headers per message as parsed (hyper's default, which the worker uses).
+/// A request may have `ADDED_TO_REQUESTS` fewer and a response one fewer, so
+/// that with the headers the balancer adds each still fits this limit.
 pub const MAX_HEADERS: usize = 100;
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `Connection`.
+const ADDED_TO_REQUESTS: usize = 4;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +197,10 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
     };
     let http10 = minor == 0;
     let headers = req.headers;
+    if headers.len() > MAX_HEADERS - ADDED_TO_REQUESTS {
+        // The forwarded head must fit the same limit with ours added.
+        return Err(Reject("too many headers"));
+    }
     let (length, chunked) = framing(headers)?;
     if chunked && http10 {
         // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a proxy must not trust one.
@@ -322,6 +330,10 @@ pub fn response(
     };
     let reason = resp.reason.unwrap_or("");
     let headers = resp.headers;
+    if headers.len() >= MAX_HEADERS {
+        // No room for our `Connection`: the client's parser would refuse it.
+        return Err(Reject("too many headers"));
+    }
     let conn = ConnectionTokens::of(headers);
     let (length, chunked) = match framing(headers) {
         Ok(f) => f,

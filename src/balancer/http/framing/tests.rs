@@ -563,5 +563,41 @@ fn random_hostile_heads_keep_the_framing_invariants() {
             (one, two) => panic!("{raw:?}: whole {one:?}, split at {at} {two:?}"),
         }
     }
-    assert!(accepted > 1000, "only {accepted} heads were accepted: the test says little");
+    assert!(
+        accepted > 1000,
+        "only {accepted} heads were accepted: the test says little"
+    );
+}
+
+#[test]
+fn a_head_at_the_header_limit_leaves_room_for_the_headers_fleet_adds() {
+    // Found by the fuzzer: a response with MAX_HEADERS headers plus our
+    // `Connection` was a head no parser with the same limit would take.
+    let many = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    let (get, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let raw = format!("HTTP/1.1 200 OK\r\n{}\r\n", many(MAX_HEADERS));
+    assert_eq!(
+        response(raw.as_bytes(), &get, true, &mut Vec::new()),
+        Err(Reject("too many headers"))
+    );
+    let raw = format!("HTTP/1.1 200 OK\r\n{}\r\n", many(MAX_HEADERS - 1));
+    let mut out = Vec::new();
+    assert!(response(raw.as_bytes(), &get, true, &mut out).is_ok());
+    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(
+        httparse::Response::new(&mut h)
+            .parse(&out)
+            .is_ok_and(|s| s.is_complete())
+    );
+    // A request: room for X-Forwarded-For/-Proto/-Host and Connection.
+    let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", many(MAX_HEADERS - 4));
+    assert_eq!(rejected(&raw), "too many headers");
+    let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", many(MAX_HEADERS - 5));
+    let (_, head) = req(&raw).unwrap();
+    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(
+        httparse::Request::new(&mut h)
+            .parse(head.as_bytes())
+            .is_ok_and(|s| s.is_complete())
+    );
 }
