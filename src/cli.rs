@@ -19,7 +19,7 @@ pub mod exit {
 }
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet.
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 no fleet is running (status, restart, stop, start, scale, reload).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
@@ -35,9 +35,20 @@ pub enum Command {
     /// Start the workers and the load balancer (foreground unless -d).
     Up(UpArgs),
     /// Show the running fleet.
+    #[command(visible_alias = "ps")]
     Status(StatusArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
     Down(DownArgs),
+    /// Restart backends (all by default), one at a time, each drained first.
+    Restart(RestartArgs),
+    /// Drain and stop backends; they stay stopped until `fleet start`.
+    Stop(StopArgs),
+    /// Start stopped or failed backends (all of them when no port is named).
+    Start(StartArgs),
+    /// Grow or shrink the fleet to N backends (new ones on the next ports).
+    Scale(ScaleArgs),
+    /// Re-read fleet.yaml (with the flags given to `up`) and apply the changes.
+    Reload(ReloadArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
     Serve(ServeArgs),
     /// Show backend output captured by the supervisor.
@@ -108,6 +119,51 @@ pub struct DownArgs {
     /// [default: shutdown.timeout from the fleet's config, 10]
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Backends to restart, by port [default: all]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Restart them all together instead of one at a time
+    #[arg(long)]
+    pub all_at_once: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Backends to stop, by port
+    #[arg(value_name = "PORT", required = true)]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Backends to start, by port [default: every stopped or failed one]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// The number of backends to run
+    #[arg(value_name = "N")]
+    pub backends: u16,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }

@@ -2,7 +2,13 @@
 //! on the library and errors into one-line messages and exit codes.
 pub mod down;
 pub mod logs;
+mod operate;
+pub mod reload;
+pub mod restart;
+pub mod scale;
+pub mod start;
 pub mod status;
+pub mod stop;
 pub mod up;
 
 /// Write a line to stdout, ignoring a closed pipe (`fleet status | head`):

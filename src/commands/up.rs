@@ -59,7 +59,9 @@ pub fn run(args: UpArgs) -> u8 {
     } else {
         Reporter::Terminal
     };
-    match start(config, state, &reporter) {
+    // `fleet reload` re-reads the file with these flags, from this directory.
+    let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
+    match start(config, state, &reporter, reload) {
         Ok(()) => exit::OK,
         Err(msg) => {
             reporter.fail(&msg);
@@ -106,7 +108,12 @@ impl Reporter {
 
 /// Checks, binds and runs the supervisor until shutdown. `Err` is a one-line
 /// message for the user; by then nothing is left running.
-fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), String> {
+fn start(
+    config: Config,
+    state: StateDir,
+    reporter: &Reporter,
+    reload: Option<(UpArgs, std::path::PathBuf)>,
+) -> Result<(), String> {
     state.create().map_err(|e| e.to_string())?;
     let (lock, stale) = state.lock().map_err(|e| e.to_string())?;
     if let Some(note) = stale {
@@ -188,11 +195,14 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
             control: tokio::net::UnixListener::from_std(control).map_err(|e| e.to_string())?,
         };
         let token = CancellationToken::new();
-        spawn_signal_handler(token.clone())?;
+        let detached = matches!(reporter, Reporter::Pipe);
+        let signals = supervisor::signals::install(detached).map_err(|e| e.to_string())?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let opts = Options {
-            echo_output: matches!(reporter, Reporter::Terminal),
+            echo_output: !detached,
             exe,
+            reload,
+            signals: Some(signals),
         };
         let supervisor = supervisor::run(config, listeners, state, lock, opts, token, ready_tx);
         tokio::pin!(supervisor);
@@ -237,25 +247,6 @@ fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, String>>) {
         // The supervisor is tearing down; `start` returns the error itself.
         Some(Err(_)) | None => {}
     }
-}
-
-/// SIGINT and SIGTERM both mean a graceful `down`.
-fn spawn_signal_handler(token: CancellationToken) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = token.cancelled() => return,
-        };
-        info!(target: "supervisor", "{name} received");
-        token.cancel();
-    });
-    Ok(())
 }
 
 /// Raise the soft descriptor limit to the hard one (macOS caps it at

@@ -147,7 +147,7 @@ pub(super) const RESTART_KEYS: &[&str] = &[
     "max_restarts",
     "window",
 ];
-pub(super) const SHUTDOWN_KEYS: &[&str] = &["timeout"];
+pub(super) const SHUTDOWN_KEYS: &[&str] = &["timeout", "drain_timeout"];
 pub(super) const BALANCER_KEYS: &[&str] = &["max_connections", "connect_timeout", "idle_timeout"];
 
 /// Every section: its name in messages (`""` is the top level) and its keys.
@@ -210,6 +210,7 @@ pub(super) struct RawRestart {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShutdown {
     pub(super) timeout: Option<Node>,
+    pub(super) drain_timeout: Option<Node>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -438,8 +438,10 @@ fn shutdown_section(
     let empty = Default::default();
     let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
     let timeout = rep.file("shutdown.timeout", s.timeout.as_ref(), duration)?;
+    let drain = rep.file("shutdown.drain_timeout", s.drain_timeout.as_ref(), duration)?;
     Ok(ShutdownConfig {
         timeout: or_default(timeout, d.timeout).value,
+        drain_timeout: or_default(drain, d.drain_timeout).value,
     })
 }
 
