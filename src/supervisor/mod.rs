@@ -312,16 +312,26 @@ fn gave_up(s: &crate::control::protocol::BackendStatus) -> bool {
 }
 
 /// Wait until every backend is routable, or until every one is routable or
-/// has given up, or `STARTUP_TIMEOUT`. Woken by every published change.
+/// has given up, or `STARTUP_TIMEOUT` after the last one was spawned (a fleet
+/// of 1000 takes seconds just to spawn on a busy machine; each backend gets
+/// the full time). Woken by every published change.
 async fn wait_ready(
     backends: &Backends,
     listen: SocketAddr,
     token: &CancellationToken,
 ) -> Result<Readiness, String> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
+        // A backend task publishes a `starting` state only with the pid of
+        // what it spawned; without one, it has not spawned yet.
+        if statuses
+            .iter()
+            .any(|s| s.state == Phase::Starting && s.pid.is_none())
+        {
+            deadline = Instant::now() + STARTUP_TIMEOUT;
+        }
         let up = statuses.iter().filter(|s| s.healthy).count();
         let gave_up: Vec<(u16, String)> = statuses
             .iter()

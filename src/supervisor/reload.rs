@@ -211,7 +211,7 @@ fn kind(k: &HealthKind) -> String {
 /// (command line, cwd, env) as words, for the diff.
 fn backend_parts(b: &BackendCommand) -> (String, String, String) {
     match b {
-        BackendCommand::Builtin => ("the built-in worker".into(), "-".into(), "-".into()),
+        BackendCommand::Builtin => ("the built-in worker".into(), "-".into(), "none".into()),
         BackendCommand::Command {
             program,
             args,
@@ -224,7 +224,14 @@ fn backend_parts(b: &BackendCommand) -> (String, String, String) {
                 .collect::<Vec<_>>()
                 .join(" "),
             cwd.display().to_string(),
-            format!("{env:?}"),
+            match env.is_empty() {
+                true => "none".into(),
+                false => env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            },
         ),
     }
 }
@@ -261,7 +268,6 @@ mod tests {
                 "backends: 4 -> 8",
                 "backend.command: the built-in worker -> python3 srv.py {port}",
                 "backend.cwd: - -> /lab",
-                "backend.env: - -> {}",
                 "health.interval: 1s -> 250ms",
                 "balancer.idle_timeout: 1m -> 5s",
             ]
