@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fleet::cli::{Cli, Command};
+use fleet::exit;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -23,19 +24,26 @@ fn main() -> ExitCode {
         // default reports write errors with eprintln!, which panics on EPIPE.
         .log_internal_errors(false)
         .init();
-    let code = match cli.command {
-        Command::Up(a) => fleet::commands::up::run(a),
-        Command::Status(a) => fleet::commands::status::run(a),
-        Command::Down(a) => fleet::commands::down::run(a),
-        Command::Restart(a) => fleet::commands::restart::run(a),
-        Command::Stop(a) => fleet::commands::stop::run(a),
-        Command::Start(a) => fleet::commands::start::run(a),
-        Command::Scale(a) => fleet::commands::scale::run(a),
-        Command::Reload(a) => fleet::commands::reload::run(a),
-        Command::Logs(a) => fleet::commands::logs::run(a),
-        Command::Serve(a) => fleet::worker::run(a),
-        Command::Bench(a) => fleet::bench::run(a),
-        Command::Guard(a) => fleet::guard::run(a),
+    let result: Result<u8, fleet::Error> = match cli.command {
+        Command::Up(a) => Ok(fleet::commands::up::run(a)),
+        Command::Status(a) => Ok(fleet::commands::status::run(a)),
+        Command::Down(a) => Ok(fleet::commands::down::run(a)),
+        Command::Restart(a) => Ok(fleet::commands::restart::run(a)),
+        Command::Stop(a) => Ok(fleet::commands::stop::run(a)),
+        Command::Start(a) => Ok(fleet::commands::start::run(a)),
+        Command::Scale(a) => Ok(fleet::commands::scale::run(a)),
+        Command::Reload(a) => Ok(fleet::commands::reload::run(a)),
+        Command::Logs(a) => Ok(fleet::commands::logs::run(a)),
+        Command::Serve(a) => fleet::worker::run(a).map(|()| exit::OK).map_err(Into::into),
+        Command::Bench(a) => Ok(fleet::bench::run(a)),
+        Command::Guard(a) => Ok(fleet::guard::run(a)),
     };
-    ExitCode::from(code)
+    // The one place a command's failure is printed and given its exit code.
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("fleet: {}", e.to_line());
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -4,20 +4,25 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{LogsArgs, exit};
+use crate::cli::LogsArgs;
+use crate::exit;
 use crate::state_dir::StateDir;
 
 pub fn run(args: LogsArgs) -> u8 {
     let state = StateDir::new(args.state.resolve());
     let files = match log_files(&state, args.port) {
         Ok(f) => f,
-        Err(msg) => {
+        Err(LogsError::Missing(msg)) => {
             eprintln!("fleet: {msg}");
             return exit::FAILURE;
+        }
+        Err(LogsError::Unreadable(msg)) => {
+            eprintln!("fleet: {msg}");
+            return exit::UNREADABLE;
         }
     };
     let mut lines: Vec<(String, u16, String)> = Vec::new();
@@ -25,8 +30,17 @@ pub fn run(args: LogsArgs) -> u8 {
         let mut text = String::new();
         let mut old = path.clone().into_os_string();
         old.push(".1");
-        text.push_str(&fs::read_to_string(PathBuf::from(old)).unwrap_or_default());
-        text.push_str(&fs::read_to_string(path).unwrap_or_default());
+        for file in [PathBuf::from(old), path.clone()] {
+            match fs::read(&file) {
+                Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                // The rotated half exists only after a rotation.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    eprintln!("fleet: cannot read {}: {e}", file.display());
+                    return exit::UNREADABLE;
+                }
+            }
+        }
         let all: Vec<&str> = text.lines().collect();
         for l in &all[all.len().saturating_sub(args.tail)..] {
             lines.push((
@@ -56,13 +70,21 @@ fn format_line(port: u16, line: &str, tagged: bool) -> String {
     }
 }
 
-fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBuf>, String> {
+/// Why there is nothing to show: nothing there, or something there that
+/// cannot be read (which must never read as "nothing there").
+enum LogsError {
+    Missing(String),
+    Unreadable(String),
+}
+
+fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBuf>, LogsError> {
     let dir = state.logs();
-    let entries = fs::read_dir(&dir).map_err(|_| {
-        format!(
+    let entries = fs::read_dir(&dir).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => LogsError::Missing(format!(
             "no logs in {} (start a fleet with `fleet up`, or pass --state-dir)",
             dir.display()
-        )
+        )),
+        _ => LogsError::Unreadable(format!("cannot read the logs in {}: {e}", dir.display())),
     })?;
     let mut files = BTreeMap::new();
     for e in entries.flatten() {
@@ -80,7 +102,10 @@ fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBu
         }
     }
     match only {
-        Some(p) if files.is_empty() => Err(format!("no log for backend {p} in {}", dir.display())),
+        Some(p) if files.is_empty() => Err(LogsError::Missing(format!(
+            "no log for backend {p} in {}",
+            dir.display()
+        ))),
         _ => Ok(files),
     }
 }

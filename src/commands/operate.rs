@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::cli::exit;
 use crate::control::client::{self, ControlError};
 use crate::control::protocol::{Reply, Request};
+use crate::exit;
 use crate::state_dir::StateDir;
 
 /// The longest the supervisor may stay silent during an operation: each
@@ -36,6 +36,10 @@ pub(super) fn run(state: &StateDir, req: Request, hint_no_fleet: &str) -> u8 {
             }
             eprintln!("fleet: no fleet is running in {dir}; {hint_no_fleet}");
             exit::NOT_RUNNING
+        }
+        Err(e @ ControlError::CannotRead { .. }) => {
+            eprintln!("fleet: {e}");
+            exit::UNREADABLE
         }
         Err(ControlError::Remote(message)) => {
             eprintln!("fleet: {message}");

@@ -181,6 +181,7 @@ impl Fleet {
             token: self.token.child_token(),
             grace: self.grace.clone(),
             tracker: self.tracker.clone(),
+            last_probe: None,
         };
         let join = self.tracker.spawn(task.run());
         BackendHandle {
