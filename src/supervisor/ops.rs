@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use super::backend::{BackendCmd, BackendHandle, BackendTask};
 use super::output::BackendLog;
-use super::state::{Backend, Event, Policy};
+use super::state::{Backend, Event, HELD, Policy};
 use super::{Options, STARTUP_TIMEOUT, gave_up, launch_for};
 use crate::balancer::pool::{Backends, Pool, Slot};
 use crate::cli::UpArgs;
@@ -266,6 +266,12 @@ impl Fleet {
         &self.handles[&port].slot
     }
 
+    /// Stopped by `fleet stop`: a restart of "every backend" leaves it so.
+    pub(super) fn held(&self, port: u16) -> bool {
+        let s = self.slot(port).status();
+        s.state == Phase::Stopped && s.reason.as_deref() == Some(HELD)
+    }
+
     /// Feed `ev` to one backend's state machine and wait until the result
     /// is published (so what the slot shows next is after `ev`).
     async fn step(&self, port: u16, ev: Event) {
@@ -354,7 +360,17 @@ impl Fleet {
         all_at_once: bool,
         out: &Out,
     ) -> Result<String, OpError> {
-        let ports = self.select(ports)?;
+        let ports: Vec<u16> = match ports {
+            [] => self
+                .select(&[])?
+                .into_iter()
+                .filter(|p| !self.held(*p))
+                .collect(),
+            named => self.select(named)?,
+        };
+        if ports.is_empty() {
+            return Ok("nothing to restart: every backend is stopped (`fleet start` first)".into());
+        }
         let limit = self.restart_limit();
         if all_at_once {
             out.progress(format!("draining {} backends", ports.len()))

@@ -93,9 +93,11 @@ impl Fleet {
         if relaunch {
             let survivors: Vec<u16> = before
                 .into_iter()
-                .filter(|p| self.handles.contains_key(p))
+                .filter(|p| self.handles.contains_key(p) && !self.held(*p))
                 .collect();
-            self.restart(&survivors, false, out).await?;
+            if !survivors.is_empty() {
+                self.restart(&survivors, false, out).await?;
+            }
         }
         Ok(format!(
             "reloaded {} ({} change{})",

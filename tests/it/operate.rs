@@ -370,6 +370,9 @@ fn stop_keeps_a_backend_out_of_rotation_until_start() {
     assert!(b["reason"].as_str().unwrap().contains("fleet stop"), "{s}");
     let human = ok(&f, &["ps"]);
     assert!(human.contains("stopped"), "{human}");
+    // Restarting "every backend" leaves a stopped one stopped.
+    ok(&f, &["restart"]);
+    assert_eq!(f.status()["backends"][1]["state"], "stopped");
 
     ok(&f, &["start", &port.to_string()]);
     let s = f.status();
