@@ -193,7 +193,9 @@ fn restart_scale_and_reload_under_load_fail_no_request() {
 
     // Rolling restart of every backend: each one drained, restarted, back.
     let before = pids_of(&f.status());
+    let n = load.sent();
     let out = ok(&f, &["restart"]);
+    assert!(load.sent() > n, "requests went out during the restart");
     for p in &ports[..4] {
         assert!(
             out.contains(&format!("backend {p}: back in rotation")),
@@ -208,6 +210,7 @@ fn restart_scale_and_reload_under_load_fail_no_request() {
     assert_eq!(load.failures(), 0, "after the rolling restart");
 
     // Grow onto the next ports, then shrink from the top.
+    let n = load.sent();
     ok(&f, &["scale", "8"]);
     let s = f.status();
     assert_eq!(
@@ -216,6 +219,7 @@ fn restart_scale_and_reload_under_load_fail_no_request() {
     );
     assert!(Fleet::all_healthy(&s), "{s}");
     ok(&f, &["scale", "2"]);
+    assert!(load.sent() > n, "requests went out during the scaling");
     let s = f.status();
     assert_eq!(ports_of(&s), [u64::from(ports[0]), u64::from(ports[1])]);
     assert_eq!(load.failures(), 0, "after scale 4 -> 8 -> 2");
@@ -235,7 +239,9 @@ fn restart_scale_and_reload_under_load_fail_no_request() {
     );
     f.scratch.write("fleet.yaml", &yaml);
     let before = pids_of(&f.status());
+    let n = load.sent();
     let out = ok(&f, &["reload"]);
+    assert!(load.sent() > n, "requests went out during the reload");
     assert!(
         out.contains("backend.command: the built-in worker ->"),
         "{out}"
