@@ -522,55 +522,66 @@ fn start_without_a_fleet_says_to_use_up() {
     assert_eq!(out.status.code(), Some(3), "ps is status: {}", text(&out));
 }
 
-/// Listens on every port from `base` for `n` ports and closes each
-/// connection: one cheap process answering the probes of a whole fleet.
-const LISTENER: &str = r#"
-import selectors, socket, sys
-base, n = int(sys.argv[1]), int(sys.argv[2])
-sel = selectors.DefaultSelector()
-for p in range(base, base + n):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", p))
-    s.listen(64)
-    s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ)
-while True:
-    for key, _ in sel.select():
-        try:
-            key.fileobj.accept()[0].close()
-        except OSError:
-            pass
-"#;
-
 #[test]
 fn status_and_json_status_of_a_1000_backend_fleet() {
-    // 1000 real processes, but cheap ones: the first backend runs one Python
-    // process that listens on all 1000 ports; the others are `sleep`. Every
-    // backend passes its tcp probe, so all 1000 are running and healthy.
+    // 1000 real backends, but cheap ones (`sleep`); the test itself listens
+    // on their ports once `up` has checked them free, so every tcp probe
+    // passes and all 1000 become running and healthy.
     let scratch = Scratch::new();
-    scratch.write("listener.py", LISTENER);
-    // The interpreter itself, not a version manager's shim (which costs a
-    // process or two more per start).
-    let python = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .unwrap();
-    let python = String::from_utf8(python.stdout).unwrap().trim().to_string();
     let ports = free_ports(1001);
     let (base, listen) = (ports[0], ports[1000]);
     let yaml = format!(
         "backends: 1000\nbase_port: {base}\nlisten: 127.0.0.1:{listen}\n\
-         backend:\n  command: [\"sh\", \"-c\", \"if [ $PORT = {base} ]; then exec {python} listener.py {base} 1000; else exec sleep 300; fi\"]\n\
+         backend:\n  command: [\"sleep\", \"300\"]\n\
          health:\n  kind: tcp\n  interval: 500ms\n  timeout: 500ms\nshutdown:\n  timeout: 5s\n"
     );
     scratch.write("fleet.yaml", &yaml);
-    let f = up(scratch, &ports[..1000], listen);
-    let s = f.wait_status(Duration::from_secs(20), "1000 healthy backends", |s| {
+    let mut up = std::process::Command::new(FLEET)
+        .args(["up", "-d"])
+        .current_dir(scratch.path())
+        .env("FLEET_STATE_DIR", scratch.state())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut f = Fleet::adopt(scratch, ports[..1000].to_vec(), listen);
+    // The control socket answers only after every port was checked free.
+    let pid = wait_for(Duration::from_secs(60), "the supervisor answering", || {
+        let out = f.fleet(&["status", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["pid"].as_u64()
+    });
+    f.supervisor = pid as u32;
+    let listeners: Vec<std::net::TcpListener> = ports[..1000]
+        .iter()
+        .map(|p| {
+            let l = std::net::TcpListener::bind(("127.0.0.1", *p)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                for l in &listeners {
+                    while l.accept().is_ok() {}
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let code = wait_for(Duration::from_secs(120), "fleet up -d to return", || {
+        up.try_wait().unwrap()
+    });
+    assert!(code.success(), "fleet up -d: {code}");
+    let s = f.wait_status(Duration::from_secs(60), "1000 healthy backends", |s| {
         ports_of(s).len() == 1000 && Fleet::all_healthy(s)
     });
     assert_eq!(ports_of(&s)[999], u64::from(base) + 999);
-    let human = ok(&f, &["status"]);
+    let human = ok(&f, &["ps"]);
     assert!(
         human.contains("1000/1000 backends healthy"),
         "{}",
@@ -583,4 +594,6 @@ fn status_and_json_status_of_a_1000_backend_fleet() {
     );
     let out = ok(&f, &["down"]);
     assert!(out.contains("stopped"), "{out}");
+    stop.store(true, Ordering::SeqCst);
+    acceptor.join().unwrap();
 }
