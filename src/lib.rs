@@ -17,7 +17,14 @@
 //!   `commands::down`, `commands::logs`, and the verbs that operate a running
 //!   fleet: `commands::restart`, `commands::stop`, `commands::start`,
 //!   `commands::scale`, `commands::reload`, which share `commands::operate`
-//!   (send one request, print its progress lines and outcome).
+//!   (send one request, print its progress lines and outcome); and the ones
+//!   that do not talk to a fleet:
+//!   `commands::init` (a starter fleet.yaml and www/), `commands::export`
+//!   (`commands::export::systemd` units, `commands::export::kubernetes`
+//!   manifests), `commands::completions`, `commands::man`.
+//! - `help`: the examples at the end of every subcommand's `--help`.
+//! - `discover`: which fleet a command means: the nearest `.fleet` in this or
+//!   a parent directory.
 //!
 //! Configuration and shared helpers
 //! - `config`: fleet.yaml + flags -> a validated `Config`: `config::raw`
@@ -41,7 +48,9 @@
 //!   operations on a running fleet (restart, stop, start, scale: drain, then
 //!   act, through each backend task's handle) and `supervisor::reload`
 //!   (re-read fleet.yaml, apply the difference); `supervisor::signals` what
-//!   each signal means (stop, reload, or logged and ignored).
+//!   each signal means (stop, reload, or logged and ignored);
+//!   `supervisor::upstream`
+//!   the task per remote backend (no process, only health checks).
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the
 //!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
 //!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`).
@@ -56,6 +65,7 @@
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
 //!   flags), `worker::handler` (request -> response), `worker::path` (which
 //!   targets may name a file), `worker::files` (the file cache),
+//!   `worker::embedded` (the built-in page, served without a www),
 //!   `worker::body` (response bodies).
 //!
 //! The load generator (`fleet bench`)
@@ -66,9 +76,13 @@
 //!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
-//! fresh exec of this same binary (`fleet serve`) or the configured command,
-//! in its own process group, with a lifeline (stdin pipe) and, on Linux, a
-//! parent-death signal, so no worker outlives its supervisor.
+//! fresh exec of this same binary, `fleet serve` or `fleet guard -- COMMAND`
+//! for a configured command, in its own process group, with a lifeline (stdin
+//! pipe). The built-in worker also gets Linux's parent-death signal; the guard
+//! kills its command's group, and on Linux (a child subreaper) every
+//! descendant, when the lifeline ends. So nothing outlives the supervisor
+//! (`supervisor::orphans`, `guard`). `process::portable` selects the macOS
+//! mechanisms on Linux for tests.
 //!
 //! # Shutdown
 //! One `CancellationToken`, cancelled by SIGINT, SIGTERM, a foreground
@@ -81,11 +95,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod duration;
 mod error;
 pub mod exit;
 pub mod fd_limit;
 pub mod guard;
+mod help;
 pub mod idle;
 pub mod listener;
 pub mod ports;

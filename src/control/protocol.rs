@@ -94,6 +94,10 @@ pub struct FleetStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub port: u16,
+    /// An upstream's address as configured (`lab-pc-2:9002`); absent for a
+    /// local backend. An upstream has no pid and never restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The worker's pid while one runs.
     pub pid: Option<u32>,
     pub state: Phase,
@@ -289,6 +293,7 @@ mod tests {
     #[test]
     fn a_status_far_larger_than_a_request_line_round_trips() {
         let b = BackendStatus {
+            address: None,
             port: 9002,
             pid: Some(4243),
             state: Phase::Draining,

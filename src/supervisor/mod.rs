@@ -35,9 +35,10 @@ pub mod output;
 mod reload;
 pub mod signals;
 pub mod state;
+pub mod upstream;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ use tracing::{info, warn};
 
 use crate::balancer::{self, pool::Backends, pool::Pool};
 use crate::cli::UpArgs;
-use crate::config::{BackendCommand, Config};
+use crate::config::{BackendCommand, Config, Www};
 use crate::control::command::Command;
 use crate::control::protocol::{FleetStatus, Phase, Reply};
 use crate::control::server::StatusView;
@@ -306,9 +307,14 @@ pub async fn run(
     }
 }
 
-/// Whether a backend has given up for now (as opposed to still trying).
+/// Whether a backend has given up for now (as opposed to still trying); an
+/// upstream that answers its probes but is unhealthy counts (it is not
+/// ours to restart).
 fn gave_up(s: &crate::control::protocol::BackendStatus) -> bool {
-    !s.healthy && (s.state == Phase::Failed || (s.state == Phase::Stopped && s.reason.is_some()))
+    !s.healthy
+        && (s.state == Phase::Failed
+            || (s.state == Phase::Stopped && s.reason.is_some())
+            || (s.address.is_some() && s.state == Phase::Running))
 }
 
 /// Wait until every backend is routable, or until every one is routable or
@@ -325,14 +331,16 @@ async fn wait_ready(
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         // A backend task publishes a `starting` state only with the pid of
-        // what it spawned; without one, it has not spawned yet.
+        // what it spawned; without one, it has not spawned yet (upstreams
+        // have no pid at all).
         if statuses
             .iter()
-            .any(|s| s.state == Phase::Starting && s.pid.is_none())
+            .any(|s| s.state == Phase::Starting && s.pid.is_none() && s.address.is_none())
         {
             deadline = Instant::now() + STARTUP_TIMEOUT;
         }
         let up = statuses.iter().filter(|s| s.healthy).count();
+        // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
             .filter(|s| gave_up(s))
@@ -364,7 +372,10 @@ async fn wait_ready(
                         }
                         (None, None) => s.state.to_string(),
                     };
-                    (s.port, why)
+                    match &s.address {
+                        Some(a) => (s.port, format!("upstream {a}: {why}")),
+                        None => (s.port, why),
+                    }
                 })
                 .collect();
             if up == 0 {
@@ -387,7 +398,7 @@ async fn wait_ready(
 }
 
 /// The command line for one backend.
-pub(crate) fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
+pub(crate) fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
     match &config.backend {
         BackendCommand::Builtin => Launch {
             program: exe.to_path_buf(),
@@ -395,10 +406,14 @@ pub(crate) fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> L
                 "serve".into(),
                 "--port".into(),
                 port.to_string(),
-                "--www".into(),
-                config.www.display().to_string(),
                 "--lifeline".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(match &config.www {
+                Www::Dir(dir) => vec!["--www".into(), dir.display().to_string()],
+                Www::Embedded => vec!["--embedded".into()],
+            })
+            .collect(),
             cwd: None,
             env: Vec::new(),
             lifeline: true,
@@ -427,5 +442,53 @@ pub(crate) fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> L
                 die_with_parent: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(env: &[(&str, &str)]) -> Config {
+        Config {
+            backend: BackendCommand::Command {
+                program: "python3".into(),
+                args: vec!["server.py".into(), "{port}".into()],
+                cwd: "/srv".into(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The value a child sees: the last setting of `key` wins.
+    fn env_of(l: &Launch, key: &str) -> Option<String> {
+        l.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_custom_command_runs_under_guard_with_a_lifeline_and_no_parent_death_signal() {
+        let l = launch_for(&custom(&[]), Path::new("/bin/fleet"), 9003);
+        assert_eq!(l.program, Path::new("/bin/fleet"));
+        assert_eq!(l.args, ["guard", "--", "python3", "server.py", "9003"]);
+        assert!(l.lifeline && !l.die_with_parent);
+        let builtin = launch_for(&Config::default(), Path::new("/bin/fleet"), 9003);
+        assert!(builtin.lifeline && builtin.die_with_parent);
+    }
+
+    #[test]
+    fn python_is_unbuffered_unless_backend_env_says_otherwise() {
+        let exe = Path::new("/bin/fleet");
+        let l = launch_for(&custom(&[]), exe, 9003);
+        assert_eq!(env_of(&l, "PYTHONUNBUFFERED").as_deref(), Some("1"));
+        let l = launch_for(&custom(&[("PYTHONUNBUFFERED", "")]), exe, 9003);
+        assert_eq!(env_of(&l, "PYTHONUNBUFFERED").as_deref(), Some(""));
     }
 }

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use super::backend::{BackendCmd, BackendHandle, BackendTask};
 use super::output::BackendLog;
 use super::state::{Backend, Event, HELD, Policy};
+use super::upstream::UpstreamTask;
 use super::{Options, STARTUP_TIMEOUT, gave_up, launch_for};
 use crate::balancer::pool::{Backends, Pool, Slot};
 use crate::cli::UpArgs;
@@ -99,6 +100,10 @@ pub(super) struct Fleet {
     pub(super) backends: Arc<Backends>,
     /// One per backend, by port (in port order: the pool's order).
     pub(super) handles: BTreeMap<u16, BackendHandle>,
+    /// Remote backends: in the pool after the local ones, in the order
+    /// written; their tasks only health-check them, and no command here
+    /// addresses them.
+    upstreams: Vec<Arc<Slot>>,
     tracker: TaskTracker,
     token: CancellationToken,
     grace: watch::Receiver<Duration>,
@@ -125,6 +130,7 @@ impl Fleet {
             config,
             backends,
             handles: BTreeMap::new(),
+            upstreams: Vec::new(),
             tracker,
             token,
             grace,
@@ -144,19 +150,40 @@ impl Fleet {
         self.handles.len()
     }
 
-    /// Start the configured backends and publish them as the pool.
+    /// Start the configured backends and upstreams' health checks, and
+    /// publish them as the pool.
     pub(super) fn spawn_initial(&mut self) {
         for port in self.config.ports().collect::<Vec<_>>() {
             let h = self.spawn(port);
             self.handles.insert(port, h);
         }
+        for u in &self.config.upstreams {
+            let (slot, passive) = Slot::upstream(u.name.clone(), u.addr);
+            let slot = Arc::new(slot);
+            self.tracker.spawn(
+                UpstreamTask {
+                    slot: slot.clone(),
+                    backends: self.backends.clone(),
+                    health: self.config.health.clone(),
+                    passive,
+                    token: self.token.child_token(),
+                }
+                .run(),
+            );
+            self.upstreams.push(slot);
+        }
         self.publish_pool();
     }
 
-    /// Swap in a pool of exactly the current handles (no request ever sees
-    /// half of a change).
+    /// Swap in a pool of exactly the current backends, then the upstreams
+    /// (no request ever sees half of a change).
     fn publish_pool(&self) {
-        let slots = self.handles.values().map(|h| h.slot.clone()).collect();
+        let slots = self
+            .handles
+            .values()
+            .map(|h| h.slot.clone())
+            .chain(self.upstreams.iter().cloned())
+            .collect();
         self.backends.swap(Pool::new(slots));
     }
 
@@ -503,12 +530,14 @@ impl Fleet {
     /// free first) or shrink from the top (drained first).
     pub(super) async fn scale(&mut self, n: u16, out: &Out) -> Result<String, OpError> {
         let base = self.config.base_port;
-        if n == 0 || n > MAX_BACKENDS {
+        // No local backend at all is allowed only beside upstreams, as in fleet.yaml.
+        let least = u16::from(self.upstreams.is_empty());
+        if n < least || n > MAX_BACKENDS {
             return Err(OpError::Invalid(format!(
-                "scale: the backend count must be 1 to {MAX_BACKENDS} (got {n}); `fleet down` stops the fleet"
+                "scale: the backend count must be {least} to {MAX_BACKENDS} (got {n}); `fleet down` stops the fleet"
             )));
         }
-        if u32::from(base) + u32::from(n) - 1 > u32::from(u16::MAX) {
+        if u32::from(base) + u32::from(n) > u32::from(u16::MAX) + 1 {
             return Err(OpError::Invalid(format!(
                 "scale: {n} backends from port {base} would go past port 65535"
             )));

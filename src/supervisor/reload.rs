@@ -14,7 +14,7 @@ use super::backend::BackendCmd;
 use super::launch_for;
 use super::ops::{Fleet, OpError, Out};
 use super::state::{Policy, policy_name};
-use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind};
+use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Www};
 
 impl Fleet {
     pub(super) async fn reload(&mut self, out: &Out) -> Result<String, OpError> {
@@ -24,10 +24,13 @@ impl Fleet {
             ));
         };
         let mut new = config::load_in(&args, &cwd)?;
-        if new.backend == BackendCommand::Builtin && !new.www.is_dir() {
+        if new.backend == BackendCommand::Builtin
+            && let Www::Dir(dir) = &new.www
+            && !dir.is_dir()
+        {
             return Err(OpError::Invalid(format!(
                 "reload: www directory {} does not exist; nothing changed",
-                new.www.display()
+                dir.display()
             )));
         }
         let old = &self.config;
@@ -44,6 +47,13 @@ impl Fleet {
                  (`fleet down`, then `fleet up` to move them); nothing changed",
                 old.base_port, new.base_port
             )));
+        }
+        if new.upstreams != old.upstreams {
+            return Err(OpError::Invalid(
+                "reload: upstreams changed; a running fleet keeps its upstreams \
+                 (`fleet down`, then `fleet up`); nothing changed"
+                    .into(),
+            ));
         }
         let changes = diff(old, &new);
         if changes.is_empty() {
@@ -125,11 +135,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         old.backends.to_string(),
         new.backends.to_string(),
     );
-    field(
-        "www",
-        old.www.display().to_string(),
-        new.www.display().to_string(),
-    );
+    field("www", www(&old.www), www(&new.www));
     let (oc, ocwd, oenv) = backend_parts(&old.backend);
     let (nc, ncwd, nenv) = backend_parts(&new.backend);
     field("backend.command", oc, nc);
@@ -200,6 +206,14 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         d(*idle_timeout),
     );
     out
+}
+
+/// The directory, or the built-in page.
+fn www(w: &Www) -> String {
+    match w {
+        Www::Dir(d) => d.display().to_string(),
+        Www::Embedded => "the built-in page".into(),
+    }
 }
 
 /// `http GET /path` or `tcp`.
