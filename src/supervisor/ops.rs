@@ -115,25 +115,23 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: Config,
         backends: Arc<Backends>,
         tracker: TaskTracker,
         token: CancellationToken,
-        grace: watch::Receiver<Duration>,
         grace_tx: Arc<watch::Sender<Duration>>,
         state: StateDir,
         opts: &Options,
     ) -> Self {
         Fleet {
+            grace: grace_tx.subscribe(),
             config,
             backends,
             handles: BTreeMap::new(),
             upstreams: Vec::new(),
             tracker,
             token,
-            grace,
             grace_tx,
             state,
             exe: opts.exe.clone(),
