@@ -167,7 +167,7 @@ pub async fn run(
         control_stop.clone(),
     ));
     if let Some(signals) = opts.signals {
-        tokio::spawn(signals.run(token.clone(), commands_tx.clone()));
+        tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
     }
     drop(commands_tx);
 
