@@ -57,7 +57,7 @@ impl Fleet {
         }
         let changes = diff(old, &new);
         if changes.is_empty() {
-            return Ok("reload: fleet.yaml unchanged; nothing to do".into());
+            return Ok("reload: no setting changed; nothing to do".into());
         }
         for c in &changes {
             out.progress(format!("reload: {c}")).await;
