@@ -82,6 +82,9 @@ pub struct UpArgs {
     /// Directory the built-in worker serves [default: ./www]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// Serve /metrics, /status.json and a dashboard on this address [default: off]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin: Option<String>,
     /// Return once the fleet is ready and keep it running in the background
     #[arg(short = 'd', long)]
     pub detach: bool,

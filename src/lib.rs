@@ -10,6 +10,9 @@
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the next)
 //!   -> copy bytes both ways.
 //! - `control`: versioned JSON-lines protocol over the Unix socket.
+//! - `metrics`: per-backend and balancer counters and histograms in atomics,
+//!   per-second samples for rates; read by `status`, `/metrics` and the dashboard.
+//! - `admin`: the optional admin HTTP address (`/metrics`, `/status.json`, dashboard).
 //! - `worker`: the built-in static-file HTTP server (`fleet serve`).
 //! - `bench`: the lab's ApacheBench table, built in (`fleet bench`).
 //!
@@ -23,6 +26,7 @@
 //! One `CancellationToken`, cancelled by SIGINT, SIGTERM or the control
 //! `down` request, and by nothing else. `Supervisor::run` owns the order.
 
+pub(crate) mod admin;
 pub mod balancer;
 pub mod bench;
 pub mod cli;
@@ -30,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod guard;
+pub(crate) mod metrics;
 pub mod ports;
 pub mod process;
 pub mod state_dir;

@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::BalancerConfig;
+use crate::metrics::{self, BackendMetrics};
 use idle::{Activity, Tracked};
 use pool::{Backends, Pool, Slot};
 
@@ -86,12 +87,18 @@ pub async fn run(
         let backends = backends.clone();
         let cfg = backends.config();
         let hard_stop = hard_stop.clone();
+        BackendMetrics::add(&backends.metrics.accepted, 1);
+        BackendMetrics::add(&backends.metrics.active, 1);
         conns.spawn(async move {
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
                 _ = proxy(client, peer, &backends, &cfg) => {}
             }
+            backends
+                .metrics
+                .active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             drop(permit);
         });
     }
@@ -119,6 +126,8 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
+    // A request's latency runs from its first byte here.
+    let arrived = Instant::now();
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
@@ -132,6 +141,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
             // client briefly for one to come (back) up, then start over.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
                 warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
+                BackendMetrics::add(&backends.metrics.no_backend, 1);
                 return;
             }
             tried.clear();
@@ -141,17 +151,22 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
+                BackendMetrics::add(&slot.metrics.connect_failures, 1);
                 passive_failure(&slot, &e.to_string());
                 continue;
             }
             Err(_) => {
+                BackendMetrics::add(&slot.metrics.connect_failures, 1);
                 passive_failure(&slot, "connect timed out");
                 continue;
             }
         };
         let _ = backend.set_nodelay(true);
         let _guard = slot.connection();
-        let mut backend = Tracked::new(&mut backend, &activity);
+        let m = &slot.metrics;
+        let mut backend =
+            Tracked::counted(&mut backend, &activity, &m.response_bytes, &m.request_bytes);
+        let sent = Instant::now();
         match first_exchange(
             &mut client,
             &mut backend,
@@ -164,16 +179,29 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         .await
         {
             FirstExchange::Answered(n) => {
+                m.first_byte.observe(sent.elapsed());
+                // Request outcome (tcp mode): one request per connection, its
+                // class from the first response's status line; the latency
+                // is observed when the connection ends (for the lab's
+                // one-request connections, when the response is complete).
+                let status = metrics::status_code(&response[..n]);
+                if let Some(code) = status {
+                    m.response(code);
+                }
                 if client.write_all(&response[..n]).await.is_err() {
                     return;
                 }
                 drop(response);
                 drop(request);
                 splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
+                if status.is_some() {
+                    m.latency.observe(arrived.elapsed());
+                }
                 return;
             }
             FirstExchange::ClientGone => return,
             FirstExchange::BackendFailed if replayable => {
+                BackendMetrics::add(&m.replays, 1);
                 passive_failure(&slot, "closed before answering; replaying the request");
                 continue;
             }

@@ -15,7 +15,7 @@
 //! routable backend is woken by a backend of the new pool too.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -25,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::BalancerConfig;
 use crate::control::protocol::{BackendStatus, ExitInfo};
+use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
 
 /// One backend as the balancer and `fleet status` see it.
 #[derive(Debug)]
@@ -33,9 +34,9 @@ pub struct Slot {
     pub addr: SocketAddr,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
-    /// Proxied connections open now / ever, kept where the balancer touches them.
-    active: AtomicU64,
-    total: AtomicU64,
+    /// Traffic counters and latency histograms (`crate::metrics`): atomics
+    /// the balancer adds to, read by `status` and `/metrics`.
+    pub(crate) metrics: BackendMetrics,
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
@@ -60,8 +61,7 @@ impl Slot {
             port,
             addr,
             routable: AtomicBool::new(false),
-            active: AtomicU64::new(0),
-            total: AtomicU64::new(0),
+            metrics: BackendMetrics::default(),
             passive: tx,
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
@@ -93,6 +93,14 @@ impl Slot {
     }
 
     pub fn status(&self) -> BackendStatus {
+        self.status_with(&self.metrics.recent())
+    }
+
+    /// The status, with the recent rates already read (the fleet's summary
+    /// needs them too).
+    pub(crate) fn status_with(&self, recent: &Recent) -> BackendStatus {
+        let m = &self.metrics;
+        let get = BackendMetrics::get;
         let s = self
             .status
             .lock()
@@ -105,22 +113,36 @@ impl Slot {
             healthy: self.routable(),
             restarts: s.restarts,
             uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),
-            active_connections: self.active.load(Ordering::Relaxed),
-            total_connections: self.total.load(Ordering::Relaxed),
+            active_connections: get(&m.active),
+            total_connections: get(&m.connections),
             last_exit: s.last_exit,
             reason: s.reason,
+            requests: m.requests(),
+            responses: CLASSES
+                .iter()
+                .zip(m.responses())
+                .map(|(c, n)| (c.to_string(), n))
+                .collect(),
+            requests_per_s: round3(recent.requests_per_s),
+            p99_ms: recent.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
+            bytes_in: get(&m.request_bytes),
+            bytes_out: get(&m.response_bytes),
+            connect_failures: get(&m.connect_failures),
+            replays: get(&m.replays),
+            health_changes: get(&m.health_changes),
+            requests_history: recent.history.clone(),
         }
     }
 
     /// Count a proxied connection for as long as the guard lives.
     pub fn connection(self: &Arc<Self>) -> ConnGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        BackendMetrics::add(&self.metrics.active, 1);
+        BackendMetrics::add(&self.metrics.connections, 1);
         ConnGuard(self.clone())
     }
 
     pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
+        BackendMetrics::get(&self.metrics.active)
     }
 }
 
@@ -128,7 +150,7 @@ pub struct ConnGuard(Arc<Slot>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -149,6 +171,8 @@ pub struct Backends {
     pub(crate) became_routable: Notify,
     /// Woken on every published change, for the start-up readiness wait.
     pub(crate) changed: Notify,
+    /// The balancer's own counters, which outlive any pool.
+    pub(crate) metrics: BalancerMetrics,
 }
 
 impl Backends {
@@ -158,6 +182,7 @@ impl Backends {
             config: ArcSwap::from_pointee(config),
             became_routable: Notify::new(),
             changed: Notify::new(),
+            metrics: BalancerMetrics::default(),
         }
     }
 

@@ -51,6 +51,14 @@ pub fn render(s: &FleetStatus) -> String {
             ""
         }
     );
+    out.push_str(&format!(
+        "{:.1} requests/s, p99 {} (last 10 s){}\n",
+        s.requests_per_s,
+        s.p99_ms.map_or("-".into(), |ms| format!("{ms:.1}ms")),
+        s.admin
+            .as_ref()
+            .map_or(String::new(), |a| format!(", dashboard http://{a}/")),
+    ));
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header([
@@ -62,6 +70,8 @@ pub fn render(s: &FleetStatus) -> String {
         "RESTARTS",
         "ACTIVE",
         "TOTAL",
+        "REQ/S",
+        "P99",
         "LAST EXIT",
     ]);
     for b in &s.backends {
@@ -78,6 +88,8 @@ pub fn render(s: &FleetStatus) -> String {
             b.restarts.to_string(),
             b.active_connections.to_string(),
             b.total_connections.to_string(),
+            format!("{:.1}", b.requests_per_s),
+            b.p99_ms.map_or("-".into(), |ms| format!("{ms:.1}ms")),
             b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
         ]);
     }
@@ -91,7 +103,7 @@ pub fn render(s: &FleetStatus) -> String {
     out
 }
 
-fn human_duration(secs: f64) -> String {
+pub(crate) fn human_duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{secs:.1}s"),

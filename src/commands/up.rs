@@ -161,10 +161,22 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
                 state.socket().display()
             )
         })?;
-        Ok((balancer, control))
+        let admin = config
+            .admin
+            .map(|addr| {
+                balancer::bind(addr).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => format!(
+                        "{}; stop it or choose another with --admin",
+                        ports::in_use_message(addr.port(), "admin")
+                    ),
+                    _ => format!("cannot listen on admin address {addr}: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok((balancer, control, admin))
     })();
     drop(entered);
-    let (balancer, control) = match checked {
+    let (balancer, control, admin) = match checked {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_file(state.socket());
@@ -180,12 +192,19 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
             config.listen
         );
     }
+    if let Some(addr) = config.admin.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            target: "supervisor",
+            "admin address {addr} is beyond loopback: anyone who can reach it can read the fleet's status and metrics"
+        );
+    }
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the fleet executable: {e}"))?;
     runtime.block_on(async move {
         let listeners = Listeners {
             balancer,
             control: tokio::net::UnixListener::from_std(control).map_err(|e| e.to_string())?,
+            admin,
         };
         let token = CancellationToken::new();
         spawn_signal_handler(token.clone())?;

@@ -67,6 +67,9 @@ pub struct Config {
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
     pub balancer: BalancerConfig,
+    /// The admin HTTP address (`/metrics`, `/status.json`, dashboard); off
+    /// unless set. Port 0 lets the OS choose.
+    pub admin: Option<SocketAddr>,
     /// The file this came from (absolute), if any.
     pub source: Option<PathBuf>,
 }
@@ -169,6 +172,7 @@ impl Default for Config {
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(10),
             },
+            admin: None,
             balancer: BalancerConfig {
                 max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),

@@ -129,6 +129,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "restart",
     "shutdown",
     "balancer",
+    "admin",
 ];
 pub(super) const BACKEND_KEYS: &[&str] = &["command", "cwd", "env"];
 pub(super) const HEALTH_KEYS: &[&str] = &[
@@ -174,6 +175,7 @@ pub(super) struct RawConfig {
     pub(super) restart: Option<Spanned<RawRestart>>,
     pub(super) shutdown: Option<Spanned<RawShutdown>>,
     pub(super) balancer: Option<Spanned<RawBalancer>>,
+    pub(super) admin: Option<Node>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -554,6 +554,41 @@ fn malformed_listen_is_rejected() {
 }
 
 #[test]
+fn admin_is_off_by_default_and_set_by_file_or_flag() {
+    let d = Dir::new();
+    assert_eq!(
+        d.write("fleet.yaml", "backends: 1\n")
+            .load(&[])
+            .unwrap()
+            .admin,
+        None
+    );
+    let c = d
+        .write("fleet.yaml", "admin: 127.0.0.1:44400\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:44400".parse().unwrap()));
+    let c = d
+        .write("fleet.yaml", "admin: 127.0.0.1:44400\n")
+        .load(&["--admin", "127.0.0.1:5"])
+        .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:5".parse().unwrap()));
+}
+
+#[test]
+fn malformed_admin_is_rejected() {
+    assert_eq!(
+        err("admin: 44400\n", &[]),
+        "fleet.yaml:1: admin: expected ADDR:PORT, got 44400 (write 127.0.0.1:44400)"
+    );
+}
+
+#[test]
+fn malformed_admin_flag_is_rejected() {
+    assert!(err("", &["--admin", "nowhere"]).contains("--admin"));
+}
+
+#[test]
 fn listen_port_alone_is_rejected_with_hint() {
     assert_eq!(
         err("listen: 44444\n", &[]),

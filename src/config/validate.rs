@@ -163,6 +163,7 @@ pub(super) fn resolve(
     })?;
     let file_listen = rep.file("listen", raw.listen.as_ref(), listen)?;
     let file_www = rep.file("www", raw.www.as_ref(), |v| path_text(v, "www"))?;
+    let file_admin = rep.file("admin", raw.admin.as_ref(), listen)?;
 
     let flag_backends = rep.flag("--backends", args.backends, |n| {
         backends_in_range(i128::from(n))
@@ -171,6 +172,9 @@ pub(super) fn resolve(
         port_in_range(i128::from(n))
     })?;
     let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| {
+        crate::cli::parse_listen(s)
+    })?;
+    let flag_admin = rep.flag("--admin", args.admin.as_deref(), |s| {
         crate::cli::parse_listen(s)
     })?;
     let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
@@ -240,6 +244,7 @@ pub(super) fn resolve(
         restart,
         shutdown,
         balancer,
+        admin: flag_admin.or(file_admin).map(|s| s.value),
         source,
     })
 }

@@ -6,6 +6,8 @@
 //! `error` reply and the connection is closed, so a stray client can never
 //! stall the supervisor. Requests are tagged by `cmd`, replies by `reply`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to `Request` or `Reply`.
@@ -56,6 +58,16 @@ pub struct FleetStatus {
     pub listen: String,
     pub uptime_s: f64,
     pub backends: Vec<BackendStatus>,
+    // Fleet-wide metrics (additive): the backends' figures summed.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    #[serde(default)]
+    pub requests_history: Vec<u64>,
+    /// The admin address (`/metrics`, `/status.json`, the dashboard), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +89,38 @@ pub struct BackendStatus {
     /// Why the backend is `failed` or `stopped`, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    // Metrics (additive; see `crate::metrics`). In tcp mode a request is a
+    // proxied connection, classed by its first response's status line.
+    /// Requests answered, ever.
+    #[serde(default)]
+    pub requests: u64,
+    /// The same, by status class: `{"1xx": 0, "2xx": 12, ...}`.
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
+    /// Requests per second over the last 10 s.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// 99th percentile request latency over the last 10 s, in milliseconds
+    /// (`null` with no requests in that time).
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Bytes sent to the backend and received from it.
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Connects to the backend that failed or timed out.
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Requests this backend failed before answering that went to another.
+    #[serde(default)]
+    pub replays: u64,
+    /// Times the backend went in or out of rotation.
+    #[serde(default)]
+    pub health_changes: u64,
+    /// Requests answered in each of the last 60 seconds, oldest first.
+    #[serde(default)]
+    pub requests_history: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,7 @@ impl BackendTask {
 
             let routable = self.machine.routable();
             if routable != was_routable {
+                crate::metrics::BackendMetrics::add(&self.slot.metrics.health_changes, 1);
                 match self.machine.state() {
                     State::Running { .. } => {
                         info!(target: "supervisor", port, healthy = routable, "health changed")

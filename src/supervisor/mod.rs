@@ -43,9 +43,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::{self, pool::Backends, pool::Pool, pool::Slot};
+use crate::balancer::pool::{Backends, Pool, Slot, round3};
+use crate::balancer::{self};
 use crate::config::{BackendCommand, Config};
 use crate::control::protocol::{self, FleetStatus, Reply};
+use crate::metrics;
 use crate::state_dir::{PidLock, StateDir};
 use backend::{BackendTask, Launch};
 use output::BackendLog;
@@ -74,6 +76,8 @@ impl Grace {
 pub struct Shared {
     pub backends: Arc<Backends>,
     pub listen: SocketAddr,
+    /// The admin address, when one is served.
+    pub admin: Option<SocketAddr>,
     pub started: Instant,
     pub grace: Arc<Grace>,
     /// `fleet down` callers, answered once everything is stopped.
@@ -82,17 +86,23 @@ pub struct Shared {
 
 impl Shared {
     pub fn status(&self) -> FleetStatus {
+        let pool = self.backends.load();
+        let recent: Vec<_> = pool.slots().iter().map(|s| s.metrics.recent()).collect();
+        let fleet = metrics::sum_recent(&recent);
         FleetStatus {
             pid: std::process::id(),
             listen: self.listen.to_string(),
-            uptime_s: crate::balancer::pool::round3(self.started.elapsed().as_secs_f64()),
-            backends: self
-                .backends
-                .load()
+            uptime_s: round3(self.started.elapsed().as_secs_f64()),
+            backends: pool
                 .slots()
                 .iter()
-                .map(|s| s.status())
+                .zip(&recent)
+                .map(|(s, r)| s.status_with(r))
                 .collect(),
+            requests_per_s: round3(fleet.requests_per_s),
+            p99_ms: fleet.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
+            requests_history: fleet.history,
+            admin: self.admin.map(|a| a.to_string()),
         }
     }
 }
@@ -120,6 +130,8 @@ pub enum SupervisorError {
 pub struct Listeners {
     pub balancer: TcpListener,
     pub control: UnixListener,
+    /// The admin address (`/metrics`, `/status.json`, dashboard), when set.
+    pub admin: Option<TcpListener>,
 }
 
 pub struct Options {
@@ -157,6 +169,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         backends: backends.clone(),
         listen,
+        admin: listeners.admin.as_ref().and_then(|l| l.local_addr().ok()),
         started: Instant::now(),
         grace: grace.clone(),
         down_waiters: Mutex::new(Vec::new()),
@@ -189,6 +202,15 @@ pub async fn run(
         hard_stop.clone(),
         conns.clone(),
     ));
+    tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
+    if let Some(admin) = listeners.admin {
+        tracker.spawn(crate::admin::serve(
+            admin,
+            shared.clone(),
+            token.child_token(),
+            tracker.clone(),
+        ));
+    }
     let control = tokio::spawn(crate::control::server::serve(
         listeners.control,
         shared.clone(),
@@ -257,6 +279,23 @@ pub async fn run(
     match fatal {
         Some(e) => Err(SupervisorError::NoBackendReady(e)),
         None => Ok(()),
+    }
+}
+
+/// Once a second, sample every backend's counters for the windowed rates
+/// (`fleet status` requests/s and p99, the dashboard's sparklines).
+async fn sample_metrics(backends: Arc<Backends>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for slot in backends.load().slots() {
+            slot.metrics.sample();
+        }
     }
 }
 
