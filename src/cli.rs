@@ -36,6 +36,8 @@ pub enum Command {
     Up(UpArgs),
     /// Show the running fleet.
     Status(StatusArgs),
+    /// Live view of the running fleet (same as `fleet status --watch`).
+    Top(TopArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
     Down(DownArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
@@ -99,8 +101,18 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Print the status object as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw the status every second until q or Ctrl-C (on a terminal;
+    /// otherwise print a snapshot every second)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }

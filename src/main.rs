@@ -26,6 +26,11 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Up(a) => fleet::commands::up::run(a),
         Command::Status(a) => fleet::commands::status::run(a),
+        Command::Top(a) => fleet::commands::status::run(fleet::cli::StatusArgs {
+            json: false,
+            watch: true,
+            state: a.state,
+        }),
         Command::Down(a) => fleet::commands::down::run(a),
         Command::Logs(a) => fleet::commands::logs::run(a),
         Command::Serve(a) => fleet::worker::run(a),

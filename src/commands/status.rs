@@ -9,6 +9,9 @@ use crate::state_dir::StateDir;
 
 pub fn run(args: StatusArgs) -> u8 {
     let state = StateDir::new(args.state.resolve());
+    if args.watch {
+        return super::watch::run(&state);
+    }
     match client::status(&state) {
         Ok(s) if args.json => {
             crate::outln!(
@@ -52,9 +55,10 @@ pub fn render(s: &FleetStatus) -> String {
         }
     );
     out.push_str(&format!(
-        "{:.1} requests/s, p99 {} (last 10 s){}\n",
+        "{:.1} requests/s, p99 {} (last 10 s), {} requests in all{}\n",
         s.requests_per_s,
         s.p99_ms.map_or("-".into(), |ms| format!("{ms:.1}ms")),
+        s.backends.iter().map(|b| b.requests).sum::<u64>(),
         s.admin
             .as_ref()
             .map_or(String::new(), |a| format!(", dashboard http://{a}/")),

@@ -6,4 +6,5 @@ mod hardening;
 mod harness;
 mod healing;
 mod lifecycle;
+mod observe;
 mod worker;
