@@ -42,7 +42,7 @@ pub enum Command {
     Down(DownArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
     Serve(ServeArgs),
-    /// Show backend output captured by the supervisor.
+    /// Show the supervisor's events and the backends' output, merged by time.
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
     Bench(BenchArgs),
@@ -188,6 +188,12 @@ pub struct LogsArgs {
     /// Lines to show from the end of each log
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub tail: usize,
+    /// Only lines from the last DURATION (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::worker::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Print lines without their `[port]` / `[supervisor]` tag
+    #[arg(long)]
+    pub no_prefix: bool,
     /// Only this backend's log
     #[arg(value_name = "PORT")]
     pub port: Option<u16>,

@@ -34,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod guard;
+pub mod logging;
 pub(crate) mod metrics;
 pub mod ports;
 pub mod process;

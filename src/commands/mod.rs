@@ -6,10 +6,7 @@ pub mod status;
 pub mod up;
 pub(crate) mod watch;
 
-/// `NO_COLOR` (no-color.org): set and not empty means no colour anywhere.
-pub(crate) fn no_color() -> bool {
-    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
-}
+pub(crate) use crate::logging::no_color;
 
 /// Write a line to stdout, ignoring a closed pipe (`fleet status | head`):
 /// the reader has what it wanted.

@@ -108,6 +108,7 @@ impl Reporter {
 /// message for the user; by then nothing is left running.
 fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), String> {
     state.create().map_err(|e| e.to_string())?;
+    crate::logging::attach_supervisor_log(state.supervisor_log());
     let (lock, stale) = state.lock().map_err(|e| e.to_string())?;
     if let Some(note) = stale {
         warn!(target: "supervisor", "{note}");

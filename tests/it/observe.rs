@@ -266,3 +266,110 @@ fn watch_shows_requests_changing_and_quits_on_q() {
     );
     assert!(tail.contains("\x1b[?25h"), "cursor not shown: {tail:?}");
 }
+
+#[test]
+fn logs_show_the_supervisors_sigkill_event_with_one_timestamp() {
+    let fleet = Fleet::start(2, "");
+    let victim = fleet.pid_of(1);
+    kill(victim, nix::sys::signal::Signal::SIGKILL);
+    let needle = format!("pid={victim}");
+    let out = wait_for(Duration::from_secs(20), "the kill in fleet logs", || {
+        let o = fleet.fleet(&["logs"]);
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        t.lines()
+            .any(|l| l.starts_with("[supervisor] ") && l.contains("SIGKILL") && l.contains(&needle))
+            .then_some(t)
+    });
+    for line in out.lines() {
+        let (_tag, rest) = line.split_once("] ").unwrap();
+        let mut words = rest.split(' ');
+        let first = words.next().unwrap();
+        assert!(
+            humantime::parse_rfc3339(first).is_ok(),
+            "no timestamp: {line}"
+        );
+        // One timestamp per line: no second one nested inside.
+        assert!(
+            words.all(|w| humantime::parse_rfc3339_weak(w).is_err()),
+            "nested timestamp: {line}"
+        );
+    }
+    // --no-prefix drops the tags; --since keeps only recent lines.
+    let plain = fleet.fleet(&["logs", "--no-prefix"]);
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.lines().all(|l| !l.starts_with('[')), "{plain}");
+    assert!(plain.contains("SIGKILL"));
+    let recent = fleet.fleet(&["logs", "--since", "1h"]);
+    assert!(String::from_utf8_lossy(&recent.stdout).contains("SIGKILL"));
+    let none = fleet.fleet(&["logs", "--since", "1ms"]);
+    assert!(
+        !String::from_utf8_lossy(&none.stdout).contains("SIGKILL"),
+        "{}",
+        text(&none)
+    );
+}
+
+/// Everything a user sees from a foreground fleet on a terminal, and from the
+/// other commands, with NO_COLOR=1: no escape sequence at all.
+#[test]
+fn no_color_means_no_escape_codes() {
+    let Some(script) = tool("script", "bsdutils") else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let ports = free_ports(2);
+    scratch.write(
+        "fleet.yaml",
+        &fleet_yaml(
+            &ports,
+            "www: www\nhealth:\n  interval: 100ms\n  timeout: 100ms\n",
+        ),
+    );
+    // Foreground `fleet up` on a pseudo-terminal: its log lines and the
+    // echoed backend output.
+    let mut up = Command::new(script)
+        .args(["-qfec", &format!("{FLEET} up"), "/dev/null"])
+        .current_dir(scratch.path())
+        .env("FLEET_STATE_DIR", scratch.state())
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let fleet = Fleet::adopt(scratch, ports[..1].to_vec(), ports[1]);
+    let _guard = PidGuard(vec![up.id()]);
+    fleet.wait_status(Duration::from_secs(20), "the fleet up", Fleet::all_healthy);
+    get(fleet.addr(), "/page.html").unwrap();
+    get(fleet.addr(), "/missing").unwrap();
+    for args in [
+        &["status"][..],
+        &["logs"],
+        &["status", "--json"],
+        &["logs", "--no-prefix"],
+    ] {
+        let mut c = Command::new(script);
+        c.args(["-qfec", &format!("{FLEET} {}", args.join(" ")), "/dev/null"])
+            .current_dir(fleet.scratch.path())
+            .env("FLEET_STATE_DIR", fleet.scratch.state())
+            .env("NO_COLOR", "1")
+            .env("TERM", "xterm")
+            .stdin(Stdio::null());
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(!out.stdout.contains(&0x1b), "{args:?}: {}", text(&out));
+    }
+    let down = fleet.fleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    let out = wait_for(Duration::from_secs(20), "fleet up to exit", || {
+        up.try_wait().unwrap()
+    });
+    assert!(out.success());
+    let mut all = Vec::new();
+    up.stdout.take().unwrap().read_to_end(&mut all).unwrap();
+    let shown = String::from_utf8_lossy(&all);
+    assert!(shown.contains("fleet ready"), "{shown}");
+    assert!(!all.contains(&0x1b), "escape codes in: {shown:?}");
+}
