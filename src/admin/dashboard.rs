@@ -45,7 +45,7 @@ fn row(b: &BackendStatus) -> String {
         "<tr id=\"b-{port}\" data-port=\"{port}\"><td class=\"port\">{port}</td><td>{pid}</td>\
          <td class=\"state\"><span class=\"badge s-{state}\">{state}</span></td>\
          <td class=\"health h-{health}\">{health}</td><td>{uptime}</td><td>{restarts}</td>\
-         <td>{active}</td><td>{total}</td><td>{rps}</td><td>{p99}</td><td>{spark}</td></tr>",
+         <td>{active}</td><td>{total}</td><td>{requests}</td><td>{rps}</td><td>{p99}</td><td>{spark}</td></tr>",
         port = b.port,
         pid = b.pid.map_or("–".into(), |p| p.to_string()),
         uptime = if b.pid.is_some() {
@@ -56,6 +56,7 @@ fn row(b: &BackendStatus) -> String {
         restarts = b.restarts,
         active = b.active_connections,
         total = b.total_connections,
+        requests = b.requests,
         rps = rate(b.requests_per_s),
         p99 = ms(b.p99_ms),
         spark = spark(&b.requests_history, 140, 26),
