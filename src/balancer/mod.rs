@@ -19,12 +19,14 @@
 //! per backend, an idle timeout per connection. When no backend is routable a
 //! client is held up to `NO_BACKEND_WAIT` for one to come up, then closed.
 
+pub(crate) mod access_log;
 pub mod idle;
 pub mod pool;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,19 +92,43 @@ pub async fn run(
         BackendMetrics::add(&backends.metrics.accepted, 1);
         BackendMetrics::add(&backends.metrics.active, 1);
         conns.spawn(async move {
+            let mut served = Served::default();
+            let sent = AtomicU64::new(0);
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
-                _ = proxy(client, peer, &backends, &cfg) => {}
+                _ = proxy(client, peer, &backends, &cfg, &mut served, &sent) => {}
             }
-            backends
-                .metrics
-                .active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let (Some(log), Some(arrived)) = (backends.access_log.get(), served.arrived) {
+                let line = served.request_line.as_ref();
+                log.write(&access_log::Entry {
+                    client: Some(peer),
+                    method: line.map(|l| l.0.as_str()),
+                    target: line.map(|l| l.1.as_str()),
+                    status: served.status,
+                    bytes: sent.load(Ordering::Relaxed),
+                    duration: arrived.elapsed(),
+                    backend: served.backend,
+                });
+            }
+            backends.metrics.active.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
     info!(target: "balancer", "stopped accepting");
+}
+
+/// What the access log needs to know about a proxied connection, filled in
+/// as it goes (the connection may be cut at the shutdown deadline).
+#[derive(Debug, Default)]
+struct Served {
+    /// When the client's first bytes arrived (`None`: it sent nothing).
+    arrived: Option<Instant>,
+    /// Method and target of its first request line, if it is HTTP.
+    request_line: Option<(String, String)>,
+    /// The backend that answered, and its first response's status.
+    backend: Option<u16>,
+    status: Option<u16>,
 }
 
 /// Why the first exchange with a backend ended without a response byte.
@@ -116,10 +142,19 @@ enum FirstExchange {
     ClientGone,
 }
 
-async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &BalancerConfig) {
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    backends: &Backends,
+    cfg: &BalancerConfig,
+    served: &mut Served,
+    sent: &AtomicU64,
+) {
     let _ = client.set_nodelay(true);
     let activity = Activity::new();
-    let mut client = Tracked::new(client, &activity);
+    // Bytes from the client are counted per backend; bytes to it here.
+    let received = AtomicU64::new(0);
+    let mut client = Tracked::counted(client, &activity, &received, sent);
     let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
     match timeout(cfg.idle_timeout, client.read_buf(&mut request)).await {
@@ -128,6 +163,11 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
     }
     // A request's latency runs from its first byte here.
     let arrived = Instant::now();
+    served.arrived = Some(arrived);
+    if backends.access_log.get().is_some() {
+        served.request_line =
+            access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
+    }
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
@@ -188,6 +228,8 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
                 if let Some(code) = status {
                     m.response(code);
                 }
+                served.backend = Some(slot.port);
+                served.status = status;
                 if client.write_all(&response[..n]).await.is_err() {
                     return;
                 }

@@ -16,13 +16,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::access_log::AccessLog;
 use crate::config::BalancerConfig;
 use crate::control::protocol::{BackendStatus, ExitInfo};
 use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
@@ -173,6 +174,8 @@ pub struct Backends {
     pub(crate) changed: Notify,
     /// The balancer's own counters, which outlive any pool.
     pub(crate) metrics: BalancerMetrics,
+    /// The access log, when `balancer.access_log` is set (fixed at start).
+    pub(crate) access_log: OnceLock<AccessLog>,
 }
 
 impl Backends {
@@ -183,6 +186,7 @@ impl Backends {
             became_routable: Notify::new(),
             changed: Notify::new(),
             metrics: BalancerMetrics::default(),
+            access_log: OnceLock::new(),
         }
     }
 

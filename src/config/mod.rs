@@ -141,6 +141,9 @@ pub struct BalancerConfig {
     pub connect_timeout: Duration,
     /// A proxied connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// One line per request (tcp mode: per connection), rotated; off unless
+    /// set. Absolute (relative in the file to the file's directory).
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -177,6 +180,7 @@ impl Default for Config {
                 max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
+                access_log: None,
             },
             source: None,
         }

@@ -149,7 +149,12 @@ pub(super) const RESTART_KEYS: &[&str] = &[
     "window",
 ];
 pub(super) const SHUTDOWN_KEYS: &[&str] = &["timeout"];
-pub(super) const BALANCER_KEYS: &[&str] = &["max_connections", "connect_timeout", "idle_timeout"];
+pub(super) const BALANCER_KEYS: &[&str] = &[
+    "max_connections",
+    "connect_timeout",
+    "idle_timeout",
+    "access_log",
+];
 
 /// Every section: its name in messages (`""` is the top level) and its keys.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -220,6 +225,7 @@ pub(super) struct RawBalancer {
     pub(super) max_connections: Option<Node>,
     pub(super) connect_timeout: Option<Node>,
     pub(super) idle_timeout: Option<Node>,
+    pub(super) access_log: Option<Node>,
 }
 
 /// Parse the text of a fleet.yaml; `shown` is the path as the user named it.

@@ -294,6 +294,7 @@ balancer:
             max_connections: 64,
             connect_timeout: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(120),
+            access_log: None,
         }
     );
 }
@@ -573,6 +574,28 @@ fn admin_is_off_by_default_and_set_by_file_or_flag() {
         .load(&["--admin", "127.0.0.1:5"])
         .unwrap();
     assert_eq!(c.admin, Some("127.0.0.1:5".parse().unwrap()));
+}
+
+#[test]
+fn access_log_is_relative_to_the_file() {
+    let d = Dir::new();
+    let c = d
+        .write("fleet.yaml", "balancer:\n  access_log: logs/access.log\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(
+        c.balancer.access_log,
+        Some(d.path().join("logs/access.log"))
+    );
+    assert_eq!(Config::default().balancer.access_log, None);
+}
+
+#[test]
+fn access_log_naming_a_directory_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  access_log: logs/\n", &[]),
+        "fleet.yaml:2: balancer.access_log: 'logs/' names a directory; name a file"
+    );
 }
 
 #[test]

@@ -200,7 +200,7 @@ pub(super) fn resolve(
     let health = health_section(&rep, &raw, &health_default)?;
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
-    let balancer = balancer_section(&rep, &raw, &d.balancer)?;
+    let balancer = balancer_section(&rep, &raw, &d.balancer, &base_dir)?;
 
     // 4: the file as a whole must describe a possible fleet ...
     if let (Some(n), Some(p)) = (file_backends, file_base) {
@@ -452,6 +452,7 @@ fn balancer_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     d: &BalancerConfig,
+    base_dir: &Path,
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
@@ -466,7 +467,9 @@ fn balancer_section(
         duration,
     )?;
     let idle_timeout = rep.file("balancer.idle_timeout", b.idle_timeout.as_ref(), duration)?;
+    let access_log = rep.file("balancer.access_log", b.access_log.as_ref(), file_path)?;
     Ok(BalancerConfig {
+        access_log: access_log.map(|p| clean(&base_dir.join(p.value))),
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
@@ -629,6 +632,20 @@ fn listen(v: &Value) -> Result<SocketAddr, String> {
         )),
         other => Err(format!(
             "expected ADDR:PORT such as 127.0.0.1:44444, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            other.describe()
+        )),
+    }
+}
+
+/// A file to write: a non-empty string that can be a path.
+fn file_path(v: &Value) -> Result<PathBuf, String> {
+    match v {
+        Value::Str(s) if s.is_empty() => Err("must not be empty".to_owned()),
+        Value::Str(s) if s.contains('\0') => Err("must not contain a NUL byte".to_owned()),
+        Value::Str(s) if s.ends_with('/') => Err(format!("'{s}' names a directory; name a file")),
+        Value::Str(s) => Ok(PathBuf::from(s)),
+        other => Err(format!(
+            "expected a file path (e.g. logs/access.log), got {}",
             other.describe()
         )),
     }

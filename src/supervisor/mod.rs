@@ -165,6 +165,11 @@ pub async fn run(
         receivers.push(rx);
     }
     let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
+    if let Some(path) = &config.balancer.access_log {
+        let _ = backends
+            .access_log
+            .set(crate::balancer::access_log::AccessLog::new(path.clone()));
+    }
     let pool = backends.load();
     let shared = Arc::new(Shared {
         backends: backends.clone(),

@@ -373,3 +373,33 @@ fn no_color_means_no_escape_codes() {
     assert!(shown.contains("fleet ready"), "{shown}");
     assert!(!all.contains(&0x1b), "escape codes in: {shown:?}");
 }
+
+#[test]
+fn access_log_has_a_line_per_request() {
+    let fleet = Fleet::start(2, "balancer:\n  access_log: access.log\n");
+    assert_eq!(get(fleet.addr(), "/page.html").unwrap().status, 200);
+    assert_eq!(get(fleet.addr(), "/missing").unwrap().status, 404);
+    assert_eq!(get(fleet.addr(), "/page.html").unwrap().status, 200);
+    let path = fleet.scratch.path().join("access.log");
+    let text = wait_for(Duration::from_secs(10), "three access log lines", || {
+        let t = std::fs::read_to_string(&path).unwrap_or_default();
+        (t.lines().count() == 3).then_some(t)
+    });
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    for (l, (target, status)) in lines.iter().zip([
+        ("/page.html", "200"),
+        ("/missing", "404"),
+        ("/page.html", "200"),
+    ]) {
+        assert_eq!(l.len(), 8, "{l:?}");
+        assert!(humantime::parse_rfc3339(l[0]).is_ok(), "{l:?}");
+        assert!(l[1].starts_with("127.0.0.1:"), "{l:?}");
+        assert_eq!((l[2], l[3], l[4]), ("GET", target, status));
+        assert!(l[5].parse::<u64>().unwrap() > 0);
+        assert!(l[6].ends_with("ms"));
+        let port: u16 = l[7].parse().unwrap();
+        assert!(fleet.ports.contains(&port), "{l:?}");
+    }
+    // Bytes sent to the client: the page and the response head.
+    assert!(lines[0][5].parse::<usize>().unwrap() > PAGE.len());
+}
