@@ -3,23 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes, documented in `--help` and the README.
-pub mod exit {
-    /// Success (for `fleet up -d`: the fleet is running, possibly degraded).
-    pub const OK: u8 = 0;
-    /// A runtime failure: the fleet could not start, the supervisor did not answer, ...
-    pub const FAILURE: u8 = 1;
-    /// A usage or configuration error: nothing was started.
-    pub const USAGE: u8 = 2;
-    /// `fleet status` found no running fleet in the state dir.
-    pub const NOT_RUNNING: u8 = 3;
-}
-
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet.
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet; 4 the state dir cannot be read (permission denied, not a directory).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
@@ -41,7 +30,7 @@ pub enum Command {
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
     Down(DownArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
-    Serve(ServeArgs),
+    Serve(crate::worker::ServeArgs),
     /// Show the supervisor's events and the backends' output, merged by time.
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
@@ -119,58 +108,12 @@ pub struct TopArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DownArgs {
-    /// Seconds to drain connections and wait after SIGTERM before SIGKILL
-    /// [default: shutdown.timeout from the fleet's config, 10]
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    /// How long to drain connections and wait after SIGTERM before SIGKILL,
+    /// like 10s or 500ms [default: shutdown.timeout from the fleet's config]
+    #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
     #[command(flatten)]
     pub state: StateDirArg,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Port to listen on
-    #[arg(long)]
-    pub port: u16,
-    /// Directory to serve
-    #[arg(long, default_value = "www", value_name = "DIR")]
-    pub www: PathBuf,
-    /// Address to bind
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
-    pub bind: std::net::IpAddr,
-    /// Exit when standard input reaches end-of-file (the supervisor's lifeline).
-    #[arg(long, hide = true)]
-    pub lifeline: bool,
-    /// Largest request head (request line and headers) accepted; a larger one
-    /// gets 431 and the connection is closed [at least 8192]
-    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES")]
-    pub max_head_bytes: usize,
-    /// Time a client gets to send a whole request head (also caps how long a
-    /// kept-alive connection may wait for its next request)
-    #[arg(long, default_value = "10s", value_parser = crate::worker::parse_duration, value_name = "DURATION")]
-    pub header_timeout: std::time::Duration,
-    /// Close a connection once no byte has moved either way for this long
-    #[arg(long, default_value = "5s", value_parser = crate::worker::parse_duration, value_name = "DURATION")]
-    pub idle_timeout: std::time::Duration,
-    /// Connections served at once; more wait in the kernel's accept queue
-    /// until one closes
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
-    pub max_connections: u32,
-    /// On SIGTERM or SIGINT, how long open requests get to finish before the
-    /// worker exits anyway
-    #[arg(long, default_value = "5s", value_parser = crate::worker::parse_duration, value_name = "DURATION")]
-    pub drain_timeout: std::time::Duration,
-    /// How long a file held in memory is trusted before the disk is checked
-    /// for a change (0: check on every request)
-    #[arg(long, default_value = "1s", value_parser = crate::worker::parse_duration, value_name = "DURATION")]
-    pub cache_revalidate: std::time::Duration,
-    /// Print one line per request to stderr (method, target, status, length)
-    #[arg(long)]
-    pub access_log: bool,
-    /// Threads serving requests; 1 runs everything on one thread, the best
-    /// fit when several workers share a few cores
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), value_name = "N")]
-    pub threads: u16,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -189,7 +132,7 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub tail: usize,
     /// Only lines from the last DURATION (e.g. 30s, 5m, 1h)
-    #[arg(long, value_name = "DURATION", value_parser = crate::worker::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub since: Option<std::time::Duration>,
     /// Print lines without their `[port]` / `[supervisor]` tag
     #[arg(long)]
@@ -246,9 +189,9 @@ pub struct BenchArgs {
     /// Add the runs saved in FILE (from `--format json`) to the --plot chart, one line per label
     #[arg(long, value_name = "FILE.json", requires = "plot")]
     pub compare: Vec<PathBuf>,
-    /// Per-request timeout in seconds (a request past it counts as failed)
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub timeout: f64,
+    /// Per-request timeout (a request past it counts as failed)
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse, value_name = "DURATION")]
+    pub timeout: Duration,
     /// Load-generator threads, each with its own runtime [default: half the cores, at least 1]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

@@ -1,20 +1,69 @@
 //! fleet: a supervisor for a fleet of HTTP server processes with a built-in
-//! round-robin TCP load balancer.
+//! round-robin load balancer.
 //!
 //! # Layout
-//! - `cli`: clap types; `commands`: one module per subcommand (the glue).
-//! - `config`: fleet.yaml + flags -> a validated `Config`.
-//! - `state_dir`: pid file lock, control socket path, logs.
-//! - `supervisor`: one task per backend driving the pure state machine in
-//!   `supervisor::state`; publishes each backend's routable flag and counters.
-//! - `balancer`: accept -> pick a routable backend -> connect (retry the next)
-//!   -> copy bytes both ways.
-//! - `control`: versioned JSON-lines protocol over the Unix socket.
-//! - `metrics`: per-backend and balancer counters and histograms in atomics,
-//!   per-second samples for rates; read by `status`, `/metrics` and the dashboard.
-//! - `admin`: the optional admin HTTP address (`/metrics`, `/status.json`, dashboard).
-//! - `worker`: the built-in static-file HTTP server (`fleet serve`).
-//! - `bench`: the lab's ApacheBench table, built in (`fleet bench`).
+//! Every module, by what it does (a unit test below keeps this list equal to
+//! the files in `src/`):
+//!
+//! Entry and commands
+//! - `main`: parse the command line, set up logging, run, exit with the code.
+//! - `cli`: the clap types of every subcommand but `serve`, whose flags the
+//!   worker owns (`worker::args`); `exit`: the exit codes; `error`: the
+//!   top-level error each command's failure converges to, which only `main`
+//!   prints.
+//! - `commands`: one module per subcommand that talks to a fleet, the glue
+//!   from arguments to library calls: `commands::up` (checks, binds, runs the
+//!   supervisor in the foreground or detached), `commands::status`,
+//!   `commands::down`, `commands::logs`; `commands::watch` is the live view
+//!   of `fleet status --watch` / `fleet top`.
+//!
+//! Configuration and shared helpers
+//! - `config`: fleet.yaml + flags -> a validated `Config`: `config::raw`
+//!   (what serde reads, the one place keys are spelled), `config::validate`
+//!   (each value checked where it was written), `config::error`.
+//! - `duration`: the one duration grammar, for fleet.yaml and every flag.
+//! - `state_dir`: the pid file lock, the control socket's path, log paths.
+//! - `listener`: binding with a deep backlog, and the accept back-off loop.
+//! - `fd_limit`: raising the open-file limit, one policy for all.
+//! - `idle`: idle tracking for a connection's socket.
+//! - `ports`: is a port free, and who holds it.
+//! - `process`: is a pid alive (not a zombie).
+//! - `logging`: where this process's log lines go (stderr, the rotated
+//!   supervisor.log), one timestamp each, colour only on a terminal without
+//!   `NO_COLOR`.
+//!
+//! The supervisor (`fleet up`)
+//! - `supervisor`: owns the backends, the balancer and the control server,
+//!   and the one shutdown order. `supervisor::state` is the pure backend
+//!   state machine; `supervisor::backend` the task per backend that executes
+//!   its actions; `supervisor::health` the probes; `supervisor::output` each
+//!   backend's log files (writing, size cap, rotation); `supervisor::orphans`
+//!   what keeps workers from outliving the supervisor.
+//! - `balancer`: accept -> pick a routable backend -> connect (retry the
+//!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
+//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`),
+//!   `balancer::access_log` the optional per-request log.
+//! - `metrics`: per-backend and balancer counters and histograms in atomics
+//!   (no lock per request), and per-second samples for the 10-second rates.
+//! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
+//!   format), `/status.json`, and `admin::dashboard` (the page, built in).
+//! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
+//!   `FleetStatus`), `control::server` (inside the supervisor),
+//!   `control::client` (used by `fleet status`, `down`, `bench`).
+//! - `guard`: `fleet guard`, which ties a custom backend command to the
+//!   supervisor's lifeline where the kernel will not (macOS).
+//!
+//! The worker (`fleet serve`)
+//! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
+//!   flags), `worker::handler` (request -> response), `worker::path` (which
+//!   targets may name a file), `worker::files` (the file cache),
+//!   `worker::body` (response bodies).
+//!
+//! The load generator (`fleet bench`)
+//! - `bench`: the lab's ApacheBench table: `bench::target` (what to
+//!   measure), `bench::load` (the driver: exactly `n` requests per level),
+//!   `bench::load::one_shot` and `bench::load::keepalive` (the two clients),
+//!   `bench::report` (rows and output formats), `bench::plot` (the SVG).
 //!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
@@ -33,7 +82,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod duration;
+mod error;
+pub mod exit;
+pub mod fd_limit;
 pub mod guard;
+pub mod idle;
+pub mod listener;
 pub mod logging;
 pub(crate) mod metrics;
 pub mod ports;
@@ -41,3 +96,43 @@ pub mod process;
 pub mod state_dir;
 pub mod supervisor;
 pub mod worker;
+
+pub use error::Error;
+
+#[cfg(test)]
+mod layout {
+    use std::path::Path;
+
+    /// `a::b` for `src/a/b.rs` and `src/a/b/mod.rs`; tests and `lib` itself
+    /// are not modules a newcomer looks for.
+    fn modules(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            let full = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}::{name}")
+            };
+            if path.is_dir() {
+                out.push(full.clone());
+                modules(&path, &full, out);
+            } else if !matches!(name.as_str(), "mod" | "lib" | "tests") {
+                out.push(full);
+            }
+        }
+    }
+
+    #[test]
+    fn the_layout_doc_names_every_module() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let doc = include_str!("lib.rs");
+        let mut found = Vec::new();
+        modules(&src, "", &mut found);
+        let missing: Vec<_> = found
+            .iter()
+            .filter(|m| !doc.contains(&format!("`{m}`")))
+            .collect();
+        assert!(missing.is_empty(), "lib.rs # Layout lacks {missing:?}");
+    }
+}

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fleet::cli::{Cli, Command};
+use fleet::exit;
 use fleet::logging::Role;
 
 fn main() -> ExitCode {
@@ -15,19 +16,26 @@ fn main() -> ExitCode {
         },
         _ => Role::Command,
     });
-    let code = match cli.command {
-        Command::Up(a) => fleet::commands::up::run(a),
-        Command::Status(a) => fleet::commands::status::run(a),
-        Command::Top(a) => fleet::commands::status::run(fleet::cli::StatusArgs {
+    let result: Result<u8, fleet::Error> = match cli.command {
+        Command::Up(a) => Ok(fleet::commands::up::run(a)),
+        Command::Status(a) => Ok(fleet::commands::status::run(a)),
+        Command::Top(a) => Ok(fleet::commands::status::run(fleet::cli::StatusArgs {
             json: false,
             watch: true,
             state: a.state,
-        }),
-        Command::Down(a) => fleet::commands::down::run(a),
-        Command::Logs(a) => fleet::commands::logs::run(a),
-        Command::Serve(a) => fleet::worker::run(a),
-        Command::Bench(a) => fleet::bench::run(a),
-        Command::Guard(a) => fleet::guard::run(a),
+        })),
+        Command::Down(a) => Ok(fleet::commands::down::run(a)),
+        Command::Logs(a) => Ok(fleet::commands::logs::run(a)),
+        Command::Serve(a) => fleet::worker::run(a).map(|()| exit::OK).map_err(Into::into),
+        Command::Bench(a) => Ok(fleet::bench::run(a)),
+        Command::Guard(a) => Ok(fleet::guard::run(a)),
     };
-    ExitCode::from(code)
+    // The one place a command's failure is printed and given its exit code.
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("fleet: {}", e.to_line());
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -1,8 +1,12 @@
 //! The TCP load balancer inside the supervisor.
 //!
 //! accept → pick the next routable backend (round-robin, `pool`) → connect
-//! (on failure: mark it down and try the next, each at most once) → copy
-//! bytes both ways until both sides are done (half-close respected).
+//! (on failure: try the next, each at most once) → copy bytes both ways until
+//! both sides are done (half-close respected). A refused or reset connect
+//! marks the backend down at once (nothing listens); a connect *timeout* does
+//! not (a full listen backlog is busy, not dead: HAProxy's `observe layer4`
+//! wants more than one error too): it is reported, and the backend leaves
+//! rotation only if its next health probe fails as well (`supervisor::state`).
 //!
 //! Retry beyond connect: until the backend sends its first response byte,
 //! the client's bytes are kept (up to `REPLAY_MAX`). If the backend resets or
@@ -23,7 +27,6 @@ pub(crate) mod access_log;
 pub mod idle;
 pub mod pool;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,18 +76,8 @@ pub async fn run(
             _ = stop.cancelled() => break,
             p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
-        let (client, peer) = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE/ENFILE and friends: back off instead of spinning.
-                    warn!(target: "balancer", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((client, peer)) = crate::listener::accept(&listener, &stop).await else {
+            break;
         };
         let backends = backends.clone();
         let cfg = backends.config();
@@ -197,7 +190,10 @@ async fn proxy(
             }
             Err(_) => {
                 BackendMetrics::add(&slot.metrics.connect_failures, 1);
-                passive_failure(&slot, "connect timed out");
+                // Busy (a full listen backlog) rather than dead: try the next
+                // backend, and leave the verdict to the health probe.
+                debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
+                slot.report_timeout();
                 continue;
             }
         };
@@ -372,24 +368,6 @@ fn is_idempotent_http(head: &[u8]) -> bool {
         b"DELETE ",
     ];
     METHODS.iter().any(|m| head.starts_with(m))
-}
-
-/// Listen backlog: clients past `max_connections`, and bursts faster than
-/// accept, wait here. std's default (128) overflowed under `ab -c 500`, and
-/// each dropped SYN costs a client a 1 s retransmit.
-pub const BACKLOG: u32 = 4096;
-
-/// Bind the balancer's listener with SO_REUSEADDR and a deep backlog. Needs a
-/// runtime context (the socket is registered with it) but starts nothing.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }
 
 #[cfg(test)]

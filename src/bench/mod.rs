@@ -31,7 +31,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchArgs, BenchFormat, exit};
+use crate::cli::{BenchArgs, BenchFormat};
+use crate::exit;
 use crate::state_dir::StateDir;
 use load::Options;
 use report::Row;
@@ -67,6 +68,9 @@ fn failure(message: impl Into<String>) -> Fail {
     }
 }
 
+/// The longest `--timeout`: a request slower than an hour is surely a typo.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Flags checked before anything runs: the levels to measure, in order.
 fn validate(args: &BenchArgs) -> Result<Vec<u32>, Fail> {
     if args.requests == 0 {
@@ -77,10 +81,11 @@ fn validate(args: &BenchArgs) -> Result<Vec<u32>, Fail> {
             "-c takes concurrency levels of at least 1, comma-separated, like -c 1,10,100",
         ));
     }
-    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
+    if args.timeout.is_zero() || args.timeout > MAX_TIMEOUT {
         return Err(usage(format!(
-            "--timeout {} is not a number of seconds between 0 and 3600",
-            args.timeout
+            "--timeout must be longer than 0 and at most {} (got {})",
+            crate::duration::format(MAX_TIMEOUT),
+            crate::duration::format(args.timeout)
         )));
     }
     if args.threads == Some(0) {
@@ -167,20 +172,16 @@ fn plot_rows(saved: Vec<Saved>, current: &[Row]) -> Vec<Row> {
     out
 }
 
-/// Enough file descriptors for `max_conns` sockets at once: raise the soft
-/// limit toward the hard one (ab users do `ulimit -n` by hand).
+/// Enough file descriptors for `max_conns` sockets at once (ab users do
+/// `ulimit -n` by hand).
 fn raise_fd_limit(max_conns: u32) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let want = u64::from(max_conns) + 64;
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < want
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
-        if hard < want {
-            eprintln!(
-                "fleet: warning: the open-file limit ({hard}) is below concurrency {max_conns}; expect failed connects (raise it with `ulimit -n`)"
-            );
-        }
+    match crate::fd_limit::raise(want) {
+        Ok(have) if have < want => eprintln!(
+            "fleet: warning: the open-file limit ({have}) is below concurrency {max_conns}; expect failed connects (raise it with `ulimit -n`)"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("fleet: warning: cannot read the open-file limit: {e}"),
     }
 }
 
@@ -230,7 +231,7 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
     });
     let opts = Options {
         keepalive: args.keepalive,
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: args.timeout,
         threads: args.threads.unwrap_or_else(default_threads),
     };
 
@@ -373,8 +374,8 @@ mod tests {
             &["-c", "0"],
             &["-c", "1,0"],
             &["-n", "5", "-c", "10"],
-            &["--timeout", "0"],
-            &["--timeout", "NaN"],
+            &["--timeout", "0s"],
+            &["--timeout", "2h"],
             &["--threads", "0"],
         ] {
             let e = validate(&bench_args(argv)).err();

@@ -9,11 +9,12 @@
 //! the time of the line before it.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::cli::{LogsArgs, exit};
+use crate::cli::LogsArgs;
+use crate::exit;
 use crate::state_dir::StateDir;
 
 /// The tag of the supervisor's own log.
@@ -29,9 +30,13 @@ pub fn run(args: LogsArgs) -> u8 {
     let state = StateDir::new(args.state.resolve());
     let sources = match sources(&state, args.port) {
         Ok(f) => f,
-        Err(msg) => {
+        Err(LogsError::Missing(msg)) => {
             eprintln!("fleet: {msg}");
             return exit::FAILURE;
+        }
+        Err(LogsError::Unreadable(msg)) => {
+            eprintln!("fleet: {msg}");
+            return exit::UNREADABLE;
         }
     };
     let since = args
@@ -43,8 +48,18 @@ pub fn run(args: LogsArgs) -> u8 {
         let mut text = String::new();
         let mut old = src.path.clone().into_os_string();
         old.push(".1");
-        text.push_str(&fs::read_to_string(PathBuf::from(old)).unwrap_or_default());
-        text.push_str(&fs::read_to_string(&src.path).unwrap_or_default());
+        for file in [PathBuf::from(old), src.path.clone()] {
+            match fs::read(&file) {
+                Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                // The rotated half exists only after a rotation, and
+                // supervisor.log only once a supervisor ran here.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    eprintln!("fleet: cannot read {}: {e}", file.display());
+                    return exit::UNREADABLE;
+                }
+            }
+        }
         let mut time = String::new();
         let mut mine = Vec::new();
         for l in text.lines() {
@@ -84,16 +99,23 @@ fn format_line(tag: &str, line: &str, tagged: bool) -> String {
     }
 }
 
+/// Why there is nothing to show: nothing there, or something there that
+/// cannot be read (which must never read as "nothing there").
+enum LogsError {
+    Missing(String),
+    Unreadable(String),
+}
+
 /// The supervisor's log (unless one backend was asked for) and every
 /// backend's, in port order.
-fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, String> {
+fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, LogsError> {
     let dir = state.logs();
     let entries = fs::read_dir(&dir).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
+        io::ErrorKind::NotFound => LogsError::Missing(format!(
             "no logs in {} (start a fleet with `fleet up`, or pass --state-dir)",
             dir.display()
-        ),
-        _ => format!("cannot read logs in {}: {e}", dir.display()),
+        )),
+        _ => LogsError::Unreadable(format!("cannot read the logs in {}: {e}", dir.display())),
     })?;
     let mut ports = Vec::new();
     for e in entries.flatten() {
@@ -114,7 +136,10 @@ fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, String> {
     if let Some(p) = only
         && ports.is_empty()
     {
-        return Err(format!("no log for backend {p} in {}", dir.display()));
+        return Err(LogsError::Missing(format!(
+            "no log for backend {p} in {}",
+            dir.display()
+        )));
     }
     let mut out = Vec::new();
     if only.is_none() {

@@ -2,9 +2,10 @@
 
 use comfy_table::{Table, presets};
 
-use crate::cli::{StatusArgs, exit};
+use crate::cli::StatusArgs;
 use crate::control::client::{self, ControlError};
 use crate::control::protocol::FleetStatus;
+use crate::exit;
 use crate::state_dir::StateDir;
 
 pub fn run(args: StatusArgs) -> u8 {
@@ -30,6 +31,10 @@ pub fn run(args: StatusArgs) -> u8 {
             }
             eprintln!("fleet: no fleet is running in {dir} (start one with `fleet up`)");
             exit::NOT_RUNNING
+        }
+        Err(e @ ControlError::CannotRead { .. }) => {
+            eprintln!("fleet: {e}");
+            exit::UNREADABLE
         }
         Err(e) => {
             eprintln!("fleet: {e}");

@@ -19,11 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::{UpArgs, exit};
+use crate::cli::UpArgs;
 use crate::config::{self, BackendCommand, Config};
-use crate::state_dir::{Holder, StateDir};
+use crate::exit;
+use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness};
-use crate::{balancer, control, ports};
+use crate::{control, listener, ports};
 
 /// What the detached child tells its parent, one JSON line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,7 +140,7 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
                 config.www.display()
             ));
         }
-        let balancer = balancer::bind(config.listen).map_err(|e| match e.kind() {
+        let balancer = listener::bind(config.listen).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 format!(
                     "{}; stop it or choose another with --listen",
@@ -165,7 +166,7 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
         let admin = config
             .admin
             .map(|addr| {
-                balancer::bind(addr).map_err(|e| match e.kind() {
+                listener::bind(addr).map_err(|e| match e.kind() {
                     std::io::ErrorKind::AddrInUse => format!(
                         "{}; stop it or choose another with --admin",
                         ports::in_use_message(addr.port(), "admin")
@@ -278,20 +279,13 @@ fn spawn_signal_handler(token: CancellationToken) -> Result<(), String> {
     Ok(())
 }
 
-/// Raise the soft descriptor limit to the hard one (macOS caps it at
-/// OPEN_MAX), and refuse to start if even that cannot hold `max_connections`
-/// clients (two descriptors each: client and backend).
+/// Refuse to start if the open-file limit, raised as far as it goes, cannot
+/// hold `max_connections` clients (two descriptors each: client and backend)
+/// plus the supervisor's own files.
 fn raise_fd_limit(max_connections: u32) -> Result<(), String> {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
-        .map_err(|e| format!("cannot read the descriptor limit: {e}"))?;
-    #[cfg(target_os = "macos")]
-    let hard = hard.min(10240);
     let want = 2 * u64::from(max_connections) + 256;
-    let mut have = soft;
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        have = hard;
-    }
+    let have = crate::fd_limit::raise(want)
+        .map_err(|e| format!("cannot read the descriptor limit: {e}"))?;
     if have < want {
         return Err(format!(
             "the open-file limit ({have}) is too low for balancer.max_connections = {max_connections} (needs {want}); \
@@ -309,12 +303,16 @@ fn launch_detached(state: &StateDir) -> u8 {
     }
     match state.probe() {
         (Holder::Running { pid }, _) => {
-            let pid = pid.map_or("unknown".into(), |p| p.to_string());
-            eprintln!(
-                "fleet: a fleet is already running from state dir {} (pid {pid}); stop it with `fleet down` or use another --state-dir",
-                state.root().display()
-            );
+            let e = StateError::AlreadyRunning {
+                dir: state.root().to_path_buf(),
+                pid: pid.map_or("unknown".into(), |p| p.to_string()),
+            };
+            eprintln!("fleet: {e}");
             return exit::FAILURE;
+        }
+        (Holder::Unreadable { path, error }, _) => {
+            eprintln!("fleet: cannot read {}: {error}", path.display());
+            return exit::UNREADABLE;
         }
         (Holder::Free, Some(note)) => eprintln!("fleet: {note}"),
         (Holder::Free, None) => {}

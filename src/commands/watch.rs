@@ -23,8 +23,8 @@ use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlt
 use crossterm::{execute, queue};
 
 use super::status::render;
-use crate::cli::exit;
 use crate::control::client::{self, ControlError};
+use crate::exit;
 use crate::state_dir::StateDir;
 
 const PERIOD: Duration = Duration::from_secs(1);

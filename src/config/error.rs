@@ -4,7 +4,7 @@
 //! flag, or built-in default), *which key* and *what is wrong*, so `main`
 //! can print `fleet: {err}` and exit 2 without adding context. The `Display`
 //! text is complete on its own: there is deliberately no `source()` chain, so
-//! printing with `{}` or anyhow's `{:#}` gives the same line.
+//! printing it alone or with its causes gives the same line.
 
 use std::path::{Path, PathBuf};
 

@@ -19,8 +19,9 @@
 //!   relative to the current directory.
 //! - `www` must be an existing directory only when the built-in worker runs.
 //! - A key with no value (`backends:` or `~`) means the default.
-//! - Durations are humantime (`250ms`, `1s`, `2m`, `1m 30s`), longer than 0
-//!   and at most [`MAX_DURATION`]; a bare number is rejected (no unit).
+//! - Durations follow the one grammar of [`crate::duration`] (`250ms`, `1s`,
+//!   `2m`, `1m 30s`; a bare number is rejected as missing its unit), and
+//!   here must be longer than 0 and at most [`MAX_DURATION`].
 //! - `health.timeout <= health.interval`: probes of one backend never overlap.
 //! - `restart.max_restarts >= 1`; "never restart" is `policy: never`.
 //! - `backend.env` may not set `PORT`: fleet sets it for each backend.

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{MessageFormatter, Spanned};
 
@@ -117,54 +118,55 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
-// The key lists below must match the serde field names of the sections; the
-// unit tests check every key in every section (see `every_documented_key_parses`).
-pub(super) const TOP_KEYS: &[&str] = &[
-    "backends",
-    "base_port",
-    "listen",
-    "www",
-    "backend",
-    "health",
-    "restart",
-    "shutdown",
-    "balancer",
-    "admin",
-];
-pub(super) const BACKEND_KEYS: &[&str] = &["command", "cwd", "env"];
-pub(super) const HEALTH_KEYS: &[&str] = &[
-    "kind",
-    "path",
-    "interval",
-    "timeout",
-    "rise",
-    "fall",
-    "restart_after",
-];
-pub(super) const RESTART_KEYS: &[&str] = &[
-    "policy",
-    "initial_backoff",
-    "max_backoff",
-    "max_restarts",
-    "window",
-];
-pub(super) const SHUTDOWN_KEYS: &[&str] = &["timeout"];
-pub(super) const BALANCER_KEYS: &[&str] = &[
-    "max_connections",
-    "connect_timeout",
-    "idle_timeout",
-    "access_log",
-];
+/// The keys of a section: the field names of its serde struct, as its
+/// derived `Deserialize` declares them. The structs below are the one place
+/// a key is spelled; this list and the "did you mean" suggestions follow.
+pub(super) fn keys<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields = None;
+    // The derived impl names its fields when it asks for a struct; the
+    // introspector records them and stops there.
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields.expect("a derived struct deserializer names its fields")
+}
+
+/// A deserializer that only records the field list it is asked for.
+struct Introspect<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> Deserializer<'de> for Introspect<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("only structs are introspected"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(serde::de::Error::custom("introspected"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
 
 /// Every section: its name in messages (`""` is the top level) and its keys.
-const SECTIONS: &[(&str, &[&str])] = &[
-    ("", TOP_KEYS),
-    ("backend", BACKEND_KEYS),
-    ("health", HEALTH_KEYS),
-    ("restart", RESTART_KEYS),
-    ("shutdown", SHUTDOWN_KEYS),
-    ("balancer", BALANCER_KEYS),
-];
+pub(super) fn sections() -> [(&'static str, &'static [&'static str]); 6] {
+    [
+        ("", keys::<RawConfig>()),
+        ("backend", keys::<RawBackend>()),
+        ("health", keys::<RawHealth>()),
+        ("restart", keys::<RawRestart>()),
+        ("shutdown", keys::<RawShutdown>()),
+        ("balancer", keys::<RawBalancer>()),
+    ]
+}
 
 /// The whole file. A missing key or a key with no value (`backends:` or `~`)
 /// means "use the default".
@@ -307,7 +309,8 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str, shown: &Path) -> ConfigErro
 
 /// Name an unknown key by its section and suggest what was probably meant.
 fn unknown_key(field: &str, expected: &[&str]) -> (String, String) {
-    let section = SECTIONS
+    let sections = sections();
+    let section = sections
         .iter()
         .find(|(_, keys)| *keys == expected)
         .map_or("", |(name, _)| *name);
@@ -318,7 +321,7 @@ fn unknown_key(field: &str, expected: &[&str]) -> (String, String) {
     };
     let problem = if let Some(near) = closest(field, expected) {
         format!("unknown key (did you mean `{near}`?)")
-    } else if let Some((home, _)) = SECTIONS
+    } else if let Some((home, _)) = sections
         .iter()
         .find(|(name, keys)| *name != section && keys.contains(&field))
     {

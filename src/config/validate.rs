@@ -24,6 +24,21 @@ use super::{
 };
 use crate::cli::UpArgs;
 
+/// A file value and its dotted key from one spelling of the raw struct's
+/// field, so a key cannot be misspelt here: `entry!(h, health.interval)` is
+/// `("health.interval", h.interval.as_ref())`.
+macro_rules! entry {
+    ($raw:expr, $section:ident . $field:ident) => {
+        (
+            concat!(stringify!($section), ".", stringify!($field)),
+            $raw.$field.as_ref(),
+        )
+    };
+    ($raw:expr, $field:ident) => {
+        (stringify!($field), $raw.$field.as_ref())
+    };
+}
+
 /// The config file being applied.
 pub(super) struct FileSource<'a> {
     pub(super) raw: RawConfig,
@@ -76,11 +91,11 @@ impl Report<'_> {
         }
     }
 
-    /// Check a value from the file, if present.
+    /// Check a value from the file, if present; `entry!` gives the key and
+    /// the node from one spelling of the field.
     fn file<T>(
         &self,
-        key: &str,
-        node: Option<&Node>,
+        (key, node): (&str, Option<&Node>),
         check: impl FnOnce(&Value) -> Result<T, String>,
     ) -> Result<Option<Set<T>>, ConfigError> {
         node.map(|n| {
@@ -155,15 +170,13 @@ pub(super) fn resolve(
     let d = Config::default();
 
     // 1 + 2: each value on its own.
-    let file_backends = rep.file("backends", raw.backends.as_ref(), |v| {
+    let file_backends = rep.file(entry!(raw, backends), |v| {
         whole(v).and_then(backends_in_range)
     })?;
-    let file_base = rep.file("base_port", raw.base_port.as_ref(), |v| {
-        whole(v).and_then(port_in_range)
-    })?;
-    let file_listen = rep.file("listen", raw.listen.as_ref(), listen)?;
-    let file_www = rep.file("www", raw.www.as_ref(), |v| path_text(v, "www"))?;
-    let file_admin = rep.file("admin", raw.admin.as_ref(), listen)?;
+    let file_base = rep.file(entry!(raw, base_port), |v| whole(v).and_then(port_in_range))?;
+    let file_listen = rep.file(entry!(raw, listen), listen)?;
+    let file_www = rep.file(entry!(raw, www), |v| path_text(v, "www"))?;
+    let file_admin = rep.file(entry!(raw, admin), listen)?;
 
     let flag_backends = rep.flag("--backends", args.backends, |n| {
         backends_in_range(i128::from(n))
@@ -211,6 +224,7 @@ pub(super) fn resolve(
     let base_port = pick(flag_base, file_base, d.base_port);
     port_range(&rep, backends, base_port)?;
     let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
+    listen_outside_backends(&rep, &listen, backends.value, base_port.value)?;
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
@@ -277,9 +291,7 @@ fn backend_section(
     })?;
     let args: Vec<String> = argv.collect();
 
-    let cwd_text = rep.file("backend.cwd", b.cwd.as_ref(), |v| {
-        path_text(v, "backend.cwd")
-    })?;
+    let cwd_text = rep.file(entry!(b, backend.cwd), |v| path_text(v, "backend.cwd"))?;
     let cwd = match cwd_text {
         Some(written) => {
             let abs = clean(&base_dir.join(&written.value));
@@ -307,15 +319,15 @@ fn health_section(
 ) -> Result<HealthConfig, ConfigError> {
     let empty = Default::default();
     let h = raw.health.as_ref().map_or(&empty, |s| &s.value);
-    let kind = rep.file("health.kind", h.kind.as_ref(), |v| {
+    let kind = rep.file(entry!(h, health.kind), |v| {
         one_of(v, &["http", "tcp"], "a health check kind")
     })?;
-    let path = rep.file("health.path", h.path.as_ref(), http_path)?;
-    let interval = rep.file("health.interval", h.interval.as_ref(), duration)?;
-    let timeout = rep.file("health.timeout", h.timeout.as_ref(), duration)?;
-    let rise = rep.file("health.rise", h.rise.as_ref(), count)?;
-    let fall = rep.file("health.fall", h.fall.as_ref(), count)?;
-    let restart_after = rep.file("health.restart_after", h.restart_after.as_ref(), count)?;
+    let path = rep.file(entry!(h, health.path), http_path)?;
+    let interval = rep.file(entry!(h, health.interval), duration)?;
+    let timeout = rep.file(entry!(h, health.timeout), duration)?;
+    let rise = rep.file(entry!(h, health.rise), count)?;
+    let fall = rep.file(entry!(h, health.fall), count)?;
+    let restart_after = rep.file(entry!(h, health.restart_after), count)?;
 
     let default_path = match &d.kind {
         HealthKind::Http { path } => path.clone(),
@@ -380,23 +392,19 @@ fn restart_section(
 ) -> Result<RestartConfig, ConfigError> {
     let empty = Default::default();
     let r = raw.restart.as_ref().map_or(&empty, |s| &s.value);
-    let policy = rep.file("restart.policy", r.policy.as_ref(), |v| {
+    let policy = rep.file(entry!(r, restart.policy), |v| {
         one_of(v, &["always", "on-failure", "never"], "a restart policy").map(|p| match p {
             "on-failure" => RestartPolicy::OnFailure,
             "never" => RestartPolicy::Never,
             _ => RestartPolicy::Always,
         })
     })?;
-    let initial = rep.file(
-        "restart.initial_backoff",
-        r.initial_backoff.as_ref(),
-        duration,
-    )?;
-    let max = rep.file("restart.max_backoff", r.max_backoff.as_ref(), duration)?;
-    let max_restarts = rep.file("restart.max_restarts", r.max_restarts.as_ref(), |v| {
+    let initial = rep.file(entry!(r, restart.initial_backoff), duration)?;
+    let max = rep.file(entry!(r, restart.max_backoff), duration)?;
+    let max_restarts = rep.file(entry!(r, restart.max_restarts), |v| {
         count(v).map_err(|e| format!("{e}; to never restart, set restart.policy: never"))
     })?;
-    let window = rep.file("restart.window", r.window.as_ref(), duration)?;
+    let window = rep.file(entry!(r, restart.window), duration)?;
 
     let initial = or_default(initial, d.initial_backoff);
     let max = or_default(max, d.max_backoff);
@@ -442,7 +450,7 @@ fn shutdown_section(
 ) -> Result<ShutdownConfig, ConfigError> {
     let empty = Default::default();
     let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
-    let timeout = rep.file("shutdown.timeout", s.timeout.as_ref(), duration)?;
+    let timeout = rep.file(entry!(s, shutdown.timeout), duration)?;
     Ok(ShutdownConfig {
         timeout: or_default(timeout, d.timeout).value,
     })
@@ -456,18 +464,10 @@ fn balancer_section(
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
-    let max_connections = rep.file(
-        "balancer.max_connections",
-        b.max_connections.as_ref(),
-        count,
-    )?;
-    let connect_timeout = rep.file(
-        "balancer.connect_timeout",
-        b.connect_timeout.as_ref(),
-        duration,
-    )?;
-    let idle_timeout = rep.file("balancer.idle_timeout", b.idle_timeout.as_ref(), duration)?;
-    let access_log = rep.file("balancer.access_log", b.access_log.as_ref(), file_path)?;
+    let max_connections = rep.file(entry!(b, balancer.max_connections), count)?;
+    let connect_timeout = rep.file(entry!(b, balancer.connect_timeout), duration)?;
+    let idle_timeout = rep.file(entry!(b, balancer.idle_timeout), duration)?;
+    let access_log = rep.file(entry!(b, balancer.access_log), file_path)?;
     Ok(BalancerConfig {
         access_log: access_log.map(|p| clean(&base_dir.join(p.value))),
         max_connections: or_default(max_connections, d.max_connections).value,
@@ -503,6 +503,32 @@ fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<()
         65536 - n
     );
     Err(rep.at(from, key, problem))
+}
+
+/// The balancer must not listen on a backend's port: backends bind
+/// 127.0.0.1, which collides with a listen address of 127.0.0.1 or any
+/// address (0.0.0.0, [::]). Caught here, it is a config error naming both
+/// keys rather than a "port in use by fleet" at start-up.
+fn listen_outside_backends(
+    rep: &Report<'_>,
+    listen: &Set<SocketAddr>,
+    backends: u16,
+    base: u16,
+) -> Result<(), ConfigError> {
+    let port = listen.value.port();
+    let last = u32::from(base) + u32::from(backends) - 1;
+    let ip = listen.value.ip();
+    let collides = ip.is_unspecified() || ip == std::net::IpAddr::from([127, 0, 0, 1]);
+    if port == 0 || !collides || !(u32::from(base)..=last).contains(&u32::from(port)) {
+        return Ok(());
+    }
+    Err(rep.at(
+        listen.from,
+        "listen",
+        format!(
+            "port {port} is a backend's port: base_port {base} with backends {backends} uses              {base}..={last}; pick a listen port outside that range, or move base_port"
+        ),
+    ))
 }
 
 /// `written` (as the user wrote it, resolved to `abs`) must be a directory.
@@ -582,32 +608,23 @@ fn count(v: &Value) -> Result<u32, String> {
     }
 }
 
+/// A duration by the one grammar (`crate::duration`), longer than 0 and at
+/// most [`MAX_DURATION`]. A YAML number is read as the text it was written
+/// as, so `10` is ten seconds here as in `--timeout 10`.
 fn duration(v: &Value) -> Result<Duration, String> {
-    match v {
-        Value::Str(s) => parse_duration(s),
-        Value::Int(n) if *n < 0 => Err(format!("must not be negative (got {n})")),
-        Value::Int(0) => Err("must be longer than 0 (got 0)".to_owned()),
-        Value::Int(n) => Err(format!("{n} has no unit; write it like {n}s or {n}ms")),
-        Value::Float(x) => Err(format!("{x} has no unit; write it like {x}s")),
-        other => Err(format!(
-            "expected a duration such as 250ms, 1s or 2m, got {}",
-            other.describe()
-        )),
-    }
-}
-
-/// `250ms`, `1s`, `2m`, `1m 30s` (humantime), positive and at most a day.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!("must not be negative (got {t})"));
-    }
-    let d = humantime::parse_duration(t).map_err(|_| {
-        format!(
-            "{} is not a duration; write it like 250ms, 1s or 2m",
-            quote(s)
-        )
-    })?;
+    let text = match v {
+        Value::Str(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        Value::Float(x) => x.to_string(),
+        other => {
+            return Err(format!(
+                "expected a duration such as 250ms, 1s or 2m, got {}",
+                other.describe()
+            ));
+        }
+    };
+    let d = crate::duration::parse(&text).map_err(|e| e.to_string())?;
+    let t = text.trim();
     if d.is_zero() {
         Err(format!("must be longer than 0 (got {t})"))
     } else if d > MAX_DURATION {
@@ -621,7 +638,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    crate::duration::format(d)
 }
 
 fn listen(v: &Value) -> Result<SocketAddr, String> {

@@ -41,7 +41,7 @@
 //!   trickling a head byte by byte, and it also bounds a kept-alive
 //!   connection's wait for its next request.
 //! - Idle timeout: `--idle-timeout` (5 s): no byte moved either way for that
-//!   long and the connection is closed (see `idle`).
+//!   long and the connection is closed (see `crate::idle`).
 //! - Connection cap: `--max-connections` (1024) per worker, a semaphore taken
 //!   *before* `accept`. Past the cap the worker simply stops accepting: new
 //!   connections wait in the kernel's accept queue (backlog 4096) and are
@@ -64,11 +64,11 @@
 //! a missing www directory (exit 2), a busy port (exit 1). Requests are not
 //! logged unless `--access-log` is given.
 
+mod args;
 mod body;
 mod files;
 mod handler;
 pub use handler::HEALTH_PATH;
-mod idle;
 pub mod path;
 
 use std::convert::Infallible;
@@ -83,28 +83,69 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-use crate::cli::{ServeArgs, exit};
+pub use args::ServeArgs;
+
+use crate::idle::{Activity, Tracked};
+use crate::{exit, listener};
 use files::FileCache;
 use handler::Shared;
-use idle::{Activity, Tracked};
 
 pub use handler::X_FLEET_BACKEND;
 
 /// Smallest `--max-head-bytes`: hyper's read buffer cannot be smaller.
 pub const MIN_HEAD_BYTES: usize = 8192;
-/// Listen backlog; the kernel caps it at `net.core.somaxconn`. Large, because
-/// a backlog overflow silently stalls clients (the lab's `listen(5)` did).
-const BACKLOG: u32 = 4096;
 /// How long the drain may take once the lifeline is cut.
 const LIFELINE_GRACE: Duration = Duration::from_millis(500);
-/// Pause after an accept error such as EMFILE, so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why `fleet serve` could not run. Flags and the www directory are the
+/// user's to fix (exit 2); the rest are runtime failures (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("--max-head-bytes must be at least {MIN_HEAD_BYTES} (got {0})")]
+    HeadLimit(usize),
+    #[error("{flag} must be greater than 0")]
+    ZeroTimeout { flag: &'static str },
+    #[error("www directory {} does not exist", .0.display())]
+    NoWww(PathBuf),
+    #[error("www directory {} is not a directory", .0.display())]
+    WwwNotADirectory(PathBuf),
+    #[error("cannot read www directory {}", path.display())]
+    ReadWww {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] io::Error),
+    #[error(transparent)]
+    Bind(#[from] listener::BindError),
+    #[error("worker failed")]
+    Serve(#[source] io::Error),
+}
+
+impl WorkerError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            WorkerError::HeadLimit(_)
+            | WorkerError::ZeroTimeout { .. }
+            | WorkerError::NoWww(_)
+            | WorkerError::WwwNotADirectory(_)
+            | WorkerError::ReadWww { .. } => exit::USAGE,
+            WorkerError::Runtime(_)
+            | WorkerError::Signals(_)
+            | WorkerError::Bind(_)
+            | WorkerError::Serve(_) => exit::FAILURE,
+        }
+    }
+}
 
 /// Everything `serve` needs besides the listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,19 +184,16 @@ impl WorkerOptions {
     }
 
     /// Validate the flags that clap cannot check alone.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, String> {
+    pub fn from_args(args: &ServeArgs) -> Result<Self, WorkerError> {
         if args.max_head_bytes < MIN_HEAD_BYTES {
-            return Err(format!(
-                "--max-head-bytes must be at least {MIN_HEAD_BYTES} (got {})",
-                args.max_head_bytes
-            ));
+            return Err(WorkerError::HeadLimit(args.max_head_bytes));
         }
         for (flag, d) in [
             ("--header-timeout", args.header_timeout),
             ("--idle-timeout", args.idle_timeout),
         ] {
             if d.is_zero() {
-                return Err(format!("{flag} must be greater than 0"));
+                return Err(WorkerError::ZeroTimeout { flag });
             }
         }
         Ok(WorkerOptions {
@@ -171,22 +209,12 @@ impl WorkerOptions {
     }
 }
 
-/// Parse a duration flag: `250ms`, `10s`, `1m`, or a bare number of seconds
-/// (`1.5`), like `fleet down --timeout`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{s}' is not a duration of zero or more seconds"));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("'{s}' is not a duration such as 10s ({e})"))
-}
-
-/// Run `fleet serve` to completion; returns the exit code.
+/// Run `fleet serve` until a signal, the lifeline or a failure ends it.
 ///
 /// Logs go to whatever `tracing` subscriber the binary installed. When none
 /// is installed (a caller that skipped it), a stderr subscriber is used for
 /// the duration of this call only: a scoped default, never a global one.
-pub fn run(args: ServeArgs) -> u8 {
+pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
     if tracing::dispatcher::has_been_set() {
         return run_logged(args);
     }
@@ -200,27 +228,17 @@ pub fn run(args: ServeArgs) -> u8 {
     tracing::subscriber::with_default(subscriber, || run_logged(args))
 }
 
-fn run_logged(args: ServeArgs) -> u8 {
-    let opts = match WorkerOptions::from_args(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            error!("{e}");
-            return exit::USAGE;
-        }
-    };
+fn run_logged(args: ServeArgs) -> Result<(), WorkerError> {
+    let opts = WorkerOptions::from_args(&args)?;
     match std::fs::metadata(&args.www) {
         Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            error!("www directory {} is not a directory", args.www.display());
-            return exit::USAGE;
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            error!("www directory {} does not exist", args.www.display());
-            return exit::USAGE;
-        }
-        Err(e) => {
-            error!("cannot read www directory {}: {e}", args.www.display());
-            return exit::USAGE;
+        Ok(_) => return Err(WorkerError::WwwNotADirectory(args.www)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WorkerError::NoWww(args.www)),
+        Err(source) => {
+            return Err(WorkerError::ReadWww {
+                path: args.www,
+                source,
+            });
         }
     }
     raise_fd_limit(opts.max_connections);
@@ -231,42 +249,22 @@ fn run_logged(args: ServeArgs) -> u8 {
         b.worker_threads(usize::from(args.threads));
         b
     };
-    let rt = match builder.enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let code = rt.block_on(run_async(args, opts));
+    let rt = builder.enable_all().build().map_err(WorkerError::Runtime)?;
+    let result = rt.block_on(run_async(args, opts));
     // Connections still open past the drain were aborted by `serve`; do not
     // let a stuck blocking read (a file on a dead disk) hold the exit.
     rt.shutdown_timeout(Duration::from_millis(100));
-    code
+    result
 }
 
-async fn run_async(args: ServeArgs, opts: WorkerOptions) -> u8 {
+async fn run_async(args: ServeArgs, opts: WorkerOptions) -> Result<(), WorkerError> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first: a SIGTERM that arrives right after we report ready
     // must take the graceful path, not the default (die by signal).
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        (Err(e), _) | (_, Err(e)) => {
-            error!("cannot install signal handlers: {e}");
-            return exit::FAILURE;
-        }
-    };
+    let mut term = signal(SignalKind::terminate()).map_err(WorkerError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(WorkerError::Signals)?;
     let addr = SocketAddr::new(args.bind, args.port);
-    let listener = match bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            error!("{}", describe_bind_error(addr, &e));
-            return exit::FAILURE;
-        }
-    };
+    let listener = listener::bind(addr).map_err(|e| listener::BindError::new(addr, e))?;
     let local = listener.local_addr().unwrap_or(addr);
     let lifeline = CancellationToken::new();
     if args.lifeline {
@@ -293,65 +291,30 @@ async fn run_async(args: ServeArgs, opts: WorkerOptions) -> u8 {
     // shorter grace and a second signal from an impatient user.
     tokio::select! {
         res = &mut server => finished(res),
-        _ = term.recv() => { warn!("second signal: exiting now"); exit::OK }
-        _ = int.recv() => { warn!("second signal: exiting now"); exit::OK }
-        () = tokio::time::sleep(grace + Duration::from_millis(100)) => exit::OK,
+        _ = term.recv() => { warn!("second signal: exiting now"); Ok(()) }
+        _ = int.recv() => { warn!("second signal: exiting now"); Ok(()) }
+        () = tokio::time::sleep(grace + Duration::from_millis(100)) => Ok(()),
     }
 }
 
-fn finished(res: io::Result<()>) -> u8 {
-    match res {
-        Ok(()) => {
-            info!("stopped");
-            exit::OK
-        }
-        Err(e) => {
-            error!("worker failed: {e}");
-            exit::FAILURE
-        }
-    }
-}
-
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // Lets a restarted worker bind while old connections sit in TIME_WAIT;
-    // on Linux and macOS it does not let two listeners share the port.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
-}
-
-fn describe_bind_error(addr: SocketAddr, e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::AddrInUse => format!("port {} is already in use", addr.port()),
-        io::ErrorKind::AddrNotAvailable => {
-            format!("cannot listen on {addr}: no such address on this machine")
-        }
-        io::ErrorKind::PermissionDenied => {
-            format!("cannot listen on {addr}: permission denied")
-        }
-        _ => format!("cannot listen on {addr}: {e}"),
-    }
+fn finished(res: io::Result<()>) -> Result<(), WorkerError> {
+    res.map_err(WorkerError::Serve)?;
+    info!("stopped");
+    Ok(())
 }
 
 /// Each connection holds a socket; make sure the cap, not the default soft
 /// `ulimit -n` of 1024, is what limits us.
 fn raise_fd_limit(max_connections: usize) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let want = u64::try_from(max_connections)
         .unwrap_or(u64::MAX)
         .saturating_add(64);
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < want
-    {
-        let new = want.min(hard);
-        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
-            warn!("cannot raise the open-file limit from {soft} to {new}: {e}");
-        }
+    match crate::fd_limit::raise(want) {
+        Ok(have) if have < want => warn!(
+            "the open-file limit ({have}) is below --max-connections {max_connections} + 64; expect failed accepts (raise it with `ulimit -n`)"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot read the open-file limit: {e}"),
     }
 }
 
@@ -415,22 +378,8 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                error!("accept on port {port} failed: {e}");
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
+        let Some((stream, _)) = listener::accept(&listener, &shutdown).await else {
+            break;
         };
         // Small responses go out in one segment; do not wait for an ACK.
         let _ = stream.set_nodelay(true);
@@ -463,17 +412,6 @@ pub async fn serve(
     conns.abort_all();
     while conns.join_next().await.is_some() {}
     Ok(())
-}
-
-/// Errors that concern one connection that never got going, not the listener.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
 }
 
 async fn connection(

@@ -1,5 +1,5 @@
-//! `fleet bench` against a tiny HTTP server started inside the test on a free
-//! loopback port (std threads, no dependency on `fleet serve`): the row
+//! `fleet bench` against a tiny HTTP server started inside the test on a
+//! harness port (std threads, no dependency on `fleet serve`): the row
 //! arithmetic, exact request and byte counts, failure counting, the output
 //! formats and the plot. Every run is bounded by a deadline and every process
 //! and thread started here is stopped in `Drop`.
@@ -7,13 +7,15 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::harness::{ChildGuard, FLEET, free_ports, kill, run_to_end, wait_exit, wait_for};
 
 const PAGE: &str = "<html><body>fleet bench test page</body></html>\n";
 const MISSING: &str = "not found\n";
@@ -54,7 +56,7 @@ struct TestServer {
 
 impl TestServer {
     fn start(mode: Mode) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", free_ports(1)[0])).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
@@ -143,65 +145,25 @@ fn serve_conn(mut conn: TcpStream, mode: Mode, requests: &AtomicU64, stop: &Atom
     }
 }
 
-/// Kills the child if the test ends (or panics) while it still runs.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 struct Run {
     code: i32,
     stdout: String,
     stderr: String,
 }
 
-/// Run the real binary with a deadline; its output is read on threads so a
-/// full pipe can never stall it.
+/// Run the real binary with a deadline, outside any fleet's state dir.
 fn fleet(args: &[&str], cwd: &Path) -> Run {
-    let mut child = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_fleet"))
+    let out = run_to_end(
+        Command::new(FLEET)
             .args(args)
             .current_dir(cwd)
-            .env_remove("FLEET_STATE_DIR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env_remove("FLEET_STATE_DIR"),
+        Duration::from_secs(30),
     );
-    let mut out = child.0.stdout.take().unwrap();
-    let mut err = child.0.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "fleet {args:?} still running after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
     Run {
-        code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -292,10 +254,8 @@ fn bench_keepalive_reuses_one_connection_per_concurrent_client() {
 
 #[test]
 fn bench_against_a_closed_port_counts_every_request_failed_and_exits_1() {
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Free, and nothing listens there.
+    let port = free_ports(1)[0];
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/page.html");
     let run = fleet(
@@ -334,7 +294,7 @@ fn bench_times_out_a_silent_server_and_counts_it_failed() {
             "-c",
             "3",
             "--timeout",
-            "0.3",
+            "300ms",
             "--format",
             "json",
         ],
@@ -531,15 +491,14 @@ fn bench_without_url_or_fleet_says_how_to_start_one() {
 
 #[test]
 fn bench_ctrl_c_prints_the_rows_measured_so_far() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
+    use nix::sys::signal::Signal;
 
     let srv = TestServer::start(Mode::Normal);
     let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/page.html");
     // Far more requests than the test waits for; Ctrl-C ends the run.
     let mut child = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_fleet"))
+        Command::new(FLEET)
             .args([
                 "bench", &url, "-n", "10000000", "-c", "2,4", "--format", "json",
             ])
@@ -550,19 +509,12 @@ fn bench_ctrl_c_prints_the_rows_measured_so_far() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while srv.requests.load(Ordering::SeqCst) < 50 {
-        assert!(Instant::now() < deadline, "no traffic reached the server");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    kill(Pid::from_raw(child.0.id() as i32), Signal::SIGINT).unwrap();
-    let status = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "fleet bench ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    wait_for(Duration::from_secs(20), "traffic at the server", || {
+        (srv.requests.load(Ordering::SeqCst) >= 50).then_some(())
+    });
+    kill(child.0.id(), Signal::SIGINT);
+    let status =
+        wait_exit(&mut child.0, Duration::from_secs(20)).expect("fleet bench obeys Ctrl-C");
     let mut stdout = String::new();
     child
         .0

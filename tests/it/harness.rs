@@ -3,16 +3,19 @@
 //! process a test starts is stopped in `Drop`, also when the test fails.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
+pub use fleet::process::PORTABLE_ENV;
+/// Both process mechanisms: the platform's own, then the portable (macOS) one.
+pub const MODES: [bool; 2] = [false, true];
 pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
 
 /// Ports handed out in this test process, so parallel tests never collide.
@@ -38,6 +41,61 @@ pub fn free_ports(n: u16) -> Vec<u16> {
         }
     }
     panic!("no {n} consecutive free ports");
+}
+
+/// Run `cmd` (stdin closed) to its end and collect its output, which is read
+/// on threads so a full pipe can never stall it. Past `limit` the process is
+/// killed and the test fails.
+pub fn run_to_end(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = ChildGuard(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let out = collect(Box::new(child.0.stdout.take().unwrap()));
+    let err = collect(Box::new(child.0.stderr.take().unwrap()));
+    let status = wait_exit(&mut child.0, limit)
+        .unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}"));
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Wait for `child` to exit, up to `within`.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process, killed and reaped on drop if it still runs.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Poll `f` until it returns `Some`, or panic with `what` at the deadline.
@@ -75,6 +133,9 @@ pub fn port_open(port: u16) -> bool {
 /// for fleet.yaml and the state dir.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// Run `fleet` with the portable (macOS) process mechanisms selected
+    /// (`FLEET_PORTABLE_PROCESS=1`), so Linux CI covers them.
+    pub portable: bool,
 }
 
 impl Scratch {
@@ -87,7 +148,17 @@ impl Scratch {
         std::fs::create_dir(dir.path().join("www")).unwrap();
         std::fs::write(dir.path().join("www/page.html"), PAGE).unwrap();
         std::fs::write(dir.path().join("www/index.html"), b"<h1>index</h1>\n").unwrap();
-        Scratch { dir }
+        Scratch {
+            dir,
+            portable: false,
+        }
+    }
+    /// A scratch dir whose `fleet` runs take the portable paths when `portable`.
+    pub fn with_mode(portable: bool) -> Self {
+        Scratch {
+            portable,
+            ..Self::new()
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -102,14 +173,15 @@ impl Scratch {
     }
     /// Run `fleet ARGS` in this directory with its state dir.
     pub fn fleet(&self, args: &[&str]) -> Output {
-        Command::new(FLEET)
-            .args(args)
-            .current_dir(self.path())
-            .env("FLEET_STATE_DIR", self.state())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        run_to_end(
+            Command::new(FLEET)
+                .args(args)
+                .current_dir(self.path())
+                .env("FLEET_STATE_DIR", self.state())
+                .env(PORTABLE_ENV, if self.portable { "1" } else { "0" })
+                .env_remove("RUST_LOG"),
+            Duration::from_secs(60),
+        )
     }
 }
 
@@ -278,7 +350,7 @@ impl Drop for Fleet {
             eprintln!("---- supervisor.log ----\n{}", self.log());
         }
         if self.supervisor != 0 && alive(self.supervisor) {
-            let _ = self.fleet(&["down", "--timeout", "2"]);
+            let _ = self.fleet(&["down", "--timeout", "2s"]);
         }
         for pid in self.seen.lock().unwrap().iter() {
             if alive(*pid) {
@@ -297,6 +369,28 @@ pub struct Response {
 }
 
 impl Response {
+    /// Parse a whole response; panics (showing the bytes) if it is not one.
+    pub fn from_raw(raw: &[u8]) -> Response {
+        parse(raw)
+            .unwrap_or_else(|| panic!("not an HTTP response: {:?}", String::from_utf8_lossy(raw)))
+    }
+
+    /// Read one response off a kept-alive connection (body by Content-Length).
+    pub fn read_one(s: &mut TcpStream) -> Response {
+        let mut raw = Vec::new();
+        let mut byte = [0u8; 1];
+        while !raw.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head: {raw:?}");
+            raw.push(byte[0]);
+        }
+        let mut resp = Response::from_raw(&raw);
+        let len: usize = resp.header("content-length").unwrap().parse().unwrap();
+        resp.body = vec![0; len];
+        s.read_exact(&mut resp.body).unwrap();
+        resp
+    }
+
+    /// The first header called `name`, compared without case.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -334,6 +428,127 @@ pub fn parse(raw: &[u8]) -> Option<Response> {
         headers,
         body: raw[end + 4..].to_vec(),
     })
+}
+
+/// Read until EOF; a reset after the response counts as the close.
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("reading the response failed: {e} (got {out:?})"),
+        }
+    }
+}
+
+/// A running `fleet serve` on a free port; SIGKILLed and reaped on drop,
+/// which also prints its stderr if the test failed.
+pub struct Worker {
+    child: Option<Child>,
+    pub port: u16,
+    stderr: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Serve `www` with `extra` flags; returns once the port accepts.
+    pub fn start(www: &Path, extra: &[&str]) -> Worker {
+        Self::spawn(www, extra, Stdio::null())
+    }
+
+    /// [`Worker::start`] with the given stdin (a pipe, for `--lifeline`).
+    pub fn spawn(www: &Path, extra: &[&str], stdin: Stdio) -> Worker {
+        let w = Self::spawn_unchecked(www, free_ports(1)[0], extra, stdin);
+        wait_for(Duration::from_secs(10), "the worker to listen", || {
+            port_open(w.port).then_some(())
+        });
+        w
+    }
+
+    /// Start `fleet serve` on `port` without waiting for it (it may fail).
+    pub fn spawn_unchecked(www: &Path, port: u16, extra: &[&str], stdin: Stdio) -> Worker {
+        let log_dir = tempfile::Builder::new().prefix("fwl").tempdir().unwrap();
+        let stderr = log_dir.path().join("stderr");
+        let child = Command::new(FLEET)
+            .arg("serve")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--www")
+            .arg(www)
+            .args(extra)
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .unwrap();
+        Worker {
+            child: Some(child),
+            port,
+            stderr,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("the child is only taken by drop")
+    }
+
+    /// What the worker wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        kill(self.child().id(), sig);
+    }
+
+    /// Wait for the process to exit, up to `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        wait_exit(self.child(), within)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    /// Send raw bytes on a fresh connection and read until the worker closes
+    /// it (requests here say `Connection: close`, or are rejected, which
+    /// closes too).
+    pub fn exchange(&self, raw: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(raw).unwrap();
+        read_to_close(&mut s)
+    }
+
+    /// `GET target` on a fresh connection, raw, so the target is sent as written.
+    pub fn get(&self, target: &str) -> Response {
+        Response::from_raw(
+            &self.exchange(
+                format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            ),
+        )
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("worker stderr:\n{}", self.log());
+        }
+    }
 }
 
 /// Kills the pids it holds when dropped (for processes started outside `Fleet`).

@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod bench;
+mod escapes;
 mod hardening;
 mod harness;
 mod healing;
+mod lab;
 mod lifecycle;
 mod observe;
 mod worker;

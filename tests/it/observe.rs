@@ -339,9 +339,16 @@ fn no_color_means_no_escape_codes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let fleet = Fleet::adopt(scratch, ports[..1].to_vec(), ports[1]);
+    let mut fleet = Fleet::adopt(scratch, ports[..1].to_vec(), ports[1]);
     let _guard = PidGuard(vec![up.id()]);
-    fleet.wait_status(Duration::from_secs(20), "the fleet up", Fleet::all_healthy);
+    // Until the foreground supervisor has its socket, status says "not running".
+    wait_for(Duration::from_secs(20), "the fleet up", || {
+        let out = fleet.fleet(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Fleet::all_healthy(&s).then_some(())
+    });
+    // Now Drop knows whom to stop, should the test fail from here on.
+    fleet.supervisor = fleet.status()["pid"].as_u64().unwrap() as u32;
     get(fleet.addr(), "/page.html").unwrap();
     get(fleet.addr(), "/missing").unwrap();
     for args in [

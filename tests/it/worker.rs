@@ -1,18 +1,18 @@
 //! `fleet serve` driven as a real process over raw TCP: raw, so that no HTTP
 //! client library normalises the hostile request targets before they leave.
-//! Every worker is killed by its guard's `Drop`, panic or not.
+//! Workers are the harness's `Worker`, killed in its `Drop`, panic or not.
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fleet");
+use crate::harness::{Response, Worker, free_ports, port_open, read_to_close, wait_for};
+
 /// Placed next to (never under) the www root; no response may contain it.
 const SECRET: &str = "SECRET-7f3a9c-must-never-be-served";
 const PAGE: &str = "<!doctype html><title>t</title><p>the page</p>\n";
@@ -51,210 +51,6 @@ impl Site {
     }
 }
 
-/// A running `fleet serve`; killed (SIGKILL) and reaped on drop.
-struct Worker {
-    child: Option<Child>,
-    port: u16,
-    stderr: PathBuf,
-    _log_dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Worker {
-    fn start(www: &Path, extra: &[&str]) -> Worker {
-        Self::spawn(www, extra, Stdio::null())
-    }
-
-    fn spawn(www: &Path, extra: &[&str], stdin: Stdio) -> Worker {
-        let w = Self::spawn_unchecked(www, free_port(), extra, stdin);
-        w.wait_ready();
-        w
-    }
-
-    fn spawn_unchecked(www: &Path, port: u16, extra: &[&str], stdin: Stdio) -> Worker {
-        let log_dir = tempfile::Builder::new().prefix("fwl").tempdir().unwrap();
-        let stderr = log_dir.path().join("stderr");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--www")
-            .arg(www)
-            .args(extra)
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .env("RUST_LOG", "info")
-            .spawn()
-            .unwrap();
-        Worker {
-            child: Some(child),
-            port,
-            stderr,
-            _log_dir: log_dir,
-        }
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child
-            .as_mut()
-            .expect("the child is only taken by drop")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "worker not listening on {} after 10 s; stderr:\n{}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&mut self, sig: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.child().id()).unwrap());
-        kill(pid, sig).unwrap();
-    }
-
-    /// Wait for the process to exit, up to `within`.
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s
-    }
-
-    /// Send raw bytes on a fresh connection and read until the worker closes
-    /// it (requests here say `Connection: close`, or are rejected, which
-    /// closes too).
-    fn exchange(&self, raw: &[u8]) -> Vec<u8> {
-        let mut s = self.connect();
-        s.write_all(raw).unwrap();
-        read_to_close(&mut s)
-    }
-
-    fn get(&self, target: &str) -> Response {
-        Response::parse(
-            &self.exchange(
-                format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            ),
-        )
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("worker stderr:\n{}", self.log());
-        }
-    }
-}
-
-/// Read until EOF or a reset; a reset after the response is still a close.
-fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("reading the response failed: {e} (got {out:?})"),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    /// Header lines, names lowercased.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn parse(raw: &[u8]) -> Response {
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
-        let head = std::str::from_utf8(&raw[..end]).unwrap();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers = lines
-            .map(|l| {
-                let (k, v) = l.split_once(':').unwrap();
-                (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-            })
-            .collect();
-        Response {
-            status,
-            headers,
-            body: raw[end + 4..].to_vec(),
-        }
-    }
-
-    /// Parse one response off a kept-alive connection (body by Content-Length).
-    fn read_one(s: &mut TcpStream) -> Response {
-        let mut raw = Vec::new();
-        let mut byte = [0u8; 1];
-        while !raw.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut byte).unwrap(), 1, "closed mid-head: {raw:?}");
-            raw.push(byte[0]);
-        }
-        let mut resp = Response::parse(&raw);
-        let len: usize = resp.header("content-length").unwrap().parse().unwrap();
-        resp.body = vec![0; len];
-        s.read_exact(&mut resp.body).unwrap();
-        resp
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 #[test]
 fn get_serves_exact_bytes_with_type_length_and_backend_header() {
     let site = Site::new();
@@ -271,7 +67,7 @@ fn get_serves_exact_bytes_with_type_length_and_backend_header() {
 fn head_sends_the_headers_of_get_and_no_body() {
     let site = Site::new();
     let w = Worker::start(&site.www(), &[]);
-    let r = Response::parse(
+    let r = Response::from_raw(
         &w.exchange(b"HEAD /page.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(r.status, 200);
@@ -294,7 +90,7 @@ fn other_methods_get_405_with_allow_header() {
     let site = Site::new();
     let w = Worker::start(&site.www(), &[]);
     for method in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW"] {
-        let r = Response::parse(&w.exchange(
+        let r = Response::from_raw(&w.exchange(
             format!("{method} /page.html HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         ));
@@ -434,7 +230,7 @@ fn traversal_variants_never_leak_the_secret() {
         );
         let text = String::from_utf8_lossy(&raw);
         assert!(!text.contains("SECRET"), "{target:?} leaked: {text}");
-        let r = Response::parse(&raw);
+        let r = Response::from_raw(&raw);
         assert!(
             matches!(r.status, 400 | 403 | 404),
             "{target:?} answered {}",
@@ -493,7 +289,7 @@ fn oversized_head_gets_431_and_the_connection_is_closed() {
         "GET /page.html HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(12 * 1024)
     );
-    assert_eq!(Response::parse(&w.exchange(ok.as_bytes())).status, 200);
+    assert_eq!(Response::from_raw(&w.exchange(ok.as_bytes())).status, 200);
     // Over it, still sending: refused, and the worker hangs up.
     let mut s = w.connect();
     s.write_all(b"GET /page.html HTTP/1.1\r\nHost: x\r\nX-Pad: ")
@@ -565,17 +361,14 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert_eq!(w.get("/page.html").status, 200);
 
     w.signal(Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", w.port)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "still accepting 5 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "the worker to stop accepting",
+        || (!port_open(w.port)).then_some(()),
+    );
 
     in_flight.write_all(b"\r\n").unwrap();
-    let r = Response::parse(&read_to_close(&mut in_flight));
+    let r = Response::from_raw(&read_to_close(&mut in_flight));
     assert_eq!(r.status, 200);
     assert_eq!(r.body, PAGE.as_bytes());
     let status = w
@@ -622,8 +415,8 @@ fn lifeline_eof_on_stdin_exits_promptly() {
 #[test]
 fn busy_port_exits_1_naming_the_port() {
     let site = Site::new();
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
+    let port = free_ports(1)[0];
+    let _taken = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let mut w = Worker::spawn_unchecked(&site.www(), port, &[], Stdio::null());
     let status = w.wait_exit(Duration::from_secs(5)).expect("exits");
     assert_eq!(status.code(), Some(1));
@@ -638,7 +431,7 @@ fn busy_port_exits_1_naming_the_port() {
 fn missing_www_exits_2_naming_the_directory() {
     let site = Site::new();
     let missing = site.dir.path().join("nope");
-    let mut w = Worker::spawn_unchecked(&missing, free_port(), &[], Stdio::null());
+    let mut w = Worker::spawn_unchecked(&missing, free_ports(1)[0], &[], Stdio::null());
     let status = w.wait_exit(Duration::from_secs(5)).expect("exits");
     assert_eq!(status.code(), Some(2));
     assert!(
@@ -656,7 +449,7 @@ fn bad_limit_flag_is_a_usage_error() {
     let site = Site::new();
     let mut w = Worker::spawn_unchecked(
         &site.www(),
-        free_port(),
+        free_ports(1)[0],
         &["--max-head-bytes", "100"],
         Stdio::null(),
     );
@@ -671,15 +464,10 @@ fn access_log_prints_one_line_per_request() {
     let w = Worker::start(&site.www(), &["--access-log"]);
     assert_eq!(w.get("/page.html?q=1").status, 200);
     assert_eq!(w.get("/nope").status, 404);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(w.log().contains("GET /page.html?q=1 200") && w.log().contains("GET /nope 404")) {
-        assert!(
-            Instant::now() < deadline,
-            "no access log lines:\n{}",
-            w.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(Duration::from_secs(5), "both access log lines", || {
+        let log = w.log();
+        (log.contains("GET /page.html?q=1 200") && log.contains("GET /nope 404")).then_some(())
+    });
 }
 
 #[test]

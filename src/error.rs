@@ -1,0 +1,52 @@
+//! The top-level error. Every command's failure converges here, and `main`
+//! is the one place that prints it (`fleet: ` and the message, then each
+//! cause after `: `) and turns it into an exit code. Each module keeps its
+//! own error type for the failures its callers may handle; this enum only
+//! gathers them and says which exit code each one means.
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+}
+
+impl Error {
+    /// The exit code documented in the README for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Worker(e) => e.exit_code(),
+        }
+    }
+
+    /// The message and its causes on one line: `cannot read x: permission denied`.
+    pub fn to_line(&self) -> String {
+        let mut line = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            line.push_str(": ");
+            line.push_str(&c.to_string());
+            cause = c.source();
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit;
+
+    #[test]
+    fn causes_follow_the_message_on_one_line() {
+        let e = Error::from(crate::worker::WorkerError::ReadWww {
+            path: "www".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        });
+        assert_eq!(
+            e.to_line(),
+            "cannot read www directory www: permission denied"
+        );
+        assert_eq!(e.exit_code(), exit::USAGE);
+    }
+}
