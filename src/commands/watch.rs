@@ -178,3 +178,46 @@ fn draw(out: &mut impl Write, text: &str, color: bool) -> io::Result<()> {
     )?;
     out.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode, modifiers: KeyModifiers) -> KeyEvent {
+        KeyEvent::new(code, modifiers)
+    }
+
+    #[test]
+    fn q_esc_and_ctrl_c_quit_other_keys_do_not() {
+        assert!(quits(&key(KeyCode::Char('q'), KeyModifiers::NONE)));
+        assert!(quits(&key(KeyCode::Char('Q'), KeyModifiers::SHIFT)));
+        assert!(quits(&key(KeyCode::Esc, KeyModifiers::NONE)));
+        assert!(quits(&key(KeyCode::Char('c'), KeyModifiers::CONTROL)));
+        assert!(!quits(&key(KeyCode::Char('c'), KeyModifiers::NONE)));
+        assert!(!quits(&key(KeyCode::Char('x'), KeyModifiers::NONE)));
+        let mut release = key(KeyCode::Char('q'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert!(!quits(&release), "the key's release is not a second press");
+    }
+
+    #[test]
+    fn a_frame_overwrites_in_place_and_clears_what_is_left() {
+        let mut out = Vec::new();
+        draw(&mut out, "line one\nline two\n", false).expect("writes to a Vec");
+        let s = String::from_utf8(out).expect("utf-8");
+        assert!(s.starts_with("\x1b[1;1H"), "cursor home first: {s:?}");
+        assert!(
+            s.contains("line one\x1b[K"),
+            "each line clears its rest: {s:?}"
+        );
+        assert!(
+            s.ends_with("\x1b[J"),
+            "the rest of the screen is cleared: {s:?}"
+        );
+        assert!(
+            !s.contains("\x1b[2J"),
+            "never a full clear (flicker): {s:?}"
+        );
+        assert!(!s.contains("\x1b[1m"), "no bold without colour: {s:?}");
+    }
+}

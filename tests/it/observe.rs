@@ -135,6 +135,7 @@ fn metrics_pass_promtool_and_count_every_request() {
     assert_eq!(json["pid"], s["pid"]);
     assert_eq!(json["admin"], admin.to_string());
     assert_eq!(sum(&json, "requests"), n);
+    assert_eq!(get(admin, "/nope").unwrap().status, 404);
 }
 
 #[test]
