@@ -782,6 +782,24 @@ fn malformed_admin_is_rejected() {
 }
 
 #[test]
+fn admin_on_a_backend_port_is_rejected() {
+    assert_eq!(
+        err("backends: 2\nbase_port: 9002\nadmin: 127.0.0.1:9003\n", &[]),
+        "fleet.yaml:3: admin: port 9003 is a backend's port: base_port 9002 with backends 2 uses \
+         9002..=9003; pick a port for admin outside that range, or move base_port"
+    );
+}
+
+#[test]
+fn admin_on_the_balancers_address_is_rejected() {
+    assert_eq!(
+        err("listen: 127.0.0.1:5000\n", &["--admin", "0.0.0.0:5000"]),
+        "--admin: 0.0.0.0:5000 is the balancer's address (listen: 127.0.0.1:5000); give the admin \
+         address a port of its own"
+    );
+}
+
+#[test]
 fn malformed_admin_flag_is_rejected() {
     assert!(err("", &["--admin", "nowhere"]).contains("--admin"));
 }

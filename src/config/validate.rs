@@ -224,7 +224,12 @@ pub(super) fn resolve(
     let base_port = pick(flag_base, file_base, d.base_port);
     port_range(&rep, backends, base_port)?;
     let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
-    listen_outside_backends(&rep, &listen, backends.value, base_port.value)?;
+    listen_outside_backends(&rep, "listen", &listen, backends.value, base_port.value)?;
+    let admin = flag_admin.or(file_admin);
+    if let Some(admin) = &admin {
+        listen_outside_backends(&rep, "admin", admin, backends.value, base_port.value)?;
+        admin_apart_from_listen(&rep, admin, listen.value)?;
+    }
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
@@ -258,7 +263,7 @@ pub(super) fn resolve(
         restart,
         shutdown,
         balancer,
-        admin: flag_admin.or(file_admin).map(|s| s.value),
+        admin: admin.map(|s| s.value),
         source,
     })
 }
@@ -511,6 +516,7 @@ fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<()
 /// keys rather than a "port in use by fleet" at start-up.
 fn listen_outside_backends(
     rep: &Report<'_>,
+    key: &str,
     listen: &Set<SocketAddr>,
     backends: u16,
     base: u16,
@@ -524,9 +530,30 @@ fn listen_outside_backends(
     }
     Err(rep.at(
         listen.from,
-        "listen",
+        key,
         format!(
-            "port {port} is a backend's port: base_port {base} with backends {backends} uses              {base}..={last}; pick a listen port outside that range, or move base_port"
+            "port {port} is a backend's port: base_port {base} with backends {backends} uses \
+             {base}..={last}; pick a port for {key} outside that range, or move base_port"
+        ),
+    ))
+}
+
+/// The admin address must not be the balancer's.
+fn admin_apart_from_listen(
+    rep: &Report<'_>,
+    admin: &Set<SocketAddr>,
+    listen: SocketAddr,
+) -> Result<(), ConfigError> {
+    let (a, l) = (admin.value, listen);
+    let overlap = a.ip() == l.ip() || a.ip().is_unspecified() || l.ip().is_unspecified();
+    if a.port() == 0 || a.port() != l.port() || !overlap {
+        return Ok(());
+    }
+    Err(rep.at(
+        admin.from,
+        "admin",
+        format!(
+            "{a} is the balancer's address (listen: {l}); give the admin address a port of its own"
         ),
     ))
 }
