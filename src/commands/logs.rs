@@ -3,7 +3,8 @@
 //! files in the state dir (so it works after the fleet stopped, too).
 //!
 //! Without PORT every log is merged by time and each line is tagged with
-//! its source (`[9002]`, `[supervisor]`). Every file line starts with an
+//! its source (`[9002]`, `[supervisor]`); with PORT, that backend's output
+//! and the supervisor's events about it (`port=PORT`), untagged. Every file line starts with an
 //! RFC 3339 UTC timestamp (`supervisor::output`, `logging`), which sorts as
 //! a string; a line without one (a panic message in supervisor.log) keeps
 //! the time of the line before it.
@@ -20,10 +21,20 @@ use crate::state_dir::StateDir;
 /// The tag of the supervisor's own log.
 const SUPERVISOR: &str = "supervisor";
 
-/// One log file and the tag its lines get.
+/// One log file, the tag its lines get, and (for the supervisor's log when
+/// one backend was asked for) the text a line must contain to be shown.
 struct Source {
     tag: String,
     path: PathBuf,
+    only: Option<String>,
+}
+
+impl Source {
+    fn shows(&self, line: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|needle| line.split(' ').any(|w| w == needle))
+    }
 }
 
 pub fn run(args: LogsArgs) -> u8 {
@@ -66,7 +77,7 @@ pub fn run(args: LogsArgs) -> u8 {
             if let Some(t) = timestamp(l) {
                 time = t.to_string();
             }
-            if since.as_ref().is_none_or(|s| time >= *s) {
+            if since.as_ref().is_none_or(|s| time >= *s) && src.shows(l) {
                 mine.push((time.clone(), i, l.to_string()));
             }
         }
@@ -141,16 +152,16 @@ fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, LogsError
             dir.display()
         )));
     }
-    let mut out = Vec::new();
-    if only.is_none() {
-        out.push(Source {
-            tag: SUPERVISOR.into(),
-            path: state.supervisor_log(),
-        });
-    }
+    // With PORT, the supervisor's events about that backend (`port=PORT`).
+    let mut out = vec![Source {
+        tag: SUPERVISOR.into(),
+        path: state.supervisor_log(),
+        only: only.map(|p| format!("port={p}")),
+    }];
     out.extend(ports.into_iter().map(|(port, path)| Source {
         tag: port.to_string(),
         path,
+        only: None,
     }));
     Ok(out)
 }
@@ -177,7 +188,9 @@ fn follow(sources: &[Source], tagged: bool) {
                 let buf = &mut partial[i];
                 buf.push_str(&String::from_utf8_lossy(&chunk));
                 while let Some(n) = buf.find('\n') {
-                    crate::outln!("{}", format_line(&src.tag, &buf[..n], tagged));
+                    if src.shows(&buf[..n]) {
+                        crate::outln!("{}", format_line(&src.tag, &buf[..n], tagged));
+                    }
                     buf.drain(..=n);
                 }
             }

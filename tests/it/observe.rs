@@ -105,10 +105,14 @@ fn metrics_pass_promtool_and_count_every_request() {
         t.join().unwrap();
     }
     let n = (THREADS * EACH) as u64;
-    // Counted when the response starts; the last ones may land a moment late.
+    // A request is counted when its response starts and its latency observed
+    // when its connection ends, which may be a moment after the client has
+    // read the whole response: wait for both to settle.
     let text = wait_for(Duration::from_secs(10), "every request counted", || {
         let t = scrape(admin, "/metrics");
-        (family_sum(&t, "fleet_backend_requests_total") == n).then_some(t)
+        (family_sum(&t, "fleet_backend_requests_total") == n
+            && family_sum(&t, "fleet_backend_request_duration_seconds_count") == n)
+            .then_some(t)
     });
     promtool_check(promtool, &text);
     assert_eq!(family_sum(&text, "fleet_backend_connections_total"), n);
@@ -123,10 +127,6 @@ fn metrics_pass_promtool_and_count_every_request() {
             "fleet_backend_request_duration_seconds_count{{port=\"{port}\"}}"
         )));
     }
-    assert_eq!(
-        family_sum(&text, "fleet_backend_request_duration_seconds_count"),
-        n
-    );
     let s = fleet.status();
     assert_eq!(sum(&s, "requests"), n);
     assert!(sum(&s, "bytes_out") >= n * PAGE.len() as u64);
@@ -183,6 +183,34 @@ fn dashboard_in_a_headless_browser_shows_every_backend() {
             "{state} missing:\n{dom}"
         );
     }
+}
+
+/// Not on a terminal, `--watch` prints a plain snapshot every second.
+#[test]
+fn watch_without_a_terminal_prints_plain_snapshots() {
+    let fleet = Fleet::start(1, "");
+    let mut child = Command::new(FLEET)
+        .args(["status", "--watch"])
+        .current_dir(fleet.scratch.path())
+        .env("FLEET_STATE_DIR", fleet.scratch.state())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = PidGuard(vec![child.id()]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    wait_for(Duration::from_secs(20), "two snapshots", || {
+        let mut buf = [0u8; 4096];
+        let n = stdout.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        (text.matches("fleet pid ").count() >= 2).then_some(())
+    });
+    assert!(!seen.contains(&0x1b), "escape codes on a pipe");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// `fleet status --watch` under a pseudo-terminal (util-linux `script`).
@@ -295,6 +323,12 @@ fn logs_show_the_supervisors_sigkill_event_with_one_timestamp() {
             "nested timestamp: {line}"
         );
     }
+    // One backend's logs include the supervisor's events about it, and no other's.
+    let one = fleet.fleet(&["logs", &fleet.ports[1].to_string()]);
+    let one = String::from_utf8_lossy(&one.stdout);
+    assert!(one.contains("SIGKILL") && one.contains(&needle), "{one}");
+    let other = fleet.fleet(&["logs", &fleet.ports[0].to_string()]);
+    assert!(!String::from_utf8_lossy(&other.stdout).contains("SIGKILL"));
     // --no-prefix drops the tags; --since keeps only recent lines.
     let plain = fleet.fleet(&["logs", "--no-prefix"]);
     let plain = String::from_utf8_lossy(&plain.stdout);
