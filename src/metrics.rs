@@ -33,6 +33,38 @@ pub(crate) const WINDOW: usize = 10;
 /// Seconds of per-second request counts kept for sparklines.
 pub(crate) const HISTORY: usize = 60;
 
+/// A count that only goes up (a Prometheus counter).
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.add(1);
+    }
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A count that goes up and down (open connections).
+#[derive(Debug, Default)]
+pub(crate) struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 /// Upper bound of bucket `i`, in seconds (`f64::INFINITY` for the last).
 pub(crate) fn bucket_bound(i: usize) -> f64 {
     if i >= BUCKETS {
@@ -134,19 +166,19 @@ pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub(crate) struct BackendMetrics {
     /// Requests answered, by status class (index 0 is 1xx). In tcp mode one
     /// per connection: the first response's status line.
-    responses: [AtomicU64; 5],
+    responses: [Counter; 5],
     /// Proxied connections open now / ever.
-    pub(crate) active: AtomicU64,
-    pub(crate) connections: AtomicU64,
+    pub(crate) active: Gauge,
+    pub(crate) connections: Counter,
     /// Bytes sent to the backend (requests) and received from it (responses).
-    pub(crate) request_bytes: AtomicU64,
-    pub(crate) response_bytes: AtomicU64,
+    pub(crate) request_bytes: Counter,
+    pub(crate) response_bytes: Counter,
     /// Connects that failed or timed out.
-    pub(crate) connect_failures: AtomicU64,
+    pub(crate) connect_failures: Counter,
     /// Requests sent again to another backend after this one failed them.
-    pub(crate) replays: AtomicU64,
+    pub(crate) replays: Counter,
     /// Times the backend went in or out of rotation.
-    pub(crate) health_changes: AtomicU64,
+    pub(crate) health_changes: Counter,
     /// Request latency through the balancer (client's first byte to the end
     /// of the response).
     pub(crate) latency: Histogram,
@@ -175,26 +207,18 @@ pub(crate) struct Recent {
 }
 
 impl BackendMetrics {
-    /// Count one answered request with its status code and latency.
+    /// Count one answered request by its status code's class.
     pub(crate) fn response(&self, status: u16) {
         let class = (usize::from(status / 100)).clamp(1, 5) - 1;
-        self.responses[class].fetch_add(1, Relaxed);
+        self.responses[class].inc();
     }
 
     pub(crate) fn responses(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.responses[i].load(Relaxed))
+        std::array::from_fn(|i| self.responses[i].get())
     }
 
     pub(crate) fn requests(&self) -> u64 {
         self.responses().iter().sum()
-    }
-
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
-    }
-
-    pub(crate) fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Relaxed)
     }
 
     /// The sampler's once-a-second call.
@@ -257,10 +281,10 @@ pub(crate) fn sum_recent<'a>(all: impl IntoIterator<Item = &'a Recent>) -> Recen
 #[derive(Debug, Default)]
 pub(crate) struct BalancerMetrics {
     /// Client connections accepted, and open now.
-    pub(crate) accepted: AtomicU64,
-    pub(crate) active: AtomicU64,
+    pub(crate) accepted: Counter,
+    pub(crate) active: Gauge,
     /// Clients closed because no backend could take them.
-    pub(crate) no_backend: AtomicU64,
+    pub(crate) no_backend: Counter,
 }
 
 /// The status code in an HTTP/1.x status line (`HTTP/1.1 200 OK`), if `head`

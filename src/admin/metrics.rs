@@ -44,32 +44,32 @@ const COUNTERS: &[(&str, &str, Get)] = &[
     (
         "fleet_backend_connections",
         "Client connections proxied to the backend.",
-        |m| BackendMetrics::get(&m.connections),
+        |m| m.connections.get(),
     ),
     (
         "fleet_backend_request_bytes",
         "Bytes sent to the backend (requests).",
-        |m| BackendMetrics::get(&m.request_bytes),
+        |m| m.request_bytes.get(),
     ),
     (
         "fleet_backend_response_bytes",
         "Bytes received from the backend (responses).",
-        |m| BackendMetrics::get(&m.response_bytes),
+        |m| m.response_bytes.get(),
     ),
     (
         "fleet_backend_connect_failures",
         "Connects to the backend that failed or timed out.",
-        |m| BackendMetrics::get(&m.connect_failures),
+        |m| m.connect_failures.get(),
     ),
     (
         "fleet_backend_replays",
         "Requests the backend failed before answering that were sent to another backend.",
-        |m| BackendMetrics::get(&m.replays),
+        |m| m.replays.get(),
     ),
     (
         "fleet_backend_health_changes",
         "Times the backend went into or out of rotation.",
-        |m| BackendMetrics::get(&m.health_changes),
+        |m| m.health_changes.get(),
     ),
 ];
 
@@ -112,28 +112,24 @@ impl Collector for Fleet {
                 MetricType::Gauge,
             )?,
         )?;
-        ConstCounter::new(BackendMetrics::get(&b.accepted)).encode(encoder.encode_descriptor(
+        ConstCounter::new(b.accepted.get()).encode(encoder.encode_descriptor(
             "fleet_balancer_connections",
             "Client connections the balancer accepted.",
             None,
             MetricType::Counter,
         )?)?;
-        ConstGauge::new(BackendMetrics::get(&b.active) as i64).encode(
-            encoder.encode_descriptor(
-                "fleet_balancer_connections_active",
-                "Client connections open now.",
-                None,
-                MetricType::Gauge,
-            )?,
-        )?;
-        ConstCounter::new(BackendMetrics::get(&b.no_backend)).encode(
-            encoder.encode_descriptor(
-                "fleet_balancer_no_backend",
-                "Client connections closed because no backend could take them.",
-                None,
-                MetricType::Counter,
-            )?,
-        )?;
+        ConstGauge::new(b.active.get() as i64).encode(encoder.encode_descriptor(
+            "fleet_balancer_connections_active",
+            "Client connections open now.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstCounter::new(b.no_backend.get()).encode(encoder.encode_descriptor(
+            "fleet_balancer_no_backend",
+            "Client connections closed because no backend could take them.",
+            None,
+            MetricType::Counter,
+        )?)?;
 
         let statuses: Vec<_> = slots.iter().map(|s| s.status()).collect();
         let mut up = encoder.encode_descriptor(

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::metrics::Counter;
+
 /// Milliseconds since `origin` of the last activity.
 #[derive(Debug)]
 pub struct Activity {
@@ -56,7 +58,7 @@ impl Default for Activity {
 pub struct Tracked<'a, S> {
     pub inner: S,
     activity: &'a Activity,
-    counters: Option<(&'a AtomicU64, &'a AtomicU64)>,
+    counters: Option<(&'a Counter, &'a Counter)>,
 }
 
 impl<'a, S> Tracked<'a, S> {
@@ -72,8 +74,8 @@ impl<'a, S> Tracked<'a, S> {
     pub(crate) fn counted(
         inner: S,
         activity: &'a Activity,
-        read: &'a AtomicU64,
-        written: &'a AtomicU64,
+        read: &'a Counter,
+        written: &'a Counter,
     ) -> Self {
         Tracked {
             inner,
@@ -95,7 +97,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
         if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
             self.activity.touch();
             if let Some((read, _)) = self.counters {
-                read.fetch_add(n as u64, Ordering::Relaxed);
+                read.add(n as u64);
             }
         }
         r
@@ -114,7 +116,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
         {
             self.activity.touch();
             if let Some((_, written)) = self.counters {
-                written.fetch_add(n as u64, Ordering::Relaxed);
+                written.add(n as u64);
             }
         }
         r

@@ -29,7 +29,6 @@ pub mod pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::BalancerConfig;
-use crate::metrics::{self, BackendMetrics};
+use crate::metrics::{self, Counter};
 use idle::{Activity, Tracked};
 use pool::{Backends, Pool, Slot};
 
@@ -82,11 +81,11 @@ pub async fn run(
         let backends = backends.clone();
         let cfg = backends.config();
         let hard_stop = hard_stop.clone();
-        BackendMetrics::add(&backends.metrics.accepted, 1);
-        BackendMetrics::add(&backends.metrics.active, 1);
+        backends.metrics.accepted.inc();
+        backends.metrics.active.inc();
         conns.spawn(async move {
             let mut served = Served::default();
-            let sent = AtomicU64::new(0);
+            let sent = Counter::default();
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
@@ -99,12 +98,12 @@ pub async fn run(
                     method: line.map(|l| l.0.as_str()),
                     target: line.map(|l| l.1.as_str()),
                     status: served.status,
-                    bytes: sent.load(Ordering::Relaxed),
+                    bytes: sent.get(),
                     duration: arrived.elapsed(),
                     backend: served.backend,
                 });
             }
-            backends.metrics.active.fetch_sub(1, Ordering::Relaxed);
+            backends.metrics.active.dec();
             drop(permit);
         });
     }
@@ -141,12 +140,12 @@ async fn proxy(
     backends: &Backends,
     cfg: &BalancerConfig,
     served: &mut Served,
-    sent: &AtomicU64,
+    sent: &Counter,
 ) {
     let _ = client.set_nodelay(true);
     let activity = Activity::new();
     // Bytes from the client are counted per backend; bytes to it here.
-    let received = AtomicU64::new(0);
+    let received = Counter::default();
     let mut client = Tracked::counted(client, &activity, &received, sent);
     let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
@@ -174,7 +173,7 @@ async fn proxy(
             // client briefly for one to come (back) up, then start over.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
                 warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
-                BackendMetrics::add(&backends.metrics.no_backend, 1);
+                backends.metrics.no_backend.inc();
                 return;
             }
             tried.clear();
@@ -184,12 +183,12 @@ async fn proxy(
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
-                BackendMetrics::add(&slot.metrics.connect_failures, 1);
+                slot.metrics.connect_failures.inc();
                 passive_failure(&slot, &e.to_string());
                 continue;
             }
             Err(_) => {
-                BackendMetrics::add(&slot.metrics.connect_failures, 1);
+                slot.metrics.connect_failures.inc();
                 // Busy (a full listen backlog) rather than dead: try the next
                 // backend, and leave the verdict to the health probe.
                 debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
@@ -239,7 +238,7 @@ async fn proxy(
             }
             FirstExchange::ClientGone => return,
             FirstExchange::BackendFailed if replayable => {
-                BackendMetrics::add(&m.replays, 1);
+                m.replays.inc();
                 passive_failure(&slot, "closed before answering; replaying the request");
                 continue;
             }

@@ -117,7 +117,6 @@ impl Slot {
     /// needs them too).
     pub(crate) fn status_with(&self, recent: &Recent) -> BackendStatus {
         let m = &self.metrics;
-        let get = BackendMetrics::get;
         let s = self
             .status
             .lock()
@@ -130,8 +129,8 @@ impl Slot {
             healthy: self.routable(),
             restarts: s.restarts,
             uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),
-            active_connections: get(&m.active),
-            total_connections: get(&m.connections),
+            active_connections: m.active.get(),
+            total_connections: m.connections.get(),
             last_exit: s.last_exit,
             reason: s.reason,
             requests: m.requests(),
@@ -142,24 +141,24 @@ impl Slot {
                 .collect(),
             requests_per_s: round3(recent.requests_per_s),
             p99_ms: recent.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
-            bytes_in: get(&m.request_bytes),
-            bytes_out: get(&m.response_bytes),
-            connect_failures: get(&m.connect_failures),
-            replays: get(&m.replays),
-            health_changes: get(&m.health_changes),
+            bytes_in: m.request_bytes.get(),
+            bytes_out: m.response_bytes.get(),
+            connect_failures: m.connect_failures.get(),
+            replays: m.replays.get(),
+            health_changes: m.health_changes.get(),
             requests_history: recent.history.clone(),
         }
     }
 
     /// Count a proxied connection for as long as the guard lives.
     pub fn connection(self: &Arc<Self>) -> ConnGuard {
-        BackendMetrics::add(&self.metrics.active, 1);
-        BackendMetrics::add(&self.metrics.connections, 1);
+        self.metrics.active.inc();
+        self.metrics.connections.inc();
         ConnGuard(self.clone())
     }
 
     pub fn active(&self) -> u64 {
-        BackendMetrics::get(&self.metrics.active)
+        self.metrics.active.get()
     }
 }
 
@@ -167,7 +166,7 @@ pub struct ConnGuard(Arc<Slot>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.metrics.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.active.dec();
     }
 }
 

@@ -117,7 +117,7 @@ impl BackendTask {
 
             let routable = self.machine.routable();
             if routable != was_routable {
-                crate::metrics::BackendMetrics::add(&self.slot.metrics.health_changes, 1);
+                self.slot.metrics.health_changes.inc();
                 match self.machine.state() {
                     State::Running { .. } => {
                         info!(target: "supervisor", port, healthy = routable, "health changed")
