@@ -29,6 +29,10 @@ fn main() -> ExitCode {
         Command::Serve(a) => fleet::worker::run(a).map(|()| exit::OK).map_err(Into::into),
         Command::Bench(a) => Ok(fleet::bench::run(a)),
         Command::Guard(a) => Ok(fleet::guard::run(a)),
+        Command::Init => Ok(fleet::commands::init::run()),
+        Command::Completions(a) => Ok(fleet::commands::completions::run(a)),
+        Command::Man(a) => Ok(fleet::commands::man::run(a)),
+        Command::Export(a) => Ok(fleet::commands::export::run(a)),
     };
     // The one place a command's failure is printed and given its exit code.
     match result {

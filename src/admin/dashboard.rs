@@ -42,11 +42,15 @@ fn row(b: &BackendStatus) -> String {
     let mut r = String::new();
     let _ = write!(
         r,
-        "<tr id=\"b-{port}\" data-port=\"{port}\"><td class=\"port\">{port}</td><td>{pid}</td>\
+        "<tr id=\"b-{id}\" data-port=\"{port}\"><td class=\"port\">{id}</td><td>{pid}</td>\
          <td class=\"state\"><span class=\"badge s-{state}\">{state}</span></td>\
          <td class=\"health h-{health}\">{health}</td><td>{uptime}</td><td>{restarts}</td>\
          <td>{active}</td><td>{total}</td><td>{requests}</td><td>{rps}</td><td>{p99}</td><td>{spark}</td></tr>",
         port = b.port,
+        id = b
+            .address
+            .as_deref()
+            .map_or_else(|| b.port.to_string(), escape),
         pid = b.pid.map_or("–".into(), |p| p.to_string()),
         uptime = if b.pid.is_some() {
             human_duration(b.uptime_s)

@@ -73,8 +73,14 @@ const COUNTERS: &[(&str, &str, Get)] = &[
     ),
 ];
 
-fn port(slot: &Slot) -> [(&'static str, String); 1] {
-    [("port", slot.port.to_string())]
+/// A backend's labels: its port, and for a remote upstream also its name
+/// (a local backend and an upstream may share a port number).
+fn port(slot: &Slot) -> Vec<(&'static str, String)> {
+    let mut labels = vec![("port", slot.port.to_string())];
+    if let Some(name) = &slot.upstream {
+        labels.push(("upstream", name.clone()));
+    }
+    labels
 }
 
 fn histogram(
@@ -158,7 +164,8 @@ impl Collector for Fleet {
         )?;
         for s in slots {
             for (class, n) in CLASSES.iter().zip(s.metrics.responses()) {
-                let labels = [("port", s.port.to_string()), ("code", (*class).to_string())];
+                let mut labels = port(s);
+                labels.push(("code", (*class).to_string()));
                 ConstCounter::new(n).encode(requests.encode_family(&labels)?)?;
             }
         }

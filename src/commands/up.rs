@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::UpArgs;
-use crate::config::{self, BackendCommand, Config};
+use crate::config::{self, BackendCommand, Config, Www};
 use crate::exit;
 use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness};
@@ -46,7 +46,10 @@ pub fn run(args: UpArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let state = StateDir::new(args.state.resolve());
+    if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
+        announce_embedded(&args);
+    }
+    let state = StateDir::new(args.state.for_up());
     if args.detach && !args.detached_child {
         return launch_detached(&state);
     }
@@ -66,6 +69,17 @@ pub fn run(args: UpArgs) -> u8 {
             reporter.fail(&msg);
             exit::FAILURE
         }
+    }
+}
+
+/// Say once, where the user sees it, that the workers serve the built-in page.
+fn announce_embedded(args: &UpArgs) {
+    let msg = "no www directory: the workers serve fleet's built-in page (/ and /page.html); \
+               `fleet init` writes a starter www/ and fleet.yaml";
+    if args.detach && !args.detached_child {
+        eprintln!("fleet: {msg}");
+    } else {
+        info!(target: "supervisor", "{msg}");
     }
 }
 
@@ -134,11 +148,11 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
     let entered = runtime.enter();
     let checked = (|| {
         raise_fd_limit(config.balancer.max_connections)?;
-        if config.backend == BackendCommand::Builtin && !config.www.is_dir() {
-            return Err(format!(
-                "www directory {} does not exist",
-                config.www.display()
-            ));
+        if config.backend == BackendCommand::Builtin
+            && let Www::Dir(dir) = &config.www
+            && !dir.is_dir()
+        {
+            return Err(format!("www directory {} does not exist", dir.display()));
         }
         let balancer = listener::bind(config.listen).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => {

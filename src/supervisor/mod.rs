@@ -28,6 +28,7 @@ pub mod health;
 pub mod orphans;
 pub mod output;
 pub mod state;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,9 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::pool::{Backends, Pool, Slot, round3};
-use crate::balancer::{self};
-use crate::config::{BackendCommand, Config};
+use crate::balancer::{self, pool::Backends, pool::Pool, pool::Slot, pool::round3};
+use crate::config::{BackendCommand, Config, Www};
 use crate::control::protocol::{self, FleetStatus, Reply};
 use crate::metrics;
 use crate::state_dir::{PidLock, StateDir};
@@ -164,6 +164,12 @@ pub async fn run(
         slots.push(Arc::new(slot));
         receivers.push(rx);
     }
+    // Upstreams rotate after the local backends, in the order written.
+    for u in &config.upstreams {
+        let (slot, rx) = Slot::upstream(u.name.clone(), u.addr);
+        slots.push(Arc::new(slot));
+        receivers.push(rx);
+    }
     let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
     if let Some(path) = &config.balancer.access_log {
         let _ = backends
@@ -182,6 +188,19 @@ pub async fn run(
 
     let policy = Policy::new(&config.restart, &config.health);
     for (slot, passive) in pool.slots().iter().zip(receivers) {
+        if slot.upstream.is_some() {
+            tracker.spawn(
+                upstream::UpstreamTask {
+                    slot: slot.clone(),
+                    backends: backends.clone(),
+                    health: config.health.clone(),
+                    passive,
+                    token: token.child_token(),
+                }
+                .run(),
+            );
+            continue;
+        }
         let task = BackendTask {
             slot: slot.clone(),
             backends: backends.clone(),
@@ -317,10 +336,14 @@ async fn wait_ready(
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         let up = statuses.iter().filter(|s| s.healthy).count();
+        // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
             .filter(|s| {
-                !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some()))
+                !s.healthy
+                    && (s.state == "failed"
+                        || (s.state == "stopped" && s.reason.is_some())
+                        || (s.address.is_some() && s.state == "running"))
             })
             .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
@@ -345,7 +368,10 @@ async fn wait_ready(
                         }
                         (None, None) => s.state.clone(),
                     };
-                    (s.port, why)
+                    match &s.address {
+                        Some(a) => (s.port, format!("upstream {a}: {why}")),
+                        None => (s.port, why),
+                    }
                 })
                 .collect();
             if up == 0 {
@@ -376,10 +402,14 @@ fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
                 "serve".into(),
                 "--port".into(),
                 port.to_string(),
-                "--www".into(),
-                config.www.display().to_string(),
                 "--lifeline".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(match &config.www {
+                Www::Dir(dir) => vec!["--www".into(), dir.display().to_string()],
+                Www::Embedded => vec!["--embedded".into()],
+            })
+            .collect(),
             cwd: None,
             env: Vec::new(),
             lifeline: true,
