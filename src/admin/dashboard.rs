@@ -30,15 +30,19 @@ pub(super) fn render(s: &FleetStatus) -> String {
         &format!("{healthy} / {}", s.backends.len()),
         1,
     )
-    .replacen("<!--RPS-->", &rate(s.requests_per_s), 1)
-    .replacen("<!--P99-->", &ms(s.p99_ms), 1)
-    .replacen("<!--SPARK-->", &spark(&s.requests_history, 400, 48), 1)
+    .replacen("<!--RPS-->", &rate(s.traffic.requests_per_s), 1)
+    .replacen("<!--P99-->", &ms(s.traffic.p99_ms), 1)
+    .replacen(
+        "<!--SPARK-->",
+        &spark(&s.traffic.requests_history, 400, 48),
+        1,
+    )
     .replacen("<!--ROWS-->", &rows, 1)
 }
 
 fn row(b: &BackendStatus) -> String {
     let health = if b.healthy { "healthy" } else { "unhealthy" };
-    let state = escape(&b.state);
+    let state = escape(b.state.as_str());
     let mut r = String::new();
     let _ = write!(
         r,
@@ -60,10 +64,10 @@ fn row(b: &BackendStatus) -> String {
         restarts = b.restarts,
         active = b.active_connections,
         total = b.total_connections,
-        requests = b.requests,
-        rps = rate(b.requests_per_s),
-        p99 = ms(b.p99_ms),
-        spark = spark(&b.requests_history, 140, 26),
+        requests = b.traffic.requests,
+        rps = rate(b.traffic.requests_per_s),
+        p99 = ms(b.traffic.p99_ms),
+        spark = spark(&b.traffic.requests_history, 140, 26),
     );
     r
 }

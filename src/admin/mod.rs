@@ -28,7 +28,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::supervisor::Shared;
+use crate::balancer::pool::Backends;
+use crate::control::server::StatusView;
+
+/// What the admin pages read: the status the control socket serves, and
+/// the counters behind `/metrics`.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) status: StatusView,
+    pub(crate) backends: Arc<Backends>,
+    pub(crate) started: tokio::time::Instant,
+}
 
 /// A slow or stalled admin client gets this long to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +46,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serve the admin address until `stop`.
 pub(crate) async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    ctx: Context,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -53,12 +63,12 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let shared = shared.clone();
+        let ctx = ctx.clone();
         let stop = stop.clone();
         tracker.spawn(async move {
             let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(&req, &shared)) }
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(route(&req, &ctx)) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -73,7 +83,7 @@ pub(crate) async fn serve(
     }
 }
 
-fn route<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
+fn route<B>(req: &Request<B>, ctx: &Context) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -88,17 +98,17 @@ fn route<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
         "/metrics" => reply(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
-            metrics::encode(&shared.backends, shared.started),
+            metrics::encode(&ctx.backends, ctx.started),
         ),
         "/status.json" => reply(
             StatusCode::OK,
             "application/json",
-            serde_json::to_string(&shared.status()).expect("status serializes"),
+            serde_json::to_string(&(ctx.status)()).expect("status serializes"),
         ),
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            dashboard::render(&shared.status()),
+            dashboard::render(&(ctx.status)()),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,

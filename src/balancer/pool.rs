@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::access_log::AccessLog;
 use crate::config::BalancerConfig;
-use crate::control::protocol::{BackendStatus, ExitInfo};
+use crate::control::protocol::{BackendStatus, ExitInfo, Phase, Traffic};
 use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
 
 /// One backend as the balancer and `fleet status` see it.
@@ -60,7 +60,7 @@ pub struct Slot {
 #[derive(Debug, Clone, Default)]
 pub struct SlotStatus {
     pub pid: Option<u32>,
-    pub state: &'static str,
+    pub state: Phase,
     pub restarts: u32,
     pub since: Option<Instant>,
     pub last_exit: Option<ExitInfo>,
@@ -81,7 +81,7 @@ impl Slot {
             timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
-                state: "starting",
+                state: Phase::Starting,
                 ..SlotStatus::default()
             }),
         };
@@ -158,7 +158,7 @@ impl Slot {
             port: self.port,
             address: self.upstream.clone(),
             pid: s.pid,
-            state: s.state.to_string(),
+            state: s.state,
             healthy: self.routable(),
             restarts: s.restarts,
             uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),
@@ -166,20 +166,22 @@ impl Slot {
             total_connections: m.connections.get(),
             last_exit: s.last_exit,
             reason: s.reason,
-            requests: m.requests(),
-            responses: CLASSES
-                .iter()
-                .zip(m.responses())
-                .map(|(c, n)| (c.to_string(), n))
-                .collect(),
-            requests_per_s: round3(recent.requests_per_s),
-            p99_ms: recent.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
-            bytes_in: m.request_bytes.get(),
-            bytes_out: m.response_bytes.get(),
-            connect_failures: m.connect_failures.get(),
-            replays: m.replays.get(),
-            health_changes: m.health_changes.get(),
-            requests_history: recent.history.clone(),
+            traffic: Traffic {
+                requests: m.requests(),
+                responses: CLASSES
+                    .iter()
+                    .zip(m.responses())
+                    .map(|(c, n)| (c.to_string(), n))
+                    .collect(),
+                requests_per_s: round3(recent.requests_per_s),
+                p99_ms: recent.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
+                bytes_in: m.request_bytes.get(),
+                bytes_out: m.response_bytes.get(),
+                connect_failures: m.connect_failures.get(),
+                replays: m.replays.get(),
+                health_changes: m.health_changes.get(),
+                requests_history: recent.history.clone(),
+            },
         }
     }
 

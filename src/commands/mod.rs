@@ -6,7 +6,13 @@ pub mod export;
 pub mod init;
 pub mod logs;
 pub mod man;
+mod operate;
+pub mod reload;
+pub mod restart;
+pub mod scale;
+pub mod start;
 pub mod status;
+pub mod stop;
 pub mod up;
 pub(crate) mod watch;
 

@@ -61,9 +61,11 @@ pub fn render(s: &FleetStatus) -> String {
     );
     out.push_str(&format!(
         "{:.1} requests/s, p99 {} (last 10 s), {} requests in all{}\n",
-        s.requests_per_s,
-        s.p99_ms.map_or("-".into(), |ms| format!("{ms:.1}ms")),
-        s.backends.iter().map(|b| b.requests).sum::<u64>(),
+        s.traffic.requests_per_s,
+        s.traffic
+            .p99_ms
+            .map_or("-".into(), |ms| format!("{ms:.1}ms")),
+        s.backends.iter().map(|b| b.traffic.requests).sum::<u64>(),
         s.admin
             .as_ref()
             .map_or(String::new(), |a| format!(", dashboard http://{a}/")),
@@ -89,7 +91,7 @@ pub fn render(s: &FleetStatus) -> String {
         t.add_row([
             b.address.clone().unwrap_or_else(|| b.port.to_string()),
             b.pid.map_or("-".into(), |p| p.to_string()),
-            b.state.clone(),
+            b.state.to_string(),
             if b.healthy { "healthy" } else { "unhealthy" }.into(),
             if b.pid.is_some() {
                 human_duration(b.uptime_s)
@@ -103,8 +105,10 @@ pub fn render(s: &FleetStatus) -> String {
             },
             b.active_connections.to_string(),
             b.total_connections.to_string(),
-            format!("{:.1}", b.requests_per_s),
-            b.p99_ms.map_or("-".into(), |ms| format!("{ms:.1}ms")),
+            format!("{:.1}", b.traffic.requests_per_s),
+            b.traffic
+                .p99_ms
+                .map_or("-".into(), |ms| format!("{ms:.1}ms")),
             b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
         ]);
     }

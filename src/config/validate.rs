@@ -494,8 +494,10 @@ fn shutdown_section(
     let empty = Default::default();
     let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
     let timeout = rep.file(entry!(s, shutdown.timeout), duration)?;
+    let drain = rep.file(entry!(s, shutdown.drain_timeout), duration)?;
     Ok(ShutdownConfig {
         timeout: or_default(timeout, d.timeout).value,
+        drain_timeout: or_default(drain, d.drain_timeout).value,
     })
 }
 

@@ -11,5 +11,6 @@ mod healing;
 mod lab;
 mod lifecycle;
 mod observe;
+mod operate;
 mod upstreams;
 mod worker;
