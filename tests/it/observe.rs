@@ -445,3 +445,17 @@ fn access_log_has_a_line_per_request() {
     // Bytes sent to the client: the page and the response head.
     assert!(lines[0][5].parse::<usize>().unwrap() > PAGE.len());
 }
+
+#[test]
+fn an_admin_address_beyond_loopback_is_logged() {
+    let admin = free_ports(1)[0];
+    let fleet = Fleet::start(1, &format!("admin: 0.0.0.0:{admin}\n"));
+    let log = fleet.log();
+    assert!(
+        log.contains(&format!("admin address 0.0.0.0:{admin} is beyond loopback")),
+        "{log}"
+    );
+    // Served all the same (checked on loopback only).
+    let r = get(SocketAddr::from(([127, 0, 0, 1], admin)), "/status.json").unwrap();
+    assert_eq!(r.status, 200);
+}
