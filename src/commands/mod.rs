@@ -14,6 +14,9 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod up;
+pub(crate) mod watch;
+
+pub(crate) use crate::logging::no_color;
 
 /// Write a line to stdout, ignoring a closed pipe (`fleet status | head`):
 /// the reader has what it wanted.

@@ -130,6 +130,7 @@ fn start(
     reload: Option<(UpArgs, std::path::PathBuf)>,
 ) -> Result<(), String> {
     state.create().map_err(|e| e.to_string())?;
+    crate::logging::attach_supervisor_log(state.supervisor_log());
     let (lock, stale) = state.lock().map_err(|e| e.to_string())?;
     if let Some(note) = stale {
         warn!(target: "supervisor", "{note}");
@@ -183,10 +184,22 @@ fn start(
                 state.socket().display()
             )
         })?;
-        Ok((balancer, control))
+        let admin = config
+            .admin
+            .map(|addr| {
+                listener::bind(addr).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => format!(
+                        "{}; stop it or choose another with --admin",
+                        ports::in_use_message(addr.port(), "admin")
+                    ),
+                    _ => format!("cannot listen on admin address {addr}: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok((balancer, control, admin))
     })();
     drop(entered);
-    let (balancer, control) = match checked {
+    let (balancer, control, admin) = match checked {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_file(state.socket());
@@ -202,12 +215,19 @@ fn start(
             config.listen
         );
     }
+    if let Some(addr) = config.admin.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            target: "supervisor",
+            "admin address {addr} is beyond loopback: anyone who can reach it can read the fleet's status and metrics"
+        );
+    }
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the fleet executable: {e}"))?;
     runtime.block_on(async move {
         let listeners = Listeners {
             balancer,
             control: tokio::net::UnixListener::from_std(control).map_err(|e| e.to_string())?,
+            admin,
         };
         let token = CancellationToken::new();
         let detached = matches!(reporter, Reporter::Pipe);

@@ -192,6 +192,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         max_connections,
         connect_timeout,
         idle_timeout,
+        access_log,
     } = &new.balancer;
     let ob = &old.balancer;
     if ob.max_connections != *max_connections {
@@ -211,6 +212,17 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         d(ob.idle_timeout),
         d(*idle_timeout),
     );
+    if ob.access_log != *access_log {
+        let path = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "off".to_owned(), |p| p.display().to_string())
+        };
+        field(
+            "balancer.access_log",
+            path(&ob.access_log),
+            format!("{} (takes effect at the next `fleet up`)", path(access_log)),
+        );
+    }
     out
 }
 

@@ -649,8 +649,8 @@ fn status_and_json_status_of_a_1000_backend_fleet() {
     );
     assert_eq!(
         human.lines().count(),
-        1 + 1 + 1000,
-        "summary, header, one row each"
+        1 + 1 + 1 + 1000,
+        "summary, traffic line, header, one row each"
     );
     let out = ok(&f, &["down"]);
     assert!(out.contains("stopped"), "{out}");
