@@ -159,7 +159,7 @@ fn input(limit: Duration) -> Input {
     use std::os::fd::AsFd;
     let stdin = io::stdin();
     let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
-    let ms = PollTimeout::try_from(limit.as_millis().min(1000) as u16).unwrap_or(PollTimeout::ZERO);
+    let ms = PollTimeout::from(limit.as_millis().min(1000) as u16);
     match poll(&mut fds, ms) {
         Ok(0) => Input::None,
         Ok(_) => {
