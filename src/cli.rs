@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet; 4 the state dir cannot be read (permission denied, not a directory).
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 no fleet is running (status, restart, stop, start, scale, reload); 4 the state dir cannot be read (permission denied, not a directory).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
@@ -25,15 +25,34 @@ pub enum Command {
     #[command(after_help = crate::help::UP)]
     Up(UpArgs),
     /// Show the running fleet.
+    #[command(visible_alias = "ps")]
     #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
+    /// Live view of the running fleet (same as `fleet status --watch`).
+    #[command(after_help = crate::help::TOP)]
+    Top(TopArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
     #[command(after_help = crate::help::DOWN)]
     Down(DownArgs),
+    /// Restart backends (all by default), one at a time, each drained first.
+    #[command(after_help = crate::help::RESTART)]
+    Restart(RestartArgs),
+    /// Drain and stop backends; they stay stopped until `fleet start`.
+    #[command(after_help = crate::help::STOP)]
+    Stop(StopArgs),
+    /// Start stopped or failed backends (all of them when no port is named).
+    #[command(after_help = crate::help::START)]
+    Start(StartArgs),
+    /// Grow or shrink the fleet to N backends (new ones on the next ports).
+    #[command(after_help = crate::help::SCALE)]
+    Scale(ScaleArgs),
+    /// Re-read fleet.yaml (with the flags given to `up`) and apply the changes.
+    #[command(after_help = crate::help::RELOAD)]
+    Reload(ReloadArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
     #[command(after_help = crate::help::SERVE)]
     Serve(crate::worker::ServeArgs),
-    /// Show backend output captured by the supervisor.
+    /// Show the supervisor's events and the backends' output, merged by time.
     #[command(after_help = crate::help::LOGS)]
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
@@ -92,6 +111,10 @@ pub struct UpArgs {
     /// connection) [default: http]
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
+    /// Serve /metrics, /status.json and a dashboard on this address; a bare
+    /// PORT means 127.0.0.1:PORT [default: off]
+    #[arg(long, value_name = "ADDR:PORT|PORT")]
+    pub admin: Option<String>,
     /// A remote backend to balance beside the local ones (repeatable; replaces
     /// fleet.yaml's upstreams). With upstreams, --backends 0 runs none locally
     #[arg(long = "upstream", value_name = "HOST:PORT")]
@@ -110,8 +133,18 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Print the status object as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw the status every second until q or Ctrl-C (on a terminal;
+    /// otherwise print a snapshot every second)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -122,6 +155,51 @@ pub struct DownArgs {
     /// like 10s or 500ms [default: shutdown.timeout from the fleet's config]
     #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Backends to restart, by port [default: all]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Restart them all together instead of one at a time
+    #[arg(long)]
+    pub all_at_once: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Backends to stop, by port
+    #[arg(value_name = "PORT", required = true)]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Backends to start, by port [default: every stopped or failed one]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// The number of backends to run
+    #[arg(value_name = "N")]
+    pub backends: u16,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -141,6 +219,12 @@ pub struct LogsArgs {
     /// Lines to show from the end of each log
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub tail: usize,
+    /// Only lines from the last DURATION (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub since: Option<std::time::Duration>,
+    /// Print lines without their `[port]` / `[supervisor]` tag
+    #[arg(long)]
+    pub no_prefix: bool,
     /// Only this backend's log
     #[arg(value_name = "PORT")]
     pub port: Option<u16>,

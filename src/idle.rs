@@ -10,8 +10,10 @@
 //! slow heads and is longer). The wrapper is generic over how the `Activity`
 //! is held: the worker shares it through an `Arc` with hyper's connection
 //! future, while a task that owns both streams can lend it by reference.
-//! The balancer's tcp engine and http upgrade tunnels lend it by reference
-//! (`Tracked<S, &Activity>`).
+//!
+//! Note: the balancer still has its own copy (`balancer::idle`), left alone
+//! while the balancer is being rewritten for per-request HTTP balancing; it
+//! should move to this module (`Tracked<S, &Activity>` is its shape).
 
 use std::io;
 use std::ops::Deref;

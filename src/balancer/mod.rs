@@ -25,8 +25,10 @@
 //! backend is routable a client is held up to `NO_BACKEND_WAIT` for one to
 //! come up, then answered 503 (http) or closed (tcp).
 
+pub(crate) mod access_log;
 pub mod admission;
 pub mod http;
+pub mod idle;
 pub mod pool;
 pub mod strategy;
 pub mod tcp;
@@ -107,12 +109,15 @@ pub async fn run(
         };
         let shared = shared.clone();
         let hard_stop = hard_stop.clone();
+        shared.backends.metrics.accepted.inc();
+        shared.backends.metrics.active.inc();
         conns.spawn(async move {
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
                 _ = serve(client, peer, &shared, mode) => {}
             }
+            shared.backends.metrics.active.dec();
             drop(permit);
         });
     }
@@ -128,7 +133,7 @@ async fn serve(
     let cfg = shared.backends.config();
     match mode {
         BalancerMode::Http => http::serve(client, peer, shared, &cfg).await,
-        BalancerMode::Tcp => tcp::proxy(client, peer, shared, &cfg).await,
+        BalancerMode::Tcp => tcp::serve(client, peer, shared, &cfg).await,
     }
 }
 

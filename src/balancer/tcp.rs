@@ -28,10 +28,12 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
+use super::access_log;
+use super::idle::{Activity, Tracked};
 use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
-use crate::idle::{Activity, Tracked};
+use crate::metrics::{self, Counter};
 
 /// How much of a request is kept for a replay on another backend.
 pub const REPLAY_MAX: usize = 16 * 1024;
@@ -42,6 +44,19 @@ pub const REPLAY_MAX: usize = 16 * 1024;
 const UP_BUF: usize = 2 * 1024;
 const DOWN_BUF: usize = 8 * 1024;
 const FIRST_READ: usize = 4 * 1024;
+
+/// What the access log needs to know about a proxied connection, filled in
+/// as it goes (the connection may be cut at the shutdown deadline).
+#[derive(Debug, Default)]
+struct Served {
+    /// When the client's first bytes arrived (`None`: it sent nothing).
+    arrived: Option<Instant>,
+    /// Method and target of its first request line, if it is HTTP.
+    request_line: Option<(String, String)>,
+    /// The backend that answered, and its first response's status.
+    backend: Option<u16>,
+    status: Option<u16>,
+}
 
 /// Why the first exchange with a backend ended without a response byte.
 enum FirstExchange {
@@ -54,11 +69,37 @@ enum FirstExchange {
     ClientGone,
 }
 
-pub(crate) async fn proxy(
+/// One client connection, and its access-log line when it ends.
+pub(crate) async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     cfg: &BalancerConfig,
+) {
+    let mut served = Served::default();
+    let sent = Counter::default();
+    proxy(client, peer, shared, cfg, &mut served, &sent).await;
+    if let (Some(log), Some(arrived)) = (shared.backends.access_log.get(), served.arrived) {
+        let line = served.request_line.as_ref();
+        log.write(&access_log::Entry {
+            client: Some(peer),
+            method: line.map(|l| l.0.as_str()),
+            target: line.map(|l| l.1.as_str()),
+            status: served.status,
+            bytes: sent.get(),
+            duration: arrived.elapsed(),
+            backend: served.backend,
+        });
+    }
+}
+
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cfg: &BalancerConfig,
+    served: &mut Served,
+    sent: &Counter,
 ) {
     let backends = &*shared.backends;
     let _ = client.set_nodelay(true);
@@ -79,11 +120,21 @@ pub(crate) async fn proxy(
         }
     }
     let activity = Activity::new();
-    let mut client = Tracked::new(client, &activity);
+    // Bytes from the client are counted per backend; bytes to it here.
+    let received = Counter::default();
+    let mut client = Tracked::counted(client, &activity, &received, sent);
     let mut request = Vec::with_capacity(UP_BUF);
+    // Wait for the client's first bytes before choosing a backend.
     match timeout(HEADER_TIMEOUT, client.read_buf(&mut request)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
+    }
+    // A request's latency runs from its first byte here.
+    let arrived = Instant::now();
+    served.arrived = Some(arrived);
+    if backends.access_log.get().is_some() {
+        served.request_line =
+            access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
     }
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
@@ -99,6 +150,7 @@ pub(crate) async fn proxy(
             // client briefly for one to come (back) up, then start over.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
                 warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
+                backends.metrics.no_backend.inc();
                 return;
             }
             tried.clear();
@@ -108,20 +160,25 @@ pub(crate) async fn proxy(
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
+                slot.metrics.connect_failures.inc();
                 passive_failure(&slot, &e.to_string());
                 continue;
             }
             Err(_) => {
+                slot.metrics.connect_failures.inc();
                 // Busy (a full listen backlog) rather than dead: try the next
                 // backend, and leave the verdict to the health probe.
-                debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
+                debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
                 slot.report_timeout();
                 continue;
             }
         };
         let _ = backend.set_nodelay(true);
         let _guard = slot.connection();
-        let mut backend = Tracked::new(&mut backend, &activity);
+        let m = &slot.metrics;
+        let mut backend =
+            Tracked::counted(&mut backend, &activity, &m.response_bytes, &m.request_bytes);
+        let sent = Instant::now();
         match first_exchange(
             &slot,
             &mut client,
@@ -135,16 +192,31 @@ pub(crate) async fn proxy(
         .await
         {
             FirstExchange::Answered(n) => {
+                m.first_byte.observe(sent.elapsed());
+                // Request outcome (tcp mode): one request per connection, its
+                // class from the first response's status line; the latency
+                // is observed when the connection ends (for the lab's
+                // one-request connections, when the response is complete).
+                let status = metrics::status_code(&response[..n]);
+                if let Some(code) = status {
+                    m.response(code);
+                }
+                served.backend = Some(slot.port);
+                served.status = status;
                 if client.write_all(&response[..n]).await.is_err() {
                     return;
                 }
                 drop(response);
                 drop(request);
                 splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
+                if status.is_some() {
+                    m.latency.observe(arrived.elapsed());
+                }
                 return;
             }
             FirstExchange::ClientGone => return,
             FirstExchange::BackendFailed if replayable => {
+                m.replays.inc();
                 passive_failure(&slot, "closed before answering; replaying the request");
                 continue;
             }
@@ -160,12 +232,12 @@ pub(crate) async fn proxy(
 /// them while they fit) until the backend's first bytes arrive.
 #[expect(
     clippy::too_many_arguments,
-    reason = "the connection's state, borrowed for one phase"
+    reason = "the connection's state, borrowed for one phase; the http balancer replaces this"
 )]
 async fn first_exchange(
     slot: &Slot,
-    client: &mut Tracked<TcpStream, &Activity>,
-    backend: &mut Tracked<&mut TcpStream, &Activity>,
+    client: &mut Tracked<'_, TcpStream>,
+    backend: &mut Tracked<'_, &mut TcpStream>,
     request: &mut Vec<u8>,
     replayable: &mut bool,
     client_eof: &mut bool,
@@ -175,7 +247,7 @@ async fn first_exchange(
     if backend.write_all(request).await.is_err() {
         return FirstExchange::BackendFailed;
     }
-    if *client_eof && backend.get_mut().shutdown().await.is_err() {
+    if *client_eof && backend.inner.shutdown().await.is_err() {
         return FirstExchange::BackendFailed;
     }
     let mut chunk = [0u8; UP_BUF];
@@ -195,7 +267,7 @@ async fn first_exchange(
             r = client.read(&mut chunk), if !*client_eof => match r {
                 Ok(0) => {
                     *client_eof = true;
-                    if backend.get_mut().shutdown().await.is_err() {
+                    if backend.inner.shutdown().await.is_err() {
                         return FirstExchange::BackendFailed;
                     }
                 }
@@ -218,8 +290,8 @@ async fn first_exchange(
 
 /// Copy both ways until both directions are finished or nothing moves for `idle`.
 async fn splice(
-    mut client: Tracked<TcpStream, &Activity>,
-    mut backend: Tracked<&mut TcpStream, &Activity>,
+    mut client: Tracked<'_, TcpStream>,
+    mut backend: Tracked<'_, &mut TcpStream>,
     client_eof: bool,
     activity: &Activity,
     idle: Duration,

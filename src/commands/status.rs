@@ -10,6 +10,9 @@ use crate::state_dir::StateDir;
 
 pub fn run(args: StatusArgs) -> u8 {
     let state = StateDir::new(args.state.resolve());
+    if args.watch {
+        return super::watch::run(&state);
+    }
     match client::status(&state) {
         Ok(s) if args.json => {
             crate::outln!(
@@ -56,6 +59,17 @@ pub fn render(s: &FleetStatus) -> String {
             ""
         }
     );
+    out.push_str(&format!(
+        "{:.1} requests/s, p99 {} (last 10 s), {} requests in all{}\n",
+        s.traffic.requests_per_s,
+        s.traffic
+            .p99_ms
+            .map_or("-".into(), |ms| format!("{ms:.1}ms")),
+        s.backends.iter().map(|b| b.traffic.requests).sum::<u64>(),
+        s.admin
+            .as_ref()
+            .map_or(String::new(), |a| format!(", dashboard http://{a}/")),
+    ));
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header([
@@ -67,6 +81,8 @@ pub fn render(s: &FleetStatus) -> String {
         "RESTARTS",
         "ACTIVE",
         "TOTAL",
+        "REQ/S",
+        "P99",
         "LAST EXIT",
     ]);
     for b in &s.backends {
@@ -75,7 +91,7 @@ pub fn render(s: &FleetStatus) -> String {
         t.add_row([
             b.address.clone().unwrap_or_else(|| b.port.to_string()),
             b.pid.map_or("-".into(), |p| p.to_string()),
-            b.state.clone(),
+            b.state.to_string(),
             if b.healthy { "healthy" } else { "unhealthy" }.into(),
             if b.pid.is_some() {
                 human_duration(b.uptime_s)
@@ -89,6 +105,10 @@ pub fn render(s: &FleetStatus) -> String {
             },
             b.active_connections.to_string(),
             b.total_connections.to_string(),
+            format!("{:.1}", b.traffic.requests_per_s),
+            b.traffic
+                .p99_ms
+                .map_or("-".into(), |ms| format!("{ms:.1}ms")),
             b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
         ]);
     }
@@ -105,7 +125,7 @@ pub fn render(s: &FleetStatus) -> String {
     out
 }
 
-fn human_duration(secs: f64) -> String {
+pub(crate) fn human_duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{secs:.1}s"),

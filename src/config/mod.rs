@@ -76,6 +76,9 @@ pub struct Config {
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
     pub balancer: BalancerConfig,
+    /// The admin HTTP address (`/metrics`, `/status.json`, dashboard); off
+    /// unless set. Port 0 lets the OS choose.
+    pub admin: Option<SocketAddr>,
     /// Remote backends, balanced beside the local ones (or instead of them:
     /// `backends` may be 0 when there are upstreams).
     pub upstreams: Vec<Upstream>,
@@ -149,6 +152,9 @@ pub struct RestartConfig {
 pub struct ShutdownConfig {
     /// Drain and SIGTERM grace before SIGKILL.
     pub timeout: Duration,
+    /// How long a draining backend (`fleet restart`, `stop`, `scale`) may
+    /// finish its in-flight work before it gets SIGTERM anyway.
+    pub drain_timeout: Duration,
 }
 
 /// What the balancer sees of the traffic it carries.
@@ -177,6 +183,9 @@ pub struct BalancerConfig {
     /// http mode: a backend that sends no response head this long after the
     /// request was sent gets the client a 504.
     pub response_timeout: Duration,
+    /// One line per request (tcp mode: per connection), rotated; off unless
+    /// set. Absolute (relative in the file to the file's directory).
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -207,7 +216,9 @@ impl Default for Config {
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(10),
+                drain_timeout: Duration::from_secs(10),
             },
+            admin: None,
             balancer: BalancerConfig {
                 mode: BalancerMode::Http,
                 strategy: crate::balancer::strategy::Strategy::RoundRobin,
@@ -215,6 +226,7 @@ impl Default for Config {
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 response_timeout: Duration::from_secs(30),
+                access_log: None,
             },
             upstreams: Vec::new(),
             source: None,

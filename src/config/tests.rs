@@ -245,6 +245,7 @@ restart:
   window: 5m
 shutdown:
   timeout: 3s
+  drain_timeout: 4s
 balancer:
   mode: tcp
   strategy: least-connections
@@ -288,6 +289,7 @@ balancer:
         }
     );
     assert_eq!(c.shutdown.timeout, Duration::from_secs(3));
+    assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(4));
     assert_eq!(
         c.balancer,
         BalancerConfig {
@@ -297,6 +299,7 @@ balancer:
             connect_timeout: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(120),
             response_timeout: Duration::from_secs(5),
+            access_log: None,
         }
     );
 }
@@ -735,6 +738,81 @@ fn port_range_overflow_from_flags_blames_the_flag() {
 }
 
 #[test]
+fn admin_is_off_by_default_and_set_by_file_or_flag() {
+    let d = Dir::new();
+    assert_eq!(
+        d.write("fleet.yaml", "backends: 1\n")
+            .load(&[])
+            .unwrap()
+            .admin,
+        None
+    );
+    let c = d
+        .write("fleet.yaml", "admin: 127.0.0.1:44400\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:44400".parse().unwrap()));
+    let c = d
+        .write("fleet.yaml", "admin: 127.0.0.1:44400\n")
+        .load(&["--admin", "127.0.0.1:5"])
+        .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:5".parse().unwrap()));
+}
+
+#[test]
+fn access_log_is_relative_to_the_file() {
+    let d = Dir::new();
+    let c = d
+        .write("fleet.yaml", "balancer:\n  access_log: logs/access.log\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(
+        c.balancer.access_log,
+        Some(d.path().join("logs/access.log"))
+    );
+    assert_eq!(Config::default().balancer.access_log, None);
+}
+
+#[test]
+fn access_log_naming_a_directory_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  access_log: logs/\n", &[]),
+        "fleet.yaml:2: balancer.access_log: 'logs/' names a directory; name a file"
+    );
+}
+
+#[test]
+fn malformed_admin_is_rejected() {
+    assert_eq!(
+        err("admin: [1, 2]\n", &[]),
+        "fleet.yaml:1: admin: expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got a list (quote an IPv6 address: \"[::1]:44444\")"
+    );
+}
+
+#[test]
+fn admin_on_a_backend_port_is_rejected() {
+    assert_eq!(
+        err("backends: 2\nbase_port: 9002\nadmin: 127.0.0.1:9003\n", &[]),
+        "fleet.yaml:3: admin: port 9003 is a backend's port: base_port 9002 with backends 2 uses \
+         9002..=9003; pick a port for admin outside that range, or move base_port"
+    );
+}
+
+#[test]
+fn admin_on_the_balancers_address_is_rejected() {
+    assert_eq!(
+        err("listen: 127.0.0.1:5000\n", &["--admin", "0.0.0.0:5000"]),
+        "--admin: 0.0.0.0:5000 is the balancer's address (listen: 127.0.0.1:5000); give the admin \
+         address a port of its own"
+    );
+}
+
+#[test]
+fn malformed_admin_flag_is_rejected() {
+    assert!(err("", &["--admin", "nowhere"]).contains("--admin"));
+}
+
+#[test]
 fn unquoted_ipv6_listen_gets_a_hint() {
     let e = err("listen: [::1]:44444\n", &[]);
     assert!(e.starts_with("fleet.yaml:1:"), "{e}");
@@ -804,6 +882,7 @@ fn every_duration_key_is_checked() {
         ("restart", "max_backoff"),
         ("restart", "window"),
         ("shutdown", "timeout"),
+        ("shutdown", "drain_timeout"),
         ("balancer", "connect_timeout"),
         ("balancer", "idle_timeout"),
         ("balancer", "response_timeout"),

@@ -11,5 +11,7 @@ mod healing;
 mod http_mode;
 mod lab;
 mod lifecycle;
+mod observe;
+mod operate;
 mod upstreams;
 mod worker;

@@ -42,10 +42,11 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
+use super::access_log;
+use super::idle::{Activity, Tracked};
 use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
-use crate::idle::{Activity, Tracked};
 use framing::{Body, Reject, Request};
 
 /// First allocation for a request head; it grows up to `MAX_HEAD`.
@@ -126,11 +127,16 @@ pub(crate) async fn serve(
             Err(_) if buf.is_empty() => return,
             Err(_) => Outcome::answered(&mut client, Answer::HeadTimeout, started, buf.len()).await,
         };
+        let mut outcome = outcome;
+        if shared.backends.access_log.get().is_some() {
+            outcome.request_line =
+                access_log::request_line(&buf).map(|(m, t)| (m.to_owned(), t.to_owned()));
+        }
         drop(buf);
         let keep = outcome.keep_client && !shared.stop.is_cancelled();
         // Request outcome: every request, answered by a backend or by fleet
         // itself, passes here exactly once with all that is known about it.
-        record(&outcome);
+        record(shared, peer, &outcome);
         if !keep {
             let _ = client.shutdown().await;
             return;
@@ -173,6 +179,8 @@ pub(crate) struct Outcome {
     pub(crate) retried: bool,
     /// The client connection may carry another request.
     pub(crate) keep_client: bool,
+    /// Method and target, kept only when the access log is on.
+    pub(crate) request_line: Option<(String, String)>,
 }
 
 impl Outcome {
@@ -193,12 +201,38 @@ impl Outcome {
             first_byte: Some(started.elapsed()),
             retried: false,
             keep_client: false,
+            request_line: None,
         }
     }
 }
 
-/// Request outcome: the one place each finished request passes through.
-fn record(o: &Outcome) {
+/// Request outcome: the one place each finished request passes through:
+/// the per-backend metrics, the access log, the debug line.
+fn record(shared: &Shared, peer: SocketAddr, o: &Outcome) {
+    if let Some(slot) = &o.slot {
+        let m = &slot.metrics;
+        m.request_bytes.add(o.bytes_in);
+        m.response_bytes.add(o.bytes_out);
+        if o.status != 0 {
+            m.response(o.status);
+            m.latency.observe(o.total);
+            if let Some(first) = o.first_byte {
+                m.first_byte.observe(first);
+            }
+        }
+    }
+    if let Some(log) = shared.backends.access_log.get() {
+        let line = o.request_line.as_ref();
+        log.write(&access_log::Entry {
+            client: Some(peer),
+            method: line.map(|l| l.0.as_str()),
+            target: line.map(|l| l.1.as_str()),
+            status: (o.status != 0).then_some(o.status),
+            bytes: o.bytes_out,
+            duration: o.total,
+            backend: o.slot.as_ref().map(|s| s.port),
+        });
+    }
     debug!(
         target: "balancer::request",
         backend = o.slot.as_ref().map(|s| s.port),
@@ -362,6 +396,7 @@ async fn exchange(
         first_byte: None,
         retried: false,
         keep_client: false,
+        request_line: None,
     };
     let backends = &*shared.backends;
     let deadline = started + NO_BACKEND_WAIT;
@@ -374,6 +409,7 @@ async fn exchange(
             // Every routable backend was tried, or none is routable: hold the
             // client briefly for one to come (back) up.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
+                backends.metrics.no_backend.inc();
                 break Answer::NoBackend;
             }
             tried.clear();
@@ -391,10 +427,12 @@ async fn exchange(
                     (conn, false)
                 }
                 Ok(Err(_)) => {
+                    slot.metrics.connect_failures.inc();
                     passive_failure(&slot, "connect failed");
                     continue;
                 }
                 Err(_) => {
+                    slot.metrics.connect_failures.inc();
                     // Busy rather than dead: the health probe decides.
                     debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
                     slot.report_timeout();
@@ -452,6 +490,7 @@ async fn exchange(
                     passive_failure(&slot, why);
                 }
                 if replayable && (req.idempotent || !written) {
+                    slot.metrics.replays.inc();
                     debug!(target: "balancer", %peer, backend = %slot.addr, why, "retrying on another backend");
                     continue;
                 }
