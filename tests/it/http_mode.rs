@@ -211,6 +211,7 @@ fn large_bodies_pass_byte_for_byte_both_ways_in_bounded_memory() {
     );
     drop((r, big));
     let peak = peak_rss_kib(f.supervisor);
+    eprintln!("100 MB download: supervisor peak RSS {peak} KiB");
     assert!(peak < 30 * 1024, "supervisor peak RSS {peak} KiB");
     drop(f);
 
@@ -241,6 +242,7 @@ fn large_bodies_pass_byte_for_byte_both_ways_in_bounded_memory() {
         r.body.len()
     );
     let peak = peak_rss_kib(f.supervisor);
+    eprintln!("50 MB echo: supervisor peak RSS {peak} KiB");
     assert!(peak < 30 * 1024, "supervisor peak RSS {peak} KiB");
 }
 
