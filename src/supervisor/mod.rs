@@ -155,8 +155,7 @@ pub async fn run(
     let control_stop = CancellationToken::new();
     // How long workers get between SIGTERM and SIGKILL at shutdown: a
     // message (`down --timeout`, a reload) rather than shared state.
-    let (grace_tx, grace) = watch::channel(config.shutdown.timeout);
-    let grace_tx = Arc::new(grace_tx);
+    let grace_tx = Arc::new(watch::channel(config.shutdown.timeout).0);
     let (commands_tx, mut commands) = mpsc::channel::<Command>(COMMAND_CAPACITY);
 
     let backends = Arc::new(Backends::new(
@@ -171,7 +170,6 @@ pub async fn run(
         backends.clone(),
         tracker.clone(),
         token.clone(),
-        grace,
         grace_tx.clone(),
         state.clone(),
         &opts,
@@ -209,7 +207,7 @@ pub async fn run(
         control_stop.clone(),
     ));
     if let Some(signals) = opts.signals {
-        tokio::spawn(signals.run(token.clone(), commands_tx.clone()));
+        tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
     }
     drop(commands_tx);
 
