@@ -8,12 +8,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet; 4 the state dir cannot be read (permission denied, not a directory).
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 no fleet is running (status, restart, stop, start, scale, reload); 4 the state dir cannot be read (permission denied, not a directory).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
 #[derive(Debug, Parser)]
-#[command(name = "fleet", version, about, after_help = AFTER_HELP)]
+#[command(name = "fleet", version, about, after_help = format!("{}\n\n{AFTER_HELP}", crate::help::FLEET))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,17 +22,58 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the workers and the load balancer (foreground unless -d).
+    #[command(after_help = crate::help::UP)]
     Up(UpArgs),
     /// Show the running fleet.
+    #[command(visible_alias = "ps")]
+    #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
+    /// Live view of the running fleet (same as `fleet status --watch`).
+    #[command(after_help = crate::help::TOP)]
+    Top(TopArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
+    #[command(after_help = crate::help::DOWN)]
     Down(DownArgs),
+    /// Restart backends (all by default), one at a time, each drained first.
+    #[command(after_help = crate::help::RESTART)]
+    Restart(RestartArgs),
+    /// Drain and stop backends; they stay stopped until `fleet start`.
+    #[command(after_help = crate::help::STOP)]
+    Stop(StopArgs),
+    /// Start stopped or failed backends (all of them when no port is named).
+    #[command(after_help = crate::help::START)]
+    Start(StartArgs),
+    /// Grow or shrink the fleet to N backends (new ones on the next ports).
+    #[command(after_help = crate::help::SCALE)]
+    Scale(ScaleArgs),
+    /// Re-read fleet.yaml (with the flags given to `up`) and apply the changes.
+    #[command(after_help = crate::help::RELOAD)]
+    Reload(ReloadArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
+    #[command(after_help = crate::help::SERVE)]
     Serve(crate::worker::ServeArgs),
-    /// Show backend output captured by the supervisor.
+    /// Show the supervisor's events and the backends' output, merged by time.
+    #[command(after_help = crate::help::LOGS)]
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
     Bench(BenchArgs),
+    /// Write a commented fleet.yaml and a starter www/ into the current directory.
+    #[command(after_help = crate::help::INIT)]
+    Init,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = crate::help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Turn this fleet into systemd units or Kubernetes manifests.
+    // `up`'s flags describe the fleet; -d and --state-dir mean nothing here.
+    #[command(
+        after_help = crate::help::EXPORT,
+        mut_arg("detach", |a| a.hide(true)),
+        mut_arg("state_dir", |a| a.hide(true))
+    )]
+    Export(ExportArgs),
+    /// Write the man page (to stdout, or one page per subcommand into -o DIR).
+    #[command(after_help = crate::help::MAN)]
+    Man(ManArgs),
     /// Internal: run a custom backend command tied to the supervisor's lifeline.
     #[command(hide = true)]
     Guard(GuardArgs),
@@ -41,18 +82,13 @@ pub enum Command {
 /// Where the fleet keeps its pid file, control socket and logs.
 #[derive(Debug, Clone, Args)]
 pub struct StateDirArg {
-    /// State directory [default: ./.fleet]
+    /// State directory [default: the nearest .fleet in this or a parent directory; ./.fleet for `up`]
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
-impl StateDirArg {
-    pub fn resolve(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::state_dir::DEFAULT))
-    }
-}
+// `resolve` (the nearest `.fleet`, for commands that talk to a fleet) and
+// `for_up` (where `fleet up` creates one) live in `crate::discover`.
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
@@ -65,12 +101,20 @@ pub struct UpArgs {
     /// First backend port; backends use PORT..PORT+N-1 [default: 9002]
     #[arg(long, value_name = "PORT")]
     pub base_port: Option<u32>,
-    /// Balancer address; port 0 lets the OS choose [default: 127.0.0.1:44444]
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Balancer address; a bare PORT means 127.0.0.1:PORT, port 0 lets the OS choose [default: 127.0.0.1:44444]
+    #[arg(long, value_name = "ADDR:PORT|PORT")]
     pub listen: Option<String>,
-    /// Directory the built-in worker serves [default: ./www]
+    /// Directory the built-in worker serves [default: ./www; the built-in page if there is none]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// Serve /metrics, /status.json and a dashboard on this address; a bare
+    /// PORT means 127.0.0.1:PORT [default: off]
+    #[arg(long, value_name = "ADDR:PORT|PORT")]
+    pub admin: Option<String>,
+    /// A remote backend to balance beside the local ones (repeatable; replaces
+    /// fleet.yaml's upstreams). With upstreams, --backends 0 runs none locally
+    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    pub upstreams: Vec<String>,
     /// Return once the fleet is ready and keep it running in the background
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -85,8 +129,18 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Print the status object as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw the status every second until q or Ctrl-C (on a terminal;
+    /// otherwise print a snapshot every second)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -97,6 +151,51 @@ pub struct DownArgs {
     /// like 10s or 500ms [default: shutdown.timeout from the fleet's config]
     #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Backends to restart, by port [default: all]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Restart them all together instead of one at a time
+    #[arg(long)]
+    pub all_at_once: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Backends to stop, by port
+    #[arg(value_name = "PORT", required = true)]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Backends to start, by port [default: every stopped or failed one]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// The number of backends to run
+    #[arg(value_name = "N")]
+    pub backends: u16,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -116,6 +215,12 @@ pub struct LogsArgs {
     /// Lines to show from the end of each log
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub tail: usize,
+    /// Only lines from the last DURATION (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub since: Option<std::time::Duration>,
+    /// Print lines without their `[port]` / `[supervisor]` tag
+    #[arg(long)]
+    pub no_prefix: bool,
     /// Only this backend's log
     #[arg(value_name = "PORT")]
     pub port: Option<u16>,
@@ -137,7 +242,7 @@ request (the rest are skipped), the target could not be resolved, or Ctrl-C stop
 (the rows measured so far are still printed); 2 usage error (bad URL, bad flag, unreadable --compare).";
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = BENCH_AFTER_HELP)]
+#[command(after_help = format!("{BENCH_AFTER_HELP}\n\n{}", crate::help::BENCH))]
 pub struct BenchArgs {
     /// Target URL [default: the running fleet's balancer, /page.html]
     pub url: Option<String>,
@@ -178,6 +283,50 @@ pub struct BenchArgs {
     pub state: StateDirArg,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// What to export for
+    #[arg(value_enum)]
+    pub target: ExportTarget,
+    /// Write the files into DIR instead of printing them
+    #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// systemd: the fleet executable the units run (absolute) [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+    /// kubernetes: the container image; it must have `fleet` on its PATH (or
+    /// the backend.command's program)
+    #[arg(long, value_name = "IMAGE", default_value = "fleet:latest")]
+    pub image: String,
+    /// The fleet to export: the same file and flags as `fleet up`
+    #[command(flatten)]
+    pub fleet: UpArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportTarget {
+    /// fleet-backend@.service (one backend per port), fleet.service (the whole
+    /// fleet), fleet-balancer.service (the balancer in front of the backend units)
+    Systemd,
+    /// A Deployment (one pod per backend), a Service, and the www content
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write fleet.1 and one page per subcommand (fleet-up.1, ...) into DIR
+    /// instead of printing fleet.1
+    #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchFormat {
     Table,
@@ -186,8 +335,70 @@ pub enum BenchFormat {
     Json,
 }
 
-/// Parse `ADDR:PORT` for `--listen` / `listen:`; shared by CLI and config.
+/// Parse `ADDR:PORT`, or a bare `PORT` meaning `127.0.0.1:PORT` (loopback:
+/// exposing the balancer is always spelled out), for `--listen` / `listen:`;
+/// shared by CLI and config.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| format!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("port {s} is out of range (0-65535)"));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_port_alone_means_loopback() {
+        assert_eq!(
+            parse_listen("44444"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 44444)))
+        );
+    }
+
+    #[test]
+    fn listen_address_and_port_are_taken_as_written() {
+        assert_eq!(
+            parse_listen("0.0.0.0:80"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
+        );
+        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
+    }
+
+    #[test]
+    fn listen_port_out_of_range_is_named() {
+        assert_eq!(
+            parse_listen("70000"),
+            Err("port 70000 is out of range (0-65535)".into())
+        );
+    }
+
+    #[test]
+    fn listen_garbage_is_rejected() {
+        assert!(parse_listen("localhost").is_err());
+        assert!(parse_listen("").is_err());
+    }
+
+    #[test]
+    fn every_subcommand_has_examples() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Examples:"),
+                "`fleet {}` has no examples in --help",
+                sub.get_name()
+            );
+        }
+    }
 }

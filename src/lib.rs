@@ -14,7 +14,18 @@
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
-//!   `commands::down`, `commands::logs`.
+//!   `commands::down`, `commands::logs`, `commands::watch` (the live view of
+//!   `fleet status --watch` / `fleet top`), and the verbs that operate a running
+//!   fleet: `commands::restart`, `commands::stop`, `commands::start`,
+//!   `commands::scale`, `commands::reload`, which share `commands::operate`
+//!   (send one request, print its progress lines and outcome); and the ones
+//!   that do not talk to a fleet:
+//!   `commands::init` (a starter fleet.yaml and www/), `commands::export`
+//!   (`commands::export::systemd` units, `commands::export::kubernetes`
+//!   manifests), `commands::completions`, `commands::man`.
+//! - `help`: the examples at the end of every subcommand's `--help`.
+//! - `discover`: which fleet a command means: the nearest `.fleet` in this or
+//!   a parent directory.
 //!
 //! Configuration and shared helpers
 //! - `config`: fleet.yaml + flags -> a validated `Config`: `config::raw`
@@ -27,6 +38,9 @@
 //! - `idle`: idle tracking for a connection's socket.
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
+//! - `logging`: where this process's log lines go (stderr, the rotated
+//!   supervisor.log), one timestamp each, colour only on a terminal without
+//!   `NO_COLOR`.
 //!
 //! The supervisor (`fleet up`)
 //! - `supervisor`: owns the backends, the balancer and the control server,
@@ -34,12 +48,24 @@
 //!   state machine; `supervisor::backend` the task per backend that executes
 //!   its actions; `supervisor::health` the probes; `supervisor::output` each
 //!   backend's log files (writing, size cap, rotation); `supervisor::orphans`
-//!   what keeps workers from outliving the supervisor.
+//!   what keeps workers from outliving the supervisor; `supervisor::ops` the
+//!   operations on a running fleet (restart, stop, start, scale: drain, then
+//!   act, through each backend task's handle) and `supervisor::reload`
+//!   (re-read fleet.yaml, apply the difference); `supervisor::signals` what
+//!   each signal means (stop, reload, or logged and ignored);
+//!   `supervisor::upstream`
+//!   the task per remote backend (no process, only health checks).
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the
 //!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
-//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`).
+//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`),
+//!   `balancer::access_log` the optional per-request log.
+//! - `metrics`: per-backend and balancer counters and histograms in atomics
+//!   (no lock per request), and per-second samples for the 10-second rates.
+//! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
+//!   format), `/status.json`, and `admin::dashboard` (the page, built in).
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
-//!   `FleetStatus`), `control::server` (inside the supervisor),
+//!   `FleetStatus`), `control::command` (what the control server asks of the
+//!   supervisor's loop), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).
 //! - `guard`: `fleet guard`, which ties a custom backend command to the
 //!   supervisor's lifeline where the kernel will not (macOS).
@@ -48,6 +74,7 @@
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
 //!   flags), `worker::handler` (request -> response), `worker::path` (which
 //!   targets may name a file), `worker::files` (the file cache),
+//!   `worker::embedded` (the built-in page, served without a www),
 //!   `worker::body` (response bodies).
 //!
 //! The load generator (`fleet bench`)
@@ -67,22 +94,28 @@
 //! mechanisms on Linux for tests.
 //!
 //! # Shutdown
-//! One `CancellationToken`, cancelled by SIGINT, SIGTERM or the control
-//! `down` request, and by nothing else. `Supervisor::run` owns the order.
+//! One `CancellationToken`, cancelled by SIGINT, SIGTERM, a foreground
+//! fleet's SIGHUP or the control `down` request, and by nothing else.
+//! `supervisor::run` owns the order.
 
+pub(crate) mod admin;
 pub mod balancer;
 pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod duration;
 mod error;
 pub mod exit;
 pub mod fd_limit;
 pub mod guard;
+mod help;
 pub mod idle;
 pub mod listener;
+pub mod logging;
+pub(crate) mod metrics;
 pub mod ports;
 pub mod process;
 pub mod state_dir;

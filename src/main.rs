@@ -1,10 +1,9 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use fleet::cli::{Cli, Command};
 use fleet::exit;
-use tracing_subscriber::EnvFilter;
+use fleet::logging::Role;
 
 /// mimalloc rather than glibc's malloc: a worker allocates a task, hyper's
 /// buffers and header maps per connection, and under callgrind glibc spent
@@ -15,30 +14,37 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr (a terminal, or logs/supervisor.log when detached);
-    // RUST_LOG overrides the default level.
-    let default = match cli.command {
-        Command::Up(_) | Command::Serve(_) => "info",
-        _ => "warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        // A closed stderr (`fleet up | head`) must not kill the supervisor: the
-        // default reports write errors with eprintln!, which panics on EPIPE.
-        .log_internal_errors(false)
-        .init();
+    fleet::logging::init(match &cli.command {
+        Command::Up(a) => Role::Supervisor {
+            detached: a.detached_child,
+        },
+        Command::Serve(a) => Role::Worker {
+            supervised: a.lifeline,
+        },
+        _ => Role::Command,
+    });
     let result: Result<u8, fleet::Error> = match cli.command {
         Command::Up(a) => Ok(fleet::commands::up::run(a)),
         Command::Status(a) => Ok(fleet::commands::status::run(a)),
+        Command::Top(a) => Ok(fleet::commands::status::run(fleet::cli::StatusArgs {
+            json: false,
+            watch: true,
+            state: a.state,
+        })),
         Command::Down(a) => Ok(fleet::commands::down::run(a)),
+        Command::Restart(a) => Ok(fleet::commands::restart::run(a)),
+        Command::Stop(a) => Ok(fleet::commands::stop::run(a)),
+        Command::Start(a) => Ok(fleet::commands::start::run(a)),
+        Command::Scale(a) => Ok(fleet::commands::scale::run(a)),
+        Command::Reload(a) => Ok(fleet::commands::reload::run(a)),
         Command::Logs(a) => Ok(fleet::commands::logs::run(a)),
         Command::Serve(a) => fleet::worker::run(a).map(|()| exit::OK).map_err(Into::into),
         Command::Bench(a) => Ok(fleet::bench::run(a)),
         Command::Guard(a) => Ok(fleet::guard::run(a)),
+        Command::Init => Ok(fleet::commands::init::run()),
+        Command::Completions(a) => Ok(fleet::commands::completions::run(a)),
+        Command::Man(a) => Ok(fleet::commands::man::run(a)),
+        Command::Export(a) => Ok(fleet::commands::export::run(a)),
     };
     // The one place a command's failure is printed and given its exit code.
     match result {

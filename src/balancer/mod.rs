@@ -13,7 +13,10 @@
 //! closes before answering anything — it was killed while the request was in
 //! its backlog or in flight — and the request is an idempotent HTTP method,
 //! the same bytes are replayed on the next backend (HAProxy's `retry-on
-//! empty-response`, for a TCP proxy). So a worker crash costs clients
+//! empty-response`, for a TCP proxy). The same happens when the backend
+//! leaves rotation (health checks, or another connection's failure) while
+//! the request waits for its answer: a remote host cut off from the network
+//! answers nothing, not even a reset. So a worker crash costs clients
 //! latency, not errors. Past the first response byte the connection is
 //! spliced with `copy_bidirectional` and a crash is the client's to see.
 //!
@@ -23,6 +26,7 @@
 //! per backend, an idle timeout per connection. When no backend is routable a
 //! client is held up to `NO_BACKEND_WAIT` for one to come up, then closed.
 
+pub(crate) mod access_log;
 pub mod idle;
 pub mod pool;
 
@@ -39,6 +43,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::BalancerConfig;
+use crate::metrics::{self, Counter};
 use idle::{Activity, Tracked};
 use pool::{Backends, Pool, Slot};
 
@@ -79,16 +84,46 @@ pub async fn run(
         let backends = backends.clone();
         let cfg = backends.config();
         let hard_stop = hard_stop.clone();
+        backends.metrics.accepted.inc();
+        backends.metrics.active.inc();
         conns.spawn(async move {
+            let mut served = Served::default();
+            let sent = Counter::default();
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
-                _ = proxy(client, peer, &backends, &cfg) => {}
+                _ = proxy(client, peer, &backends, &cfg, &mut served, &sent) => {}
             }
+            if let (Some(log), Some(arrived)) = (backends.access_log.get(), served.arrived) {
+                let line = served.request_line.as_ref();
+                log.write(&access_log::Entry {
+                    client: Some(peer),
+                    method: line.map(|l| l.0.as_str()),
+                    target: line.map(|l| l.1.as_str()),
+                    status: served.status,
+                    bytes: sent.get(),
+                    duration: arrived.elapsed(),
+                    backend: served.backend,
+                });
+            }
+            backends.metrics.active.dec();
             drop(permit);
         });
     }
     info!(target: "balancer", "stopped accepting");
+}
+
+/// What the access log needs to know about a proxied connection, filled in
+/// as it goes (the connection may be cut at the shutdown deadline).
+#[derive(Debug, Default)]
+struct Served {
+    /// When the client's first bytes arrived (`None`: it sent nothing).
+    arrived: Option<Instant>,
+    /// Method and target of its first request line, if it is HTTP.
+    request_line: Option<(String, String)>,
+    /// The backend that answered, and its first response's status.
+    backend: Option<u16>,
+    status: Option<u16>,
 }
 
 /// Why the first exchange with a backend ended without a response byte.
@@ -102,21 +137,38 @@ enum FirstExchange {
     ClientGone,
 }
 
-async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &BalancerConfig) {
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    backends: &Backends,
+    cfg: &BalancerConfig,
+    served: &mut Served,
+    sent: &Counter,
+) {
     let _ = client.set_nodelay(true);
     let activity = Activity::new();
-    let mut client = Tracked::new(client, &activity);
+    // Bytes from the client are counted per backend; bytes to it here.
+    let received = Counter::default();
+    let mut client = Tracked::counted(client, &activity, &received, sent);
     let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
     match timeout(cfg.idle_timeout, client.read_buf(&mut request)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
+    // A request's latency runs from its first byte here.
+    let arrived = Instant::now();
+    served.arrived = Some(arrived);
+    if backends.access_log.get().is_some() {
+        served.request_line =
+            access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
+    }
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
     let deadline = Instant::now() + NO_BACKEND_WAIT;
-    let mut tried: Vec<u16> = Vec::new();
+    // Identity is the address: two upstreams on different hosts may share a port.
+    let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
@@ -125,19 +177,22 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
             // client briefly for one to come (back) up, then start over.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
                 warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
+                backends.metrics.no_backend.inc();
                 return;
             }
             tried.clear();
             continue;
         };
-        tried.push(slot.port);
+        tried.push(slot.addr);
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
+                slot.metrics.connect_failures.inc();
                 passive_failure(&slot, &e.to_string());
                 continue;
             }
             Err(_) => {
+                slot.metrics.connect_failures.inc();
                 // Busy (a full listen backlog) rather than dead: try the next
                 // backend, and leave the verdict to the health probe.
                 debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
@@ -147,8 +202,12 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         };
         let _ = backend.set_nodelay(true);
         let _guard = slot.connection();
-        let mut backend = Tracked::new(&mut backend, &activity);
+        let m = &slot.metrics;
+        let mut backend =
+            Tracked::counted(&mut backend, &activity, &m.response_bytes, &m.request_bytes);
+        let sent = Instant::now();
         match first_exchange(
+            &slot,
             &mut client,
             &mut backend,
             &mut request,
@@ -160,34 +219,49 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         .await
         {
             FirstExchange::Answered(n) => {
+                m.first_byte.observe(sent.elapsed());
+                // Request outcome (tcp mode): one request per connection, its
+                // class from the first response's status line; the latency
+                // is observed when the connection ends (for the lab's
+                // one-request connections, when the response is complete).
+                let status = metrics::status_code(&response[..n]);
+                if let Some(code) = status {
+                    m.response(code);
+                }
+                served.backend = Some(slot.port);
+                served.status = status;
                 if client.write_all(&response[..n]).await.is_err() {
                     return;
                 }
                 drop(response);
                 drop(request);
                 splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
+                if status.is_some() {
+                    m.latency.observe(arrived.elapsed());
+                }
                 return;
             }
             FirstExchange::ClientGone => return,
             FirstExchange::BackendFailed if replayable => {
+                m.replays.inc();
                 passive_failure(&slot, "closed before answering; replaying the request");
                 continue;
             }
             FirstExchange::BackendFailed => {
-                debug!(target: "balancer", %peer, backend = slot.port, "backend closed before answering a request that cannot be replayed");
+                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed");
                 return;
             }
         }
     }
 }
 
-fn next_untried<'a>(pool: &'a Pool, tried: &[u16]) -> Option<&'a Arc<Slot>> {
-    pool.candidates().find(|s| !tried.contains(&s.port))
+fn next_untried<'a>(pool: &'a Pool, tried: &[SocketAddr]) -> Option<&'a Arc<Slot>> {
+    pool.candidates().find(|s| !tried.contains(&s.addr))
 }
 
 fn passive_failure(slot: &Slot, why: &str) {
     if slot.routable() {
-        warn!(target: "balancer", backend = slot.port, reason = why, "backend failed; taking it out of rotation");
+        warn!(target: "balancer", backend = %slot.addr, reason = why, "backend failed; taking it out of rotation");
     }
     slot.report_failure();
 }
@@ -209,7 +283,12 @@ async fn wait_for_routable(
 
 /// Send the kept request, then forward the client's further bytes (keeping
 /// them while they fit) until the backend's first bytes arrive.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's state, borrowed for one phase; the http balancer replaces this"
+)]
 async fn first_exchange(
+    slot: &Slot,
     client: &mut Tracked<'_, TcpStream>,
     backend: &mut Tracked<'_, &mut TcpStream>,
     request: &mut Vec<u8>,
@@ -225,8 +304,15 @@ async fn first_exchange(
         return FirstExchange::BackendFailed;
     }
     let mut chunk = [0u8; UP_BUF];
+    // A backend that leaves rotation (failed probes, or another connection's
+    // failure) while this request waits for its answer is given up on, and a
+    // replayable request goes to the next one: a host whose link was cut
+    // drops the answer without a reset, which nothing else would notice.
+    let gone = slot.out_of_rotation();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
+            () = &mut gone, if *replayable => return FirstExchange::BackendFailed,
             r = backend.read(response) => return match r {
                 Ok(n) if n > 0 => FirstExchange::Answered(n),
                 _ => FirstExchange::BackendFailed,

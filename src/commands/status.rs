@@ -10,6 +10,9 @@ use crate::state_dir::StateDir;
 
 pub fn run(args: StatusArgs) -> u8 {
     let state = StateDir::new(args.state.resolve());
+    if args.watch {
+        return super::watch::run(&state);
+    }
     match client::status(&state) {
         Ok(s) if args.json => {
             crate::outln!(
@@ -56,6 +59,17 @@ pub fn render(s: &FleetStatus) -> String {
             ""
         }
     );
+    out.push_str(&format!(
+        "{:.1} requests/s, p99 {} (last 10 s), {} requests in all{}\n",
+        s.traffic.requests_per_s,
+        s.traffic
+            .p99_ms
+            .map_or("-".into(), |ms| format!("{ms:.1}ms")),
+        s.backends.iter().map(|b| b.traffic.requests).sum::<u64>(),
+        s.admin
+            .as_ref()
+            .map_or(String::new(), |a| format!(", dashboard http://{a}/")),
+    ));
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header([
@@ -67,22 +81,34 @@ pub fn render(s: &FleetStatus) -> String {
         "RESTARTS",
         "ACTIVE",
         "TOTAL",
+        "REQ/S",
+        "P99",
         "LAST EXIT",
     ]);
     for b in &s.backends {
+        // An upstream is known by its address; it has no pid and no restarts.
+        let upstream = b.address.is_some();
         t.add_row([
-            b.port.to_string(),
+            b.address.clone().unwrap_or_else(|| b.port.to_string()),
             b.pid.map_or("-".into(), |p| p.to_string()),
-            b.state.clone(),
+            b.state.to_string(),
             if b.healthy { "healthy" } else { "unhealthy" }.into(),
             if b.pid.is_some() {
                 human_duration(b.uptime_s)
             } else {
                 "-".into()
             },
-            b.restarts.to_string(),
+            if upstream {
+                "-".into()
+            } else {
+                b.restarts.to_string()
+            },
             b.active_connections.to_string(),
             b.total_connections.to_string(),
+            format!("{:.1}", b.traffic.requests_per_s),
+            b.traffic
+                .p99_ms
+                .map_or("-".into(), |ms| format!("{ms:.1}ms")),
             b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
         ]);
     }
@@ -90,13 +116,16 @@ pub fn render(s: &FleetStatus) -> String {
     out.push('\n');
     for b in &s.backends {
         if let Some(r) = &b.reason {
-            out.push_str(&format!("backend {} is {}: {r}\n", b.port, b.state));
+            match &b.address {
+                Some(a) => out.push_str(&format!("upstream {a} is unhealthy: {r}\n")),
+                None => out.push_str(&format!("backend {} is {}: {r}\n", b.port, b.state)),
+            }
         }
     }
     out
 }
 
-fn human_duration(secs: f64) -> String {
+pub(crate) fn human_duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{secs:.1}s"),

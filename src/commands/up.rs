@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::UpArgs;
-use crate::config::{self, BackendCommand, Config};
+use crate::config::{self, BackendCommand, Config, Www};
 use crate::exit;
 use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness};
@@ -46,7 +46,10 @@ pub fn run(args: UpArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let state = StateDir::new(args.state.resolve());
+    if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
+        announce_embedded(&args);
+    }
+    let state = StateDir::new(args.state.for_up());
     if args.detach && !args.detached_child {
         return launch_detached(&state);
     }
@@ -60,12 +63,25 @@ pub fn run(args: UpArgs) -> u8 {
     } else {
         Reporter::Terminal
     };
-    match start(config, state, &reporter) {
+    // `fleet reload` re-reads the file with these flags, from this directory.
+    let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
+    match start(config, state, &reporter, reload) {
         Ok(()) => exit::OK,
         Err(msg) => {
             reporter.fail(&msg);
             exit::FAILURE
         }
+    }
+}
+
+/// Say once, where the user sees it, that the workers serve the built-in page.
+fn announce_embedded(args: &UpArgs) {
+    let msg = "no www directory: the workers serve fleet's built-in page (/ and /page.html); \
+               `fleet init` writes a starter www/ and fleet.yaml";
+    if args.detach && !args.detached_child {
+        eprintln!("fleet: {msg}");
+    } else {
+        info!(target: "supervisor", "{msg}");
     }
 }
 
@@ -107,8 +123,14 @@ impl Reporter {
 
 /// Checks, binds and runs the supervisor until shutdown. `Err` is a one-line
 /// message for the user; by then nothing is left running.
-fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), String> {
+fn start(
+    config: Config,
+    state: StateDir,
+    reporter: &Reporter,
+    reload: Option<(UpArgs, std::path::PathBuf)>,
+) -> Result<(), String> {
     state.create().map_err(|e| e.to_string())?;
+    crate::logging::attach_supervisor_log(state.supervisor_log());
     let (lock, stale) = state.lock().map_err(|e| e.to_string())?;
     if let Some(note) = stale {
         warn!(target: "supervisor", "{note}");
@@ -133,11 +155,11 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
     let entered = runtime.enter();
     let checked = (|| {
         raise_fd_limit(config.balancer.max_connections)?;
-        if config.backend == BackendCommand::Builtin && !config.www.is_dir() {
-            return Err(format!(
-                "www directory {} does not exist",
-                config.www.display()
-            ));
+        if config.backend == BackendCommand::Builtin
+            && let Www::Dir(dir) = &config.www
+            && !dir.is_dir()
+        {
+            return Err(format!("www directory {} does not exist", dir.display()));
         }
         let balancer = listener::bind(config.listen).map_err(|e| match e.kind() {
             std::io::ErrorKind::AddrInUse => {
@@ -162,10 +184,22 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
                 state.socket().display()
             )
         })?;
-        Ok((balancer, control))
+        let admin = config
+            .admin
+            .map(|addr| {
+                listener::bind(addr).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AddrInUse => format!(
+                        "{}; stop it or choose another with --admin",
+                        ports::in_use_message(addr.port(), "admin")
+                    ),
+                    _ => format!("cannot listen on admin address {addr}: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok((balancer, control, admin))
     })();
     drop(entered);
-    let (balancer, control) = match checked {
+    let (balancer, control, admin) = match checked {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_file(state.socket());
@@ -181,19 +215,29 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), Str
             config.listen
         );
     }
+    if let Some(addr) = config.admin.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            target: "supervisor",
+            "admin address {addr} is beyond loopback: anyone who can reach it can read the fleet's status and metrics"
+        );
+    }
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the fleet executable: {e}"))?;
     runtime.block_on(async move {
         let listeners = Listeners {
             balancer,
             control: tokio::net::UnixListener::from_std(control).map_err(|e| e.to_string())?,
+            admin,
         };
         let token = CancellationToken::new();
-        spawn_signal_handler(token.clone())?;
+        let detached = matches!(reporter, Reporter::Pipe);
+        let signals = supervisor::signals::install(detached).map_err(|e| e.to_string())?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let opts = Options {
-            echo_output: matches!(reporter, Reporter::Terminal),
+            echo_output: !detached,
             exe,
+            reload,
+            signals: Some(signals),
         };
         let supervisor = supervisor::run(config, listeners, state, lock, opts, token, ready_tx);
         tokio::pin!(supervisor);
@@ -238,25 +282,6 @@ fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, String>>) {
         // The supervisor is tearing down; `start` returns the error itself.
         Some(Err(_)) | None => {}
     }
-}
-
-/// SIGINT and SIGTERM both mean a graceful `down`.
-fn spawn_signal_handler(token: CancellationToken) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = token.cancelled() => return,
-        };
-        info!(target: "supervisor", "{name} received");
-        token.cancel();
-    });
-    Ok(())
 }
 
 /// Refuse to start if the open-file limit, raised as far as it goes, cannot

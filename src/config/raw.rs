@@ -182,6 +182,8 @@ pub(super) struct RawConfig {
     pub(super) restart: Option<Spanned<RawRestart>>,
     pub(super) shutdown: Option<Spanned<RawShutdown>>,
     pub(super) balancer: Option<Spanned<RawBalancer>>,
+    pub(super) admin: Option<Node>,
+    pub(super) upstreams: Option<Node>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +220,7 @@ pub(super) struct RawRestart {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShutdown {
     pub(super) timeout: Option<Node>,
+    pub(super) drain_timeout: Option<Node>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +229,7 @@ pub(super) struct RawBalancer {
     pub(super) max_connections: Option<Node>,
     pub(super) connect_timeout: Option<Node>,
     pub(super) idle_timeout: Option<Node>,
+    pub(super) access_log: Option<Node>,
 }
 
 /// Parse the text of a fleet.yaml; `shown` is the path as the user named it.

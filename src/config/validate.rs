@@ -20,9 +20,11 @@ use serde_saphyr::Spanned;
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
     BackendCommand, BalancerConfig, Config, ConfigError, HealthConfig, HealthKind, MAX_BACKENDS,
-    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig,
+    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Upstream, Www,
 };
 use crate::cli::UpArgs;
+
+const NO_BACKENDS: &str = "must be at least 1 when there are no upstreams (got 0)";
 
 /// A file value and its dotted key from one spelling of the raw struct's
 /// field, so a key cannot be misspelt here: `entry!(h, health.interval)` is
@@ -176,6 +178,7 @@ pub(super) fn resolve(
     let file_base = rep.file(entry!(raw, base_port), |v| whole(v).and_then(port_in_range))?;
     let file_listen = rep.file(entry!(raw, listen), listen)?;
     let file_www = rep.file(entry!(raw, www), |v| path_text(v, "www"))?;
+    let file_admin = rep.file(entry!(raw, admin), listen)?;
 
     let flag_backends = rep.flag("--backends", args.backends, |n| {
         backends_in_range(i128::from(n))
@@ -184,6 +187,9 @@ pub(super) fn resolve(
         port_in_range(i128::from(n))
     })?;
     let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| {
+        crate::cli::parse_listen(s)
+    })?;
+    let flag_admin = rep.flag("--admin", args.admin.as_deref(), |s| {
         crate::cli::parse_listen(s)
     })?;
     let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
@@ -209,51 +215,93 @@ pub(super) fn resolve(
     let health = health_section(&rep, &raw, &health_default)?;
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
-    let balancer = balancer_section(&rep, &raw, &d.balancer)?;
+    let balancer = balancer_section(&rep, &raw, &d.balancer, &base_dir)?;
+    let file_upstreams = raw
+        .upstreams
+        .as_ref()
+        .map(|node| upstream_list(&rep, node))
+        .transpose()?;
+    let flag_upstreams = args
+        .upstreams
+        .iter()
+        .map(|u| {
+            let from = Origin::Flag("--upstream");
+            resolve_upstream(u)
+                .map(|u| (from, u))
+                .map_err(|problem| rep.at(from, "--upstream", problem))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     // 4: the file as a whole must describe a possible fleet ...
     if let (Some(n), Some(p)) = (file_backends, file_base) {
         port_range(&rep, n, p)?;
     }
+    if let Some(n) = file_backends
+        && n.value == 0
+        && file_upstreams.as_ref().is_none_or(Vec::is_empty)
+    {
+        return Err(rep.at(n.from, "backends", NO_BACKENDS));
+    }
+    let upstreams = if args.upstreams.is_empty() {
+        file_upstreams.unwrap_or_default()
+    } else {
+        flag_upstreams
+    };
     // 3 + 4: ... and so must what will actually run.
     let backends = pick(flag_backends, file_backends, d.backends);
     let base_port = pick(flag_base, file_base, d.base_port);
     port_range(&rep, backends, base_port)?;
+    if backends.value == 0 && upstreams.is_empty() {
+        return Err(rep.at(backends.from, "backends", NO_BACKENDS));
+    }
+    check_upstreams(&rep, &upstreams, backends.value, base_port.value)?;
     let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
-    listen_outside_backends(&rep, &listen, backends.value, base_port.value)?;
+    listen_outside_backends(&rep, "listen", &listen, backends.value, base_port.value)?;
+    let admin = flag_admin.or(file_admin);
+    if let Some(admin) = &admin {
+        listen_outside_backends(&rep, "admin", admin, backends.value, base_port.value)?;
+        admin_apart_from_listen(&rep, admin, listen.value)?;
+    }
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
-    let www = pick(flag_www, file_www, d.www.clone());
+    let www = pick(
+        flag_www,
+        file_www,
+        PathBuf::from(crate::worker::DEFAULT_WWW),
+    );
     let www_base = match www.from {
         Origin::Flag(_) => cwd,
         Origin::Default | Origin::File(_) => base_dir.as_path(),
     };
     let www_abs = clean(&www_base.join(&www.value));
-    if backend == BackendCommand::Builtin {
-        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd).map_err(
-            |e| match e {
-                ConfigError::Default { key, problem } => ConfigError::Default {
-                    key,
-                    problem: format!(
-                        "{problem} (create it, set www: in fleet.yaml, or pass --www DIR)"
-                    ),
-                },
-                other => other,
-            },
-        )?;
+    // Runs anywhere: no www configured and none beside the file (or here)
+    // means the built-in page, not an error. A www that exists but cannot be
+    // read is still checked (cannot read is never "not there").
+    let embedded = backend == BackendCommand::Builtin
+        && www.from == Origin::Default
+        && matches!(std::fs::metadata(&www_abs), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if backend == BackendCommand::Builtin && !embedded {
+        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd)?;
     }
+    let www = if embedded {
+        Www::Embedded
+    } else {
+        Www::Dir(www_abs)
+    };
 
     Ok(Config {
         backends: backends.value,
         base_port: base_port.value,
         listen: listen.value,
-        www: www_abs,
+        www,
         backend,
         health,
         restart,
         shutdown,
         balancer,
+        admin: admin.map(|s| s.value),
+        upstreams: upstreams.into_iter().map(|(_, u)| u).collect(),
         source,
     })
 }
@@ -446,8 +494,10 @@ fn shutdown_section(
     let empty = Default::default();
     let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
     let timeout = rep.file(entry!(s, shutdown.timeout), duration)?;
+    let drain = rep.file(entry!(s, shutdown.drain_timeout), duration)?;
     Ok(ShutdownConfig {
         timeout: or_default(timeout, d.timeout).value,
+        drain_timeout: or_default(drain, d.drain_timeout).value,
     })
 }
 
@@ -455,13 +505,16 @@ fn balancer_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     d: &BalancerConfig,
+    base_dir: &Path,
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
     let max_connections = rep.file(entry!(b, balancer.max_connections), count)?;
     let connect_timeout = rep.file(entry!(b, balancer.connect_timeout), duration)?;
     let idle_timeout = rep.file(entry!(b, balancer.idle_timeout), duration)?;
+    let access_log = rep.file(entry!(b, balancer.access_log), file_path)?;
     Ok(BalancerConfig {
+        access_log: access_log.map(|p| clean(&base_dir.join(p.value))),
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
@@ -503,6 +556,7 @@ fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<()
 /// keys rather than a "port in use by fleet" at start-up.
 fn listen_outside_backends(
     rep: &Report<'_>,
+    key: &str,
     listen: &Set<SocketAddr>,
     backends: u16,
     base: u16,
@@ -516,9 +570,30 @@ fn listen_outside_backends(
     }
     Err(rep.at(
         listen.from,
-        "listen",
+        key,
         format!(
-            "port {port} is a backend's port: base_port {base} with backends {backends} uses              {base}..={last}; pick a listen port outside that range, or move base_port"
+            "port {port} is a backend's port: base_port {base} with backends {backends} uses \
+             {base}..={last}; pick a port for {key} outside that range, or move base_port"
+        ),
+    ))
+}
+
+/// The admin address must not be the balancer's.
+fn admin_apart_from_listen(
+    rep: &Report<'_>,
+    admin: &Set<SocketAddr>,
+    listen: SocketAddr,
+) -> Result<(), ConfigError> {
+    let (a, l) = (admin.value, listen);
+    let overlap = a.ip() == l.ip() || a.ip().is_unspecified() || l.ip().is_unspecified();
+    if a.port() == 0 || a.port() != l.port() || !overlap {
+        return Ok(());
+    }
+    Err(rep.at(
+        admin.from,
+        "admin",
+        format!(
+            "{a} is the balancer's address (listen: {l}); give the admin address a port of its own"
         ),
     ))
 }
@@ -559,6 +634,108 @@ fn clean(p: &Path) -> PathBuf {
     p.components().collect()
 }
 
+// --- upstreams --------------------------------------------------------------
+
+/// `upstreams: ["host:port", ...]`, each resolved, with where it was written.
+fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)>, ConfigError> {
+    let items = match &node.value {
+        Value::Seq(items) => items,
+        Value::Null => return Ok(Vec::new()),
+        other => {
+            return Err(rep.at(
+                Origin::File(line_of(node)),
+                "upstreams",
+                format!(
+                    "expected a list of HOST:PORT such as [\"lab-pc-2:9002\"], got {}",
+                    other.describe()
+                ),
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = Origin::File(line_of(item));
+            let key = format!("upstreams[{i}]");
+            match &item.value {
+                Value::Str(s) => resolve_upstream(s)
+                    .map(|u| (at, u))
+                    .map_err(|problem| rep.at(at, &key, problem)),
+                other => Err(rep.at(
+                    at,
+                    &key,
+                    format!("expected HOST:PORT, got {}", other.describe()),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `HOST:PORT` -> the first address it resolves to. A blocking lookup, done
+/// once at load time so a typo fails `fleet up` instead of every probe.
+fn resolve_upstream(s: &str) -> Result<Upstream, String> {
+    use std::net::ToSocketAddrs;
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
+    };
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!(
+            "'{s}' is not HOST:PORT with a port from 1 to 65535"
+        ));
+    }
+    let addr = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{s}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))?;
+    Ok(Upstream {
+        name: s.to_owned(),
+        addr,
+    })
+}
+
+/// No duplicates, and none that is one of the local backends.
+fn check_upstreams(
+    rep: &Report<'_>,
+    upstreams: &[(Origin, Upstream)],
+    backends: u16,
+    base_port: u16,
+) -> Result<(), ConfigError> {
+    for (i, (from, u)) in upstreams.iter().enumerate() {
+        let from = *from;
+        let key = match from {
+            Origin::Flag(f) => f.to_owned(),
+            _ => format!("upstreams[{i}]"),
+        };
+        if let Some((_, first)) = upstreams[..i].iter().find(|(_, o)| o.addr == u.addr) {
+            return Err(rep.at(
+                from,
+                &key,
+                format!(
+                    "'{}' is the same address as '{}' ({})",
+                    u.name, first.name, u.addr
+                ),
+            ));
+        }
+        let local = u.addr.ip().is_loopback()
+            && (u32::from(base_port)..u32::from(base_port) + u32::from(backends))
+                .contains(&u32::from(u.addr.port()));
+        if local {
+            return Err(rep.at(
+                from,
+                &key,
+                format!(
+                    "'{}' is one of this fleet's own backends (ports {base_port}..{})",
+                    u.name,
+                    u32::from(base_port) + u32::from(backends) - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 // --- values -----------------------------------------------------------------
 
 fn whole(v: &Value) -> Result<i128, String> {
@@ -572,9 +749,10 @@ fn whole(v: &Value) -> Result<i128, String> {
     }
 }
 
+/// 0 is in range here: it is rejected later unless there are upstreams.
 fn backends_in_range(n: i128) -> Result<u16, String> {
-    if n < 1 {
-        Err(format!("must be at least 1 (got {n})"))
+    if n < 0 {
+        Err(format!("must be at least 0 (got {n}); 0 needs upstreams"))
     } else if n > i128::from(MAX_BACKENDS) {
         Err(format!("must be at most {MAX_BACKENDS} (got {n})"))
     } else {
@@ -636,11 +814,24 @@ fn fmt_duration(d: Duration) -> String {
 fn listen(v: &Value) -> Result<SocketAddr, String> {
     match v {
         Value::Str(s) => crate::cli::parse_listen(s),
-        Value::Int(port) => Err(format!(
-            "expected ADDR:PORT, got {port} (write 127.0.0.1:{port})"
-        )),
+        // A bare port means loopback, as with `--listen PORT`.
+        Value::Int(port) => crate::cli::parse_listen(&port.to_string()),
         other => Err(format!(
-            "expected ADDR:PORT such as 127.0.0.1:44444, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            "expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            other.describe()
+        )),
+    }
+}
+
+/// A file to write: a non-empty string that can be a path.
+fn file_path(v: &Value) -> Result<PathBuf, String> {
+    match v {
+        Value::Str(s) if s.is_empty() => Err("must not be empty".to_owned()),
+        Value::Str(s) if s.contains('\0') => Err("must not contain a NUL byte".to_owned()),
+        Value::Str(s) if s.ends_with('/') => Err(format!("'{s}' names a directory; name a file")),
+        Value::Str(s) => Ok(PathBuf::from(s)),
+        other => Err(format!(
+            "expected a file path (e.g. logs/access.log), got {}",
             other.describe()
         )),
     }

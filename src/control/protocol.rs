@@ -5,14 +5,22 @@
 //! an unknown `cmd`, malformed JSON or a line longer than `MAX_LINE` gets an
 //! `error` reply and the connection is closed, so a stray client can never
 //! stall the supervisor. Requests are tagged by `cmd`, replies by `reply`.
+//!
+//! A request gets zero or more `progress` lines (a rolling restart reports
+//! each backend as it goes) and then one final reply. Replies are bounded by
+//! `MAX_REPLY`, not `MAX_LINE`: the status of 1000 backends is ~300 KB.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to `Request` or `Reply`.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Longest accepted line, in bytes (requests are tiny; status replies are
-/// bounded by the backend count).
+/// Longest accepted request line, in bytes (requests are tiny).
 pub const MAX_LINE: usize = 64 * 1024;
+/// Longest reply line a client accepts: far above the status of
+/// `config::MAX_BACKENDS` backends, low enough to bound a client's memory.
+pub const MAX_REPLY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
@@ -32,6 +40,25 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_s: Option<f64>,
     },
+    /// Restart these backends (all when empty), one at a time with drain
+    /// unless `all_at_once`.
+    Restart {
+        #[serde(default)]
+        ports: Vec<u16>,
+        #[serde(default)]
+        all_at_once: bool,
+    },
+    /// Drain and stop these backends; they stay stopped until `start`.
+    Stop { ports: Vec<u16> },
+    /// Start these backends (every stopped or failed one when empty).
+    Start {
+        #[serde(default)]
+        ports: Vec<u16>,
+    },
+    /// Grow or shrink the fleet to this many backends.
+    Scale { backends: u16 },
+    /// Re-read fleet.yaml (with the flags given to `up`) and apply the difference.
+    Reload,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +68,14 @@ pub enum Reply {
     /// `down` finished: every backend is reaped, the socket is unlinked.
     Stopped {
         pid: u32,
+    },
+    /// One step of a longer command; more lines follow.
+    Progress {
+        message: String,
+    },
+    /// The command finished; `message` sums it up (may be empty).
+    Done {
+        message: String,
     },
     Error {
         message: String,
@@ -56,15 +91,24 @@ pub struct FleetStatus {
     pub listen: String,
     pub uptime_s: f64,
     pub backends: Vec<BackendStatus>,
+    /// Fleet-wide metrics (additive): the backends' figures summed.
+    #[serde(flatten)]
+    pub traffic: FleetTraffic,
+    /// The admin address (`/metrics`, `/status.json`, the dashboard), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub port: u16,
+    /// An upstream's address as configured (`lab-pc-2:9002`); absent for a
+    /// local backend. An upstream has no pid and never restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The worker's pid while one runs.
     pub pid: Option<u32>,
-    /// One of `starting`, `running`, `backoff`, `failed`, `stopping`, `stopped`.
-    pub state: String,
+    pub state: Phase,
     /// Takes new connections from the balancer.
     pub healthy: bool,
     pub restarts: u32,
@@ -77,6 +121,103 @@ pub struct BackendStatus {
     /// Why the backend is `failed` or `stopped`, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Metrics (additive; see `crate::metrics`).
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+/// A backend's traffic, in `BackendStatus` (flattened: these are its own
+/// fields in the JSON). In tcp mode a request is a proxied connection,
+/// classed by its first response's status line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Requests answered, ever.
+    #[serde(default)]
+    pub requests: u64,
+    /// The same, by status class: `{"1xx": 0, "2xx": 12, ...}`.
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
+    /// Requests per second over the last 10 s.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// 99th percentile request latency over the last 10 s, in milliseconds
+    /// (`null` with no requests in that time).
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Bytes sent to the backend and received from it.
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Connects to the backend that failed or timed out.
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Requests this backend failed before answering that went to another.
+    #[serde(default)]
+    pub replays: u64,
+    /// Times the backend went in or out of rotation.
+    #[serde(default)]
+    pub health_changes: u64,
+    /// Requests answered in each of the last 60 seconds, oldest first.
+    #[serde(default)]
+    pub requests_history: Vec<u64>,
+}
+
+/// The fleet's traffic, in `FleetStatus` (flattened, like `Traffic`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetTraffic {
+    /// Requests per second over the last 10 s, all backends.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// 99th percentile request latency over the last 10 s, in milliseconds.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Requests answered in each of the last 60 seconds, oldest first.
+    #[serde(default)]
+    pub requests_history: Vec<u64>,
+}
+
+/// A backend's lifecycle phase, as `fleet status` and its JSON show it
+/// (the supervisor's state machine has more detail; this is the contract).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Spawned (or about to be), not yet past its first probe.
+    #[default]
+    Starting,
+    /// Up; `healthy` says whether it takes traffic.
+    Running,
+    /// Out of rotation, finishing its in-flight work before a deliberate
+    /// restart or stop.
+    Draining,
+    /// Waiting out the restart delay after an exit.
+    Backoff,
+    /// Crash loop: not restarted until `fleet restart` or `fleet start`.
+    Failed,
+    /// Signalled, waiting for the process to exit.
+    Stopping,
+    /// Not running: by `fleet stop`, by the restart policy, or at shutdown.
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Backoff => "backoff",
+            Phase::Failed => "failed",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +232,13 @@ pub struct ExitInfo {
     /// exit status then says nothing about the backend's own behaviour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+}
+
+impl Reply {
+    /// Whether this is the last line for its request.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Reply::Progress { .. })
+    }
 }
 
 impl std::fmt::Display for ExitInfo {
@@ -119,11 +267,9 @@ pub fn encode<T: Serialize>(body: T) -> String {
     s
 }
 
-/// Decode one line, checking the version. The error is the reply text.
+/// Decode one line, checking the version. The error is the reply text. The
+/// reader bounds the line (`MAX_LINE` for requests, `MAX_REPLY` for replies).
 pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, String> {
-    if line.len() > MAX_LINE {
-        return Err(format!("message longer than {MAX_LINE} bytes"));
-    }
     let v: serde_json::Value =
         serde_json::from_slice(line).map_err(|e| format!("malformed message: {e}"))?;
     match v.get("v").and_then(|v| v.as_u64()) {
@@ -152,6 +298,14 @@ mod tests {
                 timeout_s: Some(2.5),
             },
             Request::Down { timeout_s: None },
+            Request::Restart {
+                ports: vec![9002, 9003],
+                all_at_once: true,
+            },
+            Request::Stop { ports: vec![9002] },
+            Request::Start { ports: vec![] },
+            Request::Scale { backends: 8 },
+            Request::Reload,
         ] {
             let line = encode(r.clone());
             assert_eq!(decode::<Request>(line.trim_end().as_bytes()), Ok(r));
@@ -185,7 +339,71 @@ mod tests {
                 .unwrap_err()
                 .contains("no protocol version")
         );
-        let big = vec![b' '; MAX_LINE + 1];
-        assert!(decode::<Request>(&big).unwrap_err().contains("longer than"));
+    }
+
+    #[test]
+    fn a_restart_without_ports_means_every_backend() {
+        assert_eq!(
+            decode::<Request>(br#"{"v":1,"cmd":"restart"}"#),
+            Ok(Request::Restart {
+                ports: vec![],
+                all_at_once: false
+            })
+        );
+    }
+
+    #[test]
+    fn a_status_far_larger_than_a_request_line_round_trips() {
+        let b = BackendStatus {
+            address: None,
+            port: 9002,
+            pid: Some(4243),
+            state: Phase::Draining,
+            healthy: false,
+            restarts: 0,
+            uptime_s: 1.5,
+            active_connections: 0,
+            total_connections: 7,
+            last_exit: None,
+            reason: Some("x".repeat(200)),
+            traffic: Traffic::default(),
+        };
+        let s = FleetStatus {
+            pid: 1,
+            listen: "127.0.0.1:44444".into(),
+            uptime_s: 0.0,
+            backends: vec![b; 1000],
+            traffic: FleetTraffic::default(),
+            admin: None,
+        };
+        let line = encode(Reply::Status(s.clone()));
+        assert!(line.len() > MAX_LINE && line.len() < MAX_REPLY);
+        assert!(line.contains(r#""state":"draining""#));
+        assert_eq!(
+            decode::<Reply>(line.trim_end().as_bytes()),
+            Ok(Reply::Status(s))
+        );
+    }
+
+    #[test]
+    fn only_progress_is_not_final() {
+        assert!(
+            !Reply::Progress {
+                message: String::new()
+            }
+            .is_final()
+        );
+        assert!(
+            Reply::Done {
+                message: String::new()
+            }
+            .is_final()
+        );
+        assert!(
+            Reply::Error {
+                message: String::new()
+            }
+            .is_final()
+        );
     }
 }
