@@ -592,3 +592,62 @@ fn http_mode_access_log_has_a_line_per_request_of_a_kept_alive_connection() {
         text.lines().map(|l| l.split(' ').nth(7).unwrap()).collect();
     assert_eq!(backends.len(), 2, "balanced per request: {text}");
 }
+
+/// The real supervisor, flooded: with RUST_LOG=debug every request is a log
+/// line, and thousands of them keep supervisor.log (and its one rotated
+/// copy) under the cap.
+#[test]
+fn a_flooded_supervisor_log_stays_under_its_cap() {
+    const CAP: u64 = 1024 * 1024; // supervisor::output::MAX_LOG_BYTES
+    let scratch = Scratch::new();
+    let ports = free_ports(3);
+    scratch.write(
+        "fleet.yaml",
+        &fleet_yaml(&ports, "health:\n  interval: 100ms\n  timeout: 100ms\n"),
+    );
+    let out = Command::new(FLEET)
+        .args(["up", "-d"])
+        .current_dir(scratch.path())
+        .env("FLEET_STATE_DIR", scratch.state())
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let fleet = Fleet::adopt(scratch, ports[..2].to_vec(), ports[2]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = fleet.scratch.state().join("logs/supervisor.log");
+    let rotated = fleet.scratch.state().join("logs/supervisor.log.1");
+    let addr = fleet.addr();
+    let mut rounds = 0;
+    while !rotated.exists() {
+        rounds += 1;
+        assert!(
+            rounds <= 20,
+            "no rotation after {} requests",
+            rounds * 8 * 250
+        );
+        let load: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(move || keep_alive_requests(addr, "/page.html", 250)))
+            .collect();
+        for t in load {
+            t.join().unwrap();
+        }
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&log) <= CAP, "supervisor.log is {} bytes", size(&log));
+    assert!(
+        size(&rotated) <= CAP,
+        "supervisor.log.1 is {} bytes",
+        size(&rotated)
+    );
+    // Whole lines on both sides of the rotation, and the fleet still logs.
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.ends_with('\n'));
+    assert!(
+        old.lines()
+            .all(|l| humantime::parse_rfc3339(l.split(' ').next().unwrap()).is_ok())
+    );
+    let down = fleet.fleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("stopped"));
+}
