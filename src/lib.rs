@@ -35,7 +35,7 @@
 //! - `state_dir`: the pid file lock, the control socket's path, log paths.
 //! - `listener`: binding with a deep backlog, and the accept back-off loop.
 //! - `fd_limit`: raising the open-file limit, one policy for all.
-//! - `idle`: idle tracking for a connection's socket.
+//! - `idle`: idle tracking for a connection's socket (worker and balancer).
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
 //! - `logging`: where this process's log lines go (stderr, the rotated
@@ -55,10 +55,16 @@
 //!   each signal means (stop, reload, or logged and ignored);
 //!   `supervisor::upstream`
 //!   the task per remote backend (no process, only health checks).
-//! - `balancer`: accept -> pick a routable backend -> connect (retry the
-//!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
-//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`),
-//!   `balancer::access_log` the optional per-request log.
+//! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
+//!   (max_connections, closing the longest-idle client when full),
+//!   `balancer::pool` the shared view of the backends, `balancer::strategy`
+//!   (round-robin, least-connections, power-of-two, ip-hash, chosen after
+//!   health filtering), `balancer::http` the default engine (every request
+//!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
+//!   rewriter, `balancer::http::upstream_pool` kept-alive backend
+//!   connections), `balancer::tcp` the byte-splicing engine, `balancer::idle`
+//!   its idle watcher (to be replaced by `idle`), `balancer::access_log` the
+//!   optional per-request log.
 //! - `metrics`: per-backend and balancer counters and histograms in atomics
 //!   (no lock per request), and per-second samples for the 10-second rates.
 //! - `admin`: the optional admin address: `admin::metrics` (Prometheus text

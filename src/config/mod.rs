@@ -157,14 +157,32 @@ pub struct ShutdownConfig {
     pub drain_timeout: Duration,
 }
 
+/// What the balancer sees of the traffic it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalancerMode {
+    /// Parse HTTP/1: every request chooses its backend; backend connections are pooled.
+    Http,
+    /// Splice bytes: one backend per client connection, for any TCP protocol.
+    Tcp,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BalancerConfig {
-    /// Concurrent client connections; past it new clients wait in the listen backlog.
+    /// Fixed for the balancer's life (a reload cannot switch engines).
+    pub mode: BalancerMode,
+    /// How a request (http) or connection (tcp) chooses among routable backends.
+    pub strategy: crate::balancer::strategy::Strategy,
+    /// Concurrent client connections; when full, idle ones are closed (oldest
+    /// first) to admit new clients, else new clients wait in the listen backlog.
     pub max_connections: u32,
     /// Per-backend connect timeout before trying the next backend.
     pub connect_timeout: Duration,
-    /// A proxied connection with no bytes either way for this long is closed.
+    /// A proxied connection with no bytes either way for this long is closed
+    /// (in http mode also: a kept-alive client with no next request).
     pub idle_timeout: Duration,
+    /// http mode: a backend that sends no response head this long after the
+    /// request was sent gets the client a 504.
+    pub response_timeout: Duration,
     /// One line per request (tcp mode: per connection), rotated; off unless
     /// set. Absolute (relative in the file to the file's directory).
     pub access_log: Option<PathBuf>,
@@ -202,9 +220,12 @@ impl Default for Config {
             },
             admin: None,
             balancer: BalancerConfig {
+                mode: BalancerMode::Http,
+                strategy: crate::balancer::strategy::Strategy::RoundRobin,
                 max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
+                response_timeout: Duration::from_secs(30),
                 access_log: None,
             },
             upstreams: Vec::new(),
