@@ -9,6 +9,12 @@
 pub enum Error {
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
+    #[error(transparent)]
+    Logs(#[from] crate::commands::logs::LogsError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
 }
 
 impl Error {
@@ -16,6 +22,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Worker(e) => e.exit_code(),
+            Error::Guard(e) => e.exit_code(),
+            Error::Logs(e) => e.exit_code(),
+            Error::Bench(e) => e.exit_code(),
         }
     }
 

@@ -22,31 +22,57 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::cli::GuardArgs;
 use crate::exit;
 
-pub fn run(args: GuardArgs) -> u8 {
+/// Why the guard could not run or follow its command.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("guard: no command given")]
+    NoCommand,
+    #[error("guard: cannot handle signals")]
+    Signals(#[source] std::io::Error),
+    #[error("guard: cannot start {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("guard: lost {program}")]
+    Lost {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl GuardError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            GuardError::NoCommand => exit::USAGE,
+            // What a shell answers for a command it cannot run.
+            GuardError::Spawn { .. } => 127,
+            GuardError::Signals(_) | GuardError::Lost { .. } => exit::FAILURE,
+        }
+    }
+}
+
+/// Run PROGRAM under the guard; `Ok` carries PROGRAM's exit code, which the
+/// guard exits with as its own (a PROGRAM killed by a signal takes the guard
+/// with it by the same signal, inside this call).
+pub fn run(args: GuardArgs) -> Result<u8, GuardError> {
     let Some((program, rest)) = args.command.split_first() else {
-        eprintln!("fleet guard: no command given");
-        return exit::USAGE;
+        return Err(GuardError::NoCommand);
     };
     // Registered handlers replace the default action (terminate), so the
     // guard stays to collect PROGRAM's status.
-    let signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fleet guard: cannot handle signals: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let mut child = match Command::new(program)
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(GuardError::Signals)?;
+    let mut child = Command::new(program)
         .args(rest)
         .stdin(Stdio::null())
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fleet guard: cannot start {program}: {e}");
-            return 127;
-        }
-    };
+        .map_err(|source| GuardError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     let child_pid = i32::try_from(child.id()).expect("pids fit in i32");
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -70,15 +96,12 @@ pub fn run(args: GuardArgs) -> u8 {
             std::process::exit(i32::from(exit::FAILURE));
         }
     });
-    let status = match child.wait() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fleet guard: lost {program}: {e}");
-            return exit::FAILURE;
-        }
-    };
+    let status = child.wait().map_err(|source| GuardError::Lost {
+        program: program.clone(),
+        source,
+    })?;
     drop(signals);
-    match (status.code(), status.signal()) {
+    Ok(match (status.code(), status.signal()) {
         (Some(code), _) => u8::try_from(code).unwrap_or(exit::FAILURE),
         (None, Some(sig)) => {
             // Die the same way, so the supervisor records the real cause.
@@ -86,5 +109,5 @@ pub fn run(args: GuardArgs) -> u8 {
             128u8.saturating_add(u8::try_from(sig).unwrap_or(0))
         }
         (None, None) => exit::FAILURE,
-    }
+    })
 }

@@ -28,10 +28,13 @@ fn main() -> ExitCode {
         Command::Up(a) => Ok(fleet::commands::up::run(a)),
         Command::Status(a) => Ok(fleet::commands::status::run(a)),
         Command::Down(a) => Ok(fleet::commands::down::run(a)),
-        Command::Logs(a) => Ok(fleet::commands::logs::run(a)),
+        Command::Logs(a) => fleet::commands::logs::run(a)
+            .map(|()| exit::OK)
+            .map_err(Into::into),
         Command::Serve(a) => fleet::worker::run(a).map(|()| exit::OK).map_err(Into::into),
-        Command::Bench(a) => Ok(fleet::bench::run(a)),
-        Command::Guard(a) => Ok(fleet::guard::run(a)),
+        Command::Bench(a) => fleet::bench::run(&a).map(|()| exit::OK).map_err(Into::into),
+        // The guard's own exit code is its command's.
+        Command::Guard(a) => fleet::guard::run(a).map_err(Into::into),
     };
     // The one place a command's failure is printed and given its exit code.
     match result {

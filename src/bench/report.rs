@@ -223,9 +223,13 @@ pub fn json(rows: &[Row]) -> String {
 
 /// Read rows saved with `--format json` (for `--compare`). Rows without a
 /// label get `default_label` (the file's name), so every run has a name.
-pub fn read_json(text: &str, default_label: &str) -> Result<Vec<Row>, String> {
-    let mut rows: Vec<Row> = serde_json::from_str(text)
-        .map_err(|e| format!("not a `fleet bench --format json` result: {e}"))?;
+/// Text that is not the JSON `fleet bench --format json` writes.
+#[derive(Debug, thiserror::Error)]
+#[error("not a `fleet bench --format json` result")]
+pub struct NotARun(#[source] serde_json::Error);
+
+pub fn read_json(text: &str, default_label: &str) -> Result<Vec<Row>, NotARun> {
+    let mut rows: Vec<Row> = serde_json::from_str(text).map_err(NotARun)?;
     for r in &mut rows {
         if r.label.is_empty() {
             r.label = default_label.to_string();

@@ -12,15 +12,30 @@ use crate::cli::LogsArgs;
 use crate::exit;
 use crate::state_dir::StateDir;
 
-pub fn run(args: LogsArgs) -> u8 {
+/// Why there are no logs to show.
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("no logs in {} (start a fleet with `fleet up`, or pass --state-dir)", .0.display())]
+    NoLogs(PathBuf),
+    #[error("cannot read the logs in {}", dir.display())]
+    Read {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no log for backend {port} in {}", dir.display())]
+    NoBackendLog { port: u16, dir: PathBuf },
+}
+
+impl LogsError {
+    pub fn exit_code(&self) -> u8 {
+        exit::FAILURE
+    }
+}
+
+pub fn run(args: LogsArgs) -> Result<(), LogsError> {
     let state = StateDir::new(args.state.resolve());
-    let files = match log_files(&state, args.port) {
-        Ok(f) => f,
-        Err(msg) => {
-            eprintln!("fleet: {msg}");
-            return exit::FAILURE;
-        }
-    };
+    let files = log_files(&state, args.port)?;
     let mut lines: Vec<(String, u16, String)> = Vec::new();
     for (port, path) in &files {
         let mut text = String::new();
@@ -45,7 +60,7 @@ pub fn run(args: LogsArgs) -> u8 {
     if args.follow {
         follow(&files, args.port.is_none());
     }
-    exit::OK
+    Ok(())
 }
 
 /// `[9002] 2026-...Z stderr text` when merged, the line itself for one backend.
@@ -57,13 +72,18 @@ fn format_line(port: u16, line: &str, tagged: bool) -> String {
     }
 }
 
-fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBuf>, String> {
+fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBuf>, LogsError> {
     let dir = state.logs();
-    let entries = fs::read_dir(&dir).map_err(|_| {
-        format!(
-            "no logs in {} (start a fleet with `fleet up`, or pass --state-dir)",
-            dir.display()
-        )
+    let entries = fs::read_dir(&dir).map_err(|source| {
+        // "Cannot read" is never "not there".
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LogsError::NoLogs(dir.clone())
+        } else {
+            LogsError::Read {
+                dir: dir.clone(),
+                source,
+            }
+        }
     })?;
     let mut files = BTreeMap::new();
     for e in entries.flatten() {
@@ -81,7 +101,7 @@ fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBu
         }
     }
     match only {
-        Some(p) if files.is_empty() => Err(format!("no log for backend {p} in {}", dir.display())),
+        Some(port) if files.is_empty() => Err(LogsError::NoBackendLog { port, dir }),
         _ => Ok(files),
     }
 }
