@@ -1,7 +1,6 @@
 //! Command-line interface: clap derive types only. Parsing happens here; what the
 //! flags *mean* (merging with fleet.yaml, validation) lives in `config`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -184,10 +183,4 @@ pub enum BenchFormat {
     Markdown,
     Csv,
     Json,
-}
-
-/// Parse `ADDR:PORT` for `--listen` / `listen:`; shared by CLI and config.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| format!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444"))
 }

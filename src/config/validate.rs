@@ -39,6 +39,30 @@ macro_rules! entry {
     };
 }
 
+/// What is wrong with one value, in a few lowercase words: the tail of the
+/// `ConfigError` line, which adds where the value was written and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem(String);
+
+impl From<&str> for Problem {
+    fn from(text: &str) -> Self {
+        Problem(text.to_owned())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `Problem(format!(...))`.
+macro_rules! problem {
+    ($($arg:tt)*) => {
+        Problem(format!($($arg)*))
+    };
+}
+
 /// The config file being applied.
 pub(super) struct FileSource<'a> {
     pub(super) raw: RawConfig,
@@ -96,13 +120,13 @@ impl Report<'_> {
     fn file<T>(
         &self,
         (key, node): (&str, Option<&Node>),
-        check: impl FnOnce(&Value) -> Result<T, String>,
+        check: impl FnOnce(&Value) -> Result<T, Problem>,
     ) -> Result<Option<Set<T>>, ConfigError> {
         node.map(|n| {
             let from = Origin::File(line_of(n));
             check(&n.value)
                 .map(|value| Set { value, from })
-                .map_err(|problem| self.at(from, key, problem))
+                .map_err(|problem| self.at(from, key, problem.0))
         })
         .transpose()
     }
@@ -112,13 +136,13 @@ impl Report<'_> {
         &self,
         flag: &'static str,
         raw: Option<R>,
-        check: impl FnOnce(R) -> Result<T, String>,
+        check: impl FnOnce(R) -> Result<T, Problem>,
     ) -> Result<Option<Set<T>>, ConfigError> {
         let from = Origin::Flag(flag);
         raw.map(|r| {
             check(r)
                 .map(|value| Set { value, from })
-                .map_err(|problem| self.at(from, flag, problem))
+                .map_err(|problem| self.at(from, flag, problem.0))
         })
         .transpose()
     }
@@ -183,12 +207,10 @@ pub(super) fn resolve(
     let flag_base = rep.flag("--base-port", args.base_port, |n| {
         port_in_range(i128::from(n))
     })?;
-    let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| {
-        crate::cli::parse_listen(s)
-    })?;
+    let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| parse_listen(s))?;
     let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
         if p.as_os_str().is_empty() {
-            Err("must not be empty".to_owned())
+            Err(Problem::from("must not be empty"))
         } else {
             Ok(p.to_path_buf())
         }
@@ -396,7 +418,7 @@ fn restart_section(
     let initial = rep.file(entry!(r, restart.initial_backoff), duration)?;
     let max = rep.file(entry!(r, restart.max_backoff), duration)?;
     let max_restarts = rep.file(entry!(r, restart.max_restarts), |v| {
-        count(v).map_err(|e| format!("{e}; to never restart, set restart.policy: never"))
+        count(v).map_err(|e| problem!("{e}; to never restart, set restart.policy: never"))
     })?;
     let window = rep.file(entry!(r, restart.window), duration)?;
 
@@ -534,66 +556,69 @@ fn clean(p: &Path) -> PathBuf {
 
 // --- values -----------------------------------------------------------------
 
-fn whole(v: &Value) -> Result<i128, String> {
+fn whole(v: &Value) -> Result<i128, Problem> {
     match v {
         Value::Int(n) => Ok(*n),
-        Value::Str(s) if s.trim().parse::<i128>().is_ok() => Err(format!(
+        Value::Str(s) if s.trim().parse::<i128>().is_ok() => Err(problem!(
             "expected a whole number, got the string {} (remove the quotes)",
             quote(s)
         )),
-        other => Err(format!("expected a whole number, got {}", other.describe())),
+        other => Err(problem!(
+            "expected a whole number, got {}",
+            other.describe()
+        )),
     }
 }
 
-fn backends_in_range(n: i128) -> Result<u16, String> {
+fn backends_in_range(n: i128) -> Result<u16, Problem> {
     if n < 1 {
-        Err(format!("must be at least 1 (got {n})"))
+        Err(problem!("must be at least 1 (got {n})"))
     } else if n > i128::from(MAX_BACKENDS) {
-        Err(format!("must be at most {MAX_BACKENDS} (got {n})"))
+        Err(problem!("must be at most {MAX_BACKENDS} (got {n})"))
     } else {
-        u16::try_from(n).map_err(|_| format!("must be at most {MAX_BACKENDS} (got {n})"))
+        u16::try_from(n).map_err(|_| problem!("must be at most {MAX_BACKENDS} (got {n})"))
     }
 }
 
-fn port_in_range(n: i128) -> Result<u16, String> {
+fn port_in_range(n: i128) -> Result<u16, Problem> {
     if n < 1 {
-        Err(format!("must be at least 1 (got {n})"))
+        Err(problem!("must be at least 1 (got {n})"))
     } else {
-        u16::try_from(n).map_err(|_| format!("{n} is past 65535"))
+        u16::try_from(n).map_err(|_| problem!("{n} is past 65535"))
     }
 }
 
 /// A count that must be at least 1 (rise, fall, max_connections, ...).
-fn count(v: &Value) -> Result<u32, String> {
+fn count(v: &Value) -> Result<u32, Problem> {
     let n = whole(v)?;
     if n < 1 {
-        Err(format!("must be at least 1 (got {n})"))
+        Err(problem!("must be at least 1 (got {n})"))
     } else {
-        u32::try_from(n).map_err(|_| format!("must be at most {} (got {n})", u32::MAX))
+        u32::try_from(n).map_err(|_| problem!("must be at most {} (got {n})", u32::MAX))
     }
 }
 
 /// A duration by the one grammar (`crate::duration`), longer than 0 and at
 /// most [`MAX_DURATION`]. A YAML number is read as the text it was written
 /// as, so `10` gets the same "no unit" answer as `--timeout 10`.
-fn duration(v: &Value) -> Result<Duration, String> {
+fn duration(v: &Value) -> Result<Duration, Problem> {
     let text = match v {
         Value::Str(s) => s.clone(),
         Value::Int(n) => n.to_string(),
         Value::Float(x) => x.to_string(),
         other => {
-            return Err(format!(
+            return Err(problem!(
                 "expected a duration such as 250ms, 1s or 2m, got {}",
                 other.describe()
             ));
         }
     };
-    let d = crate::duration::parse(&text).map_err(|e| e.to_string())?;
+    let d = crate::duration::parse(&text).map_err(|e| problem!("{e}"))?;
     let t = text.trim();
     if d.is_zero() {
-        Err(format!("must be longer than 0 (got {t})"))
+        Err(problem!("must be longer than 0 (got {t})"))
     } else if d > MAX_DURATION {
-        Err(format!(
+        Err(problem!(
             "must be at most {} (got {t})",
             fmt_duration(MAX_DURATION)
         ))
@@ -606,13 +631,19 @@ fn fmt_duration(d: Duration) -> String {
     crate::duration::format(d)
 }
 
-fn listen(v: &Value) -> Result<SocketAddr, String> {
+/// `ADDR:PORT`, for `--listen` and `listen:`.
+fn parse_listen(s: &str) -> Result<SocketAddr, Problem> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| problem!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444"))
+}
+
+fn listen(v: &Value) -> Result<SocketAddr, Problem> {
     match v {
-        Value::Str(s) => crate::cli::parse_listen(s),
-        Value::Int(port) => Err(format!(
+        Value::Str(s) => parse_listen(s),
+        Value::Int(port) => Err(problem!(
             "expected ADDR:PORT, got {port} (write 127.0.0.1:{port})"
         )),
-        other => Err(format!(
+        other => Err(problem!(
             "expected ADDR:PORT such as 127.0.0.1:44444, got {} (quote an IPv6 address: \"[::1]:44444\")",
             other.describe()
         )),
@@ -620,12 +651,12 @@ fn listen(v: &Value) -> Result<SocketAddr, String> {
 }
 
 /// A non-empty string that can be a path.
-fn path_text(v: &Value, key: &str) -> Result<PathBuf, String> {
+fn path_text(v: &Value, key: &str) -> Result<PathBuf, Problem> {
     match v {
-        Value::Str(s) if s.is_empty() => Err("must not be empty".to_owned()),
-        Value::Str(s) if s.contains('\0') => Err("must not contain a NUL byte".to_owned()),
+        Value::Str(s) if s.is_empty() => Err(Problem::from("must not be empty")),
+        Value::Str(s) if s.contains('\0') => Err(Problem::from("must not contain a NUL byte")),
         Value::Str(s) => Ok(PathBuf::from(s)),
-        other => Err(format!(
+        other => Err(problem!(
             "expected a directory path (e.g. {key}: ./dir), got {}",
             other.describe()
         )),
@@ -633,7 +664,7 @@ fn path_text(v: &Value, key: &str) -> Result<PathBuf, String> {
 }
 
 /// One of a fixed set of words, with a suggestion for a near miss.
-fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str, String> {
+fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str, Problem> {
     let list = words.join(", ");
     match v {
         Value::Str(s) => {
@@ -642,27 +673,30 @@ fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str,
                 .copied()
                 .find(|w| *w == s)
                 .ok_or_else(|| match closest(s, words) {
-                    Some(near) => format!(
+                    Some(near) => problem!(
                         "{} is not {what}; did you mean {near}? (one of: {list})",
                         quote(s)
                     ),
-                    None => format!("{} is not {what}; use one of: {list}", quote(s)),
+                    None => problem!("{} is not {what}; use one of: {list}", quote(s)),
                 })
         }
-        other => Err(format!("expected one of: {list}, got {}", other.describe())),
+        other => Err(problem!(
+            "expected one of: {list}, got {}",
+            other.describe()
+        )),
     }
 }
 
 /// The path of an HTTP probe: it goes verbatim into the request line.
-fn http_path(v: &Value) -> Result<String, String> {
+fn http_path(v: &Value) -> Result<String, Problem> {
     match v {
-        Value::Str(s) if !s.starts_with('/') => Err(format!("{} must start with '/'", quote(s))),
-        Value::Str(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(format!(
+        Value::Str(s) if !s.starts_with('/') => Err(problem!("{} must start with '/'", quote(s))),
+        Value::Str(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(problem!(
             "{} must not contain spaces or control characters (percent-encode them)",
             quote(s)
         )),
         Value::Str(s) => Ok(s.clone()),
-        other => Err(format!(
+        other => Err(problem!(
             "expected a URL path such as /health, got {}",
             other.describe()
         )),
