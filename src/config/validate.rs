@@ -207,7 +207,7 @@ pub(super) fn resolve(
     let flag_base = rep.flag("--base-port", args.base_port, |n| {
         port_in_range(i128::from(n))
     })?;
-    let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| parse_listen(s))?;
+    let flag_listen = rep.flag("--listen", args.listen.as_deref(), parse_listen)?;
     let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
         if p.as_os_str().is_empty() {
             Err(Problem::from("must not be empty"))
@@ -365,32 +365,13 @@ fn health_section(
     let timeout = or_default(timeout, d.timeout);
     // A probe that may outlive the interval would overlap the next one and
     // make "consecutive results" ambiguous, so timeout <= interval.
-    if timeout.value > interval.value {
-        let (from, key, problem) = if timeout.from != Origin::Default {
-            (
-                timeout.from,
-                "health.timeout",
-                format!(
-                    "{} is longer than health.interval ({}{}); a probe must finish before the next one is due",
-                    fmt_duration(timeout.value),
-                    fmt_duration(interval.value),
-                    note(interval.from)
-                ),
-            )
-        } else {
-            (
-                interval.from,
-                "health.interval",
-                format!(
-                    "{} is shorter than health.timeout ({}{}); a probe must finish before the next one is due",
-                    fmt_duration(interval.value),
-                    fmt_duration(timeout.value),
-                    note(timeout.from)
-                ),
-            )
-        };
-        return Err(rep.at(from, key, problem));
-    }
+    not_longer(
+        rep,
+        ("health.timeout", timeout),
+        ("health.interval", interval),
+        Blame::Short,
+        "; a probe must finish before the next one is due",
+    )?;
     Ok(HealthConfig {
         kind,
         interval: interval.value,
@@ -424,32 +405,13 @@ fn restart_section(
 
     let initial = or_default(initial, d.initial_backoff);
     let max = or_default(max, d.max_backoff);
-    if max.value < initial.value {
-        let (from, key, problem) = if max.from != Origin::Default {
-            (
-                max.from,
-                "restart.max_backoff",
-                format!(
-                    "{} is shorter than restart.initial_backoff ({}{})",
-                    fmt_duration(max.value),
-                    fmt_duration(initial.value),
-                    note(initial.from)
-                ),
-            )
-        } else {
-            (
-                initial.from,
-                "restart.initial_backoff",
-                format!(
-                    "{} is longer than restart.max_backoff ({}{})",
-                    fmt_duration(initial.value),
-                    fmt_duration(max.value),
-                    note(max.from)
-                ),
-            )
-        };
-        return Err(rep.at(from, key, problem));
-    }
+    not_longer(
+        rep,
+        ("restart.initial_backoff", initial),
+        ("restart.max_backoff", max),
+        Blame::Long,
+        "",
+    )?;
     Ok(RestartConfig {
         policy: or_default(policy, d.policy).value,
         initial_backoff: initial.value,
@@ -515,6 +477,55 @@ fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<()
          (use base_port {} or at most {fits} backends)",
         65536 - n
     );
+    Err(rep.at(from, key, problem))
+}
+
+/// Which of two related keys an error names when the user wrote both.
+enum Blame {
+    Short,
+    Long,
+}
+
+/// `short` must not be longer than `long`. The error names the key `blame`
+/// prefers, or the other when the preferred one holds its default, so it
+/// always points at a value the user wrote; `why` ends the message.
+fn not_longer(
+    rep: &Report<'_>,
+    (short_key, short): (&str, Set<Duration>),
+    (long_key, long): (&str, Set<Duration>),
+    blame: Blame,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if short.value <= long.value {
+        return Ok(());
+    }
+    let blame_short = match blame {
+        Blame::Short => short.from != Origin::Default,
+        Blame::Long => long.from == Origin::Default,
+    };
+    let (from, key, problem) = if blame_short {
+        (
+            short.from,
+            short_key,
+            format!(
+                "{} is longer than {long_key} ({}{}){why}",
+                fmt_duration(short.value),
+                fmt_duration(long.value),
+                note(long.from)
+            ),
+        )
+    } else {
+        (
+            long.from,
+            long_key,
+            format!(
+                "{} is shorter than {short_key} ({}{}){why}",
+                fmt_duration(long.value),
+                fmt_duration(short.value),
+                note(short.from)
+            ),
+        )
+    };
     Err(rep.at(from, key, problem))
 }
 
