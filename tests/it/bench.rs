@@ -167,6 +167,21 @@ fn fleet(args: &[&str], cwd: &Path) -> Run {
     }
 }
 
+/// `fleet bench URL FLAGS --format json` in a fresh directory: the run,
+/// checked to exit with `code`, and its rows.
+fn bench_json(url: &str, flags: &[&str], code: i32) -> (Run, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = ["bench", url]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .chain(["--format", "json"])
+        .collect();
+    let run = fleet(&args, dir.path());
+    assert_eq!(run.code, code, "{args:?}: stderr: {}", run.stderr);
+    let rows = json_rows(&run);
+    (run, rows)
+}
+
 fn json_rows(run: &Run) -> Vec<Value> {
     serde_json::from_str::<Value>(&run.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", run.stdout, run.stderr))
@@ -190,14 +205,8 @@ fn close_enough(a: f64, b: f64, rel: f64) -> bool {
 #[test]
 fn bench_json_rows_add_up_and_count_every_request_and_byte() {
     let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/page.html");
-    let run = fleet(
-        &["bench", &url, "-n", "200", "-c", "1,10", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (_, rows) = bench_json(&url, &["-n", "200", "-c", "1,10"], 0);
     assert_eq!(rows.len(), 2);
     // ab-style request: HTTP/1.0 without keep-alive, one connection each.
     let per_response = response("/page.html", true).len() as u64;
@@ -234,16 +243,8 @@ fn bench_json_rows_add_up_and_count_every_request_and_byte() {
 #[test]
 fn bench_keepalive_reuses_one_connection_per_concurrent_client() {
     let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/page.html");
-    let run = fleet(
-        &[
-            "bench", &url, "-k", "-n", "101", "-c", "4", "--format", "json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (_, rows) = bench_json(&url, &["-k", "-n", "101", "-c", "4"], 0);
     assert_eq!(u(&rows[0], "complete"), 101);
     assert_eq!(rows[0]["keepalive"], Value::Bool(true));
     let per_response = response("/page.html", false).len() as u64;
@@ -256,14 +257,8 @@ fn bench_keepalive_reuses_one_connection_per_concurrent_client() {
 fn bench_against_a_closed_port_counts_every_request_failed_and_exits_1() {
     // Free, and nothing listens there.
     let port = free_ports(1)[0];
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/page.html");
-    let run = fleet(
-        &["bench", &url, "-n", "50", "-c", "1,5", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (run, rows) = bench_json(&url, &["-n", "50", "-c", "1,5"], 1);
     // The level that completed nothing is shown; the rest are skipped.
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -282,26 +277,9 @@ fn bench_against_a_closed_port_counts_every_request_failed_and_exits_1() {
 #[test]
 fn bench_times_out_a_silent_server_and_counts_it_failed() {
     let srv = TestServer::start(Mode::Silent);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/page.html");
     let started = Instant::now();
-    let run = fleet(
-        &[
-            "bench",
-            &url,
-            "-n",
-            "3",
-            "-c",
-            "3",
-            "--timeout",
-            "300ms",
-            "--format",
-            "json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (run, rows) = bench_json(&url, &["-n", "3", "-c", "3", "--timeout", "300ms"], 1);
     assert_eq!((u(&rows[0], "failed"), u(&rows[0], "complete")), (3, 0));
     assert!(run.stderr.contains("3 timeout"), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -310,14 +288,8 @@ fn bench_times_out_a_silent_server_and_counts_it_failed() {
 #[test]
 fn bench_counts_non_2xx_as_complete_in_their_own_column() {
     let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/nope.html");
-    let run = fleet(
-        &["bench", &url, "-n", "20", "-c", "2", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (run, rows) = bench_json(&url, &["-n", "20", "-c", "2"], 0);
     assert_eq!(
         (
             u(&rows[0], "complete"),
@@ -461,14 +433,9 @@ fn bench_usage_errors_exit_2_with_one_line() {
 #[test]
 fn bench_skips_levels_above_n_like_ab() {
     let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/page.html");
-    let run = fleet(
-        &["bench", &url, "-n", "5", "-c", "1,5,10", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    assert_eq!(json_rows(&run).len(), 2);
+    let (run, rows) = bench_json(&url, &["-n", "5", "-c", "1,5,10"], 0);
+    assert_eq!(rows.len(), 2);
     assert!(
         run.stderr.contains("skipping concurrency 10"),
         "{}",
