@@ -204,12 +204,7 @@ fn malformed_listen_and_overflowing_ports_are_refused() {
     let p = free_ports(3);
     s.write("fleet.yaml", &fleet_yaml(&p, ""));
     let out = s.fleet(&["up", "-d", "--listen", "nonsense"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--listen"),
-        "{}",
-        text(&out)
-    );
+    assert_exit(&out, 2, "--listen");
 }
 
 #[test]

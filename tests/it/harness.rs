@@ -198,6 +198,17 @@ pub fn text(o: &Output) -> String {
     )
 }
 
+/// Assert that a command exited with `code` and said `says` on stderr.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(says),
+        "{}",
+        text(out)
+    );
+}
+
 /// A running fleet started with `fleet up -d`.
 pub struct Fleet {
     pub scratch: Scratch,

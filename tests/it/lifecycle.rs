@@ -107,12 +107,7 @@ fn down_stops_every_process_and_removes_the_state_files() {
 fn status_and_down_without_a_fleet() {
     let s = Scratch::new();
     let st = s.fleet(&["status", "--json"]);
-    assert_eq!(st.status.code(), Some(3), "{}", text(&st));
-    assert!(
-        String::from_utf8_lossy(&st.stderr).contains("no fleet is running"),
-        "{}",
-        text(&st)
-    );
+    assert_exit(&st, 3, "no fleet is running");
     let down = s.fleet(&["down"]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down));
     assert!(
