@@ -2,12 +2,11 @@
 //! time (`down --timeout`, `bench --timeout`) and the worker's flags.
 //!
 //! # The rule
-//! A duration is humantime text with a unit: `250ms`, `10s`, `2m`, `1m 30s`.
-//! A bare number is rejected everywhere, with one message that says how to
-//! write it (`10 has no unit; write it like 10s or 10ms`): a bare `10` is
-//! seconds to one reader and milliseconds to another, and fleet.yaml, where
-//! most durations live, has always demanded the unit. The one exception is
-//! `0`, which means the same in every unit (humantime accepts it too).
+//! A duration is humantime text with a unit: `250ms`, `10s`, `2m`, `1m 30s`,
+//! or a bare number, which is seconds everywhere (`10`, `1.5`): the
+//! convention of systemd's time spans, `sleep`, `timeout` and ab's `-s`, and
+//! what `fleet down --timeout 10` always meant. Anything else is refused with
+//! one message that says how to write it.
 //!
 //! What range is allowed (zero, a cap) is the caller's rule, not the
 //! grammar's: `fleet down --timeout 0s` means "SIGKILL at once", while a
@@ -19,9 +18,6 @@ use std::time::Duration;
 /// write it; the caller adds which key or flag it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
-    /// A number without a unit, e.g. `10` or `1.5`.
-    #[error("{0} has no unit; write it like {0}s or {0}ms")]
-    NoUnit(String),
     /// A negative number or duration, e.g. `-1` or `-5s`.
     #[error("must not be negative (got {0})")]
     Negative(String),
@@ -39,10 +35,7 @@ pub fn parse(s: &str) -> Result<Duration, DurationError> {
     if let Ok(x) = t.parse::<f64>()
         && x.is_finite()
     {
-        if x == 0.0 {
-            return Ok(Duration::ZERO);
-        }
-        return Err(DurationError::NoUnit(t.to_owned()));
+        return Duration::try_from_secs_f64(x).map_err(|_| DurationError::Malformed(s.to_owned()));
     }
     humantime::parse_duration(t).map_err(|_| DurationError::Malformed(s.to_owned()))
 }
@@ -57,7 +50,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn units_are_required_and_humantime_forms_accepted() {
+    fn humantime_forms_and_bare_seconds_are_accepted() {
         for (text, want) in [
             ("250ms", Duration::from_millis(250)),
             ("10s", Duration::from_secs(10)),
@@ -67,19 +60,10 @@ mod tests {
             ("1.5s", Duration::from_millis(1500)),
             ("0", Duration::ZERO),
             ("0s", Duration::ZERO),
+            ("10", Duration::from_secs(10)),
+            ("1.5", Duration::from_millis(1500)),
         ] {
             assert_eq!(parse(text), Ok(want), "{text}");
-        }
-    }
-
-    #[test]
-    fn a_bare_number_is_rejected_with_the_one_message() {
-        let cases = [
-            ("10", "10 has no unit; write it like 10s or 10ms"),
-            ("1.5", "1.5 has no unit; write it like 1.5s or 1.5ms"),
-        ];
-        for (text, message) in cases {
-            assert_eq!(parse(text).unwrap_err().to_string(), message, "{text}");
         }
     }
 

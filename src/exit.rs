@@ -9,3 +9,6 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// `fleet status` found no running fleet in the state dir.
 pub const NOT_RUNNING: u8 = 3;
+/// The state dir cannot be read (another user's fleet, a corrupt state
+/// dir): whether a fleet runs there is unknown.
+pub const UNREADABLE: u8 = 4;

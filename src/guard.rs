@@ -1,22 +1,34 @@
-//! `fleet guard -- PROGRAM ARGS...` (hidden): ties a custom backend command's
-//! life to its supervisor where the kernel will not (macOS has no
-//! parent-death signal).
+//! `fleet guard -- PROGRAM ARGS...` (hidden): ties a custom backend command,
+//! and everything it starts, to the life of its supervisor.
 //!
 //! The supervisor starts the guard in the backend's own process group with a
 //! pipe as stdin; the guard starts PROGRAM in the same group and waits. When
-//! stdin reaches EOF — the supervisor is gone, however it died — the guard
-//! SIGKILLs the whole group, itself included. Signals from the supervisor go
-//! to the whole group, so PROGRAM gets them directly; the guard only catches
-//! them so that it outlives PROGRAM and reports PROGRAM's exit as its own (a
-//! code, or death by the same signal), which is what `fleet status` shows.
+//! stdin reaches EOF (the supervisor is gone, however it died) the guard
+//! SIGKILLs every descendant and the whole group, itself included.
+//!
+//! On Linux the guard is also a child subreaper: a descendant whose parent
+//! exits (a daemonising double fork, `setsid`) is re-parented to the guard
+//! rather than to init, so it stays findable by parent pid, and the guard
+//! reaps it. When PROGRAM exits, what it left behind is killed too, so a
+//! restarted backend never finds its port taken by its predecessor's child.
+//! On macOS (and with `FLEET_PORTABLE_PROCESS=1`) there is no subreaper: the
+//! process group is the reach, and a descendant that leaves it escapes once
+//! its parent is gone (README, "What still escapes").
+//!
+//! Signals from the supervisor go to the whole group, so PROGRAM gets them
+//! directly; the guard only catches them so that it outlives PROGRAM and
+//! reports PROGRAM's exit as its own (a code, or death by the same signal),
+//! which is what `fleet status` shows.
 //!
 //! Plain threads and blocking I/O: no runtime, nothing to share.
 
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::cli::GuardArgs;
@@ -39,7 +51,7 @@ pub enum GuardError {
     Lost {
         program: String,
         #[source]
-        source: std::io::Error,
+        source: Errno,
     },
 }
 
@@ -65,7 +77,14 @@ pub fn run(args: GuardArgs) -> Result<u8, GuardError> {
     // guard stays to collect PROGRAM's status.
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(GuardError::Signals)?;
-    let mut child = Command::new(program)
+    #[cfg(target_os = "linux")]
+    if !crate::process::portable()
+        && let Err(e) = nix::sys::prctl::set_child_subreaper(true)
+    {
+        // Still guarded by the process group, as on macOS.
+        eprintln!("fleet guard: cannot become a child subreaper: {e}");
+    }
+    let child = Command::new(program)
         .args(rest)
         .stdin(Stdio::null())
         .spawn()
@@ -73,7 +92,7 @@ pub fn run(args: GuardArgs) -> Result<u8, GuardError> {
             program: program.clone(),
             source,
         })?;
-    let child_pid = i32::try_from(child.id()).expect("pids fit in i32");
+    let child_pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 64];
@@ -86,28 +105,64 @@ pub fn run(args: GuardArgs) -> Result<u8, GuardError> {
                 Err(_) => break,
             }
         }
+        kill_descendants();
         // Our own group: PROGRAM, its children, and this guard. Only when the
         // group is ours (as the supervisor arranges), never a shell's.
         let me = nix::unistd::getpid();
         if nix::unistd::getpgrp() == me {
             let _ = killpg(me, Signal::SIGKILL);
-        } else {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child_pid), Signal::SIGKILL);
-            std::process::exit(i32::from(exit::FAILURE));
         }
+        let _ = kill(child_pid, Signal::SIGKILL);
+        std::process::exit(i32::from(exit::FAILURE));
     });
-    let status = child.wait().map_err(|source| GuardError::Lost {
-        program: program.clone(),
-        source,
-    })?;
-    drop(signals);
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code).unwrap_or(exit::FAILURE),
-        (None, Some(sig)) => {
-            // Die the same way, so the supervisor records the real cause.
-            let _ = signal_hook::low_level::emulate_default_handler(sig);
-            128u8.saturating_add(u8::try_from(sig).unwrap_or(0))
+    // Reap everything: PROGRAM, and (as a subreaper) the orphans it leaves.
+    // `child` is never waited on through std, so its status is ours to take.
+    let status = loop {
+        match waitpid(None, None) {
+            Ok(s @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)))
+                if pid == child_pid =>
+            {
+                break Ok(s);
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(source) => {
+                break Err(GuardError::Lost {
+                    program: program.clone(),
+                    source,
+                });
+            }
         }
-        (None, None) => exit::FAILURE,
+    };
+    drop(child);
+    // What PROGRAM started and left running would hold its port against the
+    // next start, and nothing would ever stop it.
+    kill_descendants();
+    drop(signals);
+    Ok(match status? {
+        WaitStatus::Exited(_, code) => u8::try_from(code).unwrap_or(exit::FAILURE),
+        WaitStatus::Signaled(_, sig, _) => {
+            // Die the same way, so the supervisor records the real cause.
+            let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
+            128u8.saturating_add(u8::try_from(sig as i32).unwrap_or(0))
+        }
+        _ => exit::FAILURE,
     })
+}
+
+/// SIGKILL every descendant of this guard, wherever its process group: with
+/// the subreaper, orphans are our children, so the tree is complete. A few
+/// rounds, since a process may fork between the scan and its kill.
+fn kill_descendants() {
+    let me = std::process::id();
+    for _ in 0..3 {
+        let found = crate::process::descendants(me);
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+            }
+        }
+    }
 }

@@ -9,9 +9,14 @@ pub fn is_free(addr: SocketAddr) -> bool {
     TcpListener::bind(addr).is_ok()
 }
 
-/// `pid N (name)` of the process listening on `port`, when it can be found.
+/// `pid N (name)` of the process listening on `port`, when it can be found;
+/// failing that, what else holds it ("a connection in TIME_WAIT ...").
 pub fn holder(port: u16) -> Option<String> {
-    imp::holder(port)
+    #[cfg(target_os = "linux")]
+    if !crate::process::portable() {
+        return linux::holder(port).or_else(|| linux::connection(port));
+    }
+    lsof::holder(port)
 }
 
 /// "port 9002 is already in use by pid 42 (python3)" / "port 9002 is already in use".
@@ -23,22 +28,54 @@ pub fn in_use_message(port: u16, what: &str) -> String {
 }
 
 #[cfg(target_os = "linux")]
-mod imp {
+mod linux {
     use std::fs;
+
+    /// The rows of /proc/net/tcp{,6} as (local port, state hex, inode).
+    fn sockets() -> Vec<(u16, String, String)> {
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|p| fs::read_to_string(p).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .skip(1)
+                    .filter_map(|line| {
+                        let f: Vec<&str> = line.split_whitespace().collect();
+                        let port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+                        Some((port, f.get(3)?.to_string(), f.get(9)?.to_string()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// No listener, but a connection on the port (only possible for ports in
+    /// the ephemeral range, or a connection made from a bound socket): say
+    /// which, since TIME_WAIT frees itself and a live connection ends with
+    /// its owner.
+    pub(super) fn connection(port: u16) -> Option<String> {
+        let state = sockets()
+            .into_iter()
+            .find(|(p, st, _)| *p == port && st != "0A")?
+            .1;
+        let name = match state.as_str() {
+            "01" => "ESTABLISHED",
+            "06" => return Some("a connection in TIME_WAIT (the kernel frees the port within a minute; try again or pick another base_port)".into()),
+            "08" => "CLOSE_WAIT",
+            _ => "another state",
+        };
+        Some(format!(
+            "a connection in {name} (an outgoing connection took the port as its local port; pick a base_port below the ephemeral range, see /proc/sys/net/ipv4/ip_local_port_range)"
+        ))
+    }
 
     /// /proc/net/tcp{,6} gives the listening socket's inode; the process
     /// whose fd table links to `socket:[inode]` holds it.
     pub(super) fn holder(port: u16) -> Option<String> {
-        let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|p| fs::read_to_string(p).ok())
-            .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-            .find_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-                (local_port == port && *f.get(3)? == "0A")
-                    .then(|| f.get(9).map(|s| s.to_string()))?
-            })?;
+        let inode = sockets()
+            .into_iter()
+            .find(|(p, st, _)| *p == port && st == "0A")?
+            .2;
         let target = format!("socket:[{inode}]");
         for entry in fs::read_dir("/proc").ok()?.flatten() {
             let name = entry.file_name();
@@ -60,9 +97,8 @@ mod imp {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-mod imp {
-    /// macOS has no /proc: ask lsof, which ships with the OS.
+/// The portable path (macOS has no /proc): ask lsof, which ships with macOS.
+mod lsof {
     pub(super) fn holder(port: u16) -> Option<String> {
         let out = std::process::Command::new("lsof")
             .args(["-nP", &format!("-iTCP:{port}"), "-sTCP:LISTEN", "-Fpc"])
@@ -89,12 +125,51 @@ mod tests {
         assert!(!is_free(addr));
         let msg = in_use_message(addr.port(), "backend");
         assert!(msg.contains(&addr.port().to_string()), "{msg}");
-        #[cfg(target_os = "linux")]
         assert!(
             msg.contains(&format!("pid {}", std::process::id())),
             "{msg}"
         );
         drop(l);
+        assert!(is_free(addr));
+    }
+
+    /// Both ways of finding the holder, whichever the switch selects: the
+    /// portable one (lsof) must work on Linux too, so CI runs it.
+    #[test]
+    fn lsof_and_proc_both_name_the_holder() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let me = format!("pid {}", std::process::id());
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            linux::holder(port).as_deref().map(|h| h.starts_with(&me)),
+            Some(true)
+        );
+        if std::process::Command::new("lsof")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "CI must install lsof");
+            eprintln!("skipped the lsof half: lsof is not installed");
+            return;
+        }
+        let h = lsof::holder(port);
+        assert!(h.as_deref().is_some_and(|h| h.starts_with(&me)), "{h:?}");
+    }
+
+    /// A connection in TIME_WAIT does not make the port busy (SO_REUSEADDR,
+    /// as the workers bind).
+    #[test]
+    fn a_port_in_time_wait_is_free() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = std::net::TcpStream::connect(addr).unwrap();
+        let (s, _) = l.accept().unwrap();
+        drop(l);
+        // The side that closes first keeps the TIME_WAIT: the server side here.
+        drop(s);
+        drop(c);
         assert!(is_free(addr));
     }
 }

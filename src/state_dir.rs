@@ -27,6 +27,10 @@ pub enum Holder {
     Running { pid: Option<u32> },
     /// Nothing holds it.
     Free,
+    /// It cannot be told: the pid file or socket exists but cannot be read
+    /// (another user's fleet, a file where the dir should be, ...). Never
+    /// "no fleet": one may well be running.
+    Unreadable { path: PathBuf, error: io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,25 +146,22 @@ impl StateDir {
     /// returned note.
     pub fn probe(&self) -> (Holder, Option<String>) {
         let path = self.pid_file();
-        let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
-            if self.socket().exists() {
-                let _ = fs::remove_file(self.socket());
-                return (
-                    Holder::Free,
-                    Some(format!(
-                        "removed a stale control socket in {}",
-                        self.root.display()
-                    )),
-                );
+        let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return (Holder::Unreadable { path, error: e }, None);
             }
-            return (Holder::Free, None);
+            Err(_) => return self.probe_socket(),
         };
         let mut old = String::new();
-        let _ = file.read_to_string(&mut old);
+        if let Err(e) = file.read_to_string(&mut old) {
+            return (Holder::Unreadable { path, error: e }, None);
+        }
         let pid = old.trim().parse().ok();
         match file.try_lock() {
             Err(fs::TryLockError::WouldBlock) => (Holder::Running { pid }, None),
-            _ => {
+            Err(fs::TryLockError::Error(e)) => (Holder::Unreadable { path, error: e }, None),
+            Ok(()) => {
                 let _ = fs::remove_file(&path);
                 let _ = fs::remove_file(self.socket());
                 (
@@ -168,6 +169,32 @@ impl StateDir {
                     Some(format!(
                         "removed stale state of a supervisor that is gone (pid {}) in {}",
                         old.trim(),
+                        self.root.display()
+                    )),
+                )
+            }
+        }
+    }
+
+    /// No pid file: free, unless a socket is left over (removed) or the
+    /// socket's dir cannot be read.
+    fn probe_socket(&self) -> (Holder, Option<String>) {
+        let sock = self.socket();
+        match fs::symlink_metadata(&sock) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Holder::Free, None),
+            Err(e) => (
+                Holder::Unreadable {
+                    path: sock,
+                    error: e,
+                },
+                None,
+            ),
+            Ok(_) => {
+                let _ = fs::remove_file(&sock);
+                (
+                    Holder::Free,
+                    Some(format!(
+                        "removed a stale control socket in {}",
                         self.root.display()
                     )),
                 )

@@ -1,8 +1,12 @@
 //! The TCP load balancer inside the supervisor.
 //!
 //! accept → pick the next routable backend (round-robin, `pool`) → connect
-//! (on failure: mark it down and try the next, each at most once) → copy
-//! bytes both ways until both sides are done (half-close respected).
+//! (on failure: try the next, each at most once) → copy bytes both ways until
+//! both sides are done (half-close respected). A refused or reset connect
+//! marks the backend down at once (nothing listens); a connect *timeout* does
+//! not (a full listen backlog is busy, not dead: HAProxy's `observe layer4`
+//! wants more than one error too): it is reported, and the backend leaves
+//! rotation only if its next health probe fails as well (`supervisor::state`).
 //!
 //! Retry beyond connect: until the backend sends its first response byte,
 //! the client's bytes are kept (up to `REPLAY_MAX`). If the backend resets or
@@ -134,7 +138,10 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
                 continue;
             }
             Err(_) => {
-                passive_failure(&slot, "connect timed out");
+                // Busy (a full listen backlog) rather than dead: try the next
+                // backend, and leave the verdict to the health probe.
+                debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
+                slot.report_timeout();
                 continue;
             }
         };

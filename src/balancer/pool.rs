@@ -39,6 +39,10 @@ pub struct Slot {
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
+    /// A connect timed out since the owner last looked: a hint, not a
+    /// verdict (a full listen backlog is busy, not dead), which the owner
+    /// weighs with its next probe result.
+    timed_out: AtomicBool,
     status: Mutex<SlotStatus>,
 }
 
@@ -63,6 +67,7 @@ impl Slot {
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             passive: tx,
+            timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
                 state: "starting",
@@ -81,6 +86,17 @@ impl Slot {
     pub fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
         let _ = self.passive.try_send(());
+    }
+
+    /// Balancer: a connect timed out. The backend stays in rotation; its
+    /// owner takes it out only if its next probe fails too.
+    pub fn report_timeout(&self) {
+        self.timed_out.store(true, Ordering::Relaxed);
+    }
+
+    /// Owner: did a connect time out since the last call?
+    pub fn take_timeout(&self) -> bool {
+        self.timed_out.swap(false, Ordering::Relaxed)
     }
 
     /// Owner: publish the state machine's view.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,24 +12,34 @@ use crate::cli::LogsArgs;
 use crate::exit;
 use crate::state_dir::StateDir;
 
-/// Why there are no logs to show.
+/// Why there is nothing to show: nothing there, or something there that
+/// cannot be read (which must never read as "nothing there").
 #[derive(Debug, thiserror::Error)]
 pub enum LogsError {
     #[error("no logs in {} (start a fleet with `fleet up`, or pass --state-dir)", .0.display())]
     NoLogs(PathBuf),
-    #[error("cannot read the logs in {}", dir.display())]
-    Read {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("no log for backend {port} in {}", dir.display())]
     NoBackendLog { port: u16, dir: PathBuf },
+    #[error("cannot read the logs in {}", dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl LogsError {
     pub fn exit_code(&self) -> u8 {
-        exit::FAILURE
+        match self {
+            LogsError::NoLogs(_) | LogsError::NoBackendLog { .. } => exit::FAILURE,
+            LogsError::ReadDir { .. } | LogsError::ReadFile { .. } => exit::UNREADABLE,
+        }
     }
 }
 
@@ -41,8 +51,14 @@ pub fn run(args: LogsArgs) -> Result<(), LogsError> {
         let mut text = String::new();
         let mut old = path.clone().into_os_string();
         old.push(".1");
-        text.push_str(&fs::read_to_string(PathBuf::from(old)).unwrap_or_default());
-        text.push_str(&fs::read_to_string(path).unwrap_or_default());
+        for file in [PathBuf::from(old), path.clone()] {
+            match fs::read(&file) {
+                Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                // The rotated half exists only after a rotation.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(LogsError::ReadFile { path: file, source }),
+            }
+        }
         let all: Vec<&str> = text.lines().collect();
         for l in &all[all.len().saturating_sub(args.tail)..] {
             lines.push((
@@ -74,16 +90,12 @@ fn format_line(port: u16, line: &str, tagged: bool) -> String {
 
 fn log_files(state: &StateDir, only: Option<u16>) -> Result<BTreeMap<u16, PathBuf>, LogsError> {
     let dir = state.logs();
-    let entries = fs::read_dir(&dir).map_err(|source| {
-        // "Cannot read" is never "not there".
-        if source.kind() == std::io::ErrorKind::NotFound {
-            LogsError::NoLogs(dir.clone())
-        } else {
-            LogsError::Read {
-                dir: dir.clone(),
-                source,
-            }
-        }
+    let entries = fs::read_dir(&dir).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => LogsError::NoLogs(dir.clone()),
+        _ => LogsError::ReadDir {
+            dir: dir.clone(),
+            source,
+        },
     })?;
     let mut files = BTreeMap::new();
     for e in entries.flatten() {

@@ -29,6 +29,10 @@ pub fn run(args: StatusArgs) -> u8 {
             eprintln!("fleet: no fleet is running in {dir} (start one with `fleet up`)");
             exit::NOT_RUNNING
         }
+        Err(e @ ControlError::CannotRead { .. }) => {
+            eprintln!("fleet: {e}");
+            exit::UNREADABLE
+        }
         Err(e) => {
             eprintln!("fleet: {e}");
             exit::FAILURE

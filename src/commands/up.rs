@@ -290,6 +290,10 @@ fn launch_detached(state: &StateDir) -> u8 {
             eprintln!("fleet: {e}");
             return exit::FAILURE;
         }
+        (Holder::Unreadable { path, error }, _) => {
+            eprintln!("fleet: cannot read {}: {error}", path.display());
+            return exit::UNREADABLE;
+        }
         (Holder::Free, Some(note)) => eprintln!("fleet: {note}"),
         (Holder::Free, None) => {}
     }

@@ -242,6 +242,7 @@ pub(super) fn resolve(
     let base_port = pick(flag_base, file_base, d.base_port);
     port_range(&rep, backends, base_port)?;
     let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
+    listen_outside_backends(&rep, &listen, backends.value, base_port.value)?;
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
@@ -529,6 +530,32 @@ fn not_longer(
     Err(rep.at(from, key, problem))
 }
 
+/// The balancer must not listen on a backend's port: backends bind
+/// 127.0.0.1, which collides with a listen address of 127.0.0.1 or any
+/// address (0.0.0.0, [::]). Caught here, it is a config error naming both
+/// keys rather than a "port in use by fleet" at start-up.
+fn listen_outside_backends(
+    rep: &Report<'_>,
+    listen: &Set<SocketAddr>,
+    backends: u16,
+    base: u16,
+) -> Result<(), ConfigError> {
+    let port = listen.value.port();
+    let last = u32::from(base) + u32::from(backends) - 1;
+    let ip = listen.value.ip();
+    let collides = ip.is_unspecified() || ip == std::net::IpAddr::from([127, 0, 0, 1]);
+    if port == 0 || !collides || !(u32::from(base)..=last).contains(&u32::from(port)) {
+        return Ok(());
+    }
+    Err(rep.at(
+        listen.from,
+        "listen",
+        format!(
+            "port {port} is a backend's port: base_port {base} with backends {backends} uses              {base}..={last}; pick a listen port outside that range, or move base_port"
+        ),
+    ))
+}
+
 /// `written` (as the user wrote it, resolved to `abs`) must be a directory.
 fn check_dir(
     rep: &Report<'_>,
@@ -611,7 +638,7 @@ fn count(v: &Value) -> Result<u32, Problem> {
 
 /// A duration by the one grammar (`crate::duration`), longer than 0 and at
 /// most [`MAX_DURATION`]. A YAML number is read as the text it was written
-/// as, so `10` gets the same "no unit" answer as `--timeout 10`.
+/// as, so `10` is ten seconds here as in `--timeout 10`.
 fn duration(v: &Value) -> Result<Duration, Problem> {
     let text = match v {
         Value::Str(s) => s.clone(),

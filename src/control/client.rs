@@ -13,6 +13,20 @@ pub enum ControlError {
     /// No supervisor runs in this state dir (`note` says what stale state was removed).
     #[error("no fleet is running in {dir}")]
     NotRunning { dir: String, note: Option<String> },
+    /// The state dir exists but cannot be read: whether a fleet runs is unknown.
+    #[error(
+        "cannot read the fleet state in {dir}: {path}: {error}{hint}",
+        hint = if error.kind() == std::io::ErrorKind::PermissionDenied {
+            " (the fleet belongs to another user: run this as that user)"
+        } else {
+            ""
+        }
+    )]
+    CannotRead {
+        dir: String,
+        path: String,
+        error: std::io::Error,
+    },
     #[error("the supervisor of {dir} (pid {pid}) did not answer on its control socket: {reason}")]
     Unreachable {
         dir: String,
@@ -34,9 +48,21 @@ pub fn call(
     let dir = state.root().display().to_string();
     let mut stream = match UnixStream::connect(state.socket()) {
         Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ControlError::CannotRead {
+                dir,
+                path: state.socket().display().to_string(),
+                error: e,
+            });
+        }
         Err(e) => {
             return match state.probe() {
                 (Holder::Free, note) => Err(ControlError::NotRunning { dir, note }),
+                (Holder::Unreadable { path, error }, _) => Err(ControlError::CannotRead {
+                    dir,
+                    path: path.display().to_string(),
+                    error,
+                }),
                 (Holder::Running { pid }, _) => Err(ControlError::Unreachable {
                     dir,
                     pid: pid.map_or("unknown".into(), |p| p.to_string()),

@@ -87,6 +87,10 @@ pub struct ExitInfo {
     pub signal: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Set when fleet itself stopped the worker (a health restart), whose
+    /// exit status then says nothing about the backend's own behaviour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 impl std::fmt::Display for ExitInfo {
@@ -96,6 +100,10 @@ impl std::fmt::Display for ExitInfo {
             (_, Some(_), Some(n)) => write!(f, "{n}"),
             (_, Some(s), None) => write!(f, "signal {s}"),
             _ => write!(f, "unknown"),
+        }?;
+        match &self.cause {
+            Some(c) => write!(f, " ({c})"),
+            None => Ok(()),
         }
     }
 }

@@ -35,8 +35,11 @@ pub struct Launch {
     pub args: Vec<String>,
     pub cwd: Option<std::path::PathBuf>,
     pub env: Vec<(String, String)>,
-    /// The built-in worker reads its stdin as a lifeline; others get /dev/null.
+    /// The built-in worker and `fleet guard` read their stdin as a lifeline.
     pub lifeline: bool,
+    /// Linux: SIGKILL it when the supervisor dies. Not for `fleet guard`,
+    /// which must outlive us long enough to kill what it guards.
+    pub die_with_parent: bool,
 }
 
 pub struct BackendTask {
@@ -52,9 +55,12 @@ pub struct BackendTask {
     /// Read once the token fires: how long the worker gets between SIGTERM and SIGKILL.
     pub grace: Arc<super::Grace>,
     pub tracker: TaskTracker,
+    /// What the last probe saw, while probes fail: shown as the reason of a
+    /// starting or unhealthy backend, and in `up`'s "not ready" message.
+    pub last_probe: Option<String>,
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), health::ProbeFailure>> + Send>>;
 
 struct Worker {
     child: Child,
@@ -71,6 +77,8 @@ impl BackendTask {
         let mut next_probe = Instant::now();
         let mut shutting_down = false;
         let mut was_routable = false;
+        // Failed probes since the spawn, for the start-up back-off.
+        let mut start_failures = 0u32;
 
         let mut action = self.machine.step(Event::Start, Instant::now().into_std());
         loop {
@@ -82,6 +90,8 @@ impl BackendTask {
                             Ok(w) => {
                                 let pid = w.pid;
                                 worker = Some(w);
+                                start_failures = 0;
+                                self.last_probe = None;
                                 next_probe = Instant::now() + health::STARTING_INTERVAL;
                                 Event::Spawned { pid }
                             }
@@ -149,22 +159,46 @@ impl BackendTask {
                     // Take the rest of its process group with it: a custom
                     // command's children must not keep the port.
                     let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
-                    let level_warn = !shutting_down;
-                    if level_warn {
+                    // Stopped by us for a restart: expected, whatever the status.
+                    let restarting = matches!(
+                        self.machine.state(),
+                        State::Stopping { then: state::AfterStop::Restart, .. }
+                    );
+                    if restarting {
+                        info!(target: "supervisor", port, pid = w.pid, "backend stopped for a restart ({})", state::describe(exit));
+                    } else if !shutting_down {
                         warn!(target: "supervisor", port, pid = w.pid, "backend {}", state::describe(exit));
                     } else {
                         info!(target: "supervisor", port, pid = w.pid, "backend stopped ({})", state::describe(exit));
                     }
                     Event::Exited(exit)
                 }
-                ok = poll_probe(&mut probe) => {
+                result = poll_probe(&mut probe) => {
                     probe = None;
-                    let interval = match self.machine.state() {
-                        State::Starting { .. } => health::STARTING_INTERVAL,
-                        _ => self.health.interval,
+                    let starting = matches!(self.machine.state(), State::Starting { .. });
+                    if starting && result.is_err() {
+                        start_failures = start_failures.saturating_add(1);
+                    }
+                    let interval = if starting {
+                        health::starting_delay(start_failures, self.health.interval)
+                    } else {
+                        self.health.interval
                     };
                     next_probe = Instant::now() + interval;
-                    if ok { Event::ProbePassed } else { Event::ProbeFailed }
+                    // Connect timeouts since the last probe weigh with this result.
+                    if self.slot.take_timeout() {
+                        let _ = self.machine.step(Event::ConnectTimedOut, std::time::Instant::now());
+                    }
+                    match result {
+                        Ok(()) => {
+                            self.last_probe = None;
+                            Event::ProbePassed
+                        }
+                        Err(e) => {
+                            self.last_probe = Some(e.to_string());
+                            Event::ProbeFailed
+                        }
+                    }
                 }
                 Some(()) = self.passive.recv() => Event::PassiveFailure,
                 _ = sleep_until(wake) => {
@@ -203,7 +237,9 @@ impl BackendTask {
         if let Some(cwd) = &l.cwd {
             cmd.current_dir(cwd);
         }
-        super::orphans::die_with_parent(&mut cmd);
+        if l.die_with_parent {
+            super::orphans::die_with_parent(&mut cmd);
+        }
         let mut child = cmd.spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid");
         let lifeline = child.stdin.take();
@@ -247,6 +283,10 @@ impl BackendTask {
         let reason = match st {
             State::Failed { reason } => Some(reason.clone()),
             State::Stopped { reason } => reason.clone(),
+            State::Starting { .. } | State::Running { healthy: false, .. } => self
+                .last_probe
+                .as_ref()
+                .map(|p| format!("health probe: {p}")),
             _ => None,
         };
         self.slot.publish(
@@ -256,7 +296,10 @@ impl BackendTask {
                 state: st.name(),
                 restarts: m.restarts(),
                 since,
-                last_exit: m.last_exit().map(exit_info),
+                last_exit: m.last_exit().map(|e| ExitInfo {
+                    cause: m.last_exit_cause().map(str::to_owned),
+                    ..exit_info(e)
+                }),
                 reason,
             },
         );
@@ -271,7 +314,7 @@ async fn wait(worker: &mut Option<Worker>) -> io::Result<ExitStatus> {
     }
 }
 
-async fn poll_probe(probe: &mut Option<ProbeFuture>) -> bool {
+async fn poll_probe(probe: &mut Option<ProbeFuture>) -> Result<(), health::ProbeFailure> {
     match probe {
         Some(p) => p.await,
         None => std::future::pending().await,
@@ -302,11 +345,13 @@ pub fn exit_info(e: Exit) -> ExitInfo {
             code: Some(c),
             signal: None,
             name: None,
+            cause: None,
         },
         Exit::Signal(s) => ExitInfo {
             code: None,
             signal: Some(s),
             name: Some(state::signal_name(s)),
+            cause: None,
         },
     }
 }

@@ -1,6 +1,7 @@
 //! Active health probes. A probe is one attempt with a deadline; counting
 //! consecutive results and deciding what they mean is the state machine's job
-//! (`state.rs`), so this module only answers "did it pass".
+//! (`state.rs`), so this module only answers "did it pass", and if not, what
+//! the probe saw, for the user to act on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,42 +14,98 @@ use tokio::net::TcpStream;
 
 use crate::config::HealthKind;
 
-/// How often a `Starting` backend is probed: it takes traffic at its first
-/// pass, so this bounds how long a restarted worker sits idle.
+/// The first probe of a `Starting` backend comes this soon after the spawn;
+/// the delay doubles after each failure up to `health.interval`, so a fast
+/// backend takes traffic within milliseconds and a slow one is not hammered
+/// (each probe is a connection, and a line in a chatty backend's log).
 pub const STARTING_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The start-up probe delay after `failures` failed probes.
+pub fn starting_delay(failures: u32, interval: Duration) -> Duration {
+    STARTING_INTERVAL
+        .saturating_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
+        .min(interval.max(STARTING_INTERVAL))
+}
+
+/// What a failed probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The connect failed (refused: nothing listens on the port).
+    Connect(std::io::ErrorKind),
+    /// No answer within the probe timeout.
+    TimedOut(Duration),
+    /// The backend answered `GET path` with a status that is not 2xx or 3xx.
+    Status { path: String, code: u16 },
+    /// The backend closed the connection or sent something that is not HTTP.
+    NotHttp { path: String },
+}
+
+impl std::fmt::Display for ProbeFailure {
+    /// What the probe saw, and what the user can do about it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused) => write!(
+                f,
+                "connection refused: nothing listens on its port yet (does the command use {{port}}?)"
+            ),
+            ProbeFailure::Connect(kind) => write!(f, "connect failed: {kind}"),
+            ProbeFailure::TimedOut(t) => write!(
+                f,
+                "no answer within health.timeout ({})",
+                humantime::format_duration(*t)
+            ),
+            ProbeFailure::Status { path, code } if (400..500).contains(code) => write!(
+                f,
+                "GET {path} answered {code}; set health.path to a page that exists, or health.kind: tcp"
+            ),
+            ProbeFailure::Status { path, code } => write!(f, "GET {path} answered {code}"),
+            ProbeFailure::NotHttp { path } => write!(
+                f,
+                "GET {path} got no HTTP response; for a server that does not speak HTTP set health.kind: tcp"
+            ),
+        }
+    }
+}
 
 /// One probe: `tcp` passes on connect; `http` passes on a 2xx or 3xx status
 /// for `GET path`. Everything, connect included, must finish within `timeout`.
-pub async fn probe(kind: &HealthKind, addr: SocketAddr, timeout: Duration) -> bool {
+pub async fn probe(
+    kind: &HealthKind,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
     tokio::time::timeout(timeout, attempt(kind, addr))
         .await
-        .unwrap_or(false)
+        .unwrap_or(Err(ProbeFailure::TimedOut(timeout)))
 }
 
-async fn attempt(kind: &HealthKind, addr: SocketAddr) -> bool {
-    let Ok(stream) = TcpStream::connect(addr).await else {
-        return false;
-    };
+async fn attempt(kind: &HealthKind, addr: SocketAddr) -> Result<(), ProbeFailure> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ProbeFailure::Connect(e.kind()))?;
     let path = match kind {
-        HealthKind::Tcp => return true,
+        HealthKind::Tcp => return Ok(()),
         HealthKind::Http { path } => path,
     };
+    let not_http = || ProbeFailure::NotHttp { path: path.clone() };
     let _ = stream.set_nodelay(true);
-    let Ok((mut sender, conn)) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
-    else {
-        return false;
-    };
-    let Ok(req) = Request::get(path.as_str())
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|_| not_http())?;
+    let req = Request::get(path.as_str())
         .header(hyper::header::HOST, addr.to_string())
         .header(hyper::header::USER_AGENT, "fleet-health")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::new())
-    else {
-        return false;
-    };
-    let passed = |r: hyper::Result<hyper::Response<hyper::body::Incoming>>| {
-        r.is_ok_and(|res| res.status().is_success() || res.status().is_redirection())
+        .map_err(|_| not_http())?;
+    let passed = |r: hyper::Result<hyper::Response<hyper::body::Incoming>>| match r {
+        Ok(res) if res.status().is_success() || res.status().is_redirection() => Ok(()),
+        Ok(res) => Err(ProbeFailure::Status {
+            path: path.clone(),
+            code: res.status().as_u16(),
+        }),
+        Err(_) => Err(not_http()),
     };
     let send = sender.send_request(req);
     tokio::pin!(send);
@@ -90,22 +147,52 @@ mod tests {
         let ok = server(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
         let redirect =
             server(b"HTTP/1.1 301 Moved\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n").await;
-        assert!(probe(&http(), ok, T).await);
-        assert!(probe(&http(), redirect, T).await);
+        assert_eq!(probe(&http(), ok, T).await, Ok(()));
+        assert_eq!(probe(&http(), redirect, T).await, Ok(()));
     }
 
     #[tokio::test]
     async fn http_probe_fails_on_5xx_garbage_and_refused() {
         let bad = server(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n").await;
         let garbage = server(b"not http at all\r\n\r\n").await;
-        assert!(!probe(&http(), bad, T).await);
-        assert!(!probe(&http(), garbage, T).await);
+        assert_eq!(
+            probe(&http(), bad, T).await,
+            Err(ProbeFailure::Status {
+                path: "/".into(),
+                code: 503
+            })
+        );
+        assert_eq!(
+            probe(&http(), garbage, T).await,
+            Err(ProbeFailure::NotHttp { path: "/".into() })
+        );
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
         };
-        assert!(!probe(&http(), closed, T).await);
-        assert!(!probe(&HealthKind::Tcp, closed, T).await);
+        let refused = Err(ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(probe(&http(), closed, T).await, refused);
+        assert_eq!(probe(&HealthKind::Tcp, closed, T).await, refused);
+    }
+
+    #[tokio::test]
+    async fn a_404_names_the_path_and_what_to_do() {
+        let missing = server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").await;
+        let e = probe(&http(), missing, T).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GET / answered 404; set health.path to a page that exists, or health.kind: tcp"
+        );
+    }
+
+    #[test]
+    fn start_up_probes_back_off_from_5ms_to_the_interval() {
+        let i = Duration::from_secs(1);
+        assert_eq!(starting_delay(0, i), Duration::from_millis(5));
+        assert_eq!(starting_delay(1, i), Duration::from_millis(10));
+        assert_eq!(starting_delay(4, i), Duration::from_millis(80));
+        assert_eq!(starting_delay(8, i), i);
+        assert_eq!(starting_delay(40, i), i);
     }
 
     #[tokio::test]
@@ -114,10 +201,15 @@ mod tests {
         let addr = l.local_addr().unwrap();
         // Accepts (via the backlog) but never answers.
         let started = std::time::Instant::now();
-        assert!(!probe(&http(), addr, Duration::from_millis(100)).await);
+        let t = Duration::from_millis(100);
+        assert_eq!(
+            probe(&http(), addr, t).await,
+            Err(ProbeFailure::TimedOut(t))
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert!(
+        assert_eq!(
             probe(&HealthKind::Tcp, addr, T).await,
+            Ok(()),
             "tcp passes on connect alone"
         );
         drop(l);

@@ -179,6 +179,7 @@ pub async fn run(
             token: token.child_token(),
             grace: grace.clone(),
             tracker: tracker.clone(),
+            last_probe: None,
         };
         tracker.spawn(task.run());
     }
@@ -288,13 +289,18 @@ async fn wait_ready(
                 .iter()
                 .filter(|s| !s.healthy)
                 .map(|s| {
-                    let why = s.reason.clone().unwrap_or_else(|| match &s.last_exit {
-                        Some(e) => format!("{} (last {e})", s.state),
-                        None if timed_out => {
+                    let why = match (&s.reason, &s.last_exit) {
+                        // Still starting: say what its probes saw.
+                        (Some(probe), _) if s.state == "starting" => {
+                            format!("not ready after {}s; {probe}", STARTUP_TIMEOUT.as_secs())
+                        }
+                        (Some(r), _) => r.clone(),
+                        (None, Some(e)) => format!("{} (last {e})", s.state),
+                        (None, None) if timed_out => {
                             format!("not ready after {}s", STARTUP_TIMEOUT.as_secs())
                         }
-                        None => s.state.clone(),
-                    });
+                        (None, None) => s.state.clone(),
+                    };
                     (s.port, why)
                 })
                 .collect();
@@ -333,32 +339,29 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
             cwd: None,
             env: Vec::new(),
             lifeline: true,
+            die_with_parent: true,
         },
         BackendCommand::Command { cwd, env, .. } => {
             let (program, args) = config
                 .backend
                 .argv(port)
                 .expect("a command backend has an argv");
-            let env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            if orphans::HAS_PARENT_DEATH_SIGNAL {
-                Launch {
-                    program: program.into(),
-                    args,
-                    cwd: Some(cwd.clone()),
-                    env,
-                    lifeline: false,
-                }
-            } else {
-                // No kernel help: `fleet guard` holds the lifeline for the command.
-                let mut guarded = vec!["guard".to_string(), "--".to_string(), program.to_string()];
-                guarded.extend(args);
-                Launch {
-                    program: exe.to_path_buf(),
-                    args: guarded,
-                    cwd: Some(cwd.clone()),
-                    env,
-                    lifeline: true,
-                }
+            // Output reaches `fleet logs` as it is written, not when a
+            // Python buffer fills; `backend.env` may say otherwise.
+            let env = std::iter::once(("PYTHONUNBUFFERED".to_string(), "1".to_string()))
+                .chain(env.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect();
+            // Every platform: `fleet guard` holds the lifeline for the command
+            // and takes its descendants down with it (see `orphans`).
+            let mut guarded = vec!["guard".to_string(), "--".to_string(), program.to_string()];
+            guarded.extend(args);
+            Launch {
+                program: exe.to_path_buf(),
+                args: guarded,
+                cwd: Some(cwd.clone()),
+                env,
+                lifeline: true,
+                die_with_parent: false,
             }
         }
     }

@@ -8,19 +8,24 @@
 //! - Everywhere (the macOS path): the built-in worker gets a pipe as stdin
 //!   and exits when it reads EOF, which the kernel delivers when the
 //!   supervisor's end closes, however it died (`fleet serve --lifeline`).
-//!   A custom command there runs under `fleet guard` (see `guard.rs`), which
-//!   holds the lifeline for it and kills its process group on EOF.
+//! - A custom command, on every platform, runs under `fleet guard` (see
+//!   `guard.rs`): the parent-death signal reaches only a direct child, and a
+//!   command is often a shell whose own children would outlive it. The guard
+//!   holds the lifeline and, on EOF, kills the command's process group and
+//!   (on Linux, as a child subreaper) every descendant that left the group.
+//!
+//! `FLEET_PORTABLE_PROCESS=1` (internal, see `crate::process::portable`)
+//! turns the parent-death signal off on Linux, so the lifeline alone is tested.
 
 use tokio::process::Command;
-
-/// Whether the kernel kills a worker when its supervisor dies; without it,
-/// custom commands run under `fleet guard`.
-pub const HAS_PARENT_DEATH_SIGNAL: bool = cfg!(target_os = "linux");
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 pub fn die_with_parent(cmd: &mut Command) {
     use nix::sys::signal::Signal;
+    if crate::process::portable() {
+        return;
+    }
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe calls are allowed: it makes two syscalls (prctl,

@@ -31,6 +31,10 @@ use crate::config::{HealthConfig, RestartConfig, RestartPolicy};
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace between SIGTERM and SIGKILL when liveness restarts a hung backend.
 pub const LIVENESS_GRACE: Duration = Duration::from_secs(2);
+/// `last_exit_cause` of a worker restarted by liveness (`restart_after`).
+pub const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
+/// `last_exit_cause` of a worker restarted for not passing a probe in `START_TIMEOUT`.
+pub const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +67,16 @@ pub enum State {
     /// quickly and routable at the first pass.
     Starting { pid: Option<u32>, since: Instant },
     /// Up since `since` (when it was spawned). `passes`/`fails` count
-    /// consecutive probe results since the last flip.
+    /// consecutive probe results since the last flip. `suspect`: a connect
+    /// to it timed out since the last probe, so a failing probe is
+    /// corroboration enough to take it out at once.
     Running {
         pid: u32,
         since: Instant,
         healthy: bool,
         passes: u32,
         fails: u32,
+        suspect: bool,
     },
     /// Waiting out the restart delay.
     Backoff { until: Instant },
@@ -122,8 +129,11 @@ pub enum Event {
     Exited(Exit),
     ProbePassed,
     ProbeFailed,
-    /// The balancer could not connect to this backend.
+    /// The balancer could not connect to this backend (refused, reset) or it
+    /// closed before answering: out of rotation at once.
     PassiveFailure,
+    /// A balancer connect timed out: evidence only together with a failed probe.
+    ConnectTimedOut,
     /// A deadline from `next_deadline` was reached.
     Tick,
     /// Shutdown: stop the worker, SIGKILL past `deadline`.
@@ -177,6 +187,11 @@ pub struct Backend {
     /// When recent restarts happened, for crash-loop detection over `window`.
     recent: VecDeque<Instant>,
     last_exit: Option<Exit>,
+    /// Why fleet itself stopped the last worker that exited, if it did: its
+    /// exit (often a clean `exit 0` after SIGTERM) is no crash.
+    last_exit_cause: Option<&'static str>,
+    /// The cause to record when the worker being stopped for a restart exits.
+    stopping_for: Option<&'static str>,
     /// Jitter source; seeded so tests are deterministic.
     rng: fastrand::Rng,
 }
@@ -190,6 +205,8 @@ impl Backend {
             attempt: 0,
             recent: VecDeque::new(),
             last_exit: None,
+            last_exit_cause: None,
+            stopping_for: None,
             rng: fastrand::Rng::with_seed(seed),
         }
     }
@@ -202,6 +219,11 @@ impl Backend {
     }
     pub fn last_exit(&self) -> Option<Exit> {
         self.last_exit
+    }
+    /// Why fleet stopped the last worker that exited ("failed health
+    /// checks"), or None if it exited on its own (or at shutdown).
+    pub fn last_exit_cause(&self) -> Option<&'static str> {
+        self.last_exit_cause
     }
     pub fn routable(&self) -> bool {
         matches!(self.state, State::Running { healthy: true, .. })
@@ -269,11 +291,15 @@ impl Backend {
                     healthy: true,
                     passes: 0,
                     fails: 0,
+                    suspect: false,
                 },
                 None,
             ),
             // Starting -> Starting (not listening yet: keep probing)
-            (s @ Starting { .. }, Event::ProbeFailed | Event::PassiveFailure) => (s, None),
+            (
+                s @ Starting { .. },
+                Event::ProbeFailed | Event::PassiveFailure | Event::ConnectTimedOut,
+            ) => (s, None),
             // Starting -> Stopping (never became ready)
             (
                 Starting {
@@ -281,15 +307,18 @@ impl Backend {
                     since,
                 },
                 Event::Tick,
-            ) if now >= since + START_TIMEOUT => (
-                Stopping {
-                    pid,
-                    deadline: now + LIVENESS_GRACE,
-                    then: AfterStop::Restart,
-                    killed: false,
-                },
-                Some(Action::Signal(Sig::Term)),
-            ),
+            ) if now >= since + START_TIMEOUT => {
+                self.stopping_for = Some(CAUSE_NOT_READY);
+                (
+                    Stopping {
+                        pid,
+                        deadline: now + LIVENESS_GRACE,
+                        then: AfterStop::Restart,
+                        killed: false,
+                    },
+                    Some(Action::Signal(Sig::Term)),
+                )
+            }
             // Starting | Running -> Backoff | Failed | Stopped (the worker died)
             (Starting { pid: Some(_), .. } | Running { .. }, Event::Exited(exit)) => {
                 self.after_exit(exit, None, now)
@@ -314,23 +343,28 @@ impl Backend {
                         healthy,
                         passes: if healthy { 0 } else { passes },
                         fails: 0,
+                        // It answers: the timeouts were load, not death.
+                        suspect: false,
                     },
                     None,
                 )
             }
-            // Running -> Running (fail: unhealthy after `fall`) | Stopping (liveness after `restart_after`)
+            // Running -> Running (fail: unhealthy after `fall`, or at once
+            // after a connect timeout) | Stopping (liveness after `restart_after`)
             (
                 Running {
                     pid,
                     since,
                     healthy,
                     fails,
+                    suspect,
                     ..
                 },
                 Event::ProbeFailed,
             ) => {
                 let fails = fails.saturating_add(1);
                 if fails >= p.restart_after {
+                    self.stopping_for = Some(CAUSE_HEALTH);
                     return (
                         Stopping {
                             pid,
@@ -345,9 +379,12 @@ impl Backend {
                     Running {
                         pid,
                         since,
-                        healthy: healthy && fails < p.fall,
+                        // A timeout and a failed probe agree: out now. The
+                        // liveness count (`restart_after`) stays probes only.
+                        healthy: healthy && !suspect && fails < p.fall,
                         passes: 0,
                         fails,
+                        suspect: false,
                     },
                     None,
                 )
@@ -361,6 +398,30 @@ impl Backend {
                     healthy: false,
                     passes: 0,
                     fails: p.fall,
+                    suspect: false,
+                },
+                None,
+            ),
+            // Running -> Running (a connect timed out: still routable; the
+            // next probe decides, and a failure then counts as `fall`)
+            (
+                Running {
+                    pid,
+                    since,
+                    healthy,
+                    passes,
+                    fails,
+                    ..
+                },
+                Event::ConnectTimedOut,
+            ) => (
+                Running {
+                    pid,
+                    since,
+                    healthy,
+                    passes,
+                    fails,
+                    suspect: true,
                 },
                 None,
             ),
@@ -400,10 +461,13 @@ impl Backend {
             // Stopping -> Starting | Stopped (the worker is gone)
             (Stopping { then, .. }, Event::Exited(exit)) => {
                 self.last_exit = Some(exit);
-                match then {
+                let cause = self.stopping_for.take();
+                let next = match then {
                     AfterStop::Stay => (Stopped { reason: None }, None),
                     AfterStop::Restart => self.after_exit(exit, None, now),
-                }
+                };
+                self.last_exit_cause = cause.filter(|_| then == AfterStop::Restart);
+                next
             }
             // Stopping -> Stopping (shutdown arrives during a liveness restart)
             (
@@ -443,8 +507,11 @@ impl Backend {
             // before its deadline): harmless by construction.
             (
                 s,
-                ev
-                @ (Event::Tick | Event::ProbePassed | Event::ProbeFailed | Event::PassiveFailure),
+                ev @ (Event::Tick
+                | Event::ProbePassed
+                | Event::ProbeFailed
+                | Event::PassiveFailure
+                | Event::ConnectTimedOut),
             ) => {
                 tracing::trace!(state = s.name(), ?ev, "event ignored");
                 (s, None)
@@ -465,6 +532,7 @@ impl Backend {
         now: Instant,
     ) -> (State, Option<Action>) {
         self.last_exit = Some(exit);
+        self.last_exit_cause = None;
         let r = &self.policy.restart;
         let restart = match r.policy {
             RestartPolicy::Always => true,
@@ -760,6 +828,77 @@ mod tests {
         }
         b.step(Event::ProbePassed, t0);
         assert!(b.routable());
+    }
+
+    #[test]
+    fn a_liveness_restart_records_its_cause_with_the_exit() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        assert_eq!(b.state().name(), "stopping");
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        assert_eq!(b.last_exit(), Some(Exit::Code(0)));
+        assert_eq!(
+            b.last_exit_cause(),
+            Some(CAUSE_HEALTH),
+            "not a clean exit of its own"
+        );
+        // The next worker's own exit carries no cause.
+        b.step(Event::Tick, t0 + Duration::from_secs(60));
+        b.step(Event::Spawned { pid: 11 }, t0 + Duration::from_secs(60));
+        b.step(Event::Exited(Exit::Code(1)), t0 + Duration::from_secs(61));
+        assert_eq!(b.last_exit_cause(), None);
+    }
+
+    #[test]
+    fn running_stays_routable_on_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..10 {
+            assert_eq!(b.step(Event::ConnectTimedOut, t0), None);
+        }
+        assert!(b.routable(), "timeouts alone never take it out");
+        assert!(matches!(b.state(), State::Running { suspect: true, .. }));
+    }
+
+    #[test]
+    fn running_unroutable_when_a_probe_fails_after_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::ConnectTimedOut, t0);
+        assert_eq!(b.step(Event::ProbeFailed, t0), None);
+        assert!(!b.routable(), "corroborated: out at once, not after `fall`");
+        assert!(matches!(
+            b.state(),
+            State::Running {
+                fails: 1,
+                suspect: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_passing_probe_clears_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::ConnectTimedOut, t0);
+        b.step(Event::ProbePassed, t0);
+        b.step(Event::ProbeFailed, t0);
+        assert!(
+            b.routable(),
+            "one failed probe without a timeout is below `fall`"
+        );
+    }
+
+    #[test]
+    fn starting_ignores_a_connect_timeout() {
+        let t0 = Instant::now();
+        let mut b = starting(t0);
+        assert_eq!(b.step(Event::ConnectTimedOut, t0), None);
+        assert_eq!(b.state().name(), "starting");
     }
 
     #[test]

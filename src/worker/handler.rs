@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::{error, info};
 
 use super::body::{Body, FileBody};
@@ -66,6 +66,16 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             return resp;
         }
     };
+    // RFC 9112 §3.2: an HTTP/1.1 request without a Host header, or with
+    // more than one, gets 400.
+    if req.version() == Version::HTTP_11 && req.headers().get_all(header::HOST).iter().count() != 1
+    {
+        return bad_request(
+            shared,
+            head,
+            "an HTTP/1.1 request needs exactly one Host header",
+        );
+    }
     let uri = req.uri();
     if uri.path() == HEALTH_PATH {
         return text(shared, StatusCode::OK, head, Bytes::from_static(b"ok\n"));

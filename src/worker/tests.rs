@@ -104,6 +104,25 @@ async fn serves_a_page_with_the_backend_header() {
     assert_eq!(body, b"<p>hello</p>");
 }
 
+/// RFC 9112 §3.2: HTTP/1.1 needs exactly one Host; HTTP/1.0 needs none.
+#[tokio::test]
+async fn http_1_1_without_exactly_one_host_is_a_bad_request() {
+    let server = Server::start(|_| {}).await;
+    for (req, status) in [
+        (&b"GET /page.html HTTP/1.1\r\n\r\n"[..], "400"),
+        (
+            b"GET /page.html HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "400",
+        ),
+        (b"GET /page.html HTTP/1.0\r\n\r\n", "200"),
+    ] {
+        let mut c = server.connect().await;
+        c.write_all(req).await.unwrap();
+        let (head, _) = read_response(&mut c).await;
+        assert!(head.contains(&format!(" {status} ")), "{head}");
+    }
+}
+
 #[tokio::test]
 async fn cancel_stops_accepting_and_serve_returns() {
     let mut server = Server::start(|_| {}).await;

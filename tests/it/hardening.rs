@@ -191,6 +191,11 @@ fn malformed_listen_and_overflowing_ports_are_refused() {
         ("base_port: 65534\nbackends: 4", "base_port"),
         ("backends: four", "backends"),
         ("backends: 0", "backends"),
+        // The balancer on a backend's port: both keys named.
+        (
+            "base_port: 20000\nbackends: 4\nlisten: 0.0.0.0:20003",
+            "listen: port 20003 is a backend's port: base_port 20000 with backends 4",
+        ),
     ] {
         s.write("fleet.yaml", yaml);
         let out = s.fleet(&["up", "-d"]);
@@ -225,38 +230,55 @@ fn a_descriptor_limit_too_low_for_max_connections_is_a_clear_start_up_error() {
     assert!(!port_open(p[0]) && !port_open(p[1]));
 }
 
-/// One duration grammar: a bare number gets the same answer from every flag
-/// that takes a time and from fleet.yaml, and the same text with a unit works.
+/// One duration grammar: every flag that takes a time and fleet.yaml read a
+/// bare number as seconds, and refuse the same malformed text with the same
+/// message.
 #[test]
-fn a_bare_number_is_refused_alike_by_every_duration_flag_and_fleet_yaml() {
-    const NO_UNIT: &str = "10 has no unit; write it like 10s or 10ms";
+fn every_duration_flag_and_fleet_yaml_follow_one_rule() {
+    const BAD: &str = "'soon' is not a duration; write it like 250ms, 1s or 2m";
     let s = Scratch::new();
     let p = free_ports(2);
     let url = format!("http://127.0.0.1:{}/", p[0]);
     let port = p[0].to_string();
     for args in [
-        &["down", "--timeout", "10"][..],
-        &["bench", &url, "-n", "1", "-c", "1", "--timeout", "10"],
-        &["serve", "--port", &port, "--idle-timeout", "10"],
+        &["down", "--timeout", "soon"][..],
+        &["bench", &url, "-n", "1", "-c", "1", "--timeout", "soon"],
+        &["serve", "--port", &port, "--idle-timeout", "soon"],
     ] {
         let out = s.fleet(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(
-            String::from_utf8_lossy(&out.stderr).contains(NO_UNIT),
+            String::from_utf8_lossy(&out.stderr).contains(BAD),
             "{args:?}: {}",
             text(&out)
         );
     }
-    s.write("fleet.yaml", &fleet_yaml(&p, "health:\n  interval: 10"));
+    s.write("fleet.yaml", &fleet_yaml(&p, "health:\n  interval: soon"));
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains(&format!("fleet.yaml:5: health.interval: {NO_UNIT}")),
+            .contains(&format!("fleet.yaml:5: health.interval: {BAD}")),
         "{}",
         text(&out)
     );
-    // With the unit, the same value is accepted (no fleet here: nothing to stop).
-    let out = s.fleet(&["down", "--timeout", "10s"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A bare number is seconds, with or without the unit (no fleet here:
+    // nothing to stop).
+    for t in ["10", "10s"] {
+        let out = s.fleet(&["down", "--timeout", t]);
+        assert_eq!(out.status.code(), Some(0), "{t}: {}", text(&out));
+    }
+    // ... and in fleet.yaml: `interval: 10` is ten seconds, which the
+    // validator then holds to its own rules (timeout at most interval: fine).
+    s.write(
+        "fleet.yaml",
+        &fleet_yaml(&p, "health:\n  interval: 10\n  timeout: 11"),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("health.timeout"),
+        "{}",
+        text(&out)
+    );
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
+pub use fleet::process::PORTABLE_ENV;
+/// Both process mechanisms: the platform's own, then the portable (macOS) one.
+pub const MODES: [bool; 2] = [false, true];
 pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
 
 /// Ports handed out in this test process, so parallel tests never collide.
@@ -130,6 +133,9 @@ pub fn port_open(port: u16) -> bool {
 /// for fleet.yaml and the state dir.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    /// Run `fleet` with the portable (macOS) process mechanisms selected
+    /// (`FLEET_PORTABLE_PROCESS=1`), so Linux CI covers them.
+    pub portable: bool,
 }
 
 impl Scratch {
@@ -142,7 +148,17 @@ impl Scratch {
         std::fs::create_dir(dir.path().join("www")).unwrap();
         std::fs::write(dir.path().join("www/page.html"), PAGE).unwrap();
         std::fs::write(dir.path().join("www/index.html"), b"<h1>index</h1>\n").unwrap();
-        Scratch { dir }
+        Scratch {
+            dir,
+            portable: false,
+        }
+    }
+    /// A scratch dir whose `fleet` runs take the portable paths when `portable`.
+    pub fn with_mode(portable: bool) -> Self {
+        Scratch {
+            portable,
+            ..Self::new()
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -162,6 +178,7 @@ impl Scratch {
                 .args(args)
                 .current_dir(self.path())
                 .env("FLEET_STATE_DIR", self.state())
+                .env(PORTABLE_ENV, if self.portable { "1" } else { "0" })
                 .env_remove("RUST_LOG"),
             Duration::from_secs(60),
         )

@@ -123,6 +123,18 @@ fn sigstopped_worker_is_taken_out_of_rotation_and_restarted_by_liveness() {
         b["pid"] != stopped && b["healthy"] == true
     });
     assert!(s["backends"][0]["restarts"].as_u64().unwrap() >= 1);
+    // Its exit (a clean exit 0 once SIGCONT let it handle SIGTERM) is shown
+    // as fleet's doing, not as the worker's.
+    let last = &s["backends"][0]["last_exit"];
+    assert_eq!(
+        last["cause"], "restarted by fleet: failed health checks",
+        "{last}"
+    );
+    let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).to_string();
+    assert!(
+        human.contains("(restarted by fleet: failed health checks)"),
+        "{human}"
+    );
     wait_for(
         Duration::from_secs(3),
         "the stopped worker to be gone",
@@ -400,12 +412,13 @@ fn fleet_logs_merges_backends_with_port_tags_and_filters_by_port() {
     assert_eq!(none.status.code(), Some(1), "{}", text(&none));
 }
 
-/// `fleet guard` (what custom commands run under on macOS) in its own
-/// process group with a pipe as stdin, as the supervisor starts it.
-fn guard(script: &str) -> std::process::Child {
+/// `fleet guard` (what custom commands run under) in its own process group
+/// with a pipe as stdin, as the supervisor starts it.
+fn guard(script: &str, portable: bool) -> std::process::Child {
     use std::os::unix::process::CommandExt;
     std::process::Command::new(FLEET)
         .args(["guard", "--", "sh", "-c", script])
+        .env(PORTABLE_ENV, if portable { "1" } else { "0" })
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .process_group(0)
@@ -424,13 +437,19 @@ fn first_line(child: &mut std::process::Child) -> u32 {
 
 #[test]
 fn guard_reports_the_commands_exit_code_and_signal() {
-    let mut g = guard("exit 3");
+    for portable in MODES {
+        guard_reports(portable);
+    }
+}
+
+fn guard_reports(portable: bool) {
+    let mut g = guard("exit 3", portable);
     let _pids = PidGuard(vec![g.id()]);
     let _lifeline = g.stdin.take(); // `wait` would close it
     assert_eq!(g.wait().unwrap().code(), Some(3));
 
     use std::os::unix::process::ExitStatusExt;
-    let mut g = guard("echo $$; exec sleep 30");
+    let mut g = guard("echo $$; exec sleep 30", portable);
     let inner = first_line(&mut g);
     let _pids = PidGuard(vec![g.id(), inner]);
     let _lifeline = g.stdin.take();
@@ -446,7 +465,13 @@ fn guard_reports_the_commands_exit_code_and_signal() {
 
 #[test]
 fn guard_kills_its_command_when_the_lifeline_closes() {
-    let mut g = guard("echo $$; exec sleep 30");
+    for portable in MODES {
+        guard_kills(portable);
+    }
+}
+
+fn guard_kills(portable: bool) {
+    let mut g = guard("echo $$; exec sleep 30", portable);
     let inner = first_line(&mut g);
     let _pids = PidGuard(vec![g.id(), inner]);
     assert!(alive(inner));

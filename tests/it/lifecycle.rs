@@ -253,11 +253,19 @@ fn busy_backend_port_is_refused_naming_the_port() {
     drop(squatter);
 }
 
+/// Both ways of naming the holder: /proc, and lsof (macOS's, selected on Linux
+/// by the portable switch).
 #[test]
 fn busy_balancer_port_is_refused_naming_the_port() {
+    for portable in MODES {
+        busy_balancer_port(portable);
+    }
+}
+
+fn busy_balancer_port(portable: bool) {
     let p = free_ports(3);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", p[2])).unwrap();
-    let s = Scratch::new();
+    let s = Scratch::with_mode(portable);
     s.write("fleet.yaml", &fleet_yaml(&p, ""));
     let out = s.fleet(&["up", "-d"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod bench;
+mod escapes;
 mod hardening;
 mod harness;
 mod healing;
+mod lab;
 mod lifecycle;
 mod worker;

@@ -1,0 +1,72 @@
+//! The lab's own kind of server under fleet: a Python asyncio server with a
+//! listen backlog of 5 that answers 404 for / and closes after each response.
+
+use crate::harness::*;
+
+const LAB_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/lab_server.py");
+
+fn lab_backend() -> String {
+    format!("backend:\n  command: [\"python3\", \"{LAB_SERVER}\", \"{{port}}\", \"www\"]\n")
+}
+
+#[test]
+fn with_no_health_path_up_fails_naming_the_404() {
+    let s = Scratch::new();
+    let ports = free_ports(2);
+    s.write("fleet.yaml", &fleet_yaml(&ports, &lab_backend()));
+    let out = s.fleet(&["up", "-d"]);
+    let _cleanup = Fleet::adopt(s, ports[..1].to_vec(), ports[1]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "GET / answered 404; set health.path to a page that exists, or health.kind: tcp"
+        ),
+        "{err}"
+    );
+    // Start-up probes back off (5 ms doubling up to the 1 s interval): 10 s
+    // of them are a few dozen lines in the backend's log, not thousands.
+    let logs = _cleanup.fleet(&["logs"]);
+    let probes = String::from_utf8_lossy(&logs.stdout)
+        .matches("connection from")
+        .count();
+    assert!((1..60).contains(&probes), "{probes} probe lines");
+}
+
+#[test]
+fn with_the_shipped_lab_example_it_starts_and_stays_in_rotation_under_20_clients() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fleet.yaml")).unwrap();
+    assert!(
+        shipped.contains("path: /page.html"),
+        "the shipped fleet.yaml shows the lab's health path"
+    );
+    // The shipped example's health section, with the lab's path.
+    let f = Fleet::start(
+        2,
+        &format!(
+            "{}health:\n  path: /page.html\n  interval: 1s\n  timeout: 500ms\n",
+            lab_backend()
+        ),
+    );
+    let _procs = PidGuard(fleet::process::descendants(f.supervisor));
+    let addr = f.addr();
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| get(addr, "/page.html").map(|r| r.status).unwrap_or(0))
+                    .filter(|s| *s != 200)
+                    .count()
+            })
+        })
+        .collect();
+    let failed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(failed, 0, "every request answered 200");
+    let s = f.status();
+    assert!(Fleet::all_healthy(&s), "{s}");
+    let log = f.log();
+    for flap in ["healthy=false", "out of rotation"] {
+        assert!(!log.contains(flap), "a backend left rotation:\n{log}");
+    }
+}
