@@ -25,6 +25,8 @@
 
 pub mod idle;
 pub mod pool;
+#[cfg(test)]
+mod run_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
