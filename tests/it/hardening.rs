@@ -165,7 +165,8 @@ fn every_invalid_config_value_is_refused_naming_its_key() {
     refused("health:\n  interval: -1s", "health.interval");
     refused("health:\n  timeout: fast", "health.timeout");
     refused("restart:\n  window: 0s", "restart.window");
-    refused("shutdown:\n  timeout: 10", "shutdown.timeout");
+    // A bare number is seconds (README, Durations); a negative one is refused.
+    refused("shutdown:\n  timeout: -10", "shutdown.timeout");
     refused(
         "balancer:\n  idle_timeout: 1 hour-ish",
         "balancer.idle_timeout",
