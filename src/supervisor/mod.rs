@@ -27,6 +27,8 @@ pub mod backend;
 pub mod health;
 pub mod orphans;
 pub mod output;
+#[cfg(test)]
+mod shutdown_tests;
 pub mod state;
 
 use std::net::SocketAddr;
