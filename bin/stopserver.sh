@@ -4,6 +4,12 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 fleet="${FLEET:-}"
 if [[ -z "$fleet" ]]; then
-  if command -v fleet >/dev/null 2>&1; then fleet=fleet; else fleet="$root/target/release/fleet"; fi
+  if command -v fleet >/dev/null 2>&1; then
+    fleet=fleet
+  else
+    target="${CARGO_TARGET_DIR:-target}"
+    [[ "$target" = /* ]] || target="$root/$target"
+    fleet="$target/release/fleet"
+  fi
 fi
 exec "$fleet" down "$@"

@@ -58,9 +58,13 @@
 //!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
-//! fresh exec of this same binary (`fleet serve`) or the configured command,
-//! in its own process group, with a lifeline (stdin pipe) and, on Linux, a
-//! parent-death signal, so no worker outlives its supervisor.
+//! fresh exec of this same binary, `fleet serve` or `fleet guard -- COMMAND`
+//! for a configured command, in its own process group, with a lifeline (stdin
+//! pipe). The built-in worker also gets Linux's parent-death signal; the guard
+//! kills its command's group, and on Linux (a child subreaper) every
+//! descendant, when the lifeline ends. So nothing outlives the supervisor
+//! (`supervisor::orphans`, `guard`). `process::portable` selects the macOS
+//! mechanisms on Linux for tests.
 //!
 //! # Shutdown
 //! One `CancellationToken`, cancelled by SIGINT, SIGTERM or the control

@@ -37,7 +37,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The next connection, or `None` once `stop` is cancelled. Errors that
 /// concern one connection that never got going are skipped; others (EMFILE,
-/// ENFILE, ENOBUFS) are logged and waited out for [`ACCEPT_BACKOFF`], since
+/// ENFILE, ENOBUFS) are logged and waited out for `ACCEPT_BACKOFF`, since
 /// they pass as connections close.
 pub async fn accept(
     listener: &TcpListener,

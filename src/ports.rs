@@ -158,6 +158,20 @@ mod tests {
         assert!(h.as_deref().is_some_and(|h| h.starts_with(&me)), "{h:?}");
     }
 
+    /// A port taken by an outgoing connection (its local port, no listener)
+    /// is busy, and the message says what holds it instead of a pid.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_port_held_by_a_connection_is_named_as_one() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let local = c.local_addr().unwrap();
+        assert!(!is_free(local));
+        let msg = in_use_message(local.port(), "backend");
+        assert!(msg.contains("a connection in ESTABLISHED"), "{msg}");
+        drop(c);
+    }
+
     /// A connection in TIME_WAIT does not make the port busy (SO_REUSEADDR,
     /// as the workers bind).
     #[test]

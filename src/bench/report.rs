@@ -158,8 +158,13 @@ pub fn table(rows: &[Row]) -> String {
         col.set_cell_alignment(CellAlignment::Right);
         col.set_padding((1, 0));
     }
-    format!("{t}\n")
+    format!("{t}\n{TIME_PER_REQUEST_NOTE}\n")
 }
+
+/// Under the human table: the column means what ab's does, which is not a
+/// request's latency (that is p50/p99).
+pub const TIME_PER_REQUEST_NOTE: &str = "Time per request: ab's \"mean, across all concurrent \
+     requests\" (time taken / complete); a single request's latency is p50/p99.";
 
 /// The lab's table in markdown.
 pub fn markdown(rows: &[Row]) -> String {

@@ -236,6 +236,16 @@ pub(super) fn parse(text: &str, shown: &Path) -> Result<RawConfig, ConfigError> 
         .map_err(|e| yaml_error(&e, text, shown))
 }
 
+/// The error under serde-saphyr's snippet and alias wrappers.
+fn innermost(mut err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = err
+    {
+        err = error;
+    }
+    err
+}
+
 /// Turn serde-saphyr's error into ours: unknown and duplicate keys and
 /// misplaced sections become key errors, everything else a syntax error.
 fn yaml_error(err: &serde_saphyr::Error, text: &str, shown: &Path) -> ConfigError {
@@ -255,7 +265,7 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str, shown: &Path) -> ConfigErro
         key,
         problem,
     };
-    match err.without_snippet() {
+    match innermost(err) {
         serde_saphyr::Error::SerdeUnknownField {
             field, expected, ..
         } => {
@@ -288,6 +298,16 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str, shown: &Path) -> ConfigErro
                 },
             }
         }
+        // An alias bomb ("billion laughs") or absurd nesting: the parser's
+        // budget stops it; say so in words, not its debug output.
+        serde_saphyr::Error::Budget { .. } => ConfigError::Syntax {
+            path,
+            line,
+            column,
+            problem: "the YAML expands past the parser's safety limits (too many aliases, \
+                      anchors, nodes or nesting levels); a fleet.yaml needs none of that"
+                .into(),
+        },
         other => {
             let mut problem = serde_saphyr::DefaultMessageFormatter
                 .format_message(other)

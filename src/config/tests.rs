@@ -173,7 +173,7 @@ fn example_custom_backend_parses() {
         &["-m", "http.server", "{port}", "--bind", "127.0.0.1"]
     );
     assert_eq!(cwd, d.path());
-    assert_eq!(env.get("PYTHONUNBUFFERED").map(String::as_str), Some("1"));
+    assert_eq!(env.get("LANG").map(String::as_str), Some("C.UTF-8"));
     let (prog, argv) = c.backend.argv(9003).unwrap();
     assert_eq!(prog, "python3");
     assert_eq!(argv, ["-m", "http.server", "9003", "--bind", "127.0.0.1"]);
@@ -1002,4 +1002,22 @@ fn health_path_defaults_to_the_builtin_endpoint_and_to_root_for_a_command() {
     assert_eq!(custom.health.kind, HealthKind::Http { path: "/".into() });
     let set = load_yaml("health:\n  path: /up\n", &[]).unwrap();
     assert_eq!(set.health.kind, HealthKind::Http { path: "/up".into() });
+}
+
+#[test]
+fn an_alias_bomb_is_refused_in_one_plain_line() {
+    let mut text = String::from(
+        "backends: 1\nbackend:\n  env:\n    l0: &l0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n",
+    );
+    for i in 1..10 {
+        let refs = vec![format!("*l{}", i - 1); 9].join(", ");
+        text.push_str(&format!("    l{i}: &l{i} [{refs}]\n"));
+    }
+    let e = load_yaml(&text, &[]).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("safety limits"), "{msg}");
+    assert!(
+        !msg.contains('{') && !msg.contains('\n'),
+        "no debug dump: {msg}"
+    );
 }

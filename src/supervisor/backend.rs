@@ -185,10 +185,6 @@ impl BackendTask {
                         self.health.interval
                     };
                     next_probe = Instant::now() + interval;
-                    // Connect timeouts since the last probe weigh with this result.
-                    if self.slot.take_timeout() {
-                        let _ = self.machine.step(Event::ConnectTimedOut, std::time::Instant::now());
-                    }
                     match result {
                         Ok(()) => {
                             self.last_probe = None;
@@ -205,9 +201,15 @@ impl BackendTask {
                     if probe_at.is_some_and(|t| t <= Instant::now()) {
                         let (kind, addr, timeout) = (self.health.kind.clone(), self.slot.addr, self.health.timeout);
                         probe = Some(Box::pin(async move { health::probe(&kind, addr, timeout).await }));
-                        continue;
+                        // Balancer connects that timed out before this probe
+                        // make its result decisive (`State::Running::suspect`).
+                        if !self.slot.take_timeout() {
+                            continue;
+                        }
+                        Event::ConnectTimedOut
+                    } else {
+                        Event::Tick
                     }
-                    Event::Tick
                 }
             };
             action = self.machine.step(ev, std::time::Instant::now());

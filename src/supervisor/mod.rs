@@ -32,7 +32,7 @@ mod shutdown_tests;
 pub mod state;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -326,7 +326,7 @@ async fn wait_ready(
 }
 
 /// The command line for one backend.
-fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
+fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
     match &config.backend {
         BackendCommand::Builtin => Launch {
             program: exe.to_path_buf(),
@@ -366,5 +366,53 @@ fn launch_for(config: &Config, exe: &std::path::Path, port: u16) -> Launch {
                 die_with_parent: false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(env: &[(&str, &str)]) -> Config {
+        Config {
+            backend: BackendCommand::Command {
+                program: "python3".into(),
+                args: vec!["server.py".into(), "{port}".into()],
+                cwd: "/srv".into(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            ..Config::default()
+        }
+    }
+
+    /// The value a child sees: the last setting of `key` wins.
+    fn env_of(l: &Launch, key: &str) -> Option<String> {
+        l.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_custom_command_runs_under_guard_with_a_lifeline_and_no_parent_death_signal() {
+        let l = launch_for(&custom(&[]), Path::new("/bin/fleet"), 9003);
+        assert_eq!(l.program, Path::new("/bin/fleet"));
+        assert_eq!(l.args, ["guard", "--", "python3", "server.py", "9003"]);
+        assert!(l.lifeline && !l.die_with_parent);
+        let builtin = launch_for(&Config::default(), Path::new("/bin/fleet"), 9003);
+        assert!(builtin.lifeline && builtin.die_with_parent);
+    }
+
+    #[test]
+    fn python_is_unbuffered_unless_backend_env_says_otherwise() {
+        let exe = Path::new("/bin/fleet");
+        let l = launch_for(&custom(&[]), exe, 9003);
+        assert_eq!(env_of(&l, "PYTHONUNBUFFERED").as_deref(), Some("1"));
+        let l = launch_for(&custom(&[("PYTHONUNBUFFERED", "")]), exe, 9003);
+        assert_eq!(env_of(&l, "PYTHONUNBUFFERED").as_deref(), Some(""));
     }
 }

@@ -345,6 +345,13 @@ fn bench_csv_and_markdown_have_the_lab_shape() {
     assert!(
         table
             .stdout
+            .contains("Time per request: ab's \"mean, across all concurrent requests\""),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
             .lines()
             .any(|l| l.trim_start().starts_with("5 ")),
         "{}",

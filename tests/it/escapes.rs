@@ -100,7 +100,7 @@ fn a_sigstopped_supervisor_is_taken_down_by_down_with_a_timeout() {
     let _cleanup = PidGuard(procs.clone());
     kill(f.supervisor, Signal::SIGSTOP);
     let t0 = std::time::Instant::now();
-    let out = f.fleet(&["down", "--timeout", "2"]);
+    let out = f.fleet(&["down", "--timeout", "2s"]);
     let took = t0.elapsed();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -140,7 +140,7 @@ fn another_user_is_told_permission_denied_not_no_fleet() {
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
         .expect("a nobody user");
-    for args in [&["status"][..], &["down", "--timeout", "2"], &["logs"]] {
+    for args in [&["status"][..], &["down", "--timeout", "2s"], &["logs"]] {
         let out = std::process::Command::new(FLEET)
             .args(args)
             .env("FLEET_STATE_DIR", f.scratch.state())

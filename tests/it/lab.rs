@@ -42,8 +42,9 @@ fn with_the_shipped_lab_example_it_starts_and_stays_in_rotation_under_20_clients
         "the shipped fleet.yaml shows the lab's health path"
     );
     // The shipped example's health section, with the lab's path.
+    // Four backends, as in the lab: 20 clients are about one backlog's worth each.
     let f = Fleet::start(
-        2,
+        4,
         &format!(
             "{}health:\n  path: /page.html\n  interval: 1s\n  timeout: 500ms\n",
             lab_backend()

@@ -502,3 +502,42 @@ fn a_closed_stderr_does_not_kill_a_foreground_fleet() {
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// bin/runserver.sh: extra arguments override its defaults (not "cannot be
+/// used multiple times"), and the binary it builds is looked up under
+/// CARGO_TARGET_DIR. A stand-in `cargo` (that builds nothing) keeps it fast.
+#[test]
+fn runserver_sh_takes_overrides_and_honours_cargo_target_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let target = s.path().join("tgt");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::os::unix::fs::symlink(FLEET, target.join("release/fleet")).unwrap();
+    let bin = s.path().join("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let cargo = bin.join("cargo");
+    std::fs::write(&cargo, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = free_ports(3);
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/bin/runserver.sh"))
+        .args(["--backends", "2", &format!("--base-port={}", p[0])])
+        .args(["--listen", &format!("127.0.0.1:{}", p[2]), "--www", "www"])
+        .current_dir(s.path())
+        .env("FLEET_STATE_DIR", s.state())
+        .env("CARGO_TARGET_DIR", &target)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env_remove("FLEET")
+        .output()
+        .unwrap();
+    let mut f = Fleet::adopt(s, p[..2].to_vec(), p[2]);
+    assert!(out.status.success(), "{}", text(&out));
+    let st = f.status();
+    f.supervisor = st["pid"].as_u64().unwrap() as u32;
+    let ports: Vec<u64> = st["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, vec![u64::from(p[0]), u64::from(p[1])]);
+}
