@@ -8,6 +8,12 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Up(#[from] crate::commands::up::UpError),
+    #[error(transparent)]
+    Control(#[from] crate::control::client::ControlError),
+    #[error(transparent)]
+    Down(#[from] crate::commands::down::DownError),
+    #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
     #[error(transparent)]
     Guard(#[from] crate::guard::GuardError),
@@ -21,6 +27,9 @@ impl Error {
     /// The exit code documented in the README for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Up(e) => e.exit_code(),
+            Error::Control(e) => e.exit_code(),
+            Error::Down(e) => e.exit_code(),
             Error::Worker(e) => e.exit_code(),
             Error::Guard(e) => e.exit_code(),
             Error::Logs(e) => e.exit_code(),
@@ -30,15 +39,20 @@ impl Error {
 
     /// The message and its causes on one line: `cannot read x: permission denied`.
     pub fn to_line(&self) -> String {
-        let mut line = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            line.push_str(": ");
-            line.push_str(&c.to_string());
-            cause = c.source();
-        }
-        line
+        line(self)
     }
+}
+
+/// An error and its causes on one line, each after `: `.
+pub(crate) fn line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 #[cfg(test)]

@@ -25,9 +25,15 @@ fn main() -> ExitCode {
         .log_internal_errors(false)
         .init();
     let result: Result<u8, fleet::Error> = match cli.command {
-        Command::Up(a) => Ok(fleet::commands::up::run(a)),
-        Command::Status(a) => Ok(fleet::commands::status::run(a)),
-        Command::Down(a) => Ok(fleet::commands::down::run(a)),
+        Command::Up(a) => fleet::commands::up::run(a)
+            .map(|()| exit::OK)
+            .map_err(Into::into),
+        Command::Status(a) => fleet::commands::status::run(a)
+            .map(|()| exit::OK)
+            .map_err(Into::into),
+        Command::Down(a) => fleet::commands::down::run(a)
+            .map(|()| exit::OK)
+            .map_err(Into::into),
         Command::Logs(a) => fleet::commands::logs::run(a)
             .map(|()| exit::OK)
             .map_err(Into::into),

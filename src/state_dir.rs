@@ -39,7 +39,7 @@ pub enum StateError {
         "a fleet is already running from state dir {dir} (pid {pid}); stop it with `fleet down` or use another --state-dir"
     )]
     AlreadyRunning { dir: PathBuf, pid: String },
-    #[error("state dir {dir}: {source}")]
+    #[error("state dir {}", dir.display())]
     Io { dir: PathBuf, source: io::Error },
     #[error(
         "control socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows; use a shorter --state-dir"

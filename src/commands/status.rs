@@ -5,39 +5,26 @@ use comfy_table::{Table, presets};
 use crate::cli::StatusArgs;
 use crate::control::client::{self, ControlError};
 use crate::control::protocol::FleetStatus;
-use crate::exit;
 use crate::state_dir::StateDir;
 
-pub fn run(args: StatusArgs) -> u8 {
+/// Print the running fleet; no fleet is an error (exit 3, see
+/// `ControlError::exit_code`).
+pub fn run(args: StatusArgs) -> Result<(), ControlError> {
     let state = StateDir::new(args.state.resolve());
-    match client::status(&state) {
-        Ok(s) if args.json => {
-            crate::outln!(
-                "{}",
-                serde_json::to_string_pretty(&s).expect("status serializes")
-            );
-            exit::OK
+    let s = client::status(&state).inspect_err(|e| {
+        if let Some(note) = e.note() {
+            eprintln!("fleet: {note}");
         }
-        Ok(s) => {
-            crate::outln!("{}", render(&s).trim_end());
-            exit::OK
-        }
-        Err(ControlError::NotRunning { dir, note }) => {
-            if let Some(n) = note {
-                eprintln!("fleet: {n}");
-            }
-            eprintln!("fleet: no fleet is running in {dir} (start one with `fleet up`)");
-            exit::NOT_RUNNING
-        }
-        Err(e @ ControlError::CannotRead { .. }) => {
-            eprintln!("fleet: {e}");
-            exit::UNREADABLE
-        }
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            exit::FAILURE
-        }
+    })?;
+    if args.json {
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("status serializes")
+        );
+    } else {
+        crate::outln!("{}", render(&s).trim_end());
     }
+    Ok(())
 }
 
 /// The human view: a summary line, one row per backend, then the reasons

@@ -11,7 +11,7 @@ use crate::state_dir::{Holder, StateDir};
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// No supervisor runs in this state dir (`note` says what stale state was removed).
-    #[error("no fleet is running in {dir}")]
+    #[error("no fleet is running in {dir} (start one with `fleet up`)")]
     NotRunning { dir: String, note: Option<String> },
     /// The state dir exists but cannot be read: whether a fleet runs is unknown.
     #[error(
@@ -37,6 +37,28 @@ pub enum ControlError {
     Remote(String),
     #[error("unexpected reply from the supervisor: {0}")]
     Protocol(String),
+}
+
+impl ControlError {
+    /// 3 when no fleet runs, 4 when whether one runs cannot be read, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ControlError::NotRunning { .. } => crate::exit::NOT_RUNNING,
+            ControlError::CannotRead { .. } => crate::exit::UNREADABLE,
+            ControlError::Unreachable { .. }
+            | ControlError::Remote(_)
+            | ControlError::Protocol(_) => crate::exit::FAILURE,
+        }
+    }
+
+    /// What stale state was cleaned up on the way, if anything: a note for
+    /// the user, not part of the failure.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            ControlError::NotRunning { note, .. } => note.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Send one request and read one reply. `timeout` bounds each read.
