@@ -95,7 +95,8 @@ pub use error::Error;
 mod layout {
     use std::path::Path;
 
-    /// `a::b` for `src/a/b.rs` and `src/a/b/mod.rs`; tests and `lib` itself
+    /// `a::b` for `src/a/b.rs` and `src/a/b/mod.rs`; test modules (`tests`,
+    /// `*_tests`) and `lib` itself
     /// are not modules a newcomer looks for.
     fn modules(dir: &Path, prefix: &str, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -109,7 +110,7 @@ mod layout {
             if path.is_dir() {
                 out.push(full.clone());
                 modules(&path, &full, out);
-            } else if !matches!(name.as_str(), "mod" | "lib" | "tests") {
+            } else if !(matches!(name.as_str(), "mod" | "lib") || name.ends_with("tests")) {
                 out.push(full);
             }
         }
