@@ -12,7 +12,7 @@ Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG fil
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
 #[derive(Debug, Parser)]
-#[command(name = "fleet", version, about, after_help = AFTER_HELP)]
+#[command(name = "fleet", version, about, after_help = format!("{}\n\n{AFTER_HELP}", crate::help::FLEET))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,17 +21,39 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the workers and the load balancer (foreground unless -d).
+    #[command(after_help = crate::help::UP)]
     Up(UpArgs),
     /// Show the running fleet.
+    #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
+    #[command(after_help = crate::help::DOWN)]
     Down(DownArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
+    #[command(after_help = crate::help::SERVE)]
     Serve(crate::worker::ServeArgs),
     /// Show backend output captured by the supervisor.
+    #[command(after_help = crate::help::LOGS)]
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
     Bench(BenchArgs),
+    /// Write a commented fleet.yaml and a starter www/ into the current directory.
+    #[command(after_help = crate::help::INIT)]
+    Init,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = crate::help::COMPLETIONS)]
+    Completions(CompletionsArgs),
+    /// Turn this fleet into systemd units or Kubernetes manifests.
+    // `up`'s flags describe the fleet; -d and --state-dir mean nothing here.
+    #[command(
+        after_help = crate::help::EXPORT,
+        mut_arg("detach", |a| a.hide(true)),
+        mut_arg("state_dir", |a| a.hide(true))
+    )]
+    Export(ExportArgs),
+    /// Write the man page (to stdout, or one page per subcommand into -o DIR).
+    #[command(after_help = crate::help::MAN)]
+    Man(ManArgs),
     /// Internal: run a custom backend command tied to the supervisor's lifeline.
     #[command(hide = true)]
     Guard(GuardArgs),
@@ -40,18 +62,13 @@ pub enum Command {
 /// Where the fleet keeps its pid file, control socket and logs.
 #[derive(Debug, Clone, Args)]
 pub struct StateDirArg {
-    /// State directory [default: ./.fleet]
+    /// State directory [default: the nearest .fleet in this or a parent directory; ./.fleet for `up`]
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
-impl StateDirArg {
-    pub fn resolve(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::state_dir::DEFAULT))
-    }
-}
+// `resolve` (the nearest `.fleet`, for commands that talk to a fleet) and
+// `for_up` (where `fleet up` creates one) live in `crate::discover`.
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
@@ -64,12 +81,16 @@ pub struct UpArgs {
     /// First backend port; backends use PORT..PORT+N-1 [default: 9002]
     #[arg(long, value_name = "PORT")]
     pub base_port: Option<u32>,
-    /// Balancer address; port 0 lets the OS choose [default: 127.0.0.1:44444]
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Balancer address; a bare PORT means 127.0.0.1:PORT, port 0 lets the OS choose [default: 127.0.0.1:44444]
+    #[arg(long, value_name = "ADDR:PORT|PORT")]
     pub listen: Option<String>,
-    /// Directory the built-in worker serves [default: ./www]
+    /// Directory the built-in worker serves [default: ./www; the built-in page if there is none]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// A remote backend to balance beside the local ones (repeatable; replaces
+    /// fleet.yaml's upstreams). With upstreams, --backends 0 runs none locally
+    #[arg(long = "upstream", value_name = "HOST:PORT")]
+    pub upstreams: Vec<String>,
     /// Return once the fleet is ready and keep it running in the background
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -136,7 +157,7 @@ request (the rest are skipped), the target could not be resolved, or Ctrl-C stop
 (the rows measured so far are still printed); 2 usage error (bad URL, bad flag, unreadable --compare).";
 
 #[derive(Debug, Clone, Args)]
-#[command(after_help = BENCH_AFTER_HELP)]
+#[command(after_help = format!("{BENCH_AFTER_HELP}\n\n{}", crate::help::BENCH))]
 pub struct BenchArgs {
     /// Target URL [default: the running fleet's balancer, /page.html]
     pub url: Option<String>,
@@ -177,10 +198,76 @@ pub struct BenchArgs {
     pub state: StateDirArg,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// What to export for
+    #[arg(value_enum)]
+    pub target: ExportTarget,
+    /// Write the files into DIR instead of printing them
+    #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// systemd: the fleet executable the units run (absolute) [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+    /// kubernetes: the container image; it must have `fleet` on its PATH (or
+    /// the backend.command's program)
+    #[arg(long, value_name = "IMAGE", default_value = "fleet:latest")]
+    pub image: String,
+    /// The fleet to export: the same file and flags as `fleet up`
+    #[command(flatten)]
+    pub fleet: UpArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportTarget {
+    /// fleet-backend@.service (one backend per port), fleet.service (the whole
+    /// fleet), fleet-balancer.service (the balancer in front of the backend units)
+    Systemd,
+    /// A Deployment (one pod per backend), a Service, and the www content
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write fleet.1 and one page per subcommand (fleet-up.1, ...) into DIR
+    /// instead of printing fleet.1
+    #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchFormat {
     Table,
     Markdown,
     Csv,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_has_examples() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for sub in cli.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Examples:"),
+                "`fleet {}` has no examples in --help",
+                sub.get_name()
+            );
+        }
+    }
 }

@@ -14,7 +14,13 @@
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
-//!   `commands::down`, `commands::logs`.
+//!   `commands::down`, `commands::logs`; and the ones that do not:
+//!   `commands::init` (a starter fleet.yaml and www/), `commands::export`
+//!   (`commands::export::systemd` units, `commands::export::kubernetes`
+//!   manifests), `commands::completions`, `commands::man`.
+//! - `help`: the examples at the end of every subcommand's `--help`.
+//! - `discover`: which fleet a command means: the nearest `.fleet` in this or
+//!   a parent directory.
 //!
 //! Configuration and shared helpers
 //! - `config`: fleet.yaml + flags -> a validated `Config`: `config::raw`
@@ -34,7 +40,8 @@
 //!   state machine; `supervisor::backend` the task per backend that executes
 //!   its actions; `supervisor::health` the probes; `supervisor::output` each
 //!   backend's log files (writing, size cap, rotation); `supervisor::orphans`
-//!   what keeps workers from outliving the supervisor.
+//!   what keeps workers from outliving the supervisor; `supervisor::upstream`
+//!   the task per remote backend (no process, only health checks).
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the
 //!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
 //!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`).
@@ -48,6 +55,7 @@
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
 //!   flags), `worker::handler` (request -> response), `worker::path` (which
 //!   targets may name a file), `worker::files` (the file cache),
+//!   `worker::embedded` (the built-in page, served without a www),
 //!   `worker::body` (response bodies).
 //!
 //! The load generator (`fleet bench`)
@@ -76,11 +84,13 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod discover;
 pub mod duration;
 mod error;
 pub mod exit;
 pub mod fd_limit;
 pub mod guard;
+mod help;
 pub mod idle;
 pub mod listener;
 pub mod ports;

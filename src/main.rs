@@ -41,6 +41,10 @@ fn main() -> ExitCode {
         Command::Bench(a) => fleet::bench::run(&a).map(|()| exit::OK).map_err(Into::into),
         // The guard's own exit code is its command's.
         Command::Guard(a) => fleet::guard::run(a).map_err(Into::into),
+        Command::Init => Ok(fleet::commands::init::run()),
+        Command::Completions(a) => Ok(fleet::commands::completions::run(a)),
+        Command::Man(a) => Ok(fleet::commands::man::run(a)),
+        Command::Export(a) => Ok(fleet::commands::export::run(a)),
     };
     // The one place a command's failure is printed and given its exit code.
     match result {

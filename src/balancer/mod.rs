@@ -13,7 +13,10 @@
 //! closes before answering anything — it was killed while the request was in
 //! its backlog or in flight — and the request is an idempotent HTTP method,
 //! the same bytes are replayed on the next backend (HAProxy's `retry-on
-//! empty-response`, for a TCP proxy). So a worker crash costs clients
+//! empty-response`, for a TCP proxy). The same happens when the backend
+//! leaves rotation (health checks, or another connection's failure) while
+//! the request waits for its answer: a remote host cut off from the network
+//! answers nothing, not even a reset. So a worker crash costs clients
 //! latency, not errors. Past the first response byte the connection is
 //! spliced with `copy_bidirectional` and a crash is the client's to see.
 //!
@@ -118,7 +121,8 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
     let deadline = Instant::now() + NO_BACKEND_WAIT;
-    let mut tried: Vec<u16> = Vec::new();
+    // Identity is the address: two upstreams on different hosts may share a port.
+    let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
@@ -132,7 +136,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
             tried.clear();
             continue;
         };
-        tried.push(slot.port);
+        tried.push(slot.addr);
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
@@ -151,6 +155,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         let _guard = slot.connection();
         let mut backend = Tracked::new(&mut backend, &activity);
         match first_exchange(
+            &slot,
             &mut client,
             &mut backend,
             &mut request,
@@ -176,20 +181,20 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
                 continue;
             }
             FirstExchange::BackendFailed => {
-                debug!(target: "balancer", %peer, backend = slot.port, "backend closed before answering a request that cannot be replayed");
+                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed");
                 return;
             }
         }
     }
 }
 
-fn next_untried<'a>(pool: &'a Pool, tried: &[u16]) -> Option<&'a Arc<Slot>> {
-    pool.candidates().find(|s| !tried.contains(&s.port))
+fn next_untried<'a>(pool: &'a Pool, tried: &[SocketAddr]) -> Option<&'a Arc<Slot>> {
+    pool.candidates().find(|s| !tried.contains(&s.addr))
 }
 
 fn passive_failure(slot: &Slot, why: &str) {
     if slot.routable() {
-        warn!(target: "balancer", backend = slot.port, reason = why, "backend failed; taking it out of rotation");
+        warn!(target: "balancer", backend = %slot.addr, reason = why, "backend failed; taking it out of rotation");
     }
     slot.report_failure();
 }
@@ -211,7 +216,12 @@ async fn wait_for_routable(
 
 /// Send the kept request, then forward the client's further bytes (keeping
 /// them while they fit) until the backend's first bytes arrive.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the connection's state, borrowed for one phase; the http balancer replaces this"
+)]
 async fn first_exchange(
+    slot: &Slot,
     client: &mut Tracked<'_, TcpStream>,
     backend: &mut Tracked<'_, &mut TcpStream>,
     request: &mut Vec<u8>,
@@ -227,8 +237,15 @@ async fn first_exchange(
         return FirstExchange::BackendFailed;
     }
     let mut chunk = [0u8; UP_BUF];
+    // A backend that leaves rotation (failed probes, or another connection's
+    // failure) while this request waits for its answer is given up on, and a
+    // replayable request goes to the next one: a host whose link was cut
+    // drops the answer without a reset, which nothing else would notice.
+    let gone = slot.out_of_rotation();
+    tokio::pin!(gone);
     loop {
         tokio::select! {
+            () = &mut gone, if *replayable => return FirstExchange::BackendFailed,
             r = backend.read(response) => return match r {
                 Ok(n) if n > 0 => FirstExchange::Answered(n),
                 _ => FirstExchange::BackendFailed,

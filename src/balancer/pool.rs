@@ -30,7 +30,12 @@ use crate::control::protocol::{BackendStatus, ExitInfo};
 #[derive(Debug)]
 pub struct Slot {
     pub port: u16,
+    /// Where the balancer connects; a slot's identity (an upstream's port
+    /// alone is not unique).
     pub addr: SocketAddr,
+    /// An upstream's name as configured (`lab-pc-2:9002`); `None` for a
+    /// local backend, which is known by its port.
+    pub upstream: Option<String>,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
     /// Proxied connections open now / ever, kept where the balancer touches them.
@@ -39,6 +44,9 @@ pub struct Slot {
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
+    /// Woken when it leaves rotation, for requests still waiting on its
+    /// first response byte (a host cut off answers nothing, not even a reset).
+    left_rotation: Notify,
     /// A connect timed out since the owner last looked: a hint, not a
     /// verdict (a full listen backlog is busy, not dead), which the owner
     /// weighs with its next probe result.
@@ -63,10 +71,12 @@ impl Slot {
         let slot = Slot {
             port,
             addr,
+            upstream: None,
             routable: AtomicBool::new(false),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             passive: tx,
+            left_rotation: Notify::new(),
             timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
@@ -74,6 +84,13 @@ impl Slot {
                 ..SlotStatus::default()
             }),
         };
+        (slot, rx)
+    }
+
+    /// A remote backend: no process, only health checks (`supervisor::upstream`).
+    pub fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+        let (mut slot, rx) = Slot::new(addr.port(), addr);
+        slot.upstream = Some(name);
         (slot, rx)
     }
 
@@ -85,7 +102,19 @@ impl Slot {
     /// owner know.
     pub fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
+        self.left_rotation.notify_waiters();
         let _ = self.passive.try_send(());
+    }
+
+    /// Completes once this backend is out of rotation (at once if it is).
+    pub async fn out_of_rotation(&self) {
+        loop {
+            let notified = self.left_rotation.notified();
+            if !self.routable() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Balancer: a connect timed out. The backend stays in rotation; its
@@ -106,6 +135,9 @@ impl Slot {
             .lock()
             .expect("status lock is never poisoned: no panics while held") = status;
         self.routable.store(routable, Ordering::Release);
+        if !routable {
+            self.left_rotation.notify_waiters();
+        }
     }
 
     pub fn status(&self) -> BackendStatus {
@@ -116,6 +148,7 @@ impl Slot {
             .clone();
         BackendStatus {
             port: self.port,
+            address: self.upstream.clone(),
             pid: s.pid,
             state: s.state.to_string(),
             healthy: self.routable(),

@@ -1,7 +1,11 @@
 //! One module per subcommand: parse-level glue that turns arguments into calls
 //! on the library and errors into one-line messages and exit codes.
+pub mod completions;
 pub mod down;
+pub mod export;
+pub mod init;
 pub mod logs;
+pub mod man;
 pub mod status;
 pub mod up;
 

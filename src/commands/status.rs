@@ -57,8 +57,10 @@ pub fn render(s: &FleetStatus) -> String {
         "LAST EXIT",
     ]);
     for b in &s.backends {
+        // An upstream is known by its address; it has no pid and no restarts.
+        let upstream = b.address.is_some();
         t.add_row([
-            b.port.to_string(),
+            b.address.clone().unwrap_or_else(|| b.port.to_string()),
             b.pid.map_or("-".into(), |p| p.to_string()),
             b.state.clone(),
             if b.healthy { "healthy" } else { "unhealthy" }.into(),
@@ -67,7 +69,11 @@ pub fn render(s: &FleetStatus) -> String {
             } else {
                 "-".into()
             },
-            b.restarts.to_string(),
+            if upstream {
+                "-".into()
+            } else {
+                b.restarts.to_string()
+            },
             b.active_connections.to_string(),
             b.total_connections.to_string(),
             b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
@@ -77,7 +83,10 @@ pub fn render(s: &FleetStatus) -> String {
     out.push('\n');
     for b in &s.backends {
         if let Some(r) = &b.reason {
-            out.push_str(&format!("backend {} is {}: {r}\n", b.port, b.state));
+            match &b.address {
+                Some(a) => out.push_str(&format!("upstream {a} is unhealthy: {r}\n")),
+                None => out.push_str(&format!("backend {} is {}: {r}\n", b.port, b.state)),
+            }
         }
     }
     out

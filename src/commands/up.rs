@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::UpArgs;
-use crate::config::{self, BackendCommand, Config, ConfigError};
+use crate::config::{self, BackendCommand, Config, ConfigError, Www};
 use crate::exit;
 use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness};
@@ -126,7 +126,10 @@ struct Report {
 
 pub fn run(args: UpArgs) -> Result<(), UpError> {
     let config = config::load(&args)?;
-    let state = StateDir::new(args.state.resolve());
+    if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
+        announce_embedded(&args);
+    }
+    let state = StateDir::new(args.state.for_up());
     if args.detach && !args.detached_child {
         return launch_detached(&state);
     }
@@ -141,6 +144,17 @@ pub fn run(args: UpArgs) -> Result<(), UpError> {
         Reporter::Terminal
     };
     start(config, state, &reporter).inspect_err(|e| reporter.fail(e))
+}
+
+/// Say once, where the user sees it, that the workers serve the built-in page.
+fn announce_embedded(args: &UpArgs) {
+    let msg = "no www directory: the workers serve fleet's built-in page (/ and /page.html); \
+               `fleet init` writes a starter www/ and fleet.yaml";
+    if args.detach && !args.detached_child {
+        eprintln!("fleet: {msg}");
+    } else {
+        info!(target: "supervisor", "{msg}");
+    }
 }
 
 /// Where start-up results go: the terminal, or the detached child's pipe.
@@ -203,8 +217,11 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), UpE
     let entered = runtime.enter();
     let checked = (|| {
         raise_fd_limit(config.balancer.max_connections)?;
-        if config.backend == BackendCommand::Builtin && !config.www.is_dir() {
-            return Err(UpError::NoWww(config.www.clone()));
+        if config.backend == BackendCommand::Builtin
+            && let Www::Dir(dir) = &config.www
+            && !dir.is_dir()
+        {
+            return Err(UpError::NoWww(dir.clone()));
         }
         let balancer = listener::bind(config.listen).map_err(|e| {
             let e = listener::BindError::new(config.listen, e);

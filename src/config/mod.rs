@@ -17,7 +17,9 @@
 //!   the same from any directory. `--www` is relative to the current
 //!   directory, like any path on a command line. With no file, defaults are
 //!   relative to the current directory.
-//! - `www` must be an existing directory only when the built-in worker runs.
+//! - `www` must be an existing directory only when the built-in worker runs,
+//!   and only when it is configured: with no `www:` or `--www` and no
+//!   `www/` where the default points, the workers serve the embedded page.
 //! - A key with no value (`backends:` or `~`) means the default.
 //! - Durations follow the one grammar of [`crate::duration`] (`250ms`, `1s`,
 //!   `2m`, `1m 30s`; a bare number is rejected as missing its unit), and
@@ -25,6 +27,10 @@
 //! - `health.timeout <= health.interval`: probes of one backend never overlap.
 //! - `restart.max_restarts >= 1`; "never restart" is `policy: never`.
 //! - `backend.env` may not set `PORT`: fleet sets it for each backend.
+//! - `upstreams` are `HOST:PORT`, resolved when the config is loaded (the
+//!   first address a name resolves to); `--upstream` flags replace the
+//!   file's list. No two may be the same address, none may be a local
+//!   backend's, and `backends: 0` is allowed only with at least one.
 
 mod error;
 mod raw;
@@ -35,6 +41,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::worker::Www;
 pub use error::ConfigError;
 
 use crate::cli::UpArgs;
@@ -53,23 +60,36 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The validated configuration of one fleet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Number of backends (>= 1).
+    /// Number of local backends (>= 1, or >= 0 when there are upstreams).
     pub backends: u16,
     /// Backends listen on `base_port .. base_port + backends` (checked to fit in u16).
     pub base_port: u16,
     /// The balancer's address; port 0 means "let the OS choose".
     pub listen: SocketAddr,
-    /// Directory the built-in worker serves (absolute; checked to exist
-    /// only when `backend` is `Builtin`).
-    pub www: PathBuf,
+    /// What the built-in worker serves: a directory (absolute; checked to
+    /// exist only when `backend` is `Builtin`), or the embedded page when no
+    /// www is configured and the default one does not exist.
+    pub www: Www,
     /// What each backend runs.
     pub backend: BackendCommand,
     pub health: HealthConfig,
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
     pub balancer: BalancerConfig,
+    /// Remote backends, balanced beside the local ones (or instead of them:
+    /// `backends` may be 0 when there are upstreams).
+    pub upstreams: Vec<Upstream>,
     /// The file this came from (absolute), if any.
     pub source: Option<PathBuf>,
+}
+
+/// A backend fleet does not run: an address it balances to and health-checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written (`lab-pc-2:9002`): its name in status and logs.
+    pub name: String,
+    /// Resolved once, when the config is loaded.
+    pub addr: SocketAddr,
 }
 
 /// The program a backend runs.
@@ -148,7 +168,7 @@ impl Default for Config {
             backends: 4,
             base_port: 9002,
             listen: SocketAddr::from(([127, 0, 0, 1], 44444)),
-            www: PathBuf::from("www"),
+            www: Www::Dir(PathBuf::from(crate::worker::DEFAULT_WWW)),
             backend: BackendCommand::Builtin,
             health: HealthConfig {
                 kind: HealthKind::Http {
@@ -175,6 +195,7 @@ impl Default for Config {
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
             },
+            upstreams: Vec::new(),
             source: None,
         }
     }

@@ -182,6 +182,7 @@ pub(super) struct RawConfig {
     pub(super) restart: Option<Spanned<RawRestart>>,
     pub(super) shutdown: Option<Spanned<RawShutdown>>,
     pub(super) balancer: Option<Spanned<RawBalancer>>,
+    pub(super) upstreams: Option<Node>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -69,7 +69,7 @@ fn err(yaml: &str, flags: &[&str]) -> String {
 /// The lab defaults, with the paths `load` resolves.
 fn lab(dir: &Path, source: Option<&str>) -> Config {
     Config {
-        www: dir.join("www"),
+        www: Www::Dir(dir.join("www")),
         source: source.map(|s| dir.join(s)),
         ..Config::default()
     }
@@ -333,7 +333,7 @@ fn flags_override_file() {
     let c = d.write("fleet.yaml", yaml).load(&flags).unwrap();
     assert_eq!((c.backends, c.base_port), (3, 9200));
     assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
-    assert_eq!(c.www, d.path().join("other"));
+    assert_eq!(c.www, Www::Dir(d.path().join("other")));
 }
 
 #[test]
@@ -347,11 +347,11 @@ fn file_overrides_defaults() {
 fn file_is_validated_despite_flag_override() {
     assert_eq!(
         err("backends: 0\n", &["--backends", "4"]),
-        "fleet.yaml:1: backends: must be at least 1 (got 0)"
+        "fleet.yaml:1: backends: must be at least 1 when there are no upstreams (got 0)"
     );
     assert_eq!(
         err("listen: nowhere\n", &["--listen", "127.0.0.1:1"]),
-        "fleet.yaml:1: listen: 'nowhere' is not an ADDR:PORT address such as 127.0.0.1:44444"
+        "fleet.yaml:1: listen: 'nowhere' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT"
     );
 }
 
@@ -393,7 +393,7 @@ fn paths_from_file_are_relative_to_the_file() {
         "www: site\nbackend:\n  command: [x]\n  cwd: app\n",
     );
     let c = d.load(&["-f", "conf/fleet.yaml"]).unwrap();
-    assert_eq!(c.www, d.path().join("conf/site"));
+    assert_eq!(c.www, Www::Dir(d.path().join("conf/site")));
     assert_eq!(c.source, Some(d.path().join("conf/fleet.yaml")));
     let BackendCommand::Command { cwd, .. } = &c.backend else {
         panic!("builtin")
@@ -409,7 +409,7 @@ fn default_www_is_relative_to_the_file() {
         .write("conf/fleet.yaml", "")
         .load(&["-f", "conf/fleet.yaml"])
         .unwrap();
-    assert_eq!(c.www, d.path().join("conf/www"));
+    assert_eq!(c.www, Www::Dir(d.path().join("conf/www")));
 }
 
 #[test]
@@ -420,15 +420,14 @@ fn www_flag_is_relative_to_the_current_dir() {
     let c = d
         .load(&["-f", "conf/fleet.yaml", "--www", "./site"])
         .unwrap();
-    assert_eq!(c.www, d.path().join("site"));
+    assert_eq!(c.www, Www::Dir(d.path().join("site")));
 }
 
 #[test]
 fn paths_in_config_are_absolute() {
     let d = Dir::new();
     let c = d.write("fleet.yaml", "www: ./www/.\n").load(&[]).unwrap();
-    assert!(c.www.is_absolute());
-    assert_eq!(c.www, d.path().join("www"));
+    assert_eq!(c.www, Www::Dir(d.path().join("www")));
     assert!(c.source.unwrap().is_absolute());
 }
 
@@ -443,7 +442,7 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         "backends_zero_is_rejected",
         "backends: 0\n",
         &[],
-        "fleet.yaml:1: backends: must be at least 1 (got 0)",
+        "fleet.yaml:1: backends: must be at least 1 when there are no upstreams (got 0)",
     ),
     (
         "backends_past_cap_is_rejected",
@@ -455,7 +454,7 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         "backends_flag_zero_is_rejected",
         "",
         &["--backends", "0"],
-        "--backends: must be at least 1 (got 0)",
+        "--backends: must be at least 1 when there are no upstreams (got 0)",
     ),
     (
         "backends_fraction_is_rejected",
@@ -504,19 +503,19 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         "malformed_listen_is_rejected",
         "listen: localhost\n",
         &[],
-        "fleet.yaml:1: listen: 'localhost' is not an ADDR:PORT address such as 127.0.0.1:44444",
+        "fleet.yaml:1: listen: 'localhost' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT",
     ),
     (
-        "listen_port_alone_is_rejected_with_hint",
-        "listen: 44444\n",
+        "listen_port_alone_out_of_range_is_rejected",
+        "listen: 70000\n",
         &[],
-        "fleet.yaml:1: listen: expected ADDR:PORT, got 44444 (write 127.0.0.1:44444)",
+        "fleet.yaml:1: listen: port 70000 is out of range (0-65535)",
     ),
     (
         "listen_flag_malformed_is_rejected",
         "",
-        &["--listen", "44444"],
-        "--listen: '44444' is not an ADDR:PORT address such as 127.0.0.1:44444",
+        &["--listen", "nowhere:x"],
+        "--listen: 'nowhere:x' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT",
     ),
     (
         "negative_duration_is_rejected",
@@ -839,15 +838,6 @@ fn count_past_u32_is_rejected() {
 // --- rejected values: words and paths -----------------------------------------------
 
 #[test]
-fn missing_default_www_is_rejected_with_advice() {
-    let d = tempfile::tempdir().unwrap();
-    assert_eq!(
-        load_in(&up(&[]), d.path()).unwrap_err().to_string(),
-        "www: directory www does not exist (create it, set www: in fleet.yaml, or pass --www DIR)"
-    );
-}
-
-#[test]
 fn www_from_another_dir_shows_where_it_looked() {
     let d = Dir::new();
     d.write("conf/fleet.yaml", "www: site\n");
@@ -882,7 +872,7 @@ fn www_is_not_required_with_a_custom_command() {
     )
     .unwrap();
     let c = load_in(&up(&[]), d.path()).unwrap();
-    assert_eq!(c.www, d.path().join("gone"));
+    assert_eq!(c.www, Www::Dir(d.path().join("gone")));
 }
 
 #[test]
@@ -981,7 +971,7 @@ fn explicit_file_path_is_shown_as_given() {
     let e = d.load(&["-f", given.to_str().unwrap()]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "sub/my.yaml:1: backends: must be at least 1 (got 0)"
+        "sub/my.yaml:1: backends: must be at least 1 when there are no upstreams (got 0)"
     );
 }
 
@@ -1002,6 +992,132 @@ fn health_path_defaults_to_the_builtin_endpoint_and_to_root_for_a_command() {
     assert_eq!(custom.health.kind, HealthKind::Http { path: "/".into() });
     let set = load_yaml("health:\n  path: /up\n", &[]).unwrap();
     assert_eq!(set.health.kind, HealthKind::Http { path: "/up".into() });
+}
+
+// --- upstreams ----------------------------------------------------------------
+
+#[test]
+fn upstreams_are_resolved_and_keep_their_name() {
+    let c = load_yaml("upstreams: [\"127.0.0.2:80\", \"localhost:81\"]\n", &[]).unwrap();
+    assert_eq!(c.upstreams.len(), 2);
+    assert_eq!(c.upstreams[0].name, "127.0.0.2:80");
+    assert_eq!(c.upstreams[0].addr, "127.0.0.2:80".parse().unwrap());
+    assert_eq!(c.upstreams[1].name, "localhost:81");
+    assert_eq!(c.upstreams[1].addr.port(), 81);
+}
+
+#[test]
+fn upstream_flags_replace_the_files_list() {
+    let c = load_yaml(
+        "upstreams: [\"127.0.0.2:80\"]\n",
+        &["--upstream", "127.0.0.3:80", "--upstream", "127.0.0.4:80"],
+    )
+    .unwrap();
+    let names: Vec<&str> = c.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["127.0.0.3:80", "127.0.0.4:80"]);
+}
+
+#[test]
+fn zero_backends_are_allowed_with_upstreams() {
+    let c = load_yaml("backends: 0\nupstreams: [\"127.0.0.2:80\"]\n", &[]).unwrap();
+    assert_eq!(c.backends, 0);
+    assert_eq!(c.ports().count(), 0);
+    let d = Dir::new();
+    let c = d
+        .load(&["--backends", "0", "--upstream", "127.0.0.2:80"])
+        .unwrap();
+    assert_eq!(c.backends, 0);
+}
+
+#[test]
+fn upstream_without_a_port_is_rejected() {
+    assert_eq!(
+        err("upstreams: [\"lab-pc-2\"]\n", &[]),
+        "fleet.yaml:1: upstreams[0]: 'lab-pc-2' is not HOST:PORT (such as lab-pc-2:9002)"
+    );
+}
+
+#[test]
+fn upstream_with_port_zero_is_rejected() {
+    let d = Dir::new();
+    assert_eq!(
+        d.load(&["--upstream", "127.0.0.2:0"])
+            .unwrap_err()
+            .to_string(),
+        "--upstream: '127.0.0.2:0' is not HOST:PORT with a port from 1 to 65535"
+    );
+}
+
+#[test]
+fn upstream_that_does_not_resolve_is_rejected() {
+    let e = err("upstreams: [\"no-such-host.invalid:80\"]\n", &[]);
+    assert!(
+        e.starts_with("fleet.yaml:1: upstreams[0]: cannot resolve 'no-such-host.invalid:80'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn upstreams_that_are_not_a_list_are_rejected() {
+    assert_eq!(
+        err("upstreams: lab-pc-2:9002\n", &[]),
+        "fleet.yaml:1: upstreams: expected a list of HOST:PORT such as [\"lab-pc-2:9002\"], got 'lab-pc-2:9002'"
+    );
+}
+
+#[test]
+fn duplicate_upstreams_are_rejected() {
+    assert_eq!(
+        err("upstreams:\n  - 127.0.0.2:80\n  - 127.0.0.2:80\n", &[]),
+        "fleet.yaml:3: upstreams[1]: '127.0.0.2:80' is the same address as '127.0.0.2:80' (127.0.0.2:80)"
+    );
+}
+
+#[test]
+fn upstream_that_is_a_local_backend_is_rejected() {
+    assert_eq!(
+        err("upstreams: [\"127.0.0.1:9003\"]\n", &[]),
+        "fleet.yaml:1: upstreams[0]: '127.0.0.1:9003' is one of this fleet's own backends (ports 9002..9005)"
+    );
+}
+
+// --- listen: a bare port, and the embedded page -------------------------------
+
+#[test]
+fn listen_port_alone_means_loopback() {
+    let c = load_yaml("listen: 44444\n", &[]).unwrap();
+    assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 44444)));
+}
+
+#[test]
+fn listen_flag_port_alone_means_loopback() {
+    let d = Dir::new();
+    let c = d.load(&["--listen", "44444"]).unwrap();
+    assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 44444)));
+}
+
+#[test]
+fn missing_default_www_means_the_embedded_page() {
+    let d = tempfile::tempdir().unwrap();
+    assert_eq!(load_in(&up(&[]), d.path()).unwrap().www, Www::Embedded);
+}
+
+#[test]
+fn missing_default_www_beside_a_file_means_the_embedded_page() {
+    let d = Dir::new();
+    d.write("conf/fleet.yaml", "backends: 2\n");
+    let c = d.load(&["-f", "conf/fleet.yaml"]).unwrap();
+    assert_eq!(c.www, Www::Embedded);
+}
+
+#[test]
+fn default_www_that_is_a_file_is_rejected() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("www"), "not a dir").unwrap();
+    assert_eq!(
+        load_in(&up(&[]), d.path()).unwrap_err().to_string(),
+        "www: www is not a directory"
+    );
 }
 
 #[test]

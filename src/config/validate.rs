@@ -20,9 +20,11 @@ use serde_saphyr::Spanned;
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
     BackendCommand, BalancerConfig, Config, ConfigError, HealthConfig, HealthKind, MAX_BACKENDS,
-    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig,
+    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Upstream, Www,
 };
 use crate::cli::UpArgs;
+
+const NO_BACKENDS: &str = "must be at least 1 when there are no upstreams (got 0)";
 
 /// A file value and its dotted key from one spelling of the raw struct's
 /// field, so a key cannot be misspelt here: `entry!(h, health.interval)` is
@@ -232,50 +234,86 @@ pub(super) fn resolve(
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
     let balancer = balancer_section(&rep, &raw, &d.balancer)?;
+    let file_upstreams = raw
+        .upstreams
+        .as_ref()
+        .map(|node| upstream_list(&rep, node))
+        .transpose()?;
+    let flag_upstreams = args
+        .upstreams
+        .iter()
+        .map(|u| {
+            let from = Origin::Flag("--upstream");
+            resolve_upstream(u)
+                .map(|u| (from, u))
+                .map_err(|problem| rep.at(from, "--upstream", problem))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     // 4: the file as a whole must describe a possible fleet ...
     if let (Some(n), Some(p)) = (file_backends, file_base) {
         port_range(&rep, n, p)?;
     }
+    if let Some(n) = file_backends
+        && n.value == 0
+        && file_upstreams.as_ref().is_none_or(Vec::is_empty)
+    {
+        return Err(rep.at(n.from, "backends", NO_BACKENDS));
+    }
+    let upstreams = if args.upstreams.is_empty() {
+        file_upstreams.unwrap_or_default()
+    } else {
+        flag_upstreams
+    };
     // 3 + 4: ... and so must what will actually run.
     let backends = pick(flag_backends, file_backends, d.backends);
     let base_port = pick(flag_base, file_base, d.base_port);
     port_range(&rep, backends, base_port)?;
+    if backends.value == 0 && upstreams.is_empty() {
+        return Err(rep.at(backends.from, "backends", NO_BACKENDS));
+    }
+    check_upstreams(&rep, &upstreams, backends.value, base_port.value)?;
     let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
     listen_outside_backends(&rep, &listen, backends.value, base_port.value)?;
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
-    let www = pick(flag_www, file_www, d.www.clone());
+    let www = pick(
+        flag_www,
+        file_www,
+        PathBuf::from(crate::worker::DEFAULT_WWW),
+    );
     let www_base = match www.from {
         Origin::Flag(_) => cwd,
         Origin::Default | Origin::File(_) => base_dir.as_path(),
     };
     let www_abs = clean(&www_base.join(&www.value));
-    if backend == BackendCommand::Builtin {
-        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd).map_err(
-            |e| match e {
-                ConfigError::Default { key, problem } => ConfigError::Default {
-                    key,
-                    problem: format!(
-                        "{problem} (create it, set www: in fleet.yaml, or pass --www DIR)"
-                    ),
-                },
-                other => other,
-            },
-        )?;
+    // Runs anywhere: no www configured and none beside the file (or here)
+    // means the built-in page, not an error. A www that exists but cannot be
+    // read is still checked (cannot read is never "not there").
+    let embedded = backend == BackendCommand::Builtin
+        && www.from == Origin::Default
+        && matches!(std::fs::metadata(&www_abs), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if backend == BackendCommand::Builtin && !embedded {
+        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd)?;
     }
+    let www = if embedded {
+        Www::Embedded
+    } else {
+        Www::Dir(www_abs)
+    };
 
     Ok(Config {
         backends: backends.value,
         base_port: base_port.value,
         listen: listen.value,
-        www: www_abs,
+        www,
         backend,
         health,
         restart,
         shutdown,
         balancer,
+        upstreams: upstreams.into_iter().map(|(_, u)| u).collect(),
         source,
     })
 }
@@ -592,6 +630,108 @@ fn clean(p: &Path) -> PathBuf {
     p.components().collect()
 }
 
+// --- upstreams --------------------------------------------------------------
+
+/// `upstreams: ["host:port", ...]`, each resolved, with where it was written.
+fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)>, ConfigError> {
+    let items = match &node.value {
+        Value::Seq(items) => items,
+        Value::Null => return Ok(Vec::new()),
+        other => {
+            return Err(rep.at(
+                Origin::File(line_of(node)),
+                "upstreams",
+                format!(
+                    "expected a list of HOST:PORT such as [\"lab-pc-2:9002\"], got {}",
+                    other.describe()
+                ),
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = Origin::File(line_of(item));
+            let key = format!("upstreams[{i}]");
+            match &item.value {
+                Value::Str(s) => resolve_upstream(s)
+                    .map(|u| (at, u))
+                    .map_err(|problem| rep.at(at, &key, problem)),
+                other => Err(rep.at(
+                    at,
+                    &key,
+                    format!("expected HOST:PORT, got {}", other.describe()),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `HOST:PORT` -> the first address it resolves to. A blocking lookup, done
+/// once at load time so a typo fails `fleet up` instead of every probe.
+fn resolve_upstream(s: &str) -> Result<Upstream, String> {
+    use std::net::ToSocketAddrs;
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
+    };
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!(
+            "'{s}' is not HOST:PORT with a port from 1 to 65535"
+        ));
+    }
+    let addr = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{s}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))?;
+    Ok(Upstream {
+        name: s.to_owned(),
+        addr,
+    })
+}
+
+/// No duplicates, and none that is one of the local backends.
+fn check_upstreams(
+    rep: &Report<'_>,
+    upstreams: &[(Origin, Upstream)],
+    backends: u16,
+    base_port: u16,
+) -> Result<(), ConfigError> {
+    for (i, (from, u)) in upstreams.iter().enumerate() {
+        let from = *from;
+        let key = match from {
+            Origin::Flag(f) => f.to_owned(),
+            _ => format!("upstreams[{i}]"),
+        };
+        if let Some((_, first)) = upstreams[..i].iter().find(|(_, o)| o.addr == u.addr) {
+            return Err(rep.at(
+                from,
+                &key,
+                format!(
+                    "'{}' is the same address as '{}' ({})",
+                    u.name, first.name, u.addr
+                ),
+            ));
+        }
+        let local = u.addr.ip().is_loopback()
+            && (u32::from(base_port)..u32::from(base_port) + u32::from(backends))
+                .contains(&u32::from(u.addr.port()));
+        if local {
+            return Err(rep.at(
+                from,
+                &key,
+                format!(
+                    "'{}' is one of this fleet's own backends (ports {base_port}..{})",
+                    u.name,
+                    u32::from(base_port) + u32::from(backends) - 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 // --- values -----------------------------------------------------------------
 
 fn whole(v: &Value) -> Result<i128, Problem> {
@@ -608,9 +748,10 @@ fn whole(v: &Value) -> Result<i128, Problem> {
     }
 }
 
+/// 0 is in range here: it is rejected later unless there are upstreams.
 fn backends_in_range(n: i128) -> Result<u16, Problem> {
-    if n < 1 {
-        Err(problem!("must be at least 1 (got {n})"))
+    if n < 0 {
+        Err(problem!("must be at least 0 (got {n}); 0 needs upstreams"))
     } else if n > i128::from(MAX_BACKENDS) {
         Err(problem!("must be at most {MAX_BACKENDS} (got {n})"))
     } else {
@@ -670,19 +811,27 @@ fn fmt_duration(d: Duration) -> String {
 }
 
 /// `ADDR:PORT`, for `--listen` and `listen:`.
+/// `ADDR:PORT`, or a bare `PORT` meaning `127.0.0.1:PORT` (loopback:
+/// exposing the balancer is always spelled out), for `--listen` / `listen:`.
 fn parse_listen(s: &str) -> Result<SocketAddr, Problem> {
-    s.parse::<SocketAddr>()
-        .map_err(|_| problem!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| problem!("port {s} is out of range (0-65535)"));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        problem!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT")
+    })
 }
 
 fn listen(v: &Value) -> Result<SocketAddr, Problem> {
     match v {
         Value::Str(s) => parse_listen(s),
-        Value::Int(port) => Err(problem!(
-            "expected ADDR:PORT, got {port} (write 127.0.0.1:{port})"
-        )),
+        // A bare port means loopback, as with `--listen PORT`.
+        Value::Int(port) => parse_listen(&port.to_string()),
         other => Err(problem!(
-            "expected ADDR:PORT such as 127.0.0.1:44444, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            "expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got {} (quote an IPv6 address: \"[::1]:44444\")",
             other.describe()
         )),
     }
@@ -856,4 +1005,40 @@ fn env_map(rep: &Report<'_>, node: &Node) -> Result<BTreeMap<String, String>, Co
         env.insert(name.value.clone(), text);
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_port_alone_means_loopback() {
+        assert_eq!(
+            parse_listen("44444"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 44444)))
+        );
+    }
+
+    #[test]
+    fn listen_address_and_port_are_taken_as_written() {
+        assert_eq!(
+            parse_listen("0.0.0.0:80"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
+        );
+        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
+    }
+
+    #[test]
+    fn listen_port_out_of_range_is_named() {
+        assert_eq!(
+            parse_listen("70000"),
+            Err(Problem::from("port 70000 is out of range (0-65535)"))
+        );
+    }
+
+    #[test]
+    fn listen_garbage_is_rejected() {
+        assert!(parse_listen("localhost").is_err());
+        assert!(parse_listen("").is_err());
+    }
 }

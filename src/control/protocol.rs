@@ -61,6 +61,10 @@ pub struct FleetStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BackendStatus {
     pub port: u16,
+    /// An upstream's address as configured (`lab-pc-2:9002`); absent for a
+    /// local backend. An upstream has no pid and never restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// The worker's pid while one runs.
     pub pid: Option<u32>,
     /// One of `starting`, `running`, `backoff`, `failed`, `stopping`, `stopped`.

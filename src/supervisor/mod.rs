@@ -30,6 +30,7 @@ pub mod output;
 #[cfg(test)]
 mod shutdown_tests;
 pub mod state;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::balancer::{self, pool::Backends, pool::Pool, pool::Slot};
-use crate::config::{BackendCommand, Config};
+use crate::config::{BackendCommand, Config, Www};
 use crate::control::protocol::{self, FleetStatus, Reply};
 use crate::state_dir::{PidLock, StateDir};
 use backend::{BackendTask, Launch};
@@ -154,6 +155,12 @@ pub async fn run(
         slots.push(Arc::new(slot));
         receivers.push(rx);
     }
+    // Upstreams rotate after the local backends, in the order written.
+    for u in &config.upstreams {
+        let (slot, rx) = Slot::upstream(u.name.clone(), u.addr);
+        slots.push(Arc::new(slot));
+        receivers.push(rx);
+    }
     let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
     let pool = backends.load();
     let shared = Arc::new(Shared {
@@ -166,6 +173,19 @@ pub async fn run(
 
     let policy = Policy::new(&config.restart, &config.health);
     for (slot, passive) in pool.slots().iter().zip(receivers) {
+        if slot.upstream.is_some() {
+            tracker.spawn(
+                upstream::UpstreamTask {
+                    slot: slot.clone(),
+                    backends: backends.clone(),
+                    health: config.health.clone(),
+                    passive,
+                    token: token.child_token(),
+                }
+                .run(),
+            );
+            continue;
+        }
         let task = BackendTask {
             slot: slot.clone(),
             backends: backends.clone(),
@@ -275,10 +295,14 @@ async fn wait_ready(
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         let up = statuses.iter().filter(|s| s.healthy).count();
+        // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
             .filter(|s| {
-                !s.healthy && (s.state == "failed" || (s.state == "stopped" && s.reason.is_some()))
+                !s.healthy
+                    && (s.state == "failed"
+                        || (s.state == "stopped" && s.reason.is_some())
+                        || (s.address.is_some() && s.state == "running"))
             })
             .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
@@ -303,7 +327,10 @@ async fn wait_ready(
                         }
                         (None, None) => s.state.clone(),
                     };
-                    (s.port, why)
+                    match &s.address {
+                        Some(a) => (s.port, format!("upstream {a}: {why}")),
+                        None => (s.port, why),
+                    }
                 })
                 .collect();
             if up == 0 {
@@ -334,10 +361,14 @@ fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
                 "serve".into(),
                 "--port".into(),
                 port.to_string(),
-                "--www".into(),
-                config.www.display().to_string(),
                 "--lifeline".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(match &config.www {
+                Www::Dir(dir) => vec!["--www".into(), dir.display().to_string()],
+                Www::Embedded => vec!["--embedded".into()],
+            })
+            .collect(),
             cwd: None,
             env: Vec::new(),
             lifeline: true,

@@ -63,7 +63,7 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
     let mut config = Config {
         backends: 2,
         base_port: free_ports(2),
-        www: dir.path().to_path_buf(),
+        www: crate::worker::Www::Dir(dir.path().to_path_buf()),
         ..Config::default()
     };
     config.health.kind = HealthKind::Tcp;

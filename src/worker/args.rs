@@ -13,9 +13,12 @@ pub struct ServeArgs {
     /// Port to listen on
     #[arg(long)]
     pub port: u16,
-    /// Directory to serve
-    #[arg(long, default_value = "www", value_name = "DIR")]
-    pub www: PathBuf,
+    /// Directory to serve [default: ./www if it exists, else the built-in page]
+    #[arg(long, value_name = "DIR")]
+    pub www: Option<PathBuf>,
+    /// Serve the page built into fleet (index.html, page.html) instead of a directory
+    #[arg(long, conflicts_with = "www")]
+    pub embedded: bool,
     /// Address to bind
     #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
     pub bind: std::net::IpAddr,

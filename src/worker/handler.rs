@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::{error, info};
 
 use super::body::{Body, FileBody};
+use super::embedded;
 use super::files::{FileCache, Lookup};
 use super::path::{self, Reject};
 
@@ -22,9 +23,17 @@ pub static X_FLEET_BACKEND: HeaderName = HeaderName::from_static("x-fleet-backen
 /// must not look unhealthy). A dot segment, so no served file can shadow it.
 pub const HEALTH_PATH: &str = "/.fleet/health";
 
+/// Where responses come from.
+pub(super) enum Content {
+    /// A www directory, through its cache.
+    Files(FileCache),
+    /// The pages compiled into the binary.
+    Embedded,
+}
+
 /// What every connection of one worker shares.
 pub(super) struct Shared {
-    pub(super) cache: FileCache,
+    pub(super) content: Content,
     /// `X-Fleet-Backend` value: this worker's port, formatted once.
     pub(super) backend: HeaderValue,
     pub(super) access_log: bool,
@@ -92,7 +101,25 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         Err(Reject::BadRequest(why)) => return bad_request(shared, head, why),
         Err(Reject::NotFound) => return not_found(shared, head),
     };
-    match shared.cache.lookup(&key) {
+    let cache = match &shared.content {
+        Content::Files(cache) => cache,
+        Content::Embedded => {
+            return match embedded::lookup(&key) {
+                Some(page) => file(
+                    shared,
+                    if head {
+                        Body::empty()
+                    } else {
+                        Body::full(Bytes::from_static(page))
+                    },
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                    HeaderValue::from(page.len()),
+                ),
+                None => not_found(shared, head),
+            };
+        }
+    };
+    match cache.lookup(&key) {
         Lookup::Memory(entry) => file(
             shared,
             if head {
@@ -137,11 +164,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
             Bytes::from_static(b"403 Forbidden\n"),
         ),
         Lookup::Error(e) => {
-            error!(
-                "cannot read {} under {}: {e}",
-                key,
-                shared.cache.root().display()
-            );
+            error!("cannot read {} under {}: {e}", key, cache.root().display());
             text(
                 shared,
                 StatusCode::INTERNAL_SERVER_ERROR,

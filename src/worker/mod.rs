@@ -66,6 +66,7 @@
 
 mod args;
 mod body;
+mod embedded;
 mod files;
 mod handler;
 pub use handler::HEALTH_PATH;
@@ -94,10 +95,23 @@ pub use args::ServeArgs;
 use crate::idle::{Activity, Tracked};
 use crate::{exit, listener};
 use files::FileCache;
-use handler::Shared;
+use handler::{Content, Shared};
 
+pub(crate) use embedded::STARTER_FILES;
 pub use handler::X_FLEET_BACKEND;
 
+/// What a worker serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Www {
+    /// Files under this directory.
+    Dir(PathBuf),
+    /// The pages compiled into fleet (`index.html` and `page.html`), for a
+    /// worker given no directory where there is no `./www`.
+    Embedded,
+}
+
+/// The directory `fleet serve` serves when given no `--www`, if it exists.
+pub const DEFAULT_WWW: &str = "www";
 /// Smallest `--max-head-bytes`: hyper's read buffer cannot be smaller.
 pub const MIN_HEAD_BYTES: usize = 8192;
 /// How long the drain may take once the lifeline is cut.
@@ -150,8 +164,8 @@ impl WorkerError {
 /// Everything `serve` needs besides the listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerOptions {
-    /// Directory to serve; `serve` canonicalises it once.
-    pub www: PathBuf,
+    /// What to serve; `serve` canonicalises a directory once.
+    pub www: Www,
     /// Largest request head, in bytes (at least `MIN_HEAD_BYTES`).
     pub max_head_bytes: usize,
     /// Time allowed for a request head to arrive.
@@ -172,7 +186,7 @@ impl WorkerOptions {
     /// The `fleet serve` defaults for `www`.
     pub fn new(www: impl Into<PathBuf>) -> Self {
         WorkerOptions {
-            www: www.into(),
+            www: Www::Dir(www.into()),
             max_head_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
@@ -196,8 +210,13 @@ impl WorkerOptions {
                 return Err(WorkerError::ZeroTimeout { flag });
             }
         }
+        let www = match &args.www {
+            _ if args.embedded => Www::Embedded,
+            Some(dir) => Www::Dir(dir.clone()),
+            None => Www::Dir(PathBuf::from(DEFAULT_WWW)),
+        };
         Ok(WorkerOptions {
-            www: args.www.clone(),
+            www,
             max_head_bytes: args.max_head_bytes,
             header_timeout: args.header_timeout,
             idle_timeout: args.idle_timeout,
@@ -229,16 +248,25 @@ pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
 }
 
 fn run_logged(args: ServeArgs) -> Result<(), WorkerError> {
-    let opts = WorkerOptions::from_args(&args)?;
-    match std::fs::metadata(&args.www) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return Err(WorkerError::WwwNotADirectory(args.www)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(WorkerError::NoWww(args.www)),
-        Err(source) => {
-            return Err(WorkerError::ReadWww {
-                path: args.www,
-                source,
-            });
+    let mut opts = WorkerOptions::from_args(&args)?;
+    if let Www::Dir(dir) = &opts.www {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(WorkerError::WwwNotADirectory(dir.clone())),
+            // Runs anywhere: with no --www and no ./www, serve the built-in page.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && args.www.is_none() => {
+                info!("no www directory here (./{DEFAULT_WWW}): serving the built-in page");
+                opts.www = Www::Embedded;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(WorkerError::NoWww(dir.clone()));
+            }
+            Err(source) => {
+                return Err(WorkerError::ReadWww {
+                    path: dir.clone(),
+                    source,
+                });
+            }
         }
     }
     raise_fd_limit(opts.max_connections);
@@ -270,8 +298,13 @@ async fn run_async(args: ServeArgs, opts: WorkerOptions) -> Result<(), WorkerErr
     if args.lifeline {
         watch_lifeline(lifeline.clone());
     }
-    let root = std::fs::canonicalize(&opts.www).unwrap_or_else(|_| opts.www.clone());
-    info!("listening on {local}, serving {}", root.display());
+    match &opts.www {
+        Www::Dir(dir) => {
+            let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            info!("listening on {local}, serving {}", root.display());
+        }
+        Www::Embedded => info!("listening on {local}, serving the built-in page"),
+    }
 
     let drain = opts.drain_timeout;
     let shutdown = CancellationToken::new();
@@ -354,7 +387,10 @@ pub async fn serve(
 ) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let shared = Arc::new(Shared {
-        cache: FileCache::new(&opts.www, opts.cache_revalidate)?,
+        content: match &opts.www {
+            Www::Dir(dir) => Content::Files(FileCache::new(dir, opts.cache_revalidate)?),
+            Www::Embedded => Content::Embedded,
+        },
         backend: HeaderValue::from(port),
         access_log: opts.access_log,
     });

@@ -1,11 +1,14 @@
 //! Integration tests: one binary that drives the real `fleet` executable.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod anywhere;
 mod bench;
 mod escapes;
+mod export;
 mod hardening;
 mod harness;
 mod healing;
 mod lab;
 mod lifecycle;
+mod upstreams;
 mod worker;

@@ -1,0 +1,14 @@
+//! `fleet completions SHELL`: the completion script clap_complete derives
+//! from the same clap types that parse the command line, so it cannot drift.
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, CompletionsArgs};
+use crate::exit;
+
+pub fn run(args: CompletionsArgs) -> u8 {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(args.shell, &mut cmd, "fleet", &mut out);
+    exit::OK
+}

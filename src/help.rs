@@ -1,0 +1,74 @@
+//! The EXAMPLES sections of `--help` (and so of the man page), one per
+//! subcommand. They follow the README's "by hand -> with fleet" table: each
+//! starts from what the lab did by hand.
+
+/// `fleet` itself.
+pub(crate) const FLEET: &str = "\
+Examples:
+  fleet init                 write a commented fleet.yaml and a starter www/ here
+  fleet up -d                start the lab's fleet (4 workers on 9002-9005, balancer on 127.0.0.1:44444)
+  fleet status               from this or any subdirectory
+  fleet bench -c 1,25,100    the lab's ApacheBench table against the balancer
+  fleet down                 stop everything, leave nothing behind";
+
+pub(crate) const UP: &str = "\
+Examples:
+  fleet up                              the lab, in the foreground (Ctrl-C stops it)
+  fleet up -d --backends 4 --base-port 9002
+                                        runserver.sh, detached (what bin/runserver.sh runs)
+  fleet up --listen 8080                balancer on 127.0.0.1:8080 (a bare port means loopback)
+  fleet up -f lab.yaml --www ./site     another config file and www directory
+  fleet up --upstream lab-pc-2:9002     balance another machine's server beside the local ones
+  fleet up --backends 0 --upstream 10.0.0.2:9002 --upstream 10.0.0.3:9002
+                                        a balancer only, in front of two other hosts";
+
+pub(crate) const STATUS: &str = "\
+Examples:
+  fleet status               one row per backend: pid, state, health, restarts, connections
+  fleet status --json        the same as JSON, for scripts (exit 3: no fleet running)
+  cd src && fleet status     finds ../.fleet, as git finds .git";
+
+pub(crate) const DOWN: &str = "\
+Examples:
+  fleet down                 what stopserver.sh did, and waits until every worker is gone
+  fleet down --timeout 2     SIGKILL whatever has not exited 2 s after SIGTERM";
+
+pub(crate) const SERVE: &str = "\
+Examples:
+  fleet serve --port 9002                one lab server: ./www, or the built-in page without it
+  fleet serve --port 9002 --www ./site   serve another directory
+  fleet serve --port 9002 --bind 0.0.0.0 reachable from other machines (an upstream of another fleet)";
+
+pub(crate) const LOGS: &str = "\
+Examples:
+  fleet logs                 the backends' output, merged by time and tagged [port]
+  fleet logs -f 9003         follow one backend's output";
+
+pub(crate) const BENCH: &str = "\
+Examples:
+  fleet bench                                  ab -n 1000 -c C for the lab's C, against the fleet's /page.html
+  fleet bench -n 200 -c 1,10                   a quick check
+  fleet bench http://127.0.0.1:9002/page.html  one server alone, for comparison
+  fleet bench --plot chart.svg                 requests/s and p99 against concurrency";
+
+pub(crate) const INIT: &str = "\
+Examples:
+  mkdir lab && cd lab && fleet init && fleet up -d
+  fleet init                 refuses (and names them) if fleet.yaml or www/ exist";
+
+pub(crate) const EXPORT: &str = "\
+Examples:
+  fleet export systemd -o units        fleet-backend@.service, fleet.service, fleet-balancer.service into ./units
+  fleet export kubernetes > fleet.yaml.k8s && kubectl apply -f fleet.yaml.k8s
+  fleet export kubernetes -o k8s --image registry.example/fleet:1";
+
+pub(crate) const COMPLETIONS: &str = "\
+Examples:
+  fleet completions bash > ~/.local/share/bash-completion/completions/fleet
+  fleet completions zsh > \"${fpath[1]}/_fleet\"
+  fleet completions fish > ~/.config/fish/completions/fleet.fish";
+
+pub(crate) const MAN: &str = "\
+Examples:
+  fleet man | man -l -                 read it now
+  fleet man -o ~/.local/share/man/man1 install fleet.1 and one page per subcommand";
