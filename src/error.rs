@@ -21,6 +21,12 @@ pub enum Error {
     Logs(#[from] crate::commands::logs::LogsError),
     #[error(transparent)]
     Bench(#[from] crate::bench::BenchError),
+    #[error(transparent)]
+    Init(#[from] crate::commands::init::InitError),
+    #[error(transparent)]
+    Man(#[from] crate::commands::man::ManError),
+    #[error(transparent)]
+    Export(#[from] crate::commands::export::ExportError),
 }
 
 impl Error {
@@ -34,6 +40,9 @@ impl Error {
             Error::Guard(e) => e.exit_code(),
             Error::Logs(e) => e.exit_code(),
             Error::Bench(e) => e.exit_code(),
+            Error::Init(e) => e.exit_code(),
+            Error::Man(e) => e.exit_code(),
+            Error::Export(e) => e.exit_code(),
         }
     }
 

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fleet::cli::{Cli, Command};
-use fleet::exit;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -24,28 +23,7 @@ fn main() -> ExitCode {
         // default reports write errors with eprintln!, which panics on EPIPE.
         .log_internal_errors(false)
         .init();
-    let result: Result<u8, fleet::Error> = match cli.command {
-        Command::Up(a) => fleet::commands::up::run(a)
-            .map(|()| exit::OK)
-            .map_err(Into::into),
-        Command::Status(a) => fleet::commands::status::run(a)
-            .map(|()| exit::OK)
-            .map_err(Into::into),
-        Command::Down(a) => fleet::commands::down::run(a)
-            .map(|()| exit::OK)
-            .map_err(Into::into),
-        Command::Logs(a) => fleet::commands::logs::run(a)
-            .map(|()| exit::OK)
-            .map_err(Into::into),
-        Command::Serve(a) => fleet::worker::run(a).map(|()| exit::OK).map_err(Into::into),
-        Command::Bench(a) => fleet::bench::run(&a).map(|()| exit::OK).map_err(Into::into),
-        // The guard's own exit code is its command's.
-        Command::Guard(a) => fleet::guard::run(a).map_err(Into::into),
-        Command::Init => Ok(fleet::commands::init::run()),
-        Command::Completions(a) => Ok(fleet::commands::completions::run(a)),
-        Command::Man(a) => Ok(fleet::commands::man::run(a)),
-        Command::Export(a) => Ok(fleet::commands::export::run(a)),
-    };
+    let result = fleet::commands::run(cli.command);
     // The one place a command's failure is printed and given its exit code.
     match result {
         Ok(code) => ExitCode::from(code),
