@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{FLEET, PAGE, alive, free_ports, get, kill, text, wait_for};
+use crate::harness::{FLEET, FleetStatus, PAGE, alive, free_ports, get, kill, text, wait_for};
 
 /// An empty temporary directory whose fleet uses the default state dir
 /// (`./.fleet`), stopped in `Drop` however the test ends.
@@ -147,8 +147,8 @@ fn commands_find_the_fleet_from_a_subdirectory_and_say_which() {
 
     let st = bare.fleet_in("src/deep", &["status", "--json"]);
     assert!(st.status.success(), "{}", text(&st));
-    let s: Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(s["pid"], pid);
+    let s: FleetStatus = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(s.pid, pid);
     let found = std::fs::canonicalize(bare.path().join(".fleet")).unwrap();
     let said = stderr(&st);
     assert_eq!(said.lines().count(), 1, "one line on stderr: {said}");

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use fleet::control::protocol::{BackendStatus, FleetStatus};
+
 pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 pub use fleet::process::PORTABLE_ENV;
 /// Both process mechanisms: the platform's own, then the portable (macOS) one.
@@ -196,14 +198,9 @@ pub fn fleet_yaml(ports: &[u16], extra: &str) -> String {
     )
 }
 
-/// A numeric field summed over every backend of a status object.
-pub fn sum(s: &Value, key: &str) -> u64 {
-    s["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b[key].as_u64().unwrap())
-        .sum()
+/// A counter summed over every backend of a status.
+pub fn sum(s: &FleetStatus, field: impl Fn(&BackendStatus) -> u64) -> u64 {
+    s.backends.iter().map(field).sum()
 }
 
 pub fn text(o: &Output) -> String {
@@ -266,9 +263,7 @@ impl Fleet {
             supervisor: 0,
         };
         assert!(out.status.success(), "fleet up -d failed:\n{}", text(&out));
-        let s = fleet.status();
-        fleet.supervisor = s["pid"].as_u64().unwrap() as u32;
-        fleet.remember(&s);
+        fleet.supervisor = fleet.status().pid;
         fleet
     }
 
@@ -282,8 +277,8 @@ impl Fleet {
             supervisor: 0,
         };
         let out = f.fleet(&["status", "--json"]);
-        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
-            f.remember(&v);
+        if let Ok(s) = serde_json::from_slice::<FleetStatus>(&out.stdout) {
+            f.remember(&s);
         }
         f
     }
@@ -292,47 +287,50 @@ impl Fleet {
         self.scratch.fleet(args)
     }
 
-    fn remember(&self, s: &Value) {
+    fn remember(&self, s: &FleetStatus) {
         let mut seen = self.seen.lock().unwrap();
-        if let Some(p) = s["pid"].as_u64() {
-            seen.insert(p as u32);
-        }
-        for b in s["backends"].as_array().into_iter().flatten() {
-            if let Some(p) = b["pid"].as_u64() {
-                seen.insert(p as u32);
-            }
-        }
+        seen.insert(s.pid);
+        seen.extend(s.backends.iter().filter_map(|b| b.pid));
     }
 
-    /// `fleet status --json`, parsed; panics unless it exits 0.
-    pub fn status(&self) -> Value {
+    /// `fleet status --json` as the crate's own status type; panics unless
+    /// it exits 0.
+    pub fn status(&self) -> FleetStatus {
         let out = self.fleet(&["status", "--json"]);
         assert!(out.status.success(), "fleet status failed:\n{}", text(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        self.remember(&v);
-        v
+        let s: FleetStatus = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not a status ({e}):\n{}", text(&out)));
+        self.remember(&s);
+        s
+    }
+
+    /// `fleet status --json` as untyped JSON, for the tests of the JSON
+    /// contract itself (field names and types as a script sees them).
+    pub fn status_json(&self) -> Value {
+        let out = self.fleet(&["status", "--json"]);
+        assert!(out.status.success(), "fleet status failed:\n{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn pid_of(&self, i: usize) -> u32 {
-        self.status()["backends"][i]["pid"]
-            .as_u64()
-            .expect("backend has a pid") as u32
+        self.status().backends[i].pid.expect("backend has a pid")
     }
 
     /// Poll status until `cond` holds.
-    pub fn wait_status(&self, limit: Duration, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        limit: Duration,
+        what: &str,
+        cond: impl Fn(&FleetStatus) -> bool,
+    ) -> FleetStatus {
         wait_for(limit, what, || {
             let s = self.status();
             cond(&s).then_some(s)
         })
     }
 
-    pub fn all_healthy(s: &Value) -> bool {
-        s["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["healthy"] == true && b["state"] == "running")
+    pub fn all_healthy(s: &FleetStatus) -> bool {
+        s.backends.iter().all(|b| b.healthy && b.state == "running")
     }
 
     pub fn addr(&self) -> SocketAddr {

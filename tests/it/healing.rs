@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 use crate::harness::*;
 
@@ -50,11 +49,11 @@ fn chaos_kill_9_under_load_loses_no_request() {
         let victim = (0..4)
             .map(|k| (i + k) % 4)
             .find_map(|k| {
-                s["backends"][k]["pid"]
-                    .as_u64()
-                    .filter(|_| s["backends"][k]["state"] == "running")
+                s.backends[k]
+                    .pid
+                    .filter(|_| s.backends[k].state == "running")
             })
-            .expect("some backend is running") as u32;
+            .expect("some backend is running");
         kill(victim, Signal::SIGKILL);
         killed.push(victim);
     }
@@ -74,12 +73,12 @@ fn chaos_kill_9_under_load_loses_no_request() {
     let s = f.wait_status(
         Duration::from_secs(5),
         "every backend healthy after the chaos",
-        |s| Fleet::all_healthy(s) && sum(s, "restarts") == 5,
+        |s| Fleet::all_healthy(s) && sum(s, |b| b.restarts.into()) == 5,
     );
     for k in killed {
         assert!(!alive(k));
     }
-    assert_eq!(sum(&s, "restarts"), 5, "{s}");
+    assert_eq!(sum(&s, |b| b.restarts.into()), 5, "{s:?}");
 }
 
 #[test]
@@ -93,15 +92,15 @@ fn sigstopped_worker_is_taken_out_of_rotation_and_restarted_by_liveness() {
     kill(stopped, Signal::SIGSTOP);
     let t0 = Instant::now();
     let s = f.wait_status(Duration::from_secs(3), "backend 0 unhealthy", |s| {
-        s["backends"][0]["healthy"] == false
+        !s.backends[0].healthy
     });
     let took = t0.elapsed();
     assert!(
         took <= Duration::from_millis(300 + 400),
         "marked unhealthy after {took:?}"
     );
-    assert_eq!(s["backends"][0]["pid"], stopped, "not restarted yet");
-    let before = s["backends"][0]["total_connections"].as_u64().unwrap();
+    assert_eq!(s.backends[0].pid, Some(stopped), "not restarted yet");
+    let before = s.backends[0].total_connections;
     for _ in 0..20 {
         let r = get(f.addr(), "/page.html").unwrap();
         assert_eq!(r.status, 200);
@@ -111,24 +110,24 @@ fn sigstopped_worker_is_taken_out_of_rotation_and_restarted_by_liveness() {
         );
     }
     let s = f.status();
-    if s["backends"][0]["pid"] == stopped {
+    if s.backends[0].pid == Some(stopped) {
         assert_eq!(
-            s["backends"][0]["total_connections"].as_u64().unwrap(),
-            before,
+            s.backends[0].total_connections, before,
             "no new connections to the stopped worker"
         );
     }
     let s = f.wait_status(Duration::from_secs(5), "the stopped worker replaced", |s| {
-        let b = &s["backends"][0];
-        b["pid"] != stopped && b["healthy"] == true
+        let b = &s.backends[0];
+        b.pid != Some(stopped) && b.healthy
     });
-    assert!(s["backends"][0]["restarts"].as_u64().unwrap() >= 1);
+    assert!(s.backends[0].restarts >= 1);
     // Its exit (a clean exit 0 once SIGCONT let it handle SIGTERM) is shown
     // as fleet's doing, not as the worker's.
-    let last = &s["backends"][0]["last_exit"];
+    let last = &s.backends[0].last_exit;
     assert_eq!(
-        last["cause"], "restarted by fleet: failed health checks",
-        "{last}"
+        last.as_ref().and_then(|e| e.cause.as_deref()),
+        Some("restarted by fleet: failed health checks"),
+        "{last:?}"
     );
     let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).to_string();
     assert!(
@@ -160,9 +159,9 @@ fn killing_the_supervisor_takes_every_worker_with_it_and_up_starts_cleanly_after
         "says it cleaned stale state: {}",
         text(&out)
     );
-    f.supervisor = f.status()["pid"].as_u64().unwrap() as u32;
+    f.supervisor = f.status().pid;
     let s = f.status();
-    assert!(Fleet::all_healthy(&s), "{s}");
+    assert!(Fleet::all_healthy(&s), "{s:?}");
     assert_eq!(get(f.addr(), "/page.html").unwrap().status, 200);
 }
 
@@ -233,7 +232,7 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
     // Adopt the fleet for cleanup whatever happens next.
     let mut f = Fleet::adopt(scratch, ports[..2].to_vec(), ports[2]);
     let scratch_dir = f.scratch.path().to_path_buf();
-    let poll = |cond: &dyn Fn(&Value) -> bool| {
+    let poll = |cond: &dyn Fn(&BackendStatus) -> bool| {
         wait_for(Duration::from_secs(10), "backend state", || {
             std::thread::sleep(Duration::from_millis(100)); // light polling: the supervisor's CPU is measured
             let out = std::process::Command::new(FLEET)
@@ -241,15 +240,15 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
                 .env("FLEET_STATE_DIR", scratch_dir.join("st"))
                 .output()
                 .unwrap();
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            cond(&v["backends"][1]).then_some(v)
+            let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
+            cond(&v.backends[1]).then_some(v)
         })
     };
-    let s = poll(&|b| b["restarts"].as_u64().unwrap_or(0) >= 1);
-    f.supervisor = s["pid"].as_u64().unwrap() as u32;
+    let s = poll(&|b| b.restarts >= 1);
+    f.supervisor = s.pid;
     #[cfg(target_os = "linux")]
     let (cpu0, t0) = (cpu_seconds(f.supervisor), Instant::now());
-    poll(&|b| b["state"] == "failed");
+    poll(&|b| b.state == "failed");
     #[cfg(target_os = "linux")]
     {
         let (cpu, wall) = (cpu_seconds(f.supervisor) - cpu0, t0.elapsed().as_secs_f64());
@@ -277,12 +276,18 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
         "{said}"
     );
     let s = f.status();
-    let b = &s["backends"][1];
-    assert_eq!(b["state"], "failed", "{b}");
-    assert_eq!(b["healthy"], false);
-    assert_eq!(b["restarts"], 4, "{b}");
-    assert_eq!(b["last_exit"]["code"], 3, "{b}");
-    assert!(b["reason"].as_str().unwrap().contains("crash loop"), "{b}");
+    let b = &s.backends[1];
+    assert_eq!(b.state, "failed", "{b:?}");
+    assert!(!b.healthy);
+    assert_eq!(b.restarts, 4, "{b:?}");
+    assert_eq!(b.last_exit.as_ref().and_then(|e| e.code), Some(3), "{b:?}");
+    assert!(
+        b.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("crash loop"),
+        "{b:?}"
+    );
     for _ in 0..10 {
         let r = get(f.addr(), "/page.html").unwrap();
         assert_eq!(r.status, 200);
@@ -369,11 +374,7 @@ fn with_every_backend_down_a_client_is_closed_within_a_second() {
         kill(f.pid_of(i), Signal::SIGKILL);
     }
     f.wait_status(Duration::from_secs(3), "both backends stopped", |s| {
-        s["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["state"] == "stopped")
+        s.backends.iter().all(|b| b.state == "stopped")
     });
     let t0 = Instant::now();
     let r = get(f.addr(), "/page.html");

@@ -11,7 +11,8 @@ use crate::harness::*;
 #[test]
 fn up_detached_starts_every_backend_running_and_healthy() {
     let f = Fleet::start(4, "");
-    let s = f.status();
+    // The JSON contract itself, as a script reads it: untyped on purpose.
+    let s = f.status_json();
     assert_eq!(s["listen"], format!("127.0.0.1:{}", f.listen));
     assert!(s["pid"].as_u64().unwrap() > 0);
     assert!(s["uptime_s"].as_f64().unwrap() >= 0.0);
@@ -53,8 +54,8 @@ fn balancer_round_robins_the_exact_page_over_all_backends() {
         "round-robin order repeats: {order:?}"
     );
     let s = f.status();
-    let total = sum(&s, "total_connections");
-    assert!(total >= 8, "connections are counted per backend: {s}");
+    let total = sum(&s, |b| b.total_connections);
+    assert!(total >= 8, "connections are counted per backend: {s:?}");
 }
 
 #[test]
@@ -63,14 +64,15 @@ fn killed_worker_is_restarted_on_the_same_port() {
     let old = f.pid_of(1);
     kill(old, Signal::SIGKILL);
     let s = f.wait_status(Duration::from_secs(3), "a new pid for backend 1", |s| {
-        let b = &s["backends"][1];
-        b["pid"].as_u64().is_some_and(|p| p as u32 != old) && b["healthy"] == true
+        let b = &s.backends[1];
+        b.pid.is_some_and(|p| p != old) && b.healthy
     });
-    let b = &s["backends"][1];
-    assert_eq!(b["port"], f.ports[1]);
-    assert!(b["restarts"].as_u64().unwrap() >= 1);
-    assert_eq!(b["last_exit"]["signal"], 9, "{b}");
-    assert_eq!(b["last_exit"]["name"], "SIGKILL", "{b}");
+    let b = &s.backends[1];
+    assert_eq!(b.port, f.ports[1]);
+    assert!(b.restarts >= 1);
+    let last = b.last_exit.as_ref().expect("the killed worker's exit");
+    assert_eq!(last.signal, Some(9), "{b:?}");
+    assert_eq!(last.name.as_deref(), Some("SIGKILL"), "{b:?}");
     let r = get(SocketAddr::from(([127, 0, 0, 1], f.ports[1])), "/page.html").unwrap();
     assert_eq!(
         r.header("x-fleet-backend"),
@@ -139,11 +141,7 @@ fn second_up_on_the_same_state_dir_refuses_with_the_running_pid() {
         "{err}"
     );
     assert!(!port_open(ports[0]) && !port_open(ports[1]));
-    assert_eq!(
-        f.status()["pid"],
-        f.supervisor,
-        "the first fleet is untouched"
-    );
+    assert_eq!(f.status().pid, f.supervisor, "the first fleet is untouched");
 }
 
 #[test]
@@ -311,16 +309,11 @@ fn stops_gracefully_on(sig: Signal) {
         "the foreground fleet healthy",
         || {
             let out = s.fleet(&["status", "--json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
             Fleet::all_healthy(&v).then_some(v)
         },
     );
-    let workers: Vec<u32> = st["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["pid"].as_u64().unwrap() as u32)
-        .collect();
+    let workers: Vec<u32> = st.backends.iter().filter_map(|b| b.pid).collect();
     guard.0.extend(&workers);
     assert_eq!(
         get(SocketAddr::from(([127, 0, 0, 1], ports[2])), "/page.html")
@@ -391,9 +384,9 @@ fn listen_port_zero_lets_the_os_choose_and_status_reports_it() {
     let mut f = Fleet::adopt(s, ports.clone(), 0);
     assert!(out.status.success(), "{}", text(&out));
     let st = f.status();
-    f.supervisor = st["pid"].as_u64().unwrap() as u32;
-    let addr: SocketAddr = st["listen"].as_str().unwrap().parse().unwrap();
-    assert_ne!(addr.port(), 0, "{st}");
+    f.supervisor = st.pid;
+    let addr: SocketAddr = st.listen.parse().unwrap();
+    assert_ne!(addr.port(), 0, "{st:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&addr.to_string()),
         "up says where: {}",
@@ -428,15 +421,11 @@ fn bench_without_url_measures_the_running_fleet_and_its_rows_add_up() {
     }
     // Every request went through the balancer to the two workers.
     let s = f.status();
-    let total = sum(&s, "total_connections");
-    assert!(total >= 400, "{s}");
+    let total = sum(&s, |b| b.total_connections);
+    assert!(total >= 400, "{s:?}");
     assert!(
-        s["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["total_connections"].as_u64().unwrap() >= 150),
-        "round-robin: {s}"
+        s.backends.iter().all(|b| b.total_connections >= 150),
+        "round-robin: {s:?}"
     );
 }
 
@@ -481,22 +470,16 @@ fn a_closed_stderr_does_not_kill_a_foreground_fleet() {
     drop(child.stderr.take());
     let st = wait_for(Duration::from_secs(10), "the fleet healthy", || {
         let out = s.fleet(&["status", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
         Fleet::all_healthy(&v).then_some(v)
     });
-    guard.0.extend(
-        st["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["pid"].as_u64().unwrap() as u32),
-    );
+    guard.0.extend(st.backends.iter().filter_map(|b| b.pid));
     // Logging more (a restart) must not kill it either.
     kill(guard.0[1], Signal::SIGKILL);
     wait_for(Duration::from_secs(5), "the restart", || {
         let out = s.fleet(&["status", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v["backends"][0]["restarts"] == 1 && Fleet::all_healthy(&v)).then_some(())
+        let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
+        (v.backends[0].restarts == 1 && Fleet::all_healthy(&v)).then_some(())
     });
     let down = s.fleet(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
@@ -532,12 +515,7 @@ fn runserver_sh_takes_overrides_and_honours_cargo_target_dir() {
     let mut f = Fleet::adopt(s, p[..2].to_vec(), p[2]);
     assert!(out.status.success(), "{}", text(&out));
     let st = f.status();
-    f.supervisor = st["pid"].as_u64().unwrap() as u32;
-    let ports: Vec<u64> = st["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["port"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ports, vec![u64::from(p[0]), u64::from(p[1])]);
+    f.supervisor = st.pid;
+    let ports: Vec<u16> = st.backends.iter().map(|b| b.port).collect();
+    assert_eq!(ports, p[..2]);
 }
