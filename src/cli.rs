@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 `fleet status` found no running fleet; 4 the state dir cannot be read (permission denied, not a directory).
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 no fleet is running (status, restart, stop, start, scale, reload); 4 the state dir cannot be read (permission denied, not a directory).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.
@@ -24,11 +24,27 @@ pub enum Command {
     #[command(after_help = crate::help::UP)]
     Up(UpArgs),
     /// Show the running fleet.
+    #[command(visible_alias = "ps")]
     #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
     #[command(after_help = crate::help::DOWN)]
     Down(DownArgs),
+    /// Restart backends (all by default), one at a time, each drained first.
+    #[command(after_help = crate::help::RESTART)]
+    Restart(RestartArgs),
+    /// Drain and stop backends; they stay stopped until `fleet start`.
+    #[command(after_help = crate::help::STOP)]
+    Stop(StopArgs),
+    /// Start stopped or failed backends (all of them when no port is named).
+    #[command(after_help = crate::help::START)]
+    Start(StartArgs),
+    /// Grow or shrink the fleet to N backends (new ones on the next ports).
+    #[command(after_help = crate::help::SCALE)]
+    Scale(ScaleArgs),
+    /// Re-read fleet.yaml (with the flags given to `up`) and apply the changes.
+    #[command(after_help = crate::help::RELOAD)]
+    Reload(ReloadArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
     #[command(after_help = crate::help::SERVE)]
     Serve(crate::worker::ServeArgs),
@@ -117,6 +133,51 @@ pub struct DownArgs {
     /// like 10s or 500ms [default: shutdown.timeout from the fleet's config]
     #[arg(long, value_parser = crate::duration::parse, value_name = "DURATION")]
     pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestartArgs {
+    /// Backends to restart, by port [default: all]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Restart them all together instead of one at a time
+    #[arg(long)]
+    pub all_at_once: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    /// Backends to stop, by port
+    #[arg(value_name = "PORT", required = true)]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Backends to start, by port [default: every stopped or failed one]
+    #[arg(value_name = "PORT")]
+    pub ports: Vec<u16>,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// The number of backends to run
+    #[arg(value_name = "N")]
+    pub backends: u16,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReloadArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }

@@ -14,6 +14,8 @@ pub enum Error {
     #[error(transparent)]
     Down(#[from] crate::commands::down::DownError),
     #[error(transparent)]
+    Operate(#[from] crate::commands::operate::OperateError),
+    #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
     #[error(transparent)]
     Guard(#[from] crate::guard::GuardError),
@@ -36,6 +38,7 @@ impl Error {
             Error::Up(e) => e.exit_code(),
             Error::Control(e) => e.exit_code(),
             Error::Down(e) => e.exit_code(),
+            Error::Operate(e) => e.exit_code(),
             Error::Worker(e) => e.exit_code(),
             Error::Guard(e) => e.exit_code(),
             Error::Logs(e) => e.exit_code(),

@@ -33,6 +33,34 @@ Examples:
   fleet down                 what stopserver.sh did, and waits until every worker is gone
   fleet down --timeout 2     SIGKILL whatever has not exited 2 s after SIGTERM";
 
+pub(crate) const RESTART: &str = "\
+Examples:
+  fleet restart              every backend, one at a time: drained, restarted, back in rotation
+  fleet restart 9003         bring one back (also a `failed` one, also under restart.policy: never)
+  fleet restart --all-at-once
+                             all together (the balancer waits up to 500 ms for one to come up)";
+
+pub(crate) const STOP: &str = "\
+Examples:
+  fleet stop 9003            take one out: drained, stopped, and kept stopped until `fleet start 9003`
+  fleet stop 9003 9004       several at once";
+
+pub(crate) const START: &str = "\
+Examples:
+  fleet start 9003           start a backend stopped by `fleet stop` (or a `failed` one)
+  fleet start                every stopped or failed backend (a whole fleet starts with `fleet up`)";
+
+pub(crate) const SCALE: &str = "\
+Examples:
+  fleet scale 8              grow onto the next free ports (all checked first; a busy one is named)
+  fleet scale 2              shrink from the top, draining the backends removed";
+
+pub(crate) const RELOAD: &str = "\
+Examples:
+  fleet reload               re-read fleet.yaml and apply what changed (printed key by key)
+  kill -HUP $(cat .fleet/fleet.pid)
+                             the same, for a detached fleet";
+
 pub(crate) const SERVE: &str = "\
 Examples:
   fleet serve --port 9002                one lab server: ./www, or the built-in page without it

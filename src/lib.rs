@@ -14,7 +14,11 @@
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
-//!   `commands::down`, `commands::logs`; and the ones that do not:
+//!   `commands::down`, `commands::logs`, and the verbs that operate a running
+//!   fleet: `commands::restart`, `commands::stop`, `commands::start`,
+//!   `commands::scale`, `commands::reload`, which share `commands::operate`
+//!   (send one request, print its progress lines and outcome); and the ones
+//!   that do not talk to a fleet:
 //!   `commands::init` (a starter fleet.yaml and www/), `commands::export`
 //!   (`commands::export::systemd` units, `commands::export::kubernetes`
 //!   manifests), `commands::completions`, `commands::man`.
@@ -40,13 +44,19 @@
 //!   state machine; `supervisor::backend` the task per backend that executes
 //!   its actions; `supervisor::health` the probes; `supervisor::output` each
 //!   backend's log files (writing, size cap, rotation); `supervisor::orphans`
-//!   what keeps workers from outliving the supervisor; `supervisor::upstream`
+//!   what keeps workers from outliving the supervisor; `supervisor::ops` the
+//!   operations on a running fleet (restart, stop, start, scale: drain, then
+//!   act, through each backend task's handle) and `supervisor::reload`
+//!   (re-read fleet.yaml, apply the difference); `supervisor::signals` what
+//!   each signal means (stop, reload, or logged and ignored);
+//!   `supervisor::upstream`
 //!   the task per remote backend (no process, only health checks).
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the
 //!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
 //!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`).
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
-//!   `FleetStatus`), `control::server` (inside the supervisor),
+//!   `FleetStatus`), `control::command` (what the control server asks of the
+//!   supervisor's loop), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).
 //! - `guard`: `fleet guard`, which ties a custom backend command to the
 //!   supervisor's lifeline where the kernel will not (macOS).
@@ -75,8 +85,9 @@
 //! mechanisms on Linux for tests.
 //!
 //! # Shutdown
-//! One `CancellationToken`, cancelled by SIGINT, SIGTERM or the control
-//! `down` request, and by nothing else. `Supervisor::run` owns the order.
+//! One `CancellationToken`, cancelled by SIGINT, SIGTERM, a foreground
+//! fleet's SIGHUP or the control `down` request, and by nothing else.
+//! `supervisor::run` owns the order.
 
 pub mod balancer;
 pub mod bench;

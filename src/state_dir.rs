@@ -47,6 +47,10 @@ pub enum StateError {
     SocketPathTooLong { path: PathBuf, len: usize },
 }
 
+/// What stale state (a dead supervisor's pid file or socket) was cleaned up
+/// on the way, said for the user: a note, never an error.
+pub type StaleNote = String;
+
 /// The supervisor's claim on a state dir; dropping it releases the lock.
 #[derive(Debug)]
 pub struct PidLock {
@@ -104,7 +108,7 @@ impl StateDir {
 
     /// Take the supervisor lock and write our pid. A stale pid file or socket
     /// left by a crashed supervisor is reported (returned) and removed.
-    pub fn lock(&self) -> Result<(PidLock, Option<String>), StateError> {
+    pub fn lock(&self) -> Result<(PidLock, Option<StaleNote>), StateError> {
         let path = self.pid_file();
         let mut file = OpenOptions::new()
             .read(true)
@@ -144,7 +148,7 @@ impl StateDir {
     /// Who holds this state dir, without taking it. If nobody does but a pid
     /// file or socket is left over, they are removed and described in the
     /// returned note.
-    pub fn probe(&self) -> (Holder, Option<String>) {
+    pub fn probe(&self) -> (Holder, Option<StaleNote>) {
         let path = self.pid_file();
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
@@ -178,7 +182,7 @@ impl StateDir {
 
     /// No pid file: free, unless a socket is left over (removed) or the
     /// socket's dir cannot be read.
-    fn probe_socket(&self) -> (Holder, Option<String>) {
+    fn probe_socket(&self) -> (Holder, Option<StaleNote>) {
         let sock = self.socket();
         match fs::symlink_metadata(&sock) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Holder::Free, None),

@@ -24,7 +24,7 @@ use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::BalancerConfig;
-use crate::control::protocol::{BackendStatus, ExitInfo};
+use crate::control::protocol::{BackendStatus, ExitInfo, Phase};
 
 /// One backend as the balancer and `fleet status` see it.
 #[derive(Debug)]
@@ -58,7 +58,7 @@ pub struct Slot {
 #[derive(Debug, Clone, Default)]
 pub struct SlotStatus {
     pub pid: Option<u32>,
-    pub state: &'static str,
+    pub state: Phase,
     pub restarts: u32,
     pub since: Option<Instant>,
     pub last_exit: Option<ExitInfo>,
@@ -80,7 +80,7 @@ impl Slot {
             timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
-                state: "starting",
+                state: Phase::Starting,
                 ..SlotStatus::default()
             }),
         };
@@ -150,7 +150,7 @@ impl Slot {
             port: self.port,
             address: self.upstream.clone(),
             pid: s.pid,
-            state: s.state.to_string(),
+            state: s.state,
             healthy: self.routable(),
             restarts: s.restarts,
             uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),

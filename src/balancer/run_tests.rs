@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::pool::{Backends, Pool, Slot, SlotStatus};
 use crate::config::Config;
+use crate::control::protocol::Phase;
 
 /// Generous bound for anything a test waits on; nothing here should take
 /// more than a fraction of it, even on a loaded machine.
@@ -113,7 +114,11 @@ async fn read_head(conn: &mut TcpStream) -> Option<Vec<u8>> {
 fn slot(addr: SocketAddr, routable: bool) -> (Arc<Slot>, mpsc::Receiver<()>) {
     let (slot, failures) = Slot::new(addr.port(), addr);
     let status = SlotStatus {
-        state: if routable { "running" } else { "starting" },
+        state: if routable {
+            Phase::Running
+        } else {
+            Phase::Starting
+        },
         ..SlotStatus::default()
     };
     slot.publish(routable, status);
@@ -242,7 +247,7 @@ async fn a_client_waits_for_a_backend_that_becomes_routable() {
     starting.publish(
         true,
         SlotStatus {
-            state: "running",
+            state: Phase::Running,
             ..SlotStatus::default()
         },
     );

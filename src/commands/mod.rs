@@ -11,7 +11,13 @@ pub mod export;
 pub mod init;
 pub mod logs;
 pub mod man;
+pub(crate) mod operate;
+pub mod reload;
+pub mod restart;
+pub mod scale;
+pub mod start;
 pub mod status;
+pub mod stop;
 pub mod up;
 
 /// Run one command to its end: the exit code of a command that did its job
@@ -26,6 +32,11 @@ pub fn run(command: Command) -> Result<u8, Error> {
         Command::Up(a) => done(up::run(a)),
         Command::Status(a) => done(status::run(a)),
         Command::Down(a) => done(down::run(a)),
+        Command::Restart(a) => done(restart::run(a)),
+        Command::Stop(a) => done(stop::run(a)),
+        Command::Start(a) => done(start::run(a)),
+        Command::Scale(a) => done(scale::run(a)),
+        Command::Reload(a) => done(reload::run(a)),
         Command::Logs(a) => done(logs::run(a)),
         Command::Serve(a) => done(crate::worker::run(a)),
         Command::Bench(a) => done(crate::bench::run(&a)),

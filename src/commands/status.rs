@@ -62,7 +62,7 @@ pub fn render(s: &FleetStatus) -> String {
         t.add_row([
             b.address.clone().unwrap_or_else(|| b.port.to_string()),
             b.pid.map_or("-".into(), |p| p.to_string()),
-            b.state.clone(),
+            b.state.to_string(),
             if b.healthy { "healthy" } else { "unhealthy" }.into(),
             if b.pid.is_some() {
                 human_duration(b.uptime_s)

@@ -79,12 +79,8 @@ pub enum UpError {
     },
     #[error("cannot find the fleet executable")]
     Exe(#[source] std::io::Error),
-    #[error("cannot handle {signal}")]
-    Signals {
-        signal: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot install the signal handlers")]
+    Signals(#[source] std::io::Error),
     #[error(transparent)]
     Supervisor(#[from] supervisor::SupervisorError),
     #[error("cannot open {}", path.display())]
@@ -143,7 +139,9 @@ pub fn run(args: UpArgs) -> Result<(), UpError> {
     } else {
         Reporter::Terminal
     };
-    start(config, state, &reporter).inspect_err(|e| reporter.fail(e))
+    // `fleet reload` re-reads the file with these flags, from this directory.
+    let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
+    start(config, state, &reporter, reload).inspect_err(|e| reporter.fail(e))
 }
 
 /// Say once, where the user sees it, that the workers serve the built-in page.
@@ -191,7 +189,12 @@ impl Reporter {
 
 /// Checks, binds and runs the supervisor until shutdown. By the time an
 /// error is returned, nothing is left running.
-fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), UpError> {
+fn start(
+    config: Config,
+    state: StateDir,
+    reporter: &Reporter,
+    reload: Option<(UpArgs, PathBuf)>,
+) -> Result<(), UpError> {
     state.create()?;
     let (lock, stale) = state.lock()?;
     if let Some(note) = stale {
@@ -285,11 +288,14 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), UpE
             })?,
         };
         let token = CancellationToken::new();
-        spawn_signal_handler(token.clone())?;
+        let detached = matches!(reporter, Reporter::Pipe);
+        let signals = supervisor::signals::install(detached).map_err(UpError::Signals)?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let opts = Options {
-            echo_output: matches!(reporter, Reporter::Terminal),
+            echo_output: !detached,
             exe,
+            reload,
+            signals: Some(signals),
         };
         let supervisor = supervisor::run(config, listeners, state, lock, opts, token, ready_tx);
         tokio::pin!(supervisor);
@@ -309,7 +315,7 @@ fn start(config: Config, state: StateDir, reporter: &Reporter) -> Result<(), UpE
     })
 }
 
-fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, String>>) {
+fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, supervisor::StartError>>) {
     let pid = std::process::id();
     match ready {
         Some(Ok(Readiness::Ready { listen })) => {
@@ -334,29 +340,6 @@ fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, String>>) {
         // The supervisor is tearing down; `start` returns the error itself.
         Some(Err(_)) | None => {}
     }
-}
-
-/// SIGINT and SIGTERM both mean a graceful `down`.
-fn spawn_signal_handler(token: CancellationToken) -> Result<(), UpError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let handle = |kind, signal_name| {
-        signal(kind).map_err(|source| UpError::Signals {
-            signal: signal_name,
-            source,
-        })
-    };
-    let mut int = handle(SignalKind::interrupt(), "SIGINT")?;
-    let mut term = handle(SignalKind::terminate(), "SIGTERM")?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = token.cancelled() => return,
-        };
-        info!(target: "supervisor", "{name} received");
-        token.cancel();
-    });
-    Ok(())
 }
 
 /// Refuse to start if the open-file limit, raised as far as it goes, cannot

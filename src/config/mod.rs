@@ -149,6 +149,9 @@ pub struct RestartConfig {
 pub struct ShutdownConfig {
     /// Drain and SIGTERM grace before SIGKILL.
     pub timeout: Duration,
+    /// How long a draining backend (`fleet restart`, `stop`, `scale`) may
+    /// finish its in-flight work before it gets SIGTERM anyway.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +192,7 @@ impl Default for Config {
             },
             shutdown: ShutdownConfig {
                 timeout: Duration::from_secs(10),
+                drain_timeout: Duration::from_secs(10),
             },
             balancer: BalancerConfig {
                 max_connections: 4096,

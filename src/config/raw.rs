@@ -219,6 +219,7 @@ pub(super) struct RawRestart {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShutdown {
     pub(super) timeout: Option<Node>,
+    pub(super) drain_timeout: Option<Node>,
 }
 
 #[derive(Debug, Default, Deserialize)]

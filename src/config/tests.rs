@@ -244,6 +244,7 @@ restart:
   window: 5m
 shutdown:
   timeout: 3s
+  drain_timeout: 4s
 balancer:
   max_connections: 64
   connect_timeout: 200ms
@@ -284,6 +285,7 @@ balancer:
         }
     );
     assert_eq!(c.shutdown.timeout, Duration::from_secs(3));
+    assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(4));
     assert_eq!(
         c.balancer,
         BalancerConfig {
@@ -799,6 +801,7 @@ fn every_duration_key_is_checked() {
         ("restart", "max_backoff"),
         ("restart", "window"),
         ("shutdown", "timeout"),
+        ("shutdown", "drain_timeout"),
         ("balancer", "connect_timeout"),
         ("balancer", "idle_timeout"),
     ] {

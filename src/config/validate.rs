@@ -52,6 +52,12 @@ impl From<&str> for Problem {
     }
 }
 
+impl From<Problem> for String {
+    fn from(p: Problem) -> String {
+        p.0
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -468,8 +474,10 @@ fn shutdown_section(
     let empty = Default::default();
     let s = raw.shutdown.as_ref().map_or(&empty, |s| &s.value);
     let timeout = rep.file(entry!(s, shutdown.timeout), duration)?;
+    let drain = rep.file(entry!(s, shutdown.drain_timeout), duration)?;
     Ok(ShutdownConfig {
         timeout: or_default(timeout, d.timeout).value,
+        drain_timeout: or_default(drain, d.drain_timeout).value,
     })
 }
 
@@ -670,21 +678,21 @@ fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)
 
 /// `HOST:PORT` -> the first address it resolves to. A blocking lookup, done
 /// once at load time so a typo fails `fleet up` instead of every probe.
-fn resolve_upstream(s: &str) -> Result<Upstream, String> {
+fn resolve_upstream(s: &str) -> Result<Upstream, Problem> {
     use std::net::ToSocketAddrs;
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
+        return Err(problem!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
     };
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!(
+        return Err(problem!(
             "'{s}' is not HOST:PORT with a port from 1 to 65535"
         ));
     }
     let addr = s
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{s}': {e}"))?
+        .map_err(|e| problem!("cannot resolve '{s}': {e}"))?
         .next()
-        .ok_or_else(|| format!("'{s}' resolves to no address"))?;
+        .ok_or_else(|| problem!("'{s}' resolves to no address"))?;
     Ok(Upstream {
         name: s.to_owned(),
         addr,
@@ -890,8 +898,13 @@ fn http_path(v: &Value) -> Result<String, Problem> {
     }
 }
 
+/// A command line: the program, then its arguments.
+type Argv = Vec<String>;
+/// Environment variables for a backend, by name.
+type Env = BTreeMap<String, String>;
+
 /// `backend.command`: a list of non-empty strings, each reported at its line.
-fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigError> {
+fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Argv, ConfigError> {
     let items = match &node.value {
         Value::Seq(items) => items,
         Value::Str(s) => {
@@ -943,7 +956,7 @@ fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigErro
 }
 
 /// `backend.env`: names a shell could export, values as text.
-fn env_map(rep: &Report<'_>, node: &Node) -> Result<BTreeMap<String, String>, ConfigError> {
+fn env_map(rep: &Report<'_>, node: &Node) -> Result<Env, ConfigError> {
     let Value::Map(entries) = &node.value else {
         return Err(rep.at(
             Origin::File(line_of(node)),

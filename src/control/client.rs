@@ -37,6 +37,8 @@ pub enum ControlError {
     Remote(String),
     #[error("unexpected reply from the supervisor: {0}")]
     Protocol(String),
+    #[error("cannot read the supervisor's reply")]
+    Decode(#[source] protocol::DecodeError),
 }
 
 impl ControlError {
@@ -47,7 +49,8 @@ impl ControlError {
             ControlError::CannotRead { .. } => crate::exit::UNREADABLE,
             ControlError::Unreachable { .. }
             | ControlError::Remote(_)
-            | ControlError::Protocol(_) => crate::exit::FAILURE,
+            | ControlError::Protocol(_)
+            | ControlError::Decode(_) => crate::exit::FAILURE,
         }
     }
 
@@ -66,6 +69,17 @@ pub fn call(
     state: &StateDir,
     req: Request,
     timeout: Option<Duration>,
+) -> Result<Reply, ControlError> {
+    call_with_progress(state, req, timeout, |_| {})
+}
+
+/// Send one request, hand each `progress` line to `progress`, and return
+/// the final reply. `timeout` bounds each read (each line).
+pub fn call_with_progress(
+    state: &StateDir,
+    req: Request,
+    timeout: Option<Duration>,
+    mut progress: impl FnMut(&str),
 ) -> Result<Reply, ControlError> {
     let dir = state.root().display().to_string();
     let mut stream = match UnixStream::connect(state.socket()) {
@@ -104,18 +118,28 @@ pub fn call(
     stream
         .write_all(protocol::encode(req).as_bytes())
         .map_err(|e| unreachable(e.to_string()))?;
-    let mut line = Vec::new();
-    BufReader::new(&stream)
-        .take(protocol::MAX_LINE as u64 * 64)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| unreachable(e.to_string()))?;
-    if line.is_empty() {
-        return Err(unreachable("connection closed without a reply".into()));
-    }
-    match protocol::decode::<Reply>(line.trim_ascii_end()) {
-        Ok(Reply::Error { message }) => Err(ControlError::Remote(message)),
-        Ok(r) => Ok(r),
-        Err(e) => Err(ControlError::Protocol(e)),
+    let mut reader = BufReader::new(&stream);
+    loop {
+        let mut line = Vec::new();
+        (&mut reader)
+            .take(protocol::MAX_REPLY as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| unreachable(e.to_string()))?;
+        if line.is_empty() {
+            return Err(unreachable("connection closed without a reply".into()));
+        }
+        if line.len() > protocol::MAX_REPLY {
+            return Err(ControlError::Protocol(format!(
+                "reply longer than {} bytes",
+                protocol::MAX_REPLY
+            )));
+        }
+        match protocol::decode::<Reply>(line.trim_ascii_end()) {
+            Ok(Reply::Progress { message }) => progress(&message),
+            Ok(Reply::Error { message }) => return Err(ControlError::Remote(message)),
+            Ok(r) => return Ok(r),
+            Err(e) => return Err(ControlError::Decode(e)),
+        }
     }
 }
 

@@ -5,14 +5,20 @@
 //! an unknown `cmd`, malformed JSON or a line longer than `MAX_LINE` gets an
 //! `error` reply and the connection is closed, so a stray client can never
 //! stall the supervisor. Requests are tagged by `cmd`, replies by `reply`.
+//!
+//! A request gets zero or more `progress` lines (a rolling restart reports
+//! each backend as it goes) and then one final reply. Replies are bounded by
+//! `MAX_REPLY`, not `MAX_LINE`: the status of 1000 backends is ~300 KB.
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to `Request` or `Reply`.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// Longest accepted line, in bytes (requests are tiny; status replies are
-/// bounded by the backend count).
+/// Longest accepted request line, in bytes (requests are tiny).
 pub const MAX_LINE: usize = 64 * 1024;
+/// Longest reply line a client accepts: far above the status of
+/// `config::MAX_BACKENDS` backends, low enough to bound a client's memory.
+pub const MAX_REPLY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
@@ -32,6 +38,25 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_s: Option<f64>,
     },
+    /// Restart these backends (all when empty), one at a time with drain
+    /// unless `all_at_once`.
+    Restart {
+        #[serde(default)]
+        ports: Vec<u16>,
+        #[serde(default)]
+        all_at_once: bool,
+    },
+    /// Drain and stop these backends; they stay stopped until `start`.
+    Stop { ports: Vec<u16> },
+    /// Start these backends (every stopped or failed one when empty).
+    Start {
+        #[serde(default)]
+        ports: Vec<u16>,
+    },
+    /// Grow or shrink the fleet to this many backends.
+    Scale { backends: u16 },
+    /// Re-read fleet.yaml (with the flags given to `up`) and apply the difference.
+    Reload,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +66,14 @@ pub enum Reply {
     /// `down` finished: every backend is reaped, the socket is unlinked.
     Stopped {
         pid: u32,
+    },
+    /// One step of a longer command; more lines follow.
+    Progress {
+        message: String,
+    },
+    /// The command finished; `message` sums it up (may be empty).
+    Done {
+        message: String,
     },
     Error {
         message: String,
@@ -67,8 +100,7 @@ pub struct BackendStatus {
     pub address: Option<String>,
     /// The worker's pid while one runs.
     pub pid: Option<u32>,
-    /// One of `starting`, `running`, `backoff`, `failed`, `stopping`, `stopped`.
-    pub state: String,
+    pub state: Phase,
     /// Takes new connections from the balancer.
     pub healthy: bool,
     pub restarts: u32,
@@ -83,6 +115,49 @@ pub struct BackendStatus {
     pub reason: Option<String>,
 }
 
+/// A backend's lifecycle phase, as `fleet status` and its JSON show it
+/// (the supervisor's state machine has more detail; this is the contract).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Spawned (or about to be), not yet past its first probe.
+    #[default]
+    Starting,
+    /// Up; `healthy` says whether it takes traffic.
+    Running,
+    /// Out of rotation, finishing its in-flight work before a deliberate
+    /// restart or stop.
+    Draining,
+    /// Waiting out the restart delay after an exit.
+    Backoff,
+    /// Crash loop: not restarted until `fleet restart` or `fleet start`.
+    Failed,
+    /// Signalled, waiting for the process to exit.
+    Stopping,
+    /// Not running: by `fleet stop`, by the restart policy, or at shutdown.
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Backoff => "backoff",
+            Phase::Failed => "failed",
+            Phase::Stopping => "stopping",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,6 +170,13 @@ pub struct ExitInfo {
     /// exit status then says nothing about the backend's own behaviour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+}
+
+impl Reply {
+    /// Whether this is the last line for its request.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Reply::Progress { .. })
+    }
 }
 
 impl std::fmt::Display for ExitInfo {
@@ -123,25 +205,31 @@ pub fn encode<T: Serialize>(body: T) -> String {
     s
 }
 
-/// Decode one line, checking the version. The error is the reply text.
-pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, String> {
-    if line.len() > MAX_LINE {
-        return Err(format!("message longer than {MAX_LINE} bytes"));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| format!("malformed message: {e}"))?;
+/// Why a line is not a message of this protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message")]
+    Malformed(#[source] serde_json::Error),
+    #[error("protocol version {0} is not supported (this fleet speaks {PROTOCOL_VERSION})")]
+    Version(u64),
+    #[error("message has no protocol version \"v\"")]
+    NoVersion,
+    #[error("bad message")]
+    Bad(#[source] serde_json::Error),
+}
+
+/// Decode one line, checking the version. The reader bounds the line
+/// (`MAX_LINE` for requests, `MAX_REPLY` for replies).
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, DecodeError> {
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(DecodeError::Malformed)?;
     match v.get("v").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => {
-            return Err(format!(
-                "protocol version {v} is not supported (this fleet speaks {PROTOCOL_VERSION})"
-            ));
-        }
-        None => return Err("message has no protocol version \"v\"".into()),
+        Some(v) => return Err(DecodeError::Version(v)),
+        None => return Err(DecodeError::NoVersion),
     }
     serde_json::from_value::<Envelope<T>>(v)
         .map(|e| e.body)
-        .map_err(|e| format!("bad message: {e}"))
+        .map_err(DecodeError::Bad)
 }
 
 #[cfg(test)]
@@ -156,9 +244,17 @@ mod tests {
                 timeout_s: Some(2.5),
             },
             Request::Down { timeout_s: None },
+            Request::Restart {
+                ports: vec![9002, 9003],
+                all_at_once: true,
+            },
+            Request::Stop { ports: vec![9002] },
+            Request::Start { ports: vec![] },
+            Request::Scale { backends: 8 },
+            Request::Reload,
         ] {
             let line = encode(r.clone());
-            assert_eq!(decode::<Request>(line.trim_end().as_bytes()), Ok(r));
+            assert_eq!(decode::<Request>(line.trim_end().as_bytes()).unwrap(), r);
         }
     }
 
@@ -169,27 +265,77 @@ mod tests {
 
     #[test]
     fn rejects_garbage_unknown_command_wrong_version_and_oversize() {
+        for (line, says) in [
+            (&b"garbage"[..], "malformed"),
+            (br#"{"v":1,"cmd":"explode"}"#, "bad message"),
+            (br#"{"v":2,"cmd":"status"}"#, "version 2"),
+            (br#"{"cmd":"status"}"#, "no protocol version"),
+        ] {
+            let e = crate::error::line(&decode::<Request>(line).unwrap_err());
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_restart_without_ports_means_every_backend() {
+        assert_eq!(
+            decode::<Request>(br#"{"v":1,"cmd":"restart"}"#).unwrap(),
+            Request::Restart {
+                ports: vec![],
+                all_at_once: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_status_far_larger_than_a_request_line_round_trips() {
+        let b = BackendStatus {
+            address: None,
+            port: 9002,
+            pid: Some(4243),
+            state: Phase::Draining,
+            healthy: false,
+            restarts: 0,
+            uptime_s: 1.5,
+            active_connections: 0,
+            total_connections: 7,
+            last_exit: None,
+            reason: Some("x".repeat(200)),
+        };
+        let s = FleetStatus {
+            pid: 1,
+            listen: "127.0.0.1:44444".into(),
+            uptime_s: 0.0,
+            backends: vec![b; 1000],
+        };
+        let line = encode(Reply::Status(s.clone()));
+        assert!(line.len() > MAX_LINE && line.len() < MAX_REPLY);
+        assert!(line.contains(r#""state":"draining""#));
+        assert_eq!(
+            decode::<Reply>(line.trim_end().as_bytes()).unwrap(),
+            Reply::Status(s)
+        );
+    }
+
+    #[test]
+    fn only_progress_is_not_final() {
         assert!(
-            decode::<Request>(b"garbage")
-                .unwrap_err()
-                .contains("malformed")
+            !Reply::Progress {
+                message: String::new()
+            }
+            .is_final()
         );
         assert!(
-            decode::<Request>(br#"{"v":1,"cmd":"explode"}"#)
-                .unwrap_err()
-                .contains("bad message")
+            Reply::Done {
+                message: String::new()
+            }
+            .is_final()
         );
         assert!(
-            decode::<Request>(br#"{"v":2,"cmd":"status"}"#)
-                .unwrap_err()
-                .contains("version 2")
+            Reply::Error {
+                message: String::new()
+            }
+            .is_final()
         );
-        assert!(
-            decode::<Request>(br#"{"cmd":"status"}"#)
-                .unwrap_err()
-                .contains("no protocol version")
-        );
-        let big = vec![b' '; MAX_LINE + 1];
-        assert!(decode::<Request>(&big).unwrap_err().contains("longer than"));
     }
 }

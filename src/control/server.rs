@@ -13,15 +13,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::protocol::{self, MAX_LINE, Reply, Request};
-use crate::supervisor::Shared;
+use super::command::{Command, REPLY_CAPACITY};
+use super::protocol::{self, FleetStatus, MAX_LINE, Reply, Request};
 
 /// A client has this long to send its request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// After `stop`, how long connections still writing their last reply get.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The fleet's status as it is now (read-only; built from the pool's atomics).
+pub type StatusView = Arc<dyn Fn() -> FleetStatus + Send + Sync>;
 
 /// Bind the socket at `path` with mode 0600.
 pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
@@ -36,16 +44,19 @@ pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
     peer_uid == own_uid || peer_uid == 0
 }
 
-/// Serve until `stop`. A `down` request cancels `shutdown`, the fleet's one
-/// shutdown token, after handing its connection to the supervisor for the
-/// final reply.
+/// Serve until `stop`, then give connections that are writing their final
+/// reply (a `down` waits for `stopped`) a moment to finish. `status` answers
+/// `status`; every other request becomes a [`Command`] for the supervisor.
 pub async fn serve(
     listener: UnixListener,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
+    status: StatusView,
+    commands: mpsc::Sender<Command>,
     stop: CancellationToken,
 ) {
     let own_uid = nix::unistd::geteuid().as_raw();
+    // Not the fleet's tracker: a control connection must never hold up the
+    // backends' shutdown; each one ends by its read deadline or its reply.
+    let connections = TaskTracker::new();
     loop {
         let stream = tokio::select! {
             biased;
@@ -59,74 +70,124 @@ pub async fn serve(
                 }
             },
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        // Not on the fleet's tracker: a control connection must never hold up
-        // shutdown, and each one ends by its own read deadline.
-        tokio::spawn(async move { handle(stream, &shared, &shutdown, own_uid).await });
+        let (status, commands, stop) = (status.clone(), commands.clone(), stop.clone());
+        connections.spawn(async move { handle(stream, &status, &commands, &stop, own_uid).await });
+    }
+    drop(commands);
+    connections.close();
+    let _ = tokio::time::timeout(FINISH_TIMEOUT, connections.wait()).await;
+}
+
+async fn write(w: &mut OwnedWriteHalf, r: Reply) -> bool {
+    w.write_all(protocol::encode(r).as_bytes()).await.is_ok()
+}
+
+fn error(message: impl Into<String>) -> Reply {
+    Reply::Error {
+        message: message.into(),
     }
 }
 
-async fn handle(stream: UnixStream, shared: &Shared, shutdown: &CancellationToken, own_uid: u32) {
+async fn handle(
+    stream: UnixStream,
+    status: &StatusView,
+    commands: &mpsc::Sender<Command>,
+    stop: &CancellationToken,
+    own_uid: u32,
+) {
     let peer = stream.peer_cred().map(|c| c.uid()).ok();
-    let (read, mut write) = stream.into_split();
-    let reply = |r: Reply| protocol::encode(r);
+    let (read, mut w) = stream.into_split();
     if !peer.is_some_and(|uid| peer_allowed(uid, own_uid)) {
         warn!(target: "supervisor", peer_uid = ?peer, "refused a control connection from another user");
-        let _ = write
-            .write_all(
-                reply(Reply::Error {
-                    message: "permission denied: only the fleet's owner or root may control it"
-                        .into(),
-                })
-                .as_bytes(),
-            )
-            .await;
+        write(
+            &mut w,
+            error("permission denied: only the fleet's owner or root may control it"),
+        )
+        .await;
         return;
     }
     let mut line = Vec::new();
     let mut reader = BufReader::new(read).take(MAX_LINE as u64 + 1);
-    let answer = match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await
-    {
-        Err(_) => Reply::Error {
-            message: format!("no request within {}s", READ_TIMEOUT.as_secs()),
-        },
-        Ok(Err(e)) => Reply::Error {
-            message: format!("read failed: {e}"),
-        },
-        Ok(Ok(_)) if line.len() > MAX_LINE => Reply::Error {
-            message: format!("request longer than {MAX_LINE} bytes"),
-        },
-        Ok(Ok(_)) => match protocol::decode::<Request>(line.trim_ascii()) {
-            Err(message) => Reply::Error { message },
-            Ok(Request::Status) => Reply::Status(shared.status()),
-            Ok(Request::Down { timeout_s }) => {
-                if let Some(t) = timeout_s {
-                    match Duration::try_from_secs_f64(t) {
-                        Ok(d) => shared.grace.set(d),
-                        Err(_) => {
-                            let m =
-                                format!("down: timeout must be a number of seconds >= 0 (got {t})");
-                            let _ = write
-                                .write_all(reply(Reply::Error { message: m }).as_bytes())
-                                .await;
-                            return;
-                        }
-                    }
-                }
-                info!(target: "supervisor", "down requested over the control socket");
-                shared
-                    .down_waiters
-                    .lock()
-                    .expect("never poisoned")
-                    .push(write);
-                shutdown.cancel();
-                return;
-            }
-        },
+    let read = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return,
+        r = tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)) => r,
     };
-    let _ = write.write_all(reply(answer).as_bytes()).await;
-    let _ = write.shutdown().await;
+    let request = match read {
+        Err(_) => Err(format!("no request within {}s", READ_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(format!("read failed: {e}")),
+        Ok(Ok(_)) if line.len() > MAX_LINE => Err(format!("request longer than {MAX_LINE} bytes")),
+        Ok(Ok(_)) => {
+            protocol::decode::<Request>(line.trim_ascii()).map_err(|e| crate::error::line(&e))
+        }
+    };
+    let (reply, mut replies) = mpsc::channel(REPLY_CAPACITY);
+    let command = match request {
+        Err(message) => {
+            write(&mut w, error(message)).await;
+            return;
+        }
+        Ok(Request::Status) => {
+            write(&mut w, Reply::Status(status())).await;
+            let _ = w.shutdown().await;
+            return;
+        }
+        Ok(Request::Down { timeout_s }) => {
+            let grace = match timeout_s.map(Duration::try_from_secs_f64) {
+                None => None,
+                Some(Ok(d)) => Some(d),
+                Some(Err(_)) => {
+                    let t = timeout_s.unwrap_or_default();
+                    write(
+                        &mut w,
+                        error(format!(
+                            "down: timeout must be a number of seconds >= 0 (got {t})"
+                        )),
+                    )
+                    .await;
+                    return;
+                }
+            };
+            info!(target: "supervisor", "down requested over the control socket");
+            Command::Down { grace, reply }
+        }
+        Ok(Request::Restart { ports, all_at_once }) => Command::Restart {
+            ports,
+            all_at_once,
+            reply,
+        },
+        Ok(Request::Stop { ports }) => Command::Stop { ports, reply },
+        Ok(Request::Start { ports }) => Command::Start { ports, reply },
+        Ok(Request::Scale { backends }) => Command::Scale { backends, reply },
+        Ok(Request::Reload) => Command::Reload { reply },
+    };
+    let verb = command.verb();
+    if commands.send(command).await.is_err() {
+        write(&mut w, error("the fleet is shutting down")).await;
+        return;
+    }
+    // Relay progress and the final reply as they come.
+    loop {
+        match replies.recv().await {
+            Some(r) => {
+                let last = r.is_final();
+                if !write(&mut w, r).await || last {
+                    break;
+                }
+            }
+            None => {
+                write(
+                    &mut w,
+                    error(format!(
+                        "{verb} was interrupted: the fleet is shutting down"
+                    )),
+                )
+                .await;
+                break;
+            }
+        }
+    }
+    let _ = w.shutdown().await;
 }
 
 #[cfg(test)]

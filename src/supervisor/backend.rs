@@ -15,7 +15,7 @@ use std::sync::Arc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::health;
 use super::output::BackendLog;
-use super::state::{self, Action, Backend, Event, Exit, Sig, State};
+use super::state::{self, Action, Backend, Event, Exit, Policy, Sig, State};
 use crate::balancer::pool::{Backends, Slot, SlotStatus};
 use crate::config::HealthConfig;
 use crate::control::protocol::ExitInfo;
@@ -42,6 +42,32 @@ pub struct Launch {
     pub die_with_parent: bool,
 }
 
+/// What the supervisor can tell one backend task.
+#[derive(Debug)]
+pub enum BackendCmd {
+    /// A deliberate transition (`Drain`, `Restart`, `Halt` or `Start`);
+    /// the sender is told once the result is published.
+    Event(Event, tokio::sync::oneshot::Sender<()>),
+    /// New probe settings and restart policy (`fleet reload`), from now on.
+    Settings {
+        health: HealthConfig,
+        policy: Policy,
+    },
+    /// A new command line (`fleet reload`), used from the next spawn.
+    Launch(Launch),
+    /// Stop for good (`fleet scale` down): SIGKILL past `deadline`, then the
+    /// task ends.
+    Retire { deadline: std::time::Instant },
+}
+
+/// The supervisor's end of one backend task.
+#[derive(Debug)]
+pub struct BackendHandle {
+    pub slot: Arc<Slot>,
+    pub commands: mpsc::Sender<BackendCmd>,
+    pub join: tokio::task::JoinHandle<()>,
+}
+
 pub struct BackendTask {
     pub slot: Arc<Slot>,
     /// For waking waiters when this backend's view changes.
@@ -51,9 +77,11 @@ pub struct BackendTask {
     pub machine: Backend,
     pub log: Arc<BackendLog>,
     pub passive: mpsc::Receiver<()>,
+    pub commands: mpsc::Receiver<BackendCmd>,
     pub token: CancellationToken,
-    /// Read once the token fires: how long the worker gets between SIGTERM and SIGKILL.
-    pub grace: Arc<super::Grace>,
+    /// Read once the token fires: how long the worker gets between SIGTERM
+    /// and SIGKILL (`fleet down --timeout` may have changed it).
+    pub grace: watch::Receiver<std::time::Duration>,
     pub tracker: TaskTracker,
     /// What the last probe saw, while probes fail: shown as the reason of a
     /// starting or unhealthy backend, and in `up`'s "not ready" message.
@@ -76,7 +104,11 @@ impl BackendTask {
         let mut probe: Option<ProbeFuture> = None;
         let mut next_probe = Instant::now();
         let mut shutting_down = false;
+        // Set by `Retire`: the task ends once the worker is gone.
+        let mut retiring = false;
         let mut was_routable = false;
+        // A command's acknowledgement, sent once its effect is published.
+        let mut ack: Option<tokio::sync::oneshot::Sender<()>> = None;
         // Failed probes since the spawn, for the start-up back-off.
         let mut start_failures = 0u32;
 
@@ -121,14 +153,17 @@ impl BackendTask {
                     State::Running { .. } => {
                         info!(target: "supervisor", port, healthy = routable, "health changed")
                     }
-                    s => info!(target: "supervisor", port, state = s.name(), "out of rotation"),
+                    s => info!(target: "supervisor", port, state = %s.phase(), "out of rotation"),
                 }
                 was_routable = routable;
             }
             self.publish();
             self.backends.notify(routable);
+            if let Some(a) = ack.take() {
+                let _ = a.send(());
+            }
 
-            if shutting_down
+            if (shutting_down || retiring)
                 && worker.is_none()
                 && !matches!(self.machine.state(), State::Stopping { .. })
             {
@@ -150,8 +185,27 @@ impl BackendTask {
                 biased;
                 _ = self.token.cancelled(), if !shutting_down => {
                     shutting_down = true;
-                    Event::Stop { deadline: std::time::Instant::now() + self.grace.get() }
+                    Event::Stop { deadline: std::time::Instant::now() + *self.grace.borrow() }
                 }
+                Some(cmd) = self.commands.recv(), if !shutting_down => match cmd {
+                    BackendCmd::Event(ev, done) => {
+                        ack = Some(done);
+                        ev
+                    }
+                    BackendCmd::Settings { health, policy } => {
+                        self.health = health;
+                        self.machine.set_policy(policy);
+                        continue;
+                    }
+                    BackendCmd::Launch(launch) => {
+                        self.launch = launch;
+                        continue;
+                    }
+                    BackendCmd::Retire { deadline } => {
+                        retiring = true;
+                        Event::Halt { deadline }
+                    }
+                },
                 status = wait(&mut worker) => {
                     let w = worker.take().expect("wait() only completes with a worker");
                     probe = None;
@@ -159,14 +213,18 @@ impl BackendTask {
                     // Take the rest of its process group with it: a custom
                     // command's children must not keep the port.
                     let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
-                    // Stopped by us for a restart: expected, whatever the status.
+                    // Stopped by us for a restart or a stop: expected, whatever the status.
                     let restarting = matches!(
                         self.machine.state(),
-                        State::Stopping { then: state::AfterStop::Restart, .. }
+                        State::Stopping { then: state::AfterStop::Restart | state::AfterStop::Respawn, .. }
+                    );
+                    let held = matches!(
+                        self.machine.state(),
+                        State::Stopping { then: state::AfterStop::Hold, .. }
                     );
                     if restarting {
                         info!(target: "supervisor", port, pid = w.pid, "backend stopped for a restart ({})", state::describe(exit));
-                    } else if !shutting_down {
+                    } else if !shutting_down && !held {
                         warn!(target: "supervisor", port, pid = w.pid, "backend {}", state::describe(exit));
                     } else {
                         info!(target: "supervisor", port, pid = w.pid, "backend stopped ({})", state::describe(exit));
@@ -295,7 +353,7 @@ impl BackendTask {
             m.routable(),
             SlotStatus {
                 pid: st.pid(),
-                state: st.name(),
+                state: st.phase(),
                 restarts: m.restarts(),
                 since,
                 last_exit: m.last_exit().map(|e| ExitInfo {

@@ -3,10 +3,14 @@
 //!
 //! Ownership: every backend task owns its state machine and child process and
 //! publishes to its pool `Slot`; the balancer and the control server only read
-//! the pool. `run` owns the shutdown order.
+//! the pool. `run` owns the shutdown order and the supervisor's loop, the one
+//! place that acts on commands (`control::command`): it tells backend tasks
+//! what to do through their handles (`backend::BackendHandle`), one command at
+//! a time (`ops`, `reload`).
 //!
 //! # Shutdown
-//! Triggered only by `token` (SIGINT, SIGTERM, or a control `down`). Then:
+//! Triggered only by `token` (SIGINT, SIGTERM, a foreground fleet's SIGHUP,
+//! or a control `down`). Then:
 //! 1. the balancer stops accepting (its listener is dropped: new clients are refused);
 //! 2. every backend gets SIGTERM at once; a worker finishes its in-flight
 //!    requests and closes idle keep-alive connections (the built-in worker
@@ -25,78 +29,53 @@
 
 pub mod backend;
 pub mod health;
+mod ops;
 pub mod orphans;
 pub mod output;
+mod reload;
 #[cfg(test)]
 mod shutdown_tests;
+pub mod signals;
 pub mod state;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::{self, pool::Backends, pool::Pool, pool::Slot};
+use crate::balancer::{self, pool::Backends, pool::Pool};
+use crate::cli::UpArgs;
 use crate::config::{BackendCommand, Config, Www};
-use crate::control::protocol::{self, FleetStatus, Reply};
+use crate::control::command::Command;
+use crate::control::protocol::{FleetStatus, Phase, Reply};
+use crate::control::server::StatusView;
 use crate::state_dir::{PidLock, StateDir};
-use backend::{BackendTask, Launch};
-use output::BackendLog;
-use state::{Backend, Policy};
+use backend::Launch;
+use ops::Fleet;
 
 /// How long `up` waits for every backend's first passing probe before it
 /// reports a degraded start (some ready) or gives up (none ready).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The SIGTERM → SIGKILL grace, settable by `fleet down --timeout` up to the
-/// moment shutdown starts.
-#[derive(Debug)]
-pub struct Grace(Mutex<Duration>);
+/// Commands waiting for the supervisor's loop; more wait in the control
+/// connections that sent them.
+const COMMAND_CAPACITY: usize = 16;
 
-impl Grace {
-    pub fn get(&self) -> Duration {
-        *self.0.lock().expect("grace lock is never poisoned")
-    }
-    pub fn set(&self, d: Duration) {
-        *self.0.lock().expect("grace lock is never poisoned") = d;
-    }
-}
-
-/// What the control server and `run` share.
-#[derive(Debug)]
-pub struct Shared {
-    pub backends: Arc<Backends>,
-    pub listen: SocketAddr,
-    pub started: Instant,
-    pub grace: Arc<Grace>,
-    /// `fleet down` callers, answered once everything is stopped.
-    pub down_waiters: Mutex<Vec<OwnedWriteHalf>>,
-}
-
-impl Shared {
-    pub fn status(&self) -> FleetStatus {
-        FleetStatus {
-            pid: std::process::id(),
-            listen: self.listen.to_string(),
-            uptime_s: crate::balancer::pool::round3(self.started.elapsed().as_secs_f64()),
-            backends: self
-                .backends
-                .load()
-                .slots()
-                .iter()
-                .map(|s| s.status())
-                .collect(),
-        }
+/// The fleet's status now: what `fleet status` prints.
+fn status(backends: &Backends, listen: SocketAddr, started: Instant) -> FleetStatus {
+    FleetStatus {
+        pid: std::process::id(),
+        listen: listen.to_string(),
+        uptime_s: crate::balancer::pool::round3(started.elapsed().as_secs_f64()),
+        backends: backends.load().slots().iter().map(|s| s.status()).collect(),
     }
 }
 
@@ -112,10 +91,21 @@ pub enum Readiness {
     },
 }
 
+/// Why start-up ended without a serving fleet.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StartError {
+    /// Not one backend passed a probe: each one's port and why, in words.
+    #[error("{}", failing.iter().map(|(p, why)| format!("{p}: {why}")).collect::<Vec<_>>().join("; "))]
+    NoneReady { failing: Vec<(u16, String)> },
+    /// Ctrl-C or `down` came first: a normal stop, not a failure.
+    #[error("interrupted during start-up")]
+    Interrupted,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("no backend became ready: {0}")]
-    NoBackendReady(String),
+    NoBackendReady(StartError),
 }
 
 /// The already bound sockets (bound by the caller so errors name the port
@@ -130,6 +120,12 @@ pub struct Options {
     pub echo_output: bool,
     /// The executable that provides `fleet serve` for built-in workers.
     pub exe: PathBuf,
+    /// What `fleet reload` re-reads: the flags given to `up` and the
+    /// directory it ran in (relative paths resolve as they did then).
+    pub reload: Option<(UpArgs, PathBuf)>,
+    /// The signal handlers, installed by the caller (so a failure is reported
+    /// before anything starts); `run` drives them.
+    pub signals: Option<signals::Signals>,
 }
 
 pub async fn run(
@@ -139,72 +135,35 @@ pub async fn run(
     lock: PidLock,
     opts: Options,
     token: CancellationToken,
-    ready: oneshot::Sender<Result<Readiness, String>>,
+    ready: oneshot::Sender<Result<Readiness, StartError>>,
 ) -> Result<(), SupervisorError> {
     let listen = listeners.balancer.local_addr().unwrap_or(config.listen);
+    let started = Instant::now();
     let tracker = TaskTracker::new();
     let conns = TaskTracker::new();
     let hard_stop = CancellationToken::new();
     let control_stop = CancellationToken::new();
-    let grace = Arc::new(Grace(Mutex::new(config.shutdown.timeout)));
+    // How long workers get between SIGTERM and SIGKILL at shutdown: a
+    // message (`down --timeout`, a reload) rather than shared state.
+    let (grace_tx, grace) = watch::channel(config.shutdown.timeout);
+    let grace_tx = Arc::new(grace_tx);
+    let (commands_tx, mut commands) = mpsc::channel::<Command>(COMMAND_CAPACITY);
 
-    let mut slots = Vec::new();
-    let mut receivers = Vec::new();
-    for port in config.ports() {
-        let (slot, rx) = Slot::new(port, SocketAddr::from(([127, 0, 0, 1], port)));
-        slots.push(Arc::new(slot));
-        receivers.push(rx);
-    }
-    // Upstreams rotate after the local backends, in the order written.
-    for u in &config.upstreams {
-        let (slot, rx) = Slot::upstream(u.name.clone(), u.addr);
-        slots.push(Arc::new(slot));
-        receivers.push(rx);
-    }
-    let backends = Arc::new(Backends::new(Pool::new(slots), config.balancer.clone()));
-    let pool = backends.load();
-    let shared = Arc::new(Shared {
-        backends: backends.clone(),
-        listen,
-        started: Instant::now(),
-        grace: grace.clone(),
-        down_waiters: Mutex::new(Vec::new()),
-    });
-
-    let policy = Policy::new(&config.restart, &config.health);
-    for (slot, passive) in pool.slots().iter().zip(receivers) {
-        if slot.upstream.is_some() {
-            tracker.spawn(
-                upstream::UpstreamTask {
-                    slot: slot.clone(),
-                    backends: backends.clone(),
-                    health: config.health.clone(),
-                    passive,
-                    token: token.child_token(),
-                }
-                .run(),
-            );
-            continue;
-        }
-        let task = BackendTask {
-            slot: slot.clone(),
-            backends: backends.clone(),
-            launch: launch_for(&config, &opts.exe, slot.port),
-            health: config.health.clone(),
-            machine: Backend::new(policy.clone(), fastrand::u64(..)),
-            log: Arc::new(BackendLog::new(
-                state.backend_log(slot.port),
-                slot.port,
-                opts.echo_output,
-            )),
-            passive,
-            token: token.child_token(),
-            grace: grace.clone(),
-            tracker: tracker.clone(),
-            last_probe: None,
-        };
-        tracker.spawn(task.run());
-    }
+    let backends = Arc::new(Backends::new(
+        Pool::new(Vec::new()),
+        config.balancer.clone(),
+    ));
+    let mut fleet = Fleet::new(
+        config,
+        backends.clone(),
+        tracker.clone(),
+        token.clone(),
+        grace,
+        grace_tx.clone(),
+        state.clone(),
+        &opts,
+    );
+    fleet.spawn_initial();
     tracker.spawn(balancer::run(
         listeners.balancer,
         backends.clone(),
@@ -212,99 +171,198 @@ pub async fn run(
         hard_stop.clone(),
         conns.clone(),
     ));
+    let view: StatusView = {
+        let backends = backends.clone();
+        Arc::new(move || status(&backends, listen, started))
+    };
     let control = tokio::spawn(crate::control::server::serve(
         listeners.control,
-        shared.clone(),
-        token.clone(),
+        view,
+        commands_tx.clone(),
         control_stop.clone(),
     ));
+    if let Some(signals) = opts.signals {
+        tokio::spawn(signals.run(token.clone(), commands_tx.clone()));
+    }
+    drop(commands_tx);
 
-    let started = wait_ready(&backends, listen, &token).await;
+    // `fleet down` callers, answered once everything is stopped.
+    let mut down: Vec<mpsc::Sender<Reply>> = Vec::new();
+    let mut on_command = |cmd: Command, busy: &str| match cmd {
+        Command::Down { grace, reply } => {
+            if let Some(g) = grace {
+                grace_tx.send_replace(g);
+            }
+            down.push(reply);
+            token.cancel();
+        }
+        other => {
+            let message = format!("{}: {busy}; try again when it is done", other.verb());
+            warn!(target: "supervisor", "{message}");
+            let _ = other.reply().try_send(Reply::Error { message });
+        }
+    };
+
+    let readiness = wait_ready(&backends, listen, &token);
+    tokio::pin!(readiness);
+    let started_up = loop {
+        tokio::select! {
+            r = &mut readiness => break r,
+            Some(cmd) = commands.recv() => on_command(cmd, "the fleet is still starting"),
+        }
+    };
     // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
-    let fatal = started
+    let fatal = started_up
         .as_ref()
         .err()
         .filter(|_| !token.is_cancelled())
         .cloned();
-    match &started {
+    match &started_up {
         Ok(Readiness::Ready { .. }) => {
-            info!(target: "supervisor", %listen, backends = config.backends, "fleet ready")
+            info!(target: "supervisor", %listen, backends = fleet.len(), "fleet ready")
         }
         Ok(Readiness::Degraded { failing, .. }) => {
             warn!(target: "supervisor", %listen, failing = failing.len(), "fleet started degraded")
         }
         Err(e) => warn!(target: "supervisor", "{e}"),
     }
-    let _ = ready.send(started);
+    let _ = ready.send(started_up);
     if fatal.is_some() {
         token.cancel();
     }
 
-    token.cancelled().await;
-    let grace_now = grace.get();
+    // The supervisor's loop: one command at a time. While one runs (a rolling
+    // restart takes a while) `down` still acts at once, and other commands
+    // are told to wait.
+    loop {
+        let cmd = tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            c = commands.recv() => match c {
+                Some(c) => c,
+                // No sender is left (cannot happen while the control server
+                // runs): nothing to do but wait for the shutdown.
+                None => {
+                    token.cancelled().await;
+                    break;
+                }
+            },
+        };
+        if let Command::Down { .. } = cmd {
+            on_command(cmd, "");
+            continue;
+        }
+        let busy = format!("`fleet {}` is in progress", cmd.verb());
+        let op = fleet.execute(cmd);
+        tokio::pin!(op);
+        loop {
+            tokio::select! {
+                biased;
+                // Dropping the operation drops its reply channel: its client
+                // hears that shutdown interrupted it.
+                _ = token.cancelled() => break,
+                _ = &mut op => break,
+                Some(c) = commands.recv() => on_command(c, &busy),
+            }
+        }
+    }
+
+    let grace_now = *grace_tx.borrow();
     info!(target: "supervisor", grace = ?grace_now, "shutting down");
     let deadline = Instant::now() + grace_now;
-    // Steps 1-2 run in the balancer and backend tasks, which watch `token`.
-    // Step 3: client connections get until the deadline, backends handle their own SIGKILL.
-    conns.close();
-    if tokio::time::timeout_at(deadline, conns.wait())
-        .await
-        .is_err()
-    {
-        info!(target: "supervisor", "cutting client connections still open at the deadline");
+    let shutdown = async {
+        // Steps 1-2 run in the balancer and backend tasks, which watch `token`.
+        // Step 3: client connections get until the deadline, backends handle their own SIGKILL.
+        conns.close();
+        if tokio::time::timeout_at(deadline, conns.wait())
+            .await
+            .is_err()
+        {
+            info!(target: "supervisor", "cutting client connections still open at the deadline");
+        }
+        hard_stop.cancel();
+        conns.wait().await;
+        // Step 4.
+        tracker.close();
+        if tokio::time::timeout_at(deadline + Duration::from_secs(3), tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(target: "supervisor", "some backend tasks did not finish; exiting anyway");
+        }
+    };
+    tokio::pin!(shutdown);
+    // A `down` that arrives during shutdown waits for its end like the first.
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(c) = commands.recv() => on_command(c, "the fleet is shutting down"),
+        }
     }
-    hard_stop.cancel();
-    conns.wait().await;
-    // Step 4.
-    tracker.close();
-    if tokio::time::timeout_at(deadline + Duration::from_secs(3), tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(target: "supervisor", "some backend tasks did not finish; exiting anyway");
-    }
-    control_stop.cancel();
-    let _ = control.await;
+    drop(fleet);
     let _ = std::fs::remove_file(state.socket());
     lock.release();
     info!(target: "supervisor", "stopped");
-    // Step 5.
-    let waiters = std::mem::take(&mut *shared.down_waiters.lock().expect("never poisoned"));
-    let reply = protocol::encode(Reply::Stopped {
-        pid: std::process::id(),
-    });
-    for mut w in waiters {
-        let _ = w.write_all(reply.as_bytes()).await;
-        let _ = w.shutdown().await;
+    // Step 5: answer `fleet down`, then let the control connections write it.
+    while let Ok(c) = commands.try_recv() {
+        on_command(c, "the fleet is shutting down");
     }
+    for reply in down {
+        let _ = reply.try_send(Reply::Stopped {
+            pid: std::process::id(),
+        });
+    }
+    control_stop.cancel();
+    let _ = control.await;
     match fatal {
         Some(e) => Err(SupervisorError::NoBackendReady(e)),
         None => Ok(()),
     }
 }
 
+/// Whether a backend has given up for now (as opposed to still trying); an
+/// upstream that answers its probes but is unhealthy counts (it is not
+/// ours to restart).
+fn gave_up(s: &crate::control::protocol::BackendStatus) -> bool {
+    !s.healthy
+        && (s.state == Phase::Failed
+            || (s.state == Phase::Stopped && s.reason.is_some())
+            || (s.address.is_some() && s.state == Phase::Running))
+}
+
 /// Wait until every backend is routable, or until every one is routable or
-/// has given up, or `STARTUP_TIMEOUT`. Woken by every published change.
+/// has given up, or `STARTUP_TIMEOUT` after the last one was spawned (a fleet
+/// of 1000 takes seconds just to spawn on a busy machine; each backend gets
+/// the full time). Woken by every published change.
 async fn wait_ready(
     backends: &Backends,
     listen: SocketAddr,
     token: &CancellationToken,
-) -> Result<Readiness, String> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
+) -> Result<Readiness, StartError> {
+    let mut deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
+        // A backend task publishes a `starting` state only with the pid of
+        // what it spawned; without one, it has not spawned yet (upstreams
+        // have no pid at all).
+        if statuses
+            .iter()
+            .any(|s| s.state == Phase::Starting && s.pid.is_none() && s.address.is_none())
+        {
+            deadline = Instant::now() + STARTUP_TIMEOUT;
+        }
         let up = statuses.iter().filter(|s| s.healthy).count();
         // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
-            .filter(|s| {
-                !s.healthy
-                    && (s.state == "failed"
-                        || (s.state == "stopped" && s.reason.is_some())
-                        || (s.address.is_some() && s.state == "running"))
+            .filter(|s| gave_up(s))
+            .map(|s| {
+                (
+                    s.port,
+                    s.reason.clone().unwrap_or_else(|| s.state.to_string()),
+                )
             })
-            .map(|s| (s.port, s.reason.clone().unwrap_or_else(|| s.state.clone())))
             .collect();
         let timed_out = Instant::now() >= deadline;
         if up == statuses.len() {
@@ -317,7 +375,7 @@ async fn wait_ready(
                 .map(|s| {
                     let why = match (&s.reason, &s.last_exit) {
                         // Still starting: say what its probes saw.
-                        (Some(probe), _) if s.state == "starting" => {
+                        (Some(probe), _) if s.state == Phase::Starting => {
                             format!("not ready after {}s; {probe}", STARTUP_TIMEOUT.as_secs())
                         }
                         (Some(r), _) => r.clone(),
@@ -325,7 +383,7 @@ async fn wait_ready(
                         (None, None) if timed_out => {
                             format!("not ready after {}s", STARTUP_TIMEOUT.as_secs())
                         }
-                        (None, None) => s.state.clone(),
+                        (None, None) => s.state.to_string(),
                     };
                     match &s.address {
                         Some(a) => (s.port, format!("upstream {a}: {why}")),
@@ -334,18 +392,13 @@ async fn wait_ready(
                 })
                 .collect();
             if up == 0 {
-                let detail = failing
-                    .iter()
-                    .map(|(p, why)| format!("{p}: {why}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(detail);
+                return Err(StartError::NoneReady { failing });
             }
             return Ok(Readiness::Degraded { listen, failing });
         }
         tokio::select! {
             biased;
-            _ = token.cancelled() => return Err("interrupted during start-up".into()),
+            _ = token.cancelled() => return Err(StartError::Interrupted),
             _ = changed => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
@@ -353,7 +406,7 @@ async fn wait_ready(
 }
 
 /// The command line for one backend.
-fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
+pub(crate) fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
     match &config.backend {
         BackendCommand::Builtin => Launch {
             program: exe.to_path_buf(),

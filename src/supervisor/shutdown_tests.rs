@@ -78,6 +78,8 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
     let opts = Options {
         echo_output: false,
         exe: stubborn_worker_exe(dir.path()),
+        reload: None,
+        signals: None,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let supervisor = tokio::spawn(super::run(

@@ -18,6 +18,18 @@
 //!     │                 └─▶ Failed (crash loop)            Stopping{then: Restart}
 //!     └──────────────────── Stopping{then: Stay} ◀── Stop (shutdown), from any live state
 //! ```
+//!
+//! Deliberate edges (`fleet restart`, `stop`, `start`, `scale`) are the
+//! user's, not the policy's: they work under `restart.policy: never`, bring
+//! a `Failed` backend back, and neither count toward the crash loop nor wait
+//! out a backoff (a deliberate start forgets the crash history).
+//!
+//! ```text
+//!  Running ──Drain──▶ Draining (out of rotation, finishing in-flight work)
+//!  Running | Draining | Starting ──Restart──▶ Stopping{then: Respawn} ──exited──▶ Starting
+//!  Running | Draining | Starting ──Halt─────▶ Stopping{then: Hold} ────exited──▶ Stopped (by fleet stop)
+//!  Stopped | Failed | Backoff ──Restart / Start──▶ Starting;  ──Halt──▶ Stopped (by fleet stop)
+//! ```
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,6 +37,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::config::{HealthConfig, RestartConfig, RestartPolicy};
+use crate::control::protocol::Phase;
 
 /// How long a `Starting` backend may take to pass its first probe before it
 /// is killed and restarted (a program that never listens, or listens elsewhere).
@@ -52,11 +65,19 @@ impl Exit {
 /// What to do once a `Stopping` backend has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterStop {
-    /// Liveness or start timeout: start a new worker.
+    /// Liveness or start timeout: restart per the policy (backoff, crash loop).
     Restart,
     /// Shutdown: stay stopped.
     Stay,
+    /// Deliberate restart (`fleet restart`): start again at once, whatever
+    /// the policy says.
+    Respawn,
+    /// Deliberate stop (`fleet stop`): stay stopped until `fleet start`.
+    Hold,
 }
+
+/// The reason a backend held by `fleet stop` shows.
+pub const HELD: &str = "stopped by `fleet stop`; `fleet start` brings it back";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
@@ -78,6 +99,9 @@ pub enum State {
         fails: u32,
         suspect: bool,
     },
+    /// Out of rotation before a deliberate restart or stop, so its in-flight
+    /// work can finish; the supervisor decides when it has waited enough.
+    Draining { pid: u32, since: Instant },
     /// Waiting out the restart delay.
     Backoff { until: Instant },
     /// Signalled; waiting for the process to exit. SIGKILL at `deadline`.
@@ -87,27 +111,30 @@ pub enum State {
         then: AfterStop,
         killed: bool,
     },
-    /// Gave up: crash loop. Only shutdown leaves this state (to nowhere).
+    /// Gave up: crash loop. Only a deliberate restart or start leaves it.
     Failed { reason: String },
 }
 
 impl State {
-    /// The name in `fleet status` and the JSON contract.
-    pub fn name(&self) -> &'static str {
+    /// The phase in `fleet status` and the JSON contract.
+    pub fn phase(&self) -> Phase {
         match self {
-            State::Stopped { .. } => "stopped",
-            State::Starting { .. } => "starting",
-            State::Running { .. } => "running",
-            State::Backoff { .. } => "backoff",
-            State::Stopping { .. } => "stopping",
-            State::Failed { .. } => "failed",
+            State::Stopped { .. } => Phase::Stopped,
+            State::Starting { .. } => Phase::Starting,
+            State::Running { .. } => Phase::Running,
+            State::Draining { .. } => Phase::Draining,
+            State::Backoff { .. } => Phase::Backoff,
+            State::Stopping { .. } => Phase::Stopping,
+            State::Failed { .. } => Phase::Failed,
         }
     }
 
     pub fn pid(&self) -> Option<u32> {
         match self {
             State::Starting { pid, .. } => *pid,
-            State::Running { pid, .. } | State::Stopping { pid, .. } => Some(*pid),
+            State::Running { pid, .. }
+            | State::Draining { pid, .. }
+            | State::Stopping { pid, .. } => Some(*pid),
             _ => None,
         }
     }
@@ -115,8 +142,22 @@ impl State {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Begin supervising (once, at start-up).
+    /// Begin supervising: at start-up, and `fleet start` (which also brings
+    /// a `Failed` backend back).
     Start,
+    /// `fleet restart`, `stop` or `scale`: take it out of rotation and let
+    /// its in-flight work finish.
+    Drain,
+    /// `fleet restart`: stop the worker (SIGKILL past `deadline`) and start
+    /// a new one at once.
+    Restart {
+        deadline: Instant,
+    },
+    /// `fleet stop` (and shrinking by `fleet scale`): stop the worker
+    /// (SIGKILL past `deadline`) and keep it stopped until `Start`.
+    Halt {
+        deadline: Instant,
+    },
     /// The glue spawned the worker.
     Spawned {
         pid: u32,
@@ -214,6 +255,10 @@ impl Backend {
     pub fn state(&self) -> &State {
         &self.state
     }
+    /// New settings from `fleet reload`; they apply from the next event.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
     pub fn restarts(&self) -> u32 {
         self.restarts
     }
@@ -257,13 +302,72 @@ impl Backend {
         use State::*;
         let p = &self.policy;
         match (state, ev) {
-            // Stopped -> Starting (first start)
-            (Stopped { .. }, Event::Start) => (
-                Starting {
-                    pid: None,
-                    since: now,
+            // Stopped | Failed -> Starting (first start, or `fleet start`)
+            (Stopped { .. } | Failed { .. }, Event::Start) => self.deliberate_start(now),
+            // Running -> Draining (out of rotation before a deliberate stop)
+            (Running { pid, since, .. }, Event::Drain) => (Draining { pid, since }, None),
+            // Running | Draining | Starting -> Stopping (deliberate restart)
+            (
+                Running { pid, .. } | Draining { pid, .. } | Starting { pid: Some(pid), .. },
+                Event::Restart { deadline },
+            ) => stopping(pid, deadline, AfterStop::Respawn),
+            // Running | Draining | Starting -> Stopping (deliberate stop)
+            (
+                Running { pid, .. } | Draining { pid, .. } | Starting { pid: Some(pid), .. },
+                Event::Halt { deadline },
+            ) => stopping(pid, deadline, AfterStop::Hold),
+            // Stopping -> Stopping (a deliberate restart overrides a liveness
+            // restart or a deliberate stop; shutdown overrides both)
+            (
+                Stopping {
+                    pid,
+                    deadline,
+                    then,
+                    killed,
                 },
-                Some(Action::Spawn),
+                Event::Restart { deadline: d },
+            ) if then != AfterStop::Stay => (
+                Stopping {
+                    pid,
+                    deadline: deadline.min(d),
+                    then: AfterStop::Respawn,
+                    killed,
+                },
+                None,
+            ),
+            // Stopping -> Stopping (a deliberate stop overrides a liveness or
+            // deliberate restart; shutdown overrides it)
+            (
+                Stopping {
+                    pid,
+                    deadline,
+                    then,
+                    killed,
+                },
+                Event::Halt { deadline: d },
+            ) if then != AfterStop::Stay => (
+                Stopping {
+                    pid,
+                    deadline: deadline.min(d),
+                    then: AfterStop::Hold,
+                    killed,
+                },
+                None,
+            ),
+            // Stopped | Failed | Backoff | Starting(no pid) -> Starting (deliberate restart: nothing to stop)
+            (
+                Stopped { .. } | Failed { .. } | Backoff { .. } | Starting { pid: None, .. },
+                Event::Restart { .. },
+            ) => self.deliberate_start(now),
+            // Stopped | Failed | Backoff | Starting(no pid) -> Stopped (deliberate stop: nothing to signal)
+            (
+                Stopped { .. } | Failed { .. } | Backoff { .. } | Starting { pid: None, .. },
+                Event::Halt { .. },
+            ) => (
+                Stopped {
+                    reason: Some(HELD.into()),
+                },
+                None,
             ),
             // Starting -> Starting (pid known)
             (Starting { pid: None, since }, Event::Spawned { pid }) => (
@@ -319,10 +423,11 @@ impl Backend {
                     Some(Action::Signal(Sig::Term)),
                 )
             }
-            // Starting | Running -> Backoff | Failed | Stopped (the worker died)
-            (Starting { pid: Some(_), .. } | Running { .. }, Event::Exited(exit)) => {
-                self.after_exit(exit, None, now)
-            }
+            // Starting | Running | Draining -> Backoff | Failed | Stopped (the worker died)
+            (
+                Starting { pid: Some(_), .. } | Running { .. } | Draining { .. },
+                Event::Exited(exit),
+            ) => self.after_exit(exit, None, now),
             // Running -> Running (pass: count toward rise if unhealthy)
             (
                 Running {
@@ -458,13 +563,20 @@ impl Backend {
                 },
                 Some(Action::Signal(Sig::Kill)),
             ),
-            // Stopping -> Starting | Stopped (the worker is gone)
+            // Stopping -> Backoff | Failed | Starting | Stopped (the worker is gone)
             (Stopping { then, .. }, Event::Exited(exit)) => {
                 self.last_exit = Some(exit);
                 let cause = self.stopping_for.take();
                 let next = match then {
                     AfterStop::Stay => (Stopped { reason: None }, None),
                     AfterStop::Restart => self.after_exit(exit, None, now),
+                    AfterStop::Respawn => self.deliberate_start(now),
+                    AfterStop::Hold => (
+                        Stopped {
+                            reason: Some(HELD.into()),
+                        },
+                        None,
+                    ),
                 };
                 self.last_exit_cause = cause.filter(|_| then == AfterStop::Restart);
                 next
@@ -487,8 +599,11 @@ impl Backend {
                 },
                 None,
             ),
-            // Starting | Running -> Stopping (shutdown)
-            (Starting { pid: Some(pid), .. } | Running { pid, .. }, Event::Stop { deadline }) => (
+            // Starting | Running | Draining -> Stopping (shutdown)
+            (
+                Starting { pid: Some(pid), .. } | Running { pid, .. } | Draining { pid, .. },
+                Event::Stop { deadline },
+            ) => (
                 Stopping {
                     pid,
                     deadline,
@@ -505,22 +620,38 @@ impl Backend {
             (s @ Failed { .. }, Event::Stop { .. }) => (s, None),
             // Anything else is stale or impossible (a late probe result, a Tick
             // before its deadline): harmless by construction.
+            // A drain of a backend that takes no traffic has nothing to wait for.
             (
                 s,
                 ev @ (Event::Tick
                 | Event::ProbePassed
                 | Event::ProbeFailed
                 | Event::PassiveFailure
-                | Event::ConnectTimedOut),
+                | Event::ConnectTimedOut
+                | Event::Drain),
             ) => {
-                tracing::trace!(state = s.name(), ?ev, "event ignored");
+                tracing::trace!(state = %s.phase(), ?ev, "event ignored");
                 (s, None)
             }
             (s, ev) => {
-                warn!(state = s.name(), ?ev, "ignored unexpected event");
+                warn!(state = %s.phase(), ?ev, "ignored unexpected event");
                 (s, None)
             }
         }
+    }
+
+    /// A start the user asked for: at once, whatever the policy, and with the
+    /// crash history forgotten (the user has intervened, e.g. fixed the program).
+    fn deliberate_start(&mut self, now: Instant) -> (State, Option<Action>) {
+        self.recent.clear();
+        self.attempt = 0;
+        (
+            State::Starting {
+                pid: None,
+                since: now,
+            },
+            Some(Action::Spawn),
+        )
     }
 
     /// The worker ended (or never started): decide between restart, stop and
@@ -578,6 +709,19 @@ impl Backend {
     }
 }
 
+/// SIGTERM now, SIGKILL at `deadline`, then `then`.
+fn stopping(pid: u32, deadline: Instant, then: AfterStop) -> (State, Option<Action>) {
+    (
+        State::Stopping {
+            pid,
+            deadline,
+            then,
+            killed: false,
+        },
+        Some(Action::Signal(Sig::Term)),
+    )
+}
+
 /// `initial * 2^attempt`, capped at `max`, then scaled by a jitter factor in
 /// [0.8, 1.2) (and capped again) so that backends that died together do not
 /// restart in lockstep.
@@ -604,7 +748,7 @@ pub fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
-fn policy_name(p: RestartPolicy) -> &'static str {
+pub(crate) fn policy_name(p: RestartPolicy) -> &'static str {
     match p {
         RestartPolicy::Always => "always",
         RestartPolicy::OnFailure => "on-failure",
@@ -688,7 +832,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = starting(t0);
         assert_eq!(b.step(Event::ProbeFailed, t0 + ms(5)), None);
-        assert_eq!(b.state().name(), "starting");
+        assert_eq!(b.state().phase(), Phase::Starting);
     }
 
     #[test]
@@ -703,7 +847,7 @@ mod tests {
             t0,
         );
         assert_eq!(a, None);
-        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.state().phase(), Phase::Backoff);
         assert_eq!(b.restarts(), 1);
     }
 
@@ -730,7 +874,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = starting(t0);
         b.step(Event::Exited(Exit::Code(1)), t0 + ms(1));
-        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.state().phase(), Phase::Backoff);
         assert_eq!(b.last_exit(), Some(Exit::Code(1)));
     }
 
@@ -759,7 +903,7 @@ mod tests {
         b.step(Event::Exited(Exit::Signal(9)), t0);
         assert_eq!(b.step(Event::Tick, t0 + ms(50)), None, "delay not elapsed");
         assert_eq!(b.step(Event::Tick, t0 + ms(200)), Some(Action::Spawn));
-        assert_eq!(b.state().name(), "starting");
+        assert_eq!(b.state().phase(), Phase::Starting);
     }
 
     #[test]
@@ -821,7 +965,7 @@ mod tests {
         let mut b = running(t0);
         b.step(Event::PassiveFailure, t0);
         assert!(!b.routable());
-        assert_eq!(b.state().name(), "running");
+        assert_eq!(b.state().phase(), Phase::Running);
         for _ in 1..policy().rise {
             b.step(Event::ProbePassed, t0);
             assert!(!b.routable(), "back only after `rise` passes");
@@ -837,7 +981,7 @@ mod tests {
         for _ in 0..policy().restart_after {
             b.step(Event::ProbeFailed, t0);
         }
-        assert_eq!(b.state().name(), "stopping");
+        assert_eq!(b.state().phase(), Phase::Stopping);
         b.step(Event::Exited(Exit::Code(0)), t0);
         assert_eq!(b.last_exit(), Some(Exit::Code(0)));
         assert_eq!(
@@ -898,7 +1042,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = starting(t0);
         assert_eq!(b.step(Event::ConnectTimedOut, t0), None);
-        assert_eq!(b.state().name(), "starting");
+        assert_eq!(b.state().phase(), Phase::Starting);
     }
 
     #[test]
@@ -906,7 +1050,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = starting(t0);
         assert_eq!(b.step(Event::PassiveFailure, t0), None);
-        assert_eq!(b.state().name(), "starting");
+        assert_eq!(b.state().phase(), Phase::Starting);
         b.step(Event::ProbePassed, t0);
         assert!(b.routable(), "its first pass still admits it");
     }
@@ -952,7 +1096,7 @@ mod tests {
             b.step(Event::ProbeFailed, t0);
         }
         b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
-        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.state().phase(), Phase::Backoff);
         assert_eq!(b.restarts(), 1);
     }
 
@@ -983,7 +1127,7 @@ mod tests {
         let mut b = running(t0);
         b.step(Event::Exited(Exit::Code(3)), t0);
         assert_eq!(b.step(Event::Stop { deadline: t0 }, t0), None);
-        assert_eq!(b.state().name(), "stopped");
+        assert_eq!(b.state().phase(), Phase::Stopped);
     }
 
     #[test]
@@ -994,7 +1138,7 @@ mod tests {
         b.step(Event::Exited(Exit::Code(0)), t0);
         assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0), None);
         assert_eq!(b.step(Event::ProbePassed, t0), None);
-        assert_eq!(b.state().name(), "stopped");
+        assert_eq!(b.state().phase(), Phase::Stopped);
     }
 
     #[test]
@@ -1007,7 +1151,7 @@ mod tests {
         for i in 0..max {
             b.step(Event::Spawned { pid: 100 + i }, now);
             b.step(Event::Exited(Exit::Code(1)), now);
-            assert_eq!(b.state().name(), "backoff", "restart {i} allowed");
+            assert_eq!(b.state().phase(), Phase::Backoff, "restart {i} allowed");
             now += policy().restart.max_backoff;
             assert_eq!(b.step(Event::Tick, now), Some(Action::Spawn));
         }
@@ -1038,7 +1182,7 @@ mod tests {
         for i in 0..20 {
             b.step(Event::Spawned { pid: i }, now);
             b.step(Event::Exited(Exit::Code(1)), now);
-            assert_eq!(b.state().name(), "backoff", "restart {i}");
+            assert_eq!(b.state().phase(), Phase::Backoff, "restart {i}");
             now += window / 4; // at most 4 restarts in any window: under max_restarts (5)
             b.step(Event::Tick, now);
         }
@@ -1068,12 +1212,12 @@ mod tests {
         b.step(Event::Start, t0);
         b.step(Event::Spawned { pid: 1 }, t0);
         b.step(Event::Exited(Exit::Signal(9)), t0);
-        assert_eq!(b.state().name(), "backoff");
+        assert_eq!(b.state().phase(), Phase::Backoff);
         let mut b = Backend::new(p, 1);
         b.step(Event::Start, t0);
         b.step(Event::Spawned { pid: 1 }, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
-        assert_eq!(b.state().name(), "stopped");
+        assert_eq!(b.state().phase(), Phase::Stopped);
     }
 
     #[test]
@@ -1111,5 +1255,283 @@ mod tests {
             panic!()
         };
         assert!(until - stable <= ms(120), "back to the initial delay");
+    }
+
+    /// A backend that gave up after a crash loop, at `t0`.
+    fn failed(t0: Instant) -> Backend {
+        let mut b = Backend::new(policy(), 1);
+        b.step(Event::Start, t0);
+        for i in 0..=policy().restart.max_restarts {
+            b.step(Event::Spawned { pid: 100 + i }, t0);
+            b.step(Event::Exited(Exit::Code(1)), t0);
+            b.step(Event::Tick, t0 + policy().restart.max_backoff);
+        }
+        assert_eq!(b.state().phase(), Phase::Failed);
+        b
+    }
+
+    #[test]
+    fn running_to_draining_on_drain_leaves_rotation() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        assert_eq!(b.step(Event::Drain, t0), None);
+        assert_eq!(b.state(), &State::Draining { pid: 10, since: t0 });
+        assert!(!b.routable());
+        assert_eq!(b.state().pid(), Some(10));
+    }
+
+    #[test]
+    fn drain_of_a_backend_without_traffic_is_ignored() {
+        let t0 = Instant::now();
+        let mut b = starting(t0);
+        assert_eq!(b.step(Event::Drain, t0), None);
+        assert_eq!(b.state().phase(), Phase::Starting);
+    }
+
+    #[test]
+    fn draining_to_stopping_on_restart_then_starting_without_backoff() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Drain, t0);
+        let deadline = t0 + ms(100);
+        assert_eq!(
+            b.step(Event::Restart { deadline }, t0),
+            Some(Action::Signal(Sig::Term))
+        );
+        assert!(matches!(
+            b.state(),
+            State::Stopping {
+                then: AfterStop::Respawn,
+                ..
+            }
+        ));
+        assert_eq!(
+            b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5)),
+            Some(Action::Spawn),
+            "started again at once"
+        );
+        assert_eq!(b.state().phase(), Phase::Starting);
+        assert_eq!(
+            b.restarts(),
+            0,
+            "a deliberate restart is not a policy restart"
+        );
+    }
+
+    #[test]
+    fn running_to_stopping_on_restart_under_policy_never() {
+        let t0 = Instant::now();
+        let mut p = policy();
+        p.restart.policy = RestartPolicy::Never;
+        let mut b = Backend::new(p, 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 3 }, t0);
+        b.step(Event::ProbePassed, t0);
+        b.step(Event::Restart { deadline: t0 }, t0);
+        assert_eq!(
+            b.step(Event::Exited(Exit::Code(0)), t0),
+            Some(Action::Spawn)
+        );
+        assert_eq!(b.state().phase(), Phase::Starting);
+    }
+
+    #[test]
+    fn starting_to_stopping_on_halt_then_held_until_start() {
+        let t0 = Instant::now();
+        let mut b = starting(t0);
+        assert_eq!(
+            b.step(
+                Event::Halt {
+                    deadline: t0 + ms(100)
+                },
+                t0
+            ),
+            Some(Action::Signal(Sig::Term))
+        );
+        assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0), None);
+        assert_eq!(
+            b.state(),
+            &State::Stopped {
+                reason: Some(HELD.into())
+            }
+        );
+        assert_eq!(b.next_deadline(), None, "nothing restarts it");
+        assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
+        assert_eq!(b.state().phase(), Phase::Starting);
+    }
+
+    #[test]
+    fn draining_to_stopping_on_halt() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Drain, t0);
+        assert_eq!(
+            b.step(Event::Halt { deadline: t0 }, t0),
+            Some(Action::Signal(Sig::Term))
+        );
+        assert!(matches!(
+            b.state(),
+            State::Stopping {
+                then: AfterStop::Hold,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn draining_to_backoff_when_worker_dies() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Drain, t0);
+        b.step(Event::Exited(Exit::Signal(9)), t0);
+        assert_eq!(b.state().phase(), Phase::Backoff);
+    }
+
+    #[test]
+    fn draining_to_stopping_on_shutdown() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Drain, t0);
+        assert_eq!(
+            b.step(Event::Stop { deadline: t0 }, t0),
+            Some(Action::Signal(Sig::Term))
+        );
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        assert_eq!(b.state(), &State::Stopped { reason: None });
+    }
+
+    #[test]
+    fn stopping_for_liveness_becomes_a_deliberate_stop_on_halt() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        let sooner = t0 + ms(1);
+        assert_eq!(
+            b.step(Event::Halt { deadline: sooner }, t0),
+            None,
+            "already signalled"
+        );
+        assert_eq!(b.next_deadline(), Some(sooner));
+        b.step(Event::Exited(Exit::Signal(15)), t0);
+        assert_eq!(b.state().phase(), Phase::Stopped);
+        assert_eq!(b.restarts(), 0);
+    }
+
+    #[test]
+    fn stopping_for_a_stop_becomes_a_restart_on_restart() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(
+            Event::Halt {
+                deadline: t0 + ms(100),
+            },
+            t0,
+        );
+        assert_eq!(
+            b.step(
+                Event::Restart {
+                    deadline: t0 + ms(100)
+                },
+                t0
+            ),
+            None
+        );
+        assert_eq!(
+            b.step(Event::Exited(Exit::Code(0)), t0),
+            Some(Action::Spawn)
+        );
+    }
+
+    #[test]
+    fn stopping_for_shutdown_ignores_restart_and_halt() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(
+            Event::Stop {
+                deadline: t0 + ms(100),
+            },
+            t0,
+        );
+        assert_eq!(b.step(Event::Restart { deadline: t0 }, t0), None);
+        assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
+        b.step(Event::Exited(Exit::Code(0)), t0);
+        assert_eq!(b.state(), &State::Stopped { reason: None }, "shutdown wins");
+    }
+
+    #[test]
+    fn failed_to_starting_on_restart_forgets_the_crash_loop() {
+        let t0 = Instant::now();
+        let mut b = failed(t0);
+        let later = t0 + ms(10);
+        assert_eq!(
+            b.step(Event::Restart { deadline: later }, later),
+            Some(Action::Spawn)
+        );
+        assert_eq!(b.state().phase(), Phase::Starting);
+        b.step(Event::Spawned { pid: 50 }, later);
+        b.step(Event::Exited(Exit::Code(1)), later);
+        assert_eq!(
+            b.state().phase(),
+            Phase::Backoff,
+            "the next crash is restarted by policy, not a crash loop"
+        );
+    }
+
+    #[test]
+    fn failed_to_starting_on_start() {
+        let t0 = Instant::now();
+        let mut b = failed(t0);
+        assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
+        assert_eq!(b.state().phase(), Phase::Starting);
+    }
+
+    #[test]
+    fn stopped_by_policy_to_starting_on_restart() {
+        let t0 = Instant::now();
+        let mut p = policy();
+        p.restart.policy = RestartPolicy::Never;
+        let mut b = Backend::new(p, 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid: 1 }, t0);
+        b.step(Event::Exited(Exit::Code(1)), t0);
+        assert_eq!(b.state().phase(), Phase::Stopped);
+        assert_eq!(
+            b.step(Event::Restart { deadline: t0 }, t0),
+            Some(Action::Spawn)
+        );
+    }
+
+    #[test]
+    fn backoff_to_starting_on_restart_without_waiting() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Code(1)), t0);
+        assert_eq!(
+            b.step(Event::Restart { deadline: t0 }, t0),
+            Some(Action::Spawn)
+        );
+        assert_eq!(b.state().phase(), Phase::Starting);
+    }
+
+    #[test]
+    fn backoff_to_stopped_on_halt() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Code(1)), t0);
+        assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
+        assert_eq!(
+            b.state(),
+            &State::Stopped {
+                reason: Some(HELD.into())
+            }
+        );
+        assert_eq!(b.step(Event::Tick, t0 + Duration::from_secs(60)), None);
+        assert_eq!(
+            b.state().phase(),
+            Phase::Stopped,
+            "the policy does not restart it"
+        );
     }
 }

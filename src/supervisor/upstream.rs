@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::health;
 use crate::balancer::pool::{Backends, Slot, SlotStatus};
 use crate::config::HealthConfig;
+use crate::control::protocol::Phase;
 
 /// What the probes have shown so far; counters are consecutive results
 /// since the last change of state.
@@ -51,12 +52,12 @@ impl Health {
         matches!(self, Health::Up { .. })
     }
 
-    /// The name in `fleet status`: `starting` until the first verdict, then
+    /// The phase in `fleet status`: `starting` until the first verdict, then
     /// `running` (healthy or not, as a local backend that is up).
-    pub(crate) fn name(self) -> &'static str {
+    pub(crate) fn phase(self) -> Phase {
         match self {
-            Health::Unknown { .. } => "starting",
-            Health::Up { .. } | Health::Down { .. } => "running",
+            Health::Unknown { .. } => Phase::Starting,
+            Health::Up { .. } | Health::Down { .. } => Phase::Running,
         }
     }
 
@@ -164,7 +165,7 @@ impl UpstreamTask {
         self.slot.publish(
             false,
             SlotStatus {
-                state: "stopped",
+                state: Phase::Stopped,
                 ..SlotStatus::default()
             },
         );
@@ -186,7 +187,7 @@ impl UpstreamTask {
             state.routable(),
             SlotStatus {
                 pid: None,
-                state: state.name(),
+                state: state.phase(),
                 restarts: 0,
                 since: since.filter(|_| state.routable()),
                 last_exit: None,

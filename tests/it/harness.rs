@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use fleet::control::protocol::{BackendStatus, FleetStatus};
+pub use fleet::control::protocol::{BackendStatus, FleetStatus, Phase};
 
 pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 pub use fleet::process::PORTABLE_ENV;
@@ -330,7 +330,9 @@ impl Fleet {
     }
 
     pub fn all_healthy(s: &FleetStatus) -> bool {
-        s.backends.iter().all(|b| b.healthy && b.state == "running")
+        s.backends
+            .iter()
+            .all(|b| b.healthy && b.state == Phase::Running)
     }
 
     pub fn addr(&self) -> SocketAddr {

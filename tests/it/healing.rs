@@ -51,7 +51,7 @@ fn chaos_kill_9_under_load_loses_no_request() {
             .find_map(|k| {
                 s.backends[k]
                     .pid
-                    .filter(|_| s.backends[k].state == "running")
+                    .filter(|_| s.backends[k].state == Phase::Running)
             })
             .expect("some backend is running");
         kill(victim, Signal::SIGKILL);
@@ -248,7 +248,7 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
     f.supervisor = s.pid;
     #[cfg(target_os = "linux")]
     let (cpu0, t0) = (cpu_seconds(f.supervisor), Instant::now());
-    poll(&|b| b.state == "failed");
+    poll(&|b| b.state == Phase::Failed);
     #[cfg(target_os = "linux")]
     {
         let (cpu, wall) = (cpu_seconds(f.supervisor) - cpu0, t0.elapsed().as_secs_f64());
@@ -277,7 +277,7 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
     );
     let s = f.status();
     let b = &s.backends[1];
-    assert_eq!(b.state, "failed", "{b:?}");
+    assert_eq!(b.state, Phase::Failed, "{b:?}");
     assert!(!b.healthy);
     assert_eq!(b.restarts, 4, "{b:?}");
     assert_eq!(b.last_exit.as_ref().and_then(|e| e.code), Some(3), "{b:?}");
@@ -374,7 +374,7 @@ fn with_every_backend_down_a_client_is_closed_within_a_second() {
         kill(f.pid_of(i), Signal::SIGKILL);
     }
     f.wait_status(Duration::from_secs(3), "both backends stopped", |s| {
-        s.backends.iter().all(|b| b.state == "stopped")
+        s.backends.iter().all(|b| b.state == Phase::Stopped)
     });
     let t0 = Instant::now();
     let r = get(f.addr(), "/page.html");

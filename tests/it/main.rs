@@ -10,5 +10,6 @@ mod harness;
 mod healing;
 mod lab;
 mod lifecycle;
+mod operate;
 mod upstreams;
 mod worker;
