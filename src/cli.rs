@@ -27,6 +27,9 @@ pub enum Command {
     #[command(visible_alias = "ps")]
     #[command(after_help = crate::help::STATUS)]
     Status(StatusArgs),
+    /// Live view of the running fleet (same as `fleet status --watch`).
+    #[command(after_help = crate::help::TOP)]
+    Top(TopArgs),
     /// Stop the fleet: drain, SIGTERM, SIGKILL past the timeout, remove the state files.
     #[command(after_help = crate::help::DOWN)]
     Down(DownArgs),
@@ -48,7 +51,7 @@ pub enum Command {
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
     #[command(after_help = crate::help::SERVE)]
     Serve(crate::worker::ServeArgs),
-    /// Show backend output captured by the supervisor.
+    /// Show the supervisor's events and the backends' output, merged by time.
     #[command(after_help = crate::help::LOGS)]
     Logs(LogsArgs),
     /// Measure a URL the way the lab's ApacheBench table does.
@@ -103,6 +106,10 @@ pub struct UpArgs {
     /// Directory the built-in worker serves [default: ./www; the built-in page if there is none]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// Serve /metrics, /status.json and a dashboard on this address; a bare
+    /// PORT means 127.0.0.1:PORT [default: off]
+    #[arg(long, value_name = "ADDR:PORT|PORT")]
+    pub admin: Option<String>,
     /// A remote backend to balance beside the local ones (repeatable; replaces
     /// fleet.yaml's upstreams). With upstreams, --backends 0 runs none locally
     #[arg(long = "upstream", value_name = "HOST:PORT")]
@@ -121,8 +128,18 @@ pub struct UpArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Print the status object as JSON
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+    /// Redraw the status every second until q or Ctrl-C (on a terminal;
+    /// otherwise print a snapshot every second)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
     #[command(flatten)]
     pub state: StateDirArg,
 }
@@ -197,6 +214,12 @@ pub struct LogsArgs {
     /// Lines to show from the end of each log
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub tail: usize,
+    /// Only lines from the last DURATION (e.g. 30s, 5m, 1h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub since: Option<std::time::Duration>,
+    /// Print lines without their `[port]` / `[supervisor]` tag
+    #[arg(long)]
+    pub no_prefix: bool,
     /// Only this backend's log
     #[arg(value_name = "PORT")]
     pub port: Option<u16>,

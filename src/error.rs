@@ -10,7 +10,7 @@ pub enum Error {
     #[error(transparent)]
     Up(#[from] crate::commands::up::UpError),
     #[error(transparent)]
-    Control(#[from] crate::control::client::ControlError),
+    Status(#[from] crate::commands::status::StatusError),
     #[error(transparent)]
     Down(#[from] crate::commands::down::DownError),
     #[error(transparent)]
@@ -36,7 +36,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Up(e) => e.exit_code(),
-            Error::Control(e) => e.exit_code(),
+            Error::Status(e) => e.exit_code(),
             Error::Down(e) => e.exit_code(),
             Error::Operate(e) => e.exit_code(),
             Error::Worker(e) => e.exit_code(),

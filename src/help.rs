@@ -26,7 +26,13 @@ pub(crate) const STATUS: &str = "\
 Examples:
   fleet status               one row per backend: pid, state, health, restarts, connections
   fleet status --json        the same as JSON, for scripts (exit 3: no fleet running)
+  fleet status --watch       redrawn every second while `fleet bench` runs (q quits)
   cd src && fleet status     finds ../.fleet, as git finds .git";
+
+pub(crate) const TOP: &str = "\
+Examples:
+  fleet top                  the live status view, like top(1): q, Esc or Ctrl-C quits
+  fleet top | tee status.log one plain snapshot per second when not on a terminal";
 
 pub(crate) const DOWN: &str = "\
 Examples:
@@ -69,8 +75,10 @@ Examples:
 
 pub(crate) const LOGS: &str = "\
 Examples:
-  fleet logs                 the backends' output, merged by time and tagged [port]
-  fleet logs -f 9003         follow one backend's output";
+  fleet logs                 the supervisor's events and the backends' output, merged by time
+  fleet logs -f 9003         follow one backend's output and the supervisor's events about it
+  fleet logs --since 5m      only the last five minutes
+  fleet logs --no-prefix     without the [supervisor] / [port] tags";
 
 pub(crate) const BENCH: &str = "\
 Examples:

@@ -14,7 +14,8 @@
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
-//!   `commands::down`, `commands::logs`, and the verbs that operate a running
+//!   `commands::down`, `commands::logs`, `commands::watch` (the live view of
+//!   `fleet status --watch` / `fleet top`), and the verbs that operate a running
 //!   fleet: `commands::restart`, `commands::stop`, `commands::start`,
 //!   `commands::scale`, `commands::reload`, which share `commands::operate`
 //!   (send one request, print its progress lines and outcome); and the ones
@@ -37,6 +38,9 @@
 //! - `idle`: idle tracking for a connection's socket.
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
+//! - `logging`: where this process's log lines go (stderr, the rotated
+//!   supervisor.log), one timestamp each, colour only on a terminal without
+//!   `NO_COLOR`.
 //!
 //! The supervisor (`fleet up`)
 //! - `supervisor`: owns the backends, the balancer and the control server,
@@ -53,7 +57,12 @@
 //!   the task per remote backend (no process, only health checks).
 //! - `balancer`: accept -> pick a routable backend -> connect (retry the
 //!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
-//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`).
+//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`),
+//!   `balancer::access_log` the optional per-request log.
+//! - `metrics`: per-backend and balancer counters and histograms in atomics
+//!   (no lock per request), and per-second samples for the 10-second rates.
+//! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
+//!   format), `/status.json`, and `admin::dashboard` (the page, built in).
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
 //!   `FleetStatus`), `control::command` (what the control server asks of the
 //!   supervisor's loop), `control::server` (inside the supervisor),
@@ -89,6 +98,7 @@
 //! fleet's SIGHUP or the control `down` request, and by nothing else.
 //! `supervisor::run` owns the order.
 
+pub(crate) mod admin;
 pub mod balancer;
 pub mod bench;
 pub mod cli;
@@ -104,6 +114,8 @@ pub mod guard;
 mod help;
 pub mod idle;
 pub mod listener;
+pub mod logging;
+pub(crate) mod metrics;
 pub mod ports;
 pub mod process;
 pub mod state_dir;

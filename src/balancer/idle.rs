@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::metrics::Counter;
+
 /// Milliseconds since `origin` of the last activity.
 #[derive(Debug)]
 pub struct Activity {
@@ -51,15 +53,35 @@ impl Default for Activity {
     }
 }
 
-/// A stream that records activity on every successful read or write.
+/// A stream that records activity on every successful read or write, and
+/// optionally adds the bytes moved to two counters (read, written).
 pub struct Tracked<'a, S> {
     pub inner: S,
     activity: &'a Activity,
+    counters: Option<(&'a Counter, &'a Counter)>,
 }
 
 impl<'a, S> Tracked<'a, S> {
     pub fn new(inner: S, activity: &'a Activity) -> Self {
-        Tracked { inner, activity }
+        Tracked {
+            inner,
+            activity,
+            counters: None,
+        }
+    }
+
+    /// Also count bytes read into `read` and bytes written into `written`.
+    pub(crate) fn counted(
+        inner: S,
+        activity: &'a Activity,
+        read: &'a Counter,
+        written: &'a Counter,
+    ) -> Self {
+        Tracked {
+            inner,
+            activity,
+            counters: Some((read, written)),
+        }
     }
 }
 
@@ -71,8 +93,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
             self.activity.touch();
+            if let Some((read, _)) = self.counters {
+                read.add(n as u64);
+            }
         }
         r
     }
@@ -85,8 +111,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
             self.activity.touch();
+            if let Some((_, written)) = self.counters {
+                written.add(n as u64);
+            }
         }
         r
     }

@@ -26,6 +26,7 @@
 //! per backend, an idle timeout per connection. When no backend is routable a
 //! client is held up to `NO_BACKEND_WAIT` for one to come up, then closed.
 
+pub(crate) mod access_log;
 pub mod idle;
 pub mod pool;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::BalancerConfig;
+use crate::metrics::{self, Counter};
 use idle::{Activity, Tracked};
 use pool::{Backends, Pool, Slot};
 
@@ -84,16 +86,46 @@ pub async fn run(
         let backends = backends.clone();
         let cfg = backends.config();
         let hard_stop = hard_stop.clone();
+        backends.metrics.accepted.inc();
+        backends.metrics.active.inc();
         conns.spawn(async move {
+            let mut served = Served::default();
+            let sent = Counter::default();
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
-                _ = proxy(client, peer, &backends, &cfg) => {}
+                _ = proxy(client, peer, &backends, &cfg, &mut served, &sent) => {}
             }
+            if let (Some(log), Some(arrived)) = (backends.access_log.get(), served.arrived) {
+                let line = served.request_line.as_ref();
+                log.write(&access_log::Entry {
+                    client: Some(peer),
+                    method: line.map(|l| l.0.as_str()),
+                    target: line.map(|l| l.1.as_str()),
+                    status: served.status,
+                    bytes: sent.get(),
+                    duration: arrived.elapsed(),
+                    backend: served.backend,
+                });
+            }
+            backends.metrics.active.dec();
             drop(permit);
         });
     }
     info!(target: "balancer", "stopped accepting");
+}
+
+/// What the access log needs to know about a proxied connection, filled in
+/// as it goes (the connection may be cut at the shutdown deadline).
+#[derive(Debug, Default)]
+struct Served {
+    /// When the client's first bytes arrived (`None`: it sent nothing).
+    arrived: Option<Instant>,
+    /// Method and target of its first request line, if it is HTTP.
+    request_line: Option<(String, String)>,
+    /// The backend that answered, and its first response's status.
+    backend: Option<u16>,
+    status: Option<u16>,
 }
 
 /// Why the first exchange with a backend ended without a response byte.
@@ -107,15 +139,31 @@ enum FirstExchange {
     ClientGone,
 }
 
-async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &BalancerConfig) {
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    backends: &Backends,
+    cfg: &BalancerConfig,
+    served: &mut Served,
+    sent: &Counter,
+) {
     let _ = client.set_nodelay(true);
     let activity = Activity::new();
-    let mut client = Tracked::new(client, &activity);
+    // Bytes from the client are counted per backend; bytes to it here.
+    let received = Counter::default();
+    let mut client = Tracked::counted(client, &activity, &received, sent);
     let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
     match timeout(cfg.idle_timeout, client.read_buf(&mut request)).await {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
+    }
+    // A request's latency runs from its first byte here.
+    let arrived = Instant::now();
+    served.arrived = Some(arrived);
+    if backends.access_log.get().is_some() {
+        served.request_line =
+            access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
     }
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
@@ -131,6 +179,7 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
             // client briefly for one to come (back) up, then start over.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
                 warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
+                backends.metrics.no_backend.inc();
                 return;
             }
             tried.clear();
@@ -140,10 +189,12 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
+                slot.metrics.connect_failures.inc();
                 passive_failure(&slot, &e.to_string());
                 continue;
             }
             Err(_) => {
+                slot.metrics.connect_failures.inc();
                 // Busy (a full listen backlog) rather than dead: try the next
                 // backend, and leave the verdict to the health probe.
                 debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
@@ -153,7 +204,10 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         };
         let _ = backend.set_nodelay(true);
         let _guard = slot.connection();
-        let mut backend = Tracked::new(&mut backend, &activity);
+        let m = &slot.metrics;
+        let mut backend =
+            Tracked::counted(&mut backend, &activity, &m.response_bytes, &m.request_bytes);
+        let sent = Instant::now();
         match first_exchange(
             &slot,
             &mut client,
@@ -167,16 +221,31 @@ async fn proxy(client: TcpStream, peer: SocketAddr, backends: &Backends, cfg: &B
         .await
         {
             FirstExchange::Answered(n) => {
+                m.first_byte.observe(sent.elapsed());
+                // Request outcome (tcp mode): one request per connection, its
+                // class from the first response's status line; the latency
+                // is observed when the connection ends (for the lab's
+                // one-request connections, when the response is complete).
+                let status = metrics::status_code(&response[..n]);
+                if let Some(code) = status {
+                    m.response(code);
+                }
+                served.backend = Some(slot.port);
+                served.status = status;
                 if client.write_all(&response[..n]).await.is_err() {
                     return;
                 }
                 drop(response);
                 drop(request);
                 splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
+                if status.is_some() {
+                    m.latency.observe(arrived.elapsed());
+                }
                 return;
             }
             FirstExchange::ClientGone => return,
             FirstExchange::BackendFailed if replayable => {
+                m.replays.inc();
                 passive_failure(&slot, "closed before answering; replaying the request");
                 continue;
             }

@@ -15,16 +15,18 @@
 //! routable backend is woken by a backend of the new pool too.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc};
 
+use super::access_log::AccessLog;
 use crate::config::BalancerConfig;
-use crate::control::protocol::{BackendStatus, ExitInfo, Phase};
+use crate::control::protocol::{BackendStatus, ExitInfo, Phase, Traffic};
+use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
 
 /// One backend as the balancer and `fleet status` see it.
 #[derive(Debug)]
@@ -38,9 +40,9 @@ pub struct Slot {
     pub upstream: Option<String>,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
-    /// Proxied connections open now / ever, kept where the balancer touches them.
-    active: AtomicU64,
-    total: AtomicU64,
+    /// Traffic counters and latency histograms (`crate::metrics`): atomics
+    /// the balancer adds to, read by `status` and `/metrics`.
+    pub(crate) metrics: BackendMetrics,
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
@@ -73,8 +75,7 @@ impl Slot {
             addr,
             upstream: None,
             routable: AtomicBool::new(false),
-            active: AtomicU64::new(0),
-            total: AtomicU64::new(0),
+            metrics: BackendMetrics::default(),
             passive: tx,
             left_rotation: Notify::new(),
             timed_out: AtomicBool::new(false),
@@ -141,6 +142,13 @@ impl Slot {
     }
 
     pub fn status(&self) -> BackendStatus {
+        self.status_with(&self.metrics.recent())
+    }
+
+    /// The status, with the recent rates already read (the fleet's summary
+    /// needs them too).
+    pub(crate) fn status_with(&self, recent: &Recent) -> BackendStatus {
+        let m = &self.metrics;
         let s = self
             .status
             .lock()
@@ -154,22 +162,38 @@ impl Slot {
             healthy: self.routable(),
             restarts: s.restarts,
             uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),
-            active_connections: self.active.load(Ordering::Relaxed),
-            total_connections: self.total.load(Ordering::Relaxed),
+            active_connections: m.active.get(),
+            total_connections: m.connections.get(),
             last_exit: s.last_exit,
             reason: s.reason,
+            traffic: Traffic {
+                requests: m.requests(),
+                responses: CLASSES
+                    .iter()
+                    .zip(m.responses())
+                    .map(|(c, n)| (c.to_string(), n))
+                    .collect(),
+                requests_per_s: round3(recent.requests_per_s),
+                p99_ms: recent.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
+                bytes_in: m.request_bytes.get(),
+                bytes_out: m.response_bytes.get(),
+                connect_failures: m.connect_failures.get(),
+                replays: m.replays.get(),
+                health_changes: m.health_changes.get(),
+                requests_history: recent.history.clone(),
+            },
         }
     }
 
     /// Count a proxied connection for as long as the guard lives.
     pub fn connection(self: &Arc<Self>) -> ConnGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.active.inc();
+        self.metrics.connections.inc();
         ConnGuard(self.clone())
     }
 
     pub fn active(&self) -> u64 {
-        self.active.load(Ordering::Relaxed)
+        self.metrics.active.get()
     }
 }
 
@@ -177,7 +201,7 @@ pub struct ConnGuard(Arc<Slot>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.active.dec();
     }
 }
 
@@ -198,6 +222,10 @@ pub struct Backends {
     pub(crate) became_routable: Notify,
     /// Woken on every published change, for the start-up readiness wait.
     pub(crate) changed: Notify,
+    /// The balancer's own counters, which outlive any pool.
+    pub(crate) metrics: BalancerMetrics,
+    /// The access log, when `balancer.access_log` is set (fixed at start).
+    pub(crate) access_log: OnceLock<AccessLog>,
 }
 
 impl Backends {
@@ -207,6 +235,8 @@ impl Backends {
             config: ArcSwap::from_pointee(config),
             became_routable: Notify::new(),
             changed: Notify::new(),
+            metrics: BalancerMetrics::default(),
+            access_log: OnceLock::new(),
         }
     }
 

@@ -19,6 +19,9 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod up;
+pub(crate) mod watch;
+
+pub(crate) use crate::logging::no_color;
 
 /// Run one command to its end: the exit code of a command that did its job
 /// (0, or for the hidden `guard` the code of the command it guarded), or the
@@ -31,6 +34,11 @@ pub fn run(command: Command) -> Result<u8, Error> {
     match command {
         Command::Up(a) => done(up::run(a)),
         Command::Status(a) => done(status::run(a)),
+        Command::Top(a) => done(status::run(crate::cli::StatusArgs {
+            json: false,
+            watch: true,
+            state: a.state,
+        })),
         Command::Down(a) => done(down::run(a)),
         Command::Restart(a) => done(restart::run(a)),
         Command::Stop(a) => done(stop::run(a)),

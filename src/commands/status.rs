@@ -7,10 +7,31 @@ use crate::control::client::{self, ControlError};
 use crate::control::protocol::FleetStatus;
 use crate::state_dir::StateDir;
 
-/// Print the running fleet; no fleet is an error (exit 3, see
-/// `ControlError::exit_code`).
-pub fn run(args: StatusArgs) -> Result<(), ControlError> {
+/// Why there is no status to show.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("status --watch")]
+    Watch(#[source] std::io::Error),
+}
+
+impl StatusError {
+    /// No fleet is exit 3 (see `ControlError::exit_code`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StatusError::Control(e) => e.exit_code(),
+            StatusError::Watch(_) => crate::exit::FAILURE,
+        }
+    }
+}
+
+/// Print the running fleet, once or (`--watch`) live.
+pub fn run(args: StatusArgs) -> Result<(), StatusError> {
     let state = StateDir::new(args.state.resolve());
+    if args.watch {
+        return super::watch::run(&state);
+    }
     let s = client::status(&state).inspect_err(|e| {
         if let Some(note) = e.note() {
             eprintln!("fleet: {note}");
@@ -43,6 +64,17 @@ pub fn render(s: &FleetStatus) -> String {
             ""
         }
     );
+    out.push_str(&format!(
+        "{:.1} requests/s, p99 {} (last 10 s), {} requests in all{}\n",
+        s.traffic.requests_per_s,
+        s.traffic
+            .p99_ms
+            .map_or("-".into(), |ms| format!("{ms:.1}ms")),
+        s.backends.iter().map(|b| b.traffic.requests).sum::<u64>(),
+        s.admin
+            .as_ref()
+            .map_or(String::new(), |a| format!(", dashboard http://{a}/")),
+    ));
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header([
@@ -54,6 +86,8 @@ pub fn render(s: &FleetStatus) -> String {
         "RESTARTS",
         "ACTIVE",
         "TOTAL",
+        "REQ/S",
+        "P99",
         "LAST EXIT",
     ]);
     for b in &s.backends {
@@ -76,6 +110,10 @@ pub fn render(s: &FleetStatus) -> String {
             },
             b.active_connections.to_string(),
             b.total_connections.to_string(),
+            format!("{:.1}", b.traffic.requests_per_s),
+            b.traffic
+                .p99_ms
+                .map_or("-".into(), |ms| format!("{ms:.1}ms")),
             b.last_exit.as_ref().map_or("-".into(), |e| e.to_string()),
         ]);
     }
@@ -92,7 +130,7 @@ pub fn render(s: &FleetStatus) -> String {
     out
 }
 
-fn human_duration(secs: f64) -> String {
+pub(crate) fn human_duration(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{secs:.1}s"),

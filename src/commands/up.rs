@@ -196,6 +196,7 @@ fn start(
     reload: Option<(UpArgs, PathBuf)>,
 ) -> Result<(), UpError> {
     state.create()?;
+    crate::logging::attach_supervisor_log(state.supervisor_log());
     let (lock, stale) = state.lock()?;
     if let Some(note) = stale {
         warn!(target: "supervisor", "{note}");
@@ -226,22 +227,7 @@ fn start(
         {
             return Err(UpError::NoWww(dir.clone()));
         }
-        let balancer = listener::bind(config.listen).map_err(|e| {
-            let e = listener::BindError::new(config.listen, e);
-            if e.in_use() {
-                UpError::PortInUse {
-                    what: "balancer",
-                    port: config.listen.port(),
-                    holder: ports::holder(config.listen.port()),
-                    hint: "another with --listen",
-                }
-            } else {
-                UpError::Bind {
-                    addr: config.listen,
-                    source: e,
-                }
-            }
-        })?;
+        let balancer = bind("balancer", config.listen, "another with --listen")?;
         for port in config.ports() {
             if !ports::is_free(SocketAddr::from(([127, 0, 0, 1], port))) {
                 return Err(UpError::PortInUse {
@@ -257,10 +243,14 @@ fn start(
                 path: state.socket(),
                 source,
             })?;
-        Ok((balancer, control))
+        let admin = config
+            .admin
+            .map(|addr| bind("admin", addr, "another with --admin"))
+            .transpose()?;
+        Ok((balancer, control, admin))
     })();
     drop(entered);
-    let (balancer, control) = match checked {
+    let (balancer, control, admin) = match checked {
         Ok(l) => l,
         Err(e) => {
             let _ = std::fs::remove_file(state.socket());
@@ -276,6 +266,12 @@ fn start(
             config.listen
         );
     }
+    if let Some(addr) = config.admin.filter(|a| !a.ip().is_loopback()) {
+        warn!(
+            target: "supervisor",
+            "admin address {addr} is beyond loopback: anyone who can reach it can read the fleet's status and metrics"
+        );
+    }
     let exe = std::env::current_exe().map_err(UpError::Exe)?;
     runtime.block_on(async move {
         let listeners = Listeners {
@@ -286,6 +282,7 @@ fn start(
                     source,
                 }
             })?,
+            admin,
         };
         let token = CancellationToken::new();
         let detached = matches!(reporter, Reporter::Pipe);
@@ -340,6 +337,28 @@ fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, supervisor:
         // The supervisor is tearing down; `start` returns the error itself.
         Some(Err(_)) | None => {}
     }
+}
+
+/// Bind one of fleet's listeners; a busy port is named with its holder and
+/// `hint` (what to choose instead).
+fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+    hint: &'static str,
+) -> Result<tokio::net::TcpListener, UpError> {
+    listener::bind(addr).map_err(|e| {
+        let e = listener::BindError::new(addr, e);
+        if e.in_use() {
+            UpError::PortInUse {
+                what,
+                port: addr.port(),
+                holder: ports::holder(addr.port()),
+                hint,
+            }
+        } else {
+            UpError::Bind { addr, source: e }
+        }
+    })
 }
 
 /// Refuse to start if the open-file limit, raised as far as it goes, cannot

@@ -76,6 +76,9 @@ pub struct Config {
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
     pub balancer: BalancerConfig,
+    /// The admin HTTP address (`/metrics`, `/status.json`, dashboard); off
+    /// unless set. Port 0 lets the OS choose.
+    pub admin: Option<SocketAddr>,
     /// Remote backends, balanced beside the local ones (or instead of them:
     /// `backends` may be 0 when there are upstreams).
     pub upstreams: Vec<Upstream>,
@@ -162,6 +165,9 @@ pub struct BalancerConfig {
     pub connect_timeout: Duration,
     /// A proxied connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// One line per request (tcp mode: per connection), rotated; off unless
+    /// set. Absolute (relative in the file to the file's directory).
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -194,10 +200,12 @@ impl Default for Config {
                 timeout: Duration::from_secs(10),
                 drain_timeout: Duration::from_secs(10),
             },
+            admin: None,
             balancer: BalancerConfig {
                 max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
+                access_log: None,
             },
             upstreams: Vec::new(),
             source: None,

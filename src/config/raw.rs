@@ -182,6 +182,7 @@ pub(super) struct RawConfig {
     pub(super) restart: Option<Spanned<RawRestart>>,
     pub(super) shutdown: Option<Spanned<RawShutdown>>,
     pub(super) balancer: Option<Spanned<RawBalancer>>,
+    pub(super) admin: Option<Node>,
     pub(super) upstreams: Option<Node>,
 }
 
@@ -228,6 +229,7 @@ pub(super) struct RawBalancer {
     pub(super) max_connections: Option<Node>,
     pub(super) connect_timeout: Option<Node>,
     pub(super) idle_timeout: Option<Node>,
+    pub(super) access_log: Option<Node>,
 }
 
 /// Parse the text of a fleet.yaml; `shown` is the path as the user named it.

@@ -292,6 +292,7 @@ balancer:
             max_connections: 64,
             connect_timeout: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(120),
+            access_log: None,
         }
     );
 }
@@ -776,6 +777,81 @@ fn port_range_overflow_from_flags_blames_the_flag() {
         "--base-port: 65000 with 1000 backends (from --backends) needs ports 65000..=65999, \
          and port 65536 is past 65535 (use base_port 64536 or at most 536 backends)"
     );
+}
+
+#[test]
+fn admin_is_off_by_default_and_set_by_file_or_flag() {
+    let d = Dir::new();
+    assert_eq!(
+        d.write("fleet.yaml", "backends: 1\n")
+            .load(&[])
+            .unwrap()
+            .admin,
+        None
+    );
+    let c = d
+        .write("fleet.yaml", "admin: 127.0.0.1:44400\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:44400".parse().unwrap()));
+    let c = d
+        .write("fleet.yaml", "admin: 127.0.0.1:44400\n")
+        .load(&["--admin", "127.0.0.1:5"])
+        .unwrap();
+    assert_eq!(c.admin, Some("127.0.0.1:5".parse().unwrap()));
+}
+
+#[test]
+fn access_log_is_relative_to_the_file() {
+    let d = Dir::new();
+    let c = d
+        .write("fleet.yaml", "balancer:\n  access_log: logs/access.log\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(
+        c.balancer.access_log,
+        Some(d.path().join("logs/access.log"))
+    );
+    assert_eq!(Config::default().balancer.access_log, None);
+}
+
+#[test]
+fn access_log_naming_a_directory_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  access_log: logs/\n", &[]),
+        "fleet.yaml:2: balancer.access_log: 'logs/' names a directory; name a file"
+    );
+}
+
+#[test]
+fn malformed_admin_is_rejected() {
+    assert_eq!(
+        err("admin: [1, 2]\n", &[]),
+        "fleet.yaml:1: admin: expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got a list (quote an IPv6 address: \"[::1]:44444\")"
+    );
+}
+
+#[test]
+fn admin_on_a_backend_port_is_rejected() {
+    assert_eq!(
+        err("backends: 2\nbase_port: 9002\nadmin: 127.0.0.1:9003\n", &[]),
+        "fleet.yaml:3: admin: port 9003 is a backend's port: base_port 9002 with backends 2 uses \
+         9002..=9003; pick a port for admin outside that range, or move base_port"
+    );
+}
+
+#[test]
+fn admin_on_the_balancers_address_is_rejected() {
+    assert_eq!(
+        err("listen: 127.0.0.1:5000\n", &["--admin", "0.0.0.0:5000"]),
+        "--admin: 0.0.0.0:5000 is the balancer's address (listen: 127.0.0.1:5000); give the admin \
+         address a port of its own"
+    );
+}
+
+#[test]
+fn malformed_admin_flag_is_rejected() {
+    assert!(err("", &["--admin", "nowhere"]).contains("--admin"));
 }
 
 #[test]

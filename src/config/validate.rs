@@ -208,6 +208,7 @@ pub(super) fn resolve(
     let file_base = rep.file(entry!(raw, base_port), |v| whole(v).and_then(port_in_range))?;
     let file_listen = rep.file(entry!(raw, listen), listen)?;
     let file_www = rep.file(entry!(raw, www), |v| path_text(v, "www"))?;
+    let file_admin = rep.file(entry!(raw, admin), listen)?;
 
     let flag_backends = rep.flag("--backends", args.backends, |n| {
         backends_in_range(i128::from(n))
@@ -216,6 +217,7 @@ pub(super) fn resolve(
         port_in_range(i128::from(n))
     })?;
     let flag_listen = rep.flag("--listen", args.listen.as_deref(), parse_listen)?;
+    let flag_admin = rep.flag("--admin", args.admin.as_deref(), parse_listen)?;
     let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
         if p.as_os_str().is_empty() {
             Err(Problem::from("must not be empty"))
@@ -239,7 +241,7 @@ pub(super) fn resolve(
     let health = health_section(&rep, &raw, &health_default)?;
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
-    let balancer = balancer_section(&rep, &raw, &d.balancer)?;
+    let balancer = balancer_section(&rep, &raw, &d.balancer, &base_dir)?;
     let file_upstreams = raw
         .upstreams
         .as_ref()
@@ -280,7 +282,12 @@ pub(super) fn resolve(
     }
     check_upstreams(&rep, &upstreams, backends.value, base_port.value)?;
     let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
-    listen_outside_backends(&rep, &listen, backends.value, base_port.value)?;
+    listen_outside_backends(&rep, "listen", &listen, backends.value, base_port.value)?;
+    let admin = flag_admin.or(file_admin);
+    if let Some(admin) = &admin {
+        listen_outside_backends(&rep, "admin", admin, backends.value, base_port.value)?;
+        admin_apart_from_listen(&rep, admin, listen.value)?;
+    }
 
     // 5: paths. `--www` is relative to where the command runs, like any
     // path on a command line; `www:` (and the default) to the file.
@@ -319,6 +326,7 @@ pub(super) fn resolve(
         restart,
         shutdown,
         balancer,
+        admin: admin.map(|s| s.value),
         upstreams: upstreams.into_iter().map(|(_, u)| u).collect(),
         source,
     })
@@ -485,13 +493,16 @@ fn balancer_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     d: &BalancerConfig,
+    base_dir: &Path,
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
     let max_connections = rep.file(entry!(b, balancer.max_connections), count)?;
     let connect_timeout = rep.file(entry!(b, balancer.connect_timeout), duration)?;
     let idle_timeout = rep.file(entry!(b, balancer.idle_timeout), duration)?;
+    let access_log = rep.file(entry!(b, balancer.access_log), file_path)?;
     Ok(BalancerConfig {
+        access_log: access_log.map(|p| clean(&base_dir.join(p.value))),
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
@@ -582,6 +593,7 @@ fn not_longer(
 /// keys rather than a "port in use by fleet" at start-up.
 fn listen_outside_backends(
     rep: &Report<'_>,
+    key: &str,
     listen: &Set<SocketAddr>,
     backends: u16,
     base: u16,
@@ -595,9 +607,30 @@ fn listen_outside_backends(
     }
     Err(rep.at(
         listen.from,
-        "listen",
+        key,
         format!(
-            "port {port} is a backend's port: base_port {base} with backends {backends} uses              {base}..={last}; pick a listen port outside that range, or move base_port"
+            "port {port} is a backend's port: base_port {base} with backends {backends} uses \
+             {base}..={last}; pick a port for {key} outside that range, or move base_port"
+        ),
+    ))
+}
+
+/// The admin address must not be the balancer's.
+fn admin_apart_from_listen(
+    rep: &Report<'_>,
+    admin: &Set<SocketAddr>,
+    listen: SocketAddr,
+) -> Result<(), ConfigError> {
+    let (a, l) = (admin.value, listen);
+    let overlap = a.ip() == l.ip() || a.ip().is_unspecified() || l.ip().is_unspecified();
+    if a.port() == 0 || a.port() != l.port() || !overlap {
+        return Ok(());
+    }
+    Err(rep.at(
+        admin.from,
+        "admin",
+        format!(
+            "{a} is the balancer's address (listen: {l}); give the admin address a port of its own"
         ),
     ))
 }
@@ -840,6 +873,20 @@ fn listen(v: &Value) -> Result<SocketAddr, Problem> {
         Value::Int(port) => parse_listen(&port.to_string()),
         other => Err(problem!(
             "expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got {} (quote an IPv6 address: \"[::1]:44444\")",
+            other.describe()
+        )),
+    }
+}
+
+/// A file to write: a non-empty string that can be a path.
+fn file_path(v: &Value) -> Result<PathBuf, Problem> {
+    match v {
+        Value::Str(s) if s.is_empty() => Err(Problem::from("must not be empty")),
+        Value::Str(s) if s.contains('\0') => Err(Problem::from("must not contain a NUL byte")),
+        Value::Str(s) if s.ends_with('/') => Err(problem!("'{s}' names a directory; name a file")),
+        Value::Str(s) => Ok(PathBuf::from(s)),
+        other => Err(problem!(
+            "expected a file path (e.g. logs/access.log), got {}",
             other.describe()
         )),
     }

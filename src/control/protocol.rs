@@ -10,6 +10,8 @@
 //! each backend as it goes) and then one final reply. Replies are bounded by
 //! `MAX_REPLY`, not `MAX_LINE`: the status of 1000 backends is ~300 KB.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change to `Request` or `Reply`.
@@ -89,6 +91,12 @@ pub struct FleetStatus {
     pub listen: String,
     pub uptime_s: f64,
     pub backends: Vec<BackendStatus>,
+    /// Fleet-wide metrics (additive): the backends' figures summed.
+    #[serde(flatten)]
+    pub traffic: FleetTraffic,
+    /// The admin address (`/metrics`, `/status.json`, the dashboard), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +121,60 @@ pub struct BackendStatus {
     /// Why the backend is `failed` or `stopped`, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Metrics (additive; see `crate::metrics`).
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+/// A backend's traffic, in `BackendStatus` (flattened: these are its own
+/// fields in the JSON). In tcp mode a request is a proxied connection,
+/// classed by its first response's status line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Requests answered, ever.
+    #[serde(default)]
+    pub requests: u64,
+    /// The same, by status class: `{"1xx": 0, "2xx": 12, ...}`.
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
+    /// Requests per second over the last 10 s.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// 99th percentile request latency over the last 10 s, in milliseconds
+    /// (`null` with no requests in that time).
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Bytes sent to the backend and received from it.
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Connects to the backend that failed or timed out.
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Requests this backend failed before answering that went to another.
+    #[serde(default)]
+    pub replays: u64,
+    /// Times the backend went in or out of rotation.
+    #[serde(default)]
+    pub health_changes: u64,
+    /// Requests answered in each of the last 60 seconds, oldest first.
+    #[serde(default)]
+    pub requests_history: Vec<u64>,
+}
+
+/// The fleet's traffic, in `FleetStatus` (flattened, like `Traffic`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetTraffic {
+    /// Requests per second over the last 10 s, all backends.
+    #[serde(default)]
+    pub requests_per_s: f64,
+    /// 99th percentile request latency over the last 10 s, in milliseconds.
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// Requests answered in each of the last 60 seconds, oldest first.
+    #[serde(default)]
+    pub requests_history: Vec<u64>,
 }
 
 /// A backend's lifecycle phase, as `fleet status` and its JSON show it
@@ -301,12 +363,15 @@ mod tests {
             total_connections: 7,
             last_exit: None,
             reason: Some("x".repeat(200)),
+            traffic: Traffic::default(),
         };
         let s = FleetStatus {
             pid: 1,
             listen: "127.0.0.1:44444".into(),
             uptime_s: 0.0,
             backends: vec![b; 1000],
+            traffic: FleetTraffic::default(),
+            admin: None,
         };
         let line = encode(Reply::Status(s.clone()));
         assert!(line.len() > MAX_LINE && line.len() < MAX_REPLY);

@@ -149,6 +149,7 @@ impl BackendTask {
 
             let routable = self.machine.routable();
             if routable != was_routable {
+                self.slot.metrics.health_changes.inc();
                 match self.machine.state() {
                     State::Running { .. } => {
                         info!(target: "supervisor", port, healthy = routable, "health changed")

@@ -51,12 +51,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::{self, pool::Backends, pool::Pool};
+use crate::balancer::pool::{Backends, Pool, round3};
+use crate::balancer::{self, access_log::AccessLog};
 use crate::cli::UpArgs;
 use crate::config::{BackendCommand, Config, Www};
 use crate::control::command::Command;
-use crate::control::protocol::{FleetStatus, Phase, Reply};
+use crate::control::protocol::{FleetStatus, FleetTraffic, Phase, Reply};
 use crate::control::server::StatusView;
+use crate::metrics;
 use crate::state_dir::{PidLock, StateDir};
 use backend::Launch;
 use ops::Fleet;
@@ -70,12 +72,31 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_CAPACITY: usize = 16;
 
 /// The fleet's status now: what `fleet status` prints.
-fn status(backends: &Backends, listen: SocketAddr, started: Instant) -> FleetStatus {
+fn status(
+    backends: &Backends,
+    listen: SocketAddr,
+    admin: Option<SocketAddr>,
+    started: Instant,
+) -> FleetStatus {
+    let pool = backends.load();
+    let recent: Vec<_> = pool.slots().iter().map(|s| s.metrics.recent()).collect();
+    let fleet = metrics::sum_recent(&recent);
     FleetStatus {
         pid: std::process::id(),
         listen: listen.to_string(),
-        uptime_s: crate::balancer::pool::round3(started.elapsed().as_secs_f64()),
-        backends: backends.load().slots().iter().map(|s| s.status()).collect(),
+        uptime_s: round3(started.elapsed().as_secs_f64()),
+        backends: pool
+            .slots()
+            .iter()
+            .zip(&recent)
+            .map(|(s, r)| s.status_with(r))
+            .collect(),
+        traffic: FleetTraffic {
+            requests_per_s: round3(fleet.requests_per_s),
+            p99_ms: fleet.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
+            requests_history: fleet.history,
+        },
+        admin: admin.map(|a| a.to_string()),
     }
 }
 
@@ -113,6 +134,8 @@ pub enum SupervisorError {
 pub struct Listeners {
     pub balancer: TcpListener,
     pub control: UnixListener,
+    /// The admin address (`/metrics`, `/status.json`, dashboard), when set.
+    pub admin: Option<TcpListener>,
 }
 
 pub struct Options {
@@ -145,20 +168,21 @@ pub async fn run(
     let control_stop = CancellationToken::new();
     // How long workers get between SIGTERM and SIGKILL at shutdown: a
     // message (`down --timeout`, a reload) rather than shared state.
-    let (grace_tx, grace) = watch::channel(config.shutdown.timeout);
-    let grace_tx = Arc::new(grace_tx);
+    let grace_tx = Arc::new(watch::channel(config.shutdown.timeout).0);
     let (commands_tx, mut commands) = mpsc::channel::<Command>(COMMAND_CAPACITY);
 
     let backends = Arc::new(Backends::new(
         Pool::new(Vec::new()),
         config.balancer.clone(),
     ));
+    if let Some(path) = &config.balancer.access_log {
+        let _ = backends.access_log.set(AccessLog::new(path.clone()));
+    }
     let mut fleet = Fleet::new(
         config,
         backends.clone(),
         tracker.clone(),
         token.clone(),
-        grace,
         grace_tx.clone(),
         state.clone(),
         &opts,
@@ -171,10 +195,24 @@ pub async fn run(
         hard_stop.clone(),
         conns.clone(),
     ));
+    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let view: StatusView = {
         let backends = backends.clone();
-        Arc::new(move || status(&backends, listen, started))
+        Arc::new(move || status(&backends, listen, admin, started))
     };
+    tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
+    if let Some(listener) = listeners.admin {
+        tracker.spawn(crate::admin::serve(
+            listener,
+            crate::admin::Context {
+                status: view.clone(),
+                backends: backends.clone(),
+                started,
+            },
+            token.child_token(),
+            tracker.clone(),
+        ));
+    }
     let control = tokio::spawn(crate::control::server::serve(
         listeners.control,
         view,
@@ -182,7 +220,7 @@ pub async fn run(
         control_stop.clone(),
     ));
     if let Some(signals) = opts.signals {
-        tokio::spawn(signals.run(token.clone(), commands_tx.clone()));
+        tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
     }
     drop(commands_tx);
 
@@ -328,6 +366,23 @@ fn gave_up(s: &crate::control::protocol::BackendStatus) -> bool {
         && (s.state == Phase::Failed
             || (s.state == Phase::Stopped && s.reason.is_some())
             || (s.address.is_some() && s.state == Phase::Running))
+}
+
+/// Once a second, sample every backend's counters for the windowed rates
+/// (`fleet status` requests/s and p99, the dashboard's sparklines).
+async fn sample_metrics(backends: Arc<Backends>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for slot in backends.load().slots() {
+            slot.metrics.sample();
+        }
+    }
 }
 
 /// Wait until every backend is routable, or until every one is routable or

@@ -120,25 +120,23 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: Config,
         backends: Arc<Backends>,
         tracker: TaskTracker,
         token: CancellationToken,
-        grace: watch::Receiver<Duration>,
         grace_tx: Arc<watch::Sender<Duration>>,
         state: StateDir,
         opts: &Options,
     ) -> Self {
         Fleet {
+            grace: grace_tx.subscribe(),
             config,
             backends,
             handles: BTreeMap::new(),
             upstreams: Vec::new(),
             tracker,
             token,
-            grace,
             grace_tx,
             state,
             exe: opts.exe.clone(),
@@ -553,13 +551,7 @@ impl Fleet {
         let old = self.config.backends;
         if n > have {
             let new: Vec<u16> = (base + have..base + n).collect();
-            for &p in &new {
-                if !crate::ports::is_free(SocketAddr::from(([127, 0, 0, 1], p))) {
-                    return Err(OpError::PortInUse(crate::ports::in_use_message(
-                        p, "backend",
-                    )));
-                }
-            }
+            check_free(&new)?;
             self.config.backends = n;
             for &p in &new {
                 let h = self.spawn(p);
@@ -603,6 +595,19 @@ impl Fleet {
             }
         }
         Ok(format!("scaled from {old} to {n} backends"))
+    }
+}
+
+/// Every port must be free for a new backend; the first busy one is named.
+pub(super) fn check_free(ports: &[u16]) -> Result<(), OpError> {
+    match ports
+        .iter()
+        .find(|p| !crate::ports::is_free(SocketAddr::from(([127, 0, 0, 1], **p))))
+    {
+        Some(p) => Err(OpError::PortInUse(crate::ports::in_use_message(
+            *p, "backend",
+        ))),
+        None => Ok(()),
     }
 }
 

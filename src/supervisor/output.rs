@@ -4,7 +4,8 @@
 //! foreground, to the supervisor's log tagged with the backend's port.
 //!
 //! File lines are `<RFC 3339 time> <stdout|stderr> <text>`, which `fleet logs`
-//! merges across backends by time.
+//! merges across backends (and the supervisor's own `supervisor.log`, which
+//! goes through the same `RotatingFile`) by time.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -20,40 +21,34 @@ pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
 /// newline cannot make the supervisor buffer without bound.
 const MAX_LINE: usize = 8 * 1024;
 
+/// A log file capped at `MAX_LOG_BYTES`: a write that would pass the cap
+/// first renames the file to `<name>.1` (replacing the previous one) and
+/// starts a new one, so the pair never holds more than twice the cap.
+/// Opened lazily (and again after a rotation); a write that fails is dropped,
+/// because a full disk must not stop the fleet.
 #[derive(Debug)]
-pub struct BackendLog {
+pub struct RotatingFile {
     path: PathBuf,
-    port: u16,
-    /// Echo lines into the supervisor's own log (foreground mode).
-    echo: bool,
     file: Mutex<Option<(File, u64)>>,
 }
 
-impl BackendLog {
-    pub fn new(path: PathBuf, port: u16, echo: bool) -> Self {
-        BackendLog {
+impl RotatingFile {
+    pub fn new(path: PathBuf) -> Self {
+        RotatingFile {
             path,
-            port,
-            echo,
             file: Mutex::new(None),
         }
     }
 
-    pub fn write_line(&self, stream: &str, text: &str) {
-        if self.echo {
-            tracing::info!(target: "backend", port = self.port, "{text}");
-        }
-        let line = format!(
-            "{} {stream} {text}\n",
-            humantime::format_rfc3339_millis(SystemTime::now())
-        );
+    /// Append `bytes` (whole lines: a rotation never splits one).
+    pub fn append(&self, bytes: &[u8]) {
         let mut guard = self
             .file
             .lock()
             .expect("log lock is never poisoned: no panics while held");
         if guard
             .as_ref()
-            .is_some_and(|(_, size)| size + line.len() as u64 > MAX_LOG_BYTES)
+            .is_some_and(|(_, size)| size + bytes.len() as u64 > MAX_LOG_BYTES)
         {
             *guard = None;
             let mut old = self.path.clone().into_os_string();
@@ -72,10 +67,39 @@ impl BackendLog {
             *guard = Some((f, size));
         }
         if let Some((f, size)) = guard.as_mut()
-            && f.write_all(line.as_bytes()).is_ok()
+            && f.write_all(bytes).is_ok()
         {
-            *size += line.len() as u64;
+            *size += bytes.len() as u64;
         }
+    }
+}
+
+#[derive(Debug)]
+pub struct BackendLog {
+    port: u16,
+    /// Echo lines into the supervisor's own log (foreground mode).
+    echo: bool,
+    file: RotatingFile,
+}
+
+impl BackendLog {
+    pub fn new(path: PathBuf, port: u16, echo: bool) -> Self {
+        BackendLog {
+            port,
+            echo,
+            file: RotatingFile::new(path),
+        }
+    }
+
+    pub fn write_line(&self, stream: &str, text: &str) {
+        if self.echo {
+            tracing::info!(target: "backend", port = self.port, "{text}");
+        }
+        let line = format!(
+            "{} {stream} {text}\n",
+            humantime::format_rfc3339_millis(SystemTime::now())
+        );
+        self.file.append(line.as_bytes());
     }
 
     /// Copy `reader` line by line into the log until EOF.

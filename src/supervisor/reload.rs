@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::backend::BackendCmd;
 use super::launch_for;
-use super::ops::{Fleet, OpError, Out};
+use super::ops::{Fleet, OpError, Out, check_free};
 use super::state::{Policy, policy_name};
 use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Www};
 
@@ -55,9 +55,15 @@ impl Fleet {
                     .into(),
             ));
         }
+        // A grown fleet needs its new ports free: checked before anything
+        // is applied, so a busy one changes nothing.
+        let have = self.handles.len() as u16;
+        if new.backends > have {
+            check_free(&(new.base_port + have..new.base_port + new.backends).collect::<Vec<_>>())?;
+        }
         let changes = diff(old, &new);
         if changes.is_empty() {
-            return Ok("reload: fleet.yaml unchanged; nothing to do".into());
+            return Ok("reload: no setting changed; nothing to do".into());
         }
         for c in &changes {
             out.progress(format!("reload: {c}")).await;
@@ -186,6 +192,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         max_connections,
         connect_timeout,
         idle_timeout,
+        access_log,
     } = &new.balancer;
     let ob = &old.balancer;
     if ob.max_connections != *max_connections {
@@ -205,6 +212,17 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         d(ob.idle_timeout),
         d(*idle_timeout),
     );
+    if ob.access_log != *access_log {
+        let path = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map_or_else(|| "off".to_owned(), |p| p.display().to_string())
+        };
+        field(
+            "balancer.access_log",
+            path(&ob.access_log),
+            format!("{} (takes effect at the next `fleet up`)", path(access_log)),
+        );
+    }
     out
 }
 

@@ -84,7 +84,11 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
     let (ready_tx, ready_rx) = oneshot::channel();
     let supervisor = tokio::spawn(super::run(
         config,
-        Listeners { balancer, control },
+        Listeners {
+            balancer,
+            control,
+            admin: None,
+        },
         state.clone(),
         lock,
         opts,

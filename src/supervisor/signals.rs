@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::control::command::{Command, REPLY_CAPACITY};
+use crate::control::command::Command;
 
 /// The registered handlers. Registering replaces the default actions at
 /// once, so this is done before the fleet starts (and a failure reported).
@@ -66,12 +66,12 @@ impl Signals {
                         return stop(&token, "SIGHUP (the terminal is gone)");
                     }
                     info!(target: "supervisor", "SIGHUP received: reloading fleet.yaml");
-                    let (reply, mut replies) = mpsc::channel(REPLY_CAPACITY);
+                    // The reload logs its progress and outcome itself; nobody
+                    // reads its replies.
+                    let (reply, _) = mpsc::channel(1);
                     if commands.send(Command::Reload { reply }).await.is_err() {
                         return;
                     }
-                    // The reload logs its own progress and outcome; drain its replies.
-                    tokio::spawn(async move { while replies.recv().await.is_some() {} });
                 }
                 name = ignored => {
                     warn!(target: "supervisor", "{name} received; ignored (SIGTERM stops the fleet, SIGHUP reloads a detached one)");

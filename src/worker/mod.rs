@@ -241,7 +241,7 @@ pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_writer(io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()) && !crate::logging::no_color())
         .with_env_filter(filter)
         .finish();
     tracing::subscriber::with_default(subscriber, || run_logged(args))

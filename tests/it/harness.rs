@@ -157,10 +157,9 @@ impl Scratch {
     }
     /// A scratch dir whose `fleet` runs take the portable paths when `portable`.
     pub fn with_mode(portable: bool) -> Self {
-        Scratch {
-            portable,
-            ..Self::new()
-        }
+        let mut s = Self::new();
+        s.portable = portable;
+        s
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -184,6 +183,24 @@ impl Scratch {
                 .env_remove("RUST_LOG"),
             Duration::from_secs(60),
         )
+    }
+}
+
+/// The safety net under every test: a fleet still running in this scratch
+/// dir's state dir (a test that expected `up` to fail and it did not, a test
+/// that panicked before its own clean-up) is taken down, and killed if it
+/// does not go, so no test leaves a supervisor behind.
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.state().join("fleet.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|p| alive(*p)) {
+            let _ = self.fleet(&["down", "--timeout", "2s"]);
+            if alive(pid) {
+                kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
     }
 }
 

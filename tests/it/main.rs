@@ -10,6 +10,7 @@ mod harness;
 mod healing;
 mod lab;
 mod lifecycle;
+mod observe;
 mod operate;
 mod upstreams;
 mod worker;

@@ -249,6 +249,66 @@ fn restart_scale_and_reload_under_load_fail_no_request() {
 }
 
 #[test]
+fn a_draining_backend_shows_as_draining_and_down_interrupts_the_restart() {
+    let f = Fleet::start(2, "shutdown:\n  drain_timeout: 30s\n");
+    f.scratch.write("www/big.bin", &"x".repeat(64 << 20));
+    // A download the client does not read: in flight until the worker gives
+    // up on it (its idle timeout, 5 s), so its backend cannot finish draining.
+    let mut client = TcpStream::connect(f.addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        client,
+        "GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 1024];
+    let n = client.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
+    let port: u16 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-fleet-backend:"))
+        .expect("the response names its backend")
+        .trim()
+        .parse()
+        .unwrap();
+    let restart = std::process::Command::new(FLEET)
+        .args(["restart", &port.to_string()])
+        .current_dir(f.scratch.path())
+        .env("FLEET_STATE_DIR", f.scratch.state())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut restart = ChildGuard(restart);
+    let i = f.ports.iter().position(|p| *p == port).unwrap();
+    f.wait_status(Duration::from_secs(5), "the backend draining", |s| {
+        s.backends[i].state == Phase::Draining && !s.backends[i].healthy
+    });
+    let human = ok(&f, &["status"]);
+    assert!(human.contains("draining"), "{human}");
+    // `down` does not wait for the restart: it interrupts it.
+    ok(&f, &["down", "--timeout", "2s"]);
+    let code = wait_for(
+        Duration::from_secs(10),
+        "the restart client to exit",
+        || restart.0.try_wait().unwrap(),
+    );
+    let mut err = String::new();
+    restart
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(code.code(), Some(1), "{err}");
+    assert!(err.contains("restart was interrupted"), "{err}");
+}
+
+#[test]
 fn restart_all_at_once_gives_every_backend_a_new_worker() {
     let f = Fleet::start(3, "");
     let before = pids_of(&f.status());
@@ -578,8 +638,8 @@ fn status_and_json_status_of_a_1000_backend_fleet() {
     );
     assert_eq!(
         human.lines().count(),
-        1 + 1 + 1000,
-        "summary, header, one row each"
+        1 + 1 + 1 + 1000,
+        "summary, traffic line, header, one row each"
     );
     let out = ok(&f, &["down"]);
     assert!(out.contains("stopped"), "{out}");

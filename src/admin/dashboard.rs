@@ -1,0 +1,149 @@
+//! `/`: the dashboard. One page compiled into the binary, with no external
+//! scripts, fonts or stylesheets (it must work on a lab machine offline).
+//! The server fills in the table and sparklines, so the page is useful with
+//! JavaScript off; its script then re-renders the same markup from
+//! `/status.json` every second. `row` here and `row()` in the page's script
+//! must produce the same markup: a test loads the page in a browser.
+
+use std::fmt::Write;
+
+use crate::commands::status::human_duration;
+use crate::control::protocol::{BackendStatus, FleetStatus};
+
+const PAGE: &str = include_str!("dashboard.html");
+
+pub(super) fn render(s: &FleetStatus) -> String {
+    let healthy = s.backends.iter().filter(|b| b.healthy).count();
+    let rows: String = s.backends.iter().map(row).collect();
+    PAGE.replacen(
+        "<!--META-->",
+        &format!(
+            "pid {} · balancer {} · up {}",
+            s.pid,
+            escape(&s.listen),
+            human_duration(s.uptime_s)
+        ),
+        1,
+    )
+    .replacen(
+        "<!--HEALTHY-->",
+        &format!("{healthy} / {}", s.backends.len()),
+        1,
+    )
+    .replacen("<!--RPS-->", &rate(s.traffic.requests_per_s), 1)
+    .replacen("<!--P99-->", &ms(s.traffic.p99_ms), 1)
+    .replacen(
+        "<!--SPARK-->",
+        &spark(&s.traffic.requests_history, 400, 48),
+        1,
+    )
+    .replacen("<!--ROWS-->", &rows, 1)
+}
+
+fn row(b: &BackendStatus) -> String {
+    let health = if b.healthy { "healthy" } else { "unhealthy" };
+    let state = escape(b.state.as_str());
+    let mut r = String::new();
+    let _ = write!(
+        r,
+        "<tr id=\"b-{id}\" data-port=\"{port}\"><td class=\"port\">{id}</td><td>{pid}</td>\
+         <td class=\"state\"><span class=\"badge s-{state}\">{state}</span></td>\
+         <td class=\"health h-{health}\">{health}</td><td>{uptime}</td><td>{restarts}</td>\
+         <td>{active}</td><td>{total}</td><td>{requests}</td><td>{rps}</td><td>{p99}</td><td>{spark}</td></tr>",
+        port = b.port,
+        id = b
+            .address
+            .as_deref()
+            .map_or_else(|| b.port.to_string(), escape),
+        pid = b.pid.map_or("–".into(), |p| p.to_string()),
+        uptime = if b.pid.is_some() {
+            human_duration(b.uptime_s)
+        } else {
+            "–".into()
+        },
+        restarts = b.restarts,
+        active = b.active_connections,
+        total = b.total_connections,
+        requests = b.traffic.requests,
+        rps = rate(b.traffic.requests_per_s),
+        p99 = ms(b.traffic.p99_ms),
+        spark = spark(&b.traffic.requests_history, 140, 26),
+    );
+    r
+}
+
+fn rate(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v < 10.0 => format!("{v:.2} ms"),
+        Some(v) => format!("{v:.0} ms"),
+    }
+}
+
+/// An SVG sparkline (area and line) of `values`, scaled to the largest.
+fn spark(values: &[u64], w: u32, h: u32) -> String {
+    let n = values.len();
+    if n < 2 {
+        return format!("<svg viewBox=\"0 0 {w} {h}\" preserveAspectRatio=\"none\"></svg>");
+    }
+    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let pts: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let x = i as f64 * f64::from(w) / (n - 1) as f64;
+            let y = f64::from(h) - 1.0 - *v as f64 * f64::from(h - 2) / max;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let pts = pts.join(" ");
+    format!(
+        "<svg viewBox=\"0 0 {w} {h}\" preserveAspectRatio=\"none\"><polygon points=\"0,{h} {pts} {w},{h}\"/><polyline points=\"{pts}\"/></svg>"
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_is_self_contained_and_server_rendered() {
+        let s: FleetStatus = serde_json::from_str(
+            r#"{"pid":1,"listen":"127.0.0.1:44444","uptime_s":3.0,"backends":[
+                {"port":9002,"pid":7,"state":"running","healthy":true,"restarts":0,"uptime_s":2.0,
+                 "active_connections":0,"total_connections":5,"last_exit":null,"requests_history":[1,2,3]},
+                {"port":9003,"pid":null,"state":"backoff","healthy":false,"restarts":2,"uptime_s":0.0,
+                 "active_connections":0,"total_connections":0,"last_exit":{"code":1}}]}"#,
+        )
+        .expect("status parses");
+        let html = render(&s);
+        assert!(!html.contains("<!--"), "every placeholder is filled");
+        for needle in [
+            "id=\"b-9002\"",
+            "s-running\">running<",
+            "id=\"b-9003\"",
+            "s-backoff\">backoff<",
+            "<polyline",
+        ] {
+            assert!(html.contains(needle), "{needle}");
+        }
+        for external in ["src=\"http", "href=\"http", "@import", "url("] {
+            assert!(!html.contains(external), "no external resource: {external}");
+        }
+    }
+}
