@@ -51,20 +51,8 @@ impl Error {
 
     /// The message and its causes on one line: `cannot read x: permission denied`.
     pub fn to_line(&self) -> String {
-        line(self)
+        crate::message::one_line(self)
     }
-}
-
-/// An error and its causes on one line, each after `: `.
-pub(crate) fn line(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
-        cause = c.source();
-    }
-    line
 }
 
 #[cfg(test)]

@@ -8,9 +8,10 @@
 //! Entry and commands
 //! - `main`: parse the command line, set up logging, run, exit with the code.
 //! - `cli`: the clap types of every subcommand but `serve`, whose flags the
-//!   worker owns (`worker::args`); `exit`: the exit codes; `error`: the
-//!   top-level error each command's failure converges to, which only `main`
-//!   prints.
+//!   worker owns (`worker::args`); [`run`] (in this file) runs the command
+//!   they name; `exit`: the exit codes; `error`: the top-level error each
+//!   command's failure converges to, which only `main` prints, in the words
+//!   of `message` (the message and its causes on one line).
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
@@ -38,6 +39,8 @@
 //! - `idle`: idle tracking for a connection's socket.
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
+//! - `rotating_file`: a size-capped log file, rotated once, for every log
+//!   fleet writes.
 //! - `logging`: where this process's log lines go (stderr, the rotated
 //!   supervisor.log), one timestamp each, colour only on a terminal without
 //!   `NO_COLOR`.
@@ -115,14 +118,56 @@ mod help;
 pub mod idle;
 pub mod listener;
 pub mod logging;
+mod message;
 pub(crate) mod metrics;
 pub mod ports;
 pub mod process;
+pub mod rotating_file;
 pub mod state_dir;
 pub mod supervisor;
 pub mod worker;
 
 pub use error::Error;
+
+/// Run one command to its end: the exit code of a command that did its job
+/// (0, or for the hidden `guard` the code of the command it guarded), or the
+/// error that stopped it, which `main` prints and turns into its exit code.
+pub fn run(command: cli::Command) -> Result<u8, Error> {
+    use cli::Command;
+    use commands::{
+        completions, down, export, init, logs, man, reload, restart, scale, start, status, stop, up,
+    };
+    /// A command that succeeded exits 0.
+    fn done<E: Into<Error>>(r: Result<(), E>) -> Result<u8, Error> {
+        r.map(|()| exit::OK).map_err(Into::into)
+    }
+    match command {
+        Command::Up(a) => done(up::run(a)),
+        Command::Status(a) => done(status::run(a)),
+        Command::Top(a) => done(status::run(crate::cli::StatusArgs {
+            json: false,
+            watch: true,
+            state: a.state,
+        })),
+        Command::Down(a) => done(down::run(a)),
+        Command::Restart(a) => done(restart::run(a)),
+        Command::Stop(a) => done(stop::run(a)),
+        Command::Start(a) => done(start::run(a)),
+        Command::Scale(a) => done(scale::run(a)),
+        Command::Reload(a) => done(reload::run(a)),
+        Command::Logs(a) => done(logs::run(a)),
+        Command::Serve(a) => done(crate::worker::run(a)),
+        Command::Bench(a) => done(crate::bench::run(&a)),
+        Command::Guard(a) => crate::guard::run(a).map_err(Into::into),
+        Command::Init => done(init::run()),
+        Command::Completions(a) => {
+            completions::run(a);
+            Ok(exit::OK)
+        }
+        Command::Man(a) => done(man::run(a)),
+        Command::Export(a) => done(export::run(a)),
+    }
+}
 
 #[cfg(test)]
 mod layout {

@@ -25,7 +25,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, filter, fmt};
 
-use crate::supervisor::output::RotatingFile;
+use crate::rotating_file::RotatingFile;
 
 /// `NO_COLOR` (no-color.org): set and not empty means no colour anywhere.
 pub fn no_color() -> bool {
@@ -129,7 +129,7 @@ impl io::Write for ToFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::output::MAX_LOG_BYTES;
+    use crate::rotating_file::MAX_LOG_BYTES;
 
     #[test]
     fn a_flooded_supervisor_log_stays_under_its_cap() {

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         },
         _ => Role::Command,
     });
-    let result = fleet::commands::run(cli.command);
+    let result = fleet::run(cli.command);
     // The one place a command's failure is printed and given its exit code.
     match result {
         Ok(code) => ExitCode::from(code),

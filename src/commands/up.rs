@@ -182,7 +182,7 @@ impl Reporter {
             pid: std::process::id(),
             listen: None,
             failing: Vec::new(),
-            error: Some(crate::error::line(e)),
+            error: Some(crate::message::one_line(e)),
         });
     }
 }

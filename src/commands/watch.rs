@@ -98,7 +98,7 @@ fn live(state: &StateDir) -> io::Result<()> {
     loop {
         let text = match frame(state) {
             Ok(t) => t,
-            Err(e) => format!("fleet: {}\nwaiting for it...", crate::error::line(&e)),
+            Err(e) => format!("fleet: {}\nwaiting for it...", crate::message::one_line(&e)),
         };
         draw(&mut out, &text, color)?;
         let next = Instant::now() + PERIOD;

@@ -333,7 +333,7 @@ mod tests {
             (br#"{"v":2,"cmd":"status"}"#, "version 2"),
             (br#"{"cmd":"status"}"#, "no protocol version"),
         ] {
-            let e = crate::error::line(&decode::<Request>(line).unwrap_err());
+            let e = crate::message::one_line(&decode::<Request>(line).unwrap_err());
             assert!(e.contains(says), "{e}");
         }
     }

@@ -118,7 +118,7 @@ async fn handle(
         Ok(Err(e)) => Err(format!("read failed: {e}")),
         Ok(Ok(_)) if line.len() > MAX_LINE => Err(format!("request longer than {MAX_LINE} bytes")),
         Ok(Ok(_)) => {
-            protocol::decode::<Request>(line.trim_ascii()).map_err(|e| crate::error::line(&e))
+            protocol::decode::<Request>(line.trim_ascii()).map_err(|e| crate::message::one_line(&e))
         }
     };
     let (reply, mut replies) = mpsc::channel(REPLY_CAPACITY);
