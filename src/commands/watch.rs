@@ -106,14 +106,55 @@ fn live(state: &StateDir) -> io::Result<()> {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if event::poll(POLL.min(next.saturating_duration_since(Instant::now())))? {
+            match input(POLL.min(next.saturating_duration_since(Instant::now()))) {
+                Input::None => continue,
+                Input::HungUp => return Ok(()),
+                Input::Ready => {}
+            }
+            // Every event crossterm has parsed, so none waits for the next key.
+            let mut resized = false;
+            while event::poll(Duration::ZERO)? {
                 match event::read()? {
                     Event::Key(k) if quits(&k) => return Ok(()),
-                    Event::Resize(..) => break,
+                    Event::Resize(..) => resized = true,
                     _ => {}
                 }
             }
+            if resized {
+                break;
+            }
         }
+    }
+}
+
+enum Input {
+    None,
+    Ready,
+    HungUp,
+}
+
+/// Wait up to `limit` for the terminal. We poll stdin ourselves rather than
+/// through crossterm: on a terminal that went away without a SIGHUP reaching
+/// us (its emulator was SIGKILLed), crossterm reads EOF in a busy loop and
+/// never returns, while poll(2) reports the hang-up.
+fn input(limit: Duration) -> Input {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let stdin = io::stdin();
+    let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::from(limit.as_millis().min(1000) as u16);
+    match poll(&mut fds, ms) {
+        Ok(0) => Input::None,
+        Ok(_) => {
+            let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+            if fds[0].revents().is_some_and(|r| r.intersects(gone)) {
+                Input::HungUp
+            } else {
+                Input::Ready
+            }
+        }
+        // EINTR (a signal: the loop checks `stop`) and the like.
+        Err(_) => Input::None,
     }
 }
 

@@ -460,3 +460,57 @@ fn an_admin_address_beyond_loopback_is_logged() {
     let r = get(SocketAddr::from(([127, 0, 0, 1], admin)), "/status.json").unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// Every descendant of `pid` (through /proc's children lists).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let kids =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for k in kids
+            .split_whitespace()
+            .filter_map(|k| k.parse::<u32>().ok())
+        {
+            all.push(k);
+            todo.push(k);
+        }
+    }
+    all
+}
+
+/// A terminal that goes away without a SIGHUP reaching the watch (its
+/// emulator SIGKILLed) ends the watch: it neither lingers nor spins reading
+/// EOF, as it once did at a third of a core.
+#[test]
+fn watch_ends_when_its_terminal_goes_away() {
+    let Some(script) = tool("script", "bsdutils") else {
+        return;
+    };
+    let fleet = Fleet::start(1, "");
+    let cmd = format!("{FLEET} status --watch");
+    let mut child = Command::new(script)
+        .args(["-qfec", &cmd, "/dev/null"])
+        .current_dir(fleet.scratch.path())
+        .env("FLEET_STATE_DIR", fleet.scratch.state())
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let watch = wait_for(Duration::from_secs(20), "the watch under script", || {
+        descendants(child.id()).into_iter().find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--watch"))
+        })
+    });
+    let _guard = PidGuard(vec![watch]);
+    kill(child.id(), nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait();
+    wait_for(
+        Duration::from_secs(10),
+        "the watch to end with its terminal",
+        || (!alive(watch)).then_some(()),
+    );
+}
