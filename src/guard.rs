@@ -69,7 +69,7 @@ impl GuardError {
 /// Run PROGRAM under the guard; `Ok` carries PROGRAM's exit code, which the
 /// guard exits with as its own (a PROGRAM killed by a signal takes the guard
 /// with it by the same signal, inside this call).
-pub fn run(args: GuardArgs) -> Result<u8, GuardError> {
+pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
     let Some((program, rest)) = args.command.split_first() else {
         return Err(GuardError::NoCommand);
     };

@@ -13,7 +13,9 @@
 //!
 //! Note: the balancer still has its own copy (`balancer::idle`), left alone
 //! while the balancer is being rewritten for per-request HTTP balancing; it
-//! should move to this module (`Tracked<S, &Activity>` is its shape).
+//! should move to this module (`Tracked<S, &Activity>` is its shape), bringing
+//! what only it needs: a future that completes when idle, access to the inner
+//! socket, and the byte counters the metrics read.
 
 use std::io;
 use std::ops::Deref;
@@ -28,7 +30,7 @@ use tokio::time::Instant;
 /// When a connection last moved a byte, shared between the socket wrapper
 /// (written on every successful read or write) and the connection task.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last read or write that moved bytes.
     last_ns: AtomicU64,
@@ -43,7 +45,7 @@ impl Default for Activity {
 }
 
 impl Activity {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             epoch: Instant::now(),
             last_ns: AtomicU64::new(0),
@@ -57,43 +59,27 @@ impl Activity {
     }
 
     /// The peer has sent at least one byte: a request may be in flight.
-    pub fn heard(&self) -> bool {
+    pub(crate) fn heard(&self) -> bool {
         self.heard.load(Ordering::Relaxed)
     }
 
     /// When the connection becomes idle if nothing moves before then.
-    pub fn idle_at(&self, idle: Duration) -> Instant {
+    pub(crate) fn idle_at(&self, idle: Duration) -> Instant {
         self.epoch + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed)) + idle
-    }
-
-    /// Completes once nothing has moved for `idle`.
-    pub async fn idle_for(&self, idle: Duration) {
-        loop {
-            let at = self.idle_at(idle);
-            if Instant::now() >= at {
-                return;
-            }
-            tokio::time::sleep_until(at).await;
-        }
     }
 }
 
 /// A socket that reports its progress to an `Activity` held as `A`
 /// (`Arc<Activity>` or `&Activity`).
 #[derive(Debug)]
-pub struct Tracked<T, A> {
+pub(crate) struct Tracked<T, A> {
     inner: T,
     activity: A,
 }
 
 impl<T, A: Deref<Target = Activity>> Tracked<T, A> {
-    pub fn new(inner: T, activity: A) -> Self {
+    pub(crate) fn new(inner: T, activity: A) -> Self {
         Tracked { inner, activity }
-    }
-
-    /// The wrapped socket, for calls that move no bytes (`shutdown`).
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.inner
     }
 }
 
@@ -182,17 +168,5 @@ mod tests {
         tracked.read_exact(&mut buf).await.unwrap();
         assert!(activity.heard());
         assert_eq!(activity.idle_at(idle), Instant::now() + idle);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_for_completes_only_after_a_quiet_period() {
-        let activity = Activity::new();
-        let (a, _b) = tokio::io::duplex(64);
-        let mut tracked = Tracked::new(a, &activity);
-        let begin = Instant::now();
-        tokio::time::advance(Duration::from_millis(500)).await;
-        tracked.write_all(b"x").await.unwrap();
-        activity.idle_for(Duration::from_secs(1)).await;
-        assert_eq!(Instant::now() - begin, Duration::from_millis(1500));
     }
 }

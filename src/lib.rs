@@ -102,32 +102,42 @@
 //! `supervisor::run` owns the order.
 
 pub(crate) mod admin;
-pub mod balancer;
-pub mod bench;
+// The crate's interface is what the `fleet` binary, the integration tests
+// and the fuzz targets use: `cli` and `run` (the binary), `logging::init`,
+// `Error`, `process` (the tests' process queries), `protocol` (the status a
+// test reads, the decoder a fuzz target feeds) and `path` (fuzzed).
+// Everything else is `pub(crate)`, so the compiler reports what is unused.
+mod balancer;
+mod bench;
 pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod control;
-pub mod discover;
-pub mod duration;
+mod commands;
+mod config;
+mod control;
+mod discover;
+mod duration;
 mod error;
-pub mod exit;
-pub mod fd_limit;
-pub mod guard;
+mod exit;
+mod fd_limit;
+mod guard;
 mod help;
-pub mod idle;
-pub mod listener;
+mod idle;
+mod listener;
 pub mod logging;
 mod message;
-pub(crate) mod metrics;
-pub mod ports;
+mod metrics;
+mod ports;
 pub mod process;
-pub mod rotating_file;
-pub mod state_dir;
-pub mod supervisor;
-pub mod worker;
+mod rotating_file;
+mod state_dir;
+mod supervisor;
+mod worker;
 
+/// The control protocol: the status `fleet status --json` prints (which the
+/// integration tests read as this type) and the decoder the fuzz target feeds.
+pub use control::protocol;
 pub use error::Error;
+/// Request-target normalisation, public for its fuzz target.
+pub use worker::path;
 
 /// Run one command to its end: the exit code of a command that did its job
 /// (0, or for the hidden `guard` the code of the command it guarded), or the

@@ -15,14 +15,14 @@ use tracing::warn;
 /// overflow silently stalls clients: std's default (128) overflowed under
 /// `ab -c 500`, the lab's `listen(5)` much sooner, and each dropped SYN costs
 /// a client a 1 s retransmit.
-pub const BACKLOG: u32 = 4096;
+pub(crate) const BACKLOG: u32 = 4096;
 
 /// Pause after an accept error such as EMFILE, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Bind `addr` with SO_REUSEADDR and a [`BACKLOG`]-deep queue. Needs a
 /// runtime context (the socket is registered with it) but starts nothing.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -39,7 +39,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// concern one connection that never got going are skipped; others (EMFILE,
 /// ENFILE, ENOBUFS) are logged and waited out for `ACCEPT_BACKOFF`, since
 /// they pass as connections close.
-pub async fn accept(
+pub(crate) async fn accept(
     listener: &TcpListener,
     stop: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr)> {

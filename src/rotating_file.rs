@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Rotate a log past this size (the previous file is kept as `.1`).
-pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_LOG_BYTES: u64 = 1024 * 1024;
 
 /// A log file capped at `MAX_LOG_BYTES`: a write that would pass the cap
 /// first renames the file to `<name>.1` (replacing the previous one) and
@@ -16,13 +16,13 @@ pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
 /// Opened lazily (and again after a rotation); a write that fails is dropped,
 /// because a full disk must not stop the fleet.
 #[derive(Debug)]
-pub struct RotatingFile {
+pub(crate) struct RotatingFile {
     path: PathBuf,
     file: Mutex<Option<(File, u64)>>,
 }
 
 impl RotatingFile {
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         RotatingFile {
             path,
             file: Mutex::new(None),
@@ -30,7 +30,7 @@ impl RotatingFile {
     }
 
     /// Append `bytes` (whole lines: a rotation never splits one).
-    pub fn append(&self, bytes: &[u8]) {
+    pub(crate) fn append(&self, bytes: &[u8]) {
         let mut guard = self
             .file
             .lock()

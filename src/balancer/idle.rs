@@ -16,13 +16,13 @@ use crate::metrics::Counter;
 
 /// Milliseconds since `origin` of the last activity.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     origin: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -35,7 +35,7 @@ impl Activity {
     }
 
     /// Completes once nothing has moved for `idle`.
-    pub async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let last = self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let at = last + idle;
@@ -55,21 +55,13 @@ impl Default for Activity {
 
 /// A stream that records activity on every successful read or write, and
 /// optionally adds the bytes moved to two counters (read, written).
-pub struct Tracked<'a, S> {
+pub(crate) struct Tracked<'a, S> {
     pub inner: S,
     activity: &'a Activity,
     counters: Option<(&'a Counter, &'a Counter)>,
 }
 
 impl<'a, S> Tracked<'a, S> {
-    pub fn new(inner: S, activity: &'a Activity) -> Self {
-        Tracked {
-            inner,
-            activity,
-            counters: None,
-        }
-    }
-
     /// Also count bytes read into `read` and bytes written into `written`.
     pub(crate) fn counted(
         inner: S,

@@ -27,8 +27,8 @@
 //! client is held up to `NO_BACKEND_WAIT` for one to come up, then closed.
 
 pub(crate) mod access_log;
-pub mod idle;
-pub mod pool;
+pub(crate) mod idle;
+pub(crate) mod pool;
 #[cfg(test)]
 mod run_tests;
 
@@ -50,9 +50,9 @@ use idle::{Activity, Tracked};
 use pool::{Backends, Pool, Slot};
 
 /// How long a client may wait for some backend to become routable.
-pub const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
 /// How much of a request is kept for a replay on another backend.
-pub const REPLAY_MAX: usize = 16 * 1024;
+pub(crate) const REPLAY_MAX: usize = 16 * 1024;
 /// Buffer sizes, which set the supervisor's memory per proxied connection
 /// (about 10 KiB in the splice phase): requests are small, so the upstream
 /// direction gets 2 KiB; responses get 8 KiB (tokio's default); the first
@@ -63,7 +63,7 @@ const FIRST_READ: usize = 4 * 1024;
 
 /// Accept until `stop` is cancelled. Connection tasks go on `conns` and end at
 /// `hard_stop` at the latest (the shutdown deadline).
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     backends: Arc<Backends>,
     stop: CancellationToken,

@@ -30,7 +30,7 @@ use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
 
 /// One backend as the balancer and `fleet status` see it.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub port: u16,
     /// Where the balancer connects; a slot's identity (an upstream's port
     /// alone is not unique).
@@ -58,7 +58,7 @@ pub struct Slot {
 
 /// The slow-changing part of a backend's status, written on state changes.
 #[derive(Debug, Clone, Default)]
-pub struct SlotStatus {
+pub(crate) struct SlotStatus {
     pub pid: Option<u32>,
     pub state: Phase,
     pub restarts: u32,
@@ -68,7 +68,7 @@ pub struct SlotStatus {
 }
 
 impl Slot {
-    pub fn new(port: u16, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+    pub(crate) fn new(port: u16, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel(1);
         let slot = Slot {
             port,
@@ -89,26 +89,26 @@ impl Slot {
     }
 
     /// A remote backend: no process, only health checks (`supervisor::upstream`).
-    pub fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+    pub(crate) fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
         let (mut slot, rx) = Slot::new(addr.port(), addr);
         slot.upstream = Some(name);
         (slot, rx)
     }
 
-    pub fn routable(&self) -> bool {
+    pub(crate) fn routable(&self) -> bool {
         self.routable.load(Ordering::Acquire)
     }
 
     /// Balancer: the connect failed; take it out of rotation now and let the
     /// owner know.
-    pub fn report_failure(&self) {
+    pub(crate) fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
         self.left_rotation.notify_waiters();
         let _ = self.passive.try_send(());
     }
 
     /// Completes once this backend is out of rotation (at once if it is).
-    pub async fn out_of_rotation(&self) {
+    pub(crate) async fn out_of_rotation(&self) {
         loop {
             let notified = self.left_rotation.notified();
             if !self.routable() {
@@ -120,17 +120,17 @@ impl Slot {
 
     /// Balancer: a connect timed out. The backend stays in rotation; its
     /// owner takes it out only if its next probe fails too.
-    pub fn report_timeout(&self) {
+    pub(crate) fn report_timeout(&self) {
         self.timed_out.store(true, Ordering::Relaxed);
     }
 
     /// Owner: did a connect time out since the last call?
-    pub fn take_timeout(&self) -> bool {
+    pub(crate) fn take_timeout(&self) -> bool {
         self.timed_out.swap(false, Ordering::Relaxed)
     }
 
     /// Owner: publish the state machine's view.
-    pub fn publish(&self, routable: bool, status: SlotStatus) {
+    pub(crate) fn publish(&self, routable: bool, status: SlotStatus) {
         *self
             .status
             .lock()
@@ -141,7 +141,7 @@ impl Slot {
         }
     }
 
-    pub fn status(&self) -> BackendStatus {
+    pub(crate) fn status(&self) -> BackendStatus {
         self.status_with(&self.metrics.recent())
     }
 
@@ -186,18 +186,18 @@ impl Slot {
     }
 
     /// Count a proxied connection for as long as the guard lives.
-    pub fn connection(self: &Arc<Self>) -> ConnGuard {
+    pub(crate) fn connection(self: &Arc<Self>) -> ConnGuard {
         self.metrics.active.inc();
         self.metrics.connections.inc();
         ConnGuard(self.clone())
     }
 
-    pub fn active(&self) -> u64 {
+    pub(crate) fn active(&self) -> u64 {
         self.metrics.active.get()
     }
 }
 
-pub struct ConnGuard(Arc<Slot>);
+pub(crate) struct ConnGuard(Arc<Slot>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -205,14 +205,14 @@ impl Drop for ConnGuard {
     }
 }
 
-pub fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 /// The fleet's current pool, swapped whole when the set of backends changes,
 /// plus the wake-ups that must outlive any one pool.
 #[derive(Debug)]
-pub struct Backends {
+pub(crate) struct Backends {
     current: ArcSwap<Pool>,
     /// The balancer's settings, read per connection so `fleet reload` can
     /// change timeouts and strategy without a restart.
@@ -229,7 +229,7 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn new(pool: Pool, config: BalancerConfig) -> Self {
+    pub(crate) fn new(pool: Pool, config: BalancerConfig) -> Self {
         Backends {
             current: ArcSwap::from_pointee(pool),
             config: ArcSwap::from_pointee(config),
@@ -241,30 +241,30 @@ impl Backends {
     }
 
     /// The pool as it is now: lock-free, cheap enough for every request.
-    pub fn load(&self) -> Arc<Pool> {
+    pub(crate) fn load(&self) -> Arc<Pool> {
         self.current.load_full()
     }
 
     /// The balancer's settings as they are now.
-    pub fn config(&self) -> Arc<BalancerConfig> {
+    pub(crate) fn config(&self) -> Arc<BalancerConfig> {
         self.config.load_full()
     }
 
     /// New balancer settings, taken by connections accepted from now on.
-    pub fn set_config(&self, config: BalancerConfig) {
+    pub(crate) fn set_config(&self, config: BalancerConfig) {
         self.config.store(Arc::new(config));
     }
 
     /// Replace the set of backends. Readers holding the old pool finish with
     /// it; waiters are woken to look at the new one.
-    pub fn swap(&self, pool: Pool) {
+    pub(crate) fn swap(&self, pool: Pool) {
         self.current.store(Arc::new(pool));
         self.became_routable.notify_waiters();
         self.changed.notify_waiters();
     }
 
     /// A backend task published a change: wake whoever waits on one.
-    pub fn notify(&self, routable: bool) {
+    pub(crate) fn notify(&self, routable: bool) {
         if routable {
             self.became_routable.notify_waiters();
         }
@@ -274,24 +274,24 @@ impl Backends {
 
 /// The backends in rotation order, plus the round-robin cursor.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(slots: Vec<Arc<Slot>>) -> Self {
+    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> Self {
         Pool {
             slots,
             next: AtomicUsize::new(0),
         }
     }
 
-    pub fn slots(&self) -> &[Arc<Slot>] {
+    pub(crate) fn slots(&self) -> &[Arc<Slot>] {
         &self.slots
     }
 
-    pub fn any_routable(&self) -> bool {
+    pub(crate) fn any_routable(&self) -> bool {
         self.slots.iter().any(|s| s.routable())
     }
 
@@ -299,7 +299,7 @@ impl Pool {
     /// then the others as fallbacks, each at most once. The turn counts only
     /// routable backends (as HAProxy's roundrobin does), so a dead backend's
     /// share is spread evenly instead of doubling its neighbour's.
-    pub fn candidates(&self) -> impl Iterator<Item = &Arc<Slot>> + '_ {
+    pub(crate) fn candidates(&self) -> impl Iterator<Item = &Arc<Slot>> + '_ {
         let n = self.slots.len();
         let k = self.slots.iter().filter(|s| s.routable()).count();
         let start = if k == 0 {

@@ -16,10 +16,10 @@
 //! handler), so Ctrl-C just cancels the current level and the rows measured
 //! so far are printed.
 
-pub mod load;
-pub mod plot;
-pub mod report;
-pub mod target;
+pub(crate) mod load;
+pub(crate) mod plot;
+pub(crate) mod report;
+pub(crate) mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
@@ -265,7 +265,7 @@ fn default_threads() -> usize {
 /// Run `fleet bench` to completion. The rows measured are printed (and
 /// plotted) even when a level fails or Ctrl-C stops the run, which the
 /// error then reports.
-pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+pub(crate) fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let levels = validate(args)?;
     let previous = load_compare(&args.compare)?;
 

@@ -13,7 +13,7 @@ use crate::control::client::{self, ControlError};
 use crate::state_dir::StateDir;
 
 /// The page the lab measured; the default path on the fleet's balancer.
-pub const DEFAULT_PATH: &str = "/page.html";
+pub(crate) const DEFAULT_PATH: &str = "/page.html";
 
 /// Why a URL cannot be measured (a usage error).
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub enum TargetError {
 
 /// A URL split into what the generator needs, before name resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedUrl {
+pub(crate) struct ParsedUrl {
     /// Host as written, without IPv6 brackets.
     pub host: String,
     pub port: u16,
@@ -72,7 +72,7 @@ pub struct ParsedUrl {
 }
 
 /// Parse an `http://HOST[:PORT][/PATH]` URL.
-pub fn parse_url(url: &str) -> Result<ParsedUrl, UrlError> {
+pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, UrlError> {
     let uri: Uri = url.parse().map_err(|source| UrlError::Malformed {
         url: url.to_owned(),
         source,
@@ -114,7 +114,7 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, UrlError> {
 }
 
 /// Resolve a parsed URL to the address every request connects to.
-pub fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, TargetError> {
+pub(crate) fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, TargetError> {
     let addrs: Vec<SocketAddr> = (p.host.as_str(), p.port)
         .to_socket_addrs()
         .map_err(|source| TargetError::Resolve {
@@ -153,7 +153,7 @@ fn pick_reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 
 /// The URL of the running fleet's balancer (`/page.html`), with an
 /// unspecified listen address (0.0.0.0, ::) replaced by loopback.
-pub fn fleet_url(state: &StateDir) -> Result<String, TargetError> {
+pub(crate) fn fleet_url(state: &StateDir) -> Result<String, TargetError> {
     match client::status(state) {
         Ok(s) => {
             let addr: SocketAddr = s.listen.parse().map_err(|_| TargetError::BadListen {

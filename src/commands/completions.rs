@@ -5,7 +5,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionsArgs};
 
-pub fn run(args: CompletionsArgs) {
+pub(crate) fn run(args: CompletionsArgs) {
     let mut cmd = Cli::command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(args.shell, &mut cmd, "fleet", &mut out);

@@ -60,7 +60,7 @@ impl DownError {
     }
 }
 
-pub fn run(args: DownArgs) -> Result<(), DownError> {
+pub(crate) fn run(args: DownArgs) -> Result<(), DownError> {
     let state = StateDir::new(args.state.resolve());
     // Wait for the reply for as long as the shutdown may take. Without
     // --timeout the supervisor's own shutdown.timeout applies, which we do

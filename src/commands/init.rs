@@ -15,7 +15,7 @@ use crate::worker::{DEFAULT_WWW, STARTER_FILES};
 /// The commented fleet.yaml `init` writes: the one at the repository root.
 const STARTER_CONFIG: &str = include_str!("../../fleet.yaml");
 
-pub fn run() -> Result<(), InitError> {
+pub(crate) fn run() -> Result<(), InitError> {
     let cwd = std::env::current_dir().map_err(InitError::CurrentDir)?;
     init_in(&cwd)?;
     crate::outln!(

@@ -68,7 +68,7 @@ impl LogsError {
     }
 }
 
-pub fn run(args: LogsArgs) -> Result<(), LogsError> {
+pub(crate) fn run(args: LogsArgs) -> Result<(), LogsError> {
     let state = StateDir::new(args.state.resolve());
     let sources = sources(&state, args.port)?;
     let since = args

@@ -30,7 +30,7 @@ impl ManError {
     }
 }
 
-pub fn run(args: ManArgs) -> Result<(), ManError> {
+pub(crate) fn run(args: ManArgs) -> Result<(), ManError> {
     let cmd = Cli::command();
     match args.out_dir {
         None => {

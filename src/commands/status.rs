@@ -27,7 +27,7 @@ impl StatusError {
 }
 
 /// Print the running fleet, once or (`--watch`) live.
-pub fn run(args: StatusArgs) -> Result<(), StatusError> {
+pub(crate) fn run(args: StatusArgs) -> Result<(), StatusError> {
     let state = StateDir::new(args.state.resolve());
     if args.watch {
         return super::watch::run(&state);
@@ -50,7 +50,7 @@ pub fn run(args: StatusArgs) -> Result<(), StatusError> {
 
 /// The human view: a summary line, one row per backend, then the reasons
 /// for any backend that is not serving.
-pub fn render(s: &FleetStatus) -> String {
+pub(crate) fn render(s: &FleetStatus) -> String {
     let healthy = s.backends.iter().filter(|b| b.healthy).count();
     let mut out = format!(
         "fleet pid {}, balancer http://{}/, up {}, {healthy}/{} backends healthy{}\n",

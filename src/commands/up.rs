@@ -120,7 +120,7 @@ struct Report {
     error: Option<String>,
 }
 
-pub fn run(args: UpArgs) -> Result<(), UpError> {
+pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
     let config = config::load(&args)?;
     if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
         announce_embedded(&args);

@@ -41,25 +41,25 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::worker::Www;
-pub use error::ConfigError;
+pub(crate) use crate::worker::Www;
+pub(crate) use error::ConfigError;
 
 use crate::cli::UpArgs;
 
 /// The file `fleet up` reads from the current directory when there is no `-f`.
-pub const DEFAULT_FILE: &str = "fleet.yaml";
+pub(crate) const DEFAULT_FILE: &str = "fleet.yaml";
 
 /// The most backends one fleet may have: far more than one machine should
 /// run, few enough that a typo (`backends: 40000`) is caught.
-pub const MAX_BACKENDS: u16 = 1000;
+pub(crate) const MAX_BACKENDS: u16 = 1000;
 
 /// The longest duration any key accepts. Longer is surely a typo, and the
 /// cap keeps `Instant + duration` far from overflowing.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The validated configuration of one fleet.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Number of local backends (>= 1, or >= 0 when there are upstreams).
     pub backends: u16,
     /// Backends listen on `base_port .. base_port + backends` (checked to fit in u16).
@@ -88,7 +88,7 @@ pub struct Config {
 
 /// A backend fleet does not run: an address it balances to and health-checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// As written (`lab-pc-2:9002`): its name in status and logs.
     pub name: String,
     /// Resolved once, when the config is loaded.
@@ -97,7 +97,7 @@ pub struct Upstream {
 
 /// The program a backend runs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BackendCommand {
+pub(crate) enum BackendCommand {
     /// `fleet serve --port P --www DIR` from this same executable.
     Builtin,
     /// A configured program; `{port}` in `args` is replaced, `PORT` is set.
@@ -111,7 +111,7 @@ pub enum BackendCommand {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum HealthKind {
+pub(crate) enum HealthKind {
     /// GET `path`; a 2xx or 3xx status passes.
     Http { path: String },
     /// A TCP connect passes.
@@ -119,7 +119,7 @@ pub enum HealthKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     pub kind: HealthKind,
     pub interval: Duration,
     pub timeout: Duration,
@@ -132,14 +132,14 @@ pub struct HealthConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
+pub(crate) enum RestartPolicy {
     Always,
     OnFailure,
     Never,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RestartConfig {
+pub(crate) struct RestartConfig {
     pub policy: RestartPolicy,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -149,7 +149,7 @@ pub struct RestartConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ShutdownConfig {
+pub(crate) struct ShutdownConfig {
     /// Drain and SIGTERM grace before SIGKILL.
     pub timeout: Duration,
     /// How long a draining backend (`fleet restart`, `stop`, `scale`) may
@@ -158,7 +158,7 @@ pub struct ShutdownConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct BalancerConfig {
+pub(crate) struct BalancerConfig {
     /// Concurrent client connections; past it new clients wait in the listen backlog.
     pub max_connections: u32,
     /// Per-backend connect timeout before trying the next backend.
@@ -217,7 +217,7 @@ impl BackendCommand {
     /// The program and arguments for the backend on `port`, with `{port}`
     /// replaced in every argument; `None` for the built-in worker, whose
     /// command line the supervisor builds from its own executable.
-    pub fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
+    pub(crate) fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
         match self {
             BackendCommand::Builtin => None,
             BackendCommand::Command { program, args, .. } => {
@@ -231,7 +231,7 @@ impl BackendCommand {
 
 impl Config {
     /// The backends' ports, in order.
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+    pub(crate) fn ports(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.backends).map(|i| self.base_port + i)
     }
 }
@@ -239,7 +239,7 @@ impl Config {
 /// Read fleet.yaml (the `-f` file, or `./fleet.yaml` when present) and apply
 /// the command-line overrides; relative paths on the command line are
 /// relative to the current directory.
-pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
+pub(crate) fn load(args: &UpArgs) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(|e| ConfigError::Default {
         key: "current directory".into(),
         problem: format!("cannot be determined: {e}"),
@@ -250,7 +250,7 @@ pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
 /// [`load`], with the current directory passed in (tests, and a future
 /// `fleet reload` that must resolve paths as `fleet up` did). `cwd` must be
 /// absolute.
-pub fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
     let (shown, abs, explicit) = match &args.file {
         Some(f) => (f.clone(), cwd.join(f), true),
         None => {

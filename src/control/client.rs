@@ -65,7 +65,7 @@ impl ControlError {
 }
 
 /// Send one request and read one reply. `timeout` bounds each read.
-pub fn call(
+pub(crate) fn call(
     state: &StateDir,
     req: Request,
     timeout: Option<Duration>,
@@ -75,7 +75,7 @@ pub fn call(
 
 /// Send one request, hand each `progress` line to `progress`, and return
 /// the final reply. `timeout` bounds each read (each line).
-pub fn call_with_progress(
+pub(crate) fn call_with_progress(
     state: &StateDir,
     req: Request,
     timeout: Option<Duration>,
@@ -144,7 +144,7 @@ pub fn call_with_progress(
 }
 
 /// The running fleet's status.
-pub fn status(state: &StateDir) -> Result<FleetStatus, ControlError> {
+pub(crate) fn status(state: &StateDir) -> Result<FleetStatus, ControlError> {
     match call(state, Request::Status, Some(Duration::from_secs(5)))? {
         Reply::Status(s) => Ok(s),
         other => Err(ControlError::Protocol(format!("{other:?}"))),

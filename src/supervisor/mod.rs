@@ -27,17 +27,17 @@
 //! tab last the full timeout. The worker, which does see request boundaries,
 //! drains instead.
 
-pub mod backend;
-pub mod health;
+pub(crate) mod backend;
+pub(crate) mod health;
 mod ops;
-pub mod orphans;
-pub mod output;
+pub(crate) mod orphans;
+pub(crate) mod output;
 mod reload;
 #[cfg(test)]
 mod shutdown_tests;
-pub mod signals;
-pub mod state;
-pub mod upstream;
+pub(crate) mod signals;
+pub(crate) mod state;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,7 +65,7 @@ use ops::Fleet;
 
 /// How long `up` waits for every backend's first passing probe before it
 /// reports a degraded start (some ready) or gives up (none ready).
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Commands waiting for the supervisor's loop; more wait in the control
 /// connections that sent them.
@@ -102,7 +102,7 @@ fn status(
 
 /// How the start went, for `up` to report.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// Every backend passed its first probe.
     Ready { listen: SocketAddr },
     /// Some did, some are failing: the fleet serves with the rest.
@@ -131,14 +131,14 @@ pub enum SupervisorError {
 
 /// The already bound sockets (bound by the caller so errors name the port
 /// before anything starts, and so tests can bind port 0).
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub balancer: TcpListener,
     pub control: UnixListener,
     /// The admin address (`/metrics`, `/status.json`, dashboard), when set.
     pub admin: Option<TcpListener>,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     /// Copy backend output into this process's log (foreground mode).
     pub echo_output: bool,
     /// The executable that provides `fleet serve` for built-in workers.
@@ -151,7 +151,7 @@ pub struct Options {
     pub signals: Option<signals::Signals>,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     config: Config,
     listeners: Listeners,
     state: StateDir,

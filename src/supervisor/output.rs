@@ -19,7 +19,7 @@ use crate::rotating_file::RotatingFile;
 const MAX_LINE: usize = 8 * 1024;
 
 #[derive(Debug)]
-pub struct BackendLog {
+pub(crate) struct BackendLog {
     port: u16,
     /// Echo lines into the supervisor's own log (foreground mode).
     echo: bool,
@@ -27,7 +27,7 @@ pub struct BackendLog {
 }
 
 impl BackendLog {
-    pub fn new(path: PathBuf, port: u16, echo: bool) -> Self {
+    pub(crate) fn new(path: PathBuf, port: u16, echo: bool) -> Self {
         BackendLog {
             port,
             echo,
@@ -35,7 +35,7 @@ impl BackendLog {
         }
     }
 
-    pub fn write_line(&self, stream: &str, text: &str) {
+    pub(crate) fn write_line(&self, stream: &str, text: &str) {
         if self.echo {
             tracing::info!(target: "backend", port = self.port, "{text}");
         }
@@ -47,7 +47,7 @@ impl BackendLog {
     }
 
     /// Copy `reader` line by line into the log until EOF.
-    pub async fn pump(&self, reader: impl AsyncRead + Unpin, stream: &str) {
+    pub(crate) async fn pump(&self, reader: impl AsyncRead + Unpin, stream: &str) {
         let mut reader = BufReader::with_capacity(MAX_LINE, reader);
         let mut line = Vec::with_capacity(256);
         while let Ok(buf) = reader.fill_buf().await {

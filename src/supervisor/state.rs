@@ -41,30 +41,30 @@ use crate::control::protocol::Phase;
 
 /// How long a `Starting` backend may take to pass its first probe before it
 /// is killed and restarted (a program that never listens, or listens elsewhere).
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace between SIGTERM and SIGKILL when liveness restarts a hung backend.
-pub const LIVENESS_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const LIVENESS_GRACE: Duration = Duration::from_secs(2);
 /// `last_exit_cause` of a worker restarted by liveness (`restart_after`).
-pub const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
+pub(crate) const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
 /// `last_exit_cause` of a worker restarted for not passing a probe in `START_TIMEOUT`.
-pub const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
+pub(crate) const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Code(i32),
     Signal(i32),
 }
 
 impl Exit {
-    pub fn success(self) -> bool {
+    pub(crate) fn success(self) -> bool {
         self == Exit::Code(0)
     }
 }
 
 /// What to do once a `Stopping` backend has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterStop {
+pub(crate) enum AfterStop {
     /// Liveness or start timeout: restart per the policy (backoff, crash loop).
     Restart,
     /// Shutdown: stay stopped.
@@ -77,10 +77,10 @@ pub enum AfterStop {
 }
 
 /// The reason a backend held by `fleet stop` shows.
-pub const HELD: &str = "stopped by `fleet stop`; `fleet start` brings it back";
+pub(crate) const HELD: &str = "stopped by `fleet stop`; `fleet start` brings it back";
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum State {
+pub(crate) enum State {
     /// Not running and not scheduled to run: before `Start`, after shutdown,
     /// or when the restart policy declined a restart (`reason` says which).
     Stopped { reason: Option<String> },
@@ -117,7 +117,7 @@ pub enum State {
 
 impl State {
     /// The phase in `fleet status` and the JSON contract.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self {
             State::Stopped { .. } => Phase::Stopped,
             State::Starting { .. } => Phase::Starting,
@@ -129,7 +129,7 @@ impl State {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             State::Starting { pid, .. } => *pid,
             State::Running { pid, .. }
@@ -141,7 +141,7 @@ impl State {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Begin supervising: at start-up, and `fleet start` (which also brings
     /// a `Failed` backend back).
     Start,
@@ -184,13 +184,13 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sig {
+pub(crate) enum Sig {
     Term,
     Kill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Spawn,
     /// Signal the worker's whole process group.
     Signal(Sig),
@@ -198,7 +198,7 @@ pub enum Action {
 
 /// The policy knobs the machine needs (copied from the config).
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub restart: RestartConfig,
     pub rise: u32,
     pub fall: u32,
@@ -206,7 +206,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(restart: &RestartConfig, health: &HealthConfig) -> Self {
+    pub(crate) fn new(restart: &RestartConfig, health: &HealthConfig) -> Self {
         Policy {
             restart: restart.clone(),
             rise: health.rise,
@@ -218,7 +218,7 @@ impl Policy {
 
 /// One backend's lifecycle and the bookkeeping that outlives a single worker.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     state: State,
     policy: Policy,
     /// Restarts so far (every spawn after the first).
@@ -238,7 +238,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(policy: Policy, seed: u64) -> Self {
+    pub(crate) fn new(policy: Policy, seed: u64) -> Self {
         Backend {
             state: State::Stopped { reason: None },
             policy,
@@ -252,30 +252,30 @@ impl Backend {
         }
     }
 
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.state
     }
     /// New settings from `fleet reload`; they apply from the next event.
-    pub fn set_policy(&mut self, policy: Policy) {
+    pub(crate) fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
     }
-    pub fn restarts(&self) -> u32 {
+    pub(crate) fn restarts(&self) -> u32 {
         self.restarts
     }
-    pub fn last_exit(&self) -> Option<Exit> {
+    pub(crate) fn last_exit(&self) -> Option<Exit> {
         self.last_exit
     }
     /// Why fleet stopped the last worker that exited ("failed health
     /// checks"), or None if it exited on its own (or at shutdown).
-    pub fn last_exit_cause(&self) -> Option<&'static str> {
+    pub(crate) fn last_exit_cause(&self) -> Option<&'static str> {
         self.last_exit_cause
     }
-    pub fn routable(&self) -> bool {
+    pub(crate) fn routable(&self) -> bool {
         matches!(self.state, State::Running { healthy: true, .. })
     }
 
     /// The next instant at which the machine wants a `Tick`.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match &self.state {
             State::Backoff { until } => Some(*until),
             State::Stopping {
@@ -291,7 +291,7 @@ impl Backend {
     }
 
     /// Apply one event. Returns the action the glue must perform, if any.
-    pub fn step(&mut self, ev: Event, now: Instant) -> Option<Action> {
+    pub(crate) fn step(&mut self, ev: Event, now: Instant) -> Option<Action> {
         let state = std::mem::replace(&mut self.state, State::Stopped { reason: None });
         let (next, action) = self.transition(state, ev, now);
         self.state = next;
@@ -725,7 +725,7 @@ fn stopping(pid: u32, deadline: Instant, then: AfterStop) -> (State, Option<Acti
 /// `initial * 2^attempt`, capped at `max`, then scaled by a jitter factor in
 /// [0.8, 1.2) (and capped again) so that backends that died together do not
 /// restart in lockstep.
-pub fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
+pub(crate) fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
     let base = r
         .initial_backoff
         .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
@@ -735,14 +735,14 @@ pub fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
 }
 
 /// "exit 1", "SIGKILL".
-pub fn describe(exit: Exit) -> String {
+pub(crate) fn describe(exit: Exit) -> String {
     match exit {
         Exit::Code(c) => format!("exited with code {c}"),
         Exit::Signal(s) => format!("killed by {}", signal_name(s)),
     }
 }
 
-pub fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("signal {sig}"))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use fleet::control::protocol::{BackendStatus, FleetStatus, Phase};
+pub use fleet::protocol::{BackendStatus, FleetStatus, Phase};
 
 pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 pub use fleet::process::PORTABLE_ENV;

@@ -77,7 +77,7 @@ impl ExportError {
     }
 }
 
-pub fn run(args: ExportArgs) -> Result<(), ExportError> {
+pub(crate) fn run(args: ExportArgs) -> Result<(), ExportError> {
     if args.fleet.detach {
         return Err(ExportError::Detach);
     }
