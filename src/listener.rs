@@ -37,24 +37,38 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The next connection, or `None` once `stop` is cancelled. Errors that
 /// concern one connection that never got going are skipped; others (EMFILE,
-/// ENFILE, ENOBUFS) are logged and waited out for `ACCEPT_BACKOFF`, since
+/// ENFILE, ENOBUFS) are logged and waited out for [`ACCEPT_BACKOFF`], since
 /// they pass as connections close.
 pub(crate) async fn accept(
     listener: &TcpListener,
     stop: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr)> {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    accept_with(stop, &format!("port {port}"), || listener.accept()).await
+}
+
+/// [`accept`] for any listener (the control socket is a Unix one): `next`
+/// accepts once; `what` names the listener in the log line.
+pub(crate) async fn accept_with<T, F, Fut>(
+    stop: &CancellationToken,
+    what: &str,
+    mut next: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
     loop {
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => return None,
-            accepted = listener.accept() => accepted,
+            accepted = next() => accepted,
         };
         match accepted {
             Ok(conn) => return Some(conn),
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                let port = listener.local_addr().map_or(0, |a| a.port());
-                warn!(port, error = %e, "accept failed; backing off");
+                warn!(listener = what, error = %e, "accept failed; backing off");
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return None,

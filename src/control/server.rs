@@ -57,19 +57,9 @@ pub(crate) async fn serve(
     // Not the fleet's tracker: a control connection must never hold up the
     // backends' shutdown; each one ends by its read deadline or its reply.
     let connections = TaskTracker::new();
-    loop {
-        let stream = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(target: "supervisor", error = %e, "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) =
+        crate::listener::accept_with(&stop, "control socket", || listener.accept()).await
+    {
         let (status, commands, stop) = (status.clone(), commands.clone(), stop.clone());
         connections.spawn(async move { handle(stream, &status, &commands, &stop, own_uid).await });
     }
