@@ -20,26 +20,32 @@ pub use fleet::process::PORTABLE_ENV;
 pub const MODES: [bool; 2] = [false, true];
 pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
 
-/// Ports handed out in this test process, so parallel tests never collide.
-static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+/// Where the next `free_ports` search starts. Ports are handed out in one
+/// ascending sweep, so parallel tests never get the same port and the ones
+/// handed out never fragment the range: a test that needs 1001 consecutive
+/// ports finds them as easily as the first test did.
+static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+/// The sweep's range: below Linux's ephemeral range (32768 and up), so
+/// outgoing connections do not take these ports meanwhile.
+const PORTS: std::ops::Range<u16> = 12_000..30_000;
 
-/// `n` consecutive free loopback ports, below Linux's ephemeral range so
-/// outgoing connections do not take them meanwhile.
+/// `n` consecutive free loopback ports, each handed out once per test run.
 pub fn free_ports(n: u16) -> Vec<u16> {
+    let mut next = NEXT.lock().unwrap();
+    // A random start, so concurrent test runs (other checkouts) rarely meet.
+    let cursor = next.get_or_insert_with(|| fastrand::u16(PORTS.start..PORTS.start + 6_000));
+    let mut base = *cursor;
     for _ in 0..1000 {
-        let base = fastrand::u16(12_000..30_000);
-        let ports: Vec<u16> = (base..base + n).collect();
-        let mut reserved = RESERVED.lock().unwrap();
-        let set = reserved.get_or_insert_with(HashSet::new);
-        if ports.iter().any(|p| set.contains(p)) {
-            continue;
+        if base.saturating_add(n) > PORTS.end {
+            base = PORTS.start;
         }
-        if ports
-            .iter()
-            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        {
-            set.extend(&ports);
-            return ports;
+        let busy = (base..base + n).find(|p| TcpListener::bind(("127.0.0.1", *p)).is_err());
+        match busy {
+            None => {
+                *cursor = base + n;
+                return (base..base + n).collect();
+            }
+            Some(p) => base = p + 1,
         }
     }
     panic!("no {n} consecutive free ports");
@@ -237,6 +243,17 @@ pub fn assert_exit(out: &Output, code: i32, says: &str) {
         String::from_utf8_lossy(&out.stderr).contains(says),
         "{}",
         text(out)
+    );
+}
+
+/// Assert that none of `sent` requests failed; shows the first failures.
+#[track_caller]
+pub fn assert_no_failures<T: std::fmt::Debug>(sent: impl std::fmt::Display, failures: &[T]) {
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
     );
 }
 
@@ -576,6 +593,74 @@ impl Drop for Worker {
         if std::thread::panicking() {
             eprintln!("worker stderr:\n{}", self.log());
         }
+    }
+}
+
+/// `fleet up` in the foreground (no `-d`) on `ports` (the backends, then the
+/// balancer), its stderr in a file, once every backend is healthy. Dropped,
+/// it kills what is still running.
+pub struct Foreground {
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    pub workers: Vec<u32>,
+    balancer: u16,
+    _guard: PidGuard,
+}
+
+impl Foreground {
+    pub fn start(s: &Scratch, ports: &[u16]) -> Foreground {
+        s.write(
+            "fleet.yaml",
+            &fleet_yaml(ports, "health:\n  interval: 100ms\n  timeout: 100ms"),
+        );
+        let log = s.path().join("fg.log");
+        let child = Command::new(FLEET)
+            .arg("up")
+            .current_dir(s.path())
+            .env("FLEET_STATE_DIR", s.state())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut guard = PidGuard(vec![child.id()]);
+        let st = wait_for(
+            Duration::from_secs(10),
+            "the foreground fleet healthy",
+            || {
+                let out = s.fleet(&["status", "--json"]);
+                let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
+                Fleet::all_healthy(&v).then_some(v)
+            },
+        );
+        let workers: Vec<u32> = st.backends.iter().filter_map(|b| b.pid).collect();
+        guard.0.extend(&workers);
+        Foreground {
+            child,
+            log,
+            workers,
+            balancer: *ports.last().expect("the balancer's port"),
+            _guard: guard,
+        }
+    }
+
+    /// Send `sig` and check that it stopped as a graceful down does: exit 0,
+    /// every worker gone, the pid file removed, the balancer closed. Returns
+    /// what it logged.
+    #[track_caller]
+    pub fn stop_by(mut self, sig: nix::sys::signal::Signal, s: &Scratch) -> String {
+        kill(self.child.id(), sig);
+        let status = wait_for(Duration::from_secs(15), "the supervisor to exit", || {
+            self.child.try_wait().unwrap()
+        });
+        assert_eq!(status.code(), Some(0), "{sig} means a graceful stop");
+        for w in &self.workers {
+            assert!(!alive(*w), "worker {w} stopped");
+        }
+        assert!(!s.state().join("fleet.pid").exists());
+        assert!(!port_open(self.balancer));
+        std::fs::read_to_string(&self.log).unwrap()
     }
 }
 

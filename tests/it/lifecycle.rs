@@ -280,58 +280,17 @@ fn busy_balancer_port(portable: bool) {
     drop(squatter);
 }
 
-/// `fleet up` in the foreground; returns the child and the file its stderr goes to.
-fn foreground(s: &Scratch, ports: &[u16]) -> (std::process::Child, std::path::PathBuf) {
-    s.write(
-        "fleet.yaml",
-        &fleet_yaml(ports, "health:\n  interval: 100ms\n  timeout: 100ms"),
-    );
-    let log = s.path().join("fg.log");
-    let child = std::process::Command::new(FLEET)
-        .arg("up")
-        .current_dir(s.path())
-        .env("FLEET_STATE_DIR", s.state())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    (child, log)
-}
-
 fn stops_gracefully_on(sig: Signal) {
     let s = Scratch::new();
     let ports = free_ports(3);
-    let (mut child, log) = foreground(&s, &ports);
-    let mut guard = PidGuard(vec![child.id()]);
-    let st = wait_for(
-        Duration::from_secs(5),
-        "the foreground fleet healthy",
-        || {
-            let out = s.fleet(&["status", "--json"]);
-            let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
-            Fleet::all_healthy(&v).then_some(v)
-        },
-    );
-    let workers: Vec<u32> = st.backends.iter().filter_map(|b| b.pid).collect();
-    guard.0.extend(&workers);
+    let fg = Foreground::start(&s, &ports);
     assert_eq!(
         get(SocketAddr::from(([127, 0, 0, 1], ports[2])), "/page.html")
             .unwrap()
             .status,
         200
     );
-    kill(child.id(), sig);
-    let status = wait_for(Duration::from_secs(10), "the supervisor to exit", || {
-        child.try_wait().unwrap()
-    });
-    assert_eq!(status.code(), Some(0), "{sig} means a graceful down");
-    for w in &workers {
-        assert!(!alive(*w), "worker {w} stopped");
-    }
-    assert!(!s.state().join("fleet.pid").exists());
-    assert!(!port_open(ports[2]));
-    let text = std::fs::read_to_string(log).unwrap();
+    let text = fg.stop_by(sig, &s);
     assert!(
         text.contains("supervisor") && text.contains(&sig.to_string()),
         "{text}"

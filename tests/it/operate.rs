@@ -240,12 +240,7 @@ fn restart_scale_and_reload_under_load_fail_no_request() {
 
     let (sent, failures) = load.finish(5000);
     assert!(sent >= 5000, "sent {sent}");
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_no_failures(sent, &failures);
 }
 
 #[test]
@@ -520,43 +515,7 @@ fn sighup_reloads_a_detached_fleet_and_sigusr_does_not_kill_it() {
 fn foreground_fleet_stops_gracefully_on_sighup() {
     let s = Scratch::new();
     let ports = free_ports(3);
-    s.write(
-        "fleet.yaml",
-        &fleet_yaml(&ports, "health:\n  interval: 100ms\n  timeout: 100ms"),
-    );
-    let log = s.path().join("fg.log");
-    let mut child = std::process::Command::new(FLEET)
-        .arg("up")
-        .current_dir(s.path())
-        .env("FLEET_STATE_DIR", s.state())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut guard = PidGuard(vec![child.id()]);
-    let st = wait_for(
-        Duration::from_secs(10),
-        "the foreground fleet healthy",
-        || {
-            let out = s.fleet(&["status", "--json"]);
-            let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
-            Fleet::all_healthy(&v).then_some(v)
-        },
-    );
-    let workers: Vec<u32> = pids_of(&st).into_iter().map(Option::unwrap).collect();
-    guard.0.extend(&workers);
-    kill(child.id(), Signal::SIGHUP);
-    let status = wait_for(Duration::from_secs(15), "the supervisor to exit", || {
-        child.try_wait().unwrap()
-    });
-    assert_eq!(status.code(), Some(0), "SIGHUP means a graceful stop");
-    for w in &workers {
-        assert!(!alive(*w), "worker {w} stopped");
-    }
-    assert!(!s.state().join("fleet.pid").exists());
-    assert!(!port_open(ports[2]));
-    let text = std::fs::read_to_string(log).unwrap();
+    let text = Foreground::start(&s, &ports).stop_by(Signal::SIGHUP, &s);
     assert!(text.contains("SIGHUP"), "{text}");
 }
 

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    BackendStatus, FLEET, Fleet, FleetStatus, PAGE, Scratch, free_ports, get, text, wait_for,
+    BackendStatus, FLEET, Fleet, FleetStatus, PAGE, Scratch, assert_no_failures, free_ports, get,
+    text, wait_for,
 };
 
 /// A `fleet serve` standing in for a server on another machine; killed on drop.
@@ -167,12 +168,7 @@ fn upstreams_are_balanced_beside_local_backends_and_leave_and_rejoin() {
     );
     done.store(true, Ordering::SeqCst);
     let (sent, failures, _) = running.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_no_failures(sent, &failures);
     let s = f.status();
     assert!(
         upstream(&s, &b)
@@ -461,12 +457,7 @@ fn a_host_cut_off_under_load_costs_no_request_and_rejoins_when_its_link_returns(
     );
     done.store(true, Ordering::SeqCst);
     let (sent, failures, seen) = running.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_no_failures(sent, &failures);
     assert_eq!(seen.len(), 2, "{seen:?}");
     let down = f.fleet(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
@@ -523,11 +514,6 @@ fn a_silent_upstream_under_load_costs_no_request() {
     );
     done.store(true, Ordering::SeqCst);
     let (sent, failures, seen) = running.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    assert_no_failures(sent, &failures);
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
