@@ -106,6 +106,10 @@ pub struct UpArgs {
     /// Directory the built-in worker serves [default: ./www; the built-in page if there is none]
     #[arg(long, value_name = "DIR")]
     pub www: Option<PathBuf>,
+    /// Balancer mode: http (every request balanced) or tcp (bytes spliced per
+    /// connection) [default: http]
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
     /// Serve /metrics, /status.json and a dashboard on this address; a bare
     /// PORT means 127.0.0.1:PORT [default: off]
     #[arg(long, value_name = "ADDR:PORT|PORT")]

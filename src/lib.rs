@@ -36,7 +36,7 @@
 //! - `state_dir`: the pid file lock, the control socket's path, log paths.
 //! - `listener`: binding with a deep backlog, and the accept back-off loop.
 //! - `fd_limit`: raising the open-file limit, one policy for all.
-//! - `idle`: idle tracking for a connection's socket.
+//! - `idle`: idle tracking for a connection's socket (worker and balancer).
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
 //! - `rotating_file`: a size-capped log file, rotated once, for every log
@@ -58,10 +58,16 @@
 //!   each signal means (stop, reload, or logged and ignored);
 //!   `supervisor::upstream`
 //!   the task per remote backend (no process, only health checks).
-//! - `balancer`: accept -> pick a routable backend -> connect (retry the
-//!   next) -> copy bytes both ways; `balancer::pool` the shared view of the
-//!   backends, `balancer::idle` its idle watcher (to be replaced by `idle`),
-//!   `balancer::access_log` the optional per-request log.
+//! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
+//!   (max_connections, closing the longest-idle client when full),
+//!   `balancer::pool` the shared view of the backends, `balancer::strategy`
+//!   (how round-robin, least-connections, power-of-two and ip-hash choose,
+//!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
+//!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
+//!   rewriter, `balancer::http::upstream_pool` kept-alive backend
+//!   connections), `balancer::tcp` the byte-splicing engine (both use `idle`
+//!   for their idle timeouts), `balancer::access_log` the optional
+//!   per-request log.
 //! - `metrics`: per-backend and balancer counters and histograms in atomics
 //!   (no lock per request), and per-second samples for the 10-second rates.
 //! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
@@ -105,7 +111,8 @@ pub(crate) mod admin;
 // The crate's interface is what the `fleet` binary, the integration tests
 // and the fuzz targets use: `cli` and `run` (the binary), `logging::init`,
 // `Error`, `process` (the tests' process queries), `protocol` (the status a
-// test reads, the decoder a fuzz target feeds) and `path` (fuzzed).
+// test reads, the decoder a fuzz target feeds), `path` and `framing`
+// (fuzzed).
 // Everything else is `pub(crate)`, so the compiler reports what is unused.
 mod balancer;
 mod bench;
@@ -132,6 +139,8 @@ mod state_dir;
 mod supervisor;
 mod worker;
 
+/// The http balancer's HTTP/1 framing, public for its fuzz target.
+pub use balancer::http::framing;
 /// The control protocol: the status `fleet status --json` prints (which the
 /// integration tests read as this type) and the decoder the fuzz target feeds.
 pub use control::protocol;

@@ -1,65 +1,71 @@
-//! The TCP load balancer inside the supervisor.
+//! The load balancer inside the supervisor: the accept loop, admission and
+//! the pieces both engines share; the engines themselves are `http` (the
+//! default: HTTP/1 parsed, every request balanced, backend connections
+//! pooled) and `tcp` (bytes spliced, one backend per client connection).
 //!
-//! accept → pick the next routable backend (round-robin, `pool`) → connect
-//! (on failure: try the next, each at most once) → copy bytes both ways until
-//! both sides are done (half-close respected). A refused or reset connect
-//! marks the backend down at once (nothing listens); a connect *timeout* does
-//! not (a full listen backlog is busy, not dead: HAProxy's `observe layer4`
-//! wants more than one error too): it is reported, and the backend leaves
-//! rotation only if its next health probe fails as well (`supervisor::state`).
+//! Both engines choose backends with `Pool::pick` (health filtering, then the
+//! configured `strategy`), load the pool per choice (so `fleet scale` is seen
+//! by the next request) and read the settings per connection (`fleet
+//! reload`). On a connect failure the next backend is tried, each at most
+//! once. A refused or reset connect marks the backend down at once (nothing
+//! listens); a connect *timeout* does not (a full listen backlog is busy, not
+//! dead: HAProxy's `observe layer4` wants more than one error too): it is
+//! reported, and the backend leaves rotation only if its next health probe
+//! fails as well (`supervisor::state`). A request waiting for its answer
+//! from a backend that leaves rotation meanwhile (failed probes, or another
+//! connection's failure) is given up on there and, when it may be sent
+//! again, goes to the next backend: a remote host cut off from the network
+//! answers nothing, not even a reset.
 //!
-//! Retry beyond connect: until the backend sends its first response byte,
-//! the client's bytes are kept (up to `REPLAY_MAX`). If the backend resets or
-//! closes before answering anything — it was killed while the request was in
-//! its backlog or in flight — and the request is an idempotent HTTP method,
-//! the same bytes are replayed on the next backend (HAProxy's `retry-on
-//! empty-response`, for a TCP proxy). The same happens when the backend
-//! leaves rotation (health checks, or another connection's failure) while
-//! the request waits for its answer: a remote host cut off from the network
-//! answers nothing, not even a reset. So a worker crash costs clients
-//! latency, not errors. Past the first response byte the connection is
-//! spliced with `copy_bidirectional` and a crash is the client's to see.
-//!
-//! Clients speak first (HTTP), so an idle client holds no backend connection.
-//! Limits: at most `max_connections` clients at once (past it, new clients
-//! wait in the kernel's listen backlog until a slot frees), a connect timeout
-//! per backend, an idle timeout per connection. When no backend is routable a
-//! client is held up to `NO_BACKEND_WAIT` for one to come up, then closed.
+//! Limits: at most `max_connections` clients at once. When full, the
+//! connection idle the longest (waiting for a request, nothing received) is
+//! closed to admit the new client (`admission`); with none idle, new clients
+//! wait in the kernel's listen backlog. A client that sends no request head
+//! within `HEADER_TIMEOUT` is cut, as the built-in worker does. When no
+//! backend is routable a client is held up to `NO_BACKEND_WAIT` for one to
+//! come up, then answered 503 (http) or closed (tcp).
 
 pub(crate) mod access_log;
-pub(crate) mod idle;
+pub(crate) mod admission;
+pub(crate) mod http;
 pub(crate) mod pool;
 #[cfg(test)]
 mod run_tests;
+pub(crate) mod strategy;
+pub(crate) mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::config::BalancerConfig;
-use crate::metrics::{self, Counter};
-use idle::{Activity, Tracked};
+use crate::config::BalancerMode;
+use admission::Admission;
 use pool::{Backends, Pool, Slot};
 
 /// How long a client may wait for some backend to become routable.
 pub(crate) const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
-/// How much of a request is kept for a replay on another backend.
-pub(crate) const REPLAY_MAX: usize = 16 * 1024;
-/// Buffer sizes, which set the supervisor's memory per proxied connection
-/// (about 10 KiB in the splice phase): requests are small, so the upstream
-/// direction gets 2 KiB; responses get 8 KiB (tokio's default); the first
-/// response read uses 4 KiB and is freed before the splice.
-const UP_BUF: usize = 2 * 1024;
-const DOWN_BUF: usize = 8 * 1024;
-const FIRST_READ: usize = 4 * 1024;
+/// Time a client gets to send its first request head (and, in http mode,
+/// each later one once its first byte came), as the built-in worker's
+/// `--header-timeout`.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a full balancer looks again for an idle connection to close
+/// when none was idle.
+const FULL_RETRY: Duration = Duration::from_millis(20);
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) backends: Arc<Backends>,
+    /// Cancelled when the balancer stops accepting: idle connections close.
+    pub(crate) stop: CancellationToken,
+    pub(crate) admission: Admission,
+}
 
 /// Accept until `stop` is cancelled. Connection tasks go on `conns` and end at
 /// `hard_stop` at the latest (the shutdown deadline).
@@ -70,198 +76,70 @@ pub(crate) async fn run(
     hard_stop: CancellationToken,
     conns: TaskTracker,
 ) {
-    // Fixed for the balancer's life: a reload that changes it says so.
-    let limit = Arc::new(Semaphore::new(backends.config().max_connections as usize));
+    // Fixed for the balancer's life: a reload that changes them says so.
+    let first = backends.config();
+    let limit = Arc::new(Semaphore::new(first.max_connections as usize));
+    let mode = first.mode;
+    let shared = Arc::new(Shared {
+        backends,
+        stop: stop.clone(),
+        admission: Admission::default(),
+    });
+    if mode == BalancerMode::Http {
+        conns.spawn(http::prune_idle_backend_conns(shared.clone()));
+    }
     loop {
-        // Take a slot before accepting: past the limit, clients queue in the
-        // listen backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            p = limit.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
+        let permit = limit.clone().try_acquire_owned().ok();
         let Some((client, peer)) = crate::listener::accept(&listener, &stop).await else {
             break;
         };
-        let backends = backends.clone();
-        let cfg = backends.config();
+        let permit = match permit {
+            Some(p) => p,
+            // Full: make room by closing the connection idle the longest.
+            // With none idle, wait (this client holds its socket; the rest
+            // queue in the backlog).
+            None => loop {
+                shared.admission.evict_oldest();
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return info!(target: "balancer", "stopped accepting"),
+                    p = limit.clone().acquire_owned() => break p.expect("the semaphore is never closed"),
+                    _ = tokio::time::sleep(FULL_RETRY) => {}
+                }
+            },
+        };
+        let shared = shared.clone();
         let hard_stop = hard_stop.clone();
-        backends.metrics.accepted.inc();
-        backends.metrics.active.inc();
+        shared.backends.metrics.accepted.inc();
+        shared.backends.metrics.active.inc();
         conns.spawn(async move {
-            let mut served = Served::default();
-            let sent = Counter::default();
             tokio::select! {
                 biased;
                 _ = hard_stop.cancelled() => {}
-                _ = proxy(client, peer, &backends, &cfg, &mut served, &sent) => {}
+                _ = serve(client, peer, &shared, mode) => {}
             }
-            if let (Some(log), Some(arrived)) = (backends.access_log.get(), served.arrived) {
-                let line = served.request_line.as_ref();
-                log.write(&access_log::Entry {
-                    client: Some(peer),
-                    method: line.map(|l| l.0.as_str()),
-                    target: line.map(|l| l.1.as_str()),
-                    status: served.status,
-                    bytes: sent.get(),
-                    duration: arrived.elapsed(),
-                    backend: served.backend,
-                });
-            }
-            backends.metrics.active.dec();
+            shared.backends.metrics.active.dec();
             drop(permit);
         });
     }
     info!(target: "balancer", "stopped accepting");
 }
 
-/// What the access log needs to know about a proxied connection, filled in
-/// as it goes (the connection may be cut at the shutdown deadline).
-#[derive(Debug, Default)]
-struct Served {
-    /// When the client's first bytes arrived (`None`: it sent nothing).
-    arrived: Option<Instant>,
-    /// Method and target of its first request line, if it is HTTP.
-    request_line: Option<(String, String)>,
-    /// The backend that answered, and its first response's status.
-    backend: Option<u16>,
-    status: Option<u16>,
-}
-
-/// Why the first exchange with a backend ended without a response byte.
-enum FirstExchange {
-    /// The backend answered: these are its first bytes.
-    Answered(usize),
-    /// The backend failed before answering; `replayable` says whether the
-    /// kept request bytes are complete and safe to send elsewhere.
-    BackendFailed,
-    /// The client went away or went idle; nothing more to do.
-    ClientGone,
-}
-
-async fn proxy(
-    client: TcpStream,
+async fn serve(
+    client: tokio::net::TcpStream,
     peer: SocketAddr,
-    backends: &Backends,
-    cfg: &BalancerConfig,
-    served: &mut Served,
-    sent: &Counter,
+    shared: &Shared,
+    mode: BalancerMode,
 ) {
-    let _ = client.set_nodelay(true);
-    let activity = Activity::new();
-    // Bytes from the client are counted per backend; bytes to it here.
-    let received = Counter::default();
-    let mut client = Tracked::counted(client, &activity, &received, sent);
-    let mut request = Vec::with_capacity(UP_BUF);
-    // Wait for the client's first bytes before choosing a backend.
-    match timeout(cfg.idle_timeout, client.read_buf(&mut request)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return,
-    }
-    // A request's latency runs from its first byte here.
-    let arrived = Instant::now();
-    served.arrived = Some(arrived);
-    if backends.access_log.get().is_some() {
-        served.request_line =
-            access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
-    }
-    let mut replayable = is_idempotent_http(&request);
-    let mut client_eof = false;
-    let mut response = vec![0u8; FIRST_READ];
-    let deadline = Instant::now() + NO_BACKEND_WAIT;
-    // Identity is the address: two upstreams on different hosts may share a port.
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    loop {
-        // The pool as it is now: a `fleet scale` between two tries is seen.
-        let pool = backends.load();
-        let Some(slot) = next_untried(&pool, &tried).cloned() else {
-            // Every routable backend was tried, or none is routable: hold the
-            // client briefly for one to come (back) up, then start over.
-            if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
-                warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
-                backends.metrics.no_backend.inc();
-                return;
-            }
-            tried.clear();
-            continue;
-        };
-        tried.push(slot.addr);
-        let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                slot.metrics.connect_failures.inc();
-                passive_failure(&slot, &e.to_string());
-                continue;
-            }
-            Err(_) => {
-                slot.metrics.connect_failures.inc();
-                // Busy (a full listen backlog) rather than dead: try the next
-                // backend, and leave the verdict to the health probe.
-                debug!(target: "balancer", %peer, backend = slot.port, "connect timed out; trying the next backend");
-                slot.report_timeout();
-                continue;
-            }
-        };
-        let _ = backend.set_nodelay(true);
-        let _guard = slot.connection();
-        let m = &slot.metrics;
-        let mut backend =
-            Tracked::counted(&mut backend, &activity, &m.response_bytes, &m.request_bytes);
-        let sent = Instant::now();
-        match first_exchange(
-            &slot,
-            &mut client,
-            &mut backend,
-            &mut request,
-            &mut replayable,
-            &mut client_eof,
-            &mut response,
-            cfg.idle_timeout,
-        )
-        .await
-        {
-            FirstExchange::Answered(n) => {
-                m.first_byte.observe(sent.elapsed());
-                // Request outcome (tcp mode): one request per connection, its
-                // class from the first response's status line; the latency
-                // is observed when the connection ends (for the lab's
-                // one-request connections, when the response is complete).
-                let status = metrics::status_code(&response[..n]);
-                if let Some(code) = status {
-                    m.response(code);
-                }
-                served.backend = Some(slot.port);
-                served.status = status;
-                if client.write_all(&response[..n]).await.is_err() {
-                    return;
-                }
-                drop(response);
-                drop(request);
-                splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
-                if status.is_some() {
-                    m.latency.observe(arrived.elapsed());
-                }
-                return;
-            }
-            FirstExchange::ClientGone => return,
-            FirstExchange::BackendFailed if replayable => {
-                m.replays.inc();
-                passive_failure(&slot, "closed before answering; replaying the request");
-                continue;
-            }
-            FirstExchange::BackendFailed => {
-                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed");
-                return;
-            }
-        }
+    let cfg = shared.backends.config();
+    match mode {
+        BalancerMode::Http => http::serve(client, peer, shared, &cfg).await,
+        BalancerMode::Tcp => tcp::serve(client, peer, shared, &cfg).await,
     }
 }
 
-fn next_untried<'a>(pool: &'a Pool, tried: &[SocketAddr]) -> Option<&'a Arc<Slot>> {
-    pool.candidates().find(|s| !tried.contains(&s.addr))
-}
-
-fn passive_failure(slot: &Slot, why: &str) {
+/// Take `slot` out of rotation after a failure the balancer saw itself.
+pub(crate) fn passive_failure(slot: &Slot, why: &str) {
     if slot.routable() {
         warn!(target: "balancer", backend = %slot.addr, reason = why, "backend failed; taking it out of rotation");
     }
@@ -270,7 +148,7 @@ fn passive_failure(slot: &Slot, why: &str) {
 
 /// Wait until some backend is routable (or, with `change`, until one *becomes*
 /// routable: the ones routable now were already tried) or `deadline` passes.
-async fn wait_for_routable(
+pub(crate) async fn wait_for_routable(
     backends: &Backends,
     pool: &Pool,
     change: bool,
@@ -281,126 +159,4 @@ async fn wait_for_routable(
         return true;
     }
     tokio::time::timeout_at(deadline, notified).await.is_ok()
-}
-
-/// Send the kept request, then forward the client's further bytes (keeping
-/// them while they fit) until the backend's first bytes arrive.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the connection's state, borrowed for one phase; the http balancer replaces this"
-)]
-async fn first_exchange(
-    slot: &Slot,
-    client: &mut Tracked<'_, TcpStream>,
-    backend: &mut Tracked<'_, &mut TcpStream>,
-    request: &mut Vec<u8>,
-    replayable: &mut bool,
-    client_eof: &mut bool,
-    response: &mut [u8],
-    idle: Duration,
-) -> FirstExchange {
-    if backend.write_all(request).await.is_err() {
-        return FirstExchange::BackendFailed;
-    }
-    if *client_eof && backend.inner.shutdown().await.is_err() {
-        return FirstExchange::BackendFailed;
-    }
-    let mut chunk = [0u8; UP_BUF];
-    // A backend that leaves rotation (failed probes, or another connection's
-    // failure) while this request waits for its answer is given up on, and a
-    // replayable request goes to the next one: a host whose link was cut
-    // drops the answer without a reset, which nothing else would notice.
-    let gone = slot.out_of_rotation();
-    tokio::pin!(gone);
-    loop {
-        tokio::select! {
-            () = &mut gone, if *replayable => return FirstExchange::BackendFailed,
-            r = backend.read(response) => return match r {
-                Ok(n) if n > 0 => FirstExchange::Answered(n),
-                _ => FirstExchange::BackendFailed,
-            },
-            r = client.read(&mut chunk), if !*client_eof => match r {
-                Ok(0) => {
-                    *client_eof = true;
-                    if backend.inner.shutdown().await.is_err() {
-                        return FirstExchange::BackendFailed;
-                    }
-                }
-                Ok(n) => {
-                    if request.len() + n <= REPLAY_MAX {
-                        request.extend_from_slice(&chunk[..n]);
-                    } else {
-                        *replayable = false;
-                    }
-                    if backend.write_all(&chunk[..n]).await.is_err() {
-                        return FirstExchange::BackendFailed;
-                    }
-                }
-                Err(_) => return FirstExchange::ClientGone,
-            },
-            _ = tokio::time::sleep(idle) => return FirstExchange::ClientGone,
-        }
-    }
-}
-
-/// Copy both ways until both directions are finished or nothing moves for `idle`.
-async fn splice(
-    mut client: Tracked<'_, TcpStream>,
-    mut backend: Tracked<'_, &mut TcpStream>,
-    client_eof: bool,
-    activity: &Activity,
-    idle: Duration,
-) {
-    let copy = async {
-        if client_eof {
-            // The client already half-closed (and the backend was told): only
-            // the response is left to carry.
-            let _ = tokio::io::copy(&mut backend, &mut client).await;
-            let _ = client.shutdown().await;
-        } else {
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut backend,
-                UP_BUF,
-                DOWN_BUF,
-            )
-            .await;
-        }
-    };
-    tokio::select! {
-        _ = copy => {}
-        _ = activity.idle_for(idle) => {
-            debug!(target: "balancer", "closing an idle connection");
-        }
-    }
-}
-
-/// Methods whose requests may be sent twice without harm (RFC 9110 §9.2.2).
-fn is_idempotent_http(head: &[u8]) -> bool {
-    const METHODS: [&[u8]; 6] = [
-        b"GET ",
-        b"HEAD ",
-        b"OPTIONS ",
-        b"TRACE ",
-        b"PUT ",
-        b"DELETE ",
-    ];
-    METHODS.iter().any(|m| head.starts_with(m))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_idempotent_requests_are_replayed() {
-        assert!(is_idempotent_http(b"GET /page.html HTTP/1.1\r\n"));
-        assert!(is_idempotent_http(b"HEAD / HTTP/1.0\r\n"));
-        assert!(!is_idempotent_http(b"POST /form HTTP/1.1\r\n"));
-        assert!(!is_idempotent_http(b"GE"));
-        assert!(
-            !is_idempotent_http(b"\x16\x03\x01"),
-            "TLS is opaque: never replayed"
-        );
-    }
 }

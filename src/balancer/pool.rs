@@ -14,7 +14,7 @@
 //! `changed`) live in `Backends`, not in a pool, so a client waiting for a
 //! routable backend is woken by a backend of the new pool too.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -24,6 +24,8 @@ use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 
 use super::access_log::AccessLog;
+use super::http::upstream_pool::IdleConns;
+use super::strategy::Strategy;
 use crate::config::BalancerConfig;
 use crate::control::protocol::{BackendStatus, ExitInfo, Phase, Traffic};
 use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
@@ -41,7 +43,9 @@ pub(crate) struct Slot {
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
     /// Traffic counters and latency histograms (`crate::metrics`): atomics
-    /// the balancer adds to, read by `status` and `/metrics`.
+    /// the balancer adds to, read by `status` and `/metrics`. Its `active`
+    /// is in-flight work: requests in http mode, proxied connections in tcp
+    /// mode (draining waits for it to reach 0; least-connections compares it).
     pub(crate) metrics: BackendMetrics,
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
@@ -54,6 +58,8 @@ pub(crate) struct Slot {
     /// weighs with its next probe result.
     timed_out: AtomicBool,
     status: Mutex<SlotStatus>,
+    /// http mode: kept-alive connections to this backend awaiting a request.
+    pub(crate) idle: IdleConns,
 }
 
 /// The slow-changing part of a backend's status, written on state changes.
@@ -77,6 +83,7 @@ impl Slot {
             routable: AtomicBool::new(false),
             metrics: BackendMetrics::default(),
             passive: tx,
+            idle: IdleConns::default(),
             left_rotation: Notify::new(),
             timed_out: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
@@ -103,6 +110,8 @@ impl Slot {
     /// owner know.
     pub(crate) fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
+        // Its pooled connections went with it.
+        self.idle.clear();
         self.left_rotation.notify_waiters();
         let _ = self.passive.try_send(());
     }
@@ -185,7 +194,8 @@ impl Slot {
         }
     }
 
-    /// Count a proxied connection for as long as the guard lives.
+    /// Count one unit of in-flight work (a request in http mode, a proxied
+    /// connection in tcp mode) for as long as the guard lives.
     pub(crate) fn connection(self: &Arc<Self>) -> ConnGuard {
         self.metrics.active.inc();
         self.metrics.connections.inc();
@@ -291,31 +301,29 @@ impl Pool {
         &self.slots
     }
 
-    pub(crate) fn any_routable(&self) -> bool {
-        self.slots.iter().any(|s| s.routable())
+    /// Health filtering, then selection: the routable backends not yet
+    /// `tried` for this request, and `strategy`'s choice among them.
+    /// Slots are known by address: two upstreams on different hosts may
+    /// share a port.
+    pub(crate) fn pick(
+        &self,
+        strategy: Strategy,
+        client: IpAddr,
+        tried: &[SocketAddr],
+    ) -> Option<&Arc<Slot>> {
+        let eligible: Vec<&Arc<Slot>> = self
+            .slots
+            .iter()
+            .filter(|s| s.routable() && !tried.contains(&s.addr))
+            .collect();
+        if eligible.is_empty() {
+            return None;
+        }
+        Some(eligible[strategy.choose(&eligible, client, &self.next)])
     }
 
-    /// Round-robin over the routable backends: the next one in turn first,
-    /// then the others as fallbacks, each at most once. The turn counts only
-    /// routable backends (as HAProxy's roundrobin does), so a dead backend's
-    /// share is spread evenly instead of doubling its neighbour's.
-    pub(crate) fn candidates(&self) -> impl Iterator<Item = &Arc<Slot>> + '_ {
-        let n = self.slots.len();
-        let k = self.slots.iter().filter(|s| s.routable()).count();
-        let start = if k == 0 {
-            0
-        } else {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % k;
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.routable())
-                .nth(turn)
-                .map_or(0, |(i, _)| i)
-        };
-        (0..n)
-            .map(move |i| &self.slots[(start + i) % n])
-            .filter(move |s| k > 0 && s.routable())
+    pub(crate) fn any_routable(&self) -> bool {
+        self.slots.iter().any(|s| s.routable())
     }
 }
 
@@ -338,45 +346,40 @@ mod tests {
     }
 
     #[test]
-    fn round_robin_is_fair_over_routable_backends() {
+    fn pick_skips_unroutable_and_tried_backends() {
         let p = pool(4);
         (0..4).for_each(|i| up(&p, i));
-        let firsts: Vec<u16> = (0..8)
-            .map(|_| p.candidates().next().expect("some").port)
-            .collect();
-        assert_eq!(firsts, [9000, 9001, 9002, 9003, 9000, 9001, 9002, 9003]);
+        p.slots()[1].report_failure();
+        let client = IpAddr::from([127, 0, 0, 1]);
+        let mut tried = Vec::new();
+        while let Some(s) = p.pick(Strategy::RoundRobin, client, &tried) {
+            tried.push(s.addr);
+        }
+        let mut ports: Vec<u16> = tried.iter().map(SocketAddr::port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [9000, 9002, 9003]);
     }
 
     #[test]
-    fn unroutable_backends_are_skipped() {
+    fn pick_spreads_a_dead_backends_share_evenly() {
         let p = pool(3);
         up(&p, 0);
         up(&p, 2);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            counts[(p.candidates().next().expect("some").port - 9000) as usize] += 1;
+            let s = p.pick(Strategy::RoundRobin, IpAddr::from([127, 0, 0, 1]), &[]);
+            counts[(s.expect("some").port - 9000) as usize] += 1;
         }
-        assert_eq!(
-            counts,
-            [150, 0, 150],
-            "the dead backend's share is spread evenly"
-        );
+        assert_eq!(counts, [150, 0, 150]);
     }
 
     #[test]
-    fn candidates_list_each_routable_backend_once() {
-        let p = pool(4);
-        (0..4).for_each(|i| up(&p, i));
-        p.slots()[1].report_failure();
-        let ports: Vec<u16> = p.candidates().map(|s| s.port).collect();
-        assert_eq!(ports.len(), 3);
-        assert!(!ports.contains(&9001));
-    }
-
-    #[test]
-    fn empty_pool_has_no_candidates() {
+    fn an_empty_pool_has_nothing_to_pick() {
         let p = pool(2);
-        assert_eq!(p.candidates().count(), 0);
+        assert!(
+            p.pick(Strategy::RoundRobin, IpAddr::from([127, 0, 0, 1]), &[])
+                .is_none()
+        );
         assert!(!p.any_routable());
     }
 }

@@ -157,14 +157,77 @@ pub(crate) struct ShutdownConfig {
     pub drain_timeout: Duration,
 }
 
+/// The balancing strategy, `balancer.strategy` in fleet.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strategy {
+    /// Each eligible backend in turn.
+    RoundRobin,
+    /// The backend with the least in-flight work (`Slot::active`); ties go
+    /// round-robin so an idle fleet still spreads.
+    LeastConnections,
+    /// Two backends at random, the less busy of them (Mitzenmacher's "power
+    /// of two choices": nearly least-connections without scanning).
+    PowerOfTwo,
+    /// The same client address keeps the same backend while it is up
+    /// (rendezvous hashing: when a backend leaves, only its clients move).
+    IpHash,
+}
+
+impl Strategy {
+    /// The names fleet.yaml accepts, in the order messages list them.
+    pub(crate) const NAMES: &'static [&'static str] = &[
+        "round-robin",
+        "least-connections",
+        "power-of-two",
+        "ip-hash",
+    ];
+
+    pub(crate) fn from_name(name: &str) -> Option<Strategy> {
+        Some(match name {
+            "round-robin" => Strategy::RoundRobin,
+            "least-connections" => Strategy::LeastConnections,
+            "power-of-two" => Strategy::PowerOfTwo,
+            "ip-hash" => Strategy::IpHash,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastConnections => "least-connections",
+            Strategy::PowerOfTwo => "power-of-two",
+            Strategy::IpHash => "ip-hash",
+        }
+    }
+}
+
+/// What the balancer sees of the traffic it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BalancerMode {
+    /// Parse HTTP/1: every request chooses its backend; backend connections are pooled.
+    Http,
+    /// Splice bytes: one backend per client connection, for any TCP protocol.
+    Tcp,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BalancerConfig {
-    /// Concurrent client connections; past it new clients wait in the listen backlog.
+    /// Fixed for the balancer's life (a reload cannot switch engines).
+    pub mode: BalancerMode,
+    /// How a request (http) or connection (tcp) chooses among routable backends.
+    pub strategy: Strategy,
+    /// Concurrent client connections; when full, idle ones are closed (oldest
+    /// first) to admit new clients, else new clients wait in the listen backlog.
     pub max_connections: u32,
     /// Per-backend connect timeout before trying the next backend.
     pub connect_timeout: Duration,
-    /// A proxied connection with no bytes either way for this long is closed.
+    /// A proxied connection with no bytes either way for this long is closed
+    /// (in http mode also: a kept-alive client with no next request).
     pub idle_timeout: Duration,
+    /// http mode: a backend that sends no response head this long after the
+    /// request was sent gets the client a 504.
+    pub response_timeout: Duration,
     /// One line per request (tcp mode: per connection), rotated; off unless
     /// set. Absolute (relative in the file to the file's directory).
     pub access_log: Option<PathBuf>,
@@ -202,9 +265,12 @@ impl Default for Config {
             },
             admin: None,
             balancer: BalancerConfig {
+                mode: BalancerMode::Http,
+                strategy: Strategy::RoundRobin,
                 max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
+                response_timeout: Duration::from_secs(30),
                 access_log: None,
             },
             upstreams: Vec::new(),

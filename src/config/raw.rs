@@ -226,9 +226,12 @@ pub(super) struct RawShutdown {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBalancer {
+    pub(super) mode: Option<Node>,
+    pub(super) strategy: Option<Node>,
     pub(super) max_connections: Option<Node>,
     pub(super) connect_timeout: Option<Node>,
     pub(super) idle_timeout: Option<Node>,
+    pub(super) response_timeout: Option<Node>,
     pub(super) access_log: Option<Node>,
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use super::Strategy;
 use super::raw;
 use super::*;
 use crate::cli::{Cli, Command};
@@ -246,9 +247,12 @@ shutdown:
   timeout: 3s
   drain_timeout: 4s
 balancer:
+  mode: tcp
+  strategy: least-connections
   max_connections: 64
   connect_timeout: 200ms
   idle_timeout: 2m
+  response_timeout: 5s
 ";
     let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
     assert_eq!(c.backends, 2);
@@ -289,9 +293,12 @@ balancer:
     assert_eq!(
         c.balancer,
         BalancerConfig {
+            mode: BalancerMode::Tcp,
+            strategy: Strategy::LeastConnections,
             max_connections: 64,
             connect_timeout: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(120),
+            response_timeout: Duration::from_secs(5),
             access_log: None,
         }
     );
@@ -869,6 +876,53 @@ fn unquoted_ipv6_listen_gets_a_hint() {
 // --- rejected values: durations ----------------------------------------------------
 
 #[test]
+fn unknown_balancer_mode_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  mode: htp\n", &[]),
+        "fleet.yaml:2: balancer.mode: 'htp' is not a balancer mode; did you mean http? (one of: http, tcp)"
+    );
+}
+
+#[test]
+fn unknown_mode_flag_is_rejected() {
+    assert_eq!(
+        err("", &["--mode", "udp"]),
+        "--mode: 'udp' is not a balancer mode; use one of: http, tcp"
+    );
+}
+
+#[test]
+fn mode_flag_overrides_the_file() {
+    let d = Dir::new();
+    let c = d
+        .write("fleet.yaml", "balancer:\n  mode: http\n")
+        .load(&["--mode", "tcp"])
+        .unwrap();
+    assert_eq!(c.balancer.mode, BalancerMode::Tcp);
+    assert_eq!(
+        Dir::new()
+            .write("fleet.yaml", "")
+            .load(&[])
+            .unwrap()
+            .balancer
+            .mode,
+        BalancerMode::Http
+    );
+}
+
+#[test]
+fn unknown_strategy_is_rejected() {
+    assert_eq!(
+        err("balancer:\n  strategy: least-connection\n", &[]),
+        "fleet.yaml:2: balancer.strategy: 'least-connection' is not a balancing strategy; did you mean least-connections? (one of: round-robin, least-connections, power-of-two, ip-hash)"
+    );
+    assert_eq!(
+        err("balancer:\n  strategy: 3\n", &[]),
+        "fleet.yaml:2: balancer.strategy: expected one of: round-robin, least-connections, power-of-two, ip-hash, got 3"
+    );
+}
+
+#[test]
 fn every_duration_key_is_checked() {
     for (section, key) in [
         ("health", "interval"),
@@ -880,6 +934,7 @@ fn every_duration_key_is_checked() {
         ("shutdown", "drain_timeout"),
         ("balancer", "connect_timeout"),
         ("balancer", "idle_timeout"),
+        ("balancer", "response_timeout"),
     ] {
         let e = err(&format!("{section}:\n  {key}: soon\n"), &[]);
         assert_eq!(

@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use super::Strategy;
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
-    BackendCommand, BalancerConfig, Config, ConfigError, HealthConfig, HealthKind, MAX_BACKENDS,
-    MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Upstream, Www,
+    BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, HealthConfig, HealthKind,
+    MAX_BACKENDS, MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Upstream, Www,
 };
 use crate::cli::UpArgs;
 
@@ -241,7 +242,10 @@ pub(super) fn resolve(
     let health = health_section(&rep, &raw, &health_default)?;
     let restart = restart_section(&rep, &raw, &d.restart)?;
     let shutdown = shutdown_section(&rep, &raw, &d.shutdown)?;
-    let balancer = balancer_section(&rep, &raw, &d.balancer, &base_dir)?;
+    let flag_mode = rep.flag("--mode", args.mode.as_deref(), |m| {
+        one_of(&Value::Str(m.to_owned()), MODES, "a balancer mode").map(mode_of)
+    })?;
+    let balancer = balancer_section(&rep, &raw, &d.balancer, flag_mode, &base_dir)?;
     let file_upstreams = raw
         .upstreams
         .as_ref()
@@ -489,19 +493,40 @@ fn shutdown_section(
     })
 }
 
+const MODES: &[&str] = &["http", "tcp"];
+
+fn mode_of(word: &str) -> BalancerMode {
+    match word {
+        "tcp" => BalancerMode::Tcp,
+        _ => BalancerMode::Http,
+    }
+}
+
 fn balancer_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     d: &BalancerConfig,
+    flag_mode: Option<Set<BalancerMode>>,
     base_dir: &Path,
 ) -> Result<BalancerConfig, ConfigError> {
     let empty = Default::default();
     let b = raw.balancer.as_ref().map_or(&empty, |s| &s.value);
+    let mode = rep.file(entry!(b, balancer.mode), |v| {
+        one_of(v, MODES, "a balancer mode").map(mode_of)
+    })?;
+    let strategy = rep.file(entry!(b, balancer.strategy), |v| {
+        one_of(v, Strategy::NAMES, "a balancing strategy")
+            .map(|w| Strategy::from_name(w).expect("NAMES lists only known strategies"))
+    })?;
+    let response_timeout = rep.file(entry!(b, balancer.response_timeout), duration)?;
     let max_connections = rep.file(entry!(b, balancer.max_connections), count)?;
     let connect_timeout = rep.file(entry!(b, balancer.connect_timeout), duration)?;
     let idle_timeout = rep.file(entry!(b, balancer.idle_timeout), duration)?;
     let access_log = rep.file(entry!(b, balancer.access_log), file_path)?;
     Ok(BalancerConfig {
+        mode: pick(flag_mode, mode, d.mode).value,
+        strategy: or_default(strategy, d.strategy).value,
+        response_timeout: or_default(response_timeout, d.response_timeout).value,
         access_log: access_log.map(|p| clean(&base_dir.join(p.value))),
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,

@@ -189,12 +189,36 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
     // Destructured in full so that a new balancer setting cannot be
     // forgotten here: the compiler asks for it.
     let BalancerConfig {
+        mode,
+        strategy,
         max_connections,
         connect_timeout,
         idle_timeout,
+        response_timeout,
         access_log,
     } = &new.balancer;
     let ob = &old.balancer;
+    if ob.mode != *mode {
+        let name = |m: &crate::config::BalancerMode| match m {
+            crate::config::BalancerMode::Http => "http",
+            crate::config::BalancerMode::Tcp => "tcp",
+        };
+        field(
+            "balancer.mode",
+            name(&ob.mode).to_owned(),
+            format!("{} (takes effect at the next `fleet up`)", name(mode)),
+        );
+    }
+    field(
+        "balancer.strategy",
+        ob.strategy.name().to_owned(),
+        strategy.name().to_owned(),
+    );
+    field(
+        "balancer.response_timeout",
+        d(ob.response_timeout),
+        d(*response_timeout),
+    );
     if ob.max_connections != *max_connections {
         field(
             "balancer.max_connections",

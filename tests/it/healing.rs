@@ -362,9 +362,12 @@ fn python_http_server_backends_serve_and_their_logs_are_kept() {
     }
 }
 
-#[test]
-fn with_every_backend_down_a_client_is_closed_within_a_second() {
-    let f = Fleet::start(2, "restart:\n  policy: never\n");
+/// Start a fleet in `mode`, kill every backend (never restarted) and time one request.
+fn with_every_backend_down(mode: &str) -> (std::io::Result<Response>, Duration, Fleet) {
+    let f = Fleet::start(
+        2,
+        &format!("restart:\n  policy: never\nbalancer:\n  mode: {mode}\n"),
+    );
     for i in 0..2 {
         kill(f.pid_of(i), Signal::SIGKILL);
     }
@@ -373,11 +376,26 @@ fn with_every_backend_down_a_client_is_closed_within_a_second() {
     });
     let t0 = Instant::now();
     let r = get(f.addr(), "/page.html");
-    let took = t0.elapsed();
-    assert!(r.is_err(), "no backend, no response: {r:?}");
-    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    (r, t0.elapsed(), f)
+}
+
+#[test]
+fn with_every_backend_down_a_client_gets_503_within_a_second() {
+    let (r, took, f) = with_every_backend_down("http");
+    let r = r.expect("an answer, not a hang or a reset");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.body, b"no healthy backend is available\n");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
     let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).to_string();
     assert!(human.contains("policy is never"), "{human}");
+}
+
+#[test]
+fn in_tcp_mode_with_every_backend_down_a_client_is_closed_within_a_second() {
+    let (r, took, _f) = with_every_backend_down("tcp");
+    assert!(r.is_err(), "no backend, no response: {r:?}");
+    assert!(took < Duration::from_secs(1), "closed after {took:?}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod export;
 mod hardening;
 mod harness;
 mod healing;
+mod http_mode;
 mod lab;
 mod lifecycle;
 mod observe;

@@ -1,0 +1,105 @@
+//! The balancer's HTTP/1 framing: whatever bytes arrive, parsing never
+//! panics, a request it accepts is rewritten into a head that frames the same
+//! way when parsed again (a proxy and its backend must agree on where a
+//! message ends), and a body's end does not depend on how the bytes were
+//! split across reads.
+#![no_main]
+
+use fleet::framing::{self, Body, BodyLen};
+use libfuzzer_sys::fuzz_target;
+
+const CLIENT: &str = "192.0.2.1";
+
+/// A whole head within `MAX_HEADERS`, as the peer's parser will see it.
+fn fits<const REQUEST: bool>(head: &[u8]) -> bool {
+    let mut h = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+    let parsed = if REQUEST {
+        httparse::Request::new(&mut h).parse(head)
+    } else {
+        httparse::Response::new(&mut h).parse(head)
+    };
+    matches!(parsed, Ok(httparse::Status::Complete(n)) if n == head.len())
+}
+
+/// Header lines in a head we wrote (CRLF-terminated, one per line).
+fn headers_in(head: &[u8]) -> usize {
+    head.windows(2).filter(|w| w == b"\r\n").count().saturating_sub(2)
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The first byte picks a split point for the body check.
+    let Some((&split, data)) = data.split_first() else {
+        return;
+    };
+    let mut out = Vec::new();
+    let Ok(Some(req)) = framing::request(data, CLIENT, &mut out) else {
+        // Also a response head, with a plain GET as its request.
+        let mut get = Vec::new();
+        let plain = framing::request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", CLIENT, &mut get)
+            .expect("a valid request")
+            .expect("complete");
+        let mut head = Vec::new();
+        if let Ok(Some(resp)) = framing::response(data, &plain, true, &mut head) {
+            assert!(resp.head_len <= data.len());
+            if (100..200).contains(&resp.status) && resp.status != 101 {
+                assert!(head.is_empty(), "a 1xx is passed on raw");
+                return;
+            }
+            // Complete within the header limit, added headers included ...
+            assert!(fits::<false>(&head), "our head exceeds the limit");
+            // ... and, when the limit for backends leaves room, framed alike.
+            if headers_in(&head) >= framing::MAX_HEADERS {
+                return;
+            }
+            let again = framing::response(&head, &plain, true, &mut Vec::new())
+                .expect("our own head parses")
+                .expect("and is complete");
+            assert_eq!(again.head_len, head.len());
+            assert_eq!(again.status, resp.status);
+            assert_eq!(again.body, resp.body, "the client would frame it differently");
+            assert_eq!(again.keep_client, resp.keep_client);
+        }
+        return;
+    };
+    assert!(req.head_len <= data.len());
+    assert!(fits::<true>(&out), "the forwarded head exceeds the limit");
+    // The rewritten head frames the body exactly as the original did.
+    if headers_in(&out) > framing::MAX_HEADERS - 4 {
+        return;
+    }
+    let again = framing::request(&out, CLIENT, &mut Vec::new())
+        .expect("our own head parses")
+        .expect("and is complete");
+    assert_eq!(again.head_len, out.len());
+    assert_eq!(again.body, req.body, "the backend would frame it differently");
+    assert_eq!(again.http10, req.http10);
+    assert_eq!(again.upgrade, req.upgrade);
+    assert_eq!(again.idempotent, req.idempotent);
+
+    // The body's end, fed whole and fed in two reads.
+    let rest = &data[req.head_len..];
+    let mut whole = Body::new(req.body);
+    let one = whole.feed(rest);
+    let at = usize::from(split) % (rest.len() + 1);
+    let mut parts = Body::new(req.body);
+    let two = parts.feed(&rest[..at]).and_then(|a| {
+        if a < at {
+            // Ended inside the first part: the second is not body.
+            Ok(a)
+        } else {
+            parts.feed(&rest[at..]).map(|b| a + b)
+        }
+    });
+    match (one, two) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "split at {at} moved the body's end");
+            assert_eq!(whole, parts);
+            assert!(a <= rest.len());
+            if let BodyLen::Length(n) = req.body {
+                assert_eq!(a as u64, n.min(rest.len() as u64));
+            }
+        }
+        (Err(_), Err(_)) => {}
+        (one, two) => panic!("whole {one:?} vs split at {at} {two:?}"),
+    }
+});

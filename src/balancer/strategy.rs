@@ -1,0 +1,176 @@
+//! How a request (http mode) or a connection (tcp mode) chooses its backend.
+//!
+//! Selection is kept apart from health filtering, as pingora's `select_with`
+//! does: `Pool::pick` first narrows the pool to the *eligible* backends
+//! (routable, not yet tried for this request), and only then asks the
+//! strategy to choose among them. A strategy therefore never sees a dead
+//! backend, and a dead backend's share is spread over the living instead of
+//! landing on its neighbour.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::pool::Slot;
+
+// The strategy is a setting (`balancer.strategy`), so the enum and its names
+// live in `config`; how each one chooses lives here.
+pub(crate) use crate::config::Strategy;
+
+impl Strategy {
+    /// Choose one of `eligible` (never empty) for a request from `client`.
+    /// `turn` is the pool's shared round-robin cursor.
+    pub(crate) fn choose(
+        self,
+        eligible: &[&Arc<Slot>],
+        client: IpAddr,
+        turn: &AtomicUsize,
+    ) -> usize {
+        let n = eligible.len();
+        debug_assert!(n > 0, "the caller filters out an empty choice");
+        match self {
+            Strategy::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % n,
+            Strategy::LeastConnections => {
+                let start = turn.fetch_add(1, Ordering::Relaxed) % n;
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .min_by_key(|&i| eligible[i].active())
+                    .unwrap_or(0)
+            }
+            Strategy::PowerOfTwo => {
+                if n == 1 {
+                    return 0;
+                }
+                let a = fastrand::usize(..n);
+                // A second, different index: offset by 1..n.
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                if eligible[b].active() < eligible[a].active() {
+                    b
+                } else {
+                    a
+                }
+            }
+            Strategy::IpHash => (0..n)
+                .max_by_key(|&i| rendezvous(client, eligible[i].port))
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// The rendezvous weight of (client, backend): each client ranks the
+/// backends by it and takes the highest eligible one.
+fn rendezvous(client: IpAddr, port: u16) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client.hash(&mut h);
+    port.hash(&mut h);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::balancer::pool::SlotStatus;
+
+    fn slots(n: u16) -> Vec<Arc<Slot>> {
+        (0..n)
+            .map(|i| {
+                let s = Slot::new(9000 + i, SocketAddr::from(([127, 0, 0, 1], 9000 + i))).0;
+                s.publish(true, SlotStatus::default());
+                Arc::new(s)
+            })
+            .collect()
+    }
+
+    fn counts(
+        s: Strategy,
+        slots: &[Arc<Slot>],
+        rounds: usize,
+        client: impl Fn(usize) -> IpAddr,
+    ) -> Vec<usize> {
+        let eligible: Vec<&Arc<Slot>> = slots.iter().collect();
+        let turn = AtomicUsize::new(0);
+        let mut c = vec![0; slots.len()];
+        for r in 0..rounds {
+            c[s.choose(&eligible, client(r), &turn)] += 1;
+        }
+        c
+    }
+
+    fn ip(i: usize) -> IpAddr {
+        IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for name in Strategy::NAMES {
+            assert_eq!(Strategy::from_name(name).map(Strategy::name), Some(*name));
+        }
+        assert_eq!(Strategy::from_name("random"), None);
+    }
+
+    #[test]
+    fn round_robin_gives_each_backend_an_equal_share() {
+        assert_eq!(counts(Strategy::RoundRobin, &slots(4), 400, ip), [100; 4]);
+    }
+
+    #[test]
+    fn least_connections_picks_the_least_busy_backend() {
+        let s = slots(3);
+        let _busy: Vec<_> = (0..5).map(|_| s[0].connection()).collect();
+        let _one = s[2].connection();
+        assert_eq!(counts(Strategy::LeastConnections, &s, 50, ip), [0, 50, 0]);
+    }
+
+    #[test]
+    fn least_connections_spreads_ties_evenly() {
+        assert_eq!(
+            counts(Strategy::LeastConnections, &slots(4), 400, ip),
+            [100; 4]
+        );
+    }
+
+    #[test]
+    fn power_of_two_avoids_the_busiest_backend_and_spreads_the_rest() {
+        let s = slots(4);
+        let _busy: Vec<_> = (0..10).map(|_| s[3].connection()).collect();
+        let c = counts(Strategy::PowerOfTwo, &s, 3000, ip);
+        assert_eq!(c[3], 0, "the busiest of any pair is never chosen: {c:?}");
+        for n in &c[..3] {
+            assert!((800..=1200).contains(n), "uneven spread {c:?}");
+        }
+    }
+
+    #[test]
+    fn power_of_two_with_one_backend_takes_it() {
+        assert_eq!(counts(Strategy::PowerOfTwo, &slots(1), 10, ip), [10]);
+    }
+
+    #[test]
+    fn ip_hash_keeps_a_client_on_one_backend_and_spreads_clients() {
+        let s = slots(4);
+        let same = counts(Strategy::IpHash, &s, 100, |_| ip(7));
+        assert_eq!(same.iter().filter(|&&n| n > 0).count(), 1, "{same:?}");
+        let many = counts(Strategy::IpHash, &s, 4000, ip);
+        for n in &many {
+            assert!((700..=1300).contains(n), "uneven spread {many:?}");
+        }
+    }
+
+    #[test]
+    fn ip_hash_moves_only_the_clients_of_a_removed_backend() {
+        let s = slots(4);
+        let all: Vec<&Arc<Slot>> = s.iter().collect();
+        let three: Vec<&Arc<Slot>> = s[..3].iter().collect();
+        let turn = AtomicUsize::new(0);
+        for i in 0..1000 {
+            let before = all[Strategy::IpHash.choose(&all, ip(i), &turn)].port;
+            let after = three[Strategy::IpHash.choose(&three, ip(i), &turn)].port;
+            if before != 9003 {
+                assert_eq!(before, after, "client {i} moved though its backend stayed");
+            }
+        }
+    }
+}
