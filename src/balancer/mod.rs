@@ -38,12 +38,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::BalancerMode;
 use admission::Admission;
@@ -135,6 +135,30 @@ async fn serve(
     match mode {
         BalancerMode::Http => http::serve(client, peer, shared, &cfg).await,
         BalancerMode::Tcp => tcp::serve(client, peer, shared, &cfg).await,
+    }
+}
+
+/// Connect to `slot` within `limit`, for either engine. A refused or reset
+/// connect takes it out of rotation at once (nothing listens there); a
+/// timeout only reports it (a full listen backlog is busy, not dead: the next
+/// health probe decides). `None`: try the next backend.
+pub(crate) async fn connect(slot: &Slot, limit: Duration, peer: SocketAddr) -> Option<TcpStream> {
+    match tokio::time::timeout(limit, TcpStream::connect(slot.addr)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.set_nodelay(true);
+            Some(conn)
+        }
+        Ok(Err(e)) => {
+            slot.metrics.connect_failures.inc();
+            passive_failure(slot, &e.to_string());
+            None
+        }
+        Err(_) => {
+            slot.metrics.connect_failures.inc();
+            debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
+            slot.report_timeout();
+            None
+        }
     }
 }
 

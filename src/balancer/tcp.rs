@@ -164,23 +164,9 @@ async fn proxy(
             continue;
         };
         tried.push(slot.addr);
-        let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                slot.metrics.connect_failures.inc();
-                passive_failure(&slot, &e.to_string());
-                continue;
-            }
-            Err(_) => {
-                slot.metrics.connect_failures.inc();
-                // Busy (a full listen backlog) rather than dead: try the next
-                // backend, and leave the verdict to the health probe.
-                debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
-                slot.report_timeout();
-                continue;
-            }
+        let Some(mut backend) = super::connect(&slot, cfg.connect_timeout, peer).await else {
+            continue;
         };
-        let _ = backend.set_nodelay(true);
         let _guard = slot.connection();
         let m = &slot.metrics;
         let mut backend = Tracked::new(

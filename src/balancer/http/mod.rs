@@ -421,23 +421,9 @@ async fn exchange(
         let _work = slot.connection();
         let (backend, reused) = match slot.idle.take() {
             Some(conn) => (conn, true),
-            None => match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
-                Ok(Ok(conn)) => {
-                    let _ = conn.set_nodelay(true);
-                    (conn, false)
-                }
-                Ok(Err(_)) => {
-                    slot.metrics.connect_failures.inc();
-                    passive_failure(&slot, "connect failed");
-                    continue;
-                }
-                Err(_) => {
-                    slot.metrics.connect_failures.inc();
-                    // Busy rather than dead: the health probe decides.
-                    debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
-                    slot.report_timeout();
-                    continue;
-                }
+            None => match super::connect(&slot, cfg.connect_timeout, peer).await {
+                Some(conn) => (conn, false),
+                None => continue,
             },
         };
         let mut tried_body = body;
