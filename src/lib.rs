@@ -84,7 +84,8 @@
 //!   flags), `worker::handler` (request -> response), `worker::path` (which
 //!   targets may name a file), `worker::files` (the file cache),
 //!   `worker::embedded` (the built-in page, served without a www),
-//!   `worker::body` (response bodies).
+//!   `worker::body` (response bodies), `worker::socket` (the client socket
+//!   as hyper sees it, `TCP_NODELAY`).
 //!
 //! The load generator (`fleet bench`)
 //! - `bench`: the lab's ApacheBench table: `bench::target` (what to

@@ -51,7 +51,7 @@
 //! # Shutdown
 //! SIGTERM or SIGINT cancels the token: `serve` drops the listener (new
 //! connections are refused), tells every open connection to finish its
-//! current request and close (hyper-util graceful shutdown, which closes idle
+//! current request and close (hyper's graceful shutdown, which closes idle
 //! keep-alive connections at once), waits up to `--drain-timeout`, then
 //! aborts what is left and returns; the process exits 0. A second signal
 //! exits at once. With `--lifeline`, end-of-file on stdin means the
@@ -71,6 +71,7 @@ mod files;
 mod handler;
 pub(crate) use handler::HEALTH_PATH;
 pub mod path;
+mod socket;
 
 use std::convert::Infallible;
 use std::io;
@@ -83,11 +84,10 @@ use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub(crate) use args::ServeArgs;
@@ -308,7 +308,10 @@ async fn run_async(args: ServeArgs, opts: WorkerOptions) -> Result<(), WorkerErr
 
     let drain = opts.drain_timeout;
     let shutdown = CancellationToken::new();
-    let server = serve(listener, opts, shutdown.clone());
+    // A task, not part of `block_on`'s future: waking `block_on` writes to
+    // the runtime's eventfd, while waking a task on the runtime's own thread
+    // only queues it, and the accept loop is woken for most connections.
+    let server = tokio::spawn(serve(listener, opts, shutdown.clone()));
     tokio::pin!(server);
     let grace = tokio::select! {
         res = &mut server => return finished(res),
@@ -330,8 +333,10 @@ async fn run_async(args: ServeArgs, opts: WorkerOptions) -> Result<(), WorkerErr
     }
 }
 
-fn finished(res: io::Result<()>) -> Result<(), WorkerError> {
-    res.map_err(WorkerError::Serve)?;
+fn finished(res: Result<io::Result<()>, tokio::task::JoinError>) -> Result<(), WorkerError> {
+    res.map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(WorkerError::Serve)?;
     info!("stopped");
     Ok(())
 }
@@ -403,15 +408,21 @@ pub(crate) async fn serve(
         .max_buf_size(opts.max_head_bytes.max(MIN_HEAD_BYTES));
     let http = Arc::new(http);
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let mut conns = JoinSet::new();
+    // Connection tasks are counted, not collected: a `TaskTracker` costs an
+    // atomic per connection where a `JoinSet` kept a list entry, a waker
+    // wrapper and a reap per accept. Past the drain, `abort` ends them.
+    let conns = TaskTracker::new();
+    let abort = CancellationToken::new();
 
+    // One waiter for the whole loop rather than a new one per accept.
+    let stopped = shutdown.cancelled();
+    tokio::pin!(stopped);
     loop {
         // The slot is taken before accepting: past the cap, connections
         // wait in the kernel's queue rather than being accepted and stalled.
         let slot = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break,
+            () = &mut stopped => break,
             slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let Some((stream, _)) = listener::accept(&listener, &shutdown).await else {
@@ -419,24 +430,24 @@ pub(crate) async fn serve(
         };
         // Small responses go out in one segment; do not wait for an ACK.
         let _ = stream.set_nodelay(true);
-        while conns.try_join_next().is_some() {}
         conns.spawn(connection(
             stream,
             Arc::clone(&shared),
             Arc::clone(&http),
-            graceful.watcher(),
             slot,
             opts.idle_timeout,
             shutdown.clone(),
+            abort.clone(),
         ));
     }
 
     drop(listener);
-    let open = graceful.count();
+    conns.close();
+    let open = conns.len();
     if open > 0 {
         debug!("draining {open} open connections");
     }
-    if tokio::time::timeout(opts.drain_timeout, graceful.shutdown())
+    if tokio::time::timeout(opts.drain_timeout, conns.wait())
         .await
         .is_err()
     {
@@ -444,9 +455,9 @@ pub(crate) async fn serve(
             "connections still open after {:?}, closing them",
             opts.drain_timeout
         );
+        abort.cancel();
+        conns.wait().await;
     }
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
     Ok(())
 }
 
@@ -454,30 +465,34 @@ async fn connection(
     stream: TcpStream,
     shared: Arc<Shared>,
     http: Arc<http1::Builder>,
-    watcher: Watcher,
     _slot: OwnedSemaphorePermit,
     idle: Duration,
     shutdown: CancellationToken,
+    abort: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(Tracked::new(socket::Socket(stream), Arc::clone(&activity)));
     let service = service_fn(move |req| {
         std::future::ready(Ok::<_, Infallible>(handler::respond(&shared, &req)))
     });
-    let conn = watcher.watch(http.serve_connection(io, service));
+    let conn = http.serve_connection(io, service);
     tokio::pin!(conn);
     let mut shutting_down = false;
     loop {
         tokio::select! {
-            // hyper's graceful shutdown closes idle kept-alive connections,
-            // but a connection that never sent a byte looks busy to it and
-            // would hold the drain until its header timeout.
+            // hyper's graceful shutdown finishes the request in flight and
+            // closes an idle kept-alive connection at once, but a connection
+            // that never sent a byte looks busy to it and would hold the
+            // drain until its header timeout.
             () = shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 if !activity.heard() {
                     return;
                 }
+                conn.as_mut().graceful_shutdown();
             }
+            // The drain timed out: drop the connection mid-request.
+            () = abort.cancelled(), if shutting_down => return,
             res = &mut conn => {
                 if let Err(e) = res {
                     // Client resets, header timeouts, 431s: the client's

@@ -44,9 +44,35 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, Reject> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(Reject::BadRequest("request target must start with /"));
     };
-    if rest.is_empty() {
+    if rest.is_empty() || is_plain(rest) {
         return Ok(Cow::Borrowed(path));
     }
+    slow_normalize(path, rest)
+}
+
+/// The common case in one pass: only unreserved ASCII (`A-Z a-z 0-9 - . _ ~`)
+/// and `/`, every segment non-empty except a trailing one (the directory
+/// slash), none starting with `.`. Such a path is already in normal form under
+/// the full rules below (no escape to decode, nothing to drop, no `..`, no
+/// dotfile), so the full rules need not run; anything else takes them.
+fn is_plain(rest: &str) -> bool {
+    let mut segment_start = true;
+    for &b in rest.as_bytes() {
+        match b {
+            b'/' if segment_start => return false,
+            b'/' => segment_start = true,
+            b'.' if segment_start => return false,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                segment_start = false;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The full rules, for anything `is_plain` does not vouch for.
+fn slow_normalize<'a>(path: &'a str, rest: &str) -> Result<Cow<'a, str>, Reject> {
     // First pass: validate everything and find out whether the raw path is
     // already normal (then it is returned as-is).
     let mut canonical = true;
@@ -265,6 +291,20 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_takes_only_normal_forms() {
+        for plain in ["a", "a/", "a/b.html", "x-y_z~1/index.html", "a.b/c"] {
+            assert!(is_plain(plain), "{plain:?}");
+            let path = format!("/{plain}");
+            assert_eq!(slow_normalize(&path, plain).as_deref(), Ok(&*path));
+        }
+        for other in [
+            "/", "a//b", ".git", "a/.env", "a/./b", "a/..", "%61", "a\\b", "a b", "é",
+        ] {
+            assert!(!is_plain(other), "{other:?}");
+        }
+    }
+
+    #[test]
     fn directory_slash_is_kept() {
         assert!(matches!(normalize("/sub/"), Ok(Cow::Borrowed("/sub/"))));
     }
@@ -439,6 +479,14 @@ mod tests {
             let mut target = String::from("/");
             for _ in 0..rng.usize(0..8) {
                 target.push_str(TOKENS[rng.usize(0..TOKENS.len())]);
+            }
+            let rest = &target[1..];
+            if !rest.is_empty() && is_plain(rest) {
+                assert_eq!(
+                    slow_normalize(&target, rest).as_deref(),
+                    Ok(&*target),
+                    "fast path disagrees on {target:?}"
+                );
             }
             let Ok(key) = normalize(&target) else {
                 continue;
