@@ -161,12 +161,26 @@ impl Buckets {
 /// Response status classes, `1xx` .. `5xx`.
 pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Counts by status class; an odd code counts in the nearest class.
+#[derive(Debug, Default)]
+pub(crate) struct ByClass([Counter; 5]);
+
+impl ByClass {
+    pub(crate) fn inc(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.0[class].inc();
+    }
+    pub(crate) fn get(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.0[i].get())
+    }
+}
+
 /// Everything counted for one backend.
 #[derive(Debug, Default)]
 pub(crate) struct BackendMetrics {
     /// Requests answered, by status class (index 0 is 1xx). In tcp mode one
     /// per connection: the first response's status line.
-    responses: [Counter; 5],
+    responses: ByClass,
     /// Proxied connections open now / ever.
     pub(crate) active: Gauge,
     pub(crate) connections: Counter,
@@ -209,12 +223,11 @@ pub(crate) struct Recent {
 impl BackendMetrics {
     /// Count one answered request by its status code's class.
     pub(crate) fn response(&self, status: u16) {
-        let class = (usize::from(status / 100)).clamp(1, 5) - 1;
-        self.responses[class].inc();
+        self.responses.inc(status);
     }
 
     pub(crate) fn responses(&self) -> [u64; 5] {
-        std::array::from_fn(|i| self.responses[i].get())
+        self.responses.get()
     }
 
     pub(crate) fn requests(&self) -> u64 {
@@ -285,6 +298,9 @@ pub(crate) struct BalancerMetrics {
     pub(crate) active: Gauge,
     /// Clients closed because no backend could take them.
     pub(crate) no_backend: Counter,
+    /// http mode: requests the balancer answered before trying any backend
+    /// (400, 408, 431, a 503 when none was routable), by status class.
+    pub(crate) responses: ByClass,
 }
 
 /// The status code in an HTTP/1.x status line (`HTTP/1.1 200 OK`), if `head`

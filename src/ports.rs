@@ -54,10 +54,16 @@ mod linux {
     /// which, since TIME_WAIT frees itself and a live connection ends with
     /// its owner.
     pub(super) fn connection(port: u16) -> Option<String> {
-        let state = sockets()
+        // A TIME_WAIT entry does not keep a SO_REUSEADDR bind out, so when a
+        // live connection shares the port (an old TIME_WAIT and a new
+        // connection on a busy ephemeral port), the live one is the cause.
+        let mut states: Vec<String> = sockets()
             .into_iter()
-            .find(|(p, st, _)| *p == port && st != "0A")?
-            .1;
+            .filter(|(p, st, _)| *p == port && st != "0A")
+            .map(|(_, st, _)| st)
+            .collect();
+        states.sort_by_key(|st| st == "06");
+        let state = states.into_iter().next()?;
         let name = match state.as_str() {
             "01" => "ESTABLISHED",
             "06" => return Some("a connection in TIME_WAIT (the kernel frees the port within a minute; try again or pick another base_port)".into()),

@@ -137,6 +137,16 @@ impl Collector for Fleet {
             MetricType::Counter,
         )?)?;
 
+        let mut own = encoder.encode_descriptor(
+            "fleet_balancer_responses",
+            "Requests the balancer answered before trying any backend (http mode: 400, 408, 431, 503), by status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (class, n) in CLASSES.iter().zip(b.responses.get()) {
+            ConstCounter::new(n).encode(own.encode_family(&[("code", *class)])?)?;
+        }
+
         let statuses: Vec<_> = slots.iter().map(|s| s.status()).collect();
         let mut up = encoder.encode_descriptor(
             "fleet_backend_up",

@@ -42,7 +42,10 @@ fn scrape(admin: SocketAddr, path: &str) -> String {
 /// Sum of a counter family's samples (every label set).
 fn family_sum(text: &str, family: &str) -> u64 {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }
@@ -513,4 +516,139 @@ fn watch_ends_when_its_terminal_goes_away() {
         "the watch to end with its terminal",
         || (!alive(watch)).then_some(()),
     );
+}
+
+/// Send `n` requests on one kept-alive connection; every answer must be 200.
+fn keep_alive_requests(addr: SocketAddr, path: &str, n: usize) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..n {
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        assert_eq!(Response::read_one(&mut s).status, 200);
+    }
+}
+
+/// http mode (the default) counts requests, not connections: N requests
+/// over a few kept-alive connections sum to N across the backends, and what
+/// fleet answers itself (a malformed request's 400) is counted apart.
+#[test]
+fn http_mode_counts_every_request_of_kept_alive_connections() {
+    let Some(promtool) = tool("promtool", "prometheus") else {
+        return;
+    };
+    let (fleet, admin) = admin_fleet(3);
+    const CONNS: usize = 4;
+    const EACH: usize = 30;
+    let addr = fleet.addr();
+    let load: Vec<_> = (0..CONNS)
+        .map(|_| std::thread::spawn(move || keep_alive_requests(addr, "/page.html", EACH)))
+        .collect();
+    for t in load {
+        t.join().unwrap();
+    }
+    let mut bad = std::net::TcpStream::connect(addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: a\r\n b\r\n\r\n")
+        .unwrap();
+    assert_eq!(Response::read_one(&mut bad).status, 400);
+    let n = (CONNS * EACH) as u64;
+    let text = wait_for(Duration::from_secs(10), "every request counted", || {
+        let t = scrape(admin, "/metrics");
+        (family_sum(&t, "fleet_backend_requests_total") == n
+            && family_sum(&t, "fleet_backend_request_duration_seconds_count") == n
+            && family_sum(&t, "fleet_balancer_responses_total") == 1)
+            .then_some(t)
+    });
+    promtool_check(promtool, &text);
+    assert!(
+        text.contains("fleet_balancer_responses_total{code=\"4xx\"} 1\n"),
+        "{text}"
+    );
+    assert_eq!(
+        family_sum(&text, "fleet_balancer_connections_total"),
+        CONNS as u64 + 1,
+        "client connections, not requests"
+    );
+    let s = fleet.status();
+    assert_eq!(sum(&s, "requests"), n);
+    // Round-robin per request: every backend answered some.
+    for b in s["backends"].as_array().unwrap() {
+        assert!(b["requests"].as_u64().unwrap() > 0, "{b}");
+    }
+}
+
+#[test]
+fn http_mode_access_log_has_a_line_per_request_of_a_kept_alive_connection() {
+    let fleet = Fleet::start(2, "balancer:\n  access_log: access.log\n");
+    keep_alive_requests(fleet.addr(), "/page.html", 3);
+    let path = fleet.scratch.path().join("access.log");
+    let text = wait_for(Duration::from_secs(10), "three access log lines", || {
+        let t = std::fs::read_to_string(&path).unwrap_or_default();
+        (t.lines().count() == 3).then_some(t)
+    });
+    let clients: std::collections::BTreeSet<&str> =
+        text.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(clients.len(), 1, "one connection, three lines: {text}");
+    let backends: std::collections::BTreeSet<&str> =
+        text.lines().map(|l| l.split(' ').nth(7).unwrap()).collect();
+    assert_eq!(backends.len(), 2, "balanced per request: {text}");
+}
+
+/// The real supervisor, flooded: with RUST_LOG=debug every request is a log
+/// line, and thousands of them keep supervisor.log (and its one rotated
+/// copy) under the cap.
+#[test]
+fn a_flooded_supervisor_log_stays_under_its_cap() {
+    const CAP: u64 = 1024 * 1024; // supervisor::output::MAX_LOG_BYTES
+    let scratch = Scratch::new();
+    let ports = free_ports(3);
+    scratch.write(
+        "fleet.yaml",
+        &fleet_yaml(&ports, "health:\n  interval: 100ms\n  timeout: 100ms\n"),
+    );
+    let out = Command::new(FLEET)
+        .args(["up", "-d"])
+        .current_dir(scratch.path())
+        .env("FLEET_STATE_DIR", scratch.state())
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let fleet = Fleet::adopt(scratch, ports[..2].to_vec(), ports[2]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = fleet.scratch.state().join("logs/supervisor.log");
+    let rotated = fleet.scratch.state().join("logs/supervisor.log.1");
+    let addr = fleet.addr();
+    let mut rounds = 0;
+    while !rotated.exists() {
+        rounds += 1;
+        assert!(
+            rounds <= 20,
+            "no rotation after {} requests",
+            rounds * 8 * 250
+        );
+        let load: Vec<_> = (0..8)
+            .map(|_| std::thread::spawn(move || keep_alive_requests(addr, "/page.html", 250)))
+            .collect();
+        for t in load {
+            t.join().unwrap();
+        }
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&log) <= CAP, "supervisor.log is {} bytes", size(&log));
+    assert!(
+        size(&rotated) <= CAP,
+        "supervisor.log.1 is {} bytes",
+        size(&rotated)
+    );
+    // Whole lines on both sides of the rotation, and the fleet still logs.
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.ends_with('\n'));
+    assert!(
+        old.lines()
+            .all(|l| humantime::parse_rfc3339(l.split(' ').next().unwrap()).is_ok())
+    );
+    let down = fleet.fleet(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("stopped"));
 }

@@ -12,11 +12,11 @@ use nix::sys::signal::Signal;
 
 use crate::harness::*;
 
-/// Clients that reuse one connection for many requests. Zero while the
-/// balancer splices whole connections (tcp mode): a worker that is restarted
-/// closes its kept-alive connections, which a byte splicer cannot hide. Set
-/// to 8 once the HTTP-aware balancer (per-request balancing) has landed.
-const KEEP_ALIVE_CLIENTS: usize = 0;
+/// Clients that reuse one connection for many requests. The HTTP-aware
+/// balancer (the default mode) keeps a client's connection while the worker
+/// behind it is restarted; in tcp mode, which splices whole connections,
+/// these clients fail (as the issue measured).
+const KEEP_ALIVE_CLIENTS: usize = 8;
 /// Clients that open a new connection for every request, like `ab`.
 const ONE_SHOT_CLIENTS: usize = 8;
 

@@ -160,7 +160,7 @@ async fn first_bytes(client: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<b
 }
 
 /// Request outcome: everything known about one request once it is over, in
-/// one place, for logs and (later) per-backend metrics.
+/// one place, for the metrics, the access log and the debug log.
 #[derive(Debug)]
 pub(crate) struct Outcome {
     /// The backend that answered, or the last one tried.
@@ -209,17 +209,22 @@ impl Outcome {
 /// Request outcome: the one place each finished request passes through:
 /// the per-backend metrics, the access log, the debug line.
 fn record(shared: &Shared, peer: SocketAddr, o: &Outcome) {
-    if let Some(slot) = &o.slot {
-        let m = &slot.metrics;
-        m.request_bytes.add(o.bytes_in);
-        m.response_bytes.add(o.bytes_out);
-        if o.status != 0 {
-            m.response(o.status);
-            m.latency.observe(o.total);
-            if let Some(first) = o.first_byte {
-                m.first_byte.observe(first);
+    match &o.slot {
+        Some(slot) => {
+            let m = &slot.metrics;
+            m.request_bytes.add(o.bytes_in);
+            m.response_bytes.add(o.bytes_out);
+            if o.status != 0 {
+                m.response(o.status);
+                m.latency.observe(o.total);
+                if let Some(first) = o.first_byte {
+                    m.first_byte.observe(first);
+                }
             }
         }
+        // Answered by fleet itself before any backend was involved.
+        None if o.status != 0 => shared.backends.metrics.responses.inc(o.status),
+        None => {}
     }
     if let Some(log) = shared.backends.access_log.get() {
         let line = o.request_line.as_ref();
