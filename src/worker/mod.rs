@@ -391,6 +391,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let port = listener.local_addr()?.port();
+    let nodelay = socket::NoDelay::new(&listener);
     let shared = Arc::new(Shared {
         content: match &opts.www {
             Www::Dir(dir) => Content::Files(FileCache::new(dir, opts.cache_revalidate)?),
@@ -428,8 +429,7 @@ pub(crate) async fn serve(
         let Some((stream, _)) = listener::accept(&listener, &shutdown).await else {
             break;
         };
-        // Small responses go out in one segment; do not wait for an ACK.
-        let _ = stream.set_nodelay(true);
+        nodelay.apply(&stream);
         conns.spawn(connection(
             stream,
             Arc::clone(&shared),
