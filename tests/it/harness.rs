@@ -346,6 +346,23 @@ impl Fleet {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// SIGKILL a running worker, the first from backend `from` on (in turn,
+    /// wrapping), as the chaos tests do; returns its pid.
+    pub fn kill_a_running_worker(&self, from: usize) -> u32 {
+        let s = self.status();
+        let n = s.backends.len();
+        let victim = (0..n)
+            .map(|k| (from + k) % n)
+            .find_map(|k| {
+                s.backends[k]
+                    .pid
+                    .filter(|_| s.backends[k].state == Phase::Running)
+            })
+            .expect("some backend is running");
+        kill(victim, nix::sys::signal::Signal::SIGKILL);
+        victim
+    }
+
     pub fn pid_of(&self, i: usize) -> u32 {
         self.status().backends[i].pid.expect("backend has a pid")
     }

@@ -45,17 +45,7 @@ fn chaos_kill_9_under_load_loses_no_request() {
     for i in 0..5 {
         // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
         std::thread::sleep(Duration::from_millis(300));
-        let s = f.status();
-        let victim = (0..4)
-            .map(|k| (i + k) % 4)
-            .find_map(|k| {
-                s.backends[k]
-                    .pid
-                    .filter(|_| s.backends[k].state == Phase::Running)
-            })
-            .expect("some backend is running");
-        kill(victim, Signal::SIGKILL);
-        killed.push(victim);
+        killed.push(f.kill_a_running_worker(i));
     }
     chaos_done.store(true, Ordering::SeqCst);
     for c in clients {

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::harness::*;
 
 const BACKEND_PY: &str = include_str!("backends/http_backend.py");
@@ -151,16 +149,7 @@ fn chaos_in_http_mode_fails_no_request_of_kept_alive_or_one_shot_clients() {
     for i in 0..5 {
         // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
         std::thread::sleep(Duration::from_millis(300));
-        let s = f.status();
-        let victim = (0..4)
-            .map(|k| (i + k) % 4)
-            .find_map(|k| {
-                s.backends[k]
-                    .pid
-                    .filter(|_| s.backends[k].state == Phase::Running)
-            })
-            .expect("some backend is running");
-        kill(victim, Signal::SIGKILL);
+        f.kill_a_running_worker(i);
     }
     chaos_done.store(true, Ordering::SeqCst);
     for c in clients {
