@@ -217,6 +217,18 @@ fn watch_without_a_terminal_prints_plain_snapshots() {
     let _ = child.wait();
 }
 
+/// `fleet status --watch` on `fleet` under a pseudo-terminal (`script`),
+/// its keyboard on a pipe; the caller says where its screen goes.
+fn watch_in_a_pty(script: &str, fleet: &Fleet) -> Command {
+    let mut c = Command::new(script);
+    c.args(["-qfec", &format!("{FLEET} status --watch"), "/dev/null"])
+        .current_dir(fleet.scratch.path())
+        .env("FLEET_STATE_DIR", fleet.scratch.state())
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped());
+    c
+}
+
 /// `fleet status --watch` under a pseudo-terminal (util-linux `script`).
 #[test]
 fn watch_shows_requests_changing_and_quits_on_q() {
@@ -224,14 +236,8 @@ fn watch_shows_requests_changing_and_quits_on_q() {
         return;
     };
     let fleet = Fleet::start(2, "");
-    let cmd = format!("{FLEET} status --watch");
-    let mut child = Command::new(script)
-        .args(["-qfec", &cmd, "/dev/null"])
-        .current_dir(fleet.scratch.path())
-        .env("FLEET_STATE_DIR", fleet.scratch.state())
-        .env("TERM", "xterm")
+    let mut child = watch_in_a_pty(script, &fleet)
         .env_remove("NO_COLOR")
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -491,13 +497,7 @@ fn watch_ends_when_its_terminal_goes_away() {
         return;
     };
     let fleet = Fleet::start(1, "");
-    let cmd = format!("{FLEET} status --watch");
-    let mut child = Command::new(script)
-        .args(["-qfec", &cmd, "/dev/null"])
-        .current_dir(fleet.scratch.path())
-        .env("FLEET_STATE_DIR", fleet.scratch.state())
-        .env("TERM", "xterm")
-        .stdin(Stdio::piped())
+    let mut child = watch_in_a_pty(script, &fleet)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
