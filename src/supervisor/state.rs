@@ -766,16 +766,28 @@ mod tests {
         Policy::new(&c.restart, &c.health)
     }
 
+    /// The default policy with another restart policy.
+    fn policy_with(restart: RestartPolicy) -> Policy {
+        let mut p = policy();
+        p.restart.policy = restart;
+        p
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
+    /// A backend under `p`, started and spawned as `pid` at `t0`.
+    fn spawned(p: Policy, pid: u32, t0: Instant) -> Backend {
+        let mut b = Backend::new(p, 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid }, t0);
+        b
+    }
+
     /// A backend that is Starting with pid 7 (spawned at `t0`).
     fn starting(t0: Instant) -> Backend {
-        let mut b = Backend::new(policy(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 7 }, t0);
-        b
+        spawned(policy(), 7, t0)
     }
 
     /// A backend that is Running and healthy with pid 10, at `t0`.
@@ -786,6 +798,62 @@ mod tests {
         b.step(Event::ProbePassed, t0);
         assert!(b.routable());
         b
+    }
+
+    /// A running backend that failed enough probes to be stopped for liveness.
+    fn stopping_for_liveness(t0: Instant) -> Backend {
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        assert_eq!(b.state().phase(), Phase::Stopping);
+        b
+    }
+
+    /// A running backend taken out of rotation by `fleet drain`.
+    fn draining(t0: Instant) -> Backend {
+        let mut b = running(t0);
+        b.step(Event::Drain, t0);
+        b
+    }
+
+    /// A running backend whose worker exited with code 1, waiting to restart.
+    fn backing_off(t0: Instant) -> Backend {
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Code(1)), t0);
+        assert_eq!(b.state().phase(), Phase::Backoff);
+        b
+    }
+
+    /// A worker spawned as `pid` that crashes at once (exit code 1): the
+    /// action the exit yields.
+    fn crash(b: &mut Backend, pid: u32, now: Instant) -> Option<Action> {
+        b.step(Event::Spawned { pid }, now);
+        b.step(Event::Exited(Exit::Code(1)), now)
+    }
+
+    /// `ev` sends the worker SIGTERM.
+    fn assert_terms(b: &mut Backend, ev: Event, now: Instant) {
+        assert_eq!(b.step(ev, now), Some(Action::Signal(Sig::Term)));
+    }
+
+    /// Stopping, and what happens once the worker has exited is `then`.
+    fn assert_stopping_then(b: &Backend, then: AfterStop) {
+        let State::Stopping { then: actual, .. } = b.state() else {
+            panic!("{:?}", b.state())
+        };
+        assert_eq!(*actual, then);
+    }
+
+    /// Stopped with `reason` (`None`: shut down, nothing to explain).
+    fn assert_stopped(b: &Backend, reason: Option<&str>, why: &str) {
+        assert_eq!(
+            b.state(),
+            &State::Stopped {
+                reason: reason.map(Into::into)
+            },
+            "{why}"
+        );
     }
 
     #[test]
@@ -856,17 +924,8 @@ mod tests {
         let t0 = Instant::now();
         let mut b = starting(t0);
         assert_eq!(b.step(Event::Tick, t0 + ms(10)), None, "too early");
-        assert_eq!(
-            b.step(Event::Tick, t0 + START_TIMEOUT),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                then: AfterStop::Restart,
-                ..
-            }
-        ));
+        assert_terms(&mut b, Event::Tick, t0 + START_TIMEOUT);
+        assert_stopping_then(&b, AfterStop::Restart);
     }
 
     #[test]
@@ -945,18 +1004,9 @@ mod tests {
         for _ in 1..n {
             assert_eq!(b.step(Event::ProbeFailed, t0), None);
         }
-        assert_eq!(
-            b.step(Event::ProbeFailed, t0),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                pid: 10,
-                then: AfterStop::Restart,
-                ..
-            }
-        ));
+        assert_terms(&mut b, Event::ProbeFailed, t0);
+        assert_stopping_then(&b, AfterStop::Restart);
+        assert_eq!(b.state().pid(), Some(10));
     }
 
     #[test]
@@ -977,11 +1027,7 @@ mod tests {
     #[test]
     fn a_liveness_restart_records_its_cause_with_the_exit() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
-        assert_eq!(b.state().phase(), Phase::Stopping);
+        let mut b = stopping_for_liveness(t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
         assert_eq!(b.last_exit(), Some(Exit::Code(0)));
         assert_eq!(
@@ -1060,10 +1106,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = running(t0);
         let deadline = t0 + ms(100);
-        assert_eq!(
-            b.step(Event::Stop { deadline }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
+        assert_terms(&mut b, Event::Stop { deadline }, t0);
         assert_eq!(b.next_deadline(), Some(deadline));
         assert_eq!(b.step(Event::Tick, t0 + ms(50)), None);
         assert_eq!(
@@ -1077,24 +1120,17 @@ mod tests {
     fn stopping_to_stopped_on_exit_during_shutdown() {
         let t0 = Instant::now();
         let mut b = running(t0);
-        b.step(
-            Event::Stop {
-                deadline: t0 + ms(100),
-            },
-            t0,
-        );
+        let deadline = t0 + ms(100);
+        b.step(Event::Stop { deadline }, t0);
         assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0 + ms(5)), None);
-        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_stopped(&b, None, "shut down");
         assert_eq!(b.restarts(), 0, "a shutdown is not a restart");
     }
 
     #[test]
     fn stopping_to_backoff_after_liveness_kill() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
+        let mut b = stopping_for_liveness(t0);
         b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
         assert_eq!(b.state().phase(), Phase::Backoff);
         assert_eq!(b.restarts(), 1);
@@ -1103,29 +1139,18 @@ mod tests {
     #[test]
     fn shutdown_during_liveness_restart_stays_stopped() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
-        assert_eq!(
-            b.step(
-                Event::Stop {
-                    deadline: t0 + ms(10)
-                },
-                t0
-            ),
-            None,
-            "already signalled"
-        );
+        let mut b = stopping_for_liveness(t0);
+        let deadline = t0 + ms(10);
+        let a = b.step(Event::Stop { deadline }, t0);
+        assert_eq!(a, None, "already signalled");
         b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
-        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_stopped(&b, None, "shut down");
     }
 
     #[test]
     fn backoff_to_stopped_on_shutdown() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(3)), t0);
+        let mut b = backing_off(t0);
         assert_eq!(b.step(Event::Stop { deadline: t0 }, t0), None);
         assert_eq!(b.state().phase(), Phase::Stopped);
     }
@@ -1149,14 +1174,12 @@ mod tests {
         b.step(Event::Start, t0);
         let mut now = t0;
         for i in 0..max {
-            b.step(Event::Spawned { pid: 100 + i }, now);
-            b.step(Event::Exited(Exit::Code(1)), now);
+            crash(&mut b, 100 + i, now);
             assert_eq!(b.state().phase(), Phase::Backoff, "restart {i} allowed");
             now += policy().restart.max_backoff;
             assert_eq!(b.step(Event::Tick, now), Some(Action::Spawn));
         }
-        b.step(Event::Spawned { pid: 999 }, now);
-        b.step(Event::Exited(Exit::Code(1)), now);
+        crash(&mut b, 999, now);
         let State::Failed { reason } = b.state() else {
             panic!("{:?}", b.state())
         };
@@ -1180,8 +1203,7 @@ mod tests {
         b.step(Event::Start, t0);
         let mut now = t0;
         for i in 0..20 {
-            b.step(Event::Spawned { pid: i }, now);
-            b.step(Event::Exited(Exit::Code(1)), now);
+            crash(&mut b, i, now);
             assert_eq!(b.state().phase(), Phase::Backoff, "restart {i}");
             now += window / 4; // at most 4 restarts in any window: under max_restarts (5)
             b.step(Event::Tick, now);
@@ -1191,11 +1213,7 @@ mod tests {
     #[test]
     fn policy_never_stops_after_exit() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::Never;
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let mut b = spawned(policy_with(RestartPolicy::Never), 1, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
         let State::Stopped { reason: Some(r) } = b.state() else {
             panic!("{:?}", b.state())
@@ -1206,16 +1224,11 @@ mod tests {
     #[test]
     fn policy_on_failure_restarts_only_failures() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::OnFailure;
-        let mut b = Backend::new(p.clone(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let p = policy_with(RestartPolicy::OnFailure);
+        let mut b = spawned(p.clone(), 1, t0);
         b.step(Event::Exited(Exit::Signal(9)), t0);
         assert_eq!(b.state().phase(), Phase::Backoff);
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let mut b = spawned(p, 1, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
         assert_eq!(b.state().phase(), Phase::Stopped);
     }
@@ -1240,8 +1253,7 @@ mod tests {
     #[test]
     fn backoff_resets_after_a_stable_run() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(1)), t0);
+        let mut b = backing_off(t0);
         b.step(Event::Tick, t0 + Duration::from_secs(1));
         b.step(Event::Spawned { pid: 11 }, t0 + Duration::from_secs(1));
         b.step(Event::ProbePassed, t0 + Duration::from_secs(1));
@@ -1262,8 +1274,7 @@ mod tests {
         let mut b = Backend::new(policy(), 1);
         b.step(Event::Start, t0);
         for i in 0..=policy().restart.max_restarts {
-            b.step(Event::Spawned { pid: 100 + i }, t0);
-            b.step(Event::Exited(Exit::Code(1)), t0);
+            crash(&mut b, 100 + i, t0);
             b.step(Event::Tick, t0 + policy().restart.max_backoff);
         }
         assert_eq!(b.state().phase(), Phase::Failed);
@@ -1291,20 +1302,10 @@ mod tests {
     #[test]
     fn draining_to_stopping_on_restart_then_starting_without_backoff() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
+        let mut b = draining(t0);
         let deadline = t0 + ms(100);
-        assert_eq!(
-            b.step(Event::Restart { deadline }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                then: AfterStop::Respawn,
-                ..
-            }
-        ));
+        assert_terms(&mut b, Event::Restart { deadline }, t0);
+        assert_stopping_then(&b, AfterStop::Respawn);
         assert_eq!(
             b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5)),
             Some(Action::Spawn),
@@ -1321,11 +1322,7 @@ mod tests {
     #[test]
     fn running_to_stopping_on_restart_under_policy_never() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::Never;
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 3 }, t0);
+        let mut b = spawned(policy_with(RestartPolicy::Never), 3, t0);
         b.step(Event::ProbePassed, t0);
         b.step(Event::Restart { deadline: t0 }, t0);
         assert_eq!(
@@ -1339,22 +1336,10 @@ mod tests {
     fn starting_to_stopping_on_halt_then_held_until_start() {
         let t0 = Instant::now();
         let mut b = starting(t0);
-        assert_eq!(
-            b.step(
-                Event::Halt {
-                    deadline: t0 + ms(100)
-                },
-                t0
-            ),
-            Some(Action::Signal(Sig::Term))
-        );
+        let deadline = t0 + ms(100);
+        assert_terms(&mut b, Event::Halt { deadline }, t0);
         assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0), None);
-        assert_eq!(
-            b.state(),
-            &State::Stopped {
-                reason: Some(HELD.into())
-            }
-        );
+        assert_stopped(&b, Some(HELD), "held");
         assert_eq!(b.next_deadline(), None, "nothing restarts it");
         assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
         assert_eq!(b.state().phase(), Phase::Starting);
@@ -1363,26 +1348,15 @@ mod tests {
     #[test]
     fn draining_to_stopping_on_halt() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
-        assert_eq!(
-            b.step(Event::Halt { deadline: t0 }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                then: AfterStop::Hold,
-                ..
-            }
-        ));
+        let mut b = draining(t0);
+        assert_terms(&mut b, Event::Halt { deadline: t0 }, t0);
+        assert_stopping_then(&b, AfterStop::Hold);
     }
 
     #[test]
     fn draining_to_backoff_when_worker_dies() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
+        let mut b = draining(t0);
         b.step(Event::Exited(Exit::Signal(9)), t0);
         assert_eq!(b.state().phase(), Phase::Backoff);
     }
@@ -1390,23 +1364,16 @@ mod tests {
     #[test]
     fn draining_to_stopping_on_shutdown() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
-        assert_eq!(
-            b.step(Event::Stop { deadline: t0 }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
+        let mut b = draining(t0);
+        assert_terms(&mut b, Event::Stop { deadline: t0 }, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
-        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_stopped(&b, None, "shut down");
     }
 
     #[test]
     fn stopping_for_liveness_becomes_a_deliberate_stop_on_halt() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
+        let mut b = stopping_for_liveness(t0);
         let sooner = t0 + ms(1);
         assert_eq!(
             b.step(Event::Halt { deadline: sooner }, t0),
@@ -1423,21 +1390,9 @@ mod tests {
     fn stopping_for_a_stop_becomes_a_restart_on_restart() {
         let t0 = Instant::now();
         let mut b = running(t0);
-        b.step(
-            Event::Halt {
-                deadline: t0 + ms(100),
-            },
-            t0,
-        );
-        assert_eq!(
-            b.step(
-                Event::Restart {
-                    deadline: t0 + ms(100)
-                },
-                t0
-            ),
-            None
-        );
+        let deadline = t0 + ms(100);
+        b.step(Event::Halt { deadline }, t0);
+        assert_eq!(b.step(Event::Restart { deadline }, t0), None);
         assert_eq!(
             b.step(Event::Exited(Exit::Code(0)), t0),
             Some(Action::Spawn)
@@ -1448,16 +1403,12 @@ mod tests {
     fn stopping_for_shutdown_ignores_restart_and_halt() {
         let t0 = Instant::now();
         let mut b = running(t0);
-        b.step(
-            Event::Stop {
-                deadline: t0 + ms(100),
-            },
-            t0,
-        );
+        let deadline = t0 + ms(100);
+        b.step(Event::Stop { deadline }, t0);
         assert_eq!(b.step(Event::Restart { deadline: t0 }, t0), None);
         assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
         b.step(Event::Exited(Exit::Code(0)), t0);
-        assert_eq!(b.state(), &State::Stopped { reason: None }, "shutdown wins");
+        assert_stopped(&b, None, "shutdown wins");
     }
 
     #[test]
@@ -1470,8 +1421,7 @@ mod tests {
             Some(Action::Spawn)
         );
         assert_eq!(b.state().phase(), Phase::Starting);
-        b.step(Event::Spawned { pid: 50 }, later);
-        b.step(Event::Exited(Exit::Code(1)), later);
+        crash(&mut b, 50, later);
         assert_eq!(
             b.state().phase(),
             Phase::Backoff,
@@ -1490,11 +1440,7 @@ mod tests {
     #[test]
     fn stopped_by_policy_to_starting_on_restart() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::Never;
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let mut b = spawned(policy_with(RestartPolicy::Never), 1, t0);
         b.step(Event::Exited(Exit::Code(1)), t0);
         assert_eq!(b.state().phase(), Phase::Stopped);
         assert_eq!(
@@ -1506,8 +1452,7 @@ mod tests {
     #[test]
     fn backoff_to_starting_on_restart_without_waiting() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(1)), t0);
+        let mut b = backing_off(t0);
         assert_eq!(
             b.step(Event::Restart { deadline: t0 }, t0),
             Some(Action::Spawn)
@@ -1518,15 +1463,9 @@ mod tests {
     #[test]
     fn backoff_to_stopped_on_halt() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(1)), t0);
+        let mut b = backing_off(t0);
         assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
-        assert_eq!(
-            b.state(),
-            &State::Stopped {
-                reason: Some(HELD.into())
-            }
-        );
+        assert_stopped(&b, Some(HELD), "held");
         assert_eq!(b.step(Event::Tick, t0 + Duration::from_secs(60)), None);
         assert_eq!(
             b.state().phase(),
