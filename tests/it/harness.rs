@@ -51,6 +51,28 @@ pub fn free_ports(n: u16) -> Vec<u16> {
     panic!("no {n} consecutive free ports");
 }
 
+/// An external program a test needs, looked up on PATH (never run): its
+/// name when present. Missing outside CI, the test skips with one line;
+/// missing in CI (`CI` set), it fails, since .ci/run installs it (`install`
+/// says how).
+pub fn need_tool(name: &'static str, install: &str) -> Option<&'static str> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(name);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name} is missing ({install}; .ci/run installs it)"
+    );
+    eprintln!("skipped: {name} is not installed ({install})");
+    None
+}
+
 /// Run `cmd` (stdin closed) to its end and collect its output, which is read
 /// on threads so a full pipe can never stall it. Past `limit` the process is
 /// killed and the test fails.

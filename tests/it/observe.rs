@@ -9,24 +9,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// An external tool a test needs. In CI (`CI` set) a missing tool fails the
-/// test; elsewhere the test is skipped with one line.
-fn tool(name: &str, package: &str) -> Option<&'static str> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(Box::leak(name.to_string().into_boxed_str()));
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name} is missing (Debian package {package}; .ci/run installs it)"
-    );
-    eprintln!("skipped: {name} not installed (apt-get install {package})");
-    None
-}
-
 fn admin_fleet(backends: u16) -> (Fleet, SocketAddr) {
     let admin = free_ports(1)[0];
     let fleet = Fleet::start(backends, &format!("admin: 127.0.0.1:{admin}\n"));
@@ -78,7 +60,7 @@ fn text_of(o: &std::process::Output) -> String {
 
 #[test]
 fn metrics_pass_promtool_and_count_every_request() {
-    let Some(promtool) = tool("promtool", "prometheus") else {
+    let Some(promtool) = need_tool("promtool", "apt-get install prometheus") else {
         return;
     };
     let (fleet, admin) = admin_fleet(3);
@@ -144,7 +126,7 @@ fn metrics_pass_promtool_and_count_every_request() {
 
 #[test]
 fn dashboard_in_a_headless_browser_shows_every_backend() {
-    let Some(chromium) = tool("chromium", "chromium") else {
+    let Some(chromium) = need_tool("chromium", "apt-get install chromium") else {
         return;
     };
     let (fleet, admin) = admin_fleet(3);
@@ -232,7 +214,7 @@ fn watch_in_a_pty(script: &str, fleet: &Fleet) -> Command {
 /// `fleet status --watch` under a pseudo-terminal (util-linux `script`).
 #[test]
 fn watch_shows_requests_changing_and_quits_on_q() {
-    let Some(script) = tool("script", "bsdutils") else {
+    let Some(script) = need_tool("script", "apt-get install bsdutils") else {
         return;
     };
     let fleet = Fleet::start(2, "");
@@ -358,7 +340,7 @@ fn logs_show_the_supervisors_sigkill_event_with_one_timestamp() {
 /// other commands, with NO_COLOR=1: no escape sequence at all.
 #[test]
 fn no_color_means_no_escape_codes() {
-    let Some(script) = tool("script", "bsdutils") else {
+    let Some(script) = need_tool("script", "apt-get install bsdutils") else {
         return;
     };
     let scratch = Scratch::new();
@@ -493,7 +475,7 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// EOF, as it once did at a third of a core.
 #[test]
 fn watch_ends_when_its_terminal_goes_away() {
-    let Some(script) = tool("script", "bsdutils") else {
+    let Some(script) = need_tool("script", "apt-get install bsdutils") else {
         return;
     };
     let fleet = Fleet::start(1, "");
@@ -533,7 +515,7 @@ fn keep_alive_requests(addr: SocketAddr, path: &str, n: usize) {
 /// fleet answers itself (a malformed request's 400) is counted apart.
 #[test]
 fn http_mode_counts_every_request_of_kept_alive_connections() {
-    let Some(promtool) = tool("promtool", "prometheus") else {
+    let Some(promtool) = need_tool("promtool", "apt-get install prometheus") else {
         return;
     };
     let (fleet, admin) = admin_fleet(3);
