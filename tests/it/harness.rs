@@ -7,7 +7,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -277,6 +278,69 @@ pub fn assert_no_failures<T: std::fmt::Debug>(sent: impl std::fmt::Display, fail
         failures.len(),
         &failures[..failures.len().min(5)]
     );
+}
+
+/// fleet.yaml for a chaos test: restarts come quickly and do not give up.
+pub const CHAOS: &str = "restart:\n  initial_backoff: 50ms\n  max_restarts: 10\n";
+
+/// Load on `f` while a running worker is SIGKILLed every 300 ms, five times.
+/// `client(i)` makes client thread `i`'s request function (a failure says
+/// what went wrong); each client keeps sending until the chaos is over and
+/// `min` requests went out, bounded by 200,000 requests and 60 s. Asserts
+/// that `min` went out and none failed; returns the pids killed.
+pub fn chaos_under_load<C>(
+    f: &Fleet,
+    clients: usize,
+    min: usize,
+    client: impl Fn(usize) -> C,
+) -> Vec<u32>
+where
+    C: FnMut() -> Result<(), String> + Send + 'static,
+{
+    let chaos_done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (chaos_done, sent, failures) = (chaos_done.clone(), sent.clone(), failures.clone());
+            let mut request = client(i);
+            std::thread::spawn(move || {
+                while (!chaos_done.load(Ordering::SeqCst) || sent.load(Ordering::SeqCst) < min)
+                    && sent.load(Ordering::SeqCst) < 200_000
+                    && Instant::now() < deadline
+                {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = request() {
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut killed = Vec::new();
+    for i in 0..5 {
+        // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
+        std::thread::sleep(Duration::from_millis(300));
+        killed.push(f.kill_a_running_worker(i));
+    }
+    chaos_done.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let total = sent.load(Ordering::SeqCst);
+    assert!(total >= min, "sent {total}");
+    assert_no_failures(total, &failures.lock().unwrap());
+    killed
+}
+
+/// The built-in page, whole, with a 200; otherwise what came instead.
+pub fn page_ok(answer: std::io::Result<Response>) -> Result<(), String> {
+    match answer {
+        Ok(r) if r.status == 200 && r.body == PAGE => Ok(()),
+        Ok(r) => Err(format!("status {} body {} bytes", r.status, r.body.len())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A running fleet started with `fleet up -d`.

@@ -1,8 +1,6 @@
 //! Self-healing: crashes, hangs, crash loops, a dead supervisor, foreign
 //! backends. Loopback only; every load is bounded in requests and time.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -11,50 +9,10 @@ use crate::harness::*;
 
 #[test]
 fn chaos_kill_9_under_load_loses_no_request() {
-    let f = Fleet::start(4, "restart:\n  initial_backoff: 50ms\n  max_restarts: 10\n");
+    let f = Fleet::start(4, CHAOS);
     let addr = f.addr();
-    let chaos_done = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let (chaos_done, sent, failures) = (chaos_done.clone(), sent.clone(), failures.clone());
-            std::thread::spawn(move || {
-                // Keep the load on until the chaos is over and at least 2,000
-                // requests went out; bounded by count and by the deadline.
-                while (!chaos_done.load(Ordering::SeqCst) || sent.load(Ordering::SeqCst) < 2000)
-                    && sent.load(Ordering::SeqCst) < 200_000
-                    && Instant::now() < deadline
-                {
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    match get(addr, "/page.html") {
-                        Ok(r) if r.status == 200 && r.body == PAGE => {}
-                        Ok(r) => failures.lock().unwrap().push(format!(
-                            "status {} body {} bytes",
-                            r.status,
-                            r.body.len()
-                        )),
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut killed = Vec::new();
-    for i in 0..5 {
-        // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
-        std::thread::sleep(Duration::from_millis(300));
-        killed.push(f.kill_a_running_worker(i));
-    }
-    chaos_done.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let total = sent.load(Ordering::SeqCst);
-    let failures = failures.lock().unwrap();
-    assert!(total >= 2000, "sent {total}");
-    assert_no_failures(total, &failures);
+    // 20 one-shot clients and at least 2,000 requests.
+    let killed = chaos_under_load(&f, 20, 2000, |_| move || page_ok(get(addr, "/page.html")));
     let s = f.wait_status(
         Duration::from_secs(5),
         "every backend healthy after the chaos",
