@@ -189,6 +189,12 @@ fn page_server() -> (TestServer, String) {
     (srv, url)
 }
 
+/// `page_server()` and a fresh directory to run `fleet bench` in.
+fn page_server_and_dir() -> (TestServer, String, tempfile::TempDir) {
+    let (srv, url) = page_server();
+    (srv, url, tempfile::tempdir().unwrap())
+}
+
 /// `fleet ARGS` in `cwd`, checked to succeed.
 fn fleet_ok(args: &[&str], cwd: &Path) -> Run {
     let run = fleet(args, cwd);
@@ -323,8 +329,7 @@ fn bench_counts_non_2xx_as_complete_in_their_own_column() {
 
 #[test]
 fn bench_csv_and_markdown_have_the_lab_shape() {
-    let (_srv, url) = page_server();
-    let dir = tempfile::tempdir().unwrap();
+    let (_srv, url, dir) = page_server_and_dir();
     let csv = fleet_ok(
         &["bench", &url, "-n", "20", "-c", "1,5", "--format", "csv"],
         dir.path(),
@@ -376,41 +381,22 @@ fn bench_csv_and_markdown_have_the_lab_shape() {
 
 #[test]
 fn bench_plot_writes_an_svg_with_one_line_per_run() {
-    let (_srv, url) = page_server();
-    let dir = tempfile::tempdir().unwrap();
-    let first = fleet_ok(
-        &[
-            "bench",
-            &url,
-            "-n",
-            "20",
-            "-c",
-            "1,4",
-            "--format",
-            "json",
-            "--label",
-            "first-run",
-        ],
-        dir.path(),
-    );
+    let (_srv, url, dir) = page_server_and_dir();
+    // Both runs measure the same levels.
+    let run = |extra: &[&str]| {
+        let levels = ["bench", url.as_str(), "-n", "20", "-c", "1,4"];
+        fleet_ok(&[&levels[..], extra].concat(), dir.path())
+    };
+    let first = run(&["--format", "json", "--label", "first-run"]);
     std::fs::write(dir.path().join("first.json"), &first.stdout).unwrap();
-    fleet_ok(
-        &[
-            "bench",
-            &url,
-            "-n",
-            "20",
-            "-c",
-            "1,4",
-            "--label",
-            "second-run",
-            "--compare",
-            "first.json",
-            "--plot",
-            "chart.svg",
-        ],
-        dir.path(),
-    );
+    run(&[
+        "--label",
+        "second-run",
+        "--compare",
+        "first.json",
+        "--plot",
+        "chart.svg",
+    ]);
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg"), "{svg}");
     assert!(svg.trim_end().ends_with("</svg>"));
@@ -478,8 +464,7 @@ fn bench_without_url_or_fleet_says_how_to_start_one() {
 fn bench_ctrl_c_prints_the_rows_measured_so_far() {
     use nix::sys::signal::Signal;
 
-    let (srv, url) = page_server();
-    let dir = tempfile::tempdir().unwrap();
+    let (srv, url, dir) = page_server_and_dir();
     // Far more requests than the test waits for; Ctrl-C ends the run.
     let mut child = ChildGuard(
         Command::new(FLEET)
