@@ -413,15 +413,7 @@ impl Backend {
                 Event::Tick,
             ) if now >= since + START_TIMEOUT => {
                 self.stopping_for = Some(CAUSE_NOT_READY);
-                (
-                    Stopping {
-                        pid,
-                        deadline: now + LIVENESS_GRACE,
-                        then: AfterStop::Restart,
-                        killed: false,
-                    },
-                    Some(Action::Signal(Sig::Term)),
-                )
+                stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart)
             }
             // Starting | Running | Draining -> Backoff | Failed | Stopped (the worker died)
             (
@@ -470,15 +462,7 @@ impl Backend {
                 let fails = fails.saturating_add(1);
                 if fails >= p.restart_after {
                     self.stopping_for = Some(CAUSE_HEALTH);
-                    return (
-                        Stopping {
-                            pid,
-                            deadline: now + LIVENESS_GRACE,
-                            then: AfterStop::Restart,
-                            killed: false,
-                        },
-                        Some(Action::Signal(Sig::Term)),
-                    );
+                    return stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart);
                 }
                 (
                     Running {
