@@ -378,6 +378,32 @@ impl Fleet {
         }
     }
 
+    /// `come_back` for each of `ports` in turn, saying `backend P: DONE (pid N)`
+    /// for each that does; `Err` names every one that did not.
+    async fn all_come_back(
+        &self,
+        ports: &[u16],
+        limit: Duration,
+        done: &str,
+        out: &Out,
+    ) -> Result<(), OpError> {
+        let mut failed = Vec::new();
+        for &p in ports {
+            match self.come_back(p, limit).await {
+                Ok(pid) => {
+                    out.progress(format!("backend {p}: {done} (pid {pid})"))
+                        .await
+                }
+                Err(NotServing(why)) => failed.push((p, why)),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(OpError::NotServing(failed))
+        }
+    }
+
     /// How long a restarted backend gets to stop and pass its first probe.
     fn restart_limit(&self) -> Duration {
         self.config.shutdown.timeout + STARTUP_TIMEOUT
@@ -417,16 +443,7 @@ impl Fleet {
                 )
                 .await;
             }
-            let mut failed = Vec::new();
-            for &p in &ports {
-                match self.come_back(p, limit).await {
-                    Ok(pid) => out.progress(format!("backend {p}: back (pid {pid})")).await,
-                    Err(NotServing(why)) => failed.push((p, why)),
-                }
-            }
-            if !failed.is_empty() {
-                return Err(OpError::NotServing(failed));
-            }
+            self.all_come_back(&ports, limit, "back", out).await?;
             return Ok(format!("restarted {} backends", ports.len()));
         }
         for (i, &p) in ports.iter().enumerate() {
@@ -512,19 +529,8 @@ impl Fleet {
                 _ => {}
             }
         }
-        let mut failed = Vec::new();
-        for &p in &started {
-            match self.come_back(p, STARTUP_TIMEOUT).await {
-                Ok(pid) => {
-                    out.progress(format!("backend {p}: started (pid {pid})"))
-                        .await
-                }
-                Err(NotServing(why)) => failed.push((p, why)),
-            }
-        }
-        if !failed.is_empty() {
-            return Err(OpError::NotServing(failed));
-        }
+        self.all_come_back(&started, STARTUP_TIMEOUT, "started", out)
+            .await?;
         Ok(match started.len() {
             0 => "nothing to start".into(),
             _ => format!("started {}", list(&started)),
@@ -559,19 +565,8 @@ impl Fleet {
             }
             self.publish_pool();
             out.progress(format!("starting {}", list(&new))).await;
-            let mut failed = Vec::new();
-            for &p in &new {
-                match self.come_back(p, STARTUP_TIMEOUT).await {
-                    Ok(pid) => {
-                        out.progress(format!("backend {p}: in rotation (pid {pid})"))
-                            .await
-                    }
-                    Err(NotServing(why)) => failed.push((p, why)),
-                }
-            }
-            if !failed.is_empty() {
-                return Err(OpError::NotServing(failed));
-            }
+            self.all_come_back(&new, STARTUP_TIMEOUT, "in rotation", out)
+                .await?;
         } else if n < have {
             let gone: Vec<u16> = (base + n..base + have).collect();
             out.progress(format!("draining {}", list(&gone))).await;
