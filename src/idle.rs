@@ -143,9 +143,15 @@ impl<T, O: Observer> Tracked<T, O> {
         self.observer.read(n as u64);
     }
 
-    fn moved_out(&self, n: usize) {
-        self.observer.activity().touch();
-        self.observer.written(n as u64);
+    /// Counts what a write moved, and passes its result on.
+    fn wrote(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.observer.activity().touch();
+            self.observer.written(n as u64);
+        }
+        r
     }
 }
 
@@ -174,12 +180,7 @@ impl<T: AsyncWrite + Unpin, O: Observer + Unpin> AsyncWrite for Tracked<T, O> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            this.moved_out(n);
-        }
-        r
+        this.wrote(r)
     }
 
     fn poll_write_vectored(
@@ -189,12 +190,7 @@ impl<T: AsyncWrite + Unpin, O: Observer + Unpin> AsyncWrite for Tracked<T, O> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            this.moved_out(n);
-        }
-        r
+        this.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {
