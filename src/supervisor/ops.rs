@@ -359,6 +359,20 @@ impl Fleet {
         }
     }
 
+    /// Drain `ports`, then send each the deliberate stop `stop(deadline)`
+    /// (a restart or a halt), SIGKILL due after the shutdown timeout.
+    async fn drain_then_stop(
+        &self,
+        ports: &[u16],
+        out: &Out,
+        stop: fn(std::time::Instant) -> Event,
+    ) {
+        self.drain(ports, out).await;
+        for &p in ports {
+            self.step(p, stop(self.stop_deadline())).await;
+        }
+    }
+
     /// After a deliberate (re)start: wait until the backend takes traffic,
     /// or gives up, or `limit`. `Err` says why it is not serving.
     async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, NotServing> {
@@ -433,30 +447,16 @@ impl Fleet {
         if all_at_once {
             out.progress(format!("draining {} backends", ports.len()))
                 .await;
-            self.drain(&ports, out).await;
-            for &p in &ports {
-                self.step(
-                    p,
-                    Event::Restart {
-                        deadline: self.stop_deadline(),
-                    },
-                )
+            self.drain_then_stop(&ports, out, |deadline| Event::Restart { deadline })
                 .await;
-            }
             self.all_come_back(&ports, limit, "back", out).await?;
             return Ok(format!("restarted {} backends", ports.len()));
         }
         for (i, &p) in ports.iter().enumerate() {
             out.progress(format!("backend {p}: draining ({}/{})", i + 1, ports.len()))
                 .await;
-            self.drain(&[p], out).await;
-            self.step(
-                p,
-                Event::Restart {
-                    deadline: self.stop_deadline(),
-                },
-            )
-            .await;
+            self.drain_then_stop(&[p], out, |deadline| Event::Restart { deadline })
+                .await;
             match self.come_back(p, limit).await {
                 Ok(pid) => {
                     out.progress(format!("backend {p}: back in rotation (pid {pid})"))
@@ -486,16 +486,8 @@ impl Fleet {
             ));
         }
         let ports = self.select(ports)?;
-        self.drain(&ports, out).await;
-        for &p in &ports {
-            self.step(
-                p,
-                Event::Halt {
-                    deadline: self.stop_deadline(),
-                },
-            )
+        self.drain_then_stop(&ports, out, |deadline| Event::Halt { deadline })
             .await;
-        }
         let deadline = Instant::now() + self.config.shutdown.timeout + STOP_SLACK;
         let slots: Vec<_> = ports.iter().map(|p| self.slot(*p).clone()).collect();
         self.wait_until(deadline, || {
