@@ -76,8 +76,9 @@
 //!   `FleetStatus`), `control::command` (what the control server asks of the
 //!   supervisor's loop), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).
-//! - `guard`: `fleet guard`, which ties a custom backend command to the
-//!   supervisor's lifeline where the kernel will not (macOS).
+//! - `guard`: `fleet guard`, which ties a custom backend command and
+//!   everything it starts to the supervisor's lifeline (on every platform:
+//!   the kernel's parent-death signal reaches only a direct child).
 //!
 //! The worker (`fleet serve`)
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its

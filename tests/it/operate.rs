@@ -555,7 +555,7 @@ fn status_and_json_status_of_a_1000_backend_fleet() {
         .unwrap();
     let mut f = Fleet::adopt(scratch, ports[..1000].to_vec(), listen);
     // The control socket answers only after every port was checked free.
-    let pid = wait_for(Duration::from_secs(60), "the supervisor answering", || {
+    let pid = wait_for(Duration::from_secs(120), "the supervisor answering", || {
         let out = f.fleet(&["status", "--json"]);
         let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
         Some(v.pid)
