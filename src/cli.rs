@@ -1,7 +1,6 @@
 //! Command-line interface: clap derive types only. Parsing happens here; what the
 //! flags *mean* (merging with fleet.yaml, validation) lives in `config`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -339,55 +338,9 @@ pub enum BenchFormat {
     Json,
 }
 
-/// Parse `ADDR:PORT`, or a bare `PORT` meaning `127.0.0.1:PORT` (loopback:
-/// exposing the balancer is always spelled out), for `--listen` / `listen:`;
-/// shared by CLI and config.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u16>()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
-            .map_err(|_| format!("port {s} is out of range (0-65535)"));
-    }
-    s.parse::<SocketAddr>().map_err(|_| {
-        format!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listen_port_alone_means_loopback() {
-        assert_eq!(
-            parse_listen("44444"),
-            Ok(SocketAddr::from(([127, 0, 0, 1], 44444)))
-        );
-    }
-
-    #[test]
-    fn listen_address_and_port_are_taken_as_written() {
-        assert_eq!(
-            parse_listen("0.0.0.0:80"),
-            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
-        );
-        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
-    }
-
-    #[test]
-    fn listen_port_out_of_range_is_named() {
-        assert_eq!(
-            parse_listen("70000"),
-            Err("port 70000 is out of range (0-65535)".into())
-        );
-    }
-
-    #[test]
-    fn listen_garbage_is_rejected() {
-        assert!(parse_listen("localhost").is_err());
-        assert!(parse_listen("").is_err());
-    }
 
     #[test]
     fn every_subcommand_has_examples() {

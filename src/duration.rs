@@ -17,7 +17,7 @@ use std::time::Duration;
 /// Why text is not a duration. Each message names the value and says how to
 /// write it; the caller adds which key or flag it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     /// A negative number or duration, e.g. `-1` or `-5s`.
     #[error("must not be negative (got {0})")]
     Negative(String),
@@ -27,7 +27,7 @@ pub enum DurationError {
 }
 
 /// Parse a duration by [the rule](self).
-pub fn parse(s: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse(s: &str) -> Result<Duration, DurationError> {
     let t = s.trim();
     if t.starts_with('-') {
         return Err(DurationError::Negative(t.to_owned()));
@@ -41,7 +41,7 @@ pub fn parse(s: &str) -> Result<Duration, DurationError> {
 }
 
 /// A duration as the grammar writes it (`1s 500ms`), for messages.
-pub fn format(d: Duration) -> String {
+pub(crate) fn format(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 

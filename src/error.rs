@@ -8,27 +8,50 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Up(#[from] crate::commands::up::UpError),
+    #[error(transparent)]
+    Status(#[from] crate::commands::status::StatusError),
+    #[error(transparent)]
+    Down(#[from] crate::commands::down::DownError),
+    #[error(transparent)]
+    Operate(#[from] crate::commands::operate::OperateError),
+    #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
+    #[error(transparent)]
+    Logs(#[from] crate::commands::logs::LogsError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    #[error(transparent)]
+    Init(#[from] crate::commands::init::InitError),
+    #[error(transparent)]
+    Man(#[from] crate::commands::man::ManError),
+    #[error(transparent)]
+    Export(#[from] crate::commands::export::ExportError),
 }
 
 impl Error {
     /// The exit code documented in the README for this failure.
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Up(e) => e.exit_code(),
+            Error::Status(e) => e.exit_code(),
+            Error::Down(e) => e.exit_code(),
+            Error::Operate(e) => e.exit_code(),
             Error::Worker(e) => e.exit_code(),
+            Error::Guard(e) => e.exit_code(),
+            Error::Logs(e) => e.exit_code(),
+            Error::Bench(e) => e.exit_code(),
+            Error::Init(e) => e.exit_code(),
+            Error::Man(e) => e.exit_code(),
+            Error::Export(e) => e.exit_code(),
         }
     }
 
     /// The message and its causes on one line: `cannot read x: permission denied`.
     pub fn to_line(&self) -> String {
-        let mut line = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            line.push_str(": ");
-            line.push_str(&c.to_string());
-            cause = c.source();
-        }
-        line
+        crate::message::one_line(self)
     }
 }
 

@@ -2,13 +2,13 @@
 //! `main` turns them into the process's exit status.
 
 /// Success (for `fleet up -d`: the fleet is running, possibly degraded).
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// A runtime failure: the fleet could not start, the supervisor did not answer, ...
-pub const FAILURE: u8 = 1;
+pub(crate) const FAILURE: u8 = 1;
 /// A usage or configuration error: nothing was started.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 /// `fleet status` found no running fleet in the state dir.
-pub const NOT_RUNNING: u8 = 3;
+pub(crate) const NOT_RUNNING: u8 = 3;
 /// The state dir cannot be read (another user's fleet, a corrupt state
 /// dir): whether a fleet runs there is unknown.
-pub const UNREADABLE: u8 = 4;
+pub(crate) const UNREADABLE: u8 = 4;

@@ -10,7 +10,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// The soft limit after trying to raise it to `want`. Below `want` when the
 /// hard limit is lower, or when the kernel refused the change.
-pub fn raise(want: u64) -> nix::Result<u64> {
+pub(crate) fn raise(want: u64) -> nix::Result<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     // macOS reports RLIM_INFINITY but refuses soft limits above OPEN_MAX.
     #[cfg(target_os = "macos")]

@@ -34,20 +34,49 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::cli::GuardArgs;
 use crate::exit;
 
-pub fn run(args: GuardArgs) -> u8 {
+/// Why the guard could not run or follow its command.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("guard: no command given")]
+    NoCommand,
+    #[error("guard: cannot handle signals")]
+    Signals(#[source] std::io::Error),
+    #[error("guard: cannot start {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("guard: lost {program}")]
+    Lost {
+        program: String,
+        #[source]
+        source: Errno,
+    },
+}
+
+impl GuardError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            GuardError::NoCommand => exit::USAGE,
+            // What a shell answers for a command it cannot run.
+            GuardError::Spawn { .. } => 127,
+            GuardError::Signals(_) | GuardError::Lost { .. } => exit::FAILURE,
+        }
+    }
+}
+
+/// Run PROGRAM under the guard; `Ok` carries PROGRAM's exit code, which the
+/// guard exits with as its own (a PROGRAM killed by a signal takes the guard
+/// with it by the same signal, inside this call).
+pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
     let Some((program, rest)) = args.command.split_first() else {
-        eprintln!("fleet guard: no command given");
-        return exit::USAGE;
+        return Err(GuardError::NoCommand);
     };
     // Registered handlers replace the default action (terminate), so the
     // guard stays to collect PROGRAM's status.
-    let signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("fleet guard: cannot handle signals: {e}");
-            return exit::FAILURE;
-        }
-    };
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(GuardError::Signals)?;
     #[cfg(target_os = "linux")]
     if !crate::process::portable()
         && let Err(e) = nix::sys::prctl::set_child_subreaper(true)
@@ -55,17 +84,14 @@ pub fn run(args: GuardArgs) -> u8 {
         // Still guarded by the process group, as on macOS.
         eprintln!("fleet guard: cannot become a child subreaper: {e}");
     }
-    let child = match Command::new(program)
+    let child = Command::new(program)
         .args(rest)
         .stdin(Stdio::null())
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fleet guard: cannot start {program}: {e}");
-            return 127;
-        }
-    };
+        .map_err(|source| GuardError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
     let child_pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
@@ -96,12 +122,14 @@ pub fn run(args: GuardArgs) -> u8 {
             Ok(s @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)))
                 if pid == child_pid =>
             {
-                break Some(s);
+                break Ok(s);
             }
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => {
-                eprintln!("fleet guard: lost {program}: {e}");
-                break None;
+            Err(source) => {
+                break Err(GuardError::Lost {
+                    program: program.clone(),
+                    source,
+                });
             }
         }
     };
@@ -110,15 +138,15 @@ pub fn run(args: GuardArgs) -> u8 {
     // next start, and nothing would ever stop it.
     kill_descendants();
     drop(signals);
-    match status {
-        Some(WaitStatus::Exited(_, code)) => u8::try_from(code).unwrap_or(exit::FAILURE),
-        Some(WaitStatus::Signaled(_, sig, _)) => {
+    Ok(match status? {
+        WaitStatus::Exited(_, code) => u8::try_from(code).unwrap_or(exit::FAILURE),
+        WaitStatus::Signaled(_, sig, _) => {
             // Die the same way, so the supervisor records the real cause.
             let _ = signal_hook::low_level::emulate_default_handler(sig as i32);
             128u8.saturating_add(u8::try_from(sig as i32).unwrap_or(0))
         }
         _ => exit::FAILURE,
-    }
+    })
 }
 
 /// SIGKILL every descendant of this guard, wherever its process group: with

@@ -1,23 +1,22 @@
-//! Idle tracking for a connection: a socket wrapper that stamps when a byte
-//! last moved either way, and the queries a connection task needs to drop the
-//! connection once nothing has moved for its idle timeout. Counting writes
-//! too means a response still being sent is not idle, and a peer that stops
-//! reading (its window full, our writes pending) is cut off like an idle one.
+//! Idle tracking for a connection, for the worker and the balancer alike: a
+//! socket wrapper that stamps when a byte last moved either way, and the
+//! queries a connection task needs to drop the connection once nothing has
+//! moved for its idle timeout. Counting writes too means a response still
+//! being sent is not idle, and a peer that stops reading (its window full,
+//! our writes pending) is cut off like an idle one.
 //!
 //! The worker needs it because hyper 1 has no idle timeout of its own for
 //! HTTP/1 (its header-read timer also runs while a kept-alive connection
 //! waits for the next request, so it caps idleness too, but it is meant for
-//! slow heads and is longer). The wrapper is generic over how the `Activity`
-//! is held: the worker shares it through an `Arc` with hyper's connection
-//! future, while a task that owns both streams can lend it by reference.
-//!
-//! Note: the balancer still has its own copy (`balancer::idle`), left alone
-//! while the balancer is being rewritten for per-request HTTP balancing; it
-//! should move to this module (`Tracked<S, &Activity>` is its shape).
+//! slow heads and is longer); the balancer for its tunnels and spliced
+//! connections. What a wrapped socket reports to is an [`Observer`]: the
+//! worker shares its `Activity` through an `Arc` with hyper's connection
+//! future; a balancer task that owns both streams lends it by reference,
+//! with byte counters for the metrics beside it ([`Counted`]).
 
 use std::io;
-use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -25,14 +24,16 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::metrics::Counter;
+
 /// When a connection last moved a byte, shared between the socket wrapper
 /// (written on every successful read or write) and the connection task.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last read or write that moved bytes.
     last_ns: AtomicU64,
-    /// Whether the client has sent anything at all.
+    /// Whether the peer has sent anything at all.
     heard: AtomicBool,
 }
 
@@ -43,7 +44,7 @@ impl Default for Activity {
 }
 
 impl Activity {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Activity {
             epoch: Instant::now(),
             last_ns: AtomicU64::new(0),
@@ -57,17 +58,17 @@ impl Activity {
     }
 
     /// The peer has sent at least one byte: a request may be in flight.
-    pub fn heard(&self) -> bool {
+    pub(crate) fn heard(&self) -> bool {
         self.heard.load(Ordering::Relaxed)
     }
 
     /// When the connection becomes idle if nothing moves before then.
-    pub fn idle_at(&self, idle: Duration) -> Instant {
+    pub(crate) fn idle_at(&self, idle: Duration) -> Instant {
         self.epoch + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed)) + idle
     }
 
     /// Completes once nothing has moved for `idle`.
-    pub async fn idle_for(&self, idle: Duration) {
+    pub(crate) async fn idle_for(&self, idle: Duration) {
         loop {
             let at = self.idle_at(idle);
             if Instant::now() >= at {
@@ -78,26 +79,83 @@ impl Activity {
     }
 }
 
-/// A socket that reports its progress to an `Activity` held as `A`
-/// (`Arc<Activity>` or `&Activity`).
-#[derive(Debug)]
-pub struct Tracked<T, A> {
-    inner: T,
-    activity: A,
+/// What a [`Tracked`] socket reports its progress to.
+pub(crate) trait Observer {
+    fn activity(&self) -> &Activity;
+    /// `n` bytes were read (n > 0).
+    fn read(&self, _n: u64) {}
+    /// `n` bytes were written (n > 0).
+    fn written(&self, _n: u64) {}
 }
 
-impl<T, A: Deref<Target = Activity>> Tracked<T, A> {
-    pub fn new(inner: T, activity: A) -> Self {
-        Tracked { inner, activity }
+impl Observer for Arc<Activity> {
+    fn activity(&self) -> &Activity {
+        self
+    }
+}
+
+impl Observer for &Activity {
+    fn activity(&self) -> &Activity {
+        self
+    }
+}
+
+/// An activity and two byte counters (bytes read, bytes written).
+pub(crate) struct Counted<'a> {
+    pub(crate) activity: &'a Activity,
+    pub(crate) read: &'a Counter,
+    pub(crate) written: &'a Counter,
+}
+
+impl Observer for Counted<'_> {
+    fn activity(&self) -> &Activity {
+        self.activity
+    }
+    fn read(&self, n: u64) {
+        self.read.add(n);
+    }
+    fn written(&self, n: u64) {
+        self.written.add(n);
+    }
+}
+
+/// A socket that reports its progress to an [`Observer`].
+#[derive(Debug)]
+pub(crate) struct Tracked<T, O> {
+    inner: T,
+    observer: O,
+}
+
+impl<T, O: Observer> Tracked<T, O> {
+    pub(crate) fn new(inner: T, observer: O) -> Self {
+        Tracked { inner, observer }
     }
 
     /// The wrapped socket, for calls that move no bytes (`shutdown`).
-    pub fn get_mut(&mut self) -> &mut T {
+    pub(crate) fn get_mut(&mut self) -> &mut T {
         &mut self.inner
+    }
+
+    fn moved_in(&self, n: usize) {
+        let a = self.observer.activity();
+        a.touch();
+        a.heard.store(true, Ordering::Relaxed);
+        self.observer.read(n as u64);
+    }
+
+    /// Counts what a write moved, and passes its result on.
+    fn wrote(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.observer.activity().touch();
+            self.observer.written(n as u64);
+        }
+        r
     }
 }
 
-impl<T: AsyncRead + Unpin, A: Deref<Target = Activity> + Unpin> AsyncRead for Tracked<T, A> {
+impl<T: AsyncRead + Unpin, O: Observer + Unpin> AsyncRead for Tracked<T, O> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -106,15 +164,15 @@ impl<T: AsyncRead + Unpin, A: Deref<Target = Activity> + Unpin> AsyncRead for Tr
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.touch();
-            this.activity.heard.store(true, Ordering::Relaxed);
+        let n = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
+            this.moved_in(n);
         }
         r
     }
 }
 
-impl<T: AsyncWrite + Unpin, A: Deref<Target = Activity> + Unpin> AsyncWrite for Tracked<T, A> {
+impl<T: AsyncWrite + Unpin, O: Observer + Unpin> AsyncWrite for Tracked<T, O> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -122,10 +180,7 @@ impl<T: AsyncWrite + Unpin, A: Deref<Target = Activity> + Unpin> AsyncWrite for 
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
+        this.wrote(r)
     }
 
     fn poll_write_vectored(
@@ -135,10 +190,7 @@ impl<T: AsyncWrite + Unpin, A: Deref<Target = Activity> + Unpin> AsyncWrite for 
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
-        r
+        this.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -194,5 +246,25 @@ mod tests {
         tracked.write_all(b"x").await.unwrap();
         activity.idle_for(Duration::from_secs(1)).await;
         assert_eq!(Instant::now() - begin, Duration::from_millis(1500));
+    }
+
+    #[tokio::test]
+    async fn counted_sockets_add_the_bytes_each_way() {
+        let activity = Activity::new();
+        let (read, written) = (Counter::default(), Counter::default());
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut tracked = Tracked::new(
+            a,
+            Counted {
+                activity: &activity,
+                read: &read,
+                written: &written,
+            },
+        );
+        tracked.write_all(b"hello").await.unwrap();
+        b.write_all(b"hi").await.unwrap();
+        let mut buf = [0u8; 2];
+        tracked.read_exact(&mut buf).await.unwrap();
+        assert_eq!((read.get(), written.get()), (2, 5));
     }
 }

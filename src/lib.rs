@@ -8,9 +8,10 @@
 //! Entry and commands
 //! - `main`: parse the command line, set up logging, run, exit with the code.
 //! - `cli`: the clap types of every subcommand but `serve`, whose flags the
-//!   worker owns (`worker::args`); `exit`: the exit codes; `error`: the
-//!   top-level error each command's failure converges to, which only `main`
-//!   prints.
+//!   worker owns (`worker::args`); [`run`] (in this file) runs the command
+//!   they name; `exit`: the exit codes; `error`: the top-level error each
+//!   command's failure converges to, which only `main` prints, in the words
+//!   of `message` (the message and its causes on one line).
 //! - `commands`: one module per subcommand that talks to a fleet, the glue
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
@@ -38,6 +39,8 @@
 //! - `idle`: idle tracking for a connection's socket (worker and balancer).
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
+//! - `rotating_file`: a size-capped log file, rotated once, for every log
+//!   fleet writes.
 //! - `logging`: where this process's log lines go (stderr, the rotated
 //!   supervisor.log), one timestamp each, colour only on a terminal without
 //!   `NO_COLOR`.
@@ -58,13 +61,13 @@
 //! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
 //!   (max_connections, closing the longest-idle client when full),
 //!   `balancer::pool` the shared view of the backends, `balancer::strategy`
-//!   (round-robin, least-connections, power-of-two, ip-hash, chosen after
-//!   health filtering), `balancer::http` the default engine (every request
+//!   (how round-robin, least-connections, power-of-two and ip-hash choose,
+//!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
 //!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
 //!   rewriter, `balancer::http::upstream_pool` kept-alive backend
-//!   connections), `balancer::tcp` the byte-splicing engine, `balancer::idle`
-//!   its idle watcher (to be replaced by `idle`), `balancer::access_log` the
-//!   optional per-request log.
+//!   connections), `balancer::tcp` the byte-splicing engine (both use `idle`
+//!   for their idle timeouts), `balancer::access_log` the optional
+//!   per-request log.
 //! - `metrics`: per-backend and balancer counters and histograms in atomics
 //!   (no lock per request), and per-second samples for the 10-second rates.
 //! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
@@ -73,8 +76,9 @@
 //!   `FleetStatus`), `control::command` (what the control server asks of the
 //!   supervisor's loop), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).
-//! - `guard`: `fleet guard`, which ties a custom backend command to the
-//!   supervisor's lifeline where the kernel will not (macOS).
+//! - `guard`: `fleet guard`, which ties a custom backend command and
+//!   everything it starts to the supervisor's lifeline (on every platform:
+//!   the kernel's parent-death signal reaches only a direct child).
 //!
 //! The worker (`fleet serve`)
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
@@ -106,36 +110,92 @@
 //! `supervisor::run` owns the order.
 
 pub(crate) mod admin;
-pub mod balancer;
-pub mod bench;
+// The crate's interface is what the `fleet` binary, the integration tests
+// and the fuzz targets use: `cli` and `run` (the binary), `logging::init`,
+// `Error`, `process` (the tests' process queries), `protocol` (the status a
+// test reads, the decoder a fuzz target feeds), `path` and `framing`
+// (fuzzed).
+// Everything else is `pub(crate)`, so the compiler reports what is unused.
+mod balancer;
+mod bench;
 pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod control;
-pub mod discover;
-pub mod duration;
+mod commands;
+mod config;
+mod control;
+mod discover;
+mod duration;
 mod error;
-pub mod exit;
-pub mod fd_limit;
-pub mod guard;
+mod exit;
+mod fd_limit;
+mod guard;
 mod help;
-pub mod idle;
-pub mod listener;
+mod idle;
+mod listener;
 pub mod logging;
-pub(crate) mod metrics;
-pub mod ports;
+mod message;
+mod metrics;
+mod ports;
 pub mod process;
-pub mod state_dir;
-pub mod supervisor;
-pub mod worker;
+mod rotating_file;
+mod state_dir;
+mod supervisor;
+mod worker;
 
+/// The http balancer's HTTP/1 framing, public for its fuzz target.
+pub use balancer::http::framing;
+/// The control protocol: the status `fleet status --json` prints (which the
+/// integration tests read as this type) and the decoder the fuzz target feeds.
+pub use control::protocol;
 pub use error::Error;
+/// Request-target normalisation, public for its fuzz target.
+pub use worker::path;
+
+/// Run one command to its end: the exit code of a command that did its job
+/// (0, or for the hidden `guard` the code of the command it guarded), or the
+/// error that stopped it, which `main` prints and turns into its exit code.
+pub fn run(command: cli::Command) -> Result<u8, Error> {
+    use cli::Command;
+    use commands::{
+        completions, down, export, init, logs, man, reload, restart, scale, start, status, stop, up,
+    };
+    /// A command that succeeded exits 0.
+    fn done<E: Into<Error>>(r: Result<(), E>) -> Result<u8, Error> {
+        r.map(|()| exit::OK).map_err(Into::into)
+    }
+    match command {
+        Command::Up(a) => done(up::run(a)),
+        Command::Status(a) => done(status::run(a)),
+        Command::Top(a) => done(status::run(crate::cli::StatusArgs {
+            json: false,
+            watch: true,
+            state: a.state,
+        })),
+        Command::Down(a) => done(down::run(a)),
+        Command::Restart(a) => done(restart::run(a)),
+        Command::Stop(a) => done(stop::run(a)),
+        Command::Start(a) => done(start::run(a)),
+        Command::Scale(a) => done(scale::run(a)),
+        Command::Reload(a) => done(reload::run(a)),
+        Command::Logs(a) => done(logs::run(a)),
+        Command::Serve(a) => done(crate::worker::run(a)),
+        Command::Bench(a) => done(crate::bench::run(&a)),
+        Command::Guard(a) => crate::guard::run(a).map_err(Into::into),
+        Command::Init => done(init::run()),
+        Command::Completions(a) => {
+            completions::run(a);
+            Ok(exit::OK)
+        }
+        Command::Man(a) => done(man::run(a)),
+        Command::Export(a) => done(export::run(a)),
+    }
+}
 
 #[cfg(test)]
 mod layout {
     use std::path::Path;
 
-    /// `a::b` for `src/a/b.rs` and `src/a/b/mod.rs`; tests and `lib` itself
+    /// `a::b` for `src/a/b.rs` and `src/a/b/mod.rs`; test modules (`tests`,
+    /// `*_tests`) and `lib` itself
     /// are not modules a newcomer looks for.
     fn modules(dir: &Path, prefix: &str, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -149,7 +209,7 @@ mod layout {
             if path.is_dir() {
                 out.push(full.clone());
                 modules(&path, &full, out);
-            } else if !matches!(name.as_str(), "mod" | "lib" | "tests") {
+            } else if !(matches!(name.as_str(), "mod" | "lib") || name.ends_with("tests")) {
                 out.push(full);
             }
         }

@@ -15,14 +15,14 @@ use tracing::warn;
 /// overflow silently stalls clients: std's default (128) overflowed under
 /// `ab -c 500`, the lab's `listen(5)` much sooner, and each dropped SYN costs
 /// a client a 1 s retransmit.
-pub const BACKLOG: u32 = 4096;
+pub(crate) const BACKLOG: u32 = 4096;
 
 /// Pause after an accept error such as EMFILE, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Bind `addr` with SO_REUSEADDR and a [`BACKLOG`]-deep queue. Needs a
 /// runtime context (the socket is registered with it) but starts nothing.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -37,24 +37,38 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// The next connection, or `None` once `stop` is cancelled. Errors that
 /// concern one connection that never got going are skipped; others (EMFILE,
-/// ENFILE, ENOBUFS) are logged and waited out for `ACCEPT_BACKOFF`, since
+/// ENFILE, ENOBUFS) are logged and waited out for [`ACCEPT_BACKOFF`], since
 /// they pass as connections close.
-pub async fn accept(
+pub(crate) async fn accept(
     listener: &TcpListener,
     stop: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr)> {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    accept_with(stop, &format!("port {port}"), || listener.accept()).await
+}
+
+/// [`accept`] for any listener (the control socket is a Unix one): `next`
+/// accepts once; `what` names the listener in the log line.
+pub(crate) async fn accept_with<T, F, Fut>(
+    stop: &CancellationToken,
+    what: &str,
+    mut next: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
     loop {
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => return None,
-            accepted = listener.accept() => accepted,
+            accepted = next() => accepted,
         };
         match accepted {
             Ok(conn) => return Some(conn),
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                let port = listener.local_addr().map_or(0, |a| a.port());
-                warn!(port, error = %e, "accept failed; backing off");
+                warn!(listener = what, error = %e, "accept failed; backing off");
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return None,

@@ -25,10 +25,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, filter, fmt};
 
-use crate::supervisor::output::RotatingFile;
+use crate::rotating_file::RotatingFile;
 
 /// `NO_COLOR` (no-color.org): set and not empty means no colour anywhere.
-pub fn no_color() -> bool {
+pub(crate) fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
@@ -46,7 +46,7 @@ pub enum Role {
 static SUPERVISOR_LOG: OnceLock<RotatingFile> = OnceLock::new();
 
 /// From now on the supervisor's events also go to `path` (the first call wins).
-pub fn attach_supervisor_log(path: PathBuf) {
+pub(crate) fn attach_supervisor_log(path: PathBuf) {
     let _ = SUPERVISOR_LOG.set(RotatingFile::new(path));
 }
 
@@ -129,7 +129,7 @@ impl io::Write for ToFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::supervisor::output::MAX_LOG_BYTES;
+    use crate::rotating_file::MAX_LOG_BYTES;
 
     #[test]
     fn a_flooded_supervisor_log_stays_under_its_cap() {

@@ -5,13 +5,13 @@ use std::net::{SocketAddr, TcpListener};
 
 /// Is `addr` free to listen on? (std sets SO_REUSEADDR, as the workers do, so
 /// a port in TIME_WAIT counts as free.)
-pub fn is_free(addr: SocketAddr) -> bool {
+pub(crate) fn is_free(addr: SocketAddr) -> bool {
     TcpListener::bind(addr).is_ok()
 }
 
 /// `pid N (name)` of the process listening on `port`, when it can be found;
 /// failing that, what else holds it ("a connection in TIME_WAIT ...").
-pub fn holder(port: u16) -> Option<String> {
+pub(crate) fn holder(port: u16) -> Option<String> {
     #[cfg(target_os = "linux")]
     if !crate::process::portable() {
         return linux::holder(port).or_else(|| linux::connection(port));
@@ -20,7 +20,7 @@ pub fn holder(port: u16) -> Option<String> {
 }
 
 /// "port 9002 is already in use by pid 42 (python3)" / "port 9002 is already in use".
-pub fn in_use_message(port: u16, what: &str) -> String {
+pub(crate) fn in_use_message(port: u16, what: &str) -> String {
     match holder(port) {
         Some(h) => format!("{what} port {port} is already in use by {h}"),
         None => format!("{what} port {port} is already in use"),

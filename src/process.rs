@@ -12,19 +12,21 @@
 
 use std::sync::OnceLock;
 
-/// The environment variable behind [`portable`].
+/// The environment variable behind the portable switch (module doc). Public: the integration
+/// tests set it to run the portable paths.
 pub const PORTABLE_ENV: &str = "FLEET_PORTABLE_PROCESS";
 
 /// Whether to use the portable mechanisms: always on macOS, on Linux only
 /// when `FLEET_PORTABLE_PROCESS=1`.
-pub fn portable() -> bool {
+pub(crate) fn portable() -> bool {
     static PORTABLE: OnceLock<bool> = OnceLock::new();
     *PORTABLE.get_or_init(|| {
         cfg!(not(target_os = "linux")) || std::env::var_os(PORTABLE_ENV).is_some_and(|v| v == "1")
     })
 }
 
-/// Is `pid` a live process (not gone, not a zombie)?
+/// Is `pid` a live process (not gone, not a zombie)? Public: the integration
+/// tests ask it of every process they started.
 pub fn alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
@@ -42,6 +44,7 @@ pub fn alive(pid: u32) -> bool {
 /// Every live descendant of `pid` (children first, then theirs), found by
 /// parent pid. A process that was re-parented away from the tree (to init)
 /// is not found; under a child subreaper it is re-parented to the reaper.
+/// Public: the integration tests check that nothing escapes.
 pub fn descendants(pid: u32) -> Vec<u32> {
     #[cfg(target_os = "linux")]
     let table = if portable() {

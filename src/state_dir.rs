@@ -11,18 +11,18 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Default state dir, relative to where `fleet up` runs.
-pub const DEFAULT: &str = ".fleet";
+pub(crate) const DEFAULT: &str = ".fleet";
 /// Unix socket paths must fit in `sun_path` (104 bytes on macOS, 108 on Linux).
 const MAX_SOCKET_PATH: usize = 103;
 
 #[derive(Debug, Clone)]
-pub struct StateDir {
+pub(crate) struct StateDir {
     root: PathBuf,
 }
 
 /// Who holds the state dir right now.
 #[derive(Debug)]
-pub enum Holder {
+pub(crate) enum Holder {
     /// A live supervisor holds the lock.
     Running { pid: Option<u32> },
     /// Nothing holds it.
@@ -39,7 +39,7 @@ pub enum StateError {
         "a fleet is already running from state dir {dir} (pid {pid}); stop it with `fleet down` or use another --state-dir"
     )]
     AlreadyRunning { dir: PathBuf, pid: String },
-    #[error("state dir {dir}: {source}")]
+    #[error("state dir {}", dir.display())]
     Io { dir: PathBuf, source: io::Error },
     #[error(
         "control socket path {path} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows; use a shorter --state-dir"
@@ -47,33 +47,37 @@ pub enum StateError {
     SocketPathTooLong { path: PathBuf, len: usize },
 }
 
+/// What stale state (a dead supervisor's pid file or socket) was cleaned up
+/// on the way, said for the user: a note, never an error.
+pub(crate) type StaleNote = String;
+
 /// The supervisor's claim on a state dir; dropping it releases the lock.
 #[derive(Debug)]
-pub struct PidLock {
+pub(crate) struct PidLock {
     file: File,
     path: PathBuf,
 }
 
 impl StateDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(root: impl Into<PathBuf>) -> Self {
         StateDir { root: root.into() }
     }
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
-    pub fn pid_file(&self) -> PathBuf {
+    pub(crate) fn pid_file(&self) -> PathBuf {
         self.root.join("fleet.pid")
     }
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.root.join("fleet.sock")
     }
-    pub fn logs(&self) -> PathBuf {
+    pub(crate) fn logs(&self) -> PathBuf {
         self.root.join("logs")
     }
-    pub fn backend_log(&self, port: u16) -> PathBuf {
+    pub(crate) fn backend_log(&self, port: u16) -> PathBuf {
         self.logs().join(format!("backend-{port}.log"))
     }
-    pub fn supervisor_log(&self) -> PathBuf {
+    pub(crate) fn supervisor_log(&self) -> PathBuf {
         self.logs().join("supervisor.log")
     }
 
@@ -85,7 +89,7 @@ impl StateDir {
     }
 
     /// Create the dir (mode 0700) and its `logs/`, and check the socket path fits.
-    pub fn create(&self) -> Result<(), StateError> {
+    pub(crate) fn create(&self) -> Result<(), StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -104,7 +108,7 @@ impl StateDir {
 
     /// Take the supervisor lock and write our pid. A stale pid file or socket
     /// left by a crashed supervisor is reported (returned) and removed.
-    pub fn lock(&self) -> Result<(PidLock, Option<String>), StateError> {
+    pub(crate) fn lock(&self) -> Result<(PidLock, Option<StaleNote>), StateError> {
         let path = self.pid_file();
         let mut file = OpenOptions::new()
             .read(true)
@@ -144,7 +148,7 @@ impl StateDir {
     /// Who holds this state dir, without taking it. If nobody does but a pid
     /// file or socket is left over, they are removed and described in the
     /// returned note.
-    pub fn probe(&self) -> (Holder, Option<String>) {
+    pub(crate) fn probe(&self) -> (Holder, Option<StaleNote>) {
         let path = self.pid_file();
         let mut file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(f) => f,
@@ -178,7 +182,7 @@ impl StateDir {
 
     /// No pid file: free, unless a socket is left over (removed) or the
     /// socket's dir cannot be read.
-    fn probe_socket(&self) -> (Holder, Option<String>) {
+    fn probe_socket(&self) -> (Holder, Option<StaleNote>) {
         let sock = self.socket();
         match fs::symlink_metadata(&sock) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Holder::Free, None),
@@ -205,7 +209,7 @@ impl StateDir {
 
 impl PidLock {
     /// Remove the pid file; the lock itself goes with the file handle.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         let _ = fs::remove_file(&self.path);
         drop(self.file);
     }

@@ -3,7 +3,7 @@
 //! back to the same request.
 #![no_main]
 
-use fleet::control::protocol::{Reply, Request, decode, encode};
+use fleet::protocol::{Reply, Request, decode, encode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

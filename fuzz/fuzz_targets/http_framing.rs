@@ -5,7 +5,7 @@
 //! split across reads.
 #![no_main]
 
-use fleet::balancer::http::framing::{self, Body, BodyLen};
+use fleet::framing::{self, Body, BodyLen};
 use libfuzzer_sys::fuzz_target;
 
 const CLIENT: &str = "192.0.2.1";

@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path};
 
-use fleet::worker::path::{Reject, encode_for_location, is_safe_key, normalize};
+use fleet::path::{Reject, encode_for_location, is_safe_key, normalize};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

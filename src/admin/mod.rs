@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::balancer::pool::Backends;
 use crate::control::server::StatusView;
@@ -50,19 +50,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let stream = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(target: "supervisor", error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) = crate::listener::accept(&listener, &stop).await {
         let ctx = ctx.clone();
         let stop = stop.clone();
         tracker.spawn(async move {

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::supervisor::output::RotatingFile;
+use crate::rotating_file::RotatingFile;
 
 /// Longest request target written; longer ones end in `...`.
 const MAX_TARGET: usize = 512;

@@ -26,34 +26,35 @@
 //! come up, then answered 503 (http) or closed (tcp).
 
 pub(crate) mod access_log;
-pub mod admission;
-pub mod http;
-pub mod idle;
-pub mod pool;
-pub mod strategy;
-pub mod tcp;
+pub(crate) mod admission;
+pub(crate) mod http;
+pub(crate) mod pool;
+#[cfg(test)]
+mod run_tests;
+pub(crate) mod strategy;
+pub(crate) mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::BalancerMode;
 use admission::Admission;
 use pool::{Backends, Pool, Slot};
 
 /// How long a client may wait for some backend to become routable.
-pub const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
 /// Time a client gets to send its first request head (and, in http mode,
 /// each later one once its first byte came), as the built-in worker's
 /// `--header-timeout`.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a full balancer looks again for an idle connection to close
 /// when none was idle.
 const FULL_RETRY: Duration = Duration::from_millis(20);
@@ -68,7 +69,7 @@ pub(crate) struct Shared {
 
 /// Accept until `stop` is cancelled. Connection tasks go on `conns` and end at
 /// `hard_stop` at the latest (the shutdown deadline).
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     backends: Arc<Backends>,
     stop: CancellationToken,
@@ -134,6 +135,30 @@ async fn serve(
     match mode {
         BalancerMode::Http => http::serve(client, peer, shared, &cfg).await,
         BalancerMode::Tcp => tcp::serve(client, peer, shared, &cfg).await,
+    }
+}
+
+/// Connect to `slot` within `limit`, for either engine. A refused or reset
+/// connect takes it out of rotation at once (nothing listens there); a
+/// timeout only reports it (a full listen backlog is busy, not dead: the next
+/// health probe decides). `None`: try the next backend.
+pub(crate) async fn connect(slot: &Slot, limit: Duration, peer: SocketAddr) -> Option<TcpStream> {
+    match tokio::time::timeout(limit, TcpStream::connect(slot.addr)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.set_nodelay(true);
+            Some(conn)
+        }
+        Ok(Err(e)) => {
+            slot.metrics.connect_failures.inc();
+            passive_failure(slot, &e.to_string());
+            None
+        }
+        Err(_) => {
+            slot.metrics.connect_failures.inc();
+            debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
+            slot.report_timeout();
+            None
+        }
     }
 }
 

@@ -32,7 +32,7 @@ use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
 
 /// One backend as the balancer and `fleet status` see it.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub port: u16,
     /// Where the balancer connects; a slot's identity (an upstream's port
     /// alone is not unique).
@@ -64,7 +64,7 @@ pub struct Slot {
 
 /// The slow-changing part of a backend's status, written on state changes.
 #[derive(Debug, Clone, Default)]
-pub struct SlotStatus {
+pub(crate) struct SlotStatus {
     pub pid: Option<u32>,
     pub state: Phase,
     pub restarts: u32,
@@ -74,7 +74,7 @@ pub struct SlotStatus {
 }
 
 impl Slot {
-    pub fn new(port: u16, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+    pub(crate) fn new(port: u16, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel(1);
         let slot = Slot {
             port,
@@ -96,19 +96,19 @@ impl Slot {
     }
 
     /// A remote backend: no process, only health checks (`supervisor::upstream`).
-    pub fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
+    pub(crate) fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
         let (mut slot, rx) = Slot::new(addr.port(), addr);
         slot.upstream = Some(name);
         (slot, rx)
     }
 
-    pub fn routable(&self) -> bool {
+    pub(crate) fn routable(&self) -> bool {
         self.routable.load(Ordering::Acquire)
     }
 
     /// Balancer: the connect failed; take it out of rotation now and let the
     /// owner know.
-    pub fn report_failure(&self) {
+    pub(crate) fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
         // Its pooled connections went with it.
         self.idle.clear();
@@ -117,7 +117,7 @@ impl Slot {
     }
 
     /// Completes once this backend is out of rotation (at once if it is).
-    pub async fn out_of_rotation(&self) {
+    pub(crate) async fn out_of_rotation(&self) {
         loop {
             let notified = self.left_rotation.notified();
             if !self.routable() {
@@ -129,17 +129,17 @@ impl Slot {
 
     /// Balancer: a connect timed out. The backend stays in rotation; its
     /// owner takes it out only if its next probe fails too.
-    pub fn report_timeout(&self) {
+    pub(crate) fn report_timeout(&self) {
         self.timed_out.store(true, Ordering::Relaxed);
     }
 
     /// Owner: did a connect time out since the last call?
-    pub fn take_timeout(&self) -> bool {
+    pub(crate) fn take_timeout(&self) -> bool {
         self.timed_out.swap(false, Ordering::Relaxed)
     }
 
     /// Owner: publish the state machine's view.
-    pub fn publish(&self, routable: bool, status: SlotStatus) {
+    pub(crate) fn publish(&self, routable: bool, status: SlotStatus) {
         *self
             .status
             .lock()
@@ -150,7 +150,7 @@ impl Slot {
         }
     }
 
-    pub fn status(&self) -> BackendStatus {
+    pub(crate) fn status(&self) -> BackendStatus {
         self.status_with(&self.metrics.recent())
     }
 
@@ -196,18 +196,18 @@ impl Slot {
 
     /// Count one unit of in-flight work (a request in http mode, a proxied
     /// connection in tcp mode) for as long as the guard lives.
-    pub fn connection(self: &Arc<Self>) -> ConnGuard {
+    pub(crate) fn connection(self: &Arc<Self>) -> ConnGuard {
         self.metrics.active.inc();
         self.metrics.connections.inc();
         ConnGuard(self.clone())
     }
 
-    pub fn active(&self) -> u64 {
+    pub(crate) fn active(&self) -> u64 {
         self.metrics.active.get()
     }
 }
 
-pub struct ConnGuard(Arc<Slot>);
+pub(crate) struct ConnGuard(Arc<Slot>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -215,14 +215,14 @@ impl Drop for ConnGuard {
     }
 }
 
-pub fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 /// The fleet's current pool, swapped whole when the set of backends changes,
 /// plus the wake-ups that must outlive any one pool.
 #[derive(Debug)]
-pub struct Backends {
+pub(crate) struct Backends {
     current: ArcSwap<Pool>,
     /// The balancer's settings, read per connection so `fleet reload` can
     /// change timeouts and strategy without a restart.
@@ -239,7 +239,7 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn new(pool: Pool, config: BalancerConfig) -> Self {
+    pub(crate) fn new(pool: Pool, config: BalancerConfig) -> Self {
         Backends {
             current: ArcSwap::from_pointee(pool),
             config: ArcSwap::from_pointee(config),
@@ -251,30 +251,30 @@ impl Backends {
     }
 
     /// The pool as it is now: lock-free, cheap enough for every request.
-    pub fn load(&self) -> Arc<Pool> {
+    pub(crate) fn load(&self) -> Arc<Pool> {
         self.current.load_full()
     }
 
     /// The balancer's settings as they are now.
-    pub fn config(&self) -> Arc<BalancerConfig> {
+    pub(crate) fn config(&self) -> Arc<BalancerConfig> {
         self.config.load_full()
     }
 
     /// New balancer settings, taken by connections accepted from now on.
-    pub fn set_config(&self, config: BalancerConfig) {
+    pub(crate) fn set_config(&self, config: BalancerConfig) {
         self.config.store(Arc::new(config));
     }
 
     /// Replace the set of backends. Readers holding the old pool finish with
     /// it; waiters are woken to look at the new one.
-    pub fn swap(&self, pool: Pool) {
+    pub(crate) fn swap(&self, pool: Pool) {
         self.current.store(Arc::new(pool));
         self.became_routable.notify_waiters();
         self.changed.notify_waiters();
     }
 
     /// A backend task published a change: wake whoever waits on one.
-    pub fn notify(&self, routable: bool) {
+    pub(crate) fn notify(&self, routable: bool) {
         if routable {
             self.became_routable.notify_waiters();
         }
@@ -284,20 +284,20 @@ impl Backends {
 
 /// The backends in rotation order, plus the round-robin cursor.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(slots: Vec<Arc<Slot>>) -> Self {
+    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> Self {
         Pool {
             slots,
             next: AtomicUsize::new(0),
         }
     }
 
-    pub fn slots(&self) -> &[Arc<Slot>] {
+    pub(crate) fn slots(&self) -> &[Arc<Slot>] {
         &self.slots
     }
 
@@ -305,7 +305,7 @@ impl Pool {
     /// `tried` for this request, and `strategy`'s choice among them.
     /// Slots are known by address: two upstreams on different hosts may
     /// share a port.
-    pub fn pick(
+    pub(crate) fn pick(
         &self,
         strategy: Strategy,
         client: IpAddr,
@@ -322,31 +322,8 @@ impl Pool {
         Some(eligible[strategy.choose(&eligible, client, &self.next)])
     }
 
-    pub fn any_routable(&self) -> bool {
+    pub(crate) fn any_routable(&self) -> bool {
         self.slots.iter().any(|s| s.routable())
-    }
-
-    /// Round-robin over the routable backends: the next one in turn first,
-    /// then the others as fallbacks, each at most once. The turn counts only
-    /// routable backends (as HAProxy's roundrobin does), so a dead backend's
-    /// share is spread evenly instead of doubling its neighbour's.
-    pub fn candidates(&self) -> impl Iterator<Item = &Arc<Slot>> + '_ {
-        let n = self.slots.len();
-        let k = self.slots.iter().filter(|s| s.routable()).count();
-        let start = if k == 0 {
-            0
-        } else {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % k;
-            self.slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.routable())
-                .nth(turn)
-                .map_or(0, |(i, _)| i)
-        };
-        (0..n)
-            .map(move |i| &self.slots[(start + i) % n])
-            .filter(move |s| k > 0 && s.routable())
     }
 }
 
@@ -366,42 +343,6 @@ mod tests {
 
     fn up(p: &Pool, i: usize) {
         p.slots()[i].publish(true, SlotStatus::default());
-    }
-
-    #[test]
-    fn round_robin_is_fair_over_routable_backends() {
-        let p = pool(4);
-        (0..4).for_each(|i| up(&p, i));
-        let firsts: Vec<u16> = (0..8)
-            .map(|_| p.candidates().next().expect("some").port)
-            .collect();
-        assert_eq!(firsts, [9000, 9001, 9002, 9003, 9000, 9001, 9002, 9003]);
-    }
-
-    #[test]
-    fn unroutable_backends_are_skipped() {
-        let p = pool(3);
-        up(&p, 0);
-        up(&p, 2);
-        let mut counts = [0; 3];
-        for _ in 0..300 {
-            counts[(p.candidates().next().expect("some").port - 9000) as usize] += 1;
-        }
-        assert_eq!(
-            counts,
-            [150, 0, 150],
-            "the dead backend's share is spread evenly"
-        );
-    }
-
-    #[test]
-    fn candidates_list_each_routable_backend_once() {
-        let p = pool(4);
-        (0..4).for_each(|i| up(&p, i));
-        p.slots()[1].report_failure();
-        let ports: Vec<u16> = p.candidates().map(|s| s.port).collect();
-        assert_eq!(ports.len(), 3);
-        assert!(!ports.contains(&9001));
     }
 
     #[test]
@@ -433,9 +374,12 @@ mod tests {
     }
 
     #[test]
-    fn empty_pool_has_no_candidates() {
+    fn an_empty_pool_has_nothing_to_pick() {
         let p = pool(2);
-        assert_eq!(p.candidates().count(), 0);
+        assert!(
+            p.pick(Strategy::RoundRobin, IpAddr::from([127, 0, 0, 1]), &[])
+                .is_none()
+        );
         assert!(!p.any_routable());
     }
 }

@@ -14,50 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::pool::Slot;
 
-/// The balancing strategy, `balancer.strategy` in fleet.yaml.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// Each eligible backend in turn.
-    RoundRobin,
-    /// The backend with the least in-flight work (`Slot::active`); ties go
-    /// round-robin so an idle fleet still spreads.
-    LeastConnections,
-    /// Two backends at random, the less busy of them (Mitzenmacher's "power
-    /// of two choices": nearly least-connections without scanning).
-    PowerOfTwo,
-    /// The same client address keeps the same backend while it is up
-    /// (rendezvous hashing: when a backend leaves, only its clients move).
-    IpHash,
-}
+// The strategy is a setting (`balancer.strategy`), so the enum and its names
+// live in `config`; how each one chooses lives here.
+pub(crate) use crate::config::Strategy;
 
 impl Strategy {
-    /// The names fleet.yaml accepts, in the order messages list them.
-    pub const NAMES: &'static [&'static str] = &[
-        "round-robin",
-        "least-connections",
-        "power-of-two",
-        "ip-hash",
-    ];
-
-    pub fn from_name(name: &str) -> Option<Strategy> {
-        Some(match name {
-            "round-robin" => Strategy::RoundRobin,
-            "least-connections" => Strategy::LeastConnections,
-            "power-of-two" => Strategy::PowerOfTwo,
-            "ip-hash" => Strategy::IpHash,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round-robin",
-            Strategy::LeastConnections => "least-connections",
-            Strategy::PowerOfTwo => "power-of-two",
-            Strategy::IpHash => "ip-hash",
-        }
-    }
-
     /// Choose one of `eligible` (never empty) for a request from `client`.
     /// `turn` is the pool's shared round-robin cursor.
     pub(crate) fn choose(

@@ -29,14 +29,14 @@ use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
 use super::access_log;
-use super::idle::{Activity, Tracked};
 use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
+use crate::idle::{Activity, Counted, Tracked};
 use crate::metrics::{self, Counter};
 
 /// How much of a request is kept for a replay on another backend.
-pub const REPLAY_MAX: usize = 16 * 1024;
+pub(crate) const REPLAY_MAX: usize = 16 * 1024;
 /// Buffer sizes, which set the supervisor's memory per proxied connection
 /// (about 10 KiB in the splice phase): requests are small, so the upstream
 /// direction gets 2 KiB; responses get 8 KiB (tokio's default); the first
@@ -122,7 +122,14 @@ async fn proxy(
     let activity = Activity::new();
     // Bytes from the client are counted per backend; bytes to it here.
     let received = Counter::default();
-    let mut client = Tracked::counted(client, &activity, &received, sent);
+    let mut client = Tracked::new(
+        client,
+        Counted {
+            activity: &activity,
+            read: &received,
+            written: sent,
+        },
+    );
     let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
     match timeout(HEADER_TIMEOUT, client.read_buf(&mut request)).await {
@@ -157,27 +164,19 @@ async fn proxy(
             continue;
         };
         tried.push(slot.addr);
-        let mut backend = match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                slot.metrics.connect_failures.inc();
-                passive_failure(&slot, &e.to_string());
-                continue;
-            }
-            Err(_) => {
-                slot.metrics.connect_failures.inc();
-                // Busy (a full listen backlog) rather than dead: try the next
-                // backend, and leave the verdict to the health probe.
-                debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
-                slot.report_timeout();
-                continue;
-            }
+        let Some(mut backend) = super::connect(&slot, cfg.connect_timeout, peer).await else {
+            continue;
         };
-        let _ = backend.set_nodelay(true);
         let _guard = slot.connection();
         let m = &slot.metrics;
-        let mut backend =
-            Tracked::counted(&mut backend, &activity, &m.response_bytes, &m.request_bytes);
+        let mut backend = Tracked::new(
+            &mut backend,
+            Counted {
+                activity: &activity,
+                read: &m.response_bytes,
+                written: &m.request_bytes,
+            },
+        );
         let sent = Instant::now();
         match first_exchange(
             &slot,
@@ -236,8 +235,8 @@ async fn proxy(
 )]
 async fn first_exchange(
     slot: &Slot,
-    client: &mut Tracked<'_, TcpStream>,
-    backend: &mut Tracked<'_, &mut TcpStream>,
+    client: &mut Tracked<TcpStream, Counted<'_>>,
+    backend: &mut Tracked<&mut TcpStream, Counted<'_>>,
     request: &mut Vec<u8>,
     replayable: &mut bool,
     client_eof: &mut bool,
@@ -247,7 +246,7 @@ async fn first_exchange(
     if backend.write_all(request).await.is_err() {
         return FirstExchange::BackendFailed;
     }
-    if *client_eof && backend.inner.shutdown().await.is_err() {
+    if *client_eof && backend.get_mut().shutdown().await.is_err() {
         return FirstExchange::BackendFailed;
     }
     let mut chunk = [0u8; UP_BUF];
@@ -267,7 +266,7 @@ async fn first_exchange(
             r = client.read(&mut chunk), if !*client_eof => match r {
                 Ok(0) => {
                     *client_eof = true;
-                    if backend.inner.shutdown().await.is_err() {
+                    if backend.get_mut().shutdown().await.is_err() {
                         return FirstExchange::BackendFailed;
                     }
                 }
@@ -290,8 +289,8 @@ async fn first_exchange(
 
 /// Copy both ways until both directions are finished or nothing moves for `idle`.
 async fn splice(
-    mut client: Tracked<'_, TcpStream>,
-    mut backend: Tracked<'_, &mut TcpStream>,
+    mut client: Tracked<TcpStream, Counted<'_>>,
+    mut backend: Tracked<&mut TcpStream, Counted<'_>>,
     client_eof: bool,
     activity: &Activity,
     idle: Duration,

@@ -16,14 +16,14 @@
 //! handler), so Ctrl-C just cancels the current level and the rows measured
 //! so far are printed.
 
-pub mod load;
-pub mod plot;
-pub mod report;
-pub mod target;
+pub(crate) mod load;
+pub(crate) mod plot;
+pub(crate) mod report;
+pub(crate) mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,34 +37,89 @@ use crate::state_dir::StateDir;
 use load::Options;
 use report::Row;
 
-/// Run `fleet bench` to completion; returns the exit code.
-pub fn run(args: BenchArgs) -> u8 {
-    match run_inner(&args) {
-        Ok(code) => code,
-        Err(Fail { code, message }) => {
-            eprintln!("fleet: {message}");
-            code
+/// Why `fleet bench` failed, or measured less than it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("-n must be at least 1 request")]
+    NoRequests,
+    #[error("-c takes concurrency levels of at least 1, comma-separated, like -c 1,10,100")]
+    BadConcurrency,
+    #[error(
+        "--timeout must be longer than 0 and at most {} (got {})",
+        crate::duration::format(MAX_TIMEOUT),
+        crate::duration::format(*.0)
+    )]
+    BadTimeout(Duration),
+    #[error("--threads must be at least 1")]
+    NoThreads,
+    #[error(
+        "every concurrency level in -c is above -n {0} (a level cannot have more concurrent requests than requests); raise -n or lower -c"
+    )]
+    LevelsAboveN(u64),
+    #[error("--compare {}", path.display())]
+    ReadCompare {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--compare {}", path.display())]
+    ParseCompare {
+        path: PathBuf,
+        #[source]
+        source: report::NotARun,
+    },
+    #[error(transparent)]
+    Url(#[from] target::UrlError),
+    #[error(transparent)]
+    Target(#[from] target::TargetError),
+    #[error("cannot start load-generator threads")]
+    Threads(#[source] std::io::Error),
+    #[error("cannot write the table to stdout")]
+    Stdout(#[source] std::io::Error),
+    #[error("cannot write the plot to {}", path.display())]
+    Plot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Ctrl-C: the rows measured so far were printed.
+    #[error(
+        "interrupted at concurrency {concurrency} after {finished} of {requests} requests; the last row covers only those"
+    )]
+    Interrupted {
+        concurrency: u32,
+        finished: u64,
+        requests: u64,
+    },
+    /// A level completed nothing; the levels after it were skipped.
+    #[error("no request to {url} completed at concurrency {concurrency}; is the server up?{}",
+        if *skipped > 0 { format!(" skipped the remaining {skipped} level(s)") } else { String::new() })]
+    NothingCompleted {
+        url: String,
+        concurrency: u32,
+        skipped: usize,
+    },
+}
+
+impl BenchError {
+    /// 2 for what the user typed wrong, 1 for what went wrong measuring.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BenchError::NoRequests
+            | BenchError::BadConcurrency
+            | BenchError::BadTimeout(_)
+            | BenchError::NoThreads
+            | BenchError::LevelsAboveN(_)
+            | BenchError::ReadCompare { .. }
+            | BenchError::ParseCompare { .. }
+            | BenchError::Url(_) => exit::USAGE,
+            BenchError::Target(_)
+            | BenchError::Threads(_)
+            | BenchError::Stdout(_)
+            | BenchError::Plot { .. }
+            | BenchError::Interrupted { .. }
+            | BenchError::NothingCompleted { .. } => exit::FAILURE,
         }
-    }
-}
-
-/// An error that ends the command: its exit code and one line for stderr.
-struct Fail {
-    code: u8,
-    message: String,
-}
-
-fn usage(message: impl Into<String>) -> Fail {
-    Fail {
-        code: exit::USAGE,
-        message: message.into(),
-    }
-}
-
-fn failure(message: impl Into<String>) -> Fail {
-    Fail {
-        code: exit::FAILURE,
-        message: message.into(),
     }
 }
 
@@ -72,34 +127,25 @@ fn failure(message: impl Into<String>) -> Fail {
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Flags checked before anything runs: the levels to measure, in order.
-fn validate(args: &BenchArgs) -> Result<Vec<u32>, Fail> {
+fn validate(args: &BenchArgs) -> Result<Vec<u32>, BenchError> {
     if args.requests == 0 {
-        return Err(usage("-n must be at least 1 request"));
+        return Err(BenchError::NoRequests);
     }
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
-        return Err(usage(
-            "-c takes concurrency levels of at least 1, comma-separated, like -c 1,10,100",
-        ));
+        return Err(BenchError::BadConcurrency);
     }
     if args.timeout.is_zero() || args.timeout > MAX_TIMEOUT {
-        return Err(usage(format!(
-            "--timeout must be longer than 0 and at most {} (got {})",
-            crate::duration::format(MAX_TIMEOUT),
-            crate::duration::format(args.timeout)
-        )));
+        return Err(BenchError::BadTimeout(args.timeout));
     }
     if args.threads == Some(0) {
-        return Err(usage("--threads must be at least 1"));
+        return Err(BenchError::NoThreads);
     }
     let (levels, skipped): (Vec<u32>, Vec<u32>) = args
         .concurrency
         .iter()
         .partition(|&&c| u64::from(c) <= args.requests);
     if levels.is_empty() {
-        return Err(usage(format!(
-            "every concurrency level in -c is above -n {} (a level cannot have more concurrent requests than requests); raise -n or lower -c",
-            args.requests
-        )));
+        return Err(BenchError::LevelsAboveN(args.requests));
     }
     if !skipped.is_empty() {
         let list: Vec<String> = skipped.iter().map(u32::to_string).collect();
@@ -120,17 +166,21 @@ struct Saved {
 
 /// Rows of earlier runs for `--compare`, read before the run so a bad file
 /// costs nothing.
-fn load_compare(files: &[impl AsRef<Path>]) -> Result<Vec<Saved>, Fail> {
+fn load_compare(files: &[impl AsRef<Path>]) -> Result<Vec<Saved>, BenchError> {
     let mut saved = Vec::new();
     for f in files {
         let f = f.as_ref();
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| usage(format!("--compare {}: {e}", f.display())))?;
+        let text = std::fs::read_to_string(f).map_err(|source| BenchError::ReadCompare {
+            path: f.to_path_buf(),
+            source,
+        })?;
         let stem = f
             .file_stem()
             .map_or_else(|| f.display().to_string(), |s| s.to_string_lossy().into());
-        let rows = report::read_json(&text, &stem)
-            .map_err(|e| usage(format!("--compare {}: {e}", f.display())))?;
+        let rows = report::read_json(&text, &stem).map_err(|source| BenchError::ParseCompare {
+            path: f.to_path_buf(),
+            source,
+        })?;
         saved.push(Saved { stem, rows });
     }
     Ok(saved)
@@ -212,16 +262,19 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
-fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
+/// Run `fleet bench` to completion. The rows measured are printed (and
+/// plotted) even when a level fails or Ctrl-C stops the run, which the
+/// error then reports.
+pub(crate) fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let levels = validate(args)?;
     let previous = load_compare(&args.compare)?;
 
     let url = match &args.url {
         Some(u) => u.clone(),
-        None => target::fleet_url(&StateDir::new(args.state.resolve())).map_err(failure)?,
+        None => target::fleet_url(&StateDir::new(args.state.resolve()))?,
     };
-    let parsed = target::parse_url(&url).map_err(usage)?;
-    let target = Arc::new(target::resolve(&url, &parsed).map_err(failure)?);
+    let parsed = target::parse_url(&url)?;
+    let target = Arc::new(target::resolve(&url, &parsed)?);
     let label = args.label.clone().unwrap_or_else(|| {
         let mut l = parsed.authority.clone();
         if args.keepalive {
@@ -255,14 +308,14 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
 
     let progress = Arc::new(AtomicU64::new(0));
     let mut rows = Vec::with_capacity(levels.len());
-    let mut code = exit::OK;
+    let mut stopped: Option<BenchError> = None;
     for (i, &c) in levels.iter().enumerate() {
         bar.set_message(c.to_string());
         let before = i as u64 * args.requests;
         let m = load::run_level(&target, args.requests, c, opts, &cancel, &progress, || {
             bar.set_position(before + progress.load(Ordering::Relaxed));
         })
-        .map_err(|e| failure(format!("cannot start load-generator threads: {e}")))?;
+        .map_err(BenchError::Threads)?;
         progress.store(0, Ordering::Relaxed);
         if m.finished > 0 || !m.interrupted {
             rows.push(Row::from_measured(&m, &label, &url, args.keepalive));
@@ -274,28 +327,19 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
             });
         }
         if m.interrupted {
-            bar.suspend(|| {
-                eprintln!(
-                    "fleet: interrupted at concurrency {c} after {} of {} requests; the last row covers only those",
-                    m.finished, args.requests
-                );
+            stopped = Some(BenchError::Interrupted {
+                concurrency: c,
+                finished: m.finished,
+                requests: args.requests,
             });
-            code = exit::FAILURE;
             break;
         }
         if m.complete == 0 {
-            let rest = levels.len() - i - 1;
-            bar.suspend(|| {
-                eprintln!(
-                    "fleet: no request to {url} completed at concurrency {c}; is the server up?{}",
-                    if rest > 0 {
-                        format!(" skipped the remaining {rest} level(s)")
-                    } else {
-                        String::new()
-                    }
-                );
+            stopped = Some(BenchError::NothingCompleted {
+                url: url.clone(),
+                concurrency: c,
+                skipped: levels.len() - i - 1,
             });
-            code = exit::FAILURE;
             break;
         }
     }
@@ -320,7 +364,7 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
         .and_then(|()| stdout.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
-        return Err(failure(format!("cannot write the table to stdout: {e}")));
+        return Err(BenchError::Stdout(e));
     }
 
     if let Some(path) = &args.plot {
@@ -330,10 +374,12 @@ fn run_inner(args: &BenchArgs) -> Result<u8, Fail> {
             args.requests
         );
         let svg = plot::svg(&plot::series_from_rows(&all), &title);
-        std::fs::write(path, svg)
-            .map_err(|e| failure(format!("cannot write the plot to {}: {e}", path.display())))?;
+        std::fs::write(path, svg).map_err(|source| BenchError::Plot {
+            path: path.clone(),
+            source,
+        })?;
     }
-    Ok(code)
+    stopped.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -379,7 +425,7 @@ mod tests {
             &["--threads", "0"],
         ] {
             let e = validate(&bench_args(argv)).err();
-            assert_eq!(e.map(|e| e.code), Some(exit::USAGE), "{argv:?}");
+            assert_eq!(e.map(|e| e.exit_code()), Some(exit::USAGE), "{argv:?}");
         }
     }
 

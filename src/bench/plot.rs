@@ -14,13 +14,13 @@ use super::report::Row;
 
 /// One run: its label and its points in concurrency order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Series {
+pub(crate) struct Series {
     pub label: String,
     pub points: Vec<Point>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
+pub(crate) struct Point {
     pub concurrency: u32,
     pub rps: f64,
     pub p99_ms: Option<f64>,
@@ -28,7 +28,7 @@ pub struct Point {
 
 /// Group rows by label (in order of first appearance), points sorted by
 /// concurrency.
-pub fn series_from_rows(rows: &[Row]) -> Vec<Series> {
+pub(crate) fn series_from_rows(rows: &[Row]) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for r in rows {
         let p = Point {
@@ -123,7 +123,7 @@ impl XScale {
 }
 
 /// Render the chart.
-pub fn svg(series: &[Series], title: &str) -> String {
+pub(crate) fn svg(series: &[Series], title: &str) -> String {
     let mut levels: Vec<u32> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.concurrency))

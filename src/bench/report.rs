@@ -18,7 +18,7 @@ use super::load::Measured;
 
 /// One level of the table. Serialized as-is for `--format json|csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Row {
+pub(crate) struct Row {
     /// Requests that finished (complete + failed); the level's `-n` unless
     /// the run was interrupted.
     pub requests: u64,
@@ -56,7 +56,7 @@ fn round(x: f64, decimals: i32) -> f64 {
 impl Row {
     /// The table's arithmetic. Values are rounded to what the measurement
     /// can support: seconds to the microsecond, the rest to 1/1000.
-    pub fn from_measured(m: &Measured, label: &str, url: &str, keepalive: bool) -> Row {
+    pub(crate) fn from_measured(m: &Measured, label: &str, url: &str, keepalive: bool) -> Row {
         let secs = m.elapsed.as_secs_f64();
         let per_sec = |x: f64| if secs > 0.0 { x / secs } else { 0.0 };
         let pct = |q: f64| {
@@ -144,7 +144,7 @@ const SHORT_HEADERS: [&str; 12] = [
 ];
 
 /// A human table (comfy-table), numbers right-aligned.
-pub fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row]) -> String {
     let mut t = Table::new();
     // UTF8_HORIZONTAL_ONLY without the lines between rows: compact, and
     // readable when pasted as plain text.
@@ -163,11 +163,11 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Under the human table: the column means what ab's does, which is not a
 /// request's latency (that is p50/p99).
-pub const TIME_PER_REQUEST_NOTE: &str = "Time per request: ab's \"mean, across all concurrent \
+pub(crate) const TIME_PER_REQUEST_NOTE: &str = "Time per request: ab's \"mean, across all concurrent \
      requests\" (time taken / complete); a single request's latency is p50/p99.";
 
 /// The lab's table in markdown.
-pub fn markdown(rows: &[Row]) -> String {
+pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut s = format!("| {} |\n|", HEADERS.join(" | "));
     s.push_str(&"---:|".repeat(HEADERS.len()));
     s.push('\n');
@@ -179,7 +179,7 @@ pub fn markdown(rows: &[Row]) -> String {
 
 /// CSV with the JSON keys as header. Fields that could hold a comma or quote
 /// (label, url) are quoted.
-pub fn csv(rows: &[Row]) -> String {
+pub(crate) fn csv(rows: &[Row]) -> String {
     let mut s = String::from(
         "requests,concurrency,time_taken_s,complete,failed,total_transferred_bytes,\
          requests_per_second,time_per_request_ms,transfer_rate_kb_s,non_2xx,p50_ms,p99_ms,\
@@ -220,7 +220,7 @@ fn csv_quote(s: &str) -> String {
 }
 
 /// A JSON array of row objects, pretty-printed, with a trailing newline.
-pub fn json(rows: &[Row]) -> String {
+pub(crate) fn json(rows: &[Row]) -> String {
     let mut s = serde_json::to_string_pretty(rows).expect("rows always serialize");
     s.push('\n');
     s
@@ -228,9 +228,13 @@ pub fn json(rows: &[Row]) -> String {
 
 /// Read rows saved with `--format json` (for `--compare`). Rows without a
 /// label get `default_label` (the file's name), so every run has a name.
-pub fn read_json(text: &str, default_label: &str) -> Result<Vec<Row>, String> {
-    let mut rows: Vec<Row> = serde_json::from_str(text)
-        .map_err(|e| format!("not a `fleet bench --format json` result: {e}"))?;
+/// Text that is not the JSON `fleet bench --format json` writes.
+#[derive(Debug, thiserror::Error)]
+#[error("not a `fleet bench --format json` result")]
+pub struct NotARun(#[source] serde_json::Error);
+
+pub(crate) fn read_json(text: &str, default_label: &str) -> Result<Vec<Row>, NotARun> {
+    let mut rows: Vec<Row> = serde_json::from_str(text).map_err(NotARun)?;
     for r in &mut rows {
         if r.label.is_empty() {
             r.label = default_label.to_string();

@@ -13,11 +13,55 @@ use crate::control::client::{self, ControlError};
 use crate::state_dir::StateDir;
 
 /// The page the lab measured; the default path on the fleet's balancer.
-pub const DEFAULT_PATH: &str = "/page.html";
+pub(crate) const DEFAULT_PATH: &str = "/page.html";
+
+/// Why a URL cannot be measured (a usage error).
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("'{url}' is not a URL ({source}); pass one like http://127.0.0.1:44444/page.html")]
+    Malformed {
+        url: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error(
+        "'{0}': https is not supported (fleet measures plain HTTP, like the lab); use an http:// URL"
+    )]
+    Https(String),
+    #[error("'{url}': scheme '{scheme}' is not supported; use an http:// URL")]
+    Scheme { url: String, scheme: String },
+    #[error("'{0}' has no scheme; write it as http://{0}")]
+    NoScheme(String),
+    #[error("'{0}' has no host; pass one like http://127.0.0.1:44444/page.html")]
+    NoHost(String),
+    #[error("'{0}': user information in URLs is not supported")]
+    UserInfo(String),
+    #[error("'{0}' has an empty host")]
+    EmptyHost(String),
+}
+
+/// Why a well-formed target cannot be measured (a runtime failure).
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot resolve host '{host}' of {url}")]
+    Resolve {
+        host: String,
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("host '{host}' of {url} has no address")]
+    NoAddress { host: String, url: String },
+    #[error("no fleet is running in {0}; start one with `fleet up -d` or pass a URL")]
+    NoFleet(String),
+    #[error("the fleet in {dir} reports an unusable balancer address '{listen}'; pass a URL")]
+    BadListen { dir: String, listen: String },
+    #[error("cannot ask the fleet for its balancer (pass a URL to measure something else)")]
+    Control(#[source] ControlError),
+}
 
 /// A URL split into what the generator needs, before name resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedUrl {
+pub(crate) struct ParsedUrl {
     /// Host as written, without IPv6 brackets.
     pub host: String,
     pub port: u16,
@@ -27,42 +71,35 @@ pub struct ParsedUrl {
     pub path: String,
 }
 
-/// Parse an `http://HOST[:PORT][/PATH]` URL. The error is a complete sentence
-/// fragment for `fleet: ...`.
-pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
-    let uri: Uri = url.parse().map_err(|e| {
-        format!("'{url}' is not a URL ({e}); pass one like http://127.0.0.1:44444/page.html")
+/// Parse an `http://HOST[:PORT][/PATH]` URL.
+pub(crate) fn parse_url(url: &str) -> Result<ParsedUrl, UrlError> {
+    let uri: Uri = url.parse().map_err(|source| UrlError::Malformed {
+        url: url.to_owned(),
+        source,
     })?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "'{url}': https is not supported (fleet measures plain HTTP, like the lab); use an http:// URL"
-            ));
-        }
+        Some("https") => return Err(UrlError::Https(url.to_owned())),
         Some(other) => {
-            return Err(format!(
-                "'{url}': scheme '{other}' is not supported; use an http:// URL"
-            ));
+            return Err(UrlError::Scheme {
+                url: url.to_owned(),
+                scheme: other.to_owned(),
+            });
         }
-        None => {
-            return Err(format!("'{url}' has no scheme; write it as http://{url}"));
-        }
+        None => return Err(UrlError::NoScheme(url.to_owned())),
     }
-    let authority = uri.authority().ok_or_else(|| {
-        format!("'{url}' has no host; pass one like http://127.0.0.1:44444/page.html")
-    })?;
+    let authority = uri
+        .authority()
+        .ok_or_else(|| UrlError::NoHost(url.to_owned()))?;
     if authority.as_str().contains('@') {
-        return Err(format!(
-            "'{url}': user information in URLs is not supported"
-        ));
+        return Err(UrlError::UserInfo(url.to_owned()));
     }
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("'{url}' has an empty host"));
+        return Err(UrlError::EmptyHost(url.to_owned()));
     }
     let path = match uri.path_and_query().map(|p| p.as_str()) {
         None | Some("") => "/".to_string(),
@@ -77,13 +114,19 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, String> {
 }
 
 /// Resolve a parsed URL to the address every request connects to.
-pub fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, String> {
+pub(crate) fn resolve(url: &str, p: &ParsedUrl) -> Result<Target, TargetError> {
     let addrs: Vec<SocketAddr> = (p.host.as_str(), p.port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve host '{}' of {url}: {e}", p.host))?
+        .map_err(|source| TargetError::Resolve {
+            host: p.host.clone(),
+            url: url.to_owned(),
+            source,
+        })?
         .collect();
-    let addr = pick_reachable(&addrs)
-        .ok_or_else(|| format!("host '{}' of {url} has no address", p.host))?;
+    let addr = pick_reachable(&addrs).ok_or_else(|| TargetError::NoAddress {
+        host: p.host.clone(),
+        url: url.to_owned(),
+    })?;
     Ok(Target {
         url: url.to_string(),
         addr,
@@ -110,25 +153,20 @@ fn pick_reachable(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 
 /// The URL of the running fleet's balancer (`/page.html`), with an
 /// unspecified listen address (0.0.0.0, ::) replaced by loopback.
-pub fn fleet_url(state: &StateDir) -> Result<String, String> {
+pub(crate) fn fleet_url(state: &StateDir) -> Result<String, TargetError> {
     match client::status(state) {
         Ok(s) => {
-            let addr: SocketAddr = s.listen.parse().map_err(|_| {
-                format!(
-                    "the fleet in {} reports an unusable balancer address '{}'; pass a URL",
-                    state.root().display(),
-                    s.listen
-                )
+            let addr: SocketAddr = s.listen.parse().map_err(|_| TargetError::BadListen {
+                dir: state.root().display().to_string(),
+                listen: s.listen.clone(),
             })?;
             Ok(format!(
                 "http://{}{DEFAULT_PATH}",
                 loopback_if_unspecified(addr)
             ))
         }
-        Err(ControlError::NotRunning { dir, .. }) => Err(format!(
-            "no fleet is running in {dir}; start one with `fleet up -d` or pass a URL"
-        )),
-        Err(e) => Err(format!("{e}; pass a URL to measure something else")),
+        Err(ControlError::NotRunning { dir, .. }) => Err(TargetError::NoFleet(dir)),
+        Err(e) => Err(TargetError::Control(e)),
     }
 }
 
@@ -172,11 +210,17 @@ mod tests {
 
     #[test]
     fn rejects_https_missing_scheme_and_garbage() {
-        assert!(parse_url("https://x/").unwrap_err().contains("https"));
-        assert!(parse_url("127.0.0.1:9002/page.html").is_err());
-        assert!(parse_url("ftp://x/").unwrap_err().contains("ftp"));
-        assert!(parse_url("http://").is_err());
-        assert!(parse_url("not a url").is_err());
+        for (url, says) in [
+            ("https://x/", "https is not supported"),
+            ("ftp://x/", "scheme 'ftp'"),
+            ("127.0.0.1:9002/page.html", "not a URL"),
+            ("127.0.0.1:9002", "no scheme"),
+            ("http://", "not a URL"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = parse_url(url).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 
     #[test]

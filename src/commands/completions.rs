@@ -4,11 +4,9 @@
 use clap::CommandFactory;
 
 use crate::cli::{Cli, CompletionsArgs};
-use crate::exit;
 
-pub fn run(args: CompletionsArgs) -> u8 {
+pub(crate) fn run(args: CompletionsArgs) {
     let mut cmd = Cli::command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(args.shell, &mut cmd, "fleet", &mut out);
-    exit::OK
 }

@@ -7,6 +7,7 @@
 //! resumed supervisor then stops gracefully), and past `SIGTERM_WAIT`
 //! SIGKILL for it and for the process group of every worker it started.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill, killpg};
@@ -27,7 +28,39 @@ const SIGTERM_WAIT: Duration = Duration::from_secs(2);
 /// How long SIGKILLed processes get to be gone.
 const SIGKILL_WAIT: Duration = Duration::from_secs(5);
 
-pub fn run(args: DownArgs) -> u8 {
+/// Why `fleet down` could not confirm that the fleet is gone.
+#[derive(Debug, thiserror::Error)]
+pub enum DownError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("unexpected reply from the supervisor: {0}")]
+    Reply(String),
+    #[error("cannot read {}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is locked by a supervisor but names no pid; stop it by hand", .0.display())]
+    NoPid(PathBuf),
+    #[error("{} names pid {pid}, which is not a pid", path.display())]
+    BadPid { path: PathBuf, pid: u32 },
+    #[error("processes still alive after SIGKILL: {0:?}")]
+    Survivors(Vec<u32>),
+}
+
+impl DownError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DownError::Control(ControlError::CannotRead { .. }) | DownError::Unreadable { .. } => {
+                exit::UNREADABLE
+            }
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+pub(crate) fn run(args: DownArgs) -> Result<(), DownError> {
     let state = StateDir::new(args.state.resolve());
     // Wait for the reply for as long as the shutdown may take. Without
     // --timeout the supervisor's own shutdown.timeout applies, which we do
@@ -46,62 +79,49 @@ pub fn run(args: DownArgs) -> u8 {
         Ok(Reply::Stopped { pid }) => {
             let _ = wait_gone(pid, Duration::from_secs(5));
             crate::outln!("fleet: stopped (pid {pid})");
-            exit::OK
+            Ok(())
         }
-        Ok(other) => {
-            eprintln!("fleet: unexpected reply from the supervisor: {other:?}");
-            exit::FAILURE
-        }
+        Ok(other) => Err(DownError::Reply(format!("{other:?}"))),
+        // Nothing to stop is what `down` wants: not a failure.
         Err(ControlError::NotRunning { dir, note }) => {
             if let Some(n) = note {
                 eprintln!("fleet: {n}");
             }
             crate::outln!("fleet: no fleet is running in {dir}; nothing to stop");
-            exit::OK
+            Ok(())
         }
+        // Not a failure yet: said on the way to the fallback.
         Err(e @ ControlError::Unreachable { .. }) => {
             eprintln!("fleet: {e}; stopping it with signals");
             force(&state)
         }
-        Err(e @ ControlError::CannotRead { .. }) => {
-            eprintln!("fleet: {e}");
-            exit::UNREADABLE
-        }
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            exit::FAILURE
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Stop a supervisor that does not answer, and every worker it started, by
 /// signals; return once none of them is left. The pid comes from
 /// `fleet.pid` only while its lock is held, so it is the live supervisor's.
-fn force(state: &StateDir) -> u8 {
+fn force(state: &StateDir) -> Result<(), DownError> {
     let pid = match state.probe() {
         (Holder::Free, _) => {
             crate::outln!("fleet: stopped (the supervisor exited meanwhile)");
-            return exit::OK;
+            return Ok(());
         }
         (Holder::Running { pid: Some(pid) }, _) => pid,
         (Holder::Unreadable { path, error }, _) => {
-            eprintln!("fleet: cannot read {}: {error}", path.display());
-            return exit::UNREADABLE;
+            return Err(DownError::Unreadable {
+                path,
+                source: error,
+            });
         }
-        (Holder::Running { pid: None }, _) => {
-            eprintln!(
-                "fleet: {} is locked by a supervisor but names no pid; stop it by hand",
-                state.pid_file().display()
-            );
-            return exit::FAILURE;
-        }
+        (Holder::Running { pid: None }, _) => return Err(DownError::NoPid(state.pid_file())),
     };
     let Ok(raw) = i32::try_from(pid) else {
-        eprintln!(
-            "fleet: {} names pid {pid}, which is not a pid",
-            state.pid_file().display()
-        );
-        return exit::FAILURE;
+        return Err(DownError::BadPid {
+            path: state.pid_file(),
+            pid,
+        });
     };
     let supervisor = Pid::from_raw(raw);
     // Found now: once the supervisor is gone its workers are re-parented.
@@ -130,13 +150,12 @@ fn force(state: &StateDir) -> u8 {
         std::thread::sleep(Duration::from_millis(10));
     }
     if !left.is_empty() {
-        eprintln!("fleet: processes still alive after SIGKILL: {left:?}");
-        return exit::FAILURE;
+        return Err(DownError::Survivors(left));
     }
     // Removes the pid file and socket the killed supervisor left.
     let _ = state.probe();
     crate::outln!("fleet: stopped (pid {pid}) by signals: it did not answer");
-    exit::OK
+    Ok(())
 }
 
 /// The supervisor replies just before it exits; wait for the process itself

@@ -6,7 +6,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::DEFAULT_FILE;
 use crate::exit;
@@ -15,51 +15,46 @@ use crate::worker::{DEFAULT_WWW, STARTER_FILES};
 /// The commented fleet.yaml `init` writes: the one at the repository root.
 const STARTER_CONFIG: &str = include_str!("../../fleet.yaml");
 
-pub fn run() -> u8 {
-    let cwd = match std::env::current_dir() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("fleet: cannot determine the current directory: {e}");
-            return exit::FAILURE;
-        }
-    };
-    match init_in(&cwd) {
-        Ok(()) => {
-            crate::outln!(
-                "fleet: wrote {DEFAULT_FILE} and {DEFAULT_WWW}/ ({}) in {}; start the fleet with `fleet up`",
-                STARTER_FILES
-                    .iter()
-                    .map(|(name, _)| *name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                cwd.display()
-            );
-            exit::OK
-        }
-        Err(InitError::Exists(names)) => {
-            eprintln!(
-                "fleet: {} already exist{} in {}; fleet init never overwrites (nothing was changed)",
-                names.join(" and "),
-                if names.len() == 1 { "s" } else { "" },
-                cwd.display()
-            );
-            exit::FAILURE
-        }
-        Err(InitError::Io { path, source }) => {
-            eprintln!("fleet: cannot write {}: {source}", path.display());
-            exit::FAILURE
-        }
-    }
+pub(crate) fn run() -> Result<(), InitError> {
+    let cwd = std::env::current_dir().map_err(InitError::CurrentDir)?;
+    init_in(&cwd)?;
+    crate::outln!(
+        "fleet: wrote {DEFAULT_FILE} and {DEFAULT_WWW}/ ({}) in {}; start the fleet with `fleet up`",
+        STARTER_FILES
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        cwd.display()
+    );
+    Ok(())
 }
 
-#[derive(Debug)]
-enum InitError {
+/// Why `fleet init` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot determine the current directory")]
+    CurrentDir(#[source] io::Error),
     /// These already exist (as written in messages: `fleet.yaml`, `www/`).
-    Exists(Vec<String>),
+    #[error(
+        "{} already exist{} in {}; fleet init never overwrites (nothing was changed)",
+        names.join(" and "),
+        if names.len() == 1 { "s" } else { "" },
+        dir.display()
+    )]
+    Exists { names: Vec<String>, dir: PathBuf },
+    #[error("cannot write {}", path.display())]
     Io {
-        path: std::path::PathBuf,
+        path: PathBuf,
+        #[source]
         source: io::Error,
     },
+}
+
+impl InitError {
+    pub fn exit_code(&self) -> u8 {
+        exit::FAILURE
+    }
 }
 
 /// Write the starter files into `dir`, which must hold neither of them.
@@ -78,14 +73,17 @@ fn init_in(dir: &Path) -> Result<(), InitError> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(InitError::Io {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 });
             }
         }
     }
     if !present.is_empty() {
-        return Err(InitError::Exists(present));
+        return Err(InitError::Exists {
+            names: present,
+            dir: dir.to_path_buf(),
+        });
     }
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -131,7 +129,7 @@ mod tests {
         fs::write(d.path().join("fleet.yaml"), "mine").unwrap();
         fs::create_dir(d.path().join("www")).unwrap();
         match init_in(d.path()) {
-            Err(InitError::Exists(names)) => assert_eq!(names, ["fleet.yaml", "www/"]),
+            Err(InitError::Exists { names, .. }) => assert_eq!(names, ["fleet.yaml", "www/"]),
             other => panic!("expected Exists, got {other:?}"),
         }
         assert_eq!(
@@ -144,7 +142,9 @@ mod tests {
     fn a_dangling_www_symlink_counts_as_existing() {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("nowhere", d.path().join("www")).unwrap();
-        assert!(matches!(init_in(d.path()), Err(InitError::Exists(n)) if n == ["www/"]));
+        assert!(
+            matches!(init_in(d.path()), Err(InitError::Exists { names, .. }) if names == ["www/"])
+        );
         assert!(!d.path().join("fleet.yaml").exists());
     }
 }

@@ -37,19 +37,40 @@ impl Source {
     }
 }
 
-pub fn run(args: LogsArgs) -> u8 {
+/// Why there is nothing to show: nothing there, or something there that
+/// cannot be read (which must never read as "nothing there").
+#[derive(Debug, thiserror::Error)]
+pub enum LogsError {
+    #[error("no logs in {} (start a fleet with `fleet up`, or pass --state-dir)", .0.display())]
+    NoLogs(PathBuf),
+    #[error("no log for backend {port} in {}", dir.display())]
+    NoBackendLog { port: u16, dir: PathBuf },
+    #[error("cannot read the logs in {}", dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl LogsError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LogsError::NoLogs(_) | LogsError::NoBackendLog { .. } => exit::FAILURE,
+            LogsError::ReadDir { .. } | LogsError::ReadFile { .. } => exit::UNREADABLE,
+        }
+    }
+}
+
+pub(crate) fn run(args: LogsArgs) -> Result<(), LogsError> {
     let state = StateDir::new(args.state.resolve());
-    let sources = match sources(&state, args.port) {
-        Ok(f) => f,
-        Err(LogsError::Missing(msg)) => {
-            eprintln!("fleet: {msg}");
-            return exit::FAILURE;
-        }
-        Err(LogsError::Unreadable(msg)) => {
-            eprintln!("fleet: {msg}");
-            return exit::UNREADABLE;
-        }
-    };
+    let sources = sources(&state, args.port)?;
     let since = args
         .since
         .map(|d| humantime::format_rfc3339_millis(SystemTime::now() - d).to_string());
@@ -65,10 +86,7 @@ pub fn run(args: LogsArgs) -> u8 {
                 // The rotated half exists only after a rotation, and
                 // supervisor.log only once a supervisor ran here.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    eprintln!("fleet: cannot read {}: {e}", file.display());
-                    return exit::UNREADABLE;
-                }
+                Err(source) => return Err(LogsError::ReadFile { path: file, source }),
             }
         }
         let mut time = String::new();
@@ -92,7 +110,7 @@ pub fn run(args: LogsArgs) -> u8 {
     if args.follow {
         follow(&sources, tagged);
     }
-    exit::OK
+    Ok(())
 }
 
 /// The line's leading RFC 3339 timestamp, if it has one.
@@ -110,23 +128,16 @@ fn format_line(tag: &str, line: &str, tagged: bool) -> String {
     }
 }
 
-/// Why there is nothing to show: nothing there, or something there that
-/// cannot be read (which must never read as "nothing there").
-enum LogsError {
-    Missing(String),
-    Unreadable(String),
-}
-
 /// The supervisor's log (unless one backend was asked for) and every
 /// backend's, in port order.
 fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, LogsError> {
     let dir = state.logs();
-    let entries = fs::read_dir(&dir).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => LogsError::Missing(format!(
-            "no logs in {} (start a fleet with `fleet up`, or pass --state-dir)",
-            dir.display()
-        )),
-        _ => LogsError::Unreadable(format!("cannot read the logs in {}: {e}", dir.display())),
+    let entries = fs::read_dir(&dir).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => LogsError::NoLogs(dir.clone()),
+        _ => LogsError::ReadDir {
+            dir: dir.clone(),
+            source,
+        },
     })?;
     let mut ports = Vec::new();
     for e in entries.flatten() {
@@ -144,13 +155,10 @@ fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, LogsError
         }
     }
     ports.sort();
-    if let Some(p) = only
+    if let Some(port) = only
         && ports.is_empty()
     {
-        return Err(LogsError::Missing(format!(
-            "no log for backend {p} in {}",
-            dir.display()
-        )));
+        return Err(LogsError::NoBackendLog { port, dir });
     }
     // With PORT, the supervisor's events about that backend (`port=PORT`).
     let mut out = vec![Source {

@@ -4,37 +4,52 @@
 //! one page per subcommand (`fleet-up.1`, ...) into DIR.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
 use crate::cli::{Cli, ManArgs};
 use crate::exit;
 
-pub fn run(args: ManArgs) -> u8 {
+/// Why no man page was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ManError {
+    #[error("cannot render the man page")]
+    Render(#[source] std::io::Error),
+    #[error("cannot write man pages to {}", dir.display())]
+    Write {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ManError {
+    pub fn exit_code(&self) -> u8 {
+        exit::FAILURE
+    }
+}
+
+pub(crate) fn run(args: ManArgs) -> Result<(), ManError> {
     let cmd = Cli::command();
     match args.out_dir {
         None => {
             let mut page = Vec::new();
-            if let Err(e) = clap_mangen::Man::new(cmd).render(&mut page) {
-                eprintln!("fleet: cannot render the man page: {e}");
-                return exit::FAILURE;
-            }
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(ManError::Render)?;
             // A closed pipe (`fleet man | head`) is the reader's choice.
             let _ = std::io::stdout().lock().write_all(&page);
-            exit::OK
         }
-        Some(dir) => match write_pages(cmd, &dir) {
-            Ok(()) => {
-                crate::outln!("fleet: wrote man pages to {}", dir.display());
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("fleet: cannot write man pages to {}: {e}", dir.display());
-                exit::FAILURE
-            }
-        },
+        Some(dir) => {
+            write_pages(cmd, &dir).map_err(|source| ManError::Write {
+                dir: dir.clone(),
+                source,
+            })?;
+            crate::outln!("fleet: wrote man pages to {}", dir.display());
+        }
     }
+    Ok(())
 }
 
 fn write_pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {

@@ -1,19 +1,21 @@
 //! One module per subcommand: parse-level glue that turns arguments into calls
-//! on the library and errors into one-line messages and exit codes.
-pub mod completions;
-pub mod down;
-pub mod export;
-pub mod init;
-pub mod logs;
-pub mod man;
-mod operate;
-pub mod reload;
-pub mod restart;
-pub mod scale;
-pub mod start;
-pub mod status;
-pub mod stop;
-pub mod up;
+//! on the library. Each returns its own error type; none prints its failure
+//! (`main` does, through `crate::run`).
+
+pub(crate) mod completions;
+pub(crate) mod down;
+pub(crate) mod export;
+pub(crate) mod init;
+pub(crate) mod logs;
+pub(crate) mod man;
+pub(crate) mod operate;
+pub(crate) mod reload;
+pub(crate) mod restart;
+pub(crate) mod scale;
+pub(crate) mod start;
+pub(crate) mod status;
+pub(crate) mod stop;
+pub(crate) mod up;
 pub(crate) mod watch;
 
 pub(crate) use crate::logging::no_color;

@@ -13,9 +13,37 @@ use crate::state_dir::StateDir;
 /// own timeouts, far below this.
 const QUIET_LIMIT: Duration = Duration::from_secs(300);
 
+/// Why an operation did not happen (or did not finish).
+#[derive(Debug, thiserror::Error)]
+pub enum OperateError {
+    #[error("no fleet is running in {dir}; {hint}")]
+    NotRunning { dir: String, hint: &'static str },
+    /// The supervisor refused or failed, in its own words.
+    #[error("{0}")]
+    Refused(String),
+    #[error("unexpected reply from the supervisor: {0}")]
+    Reply(String),
+    #[error(transparent)]
+    Control(ControlError),
+}
+
+impl OperateError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            OperateError::NotRunning { .. } => exit::NOT_RUNNING,
+            OperateError::Refused(_) | OperateError::Reply(_) => exit::FAILURE,
+            OperateError::Control(e) => e.exit_code(),
+        }
+    }
+}
+
 /// Run `req` against the fleet in `state`; `hint_no_fleet` follows "no fleet
 /// is running in DIR" (say what to do instead).
-pub(super) fn run(state: &StateDir, req: Request, hint_no_fleet: &str) -> u8 {
+pub(super) fn run(
+    state: &StateDir,
+    req: Request,
+    hint_no_fleet: &'static str,
+) -> Result<(), OperateError> {
     let result = client::call_with_progress(state, req, Some(QUIET_LIMIT), |line| {
         crate::outln!("fleet: {line}");
     });
@@ -24,30 +52,19 @@ pub(super) fn run(state: &StateDir, req: Request, hint_no_fleet: &str) -> u8 {
             if !message.is_empty() {
                 crate::outln!("fleet: {message}");
             }
-            exit::OK
+            Ok(())
         }
-        Ok(other) => {
-            eprintln!("fleet: unexpected reply from the supervisor: {other:?}");
-            exit::FAILURE
-        }
+        Ok(other) => Err(OperateError::Reply(format!("{other:?}"))),
         Err(ControlError::NotRunning { dir, note }) => {
             if let Some(n) = note {
                 eprintln!("fleet: {n}");
             }
-            eprintln!("fleet: no fleet is running in {dir}; {hint_no_fleet}");
-            exit::NOT_RUNNING
+            Err(OperateError::NotRunning {
+                dir,
+                hint: hint_no_fleet,
+            })
         }
-        Err(e @ ControlError::CannotRead { .. }) => {
-            eprintln!("fleet: {e}");
-            exit::UNREADABLE
-        }
-        Err(ControlError::Remote(message)) => {
-            eprintln!("fleet: {message}");
-            exit::FAILURE
-        }
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            exit::FAILURE
-        }
+        Err(ControlError::Remote(message)) => Err(OperateError::Refused(message)),
+        Err(e) => Err(OperateError::Control(e)),
     }
 }

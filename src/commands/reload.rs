@@ -6,7 +6,7 @@ use crate::cli::ReloadArgs;
 use crate::control::protocol::Request;
 use crate::state_dir::StateDir;
 
-pub fn run(args: ReloadArgs) -> u8 {
+pub(crate) fn run(args: ReloadArgs) -> Result<(), super::operate::OperateError> {
     let state = StateDir::new(args.state.resolve());
     super::operate::run(&state, Request::Reload, "start one with `fleet up`")
 }

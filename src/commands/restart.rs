@@ -5,7 +5,7 @@ use crate::cli::RestartArgs;
 use crate::control::protocol::Request;
 use crate::state_dir::StateDir;
 
-pub fn run(args: RestartArgs) -> u8 {
+pub(crate) fn run(args: RestartArgs) -> Result<(), super::operate::OperateError> {
     let state = StateDir::new(args.state.resolve());
     super::operate::run(
         &state,

@@ -5,7 +5,7 @@ use crate::cli::ScaleArgs;
 use crate::control::protocol::Request;
 use crate::state_dir::StateDir;
 
-pub fn run(args: ScaleArgs) -> u8 {
+pub(crate) fn run(args: ScaleArgs) -> Result<(), super::operate::OperateError> {
     let state = StateDir::new(args.state.resolve());
     super::operate::run(
         &state,

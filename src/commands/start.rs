@@ -5,7 +5,7 @@ use crate::cli::StartArgs;
 use crate::control::protocol::Request;
 use crate::state_dir::StateDir;
 
-pub fn run(args: StartArgs) -> u8 {
+pub(crate) fn run(args: StartArgs) -> Result<(), super::operate::OperateError> {
     let state = StateDir::new(args.state.resolve());
     super::operate::run(
         &state,

@@ -5,47 +5,52 @@ use comfy_table::{Table, presets};
 use crate::cli::StatusArgs;
 use crate::control::client::{self, ControlError};
 use crate::control::protocol::FleetStatus;
-use crate::exit;
 use crate::state_dir::StateDir;
 
-pub fn run(args: StatusArgs) -> u8 {
-    let state = StateDir::new(args.state.resolve());
-    if args.watch {
-        return super::watch::run(&state);
-    }
-    match client::status(&state) {
-        Ok(s) if args.json => {
-            crate::outln!(
-                "{}",
-                serde_json::to_string_pretty(&s).expect("status serializes")
-            );
-            exit::OK
-        }
-        Ok(s) => {
-            crate::outln!("{}", render(&s).trim_end());
-            exit::OK
-        }
-        Err(ControlError::NotRunning { dir, note }) => {
-            if let Some(n) = note {
-                eprintln!("fleet: {n}");
-            }
-            eprintln!("fleet: no fleet is running in {dir} (start one with `fleet up`)");
-            exit::NOT_RUNNING
-        }
-        Err(e @ ControlError::CannotRead { .. }) => {
-            eprintln!("fleet: {e}");
-            exit::UNREADABLE
-        }
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            exit::FAILURE
+/// Why there is no status to show.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("status --watch")]
+    Watch(#[source] std::io::Error),
+}
+
+impl StatusError {
+    /// No fleet is exit 3 (see `ControlError::exit_code`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StatusError::Control(e) => e.exit_code(),
+            StatusError::Watch(_) => crate::exit::FAILURE,
         }
     }
 }
 
+/// Print the running fleet, once or (`--watch`) live.
+pub(crate) fn run(args: StatusArgs) -> Result<(), StatusError> {
+    let state = StateDir::new(args.state.resolve());
+    if args.watch {
+        return super::watch::run(&state);
+    }
+    let s = client::status(&state).inspect_err(|e| {
+        if let Some(note) = e.note() {
+            eprintln!("fleet: {note}");
+        }
+    })?;
+    if args.json {
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("status serializes")
+        );
+    } else {
+        crate::outln!("{}", render(&s).trim_end());
+    }
+    Ok(())
+}
+
 /// The human view: a summary line, one row per backend, then the reasons
 /// for any backend that is not serving.
-pub fn render(s: &FleetStatus) -> String {
+pub(crate) fn render(s: &FleetStatus) -> String {
     let healthy = s.backends.iter().filter(|b| b.healthy).count();
     let mut out = format!(
         "fleet pid {}, balancer http://{}/, up {}, {healthy}/{} backends healthy{}\n",

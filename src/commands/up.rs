@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
@@ -20,11 +21,92 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::UpArgs;
-use crate::config::{self, BackendCommand, Config, Www};
+use crate::config::{self, BackendCommand, Config, ConfigError, Www};
 use crate::exit;
 use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness};
 use crate::{control, listener, ports};
+
+/// Why `fleet up` did not start a fleet. By the time one is returned,
+/// nothing is left running.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot read {}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot read the descriptor limit")]
+    FdLimitUnknown(#[source] nix::Error),
+    #[error(
+        "the open-file limit ({have}) is too low for balancer.max_connections = {max_connections} (needs {want}); \
+         lower max_connections in fleet.yaml or raise the limit (ulimit -n)"
+    )]
+    FdLimit {
+        have: u64,
+        want: u64,
+        max_connections: u32,
+    },
+    #[error("www directory {} does not exist", .0.display())]
+    NoWww(PathBuf),
+    /// A port fleet must listen on is taken; `holder` names who has it.
+    #[error("{what} port {port} is already in use{}; stop it or choose {hint}",
+        holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    PortInUse {
+        what: &'static str,
+        port: u16,
+        holder: Option<String>,
+        hint: &'static str,
+    },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: listener::BindError,
+    },
+    #[error("cannot create control socket {}", path.display())]
+    ControlSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find the fleet executable")]
+    Exe(#[source] std::io::Error),
+    #[error("cannot install the signal handlers")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Supervisor(#[from] supervisor::SupervisorError),
+    #[error("cannot open {}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the supervisor")]
+    Spawn(#[source] std::io::Error),
+    /// The detached supervisor's own report of why it did not start.
+    #[error("{0}")]
+    Detached(String),
+    #[error("the supervisor exited during start-up ({status}); see {}", log.display())]
+    DiedStarting { status: String, log: PathBuf },
+}
+
+impl UpError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            UpError::Config(_) => exit::USAGE,
+            UpError::Unreadable { .. } => exit::UNREADABLE,
+            _ => exit::FAILURE,
+        }
+    }
+}
 
 /// What the detached child tells its parent, one JSON line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,14 +120,8 @@ struct Report {
     error: Option<String>,
 }
 
-pub fn run(args: UpArgs) -> u8 {
-    let config = match config::load(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            return exit::USAGE;
-        }
-    };
+pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
+    let config = config::load(&args)?;
     if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
         announce_embedded(&args);
     }
@@ -65,13 +141,7 @@ pub fn run(args: UpArgs) -> u8 {
     };
     // `fleet reload` re-reads the file with these flags, from this directory.
     let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
-    match start(config, state, &reporter, reload) {
-        Ok(()) => exit::OK,
-        Err(msg) => {
-            reporter.fail(&msg);
-            exit::FAILURE
-        }
-    }
+    start(config, state, &reporter, reload).inspect_err(|e| reporter.fail(e))
 }
 
 /// Say once, where the user sees it, that the workers serve the built-in page.
@@ -104,34 +174,30 @@ impl Reporter {
         }
     }
 
-    fn fail(&self, msg: &str) {
-        match self {
-            Reporter::Terminal => eprintln!("fleet: {msg}"),
-            Reporter::Pipe => {
-                tracing::error!(target: "supervisor", "{msg}");
-                self.send(&Report {
-                    ok: false,
-                    pid: std::process::id(),
-                    listen: None,
-                    failing: Vec::new(),
-                    error: Some(msg.to_string()),
-                })
-            }
-        }
+    /// Tell the waiting parent why the start failed (`main` prints it too,
+    /// which for the detached child goes to its log).
+    fn fail(&self, e: &UpError) {
+        self.send(&Report {
+            ok: false,
+            pid: std::process::id(),
+            listen: None,
+            failing: Vec::new(),
+            error: Some(crate::message::one_line(e)),
+        });
     }
 }
 
-/// Checks, binds and runs the supervisor until shutdown. `Err` is a one-line
-/// message for the user; by then nothing is left running.
+/// Checks, binds and runs the supervisor until shutdown. By the time an
+/// error is returned, nothing is left running.
 fn start(
     config: Config,
     state: StateDir,
     reporter: &Reporter,
-    reload: Option<(UpArgs, std::path::PathBuf)>,
-) -> Result<(), String> {
-    state.create().map_err(|e| e.to_string())?;
+    reload: Option<(UpArgs, PathBuf)>,
+) -> Result<(), UpError> {
+    state.create()?;
     crate::logging::attach_supervisor_log(state.supervisor_log());
-    let (lock, stale) = state.lock().map_err(|e| e.to_string())?;
+    let (lock, stale) = state.lock()?;
     if let Some(note) = stale {
         warn!(target: "supervisor", "{note}");
     }
@@ -148,7 +214,7 @@ fn start(
         Ok(r) => r,
         Err(e) => {
             lock.release();
-            return Err(format!("cannot start the async runtime: {e}"));
+            return Err(UpError::Runtime(e));
         }
     };
     // Sockets are registered with the runtime as they are bound; nothing runs yet.
@@ -159,42 +225,27 @@ fn start(
             && let Www::Dir(dir) = &config.www
             && !dir.is_dir()
         {
-            return Err(format!("www directory {} does not exist", dir.display()));
+            return Err(UpError::NoWww(dir.clone()));
         }
-        let balancer = listener::bind(config.listen).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                format!(
-                    "{}; stop it or choose another with --listen",
-                    ports::in_use_message(config.listen.port(), "balancer")
-                )
-            }
-            _ => format!("cannot listen on {}: {e}", config.listen),
-        })?;
+        let balancer = bind("balancer", config.listen, "another with --listen")?;
         for port in config.ports() {
             if !ports::is_free(SocketAddr::from(([127, 0, 0, 1], port))) {
-                return Err(format!(
-                    "{}; stop it or choose other ports with --base-port",
-                    ports::in_use_message(port, "backend")
-                ));
+                return Err(UpError::PortInUse {
+                    what: "backend",
+                    port,
+                    holder: ports::holder(port),
+                    hint: "other ports with --base-port",
+                });
             }
         }
-        let control = control::server::bind(&state.socket()).map_err(|e| {
-            format!(
-                "cannot create control socket {}: {e}",
-                state.socket().display()
-            )
-        })?;
+        let control =
+            control::server::bind(&state.socket()).map_err(|source| UpError::ControlSocket {
+                path: state.socket(),
+                source,
+            })?;
         let admin = config
             .admin
-            .map(|addr| {
-                listener::bind(addr).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::AddrInUse => format!(
-                        "{}; stop it or choose another with --admin",
-                        ports::in_use_message(addr.port(), "admin")
-                    ),
-                    _ => format!("cannot listen on admin address {addr}: {e}"),
-                })
-            })
+            .map(|addr| bind("admin", addr, "another with --admin"))
             .transpose()?;
         Ok((balancer, control, admin))
     })();
@@ -221,17 +272,21 @@ fn start(
             "admin address {addr} is beyond loopback: anyone who can reach it can read the fleet's status and metrics"
         );
     }
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the fleet executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(UpError::Exe)?;
     runtime.block_on(async move {
         let listeners = Listeners {
             balancer,
-            control: tokio::net::UnixListener::from_std(control).map_err(|e| e.to_string())?,
+            control: tokio::net::UnixListener::from_std(control).map_err(|source| {
+                UpError::ControlSocket {
+                    path: state.socket(),
+                    source,
+                }
+            })?,
             admin,
         };
         let token = CancellationToken::new();
         let detached = matches!(reporter, Reporter::Pipe);
-        let signals = supervisor::signals::install(detached).map_err(|e| e.to_string())?;
+        let signals = supervisor::signals::install(detached).map_err(UpError::Signals)?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let opts = Options {
             echo_output: !detached,
@@ -253,11 +308,11 @@ fn start(
             Some(r) => r,
             None => supervisor.await,
         };
-        result.map_err(|e| e.to_string())
+        Ok(result?)
     })
 }
 
-fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, String>>) {
+fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, supervisor::StartError>>) {
     let pid = std::process::id();
     match ready {
         Some(Ok(Readiness::Ready { listen })) => {
@@ -284,77 +339,82 @@ fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, String>>) {
     }
 }
 
+/// Bind one of fleet's listeners; a busy port is named with its holder and
+/// `hint` (what to choose instead).
+fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+    hint: &'static str,
+) -> Result<tokio::net::TcpListener, UpError> {
+    listener::bind(addr).map_err(|e| {
+        let e = listener::BindError::new(addr, e);
+        if e.in_use() {
+            UpError::PortInUse {
+                what,
+                port: addr.port(),
+                holder: ports::holder(addr.port()),
+                hint,
+            }
+        } else {
+            UpError::Bind { addr, source: e }
+        }
+    })
+}
+
 /// Refuse to start if the open-file limit, raised as far as it goes, cannot
 /// hold `max_connections` clients (two descriptors each: client and backend)
 /// plus the supervisor's own files.
-fn raise_fd_limit(max_connections: u32) -> Result<(), String> {
+fn raise_fd_limit(max_connections: u32) -> Result<(), UpError> {
     let want = 2 * u64::from(max_connections) + 256;
-    let have = crate::fd_limit::raise(want)
-        .map_err(|e| format!("cannot read the descriptor limit: {e}"))?;
+    let have = crate::fd_limit::raise(want).map_err(UpError::FdLimitUnknown)?;
     if have < want {
-        return Err(format!(
-            "the open-file limit ({have}) is too low for balancer.max_connections = {max_connections} (needs {want}); \
-             lower max_connections in fleet.yaml or raise the limit (ulimit -n)"
-        ));
+        return Err(UpError::FdLimit {
+            have,
+            want,
+            max_connections,
+        });
     }
     Ok(())
 }
 
 /// `fleet up -d`: start the detached child and relay its report.
-fn launch_detached(state: &StateDir) -> u8 {
-    if let Err(e) = state.create() {
-        eprintln!("fleet: {e}");
-        return exit::FAILURE;
-    }
+fn launch_detached(state: &StateDir) -> Result<(), UpError> {
+    state.create()?;
     match state.probe() {
         (Holder::Running { pid }, _) => {
-            let e = StateError::AlreadyRunning {
+            return Err(UpError::State(StateError::AlreadyRunning {
                 dir: state.root().to_path_buf(),
                 pid: pid.map_or("unknown".into(), |p| p.to_string()),
-            };
-            eprintln!("fleet: {e}");
-            return exit::FAILURE;
+            }));
         }
         (Holder::Unreadable { path, error }, _) => {
-            eprintln!("fleet: cannot read {}: {error}", path.display());
-            return exit::UNREADABLE;
+            return Err(UpError::Unreadable {
+                path,
+                source: error,
+            });
         }
+        // What stale state was cleaned up: a note, not a failure.
         (Holder::Free, Some(note)) => eprintln!("fleet: {note}"),
         (Holder::Free, None) => {}
     }
     let log_path = state.supervisor_log();
-    let log = match std::fs::OpenOptions::new()
+    let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("fleet: cannot open {}: {e}", log_path.display());
-            return exit::FAILURE;
-        }
-    };
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("fleet: cannot find the fleet executable: {e}");
-            return exit::FAILURE;
-        }
-    };
-    let mut child = match std::process::Command::new(exe)
+        .map_err(|source| UpError::Log {
+            path: log_path.clone(),
+            source,
+        })?;
+    let exe = std::env::current_exe().map_err(UpError::Exe)?;
+    let mut child = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
         .arg("--detached-child")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fleet: cannot start the supervisor: {e}");
-            return exit::FAILURE;
-        }
-    };
+        .map_err(UpError::Spawn)?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
@@ -377,23 +437,22 @@ fn launch_detached(state: &StateDir) -> u8 {
                     r.failing[0].0
                 );
             }
-            exit::OK
+            Ok(())
         }
         Ok(r) => {
+            // It tears everything down before it exits: wait, so that a
+            // failed `up` returns with nothing running.
             let _ = child.wait();
-            eprintln!(
-                "fleet: {}",
-                r.error.unwrap_or_else(|| "start-up failed".into())
-            );
-            exit::FAILURE
+            Err(UpError::Detached(
+                r.error.unwrap_or_else(|| "start-up failed".into()),
+            ))
         }
         Err(_) => {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-            eprintln!(
-                "fleet: the supervisor exited during start-up ({status}); see {}",
-                log_path.display()
-            );
-            exit::FAILURE
+            Err(UpError::DiedStarting {
+                status,
+                log: log_path,
+            })
         }
     }
 }

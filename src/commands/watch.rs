@@ -22,42 +22,28 @@ use crossterm::style::{Attribute, Print, SetAttribute};
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{execute, queue};
 
-use super::status::render;
+use super::status::{StatusError, render};
 use crate::control::client::{self, ControlError};
-use crate::exit;
 use crate::state_dir::StateDir;
 
 const PERIOD: Duration = Duration::from_secs(1);
 /// How often a key press or a signal is checked for between redraws.
 const POLL: Duration = Duration::from_millis(100);
 
-pub(crate) fn run(state: &StateDir) -> u8 {
+pub(crate) fn run(state: &StateDir) -> Result<(), StatusError> {
     if io::stdout().is_terminal() {
-        match live(state) {
-            Ok(()) => exit::OK,
-            Err(e) => {
-                eprintln!("fleet: status --watch: {e}");
-                exit::FAILURE
-            }
-        }
+        live(state).map_err(StatusError::Watch)
     } else {
-        snapshots(state)
+        snapshots(state).map_err(StatusError::Control)
     }
 }
 
 /// One frame's text: the status table, or why there is none.
-fn frame(state: &StateDir) -> Result<String, (u8, String)> {
-    match client::status(state) {
-        Ok(s) => Ok(render(&s)),
-        Err(ControlError::NotRunning { dir, .. }) => Err((
-            exit::NOT_RUNNING,
-            format!("no fleet is running in {dir} (start one with `fleet up`)"),
-        )),
-        Err(e) => Err((exit::FAILURE, e.to_string())),
-    }
+fn frame(state: &StateDir) -> Result<String, ControlError> {
+    client::status(state).map(|s| render(&s))
 }
 
-fn snapshots(state: &StateDir) -> u8 {
+fn snapshots(state: &StateDir) -> Result<(), ControlError> {
     let mut next = Instant::now();
     loop {
         match frame(state) {
@@ -68,13 +54,10 @@ fn snapshots(state: &StateDir) -> u8 {
                     .is_err()
                 {
                     // The reader went away (`| head`): that is a normal end.
-                    return exit::OK;
+                    return Ok(());
                 }
             }
-            Err((code, msg)) => {
-                eprintln!("fleet: {msg}");
-                return code;
-            }
+            Err(e) => return Err(e),
         }
         next += PERIOD;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -115,7 +98,7 @@ fn live(state: &StateDir) -> io::Result<()> {
     loop {
         let text = match frame(state) {
             Ok(t) => t,
-            Err((_, msg)) => format!("fleet: {msg}\nwaiting for it..."),
+            Err(e) => format!("fleet: {}\nwaiting for it...", crate::message::one_line(&e)),
         };
         draw(&mut out, &text, color)?;
         let next = Instant::now() + PERIOD;

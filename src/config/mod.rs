@@ -41,25 +41,25 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::worker::Www;
-pub use error::ConfigError;
+pub(crate) use crate::worker::Www;
+pub(crate) use error::ConfigError;
 
 use crate::cli::UpArgs;
 
 /// The file `fleet up` reads from the current directory when there is no `-f`.
-pub const DEFAULT_FILE: &str = "fleet.yaml";
+pub(crate) const DEFAULT_FILE: &str = "fleet.yaml";
 
 /// The most backends one fleet may have: far more than one machine should
 /// run, few enough that a typo (`backends: 40000`) is caught.
-pub const MAX_BACKENDS: u16 = 1000;
+pub(crate) const MAX_BACKENDS: u16 = 1000;
 
 /// The longest duration any key accepts. Longer is surely a typo, and the
 /// cap keeps `Instant + duration` far from overflowing.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The validated configuration of one fleet.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Number of local backends (>= 1, or >= 0 when there are upstreams).
     pub backends: u16,
     /// Backends listen on `base_port .. base_port + backends` (checked to fit in u16).
@@ -88,7 +88,7 @@ pub struct Config {
 
 /// A backend fleet does not run: an address it balances to and health-checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// As written (`lab-pc-2:9002`): its name in status and logs.
     pub name: String,
     /// Resolved once, when the config is loaded.
@@ -97,7 +97,7 @@ pub struct Upstream {
 
 /// The program a backend runs.
 #[derive(Debug, Clone, PartialEq)]
-pub enum BackendCommand {
+pub(crate) enum BackendCommand {
     /// `fleet serve --port P --www DIR` from this same executable.
     Builtin,
     /// A configured program; `{port}` in `args` is replaced, `PORT` is set.
@@ -111,7 +111,7 @@ pub enum BackendCommand {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum HealthKind {
+pub(crate) enum HealthKind {
     /// GET `path`; a 2xx or 3xx status passes.
     Http { path: String },
     /// A TCP connect passes.
@@ -119,7 +119,7 @@ pub enum HealthKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     pub kind: HealthKind,
     pub interval: Duration,
     pub timeout: Duration,
@@ -132,14 +132,14 @@ pub struct HealthConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
+pub(crate) enum RestartPolicy {
     Always,
     OnFailure,
     Never,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RestartConfig {
+pub(crate) struct RestartConfig {
     pub policy: RestartPolicy,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
@@ -149,7 +149,7 @@ pub struct RestartConfig {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ShutdownConfig {
+pub(crate) struct ShutdownConfig {
     /// Drain and SIGTERM grace before SIGKILL.
     pub timeout: Duration,
     /// How long a draining backend (`fleet restart`, `stop`, `scale`) may
@@ -157,9 +157,54 @@ pub struct ShutdownConfig {
     pub drain_timeout: Duration,
 }
 
+/// The balancing strategy, `balancer.strategy` in fleet.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strategy {
+    /// Each eligible backend in turn.
+    RoundRobin,
+    /// The backend with the least in-flight work (`Slot::active`); ties go
+    /// round-robin so an idle fleet still spreads.
+    LeastConnections,
+    /// Two backends at random, the less busy of them (Mitzenmacher's "power
+    /// of two choices": nearly least-connections without scanning).
+    PowerOfTwo,
+    /// The same client address keeps the same backend while it is up
+    /// (rendezvous hashing: when a backend leaves, only its clients move).
+    IpHash,
+}
+
+impl Strategy {
+    /// The names fleet.yaml accepts, in the order messages list them.
+    pub(crate) const NAMES: &'static [&'static str] = &[
+        "round-robin",
+        "least-connections",
+        "power-of-two",
+        "ip-hash",
+    ];
+
+    pub(crate) fn from_name(name: &str) -> Option<Strategy> {
+        Some(match name {
+            "round-robin" => Strategy::RoundRobin,
+            "least-connections" => Strategy::LeastConnections,
+            "power-of-two" => Strategy::PowerOfTwo,
+            "ip-hash" => Strategy::IpHash,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastConnections => "least-connections",
+            Strategy::PowerOfTwo => "power-of-two",
+            Strategy::IpHash => "ip-hash",
+        }
+    }
+}
+
 /// What the balancer sees of the traffic it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalancerMode {
+pub(crate) enum BalancerMode {
     /// Parse HTTP/1: every request chooses its backend; backend connections are pooled.
     Http,
     /// Splice bytes: one backend per client connection, for any TCP protocol.
@@ -167,11 +212,11 @@ pub enum BalancerMode {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct BalancerConfig {
+pub(crate) struct BalancerConfig {
     /// Fixed for the balancer's life (a reload cannot switch engines).
     pub mode: BalancerMode,
     /// How a request (http) or connection (tcp) chooses among routable backends.
-    pub strategy: crate::balancer::strategy::Strategy,
+    pub strategy: Strategy,
     /// Concurrent client connections; when full, idle ones are closed (oldest
     /// first) to admit new clients, else new clients wait in the listen backlog.
     pub max_connections: u32,
@@ -221,7 +266,7 @@ impl Default for Config {
             admin: None,
             balancer: BalancerConfig {
                 mode: BalancerMode::Http,
-                strategy: crate::balancer::strategy::Strategy::RoundRobin,
+                strategy: Strategy::RoundRobin,
                 max_connections: 4096,
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
@@ -238,7 +283,7 @@ impl BackendCommand {
     /// The program and arguments for the backend on `port`, with `{port}`
     /// replaced in every argument; `None` for the built-in worker, whose
     /// command line the supervisor builds from its own executable.
-    pub fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
+    pub(crate) fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
         match self {
             BackendCommand::Builtin => None,
             BackendCommand::Command { program, args, .. } => {
@@ -252,7 +297,7 @@ impl BackendCommand {
 
 impl Config {
     /// The backends' ports, in order.
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+    pub(crate) fn ports(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.backends).map(|i| self.base_port + i)
     }
 }
@@ -260,7 +305,7 @@ impl Config {
 /// Read fleet.yaml (the `-f` file, or `./fleet.yaml` when present) and apply
 /// the command-line overrides; relative paths on the command line are
 /// relative to the current directory.
-pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
+pub(crate) fn load(args: &UpArgs) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(|e| ConfigError::Default {
         key: "current directory".into(),
         problem: format!("cannot be determined: {e}"),
@@ -271,7 +316,7 @@ pub fn load(args: &UpArgs) -> Result<Config, ConfigError> {
 /// [`load`], with the current directory passed in (tests, and a future
 /// `fleet reload` that must resolve paths as `fleet up` did). `cwd` must be
 /// absolute.
-pub fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
     let (shown, abs, explicit) = match &args.file {
         Some(f) => (f.clone(), cwd.join(f), true),
         None => {

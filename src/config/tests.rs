@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use super::Strategy;
 use super::raw;
 use super::*;
-use crate::balancer::strategy::Strategy;
 use crate::cli::{Cli, Command};
 
 const SHIPPED: &str = include_str!("../../fleet.yaml");
@@ -704,6 +704,55 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         &[],
         "fleet.yaml:3: backend.env: expected a mapping of NAME: value, got a list",
     ),
+    (
+        "unknown_nested_key_is_named_with_its_section",
+        "health:\n  kind: http\n  intreval: 1s\n",
+        &[],
+        "fleet.yaml:3: health.intreval: unknown key (did you mean `interval`?)",
+    ),
+    (
+        "key_in_the_wrong_section_says_where_it_belongs",
+        "interval: 1s\n",
+        &[],
+        "fleet.yaml:1: interval: unknown key (`interval` belongs under health:)",
+    ),
+    (
+        "key_in_the_wrong_section_says_where_it_belongs",
+        "health:\n  backends: 3\n",
+        &[],
+        "fleet.yaml:2: health.backends: unknown key (`backends` is a top-level key, not part \
+         of health:)",
+    ),
+    (
+        "bad_indentation_reports_line_and_column",
+        "backends: 4\n  base_port: 9002\n",
+        &[],
+        "fleet.yaml:2:12: mapping values are not allowed in this context",
+    ),
+    (
+        "duplicate_key_is_rejected",
+        "backends: 4\nbackends: 5\n",
+        &[],
+        "fleet.yaml:2: backends: is set twice; a key may appear once per section",
+    ),
+    (
+        "section_that_is_not_a_mapping_is_rejected",
+        "health: 5\n",
+        &[],
+        "fleet.yaml:1: health: expected a section of `key: value` lines indented below it",
+    ),
+    (
+        "section_that_is_not_a_mapping_is_rejected",
+        "restart:\n  - always\n",
+        &[],
+        "fleet.yaml:2: restart: expected a section of `key: value` lines indented below it",
+    ),
+    (
+        "top_level_that_is_not_a_mapping_is_rejected",
+        "just some text\n",
+        &[],
+        "fleet.yaml:1:1: expected `key: value` lines at the top level (see examples/fleet.yaml)",
+    ),
 ];
 
 #[test]
@@ -1007,14 +1056,6 @@ fn unknown_top_level_key_is_named_with_a_suggestion() {
 }
 
 #[test]
-fn unknown_nested_key_is_named_with_its_section() {
-    assert_eq!(
-        err("health:\n  kind: http\n  intreval: 1s\n", &[]),
-        "fleet.yaml:3: health.intreval: unknown key (did you mean `interval`?)"
-    );
-}
-
-#[test]
 fn unknown_key_in_every_section_names_the_section() {
     for section in ["backend", "health", "restart", "shutdown", "balancer"] {
         let e = err(&format!("{section}:\n  zzz: 1\n"), &[]);
@@ -1025,19 +1066,6 @@ fn unknown_key_in_every_section_names_the_section() {
             "{e}"
         );
     }
-}
-
-#[test]
-fn key_in_the_wrong_section_says_where_it_belongs() {
-    assert_eq!(
-        err("interval: 1s\n", &[]),
-        "fleet.yaml:1: interval: unknown key (`interval` belongs under health:)"
-    );
-    assert_eq!(
-        err("health:\n  backends: 3\n", &[]),
-        "fleet.yaml:2: health.backends: unknown key (`backends` is a top-level key, not part \
-         of health:)"
-    );
 }
 
 #[test]
@@ -1053,42 +1081,6 @@ fn bad_yaml_syntax_reports_line_and_column() {
         "{e}"
     );
     assert_eq!(e.line(), Some(*line));
-}
-
-#[test]
-fn bad_indentation_reports_line_and_column() {
-    assert_eq!(
-        err("backends: 4\n  base_port: 9002\n", &[]),
-        "fleet.yaml:2:12: mapping values are not allowed in this context"
-    );
-}
-
-#[test]
-fn duplicate_key_is_rejected() {
-    assert_eq!(
-        err("backends: 4\nbackends: 5\n", &[]),
-        "fleet.yaml:2: backends: is set twice; a key may appear once per section"
-    );
-}
-
-#[test]
-fn section_that_is_not_a_mapping_is_rejected() {
-    assert_eq!(
-        err("health: 5\n", &[]),
-        "fleet.yaml:1: health: expected a section of `key: value` lines indented below it"
-    );
-    assert_eq!(
-        err("restart:\n  - always\n", &[]),
-        "fleet.yaml:2: restart: expected a section of `key: value` lines indented below it"
-    );
-}
-
-#[test]
-fn top_level_that_is_not_a_mapping_is_rejected() {
-    assert_eq!(
-        err("just some text\n", &[]),
-        "fleet.yaml:1:1: expected `key: value` lines at the top level (see examples/fleet.yaml)"
-    );
 }
 
 #[test]

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
+use super::Strategy;
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
     BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, HealthConfig, HealthKind,
     MAX_BACKENDS, MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Upstream, Www,
 };
-use crate::balancer::strategy::Strategy;
 use crate::cli::UpArgs;
 
 const NO_BACKENDS: &str = "must be at least 1 when there are no upstreams (got 0)";
@@ -39,6 +39,36 @@ macro_rules! entry {
     };
     ($raw:expr, $field:ident) => {
         (stringify!($field), $raw.$field.as_ref())
+    };
+}
+
+/// What is wrong with one value, in a few lowercase words: the tail of the
+/// `ConfigError` line, which adds where the value was written and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem(String);
+
+impl From<&str> for Problem {
+    fn from(text: &str) -> Self {
+        Problem(text.to_owned())
+    }
+}
+
+impl From<Problem> for String {
+    fn from(p: Problem) -> String {
+        p.0
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `Problem(format!(...))`.
+macro_rules! problem {
+    ($($arg:tt)*) => {
+        Problem(format!($($arg)*))
     };
 }
 
@@ -99,13 +129,13 @@ impl Report<'_> {
     fn file<T>(
         &self,
         (key, node): (&str, Option<&Node>),
-        check: impl FnOnce(&Value) -> Result<T, String>,
+        check: impl FnOnce(&Value) -> Result<T, Problem>,
     ) -> Result<Option<Set<T>>, ConfigError> {
         node.map(|n| {
             let from = Origin::File(line_of(n));
             check(&n.value)
                 .map(|value| Set { value, from })
-                .map_err(|problem| self.at(from, key, problem))
+                .map_err(|problem| self.at(from, key, problem.0))
         })
         .transpose()
     }
@@ -115,13 +145,13 @@ impl Report<'_> {
         &self,
         flag: &'static str,
         raw: Option<R>,
-        check: impl FnOnce(R) -> Result<T, String>,
+        check: impl FnOnce(R) -> Result<T, Problem>,
     ) -> Result<Option<Set<T>>, ConfigError> {
         let from = Origin::Flag(flag);
         raw.map(|r| {
             check(r)
                 .map(|value| Set { value, from })
-                .map_err(|problem| self.at(from, flag, problem))
+                .map_err(|problem| self.at(from, flag, problem.0))
         })
         .transpose()
     }
@@ -187,15 +217,11 @@ pub(super) fn resolve(
     let flag_base = rep.flag("--base-port", args.base_port, |n| {
         port_in_range(i128::from(n))
     })?;
-    let flag_listen = rep.flag("--listen", args.listen.as_deref(), |s| {
-        crate::cli::parse_listen(s)
-    })?;
-    let flag_admin = rep.flag("--admin", args.admin.as_deref(), |s| {
-        crate::cli::parse_listen(s)
-    })?;
+    let flag_listen = rep.flag("--listen", args.listen.as_deref(), parse_listen)?;
+    let flag_admin = rep.flag("--admin", args.admin.as_deref(), parse_listen)?;
     let flag_www = rep.flag("--www", args.www.as_deref(), |p| {
         if p.as_os_str().is_empty() {
-            Err("must not be empty".to_owned())
+            Err(Problem::from("must not be empty"))
         } else {
             Ok(p.to_path_buf())
         }
@@ -396,32 +422,13 @@ fn health_section(
     let timeout = or_default(timeout, d.timeout);
     // A probe that may outlive the interval would overlap the next one and
     // make "consecutive results" ambiguous, so timeout <= interval.
-    if timeout.value > interval.value {
-        let (from, key, problem) = if timeout.from != Origin::Default {
-            (
-                timeout.from,
-                "health.timeout",
-                format!(
-                    "{} is longer than health.interval ({}{}); a probe must finish before the next one is due",
-                    fmt_duration(timeout.value),
-                    fmt_duration(interval.value),
-                    note(interval.from)
-                ),
-            )
-        } else {
-            (
-                interval.from,
-                "health.interval",
-                format!(
-                    "{} is shorter than health.timeout ({}{}); a probe must finish before the next one is due",
-                    fmt_duration(interval.value),
-                    fmt_duration(timeout.value),
-                    note(timeout.from)
-                ),
-            )
-        };
-        return Err(rep.at(from, key, problem));
-    }
+    not_longer(
+        rep,
+        ("health.timeout", timeout),
+        ("health.interval", interval),
+        Blame::Short,
+        "; a probe must finish before the next one is due",
+    )?;
     Ok(HealthConfig {
         kind,
         interval: interval.value,
@@ -449,38 +456,19 @@ fn restart_section(
     let initial = rep.file(entry!(r, restart.initial_backoff), duration)?;
     let max = rep.file(entry!(r, restart.max_backoff), duration)?;
     let max_restarts = rep.file(entry!(r, restart.max_restarts), |v| {
-        count(v).map_err(|e| format!("{e}; to never restart, set restart.policy: never"))
+        count(v).map_err(|e| problem!("{e}; to never restart, set restart.policy: never"))
     })?;
     let window = rep.file(entry!(r, restart.window), duration)?;
 
     let initial = or_default(initial, d.initial_backoff);
     let max = or_default(max, d.max_backoff);
-    if max.value < initial.value {
-        let (from, key, problem) = if max.from != Origin::Default {
-            (
-                max.from,
-                "restart.max_backoff",
-                format!(
-                    "{} is shorter than restart.initial_backoff ({}{})",
-                    fmt_duration(max.value),
-                    fmt_duration(initial.value),
-                    note(initial.from)
-                ),
-            )
-        } else {
-            (
-                initial.from,
-                "restart.initial_backoff",
-                format!(
-                    "{} is longer than restart.max_backoff ({}{})",
-                    fmt_duration(initial.value),
-                    fmt_duration(max.value),
-                    note(max.from)
-                ),
-            )
-        };
-        return Err(rep.at(from, key, problem));
-    }
+    not_longer(
+        rep,
+        ("restart.initial_backoff", initial),
+        ("restart.max_backoff", max),
+        Blame::Long,
+        "",
+    )?;
     Ok(RestartConfig {
         policy: or_default(policy, d.policy).value,
         initial_backoff: initial.value,
@@ -572,6 +560,55 @@ fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<()
          (use base_port {} or at most {fits} backends)",
         65536 - n
     );
+    Err(rep.at(from, key, problem))
+}
+
+/// Which of two related keys an error names when the user wrote both.
+enum Blame {
+    Short,
+    Long,
+}
+
+/// `short` must not be longer than `long`. The error names the key `blame`
+/// prefers, or the other when the preferred one holds its default, so it
+/// always points at a value the user wrote; `why` ends the message.
+fn not_longer(
+    rep: &Report<'_>,
+    (short_key, short): (&str, Set<Duration>),
+    (long_key, long): (&str, Set<Duration>),
+    blame: Blame,
+    why: &str,
+) -> Result<(), ConfigError> {
+    if short.value <= long.value {
+        return Ok(());
+    }
+    let blame_short = match blame {
+        Blame::Short => short.from != Origin::Default,
+        Blame::Long => long.from == Origin::Default,
+    };
+    let (from, key, problem) = if blame_short {
+        (
+            short.from,
+            short_key,
+            format!(
+                "{} is longer than {long_key} ({}{}){why}",
+                fmt_duration(short.value),
+                fmt_duration(long.value),
+                note(long.from)
+            ),
+        )
+    } else {
+        (
+            long.from,
+            long_key,
+            format!(
+                "{} is shorter than {short_key} ({}{}){why}",
+                fmt_duration(long.value),
+                fmt_duration(short.value),
+                note(short.from)
+            ),
+        )
+    };
     Err(rep.at(from, key, problem))
 }
 
@@ -699,21 +736,21 @@ fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)
 
 /// `HOST:PORT` -> the first address it resolves to. A blocking lookup, done
 /// once at load time so a typo fails `fleet up` instead of every probe.
-fn resolve_upstream(s: &str) -> Result<Upstream, String> {
+fn resolve_upstream(s: &str) -> Result<Upstream, Problem> {
     use std::net::ToSocketAddrs;
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
+        return Err(problem!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
     };
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(format!(
+        return Err(problem!(
             "'{s}' is not HOST:PORT with a port from 1 to 65535"
         ));
     }
     let addr = s
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve '{s}': {e}"))?
+        .map_err(|e| problem!("cannot resolve '{s}': {e}"))?
         .next()
-        .ok_or_else(|| format!("'{s}' resolves to no address"))?;
+        .ok_or_else(|| problem!("'{s}' resolves to no address"))?;
     Ok(Upstream {
         name: s.to_owned(),
         addr,
@@ -763,67 +800,70 @@ fn check_upstreams(
 
 // --- values -----------------------------------------------------------------
 
-fn whole(v: &Value) -> Result<i128, String> {
+fn whole(v: &Value) -> Result<i128, Problem> {
     match v {
         Value::Int(n) => Ok(*n),
-        Value::Str(s) if s.trim().parse::<i128>().is_ok() => Err(format!(
+        Value::Str(s) if s.trim().parse::<i128>().is_ok() => Err(problem!(
             "expected a whole number, got the string {} (remove the quotes)",
             quote(s)
         )),
-        other => Err(format!("expected a whole number, got {}", other.describe())),
+        other => Err(problem!(
+            "expected a whole number, got {}",
+            other.describe()
+        )),
     }
 }
 
 /// 0 is in range here: it is rejected later unless there are upstreams.
-fn backends_in_range(n: i128) -> Result<u16, String> {
+fn backends_in_range(n: i128) -> Result<u16, Problem> {
     if n < 0 {
-        Err(format!("must be at least 0 (got {n}); 0 needs upstreams"))
+        Err(problem!("must be at least 0 (got {n}); 0 needs upstreams"))
     } else if n > i128::from(MAX_BACKENDS) {
-        Err(format!("must be at most {MAX_BACKENDS} (got {n})"))
+        Err(problem!("must be at most {MAX_BACKENDS} (got {n})"))
     } else {
-        u16::try_from(n).map_err(|_| format!("must be at most {MAX_BACKENDS} (got {n})"))
+        u16::try_from(n).map_err(|_| problem!("must be at most {MAX_BACKENDS} (got {n})"))
     }
 }
 
-fn port_in_range(n: i128) -> Result<u16, String> {
+fn port_in_range(n: i128) -> Result<u16, Problem> {
     if n < 1 {
-        Err(format!("must be at least 1 (got {n})"))
+        Err(problem!("must be at least 1 (got {n})"))
     } else {
-        u16::try_from(n).map_err(|_| format!("{n} is past 65535"))
+        u16::try_from(n).map_err(|_| problem!("{n} is past 65535"))
     }
 }
 
 /// A count that must be at least 1 (rise, fall, max_connections, ...).
-fn count(v: &Value) -> Result<u32, String> {
+fn count(v: &Value) -> Result<u32, Problem> {
     let n = whole(v)?;
     if n < 1 {
-        Err(format!("must be at least 1 (got {n})"))
+        Err(problem!("must be at least 1 (got {n})"))
     } else {
-        u32::try_from(n).map_err(|_| format!("must be at most {} (got {n})", u32::MAX))
+        u32::try_from(n).map_err(|_| problem!("must be at most {} (got {n})", u32::MAX))
     }
 }
 
 /// A duration by the one grammar (`crate::duration`), longer than 0 and at
 /// most [`MAX_DURATION`]. A YAML number is read as the text it was written
 /// as, so `10` is ten seconds here as in `--timeout 10`.
-fn duration(v: &Value) -> Result<Duration, String> {
+fn duration(v: &Value) -> Result<Duration, Problem> {
     let text = match v {
         Value::Str(s) => s.clone(),
         Value::Int(n) => n.to_string(),
         Value::Float(x) => x.to_string(),
         other => {
-            return Err(format!(
+            return Err(problem!(
                 "expected a duration such as 250ms, 1s or 2m, got {}",
                 other.describe()
             ));
         }
     };
-    let d = crate::duration::parse(&text).map_err(|e| e.to_string())?;
+    let d = crate::duration::parse(&text).map_err(|e| problem!("{e}"))?;
     let t = text.trim();
     if d.is_zero() {
-        Err(format!("must be longer than 0 (got {t})"))
+        Err(problem!("must be longer than 0 (got {t})"))
     } else if d > MAX_DURATION {
-        Err(format!(
+        Err(problem!(
             "must be at most {} (got {t})",
             fmt_duration(MAX_DURATION)
         ))
@@ -836,12 +876,27 @@ fn fmt_duration(d: Duration) -> String {
     crate::duration::format(d)
 }
 
-fn listen(v: &Value) -> Result<SocketAddr, String> {
+/// `ADDR:PORT`, for `--listen` and `listen:`.
+/// `ADDR:PORT`, or a bare `PORT` meaning `127.0.0.1:PORT` (loopback:
+/// exposing the balancer is always spelled out), for `--listen` / `listen:`.
+fn parse_listen(s: &str) -> Result<SocketAddr, Problem> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| problem!("port {s} is out of range (0-65535)"));
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        problem!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT")
+    })
+}
+
+fn listen(v: &Value) -> Result<SocketAddr, Problem> {
     match v {
-        Value::Str(s) => crate::cli::parse_listen(s),
+        Value::Str(s) => parse_listen(s),
         // A bare port means loopback, as with `--listen PORT`.
-        Value::Int(port) => crate::cli::parse_listen(&port.to_string()),
-        other => Err(format!(
+        Value::Int(port) => parse_listen(&port.to_string()),
+        other => Err(problem!(
             "expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got {} (quote an IPv6 address: \"[::1]:44444\")",
             other.describe()
         )),
@@ -849,13 +904,13 @@ fn listen(v: &Value) -> Result<SocketAddr, String> {
 }
 
 /// A file to write: a non-empty string that can be a path.
-fn file_path(v: &Value) -> Result<PathBuf, String> {
+fn file_path(v: &Value) -> Result<PathBuf, Problem> {
     match v {
-        Value::Str(s) if s.is_empty() => Err("must not be empty".to_owned()),
-        Value::Str(s) if s.contains('\0') => Err("must not contain a NUL byte".to_owned()),
-        Value::Str(s) if s.ends_with('/') => Err(format!("'{s}' names a directory; name a file")),
+        Value::Str(s) if s.is_empty() => Err(Problem::from("must not be empty")),
+        Value::Str(s) if s.contains('\0') => Err(Problem::from("must not contain a NUL byte")),
+        Value::Str(s) if s.ends_with('/') => Err(problem!("'{s}' names a directory; name a file")),
         Value::Str(s) => Ok(PathBuf::from(s)),
-        other => Err(format!(
+        other => Err(problem!(
             "expected a file path (e.g. logs/access.log), got {}",
             other.describe()
         )),
@@ -863,12 +918,12 @@ fn file_path(v: &Value) -> Result<PathBuf, String> {
 }
 
 /// A non-empty string that can be a path.
-fn path_text(v: &Value, key: &str) -> Result<PathBuf, String> {
+fn path_text(v: &Value, key: &str) -> Result<PathBuf, Problem> {
     match v {
-        Value::Str(s) if s.is_empty() => Err("must not be empty".to_owned()),
-        Value::Str(s) if s.contains('\0') => Err("must not contain a NUL byte".to_owned()),
+        Value::Str(s) if s.is_empty() => Err(Problem::from("must not be empty")),
+        Value::Str(s) if s.contains('\0') => Err(Problem::from("must not contain a NUL byte")),
         Value::Str(s) => Ok(PathBuf::from(s)),
-        other => Err(format!(
+        other => Err(problem!(
             "expected a directory path (e.g. {key}: ./dir), got {}",
             other.describe()
         )),
@@ -876,7 +931,7 @@ fn path_text(v: &Value, key: &str) -> Result<PathBuf, String> {
 }
 
 /// One of a fixed set of words, with a suggestion for a near miss.
-fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str, String> {
+fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str, Problem> {
     let list = words.join(", ");
     match v {
         Value::Str(s) => {
@@ -885,35 +940,43 @@ fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str,
                 .copied()
                 .find(|w| *w == s)
                 .ok_or_else(|| match closest(s, words) {
-                    Some(near) => format!(
+                    Some(near) => problem!(
                         "{} is not {what}; did you mean {near}? (one of: {list})",
                         quote(s)
                     ),
-                    None => format!("{} is not {what}; use one of: {list}", quote(s)),
+                    None => problem!("{} is not {what}; use one of: {list}", quote(s)),
                 })
         }
-        other => Err(format!("expected one of: {list}, got {}", other.describe())),
+        other => Err(problem!(
+            "expected one of: {list}, got {}",
+            other.describe()
+        )),
     }
 }
 
 /// The path of an HTTP probe: it goes verbatim into the request line.
-fn http_path(v: &Value) -> Result<String, String> {
+fn http_path(v: &Value) -> Result<String, Problem> {
     match v {
-        Value::Str(s) if !s.starts_with('/') => Err(format!("{} must start with '/'", quote(s))),
-        Value::Str(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(format!(
+        Value::Str(s) if !s.starts_with('/') => Err(problem!("{} must start with '/'", quote(s))),
+        Value::Str(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(problem!(
             "{} must not contain spaces or control characters (percent-encode them)",
             quote(s)
         )),
         Value::Str(s) => Ok(s.clone()),
-        other => Err(format!(
+        other => Err(problem!(
             "expected a URL path such as /health, got {}",
             other.describe()
         )),
     }
 }
 
+/// A command line: the program, then its arguments.
+type Argv = Vec<String>;
+/// Environment variables for a backend, by name.
+type Env = BTreeMap<String, String>;
+
 /// `backend.command`: a list of non-empty strings, each reported at its line.
-fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigError> {
+fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Argv, ConfigError> {
     let items = match &node.value {
         Value::Seq(items) => items,
         Value::Str(s) => {
@@ -965,7 +1028,7 @@ fn command_argv(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigErro
 }
 
 /// `backend.env`: names a shell could export, values as text.
-fn env_map(rep: &Report<'_>, node: &Node) -> Result<BTreeMap<String, String>, ConfigError> {
+fn env_map(rep: &Report<'_>, node: &Node) -> Result<Env, ConfigError> {
     let Value::Map(entries) = &node.value else {
         return Err(rep.at(
             Origin::File(line_of(node)),
@@ -1027,4 +1090,40 @@ fn env_map(rep: &Report<'_>, node: &Node) -> Result<BTreeMap<String, String>, Co
         env.insert(name.value.clone(), text);
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_port_alone_means_loopback() {
+        assert_eq!(
+            parse_listen("44444"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 44444)))
+        );
+    }
+
+    #[test]
+    fn listen_address_and_port_are_taken_as_written() {
+        assert_eq!(
+            parse_listen("0.0.0.0:80"),
+            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
+        );
+        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
+    }
+
+    #[test]
+    fn listen_port_out_of_range_is_named() {
+        assert_eq!(
+            parse_listen("70000"),
+            Err(Problem::from("port 70000 is out of range (0-65535)"))
+        );
+    }
+
+    #[test]
+    fn listen_garbage_is_rejected() {
+        assert!(parse_listen("localhost").is_err());
+        assert!(parse_listen("").is_err());
+    }
 }

@@ -11,7 +11,7 @@ use crate::state_dir::{Holder, StateDir};
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// No supervisor runs in this state dir (`note` says what stale state was removed).
-    #[error("no fleet is running in {dir}")]
+    #[error("no fleet is running in {dir} (start one with `fleet up`)")]
     NotRunning { dir: String, note: Option<String> },
     /// The state dir exists but cannot be read: whether a fleet runs is unknown.
     #[error(
@@ -37,10 +37,35 @@ pub enum ControlError {
     Remote(String),
     #[error("unexpected reply from the supervisor: {0}")]
     Protocol(String),
+    #[error("cannot read the supervisor's reply")]
+    Decode(#[source] protocol::DecodeError),
+}
+
+impl ControlError {
+    /// 3 when no fleet runs, 4 when whether one runs cannot be read, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ControlError::NotRunning { .. } => crate::exit::NOT_RUNNING,
+            ControlError::CannotRead { .. } => crate::exit::UNREADABLE,
+            ControlError::Unreachable { .. }
+            | ControlError::Remote(_)
+            | ControlError::Protocol(_)
+            | ControlError::Decode(_) => crate::exit::FAILURE,
+        }
+    }
+
+    /// What stale state was cleaned up on the way, if anything: a note for
+    /// the user, not part of the failure.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            ControlError::NotRunning { note, .. } => note.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Send one request and read one reply. `timeout` bounds each read.
-pub fn call(
+pub(crate) fn call(
     state: &StateDir,
     req: Request,
     timeout: Option<Duration>,
@@ -50,7 +75,7 @@ pub fn call(
 
 /// Send one request, hand each `progress` line to `progress`, and return
 /// the final reply. `timeout` bounds each read (each line).
-pub fn call_with_progress(
+pub(crate) fn call_with_progress(
     state: &StateDir,
     req: Request,
     timeout: Option<Duration>,
@@ -113,13 +138,13 @@ pub fn call_with_progress(
             Ok(Reply::Progress { message }) => progress(&message),
             Ok(Reply::Error { message }) => return Err(ControlError::Remote(message)),
             Ok(r) => return Ok(r),
-            Err(e) => return Err(ControlError::Protocol(e)),
+            Err(e) => return Err(ControlError::Decode(e)),
         }
     }
 }
 
 /// The running fleet's status.
-pub fn status(state: &StateDir) -> Result<FleetStatus, ControlError> {
+pub(crate) fn status(state: &StateDir) -> Result<FleetStatus, ControlError> {
     match call(state, Request::Status, Some(Duration::from_secs(5)))? {
         Reply::Status(s) => Ok(s),
         other => Err(ControlError::Protocol(format!("{other:?}"))),

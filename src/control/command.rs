@@ -12,14 +12,14 @@ use super::protocol::Reply;
 
 /// Where the supervisor sends a command's `progress` lines and its one final
 /// reply. Dropped without a final reply means "interrupted" (shutdown).
-pub type Replies = mpsc::Sender<Reply>;
+pub(crate) type Replies = mpsc::Sender<Reply>;
 
 /// Capacity of a command's reply channel: progress lines wait for a slow
 /// reader rather than pile up.
-pub const REPLY_CAPACITY: usize = 16;
+pub(crate) const REPLY_CAPACITY: usize = 16;
 
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Stop the fleet; `grace` overrides `shutdown.timeout`. The final reply
     /// (`stopped`) comes once everything is stopped and the socket is gone.
     Down {
@@ -44,7 +44,7 @@ pub enum Command {
 
 impl Command {
     /// The channel this command's replies go to.
-    pub fn reply(&self) -> &Replies {
+    pub(crate) fn reply(&self) -> &Replies {
         match self {
             Command::Down { reply, .. }
             | Command::Restart { reply, .. }
@@ -56,7 +56,7 @@ impl Command {
     }
 
     /// The verb, for messages.
-    pub fn verb(&self) -> &'static str {
+    pub(crate) fn verb(&self) -> &'static str {
         match self {
             Command::Down { .. } => "down",
             Command::Restart { .. } => "restart",

@@ -1,5 +1,5 @@
 //! The control plane: a Unix socket in the state dir speaking JSON lines.
-pub mod client;
-pub mod command;
+pub(crate) mod client;
+pub(crate) mod command;
 pub mod protocol;
-pub mod server;
+pub(crate) mod server;

@@ -267,23 +267,31 @@ pub fn encode<T: Serialize>(body: T) -> String {
     s
 }
 
-/// Decode one line, checking the version. The error is the reply text. The
-/// reader bounds the line (`MAX_LINE` for requests, `MAX_REPLY` for replies).
-pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| format!("malformed message: {e}"))?;
+/// Why a line is not a message of this protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message")]
+    Malformed(#[source] serde_json::Error),
+    #[error("protocol version {0} is not supported (this fleet speaks {PROTOCOL_VERSION})")]
+    Version(u64),
+    #[error("message has no protocol version \"v\"")]
+    NoVersion,
+    #[error("bad message")]
+    Bad(#[source] serde_json::Error),
+}
+
+/// Decode one line, checking the version. The reader bounds the line
+/// (`MAX_LINE` for requests, `MAX_REPLY` for replies).
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, DecodeError> {
+    let v: serde_json::Value = serde_json::from_slice(line).map_err(DecodeError::Malformed)?;
     match v.get("v").and_then(|v| v.as_u64()) {
         Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => {
-            return Err(format!(
-                "protocol version {v} is not supported (this fleet speaks {PROTOCOL_VERSION})"
-            ));
-        }
-        None => return Err("message has no protocol version \"v\"".into()),
+        Some(v) => return Err(DecodeError::Version(v)),
+        None => return Err(DecodeError::NoVersion),
     }
     serde_json::from_value::<Envelope<T>>(v)
         .map(|e| e.body)
-        .map_err(|e| format!("bad message: {e}"))
+        .map_err(DecodeError::Bad)
 }
 
 #[cfg(test)]
@@ -308,7 +316,7 @@ mod tests {
             Request::Reload,
         ] {
             let line = encode(r.clone());
-            assert_eq!(decode::<Request>(line.trim_end().as_bytes()), Ok(r));
+            assert_eq!(decode::<Request>(line.trim_end().as_bytes()).unwrap(), r);
         }
     }
 
@@ -319,36 +327,25 @@ mod tests {
 
     #[test]
     fn rejects_garbage_unknown_command_wrong_version_and_oversize() {
-        assert!(
-            decode::<Request>(b"garbage")
-                .unwrap_err()
-                .contains("malformed")
-        );
-        assert!(
-            decode::<Request>(br#"{"v":1,"cmd":"explode"}"#)
-                .unwrap_err()
-                .contains("bad message")
-        );
-        assert!(
-            decode::<Request>(br#"{"v":2,"cmd":"status"}"#)
-                .unwrap_err()
-                .contains("version 2")
-        );
-        assert!(
-            decode::<Request>(br#"{"cmd":"status"}"#)
-                .unwrap_err()
-                .contains("no protocol version")
-        );
+        for (line, says) in [
+            (&b"garbage"[..], "malformed"),
+            (br#"{"v":1,"cmd":"explode"}"#, "bad message"),
+            (br#"{"v":2,"cmd":"status"}"#, "version 2"),
+            (br#"{"cmd":"status"}"#, "no protocol version"),
+        ] {
+            let e = crate::message::one_line(&decode::<Request>(line).unwrap_err());
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]
     fn a_restart_without_ports_means_every_backend() {
         assert_eq!(
-            decode::<Request>(br#"{"v":1,"cmd":"restart"}"#),
-            Ok(Request::Restart {
+            decode::<Request>(br#"{"v":1,"cmd":"restart"}"#).unwrap(),
+            Request::Restart {
                 ports: vec![],
                 all_at_once: false
-            })
+            }
         );
     }
 
@@ -380,8 +377,8 @@ mod tests {
         assert!(line.len() > MAX_LINE && line.len() < MAX_REPLY);
         assert!(line.contains(r#""state":"draining""#));
         assert_eq!(
-            decode::<Reply>(line.trim_end().as_bytes()),
-            Ok(Reply::Status(s))
+            decode::<Reply>(line.trim_end().as_bytes()).unwrap(),
+            Reply::Status(s)
         );
     }
 

@@ -29,10 +29,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The fleet's status as it is now (read-only; built from the pool's atomics).
-pub type StatusView = Arc<dyn Fn() -> FleetStatus + Send + Sync>;
+pub(crate) type StatusView = Arc<dyn Fn() -> FleetStatus + Send + Sync>;
 
 /// Bind the socket at `path` with mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+pub(crate) fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     let l = std::os::unix::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     l.set_nonblocking(true)?;
@@ -40,14 +40,14 @@ pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
 }
 
 /// Only the supervisor's own user, or root, may use the socket.
-pub fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
+pub(crate) fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
     peer_uid == own_uid || peer_uid == 0
 }
 
 /// Serve until `stop`, then give connections that are writing their final
 /// reply (a `down` waits for `stopped`) a moment to finish. `status` answers
 /// `status`; every other request becomes a [`Command`] for the supervisor.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: UnixListener,
     status: StatusView,
     commands: mpsc::Sender<Command>,
@@ -57,19 +57,9 @@ pub async fn serve(
     // Not the fleet's tracker: a control connection must never hold up the
     // backends' shutdown; each one ends by its read deadline or its reply.
     let connections = TaskTracker::new();
-    loop {
-        let stream = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    warn!(target: "supervisor", error = %e, "control socket accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) =
+        crate::listener::accept_with(&stop, "control socket", || listener.accept()).await
+    {
         let (status, commands, stop) = (status.clone(), commands.clone(), stop.clone());
         connections.spawn(async move { handle(stream, &status, &commands, &stop, own_uid).await });
     }
@@ -117,7 +107,9 @@ async fn handle(
         Err(_) => Err(format!("no request within {}s", READ_TIMEOUT.as_secs())),
         Ok(Err(e)) => Err(format!("read failed: {e}")),
         Ok(Ok(_)) if line.len() > MAX_LINE => Err(format!("request longer than {MAX_LINE} bytes")),
-        Ok(Ok(_)) => protocol::decode::<Request>(line.trim_ascii()),
+        Ok(Ok(_)) => {
+            protocol::decode::<Request>(line.trim_ascii()).map_err(|e| crate::message::one_line(&e))
+        }
     };
     let (reply, mut replies) = mpsc::channel(REPLY_CAPACITY);
     let command = match request {

@@ -30,7 +30,7 @@ use crate::control::protocol::ExitInfo;
 
 /// What to execute for one backend.
 #[derive(Debug, Clone)]
-pub struct Launch {
+pub(crate) struct Launch {
     pub program: std::path::PathBuf,
     pub args: Vec<String>,
     pub cwd: Option<std::path::PathBuf>,
@@ -44,7 +44,7 @@ pub struct Launch {
 
 /// What the supervisor can tell one backend task.
 #[derive(Debug)]
-pub enum BackendCmd {
+pub(crate) enum BackendCmd {
     /// A deliberate transition (`Drain`, `Restart`, `Halt` or `Start`);
     /// the sender is told once the result is published.
     Event(Event, tokio::sync::oneshot::Sender<()>),
@@ -62,13 +62,13 @@ pub enum BackendCmd {
 
 /// The supervisor's end of one backend task.
 #[derive(Debug)]
-pub struct BackendHandle {
+pub(crate) struct BackendHandle {
     pub slot: Arc<Slot>,
     pub commands: mpsc::Sender<BackendCmd>,
     pub join: tokio::task::JoinHandle<()>,
 }
 
-pub struct BackendTask {
+pub(crate) struct BackendTask {
     pub slot: Arc<Slot>,
     /// For waking waiters when this backend's view changes.
     pub backends: Arc<Backends>,
@@ -98,7 +98,7 @@ struct Worker {
 }
 
 impl BackendTask {
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let port = self.slot.port;
         let mut worker: Option<Worker> = None;
         let mut probe: Option<ProbeFuture> = None;
@@ -400,7 +400,7 @@ fn exit_of(status: io::Result<ExitStatus>) -> Exit {
     }
 }
 
-pub fn exit_info(e: Exit) -> ExitInfo {
+pub(crate) fn exit_info(e: Exit) -> ExitInfo {
     match e {
         Exit::Code(c) => ExitInfo {
             code: Some(c),

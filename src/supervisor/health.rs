@@ -18,10 +18,10 @@ use crate::config::HealthKind;
 /// the delay doubles after each failure up to `health.interval`, so a fast
 /// backend takes traffic within milliseconds and a slow one is not hammered
 /// (each probe is a connection, and a line in a chatty backend's log).
-pub const STARTING_INTERVAL: Duration = Duration::from_millis(5);
+pub(crate) const STARTING_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The start-up probe delay after `failures` failed probes.
-pub fn starting_delay(failures: u32, interval: Duration) -> Duration {
+pub(crate) fn starting_delay(failures: u32, interval: Duration) -> Duration {
     STARTING_INTERVAL
         .saturating_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
         .min(interval.max(STARTING_INTERVAL))
@@ -29,7 +29,7 @@ pub fn starting_delay(failures: u32, interval: Duration) -> Duration {
 
 /// What a failed probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeFailure {
+pub(crate) enum ProbeFailure {
     /// The connect failed (refused: nothing listens on the port).
     Connect(std::io::ErrorKind),
     /// No answer within the probe timeout.
@@ -69,7 +69,7 @@ impl std::fmt::Display for ProbeFailure {
 
 /// One probe: `tcp` passes on connect; `http` passes on a 2xx or 3xx status
 /// for `GET path`. Everything, connect included, must finish within `timeout`.
-pub async fn probe(
+pub(crate) async fn probe(
     kind: &HealthKind,
     addr: SocketAddr,
     timeout: Duration,

@@ -27,15 +27,17 @@
 //! tab last the full timeout. The worker, which does see request boundaries,
 //! drains instead.
 
-pub mod backend;
-pub mod health;
+pub(crate) mod backend;
+pub(crate) mod health;
 mod ops;
-pub mod orphans;
-pub mod output;
+pub(crate) mod orphans;
+pub(crate) mod output;
 mod reload;
-pub mod signals;
-pub mod state;
-pub mod upstream;
+#[cfg(test)]
+mod shutdown_tests;
+pub(crate) mod signals;
+pub(crate) mod state;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,7 +65,7 @@ use ops::Fleet;
 
 /// How long `up` waits for every backend's first passing probe before it
 /// reports a degraded start (some ready) or gives up (none ready).
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Commands waiting for the supervisor's loop; more wait in the control
 /// connections that sent them.
@@ -100,7 +102,7 @@ fn status(
 
 /// How the start went, for `up` to report.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// Every backend passed its first probe.
     Ready { listen: SocketAddr },
     /// Some did, some are failing: the fleet serves with the rest.
@@ -110,22 +112,33 @@ pub enum Readiness {
     },
 }
 
+/// Why start-up ended without a serving fleet.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StartError {
+    /// Not one backend passed a probe: each one's port and why, in words.
+    #[error("{}", failing.iter().map(|(p, why)| format!("{p}: {why}")).collect::<Vec<_>>().join("; "))]
+    NoneReady { failing: Vec<(u16, String)> },
+    /// Ctrl-C or `down` came first: a normal stop, not a failure.
+    #[error("interrupted during start-up")]
+    Interrupted,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("no backend became ready: {0}")]
-    NoBackendReady(String),
+    NoBackendReady(StartError),
 }
 
 /// The already bound sockets (bound by the caller so errors name the port
 /// before anything starts, and so tests can bind port 0).
-pub struct Listeners {
+pub(crate) struct Listeners {
     pub balancer: TcpListener,
     pub control: UnixListener,
     /// The admin address (`/metrics`, `/status.json`, dashboard), when set.
     pub admin: Option<TcpListener>,
 }
 
-pub struct Options {
+pub(crate) struct Options {
     /// Copy backend output into this process's log (foreground mode).
     pub echo_output: bool,
     /// The executable that provides `fleet serve` for built-in workers.
@@ -138,14 +151,14 @@ pub struct Options {
     pub signals: Option<signals::Signals>,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     config: Config,
     listeners: Listeners,
     state: StateDir,
     lock: PidLock,
     opts: Options,
     token: CancellationToken,
-    ready: oneshot::Sender<Result<Readiness, String>>,
+    ready: oneshot::Sender<Result<Readiness, StartError>>,
 ) -> Result<(), SupervisorError> {
     let listen = listeners.balancer.local_addr().unwrap_or(config.listen);
     let started = Instant::now();
@@ -380,7 +393,7 @@ async fn wait_ready(
     backends: &Backends,
     listen: SocketAddr,
     token: &CancellationToken,
-) -> Result<Readiness, String> {
+) -> Result<Readiness, StartError> {
     let mut deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         let changed = backends.changed.notified();
@@ -434,18 +447,13 @@ async fn wait_ready(
                 })
                 .collect();
             if up == 0 {
-                let detail = failing
-                    .iter()
-                    .map(|(p, why)| format!("{p}: {why}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                return Err(detail);
+                return Err(StartError::NoneReady { failing });
             }
             return Ok(Readiness::Degraded { listen, failing });
         }
         tokio::select! {
             biased;
-            _ = token.cancelled() => return Err("interrupted during start-up".into()),
+            _ = token.cancelled() => return Err(StartError::Interrupted),
             _ = changed => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }

@@ -35,6 +35,11 @@ use crate::control::command::{Command, Replies};
 use crate::control::protocol::{Phase, Reply};
 use crate::state_dir::StateDir;
 
+/// Why a backend is not serving, in words: its state machine's reason, or
+/// its state and last exit.
+#[derive(Debug)]
+struct NotServing(String);
+
 /// How long a backend task may take to act on a command (it is never busy
 /// for long: every await in its loop is a select over its inputs).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -354,9 +359,23 @@ impl Fleet {
         }
     }
 
+    /// Drain `ports`, then send each the deliberate stop `stop(deadline)`
+    /// (a restart or a halt), SIGKILL due after the shutdown timeout.
+    async fn drain_then_stop(
+        &self,
+        ports: &[u16],
+        out: &Out,
+        stop: fn(std::time::Instant) -> Event,
+    ) {
+        self.drain(ports, out).await;
+        for &p in ports {
+            self.step(p, stop(self.stop_deadline())).await;
+        }
+    }
+
     /// After a deliberate (re)start: wait until the backend takes traffic,
     /// or gives up, or `limit`. `Err` says why it is not serving.
-    async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, String> {
+    async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, NotServing> {
         let slot = self.slot(port).clone();
         let deadline = Instant::now() + limit;
         self.wait_until(deadline, || slot.routable() || gave_up(&slot.status()))
@@ -364,10 +383,38 @@ impl Fleet {
         let s = slot.status();
         match s.pid {
             Some(pid) if s.healthy => Ok(pid),
-            _ => Err(s.reason.clone().unwrap_or_else(|| match &s.last_exit {
-                Some(e) => format!("{} (last {e})", s.state),
-                None => format!("not ready after {}", humantime::format_duration(limit)),
-            })),
+            _ => Err(NotServing(s.reason.clone().unwrap_or_else(
+                || match &s.last_exit {
+                    Some(e) => format!("{} (last {e})", s.state),
+                    None => format!("not ready after {}", humantime::format_duration(limit)),
+                },
+            ))),
+        }
+    }
+
+    /// `come_back` for each of `ports` in turn, saying `backend P: DONE (pid N)`
+    /// for each that does; `Err` names every one that did not.
+    async fn all_come_back(
+        &self,
+        ports: &[u16],
+        limit: Duration,
+        done: &str,
+        out: &Out,
+    ) -> Result<(), OpError> {
+        let mut failed = Vec::new();
+        for &p in ports {
+            match self.come_back(p, limit).await {
+                Ok(pid) => {
+                    out.progress(format!("backend {p}: {done} (pid {pid})"))
+                        .await
+                }
+                Err(NotServing(why)) => failed.push((p, why)),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(OpError::NotServing(failed))
         }
     }
 
@@ -400,45 +447,22 @@ impl Fleet {
         if all_at_once {
             out.progress(format!("draining {} backends", ports.len()))
                 .await;
-            self.drain(&ports, out).await;
-            for &p in &ports {
-                self.step(
-                    p,
-                    Event::Restart {
-                        deadline: self.stop_deadline(),
-                    },
-                )
+            self.drain_then_stop(&ports, out, |deadline| Event::Restart { deadline })
                 .await;
-            }
-            let mut failed = Vec::new();
-            for &p in &ports {
-                match self.come_back(p, limit).await {
-                    Ok(pid) => out.progress(format!("backend {p}: back (pid {pid})")).await,
-                    Err(why) => failed.push((p, why)),
-                }
-            }
-            if !failed.is_empty() {
-                return Err(OpError::NotServing(failed));
-            }
+            self.all_come_back(&ports, limit, "back", out).await?;
             return Ok(format!("restarted {} backends", ports.len()));
         }
         for (i, &p) in ports.iter().enumerate() {
             out.progress(format!("backend {p}: draining ({}/{})", i + 1, ports.len()))
                 .await;
-            self.drain(&[p], out).await;
-            self.step(
-                p,
-                Event::Restart {
-                    deadline: self.stop_deadline(),
-                },
-            )
-            .await;
+            self.drain_then_stop(&[p], out, |deadline| Event::Restart { deadline })
+                .await;
             match self.come_back(p, limit).await {
                 Ok(pid) => {
                     out.progress(format!("backend {p}: back in rotation (pid {pid})"))
                         .await
                 }
-                Err(why) => {
+                Err(NotServing(why)) => {
                     let rest = &ports[i + 1..];
                     if !rest.is_empty() {
                         out.progress(format!(
@@ -462,16 +486,8 @@ impl Fleet {
             ));
         }
         let ports = self.select(ports)?;
-        self.drain(&ports, out).await;
-        for &p in &ports {
-            self.step(
-                p,
-                Event::Halt {
-                    deadline: self.stop_deadline(),
-                },
-            )
+        self.drain_then_stop(&ports, out, |deadline| Event::Halt { deadline })
             .await;
-        }
         let deadline = Instant::now() + self.config.shutdown.timeout + STOP_SLACK;
         let slots: Vec<_> = ports.iter().map(|p| self.slot(*p).clone()).collect();
         self.wait_until(deadline, || {
@@ -505,19 +521,8 @@ impl Fleet {
                 _ => {}
             }
         }
-        let mut failed = Vec::new();
-        for &p in &started {
-            match self.come_back(p, STARTUP_TIMEOUT).await {
-                Ok(pid) => {
-                    out.progress(format!("backend {p}: started (pid {pid})"))
-                        .await
-                }
-                Err(why) => failed.push((p, why)),
-            }
-        }
-        if !failed.is_empty() {
-            return Err(OpError::NotServing(failed));
-        }
+        self.all_come_back(&started, STARTUP_TIMEOUT, "started", out)
+            .await?;
         Ok(match started.len() {
             0 => "nothing to start".into(),
             _ => format!("started {}", list(&started)),
@@ -552,19 +557,8 @@ impl Fleet {
             }
             self.publish_pool();
             out.progress(format!("starting {}", list(&new))).await;
-            let mut failed = Vec::new();
-            for &p in &new {
-                match self.come_back(p, STARTUP_TIMEOUT).await {
-                    Ok(pid) => {
-                        out.progress(format!("backend {p}: in rotation (pid {pid})"))
-                            .await
-                    }
-                    Err(why) => failed.push((p, why)),
-                }
-            }
-            if !failed.is_empty() {
-                return Err(OpError::NotServing(failed));
-            }
+            self.all_come_back(&new, STARTUP_TIMEOUT, "in rotation", out)
+                .await?;
         } else if n < have {
             let gone: Vec<u16> = (base + n..base + have).collect();
             out.progress(format!("draining {}", list(&gone))).await;

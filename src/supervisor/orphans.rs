@@ -21,7 +21,7 @@ use tokio::process::Command;
 
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     use nix::sys::signal::Signal;
     if crate::process::portable() {
         return;

@@ -5,77 +5,21 @@
 //!
 //! File lines are `<RFC 3339 time> <stdout|stderr> <text>`, which `fleet logs`
 //! merges across backends (and the supervisor's own `supervisor.log`, which
-//! goes through the same `RotatingFile`) by time.
+//! goes through the same `crate::rotating_file::RotatingFile`) by time.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-/// Rotate a backend's log past this size (the previous file is kept as `.1`).
-pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
+use crate::rotating_file::RotatingFile;
+
 /// A "line" longer than this is split, so a worker that never prints a
 /// newline cannot make the supervisor buffer without bound.
 const MAX_LINE: usize = 8 * 1024;
 
-/// A log file capped at `MAX_LOG_BYTES`: a write that would pass the cap
-/// first renames the file to `<name>.1` (replacing the previous one) and
-/// starts a new one, so the pair never holds more than twice the cap.
-/// Opened lazily (and again after a rotation); a write that fails is dropped,
-/// because a full disk must not stop the fleet.
 #[derive(Debug)]
-pub struct RotatingFile {
-    path: PathBuf,
-    file: Mutex<Option<(File, u64)>>,
-}
-
-impl RotatingFile {
-    pub fn new(path: PathBuf) -> Self {
-        RotatingFile {
-            path,
-            file: Mutex::new(None),
-        }
-    }
-
-    /// Append `bytes` (whole lines: a rotation never splits one).
-    pub fn append(&self, bytes: &[u8]) {
-        let mut guard = self
-            .file
-            .lock()
-            .expect("log lock is never poisoned: no panics while held");
-        if guard
-            .as_ref()
-            .is_some_and(|(_, size)| size + bytes.len() as u64 > MAX_LOG_BYTES)
-        {
-            *guard = None;
-            let mut old = self.path.clone().into_os_string();
-            old.push(".1");
-            let _ = fs::rename(&self.path, old);
-        }
-        if guard.is_none() {
-            let Ok(f) = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            else {
-                return;
-            };
-            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            *guard = Some((f, size));
-        }
-        if let Some((f, size)) = guard.as_mut()
-            && f.write_all(bytes).is_ok()
-        {
-            *size += bytes.len() as u64;
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct BackendLog {
+pub(crate) struct BackendLog {
     port: u16,
     /// Echo lines into the supervisor's own log (foreground mode).
     echo: bool,
@@ -83,7 +27,7 @@ pub struct BackendLog {
 }
 
 impl BackendLog {
-    pub fn new(path: PathBuf, port: u16, echo: bool) -> Self {
+    pub(crate) fn new(path: PathBuf, port: u16, echo: bool) -> Self {
         BackendLog {
             port,
             echo,
@@ -91,7 +35,7 @@ impl BackendLog {
         }
     }
 
-    pub fn write_line(&self, stream: &str, text: &str) {
+    pub(crate) fn write_line(&self, stream: &str, text: &str) {
         if self.echo {
             tracing::info!(target: "backend", port = self.port, "{text}");
         }
@@ -103,7 +47,7 @@ impl BackendLog {
     }
 
     /// Copy `reader` line by line into the log until EOF.
-    pub async fn pump(&self, reader: impl AsyncRead + Unpin, stream: &str) {
+    pub(crate) async fn pump(&self, reader: impl AsyncRead + Unpin, stream: &str) {
         let mut reader = BufReader::with_capacity(MAX_LINE, reader);
         let mut line = Vec::with_capacity(256);
         while let Ok(buf) = reader.fill_buf().await {
@@ -134,7 +78,10 @@ impl BackendLog {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::rotating_file::MAX_LOG_BYTES;
 
     #[tokio::test]
     async fn lines_are_captured_and_the_file_rotates_at_the_cap() {

@@ -22,7 +22,7 @@ use crate::control::command::Command;
 
 /// The registered handlers. Registering replaces the default actions at
 /// once, so this is done before the fleet starts (and a failure reported).
-pub struct Signals {
+pub(crate) struct Signals {
     detached: bool,
     int: Signal,
     term: Signal,
@@ -32,7 +32,7 @@ pub struct Signals {
 }
 
 /// What SIGHUP means depends on whether a terminal is attached (`detached`).
-pub fn install(detached: bool) -> std::io::Result<Signals> {
+pub(crate) fn install(detached: bool) -> std::io::Result<Signals> {
     let on = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| std::io::Error::other(format!("cannot handle {name}: {e}")))
     };
@@ -52,7 +52,7 @@ pub fn install(detached: bool) -> std::io::Result<Signals> {
 
 impl Signals {
     /// Act on signals until the fleet stops.
-    pub async fn run(mut self, token: CancellationToken, commands: mpsc::Sender<Command>) {
+    pub(crate) async fn run(mut self, token: CancellationToken, commands: mpsc::Sender<Command>) {
         loop {
             // Any of the ignored ones, whichever comes first.
             let ignored = futures_first(&mut self.ignored);

@@ -41,30 +41,30 @@ use crate::control::protocol::Phase;
 
 /// How long a `Starting` backend may take to pass its first probe before it
 /// is killed and restarted (a program that never listens, or listens elsewhere).
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace between SIGTERM and SIGKILL when liveness restarts a hung backend.
-pub const LIVENESS_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const LIVENESS_GRACE: Duration = Duration::from_secs(2);
 /// `last_exit_cause` of a worker restarted by liveness (`restart_after`).
-pub const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
+pub(crate) const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
 /// `last_exit_cause` of a worker restarted for not passing a probe in `START_TIMEOUT`.
-pub const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
+pub(crate) const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Code(i32),
     Signal(i32),
 }
 
 impl Exit {
-    pub fn success(self) -> bool {
+    pub(crate) fn success(self) -> bool {
         self == Exit::Code(0)
     }
 }
 
 /// What to do once a `Stopping` backend has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterStop {
+pub(crate) enum AfterStop {
     /// Liveness or start timeout: restart per the policy (backoff, crash loop).
     Restart,
     /// Shutdown: stay stopped.
@@ -77,10 +77,10 @@ pub enum AfterStop {
 }
 
 /// The reason a backend held by `fleet stop` shows.
-pub const HELD: &str = "stopped by `fleet stop`; `fleet start` brings it back";
+pub(crate) const HELD: &str = "stopped by `fleet stop`; `fleet start` brings it back";
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum State {
+pub(crate) enum State {
     /// Not running and not scheduled to run: before `Start`, after shutdown,
     /// or when the restart policy declined a restart (`reason` says which).
     Stopped { reason: Option<String> },
@@ -117,7 +117,7 @@ pub enum State {
 
 impl State {
     /// The phase in `fleet status` and the JSON contract.
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self {
             State::Stopped { .. } => Phase::Stopped,
             State::Starting { .. } => Phase::Starting,
@@ -129,7 +129,7 @@ impl State {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             State::Starting { pid, .. } => *pid,
             State::Running { pid, .. }
@@ -141,7 +141,7 @@ impl State {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Begin supervising: at start-up, and `fleet start` (which also brings
     /// a `Failed` backend back).
     Start,
@@ -184,13 +184,13 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sig {
+pub(crate) enum Sig {
     Term,
     Kill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Spawn,
     /// Signal the worker's whole process group.
     Signal(Sig),
@@ -198,7 +198,7 @@ pub enum Action {
 
 /// The policy knobs the machine needs (copied from the config).
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub restart: RestartConfig,
     pub rise: u32,
     pub fall: u32,
@@ -206,7 +206,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(restart: &RestartConfig, health: &HealthConfig) -> Self {
+    pub(crate) fn new(restart: &RestartConfig, health: &HealthConfig) -> Self {
         Policy {
             restart: restart.clone(),
             rise: health.rise,
@@ -218,7 +218,7 @@ impl Policy {
 
 /// One backend's lifecycle and the bookkeeping that outlives a single worker.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     state: State,
     policy: Policy,
     /// Restarts so far (every spawn after the first).
@@ -238,7 +238,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(policy: Policy, seed: u64) -> Self {
+    pub(crate) fn new(policy: Policy, seed: u64) -> Self {
         Backend {
             state: State::Stopped { reason: None },
             policy,
@@ -252,30 +252,30 @@ impl Backend {
         }
     }
 
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.state
     }
     /// New settings from `fleet reload`; they apply from the next event.
-    pub fn set_policy(&mut self, policy: Policy) {
+    pub(crate) fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
     }
-    pub fn restarts(&self) -> u32 {
+    pub(crate) fn restarts(&self) -> u32 {
         self.restarts
     }
-    pub fn last_exit(&self) -> Option<Exit> {
+    pub(crate) fn last_exit(&self) -> Option<Exit> {
         self.last_exit
     }
     /// Why fleet stopped the last worker that exited ("failed health
     /// checks"), or None if it exited on its own (or at shutdown).
-    pub fn last_exit_cause(&self) -> Option<&'static str> {
+    pub(crate) fn last_exit_cause(&self) -> Option<&'static str> {
         self.last_exit_cause
     }
-    pub fn routable(&self) -> bool {
+    pub(crate) fn routable(&self) -> bool {
         matches!(self.state, State::Running { healthy: true, .. })
     }
 
     /// The next instant at which the machine wants a `Tick`.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match &self.state {
             State::Backoff { until } => Some(*until),
             State::Stopping {
@@ -291,7 +291,7 @@ impl Backend {
     }
 
     /// Apply one event. Returns the action the glue must perform, if any.
-    pub fn step(&mut self, ev: Event, now: Instant) -> Option<Action> {
+    pub(crate) fn step(&mut self, ev: Event, now: Instant) -> Option<Action> {
         let state = std::mem::replace(&mut self.state, State::Stopped { reason: None });
         let (next, action) = self.transition(state, ev, now);
         self.state = next;
@@ -413,15 +413,7 @@ impl Backend {
                 Event::Tick,
             ) if now >= since + START_TIMEOUT => {
                 self.stopping_for = Some(CAUSE_NOT_READY);
-                (
-                    Stopping {
-                        pid,
-                        deadline: now + LIVENESS_GRACE,
-                        then: AfterStop::Restart,
-                        killed: false,
-                    },
-                    Some(Action::Signal(Sig::Term)),
-                )
+                stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart)
             }
             // Starting | Running | Draining -> Backoff | Failed | Stopped (the worker died)
             (
@@ -470,15 +462,7 @@ impl Backend {
                 let fails = fails.saturating_add(1);
                 if fails >= p.restart_after {
                     self.stopping_for = Some(CAUSE_HEALTH);
-                    return (
-                        Stopping {
-                            pid,
-                            deadline: now + LIVENESS_GRACE,
-                            then: AfterStop::Restart,
-                            killed: false,
-                        },
-                        Some(Action::Signal(Sig::Term)),
-                    );
+                    return stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart);
                 }
                 (
                     Running {
@@ -725,7 +709,7 @@ fn stopping(pid: u32, deadline: Instant, then: AfterStop) -> (State, Option<Acti
 /// `initial * 2^attempt`, capped at `max`, then scaled by a jitter factor in
 /// [0.8, 1.2) (and capped again) so that backends that died together do not
 /// restart in lockstep.
-pub fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
+pub(crate) fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
     let base = r
         .initial_backoff
         .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
@@ -735,14 +719,14 @@ pub fn backoff_delay(r: &RestartConfig, attempt: u32, unit: f64) -> Duration {
 }
 
 /// "exit 1", "SIGKILL".
-pub fn describe(exit: Exit) -> String {
+pub(crate) fn describe(exit: Exit) -> String {
     match exit {
         Exit::Code(c) => format!("exited with code {c}"),
         Exit::Signal(s) => format!("killed by {}", signal_name(s)),
     }
 }
 
-pub fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("signal {sig}"))
@@ -766,16 +750,28 @@ mod tests {
         Policy::new(&c.restart, &c.health)
     }
 
+    /// The default policy with another restart policy.
+    fn policy_with(restart: RestartPolicy) -> Policy {
+        let mut p = policy();
+        p.restart.policy = restart;
+        p
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
+    /// A backend under `p`, started and spawned as `pid` at `t0`.
+    fn spawned(p: Policy, pid: u32, t0: Instant) -> Backend {
+        let mut b = Backend::new(p, 1);
+        b.step(Event::Start, t0);
+        b.step(Event::Spawned { pid }, t0);
+        b
+    }
+
     /// A backend that is Starting with pid 7 (spawned at `t0`).
     fn starting(t0: Instant) -> Backend {
-        let mut b = Backend::new(policy(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 7 }, t0);
-        b
+        spawned(policy(), 7, t0)
     }
 
     /// A backend that is Running and healthy with pid 10, at `t0`.
@@ -786,6 +782,62 @@ mod tests {
         b.step(Event::ProbePassed, t0);
         assert!(b.routable());
         b
+    }
+
+    /// A running backend that failed enough probes to be stopped for liveness.
+    fn stopping_for_liveness(t0: Instant) -> Backend {
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        assert_eq!(b.state().phase(), Phase::Stopping);
+        b
+    }
+
+    /// A running backend taken out of rotation by `fleet drain`.
+    fn draining(t0: Instant) -> Backend {
+        let mut b = running(t0);
+        b.step(Event::Drain, t0);
+        b
+    }
+
+    /// A running backend whose worker exited with code 1, waiting to restart.
+    fn backing_off(t0: Instant) -> Backend {
+        let mut b = running(t0);
+        b.step(Event::Exited(Exit::Code(1)), t0);
+        assert_eq!(b.state().phase(), Phase::Backoff);
+        b
+    }
+
+    /// A worker spawned as `pid` that crashes at once (exit code 1): the
+    /// action the exit yields.
+    fn crash(b: &mut Backend, pid: u32, now: Instant) -> Option<Action> {
+        b.step(Event::Spawned { pid }, now);
+        b.step(Event::Exited(Exit::Code(1)), now)
+    }
+
+    /// `ev` sends the worker SIGTERM.
+    fn assert_terms(b: &mut Backend, ev: Event, now: Instant) {
+        assert_eq!(b.step(ev, now), Some(Action::Signal(Sig::Term)));
+    }
+
+    /// Stopping, and what happens once the worker has exited is `then`.
+    fn assert_stopping_then(b: &Backend, then: AfterStop) {
+        let State::Stopping { then: actual, .. } = b.state() else {
+            panic!("{:?}", b.state())
+        };
+        assert_eq!(*actual, then);
+    }
+
+    /// Stopped with `reason` (`None`: shut down, nothing to explain).
+    fn assert_stopped(b: &Backend, reason: Option<&str>, why: &str) {
+        assert_eq!(
+            b.state(),
+            &State::Stopped {
+                reason: reason.map(Into::into)
+            },
+            "{why}"
+        );
     }
 
     #[test]
@@ -856,17 +908,8 @@ mod tests {
         let t0 = Instant::now();
         let mut b = starting(t0);
         assert_eq!(b.step(Event::Tick, t0 + ms(10)), None, "too early");
-        assert_eq!(
-            b.step(Event::Tick, t0 + START_TIMEOUT),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                then: AfterStop::Restart,
-                ..
-            }
-        ));
+        assert_terms(&mut b, Event::Tick, t0 + START_TIMEOUT);
+        assert_stopping_then(&b, AfterStop::Restart);
     }
 
     #[test]
@@ -945,18 +988,9 @@ mod tests {
         for _ in 1..n {
             assert_eq!(b.step(Event::ProbeFailed, t0), None);
         }
-        assert_eq!(
-            b.step(Event::ProbeFailed, t0),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                pid: 10,
-                then: AfterStop::Restart,
-                ..
-            }
-        ));
+        assert_terms(&mut b, Event::ProbeFailed, t0);
+        assert_stopping_then(&b, AfterStop::Restart);
+        assert_eq!(b.state().pid(), Some(10));
     }
 
     #[test]
@@ -977,11 +1011,7 @@ mod tests {
     #[test]
     fn a_liveness_restart_records_its_cause_with_the_exit() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
-        assert_eq!(b.state().phase(), Phase::Stopping);
+        let mut b = stopping_for_liveness(t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
         assert_eq!(b.last_exit(), Some(Exit::Code(0)));
         assert_eq!(
@@ -1060,10 +1090,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = running(t0);
         let deadline = t0 + ms(100);
-        assert_eq!(
-            b.step(Event::Stop { deadline }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
+        assert_terms(&mut b, Event::Stop { deadline }, t0);
         assert_eq!(b.next_deadline(), Some(deadline));
         assert_eq!(b.step(Event::Tick, t0 + ms(50)), None);
         assert_eq!(
@@ -1077,24 +1104,17 @@ mod tests {
     fn stopping_to_stopped_on_exit_during_shutdown() {
         let t0 = Instant::now();
         let mut b = running(t0);
-        b.step(
-            Event::Stop {
-                deadline: t0 + ms(100),
-            },
-            t0,
-        );
+        let deadline = t0 + ms(100);
+        b.step(Event::Stop { deadline }, t0);
         assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0 + ms(5)), None);
-        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_stopped(&b, None, "shut down");
         assert_eq!(b.restarts(), 0, "a shutdown is not a restart");
     }
 
     #[test]
     fn stopping_to_backoff_after_liveness_kill() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
+        let mut b = stopping_for_liveness(t0);
         b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
         assert_eq!(b.state().phase(), Phase::Backoff);
         assert_eq!(b.restarts(), 1);
@@ -1103,29 +1123,18 @@ mod tests {
     #[test]
     fn shutdown_during_liveness_restart_stays_stopped() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
-        assert_eq!(
-            b.step(
-                Event::Stop {
-                    deadline: t0 + ms(10)
-                },
-                t0
-            ),
-            None,
-            "already signalled"
-        );
+        let mut b = stopping_for_liveness(t0);
+        let deadline = t0 + ms(10);
+        let a = b.step(Event::Stop { deadline }, t0);
+        assert_eq!(a, None, "already signalled");
         b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5));
-        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_stopped(&b, None, "shut down");
     }
 
     #[test]
     fn backoff_to_stopped_on_shutdown() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(3)), t0);
+        let mut b = backing_off(t0);
         assert_eq!(b.step(Event::Stop { deadline: t0 }, t0), None);
         assert_eq!(b.state().phase(), Phase::Stopped);
     }
@@ -1149,14 +1158,12 @@ mod tests {
         b.step(Event::Start, t0);
         let mut now = t0;
         for i in 0..max {
-            b.step(Event::Spawned { pid: 100 + i }, now);
-            b.step(Event::Exited(Exit::Code(1)), now);
+            crash(&mut b, 100 + i, now);
             assert_eq!(b.state().phase(), Phase::Backoff, "restart {i} allowed");
             now += policy().restart.max_backoff;
             assert_eq!(b.step(Event::Tick, now), Some(Action::Spawn));
         }
-        b.step(Event::Spawned { pid: 999 }, now);
-        b.step(Event::Exited(Exit::Code(1)), now);
+        crash(&mut b, 999, now);
         let State::Failed { reason } = b.state() else {
             panic!("{:?}", b.state())
         };
@@ -1180,8 +1187,7 @@ mod tests {
         b.step(Event::Start, t0);
         let mut now = t0;
         for i in 0..20 {
-            b.step(Event::Spawned { pid: i }, now);
-            b.step(Event::Exited(Exit::Code(1)), now);
+            crash(&mut b, i, now);
             assert_eq!(b.state().phase(), Phase::Backoff, "restart {i}");
             now += window / 4; // at most 4 restarts in any window: under max_restarts (5)
             b.step(Event::Tick, now);
@@ -1191,11 +1197,7 @@ mod tests {
     #[test]
     fn policy_never_stops_after_exit() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::Never;
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let mut b = spawned(policy_with(RestartPolicy::Never), 1, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
         let State::Stopped { reason: Some(r) } = b.state() else {
             panic!("{:?}", b.state())
@@ -1206,16 +1208,11 @@ mod tests {
     #[test]
     fn policy_on_failure_restarts_only_failures() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::OnFailure;
-        let mut b = Backend::new(p.clone(), 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let p = policy_with(RestartPolicy::OnFailure);
+        let mut b = spawned(p.clone(), 1, t0);
         b.step(Event::Exited(Exit::Signal(9)), t0);
         assert_eq!(b.state().phase(), Phase::Backoff);
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let mut b = spawned(p, 1, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
         assert_eq!(b.state().phase(), Phase::Stopped);
     }
@@ -1240,8 +1237,7 @@ mod tests {
     #[test]
     fn backoff_resets_after_a_stable_run() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(1)), t0);
+        let mut b = backing_off(t0);
         b.step(Event::Tick, t0 + Duration::from_secs(1));
         b.step(Event::Spawned { pid: 11 }, t0 + Duration::from_secs(1));
         b.step(Event::ProbePassed, t0 + Duration::from_secs(1));
@@ -1262,8 +1258,7 @@ mod tests {
         let mut b = Backend::new(policy(), 1);
         b.step(Event::Start, t0);
         for i in 0..=policy().restart.max_restarts {
-            b.step(Event::Spawned { pid: 100 + i }, t0);
-            b.step(Event::Exited(Exit::Code(1)), t0);
+            crash(&mut b, 100 + i, t0);
             b.step(Event::Tick, t0 + policy().restart.max_backoff);
         }
         assert_eq!(b.state().phase(), Phase::Failed);
@@ -1291,20 +1286,10 @@ mod tests {
     #[test]
     fn draining_to_stopping_on_restart_then_starting_without_backoff() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
+        let mut b = draining(t0);
         let deadline = t0 + ms(100);
-        assert_eq!(
-            b.step(Event::Restart { deadline }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                then: AfterStop::Respawn,
-                ..
-            }
-        ));
+        assert_terms(&mut b, Event::Restart { deadline }, t0);
+        assert_stopping_then(&b, AfterStop::Respawn);
         assert_eq!(
             b.step(Event::Exited(Exit::Signal(15)), t0 + ms(5)),
             Some(Action::Spawn),
@@ -1321,11 +1306,7 @@ mod tests {
     #[test]
     fn running_to_stopping_on_restart_under_policy_never() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::Never;
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 3 }, t0);
+        let mut b = spawned(policy_with(RestartPolicy::Never), 3, t0);
         b.step(Event::ProbePassed, t0);
         b.step(Event::Restart { deadline: t0 }, t0);
         assert_eq!(
@@ -1339,22 +1320,10 @@ mod tests {
     fn starting_to_stopping_on_halt_then_held_until_start() {
         let t0 = Instant::now();
         let mut b = starting(t0);
-        assert_eq!(
-            b.step(
-                Event::Halt {
-                    deadline: t0 + ms(100)
-                },
-                t0
-            ),
-            Some(Action::Signal(Sig::Term))
-        );
+        let deadline = t0 + ms(100);
+        assert_terms(&mut b, Event::Halt { deadline }, t0);
         assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0), None);
-        assert_eq!(
-            b.state(),
-            &State::Stopped {
-                reason: Some(HELD.into())
-            }
-        );
+        assert_stopped(&b, Some(HELD), "held");
         assert_eq!(b.next_deadline(), None, "nothing restarts it");
         assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
         assert_eq!(b.state().phase(), Phase::Starting);
@@ -1363,26 +1332,15 @@ mod tests {
     #[test]
     fn draining_to_stopping_on_halt() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
-        assert_eq!(
-            b.step(Event::Halt { deadline: t0 }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
-        assert!(matches!(
-            b.state(),
-            State::Stopping {
-                then: AfterStop::Hold,
-                ..
-            }
-        ));
+        let mut b = draining(t0);
+        assert_terms(&mut b, Event::Halt { deadline: t0 }, t0);
+        assert_stopping_then(&b, AfterStop::Hold);
     }
 
     #[test]
     fn draining_to_backoff_when_worker_dies() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
+        let mut b = draining(t0);
         b.step(Event::Exited(Exit::Signal(9)), t0);
         assert_eq!(b.state().phase(), Phase::Backoff);
     }
@@ -1390,23 +1348,16 @@ mod tests {
     #[test]
     fn draining_to_stopping_on_shutdown() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Drain, t0);
-        assert_eq!(
-            b.step(Event::Stop { deadline: t0 }, t0),
-            Some(Action::Signal(Sig::Term))
-        );
+        let mut b = draining(t0);
+        assert_terms(&mut b, Event::Stop { deadline: t0 }, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
-        assert_eq!(b.state(), &State::Stopped { reason: None });
+        assert_stopped(&b, None, "shut down");
     }
 
     #[test]
     fn stopping_for_liveness_becomes_a_deliberate_stop_on_halt() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        for _ in 0..policy().restart_after {
-            b.step(Event::ProbeFailed, t0);
-        }
+        let mut b = stopping_for_liveness(t0);
         let sooner = t0 + ms(1);
         assert_eq!(
             b.step(Event::Halt { deadline: sooner }, t0),
@@ -1423,21 +1374,9 @@ mod tests {
     fn stopping_for_a_stop_becomes_a_restart_on_restart() {
         let t0 = Instant::now();
         let mut b = running(t0);
-        b.step(
-            Event::Halt {
-                deadline: t0 + ms(100),
-            },
-            t0,
-        );
-        assert_eq!(
-            b.step(
-                Event::Restart {
-                    deadline: t0 + ms(100)
-                },
-                t0
-            ),
-            None
-        );
+        let deadline = t0 + ms(100);
+        b.step(Event::Halt { deadline }, t0);
+        assert_eq!(b.step(Event::Restart { deadline }, t0), None);
         assert_eq!(
             b.step(Event::Exited(Exit::Code(0)), t0),
             Some(Action::Spawn)
@@ -1448,16 +1387,12 @@ mod tests {
     fn stopping_for_shutdown_ignores_restart_and_halt() {
         let t0 = Instant::now();
         let mut b = running(t0);
-        b.step(
-            Event::Stop {
-                deadline: t0 + ms(100),
-            },
-            t0,
-        );
+        let deadline = t0 + ms(100);
+        b.step(Event::Stop { deadline }, t0);
         assert_eq!(b.step(Event::Restart { deadline: t0 }, t0), None);
         assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
         b.step(Event::Exited(Exit::Code(0)), t0);
-        assert_eq!(b.state(), &State::Stopped { reason: None }, "shutdown wins");
+        assert_stopped(&b, None, "shutdown wins");
     }
 
     #[test]
@@ -1470,8 +1405,7 @@ mod tests {
             Some(Action::Spawn)
         );
         assert_eq!(b.state().phase(), Phase::Starting);
-        b.step(Event::Spawned { pid: 50 }, later);
-        b.step(Event::Exited(Exit::Code(1)), later);
+        crash(&mut b, 50, later);
         assert_eq!(
             b.state().phase(),
             Phase::Backoff,
@@ -1490,11 +1424,7 @@ mod tests {
     #[test]
     fn stopped_by_policy_to_starting_on_restart() {
         let t0 = Instant::now();
-        let mut p = policy();
-        p.restart.policy = RestartPolicy::Never;
-        let mut b = Backend::new(p, 1);
-        b.step(Event::Start, t0);
-        b.step(Event::Spawned { pid: 1 }, t0);
+        let mut b = spawned(policy_with(RestartPolicy::Never), 1, t0);
         b.step(Event::Exited(Exit::Code(1)), t0);
         assert_eq!(b.state().phase(), Phase::Stopped);
         assert_eq!(
@@ -1506,8 +1436,7 @@ mod tests {
     #[test]
     fn backoff_to_starting_on_restart_without_waiting() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(1)), t0);
+        let mut b = backing_off(t0);
         assert_eq!(
             b.step(Event::Restart { deadline: t0 }, t0),
             Some(Action::Spawn)
@@ -1518,15 +1447,9 @@ mod tests {
     #[test]
     fn backoff_to_stopped_on_halt() {
         let t0 = Instant::now();
-        let mut b = running(t0);
-        b.step(Event::Exited(Exit::Code(1)), t0);
+        let mut b = backing_off(t0);
         assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
-        assert_eq!(
-            b.state(),
-            &State::Stopped {
-                reason: Some(HELD.into())
-            }
-        );
+        assert_stopped(&b, Some(HELD), "held");
         assert_eq!(b.step(Event::Tick, t0 + Duration::from_secs(60)), None);
         assert_eq!(
             b.state().phase(),

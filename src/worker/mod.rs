@@ -69,7 +69,7 @@ mod body;
 mod embedded;
 mod files;
 mod handler;
-pub use handler::HEALTH_PATH;
+pub(crate) use handler::HEALTH_PATH;
 pub mod path;
 mod socket;
 
@@ -90,7 +90,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-pub use args::ServeArgs;
+pub(crate) use args::ServeArgs;
 
 use crate::idle::{Activity, Tracked};
 use crate::{exit, listener};
@@ -98,11 +98,10 @@ use files::FileCache;
 use handler::{Content, Shared};
 
 pub(crate) use embedded::STARTER_FILES;
-pub use handler::X_FLEET_BACKEND;
 
 /// What a worker serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Www {
+pub(crate) enum Www {
     /// Files under this directory.
     Dir(PathBuf),
     /// The pages compiled into fleet (`index.html` and `page.html`), for a
@@ -111,9 +110,9 @@ pub enum Www {
 }
 
 /// The directory `fleet serve` serves when given no `--www`, if it exists.
-pub const DEFAULT_WWW: &str = "www";
+pub(crate) const DEFAULT_WWW: &str = "www";
 /// Smallest `--max-head-bytes`: hyper's read buffer cannot be smaller.
-pub const MIN_HEAD_BYTES: usize = 8192;
+pub(crate) const MIN_HEAD_BYTES: usize = 8192;
 /// How long the drain may take once the lifeline is cut.
 const LIFELINE_GRACE: Duration = Duration::from_millis(500);
 
@@ -163,7 +162,7 @@ impl WorkerError {
 
 /// Everything `serve` needs besides the listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerOptions {
+pub(crate) struct WorkerOptions {
     /// What to serve; `serve` canonicalises a directory once.
     pub www: Www,
     /// Largest request head, in bytes (at least `MIN_HEAD_BYTES`).
@@ -183,8 +182,9 @@ pub struct WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// The `fleet serve` defaults for `www`.
-    pub fn new(www: impl Into<PathBuf>) -> Self {
+    /// The `fleet serve` defaults for `www` (the in-process tests' start).
+    #[cfg(test)]
+    pub(crate) fn new(www: impl Into<PathBuf>) -> Self {
         WorkerOptions {
             www: Www::Dir(www.into()),
             max_head_bytes: 16 * 1024,
@@ -198,7 +198,7 @@ impl WorkerOptions {
     }
 
     /// Validate the flags that clap cannot check alone.
-    pub fn from_args(args: &ServeArgs) -> Result<Self, WorkerError> {
+    pub(crate) fn from_args(args: &ServeArgs) -> Result<Self, WorkerError> {
         if args.max_head_bytes < MIN_HEAD_BYTES {
             return Err(WorkerError::HeadLimit(args.max_head_bytes));
         }
@@ -233,7 +233,7 @@ impl WorkerOptions {
 /// Logs go to whatever `tracing` subscriber the binary installed. When none
 /// is installed (a caller that skipped it), a stderr subscriber is used for
 /// the duration of this call only: a scoped default, never a global one.
-pub fn run(args: ServeArgs) -> Result<(), WorkerError> {
+pub(crate) fn run(args: ServeArgs) -> Result<(), WorkerError> {
     if tracing::dispatcher::has_been_set() {
         return run_logged(args);
     }
@@ -385,7 +385,7 @@ fn watch_lifeline(gone: CancellationToken) {
 /// Serve `opts.www` on `listener` until `shutdown` is cancelled, then drain
 /// open connections for up to `opts.drain_timeout`. `X-Fleet-Backend` is
 /// the listener's port.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     opts: WorkerOptions,
     shutdown: CancellationToken,

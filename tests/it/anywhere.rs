@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{FLEET, PAGE, alive, free_ports, get, kill, text, wait_for};
+use crate::harness::{
+    FLEET, FleetStatus, PAGE, alive, free_ports, get, kill, need_tool, text, wait_for,
+};
 
 /// An empty temporary directory whose fleet uses the default state dir
 /// (`./.fleet`), stopped in `Drop` however the test ends.
@@ -147,8 +149,8 @@ fn commands_find_the_fleet_from_a_subdirectory_and_say_which() {
 
     let st = bare.fleet_in("src/deep", &["status", "--json"]);
     assert!(st.status.success(), "{}", text(&st));
-    let s: Value = serde_json::from_slice(&st.stdout).unwrap();
-    assert_eq!(s["pid"], pid);
+    let s: FleetStatus = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(s.pid, pid);
     let found = std::fs::canonicalize(bare.path().join(".fleet")).unwrap();
     let said = stderr(&st);
     assert_eq!(said.lines().count(), 1, "one line on stderr: {said}");
@@ -244,25 +246,6 @@ fn serve_without_www_serves_the_embedded_page() {
 
 // --- a finished CLI --------------------------------------------------------
 
-/// A tool a test needs: present, or absent outside CI (skip with one line),
-/// or absent in CI (fail: .ci/run installs it).
-pub fn need_tool(name: &str, probe: &[&str]) -> bool {
-    let found = Command::new(name)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{name} is missing in CI; .ci/run should install it"
-        );
-        eprintln!("skipped: {name} is not installed");
-    }
-    found
-}
-
 #[test]
 fn bash_completion_is_valid_bash_and_names_the_subcommands() {
     let bare = Bare::new();
@@ -310,7 +293,7 @@ fn man_page_renders_cleanly() {
         "a page for the hidden guard"
     );
 
-    if need_tool("mandoc", &["-V"]) {
+    if need_tool("mandoc", "apt-get install mandoc").is_some() {
         let mut pages: Vec<PathBuf> = vec![page];
         pages.extend(std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()));
         let lint = Command::new("mandoc")

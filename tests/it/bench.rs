@@ -167,6 +167,48 @@ fn fleet(args: &[&str], cwd: &Path) -> Run {
     }
 }
 
+/// `fleet bench URL FLAGS --format json` in a fresh directory: the run,
+/// checked to exit with `code`, and its rows.
+fn bench_json(url: &str, flags: &[&str], code: i32) -> (Run, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = ["bench", url]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .chain(["--format", "json"])
+        .collect();
+    let run = fleet(&args, dir.path());
+    assert_eq!(run.code, code, "{args:?}: stderr: {}", run.stderr);
+    let rows = json_rows(&run);
+    (run, rows)
+}
+
+/// A test server in `Mode::Normal` and the URL of its page.
+fn page_server() -> (TestServer, String) {
+    let srv = TestServer::start(Mode::Normal);
+    let url = srv.url("/page.html");
+    (srv, url)
+}
+
+/// `page_server()` and a fresh directory to run `fleet bench` in.
+fn page_server_and_dir() -> (TestServer, String, tempfile::TempDir) {
+    let (srv, url) = page_server();
+    (srv, url, tempfile::tempdir().unwrap())
+}
+
+/// `fleet ARGS` in `cwd`, checked to succeed.
+fn fleet_ok(args: &[&str], cwd: &Path) -> Run {
+    let run = fleet(args, cwd);
+    assert_eq!(run.code, 0, "{args:?}: stderr: {}", run.stderr);
+    run
+}
+
+/// All that is left to read from a child's pipe.
+fn drain(pipe: Option<impl Read>) -> String {
+    let mut text = String::new();
+    pipe.expect("piped").read_to_string(&mut text).unwrap();
+    text
+}
+
 fn json_rows(run: &Run) -> Vec<Value> {
     serde_json::from_str::<Value>(&run.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", run.stdout, run.stderr))
@@ -189,15 +231,8 @@ fn close_enough(a: f64, b: f64, rel: f64) -> bool {
 
 #[test]
 fn bench_json_rows_add_up_and_count_every_request_and_byte() {
-    let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
-    let url = srv.url("/page.html");
-    let run = fleet(
-        &["bench", &url, "-n", "200", "-c", "1,10", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (srv, url) = page_server();
+    let (_, rows) = bench_json(&url, &["-n", "200", "-c", "1,10"], 0);
     assert_eq!(rows.len(), 2);
     // ab-style request: HTTP/1.0 without keep-alive, one connection each.
     let per_response = response("/page.html", true).len() as u64;
@@ -233,17 +268,8 @@ fn bench_json_rows_add_up_and_count_every_request_and_byte() {
 
 #[test]
 fn bench_keepalive_reuses_one_connection_per_concurrent_client() {
-    let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
-    let url = srv.url("/page.html");
-    let run = fleet(
-        &[
-            "bench", &url, "-k", "-n", "101", "-c", "4", "--format", "json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (srv, url) = page_server();
+    let (_, rows) = bench_json(&url, &["-k", "-n", "101", "-c", "4"], 0);
     assert_eq!(u(&rows[0], "complete"), 101);
     assert_eq!(rows[0]["keepalive"], Value::Bool(true));
     let per_response = response("/page.html", false).len() as u64;
@@ -256,14 +282,8 @@ fn bench_keepalive_reuses_one_connection_per_concurrent_client() {
 fn bench_against_a_closed_port_counts_every_request_failed_and_exits_1() {
     // Free, and nothing listens there.
     let port = free_ports(1)[0];
-    let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/page.html");
-    let run = fleet(
-        &["bench", &url, "-n", "50", "-c", "1,5", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (run, rows) = bench_json(&url, &["-n", "50", "-c", "1,5"], 1);
     // The level that completed nothing is shown; the rest are skipped.
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -282,26 +302,9 @@ fn bench_against_a_closed_port_counts_every_request_failed_and_exits_1() {
 #[test]
 fn bench_times_out_a_silent_server_and_counts_it_failed() {
     let srv = TestServer::start(Mode::Silent);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/page.html");
     let started = Instant::now();
-    let run = fleet(
-        &[
-            "bench",
-            &url,
-            "-n",
-            "3",
-            "-c",
-            "3",
-            "--timeout",
-            "300ms",
-            "--format",
-            "json",
-        ],
-        dir.path(),
-    );
-    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (run, rows) = bench_json(&url, &["-n", "3", "-c", "3", "--timeout", "300ms"], 1);
     assert_eq!((u(&rows[0], "failed"), u(&rows[0], "complete")), (3, 0));
     assert!(run.stderr.contains("3 timeout"), "{}", run.stderr);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -310,14 +313,8 @@ fn bench_times_out_a_silent_server_and_counts_it_failed() {
 #[test]
 fn bench_counts_non_2xx_as_complete_in_their_own_column() {
     let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
     let url = srv.url("/nope.html");
-    let run = fleet(
-        &["bench", &url, "-n", "20", "-c", "2", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    let rows = json_rows(&run);
+    let (run, rows) = bench_json(&url, &["-n", "20", "-c", "2"], 0);
     assert_eq!(
         (
             u(&rows[0], "complete"),
@@ -332,14 +329,11 @@ fn bench_counts_non_2xx_as_complete_in_their_own_column() {
 
 #[test]
 fn bench_csv_and_markdown_have_the_lab_shape() {
-    let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
-    let url = srv.url("/page.html");
-    let csv = fleet(
+    let (_srv, url, dir) = page_server_and_dir();
+    let csv = fleet_ok(
         &["bench", &url, "-n", "20", "-c", "1,5", "--format", "csv"],
         dir.path(),
     );
-    assert_eq!(csv.code, 0, "stderr: {}", csv.stderr);
     let lines: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", csv.stdout);
     assert!(lines[0].starts_with(
@@ -351,13 +345,12 @@ fn bench_csv_and_markdown_have_the_lab_shape() {
         assert!(l.starts_with("20,"), "{l}");
     }
 
-    let md = fleet(
+    let md = fleet_ok(
         &[
             "bench", &url, "-n", "20", "-c", "1,5", "--format", "markdown",
         ],
         dir.path(),
     );
-    assert_eq!(md.code, 0, "stderr: {}", md.stderr);
     let lines: Vec<&str> = md.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", md.stdout);
     assert!(lines[0].starts_with(
@@ -367,8 +360,7 @@ fn bench_csv_and_markdown_have_the_lab_shape() {
     assert!(lines[2].starts_with("| 20 | 1 | "));
     assert!(lines[3].starts_with("| 20 | 5 | "));
 
-    let table = fleet(&["bench", &url, "-n", "5", "-c", "5"], dir.path());
-    assert_eq!(table.code, 0, "stderr: {}", table.stderr);
+    let table = fleet_ok(&["bench", &url, "-n", "5", "-c", "5"], dir.path());
     assert!(table.stdout.contains("Requests") && table.stdout.contains("p99"));
     assert!(
         table
@@ -389,44 +381,22 @@ fn bench_csv_and_markdown_have_the_lab_shape() {
 
 #[test]
 fn bench_plot_writes_an_svg_with_one_line_per_run() {
-    let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
-    let url = srv.url("/page.html");
-    let first = fleet(
-        &[
-            "bench",
-            &url,
-            "-n",
-            "20",
-            "-c",
-            "1,4",
-            "--format",
-            "json",
-            "--label",
-            "first-run",
-        ],
-        dir.path(),
-    );
-    assert_eq!(first.code, 0, "stderr: {}", first.stderr);
+    let (_srv, url, dir) = page_server_and_dir();
+    // Both runs measure the same levels.
+    let run = |extra: &[&str]| {
+        let levels = ["bench", url.as_str(), "-n", "20", "-c", "1,4"];
+        fleet_ok(&[&levels[..], extra].concat(), dir.path())
+    };
+    let first = run(&["--format", "json", "--label", "first-run"]);
     std::fs::write(dir.path().join("first.json"), &first.stdout).unwrap();
-    let second = fleet(
-        &[
-            "bench",
-            &url,
-            "-n",
-            "20",
-            "-c",
-            "1,4",
-            "--label",
-            "second-run",
-            "--compare",
-            "first.json",
-            "--plot",
-            "chart.svg",
-        ],
-        dir.path(),
-    );
-    assert_eq!(second.code, 0, "stderr: {}", second.stderr);
+    run(&[
+        "--label",
+        "second-run",
+        "--compare",
+        "first.json",
+        "--plot",
+        "chart.svg",
+    ]);
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg"), "{svg}");
     assert!(svg.trim_end().ends_with("</svg>"));
@@ -467,15 +437,9 @@ fn bench_usage_errors_exit_2_with_one_line() {
 
 #[test]
 fn bench_skips_levels_above_n_like_ab() {
-    let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
-    let url = srv.url("/page.html");
-    let run = fleet(
-        &["bench", &url, "-n", "5", "-c", "1,5,10", "--format", "json"],
-        dir.path(),
-    );
-    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
-    assert_eq!(json_rows(&run).len(), 2);
+    let (_srv, url) = page_server();
+    let (run, rows) = bench_json(&url, &["-n", "5", "-c", "1,5,10"], 0);
+    assert_eq!(rows.len(), 2);
     assert!(
         run.stderr.contains("skipping concurrency 10"),
         "{}",
@@ -500,9 +464,7 @@ fn bench_without_url_or_fleet_says_how_to_start_one() {
 fn bench_ctrl_c_prints_the_rows_measured_so_far() {
     use nix::sys::signal::Signal;
 
-    let srv = TestServer::start(Mode::Normal);
-    let dir = tempfile::tempdir().unwrap();
-    let url = srv.url("/page.html");
+    let (srv, url, dir) = page_server_and_dir();
     // Far more requests than the test waits for; Ctrl-C ends the run.
     let mut child = ChildGuard(
         Command::new(FLEET)
@@ -522,22 +484,8 @@ fn bench_ctrl_c_prints_the_rows_measured_so_far() {
     kill(child.0.id(), Signal::SIGINT);
     let status =
         wait_exit(&mut child.0, Duration::from_secs(20)).expect("fleet bench obeys Ctrl-C");
-    let mut stdout = String::new();
-    child
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let mut stderr = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stdout = drain(child.0.stdout.take());
+    let stderr = drain(child.0.stderr.take());
     assert_eq!(status.code(), Some(1), "{stderr}");
     let rows = json_rows(&Run {
         code: 1,

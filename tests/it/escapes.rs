@@ -42,9 +42,9 @@ fn a_shell_wrapped_command_dies_with_a_sigkilled_supervisor_and_up_works_again()
             "portable={portable}: up after the crash:\n{}",
             text(&out)
         );
-        f.supervisor = f.status()["pid"].as_u64().unwrap() as u32;
+        f.supervisor = f.status().pid;
         let s = f.wait_status(Duration::from_secs(10), "healthy again", Fleet::all_healthy);
-        assert_eq!(s["backends"].as_array().unwrap().len(), 2);
+        assert_eq!(s.backends.len(), 2);
         let _again = PidGuard(fleet::process::descendants(f.supervisor));
         assert_eq!(get(f.addr(), "/").unwrap().status, 200);
     }

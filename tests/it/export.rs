@@ -2,11 +2,10 @@
 //! checkers, `systemd-analyze verify` and `kubernetes-validate`, for the
 //! shipped fleet.yaml and for a custom command with tcp health.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::anywhere::need_tool;
-use crate::harness::{FLEET, Scratch, text};
+use crate::harness::{FLEET, Scratch, need_tool, text};
 
 const SHIPPED: &str = include_str!("../../fleet.yaml");
 const CUSTOM: &str = "\
@@ -26,7 +25,11 @@ restart:
   window: 30s
 ";
 
-fn export(s: &Scratch, target: &str, out: &str) {
+/// `fleet export TARGET -o OUT` for a fleet.yaml of `yaml`: the scratch
+/// directory (keep it while the files are read) and OUT in it.
+fn export(yaml: &str, target: &str, out: &str) -> (Scratch, PathBuf) {
+    let s = Scratch::new();
+    s.write("fleet.yaml", yaml);
     let dir = s.path().join(out);
     let o = s.fleet(&[
         "export",
@@ -37,6 +40,7 @@ fn export(s: &Scratch, target: &str, out: &str) {
         FLEET,
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    (s, dir)
 }
 
 fn verify_systemd(dir: &Path) {
@@ -84,54 +88,45 @@ fn validate_kubernetes(dir: &Path) {
 
 #[test]
 fn exported_systemd_units_verify_for_the_shipped_and_a_custom_fleet() {
-    if !need_tool("systemd-analyze", &["--version"]) {
+    if need_tool("systemd-analyze", "apt-get install systemd").is_none() {
         return;
     }
-    let shipped = Scratch::new();
-    shipped.write("fleet.yaml", SHIPPED);
-    export(&shipped, "systemd", "units");
-    let unit =
-        std::fs::read_to_string(shipped.path().join("units/fleet-backend@.service")).unwrap();
+    let (_shipped, units) = export(SHIPPED, "systemd", "units");
+    let unit = std::fs::read_to_string(units.join("fleet-backend@.service")).unwrap();
     assert!(unit.contains("Restart=always"), "{unit}");
     assert!(unit.contains("StartLimitBurst=6"), "{unit}");
-    verify_systemd(&shipped.path().join("units"));
+    verify_systemd(&units);
 
-    let custom = Scratch::new();
-    custom.write("fleet.yaml", CUSTOM);
-    export(&custom, "systemd", "units");
-    let unit = std::fs::read_to_string(custom.path().join("units/fleet-backend@.service")).unwrap();
+    let (_custom, units) = export(CUSTOM, "systemd", "units");
+    let unit = std::fs::read_to_string(units.join("fleet-backend@.service")).unwrap();
     assert!(unit.contains("http.server --bind 127.0.0.1 %i\n"), "{unit}");
     assert!(unit.contains("Restart=on-failure"), "{unit}");
     assert!(
         unit.contains("Environment=\"GREETING=hello 100%%\""),
         "{unit}"
     );
-    verify_systemd(&custom.path().join("units"));
+    verify_systemd(&units);
 }
 
 #[test]
 fn exported_kubernetes_manifests_validate_for_the_shipped_and_a_custom_fleet() {
-    if !need_tool("kubernetes-validate", &["--version"]) {
+    if need_tool("kubernetes-validate", "pip install kubernetes-validate").is_none() {
         return;
     }
-    let shipped = Scratch::new();
-    shipped.write("fleet.yaml", SHIPPED);
-    export(&shipped, "kubernetes", "k8s");
-    let cm = std::fs::read_to_string(shipped.path().join("k8s/configmap.yaml")).unwrap();
+    let (_shipped, k8s) = export(SHIPPED, "kubernetes", "k8s");
+    let cm = std::fs::read_to_string(k8s.join("configmap.yaml")).unwrap();
     assert!(
         cm.contains("Hello from the fleet"),
         "www is not in the ConfigMap"
     );
-    validate_kubernetes(&shipped.path().join("k8s"));
+    validate_kubernetes(&k8s);
 
-    let custom = Scratch::new();
-    custom.write("fleet.yaml", CUSTOM);
-    export(&custom, "kubernetes", "k8s");
-    let dep = std::fs::read_to_string(custom.path().join("k8s/deployment.yaml")).unwrap();
+    let (_custom, k8s) = export(CUSTOM, "kubernetes", "k8s");
+    let dep = std::fs::read_to_string(k8s.join("deployment.yaml")).unwrap();
     assert!(dep.contains("tcpSocket"), "{dep}");
     assert!(dep.contains("replicas: 3"), "{dep}");
-    assert!(!custom.path().join("k8s/configmap.yaml").exists());
-    validate_kubernetes(&custom.path().join("k8s"));
+    assert!(!k8s.join("configmap.yaml").exists());
+    validate_kubernetes(&k8s);
 }
 
 #[test]

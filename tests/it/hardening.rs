@@ -81,11 +81,7 @@ fn control_socket_is_private_and_survives_garbage() {
     );
     let status = control(&f, b"{\"v\":1,\"cmd\":\"status\"}\n");
     assert!(status.contains("\"reply\":\"status\""), "{status}");
-    assert_eq!(
-        f.status()["pid"],
-        f.supervisor,
-        "the supervisor still answers"
-    );
+    assert_eq!(f.status().pid, f.supervisor, "the supervisor still answers");
 }
 
 #[test]

@@ -7,10 +7,13 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub use fleet::protocol::{BackendStatus, FleetStatus, Phase};
 
 pub const FLEET: &str = env!("CARGO_BIN_EXE_fleet");
 pub use fleet::process::PORTABLE_ENV;
@@ -18,29 +21,57 @@ pub use fleet::process::PORTABLE_ENV;
 pub const MODES: [bool; 2] = [false, true];
 pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
 
-/// Ports handed out in this test process, so parallel tests never collide.
-static RESERVED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+/// Where the next `free_ports` search starts. Ports are handed out in one
+/// ascending sweep, so parallel tests never get the same port and the ones
+/// handed out never fragment the range: a test that needs 1001 consecutive
+/// ports finds them as easily as the first test did.
+static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+/// The sweep's range: below Linux's ephemeral range (32768 and up), so
+/// outgoing connections do not take these ports meanwhile.
+const PORTS: std::ops::Range<u16> = 12_000..30_000;
 
-/// `n` consecutive free loopback ports, below Linux's ephemeral range so
-/// outgoing connections do not take them meanwhile.
+/// `n` consecutive free loopback ports, each handed out once per test run.
 pub fn free_ports(n: u16) -> Vec<u16> {
+    let mut next = NEXT.lock().unwrap();
+    // A random start, so concurrent test runs (other checkouts) rarely meet.
+    let cursor = next.get_or_insert_with(|| fastrand::u16(PORTS.start..PORTS.start + 6_000));
+    let mut base = *cursor;
     for _ in 0..1000 {
-        let base = fastrand::u16(12_000..30_000);
-        let ports: Vec<u16> = (base..base + n).collect();
-        let mut reserved = RESERVED.lock().unwrap();
-        let set = reserved.get_or_insert_with(HashSet::new);
-        if ports.iter().any(|p| set.contains(p)) {
-            continue;
+        if base.saturating_add(n) > PORTS.end {
+            base = PORTS.start;
         }
-        if ports
-            .iter()
-            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        {
-            set.extend(&ports);
-            return ports;
+        let busy = (base..base + n).find(|p| TcpListener::bind(("127.0.0.1", *p)).is_err());
+        match busy {
+            None => {
+                *cursor = base + n;
+                return (base..base + n).collect();
+            }
+            Some(p) => base = p + 1,
         }
     }
     panic!("no {n} consecutive free ports");
+}
+
+/// An external program a test needs, looked up on PATH (never run): its
+/// name when present. Missing outside CI, the test skips with one line;
+/// missing in CI (`CI` set), it fails, since .ci/run installs it (`install`
+/// says how).
+pub fn need_tool(name: &'static str, install: &str) -> Option<&'static str> {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(name);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name} is missing ({install}; .ci/run installs it)"
+    );
+    eprintln!("skipped: {name} is not installed ({install})");
+    None
 }
 
 /// Run `cmd` (stdin closed) to its end and collect its output, which is read
@@ -213,14 +244,9 @@ pub fn fleet_yaml(ports: &[u16], extra: &str) -> String {
     )
 }
 
-/// A numeric field summed over every backend of a status object.
-pub fn sum(s: &Value, key: &str) -> u64 {
-    s["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b[key].as_u64().unwrap())
-        .sum()
+/// A counter summed over every backend of a status.
+pub fn sum(s: &FleetStatus, field: impl Fn(&BackendStatus) -> u64) -> u64 {
+    s.backends.iter().map(field).sum()
 }
 
 pub fn text(o: &Output) -> String {
@@ -230,6 +256,91 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Assert that a command exited with `code` and said `says` on stderr.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(says),
+        "{}",
+        text(out)
+    );
+}
+
+/// Assert that none of `sent` requests failed; shows the first failures.
+#[track_caller]
+pub fn assert_no_failures<T: std::fmt::Debug>(sent: impl std::fmt::Display, failures: &[T]) {
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+/// fleet.yaml for a chaos test: restarts come quickly and do not give up.
+pub const CHAOS: &str = "restart:\n  initial_backoff: 50ms\n  max_restarts: 10\n";
+
+/// Load on `f` while a running worker is SIGKILLed every 300 ms, five times.
+/// `client(i)` makes client thread `i`'s request function (a failure says
+/// what went wrong); each client keeps sending until the chaos is over and
+/// `min` requests went out, bounded by 200,000 requests and 60 s. Asserts
+/// that `min` went out and none failed; returns the pids killed.
+pub fn chaos_under_load<C>(
+    f: &Fleet,
+    clients: usize,
+    min: usize,
+    client: impl Fn(usize) -> C,
+) -> Vec<u32>
+where
+    C: FnMut() -> Result<(), String> + Send + 'static,
+{
+    let chaos_done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (chaos_done, sent, failures) = (chaos_done.clone(), sent.clone(), failures.clone());
+            let mut request = client(i);
+            std::thread::spawn(move || {
+                while (!chaos_done.load(Ordering::SeqCst) || sent.load(Ordering::SeqCst) < min)
+                    && sent.load(Ordering::SeqCst) < 200_000
+                    && Instant::now() < deadline
+                {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    if let Err(e) = request() {
+                        failures.lock().unwrap().push(e);
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut killed = Vec::new();
+    for i in 0..5 {
+        // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
+        std::thread::sleep(Duration::from_millis(300));
+        killed.push(f.kill_a_running_worker(i));
+    }
+    chaos_done.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let total = sent.load(Ordering::SeqCst);
+    assert!(total >= min, "sent {total}");
+    assert_no_failures(total, &failures.lock().unwrap());
+    killed
+}
+
+/// The built-in page, whole, with a 200; otherwise what came instead.
+pub fn page_ok(answer: std::io::Result<Response>) -> Result<(), String> {
+    match answer {
+        Ok(r) if r.status == 200 && r.body == PAGE => Ok(()),
+        Ok(r) => Err(format!("status {} body {} bytes", r.status, r.body.len())),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A running fleet started with `fleet up -d`.
@@ -272,9 +383,7 @@ impl Fleet {
             supervisor: 0,
         };
         assert!(out.status.success(), "fleet up -d failed:\n{}", text(&out));
-        let s = fleet.status();
-        fleet.supervisor = s["pid"].as_u64().unwrap() as u32;
-        fleet.remember(&s);
+        fleet.supervisor = fleet.status().pid;
         fleet
     }
 
@@ -288,8 +397,8 @@ impl Fleet {
             supervisor: 0,
         };
         let out = f.fleet(&["status", "--json"]);
-        if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
-            f.remember(&v);
+        if let Ok(s) = serde_json::from_slice::<FleetStatus>(&out.stdout) {
+            f.remember(&s);
         }
         f
     }
@@ -298,47 +407,69 @@ impl Fleet {
         self.scratch.fleet(args)
     }
 
-    fn remember(&self, s: &Value) {
+    fn remember(&self, s: &FleetStatus) {
         let mut seen = self.seen.lock().unwrap();
-        if let Some(p) = s["pid"].as_u64() {
-            seen.insert(p as u32);
-        }
-        for b in s["backends"].as_array().into_iter().flatten() {
-            if let Some(p) = b["pid"].as_u64() {
-                seen.insert(p as u32);
-            }
-        }
+        seen.insert(s.pid);
+        seen.extend(s.backends.iter().filter_map(|b| b.pid));
     }
 
-    /// `fleet status --json`, parsed; panics unless it exits 0.
-    pub fn status(&self) -> Value {
+    /// `fleet status --json` as the crate's own status type; panics unless
+    /// it exits 0.
+    pub fn status(&self) -> FleetStatus {
         let out = self.fleet(&["status", "--json"]);
         assert!(out.status.success(), "fleet status failed:\n{}", text(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        self.remember(&v);
-        v
+        let s: FleetStatus = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not a status ({e}):\n{}", text(&out)));
+        self.remember(&s);
+        s
+    }
+
+    /// `fleet status --json` as untyped JSON, for the tests of the JSON
+    /// contract itself (field names and types as a script sees them).
+    pub fn status_json(&self) -> Value {
+        let out = self.fleet(&["status", "--json"]);
+        assert!(out.status.success(), "fleet status failed:\n{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// SIGKILL a running worker, the first from backend `from` on (in turn,
+    /// wrapping), as the chaos tests do; returns its pid.
+    pub fn kill_a_running_worker(&self, from: usize) -> u32 {
+        let s = self.status();
+        let n = s.backends.len();
+        let victim = (0..n)
+            .map(|k| (from + k) % n)
+            .find_map(|k| {
+                s.backends[k]
+                    .pid
+                    .filter(|_| s.backends[k].state == Phase::Running)
+            })
+            .expect("some backend is running");
+        kill(victim, nix::sys::signal::Signal::SIGKILL);
+        victim
     }
 
     pub fn pid_of(&self, i: usize) -> u32 {
-        self.status()["backends"][i]["pid"]
-            .as_u64()
-            .expect("backend has a pid") as u32
+        self.status().backends[i].pid.expect("backend has a pid")
     }
 
     /// Poll status until `cond` holds.
-    pub fn wait_status(&self, limit: Duration, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        limit: Duration,
+        what: &str,
+        cond: impl Fn(&FleetStatus) -> bool,
+    ) -> FleetStatus {
         wait_for(limit, what, || {
             let s = self.status();
             cond(&s).then_some(s)
         })
     }
 
-    pub fn all_healthy(s: &Value) -> bool {
-        s["backends"]
-            .as_array()
-            .unwrap()
+    pub fn all_healthy(s: &FleetStatus) -> bool {
+        s.backends
             .iter()
-            .all(|b| b["healthy"] == true && b["state"] == "running")
+            .all(|b| b.healthy && b.state == Phase::Running)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -565,6 +696,74 @@ impl Drop for Worker {
         if std::thread::panicking() {
             eprintln!("worker stderr:\n{}", self.log());
         }
+    }
+}
+
+/// `fleet up` in the foreground (no `-d`) on `ports` (the backends, then the
+/// balancer), its stderr in a file, once every backend is healthy. Dropped,
+/// it kills what is still running.
+pub struct Foreground {
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    pub workers: Vec<u32>,
+    balancer: u16,
+    _guard: PidGuard,
+}
+
+impl Foreground {
+    pub fn start(s: &Scratch, ports: &[u16]) -> Foreground {
+        s.write(
+            "fleet.yaml",
+            &fleet_yaml(ports, "health:\n  interval: 100ms\n  timeout: 100ms"),
+        );
+        let log = s.path().join("fg.log");
+        let child = Command::new(FLEET)
+            .arg("up")
+            .current_dir(s.path())
+            .env("FLEET_STATE_DIR", s.state())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut guard = PidGuard(vec![child.id()]);
+        let st = wait_for(
+            Duration::from_secs(10),
+            "the foreground fleet healthy",
+            || {
+                let out = s.fleet(&["status", "--json"]);
+                let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
+                Fleet::all_healthy(&v).then_some(v)
+            },
+        );
+        let workers: Vec<u32> = st.backends.iter().filter_map(|b| b.pid).collect();
+        guard.0.extend(&workers);
+        Foreground {
+            child,
+            log,
+            workers,
+            balancer: *ports.last().expect("the balancer's port"),
+            _guard: guard,
+        }
+    }
+
+    /// Send `sig` and check that it stopped as a graceful down does: exit 0,
+    /// every worker gone, the pid file removed, the balancer closed. Returns
+    /// what it logged.
+    #[track_caller]
+    pub fn stop_by(mut self, sig: nix::sys::signal::Signal, s: &Scratch) -> String {
+        kill(self.child.id(), sig);
+        let status = wait_for(Duration::from_secs(15), "the supervisor to exit", || {
+            self.child.try_wait().unwrap()
+        });
+        assert_eq!(status.code(), Some(0), "{sig} means a graceful stop");
+        for w in &self.workers {
+            assert!(!alive(*w), "worker {w} stopped");
+        }
+        assert!(!s.state().join("fleet.pid").exists());
+        assert!(!port_open(self.balancer));
+        std::fs::read_to_string(&self.log).unwrap()
     }
 }
 

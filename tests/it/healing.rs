@@ -1,85 +1,27 @@
 //! Self-healing: crashes, hangs, crash loops, a dead supervisor, foreign
 //! backends. Loopback only; every load is bounded in requests and time.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
 use crate::harness::*;
 
 #[test]
 fn chaos_kill_9_under_load_loses_no_request() {
-    let f = Fleet::start(4, "restart:\n  initial_backoff: 50ms\n  max_restarts: 10\n");
+    let f = Fleet::start(4, CHAOS);
     let addr = f.addr();
-    let chaos_done = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let (chaos_done, sent, failures) = (chaos_done.clone(), sent.clone(), failures.clone());
-            std::thread::spawn(move || {
-                // Keep the load on until the chaos is over and at least 2,000
-                // requests went out; bounded by count and by the deadline.
-                while (!chaos_done.load(Ordering::SeqCst) || sent.load(Ordering::SeqCst) < 2000)
-                    && sent.load(Ordering::SeqCst) < 200_000
-                    && Instant::now() < deadline
-                {
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    match get(addr, "/page.html") {
-                        Ok(r) if r.status == 200 && r.body == PAGE => {}
-                        Ok(r) => failures.lock().unwrap().push(format!(
-                            "status {} body {} bytes",
-                            r.status,
-                            r.body.len()
-                        )),
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
-    let mut killed = Vec::new();
-    for i in 0..5 {
-        // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
-        std::thread::sleep(Duration::from_millis(300));
-        let s = f.status();
-        let victim = (0..4)
-            .map(|k| (i + k) % 4)
-            .find_map(|k| {
-                s["backends"][k]["pid"]
-                    .as_u64()
-                    .filter(|_| s["backends"][k]["state"] == "running")
-            })
-            .expect("some backend is running") as u32;
-        kill(victim, Signal::SIGKILL);
-        killed.push(victim);
-    }
-    chaos_done.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let total = sent.load(Ordering::SeqCst);
-    let failures = failures.lock().unwrap();
-    assert!(total >= 2000, "sent {total}");
-    assert!(
-        failures.is_empty(),
-        "{} of {total} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    // 20 one-shot clients and at least 2,000 requests.
+    let killed = chaos_under_load(&f, 20, 2000, |_| move || page_ok(get(addr, "/page.html")));
     let s = f.wait_status(
         Duration::from_secs(5),
         "every backend healthy after the chaos",
-        |s| Fleet::all_healthy(s) && sum(s, "restarts") == 5,
+        |s| Fleet::all_healthy(s) && sum(s, |b| b.restarts.into()) == 5,
     );
     for k in killed {
         assert!(!alive(k));
     }
-    assert_eq!(sum(&s, "restarts"), 5, "{s}");
+    assert_eq!(sum(&s, |b| b.restarts.into()), 5, "{s:?}");
 }
 
 #[test]
@@ -93,15 +35,15 @@ fn sigstopped_worker_is_taken_out_of_rotation_and_restarted_by_liveness() {
     kill(stopped, Signal::SIGSTOP);
     let t0 = Instant::now();
     let s = f.wait_status(Duration::from_secs(3), "backend 0 unhealthy", |s| {
-        s["backends"][0]["healthy"] == false
+        !s.backends[0].healthy
     });
     let took = t0.elapsed();
     assert!(
         took <= Duration::from_millis(300 + 400),
         "marked unhealthy after {took:?}"
     );
-    assert_eq!(s["backends"][0]["pid"], stopped, "not restarted yet");
-    let before = s["backends"][0]["total_connections"].as_u64().unwrap();
+    assert_eq!(s.backends[0].pid, Some(stopped), "not restarted yet");
+    let before = s.backends[0].total_connections;
     for _ in 0..20 {
         let r = get(f.addr(), "/page.html").unwrap();
         assert_eq!(r.status, 200);
@@ -111,24 +53,24 @@ fn sigstopped_worker_is_taken_out_of_rotation_and_restarted_by_liveness() {
         );
     }
     let s = f.status();
-    if s["backends"][0]["pid"] == stopped {
+    if s.backends[0].pid == Some(stopped) {
         assert_eq!(
-            s["backends"][0]["total_connections"].as_u64().unwrap(),
-            before,
+            s.backends[0].total_connections, before,
             "no new connections to the stopped worker"
         );
     }
     let s = f.wait_status(Duration::from_secs(5), "the stopped worker replaced", |s| {
-        let b = &s["backends"][0];
-        b["pid"] != stopped && b["healthy"] == true
+        let b = &s.backends[0];
+        b.pid != Some(stopped) && b.healthy
     });
-    assert!(s["backends"][0]["restarts"].as_u64().unwrap() >= 1);
+    assert!(s.backends[0].restarts >= 1);
     // Its exit (a clean exit 0 once SIGCONT let it handle SIGTERM) is shown
     // as fleet's doing, not as the worker's.
-    let last = &s["backends"][0]["last_exit"];
+    let last = &s.backends[0].last_exit;
     assert_eq!(
-        last["cause"], "restarted by fleet: failed health checks",
-        "{last}"
+        last.as_ref().and_then(|e| e.cause.as_deref()),
+        Some("restarted by fleet: failed health checks"),
+        "{last:?}"
     );
     let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).to_string();
     assert!(
@@ -160,9 +102,9 @@ fn killing_the_supervisor_takes_every_worker_with_it_and_up_starts_cleanly_after
         "says it cleaned stale state: {}",
         text(&out)
     );
-    f.supervisor = f.status()["pid"].as_u64().unwrap() as u32;
+    f.supervisor = f.status().pid;
     let s = f.status();
-    assert!(Fleet::all_healthy(&s), "{s}");
+    assert!(Fleet::all_healthy(&s), "{s:?}");
     assert_eq!(get(f.addr(), "/page.html").unwrap().status, 200);
 }
 
@@ -233,7 +175,7 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
     // Adopt the fleet for cleanup whatever happens next.
     let mut f = Fleet::adopt(scratch, ports[..2].to_vec(), ports[2]);
     let scratch_dir = f.scratch.path().to_path_buf();
-    let poll = |cond: &dyn Fn(&Value) -> bool| {
+    let poll = |cond: &dyn Fn(&BackendStatus) -> bool| {
         wait_for(Duration::from_secs(10), "backend state", || {
             std::thread::sleep(Duration::from_millis(100)); // light polling: the supervisor's CPU is measured
             let out = std::process::Command::new(FLEET)
@@ -241,15 +183,15 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
                 .env("FLEET_STATE_DIR", scratch_dir.join("st"))
                 .output()
                 .unwrap();
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            cond(&v["backends"][1]).then_some(v)
+            let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
+            cond(&v.backends[1]).then_some(v)
         })
     };
-    let s = poll(&|b| b["restarts"].as_u64().unwrap_or(0) >= 1);
-    f.supervisor = s["pid"].as_u64().unwrap() as u32;
+    let s = poll(&|b| b.restarts >= 1);
+    f.supervisor = s.pid;
     #[cfg(target_os = "linux")]
     let (cpu0, t0) = (cpu_seconds(f.supervisor), Instant::now());
-    poll(&|b| b["state"] == "failed");
+    poll(&|b| b.state == Phase::Failed);
     #[cfg(target_os = "linux")]
     {
         let (cpu, wall) = (cpu_seconds(f.supervisor) - cpu0, t0.elapsed().as_secs_f64());
@@ -277,12 +219,18 @@ fn crash_looping_backend_is_marked_failed_and_the_others_keep_serving() {
         "{said}"
     );
     let s = f.status();
-    let b = &s["backends"][1];
-    assert_eq!(b["state"], "failed", "{b}");
-    assert_eq!(b["healthy"], false);
-    assert_eq!(b["restarts"], 4, "{b}");
-    assert_eq!(b["last_exit"]["code"], 3, "{b}");
-    assert!(b["reason"].as_str().unwrap().contains("crash loop"), "{b}");
+    let b = &s.backends[1];
+    assert_eq!(b.state, Phase::Failed, "{b:?}");
+    assert!(!b.healthy);
+    assert_eq!(b.restarts, 4, "{b:?}");
+    assert_eq!(b.last_exit.as_ref().and_then(|e| e.code), Some(3), "{b:?}");
+    assert!(
+        b.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("crash loop"),
+        "{b:?}"
+    );
     for _ in 0..10 {
         let r = get(f.addr(), "/page.html").unwrap();
         assert_eq!(r.status, 200);
@@ -372,11 +320,7 @@ fn with_every_backend_down(mode: &str) -> (std::io::Result<Response>, Duration, 
         kill(f.pid_of(i), Signal::SIGKILL);
     }
     f.wait_status(Duration::from_secs(3), "both backends stopped", |s| {
-        s["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["state"] == "stopped")
+        s.backends.iter().all(|b| b.state == Phase::Stopped)
     });
     let t0 = Instant::now();
     let r = get(f.addr(), "/page.html");

@@ -5,11 +5,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use nix::sys::signal::Signal;
 
 use crate::harness::*;
 
@@ -95,86 +92,31 @@ fn http_mode_balances_each_request_of_a_kept_alive_connection_and_tcp_mode_pins_
 
 #[test]
 fn chaos_in_http_mode_fails_no_request_of_kept_alive_or_one_shot_clients() {
-    let f = Fleet::start(4, "restart:\n  initial_backoff: 50ms\n  max_restarts: 10\n");
+    let f = Fleet::start(4, CHAOS);
     let addr = f.addr();
-    let chaos_done = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let more = {
-        let (chaos_done, sent) = (chaos_done.clone(), sent.clone());
+    // 8 clients on kept-alive connections, 8 one-shot, at least 5,000 requests.
+    chaos_under_load(&f, 16, 5000, |i| {
+        let keep_alive = i < 8;
+        let mut conn: Option<BufReader<TcpStream>> = None;
         move || {
-            (!chaos_done.load(Ordering::SeqCst) || sent.load(Ordering::SeqCst) < 5000)
-                && sent.load(Ordering::SeqCst) < 200_000
-                && Instant::now() < deadline
-        }
-    };
-    let mut clients = Vec::new();
-    for keep_alive in [true, false] {
-        for _ in 0..8 {
-            let (sent, failures, more) = (sent.clone(), failures.clone(), more.clone());
-            clients.push(std::thread::spawn(move || {
-                let mut conn: Option<BufReader<TcpStream>> = None;
-                while more() {
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    let result = if keep_alive {
-                        let c = conn.get_or_insert_with(|| connect(addr));
-                        send(c, "GET /page.html HTTP/1.1\r\nHost: fleet\r\n\r\n");
-                        let r = read_response(c);
-                        // The balancer may close a kept-alive connection after
-                        // a complete answer (it says so): then reconnect.
-                        if r.as_ref()
-                            .map_or(true, |r| r.header("connection") == Some("close"))
-                        {
-                            conn = None;
-                        }
-                        r
-                    } else {
-                        get(addr, "/page.html")
-                    };
-                    match result {
-                        Ok(r) if r.status == 200 && r.body == PAGE => {}
-                        Ok(r) => failures.lock().unwrap().push(format!(
-                            "keep-alive {keep_alive}: status {} body {} bytes",
-                            r.status,
-                            r.body.len()
-                        )),
-                        Err(e) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("keep-alive {keep_alive}: {e}")),
-                    }
+            let result = if keep_alive {
+                let c = conn.get_or_insert_with(|| connect(addr));
+                send(c, "GET /page.html HTTP/1.1\r\nHost: fleet\r\n\r\n");
+                let r = read_response(c);
+                // The balancer may close a kept-alive connection after
+                // a complete answer (it says so): then reconnect.
+                if r.as_ref()
+                    .map_or(true, |r| r.header("connection") == Some("close"))
+                {
+                    conn = None;
                 }
-            }));
+                r
+            } else {
+                get(addr, "/page.html")
+            };
+            page_ok(result).map_err(|e| format!("keep-alive {keep_alive}: {e}"))
         }
-    }
-    for i in 0..5 {
-        // The chaos cadence itself (not a wait for a condition): one kill every 300 ms.
-        std::thread::sleep(Duration::from_millis(300));
-        let s = f.status();
-        let victim = (0..4)
-            .map(|k| (i + k) % 4)
-            .find_map(|k| {
-                s["backends"][k]["pid"]
-                    .as_u64()
-                    .filter(|_| s["backends"][k]["state"] == "running")
-            })
-            .expect("some backend is running") as u32;
-        kill(victim, Signal::SIGKILL);
-    }
-    chaos_done.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let total = sent.load(Ordering::SeqCst);
-    let failures = failures.lock().unwrap();
-    assert!(total >= 5000, "sent {total}");
-    assert!(
-        failures.is_empty(),
-        "{} of {total} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    });
 }
 
 /// The supervisor's peak resident memory, from /proc (Linux only).

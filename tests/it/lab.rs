@@ -65,7 +65,7 @@ fn with_the_shipped_lab_example_it_starts_and_stays_in_rotation_under_20_clients
     let failed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert_eq!(failed, 0, "every request answered 200");
     let s = f.status();
-    assert!(Fleet::all_healthy(&s), "{s}");
+    assert!(Fleet::all_healthy(&s), "{s:?}");
     let log = f.log();
     for flap in ["healthy=false", "out of rotation"] {
         assert!(!log.contains(flap), "a backend left rotation:\n{log}");

@@ -11,7 +11,8 @@ use crate::harness::*;
 #[test]
 fn up_detached_starts_every_backend_running_and_healthy() {
     let f = Fleet::start(4, "");
-    let s = f.status();
+    // The JSON contract itself, as a script reads it: untyped on purpose.
+    let s = f.status_json();
     assert_eq!(s["listen"], format!("127.0.0.1:{}", f.listen));
     assert!(s["pid"].as_u64().unwrap() > 0);
     assert!(s["uptime_s"].as_f64().unwrap() >= 0.0);
@@ -53,8 +54,8 @@ fn balancer_round_robins_the_exact_page_over_all_backends() {
         "round-robin order repeats: {order:?}"
     );
     let s = f.status();
-    let total = sum(&s, "total_connections");
-    assert!(total >= 8, "connections are counted per backend: {s}");
+    let total = sum(&s, |b| b.total_connections);
+    assert!(total >= 8, "connections are counted per backend: {s:?}");
 }
 
 #[test]
@@ -63,14 +64,15 @@ fn killed_worker_is_restarted_on_the_same_port() {
     let old = f.pid_of(1);
     kill(old, Signal::SIGKILL);
     let s = f.wait_status(Duration::from_secs(3), "a new pid for backend 1", |s| {
-        let b = &s["backends"][1];
-        b["pid"].as_u64().is_some_and(|p| p as u32 != old) && b["healthy"] == true
+        let b = &s.backends[1];
+        b.pid.is_some_and(|p| p != old) && b.healthy
     });
-    let b = &s["backends"][1];
-    assert_eq!(b["port"], f.ports[1]);
-    assert!(b["restarts"].as_u64().unwrap() >= 1);
-    assert_eq!(b["last_exit"]["signal"], 9, "{b}");
-    assert_eq!(b["last_exit"]["name"], "SIGKILL", "{b}");
+    let b = &s.backends[1];
+    assert_eq!(b.port, f.ports[1]);
+    assert!(b.restarts >= 1);
+    let last = b.last_exit.as_ref().expect("the killed worker's exit");
+    assert_eq!(last.signal, Some(9), "{b:?}");
+    assert_eq!(last.name.as_deref(), Some("SIGKILL"), "{b:?}");
     let r = get(SocketAddr::from(([127, 0, 0, 1], f.ports[1])), "/page.html").unwrap();
     assert_eq!(
         r.header("x-fleet-backend"),
@@ -107,12 +109,7 @@ fn down_stops_every_process_and_removes_the_state_files() {
 fn status_and_down_without_a_fleet() {
     let s = Scratch::new();
     let st = s.fleet(&["status", "--json"]);
-    assert_eq!(st.status.code(), Some(3), "{}", text(&st));
-    assert!(
-        String::from_utf8_lossy(&st.stderr).contains("no fleet is running"),
-        "{}",
-        text(&st)
-    );
+    assert_exit(&st, 3, "no fleet is running");
     let down = s.fleet(&["down"]);
     assert_eq!(down.status.code(), Some(0), "{}", text(&down));
     assert!(
@@ -144,11 +141,7 @@ fn second_up_on_the_same_state_dir_refuses_with_the_running_pid() {
         "{err}"
     );
     assert!(!port_open(ports[0]) && !port_open(ports[1]));
-    assert_eq!(
-        f.status()["pid"],
-        f.supervisor,
-        "the first fleet is untouched"
-    );
+    assert_eq!(f.status().pid, f.supervisor, "the first fleet is untouched");
 }
 
 #[test]
@@ -287,63 +280,17 @@ fn busy_balancer_port(portable: bool) {
     drop(squatter);
 }
 
-/// `fleet up` in the foreground; returns the child and the file its stderr goes to.
-fn foreground(s: &Scratch, ports: &[u16]) -> (std::process::Child, std::path::PathBuf) {
-    s.write(
-        "fleet.yaml",
-        &fleet_yaml(ports, "health:\n  interval: 100ms\n  timeout: 100ms"),
-    );
-    let log = s.path().join("fg.log");
-    let child = std::process::Command::new(FLEET)
-        .arg("up")
-        .current_dir(s.path())
-        .env("FLEET_STATE_DIR", s.state())
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    (child, log)
-}
-
 fn stops_gracefully_on(sig: Signal) {
     let s = Scratch::new();
     let ports = free_ports(3);
-    let (mut child, log) = foreground(&s, &ports);
-    let mut guard = PidGuard(vec![child.id()]);
-    let st = wait_for(
-        Duration::from_secs(5),
-        "the foreground fleet healthy",
-        || {
-            let out = s.fleet(&["status", "--json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            Fleet::all_healthy(&v).then_some(v)
-        },
-    );
-    let workers: Vec<u32> = st["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["pid"].as_u64().unwrap() as u32)
-        .collect();
-    guard.0.extend(&workers);
+    let fg = Foreground::start(&s, &ports);
     assert_eq!(
         get(SocketAddr::from(([127, 0, 0, 1], ports[2])), "/page.html")
             .unwrap()
             .status,
         200
     );
-    kill(child.id(), sig);
-    let status = wait_for(Duration::from_secs(10), "the supervisor to exit", || {
-        child.try_wait().unwrap()
-    });
-    assert_eq!(status.code(), Some(0), "{sig} means a graceful down");
-    for w in &workers {
-        assert!(!alive(*w), "worker {w} stopped");
-    }
-    assert!(!s.state().join("fleet.pid").exists());
-    assert!(!port_open(ports[2]));
-    let text = std::fs::read_to_string(log).unwrap();
+    let text = fg.stop_by(sig, &s);
     assert!(
         text.contains("supervisor") && text.contains(&sig.to_string()),
         "{text}"
@@ -396,9 +343,9 @@ fn listen_port_zero_lets_the_os_choose_and_status_reports_it() {
     let mut f = Fleet::adopt(s, ports.clone(), 0);
     assert!(out.status.success(), "{}", text(&out));
     let st = f.status();
-    f.supervisor = st["pid"].as_u64().unwrap() as u32;
-    let addr: SocketAddr = st["listen"].as_str().unwrap().parse().unwrap();
-    assert_ne!(addr.port(), 0, "{st}");
+    f.supervisor = st.pid;
+    let addr: SocketAddr = st.listen.parse().unwrap();
+    assert_ne!(addr.port(), 0, "{st:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&addr.to_string()),
         "up says where: {}",
@@ -433,15 +380,11 @@ fn bench_without_url_measures_the_running_fleet_and_its_rows_add_up() {
     }
     // Every request went through the balancer to the two workers.
     let s = f.status();
-    let total = sum(&s, "total_connections");
-    assert!(total >= 400, "{s}");
+    let total = sum(&s, |b| b.total_connections);
+    assert!(total >= 400, "{s:?}");
     assert!(
-        s["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["total_connections"].as_u64().unwrap() >= 150),
-        "round-robin: {s}"
+        s.backends.iter().all(|b| b.total_connections >= 150),
+        "round-robin: {s:?}"
     );
 }
 
@@ -486,22 +429,16 @@ fn a_closed_stderr_does_not_kill_a_foreground_fleet() {
     drop(child.stderr.take());
     let st = wait_for(Duration::from_secs(10), "the fleet healthy", || {
         let out = s.fleet(&["status", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
         Fleet::all_healthy(&v).then_some(v)
     });
-    guard.0.extend(
-        st["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["pid"].as_u64().unwrap() as u32),
-    );
+    guard.0.extend(st.backends.iter().filter_map(|b| b.pid));
     // Logging more (a restart) must not kill it either.
     kill(guard.0[1], Signal::SIGKILL);
     wait_for(Duration::from_secs(5), "the restart", || {
         let out = s.fleet(&["status", "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v["backends"][0]["restarts"] == 1 && Fleet::all_healthy(&v)).then_some(())
+        let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
+        (v.backends[0].restarts == 1 && Fleet::all_healthy(&v)).then_some(())
     });
     let down = s.fleet(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
@@ -537,12 +474,7 @@ fn runserver_sh_takes_overrides_and_honours_cargo_target_dir() {
     let mut f = Fleet::adopt(s, p[..2].to_vec(), p[2]);
     assert!(out.status.success(), "{}", text(&out));
     let st = f.status();
-    f.supervisor = st["pid"].as_u64().unwrap() as u32;
-    let ports: Vec<u64> = st["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["port"].as_u64().unwrap())
-        .collect();
-    assert_eq!(ports, vec![u64::from(p[0]), u64::from(p[1])]);
+    f.supervisor = st.pid;
+    let ports: Vec<u16> = st.backends.iter().map(|b| b.port).collect();
+    assert_eq!(ports, p[..2]);
 }

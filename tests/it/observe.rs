@@ -9,24 +9,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-/// An external tool a test needs. In CI (`CI` set) a missing tool fails the
-/// test; elsewhere the test is skipped with one line.
-fn tool(name: &str, package: &str) -> Option<&'static str> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(Box::leak(name.to_string().into_boxed_str()));
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name} is missing (Debian package {package}; .ci/run installs it)"
-    );
-    eprintln!("skipped: {name} not installed (apt-get install {package})");
-    None
-}
-
 fn admin_fleet(backends: u16) -> (Fleet, SocketAddr) {
     let admin = free_ports(1)[0];
     let fleet = Fleet::start(backends, &format!("admin: 127.0.0.1:{admin}\n"));
@@ -78,7 +60,7 @@ fn text_of(o: &std::process::Output) -> String {
 
 #[test]
 fn metrics_pass_promtool_and_count_every_request() {
-    let Some(promtool) = tool("promtool", "prometheus") else {
+    let Some(promtool) = need_tool("promtool", "apt-get install prometheus") else {
         return;
     };
     let (fleet, admin) = admin_fleet(3);
@@ -96,11 +78,11 @@ fn metrics_pass_promtool_and_count_every_request() {
         .collect();
     // A scrape while the load runs must be valid too.
     wait_for(Duration::from_secs(20), "requests during load", || {
-        (fleet.status()["backends"]
-            .as_array()
-            .unwrap()
+        (fleet
+            .status()
+            .backends
             .iter()
-            .any(|b| b["requests"].as_u64().unwrap() > 0))
+            .any(|b| b.traffic.requests > 0))
         .then_some(())
     });
     promtool_check(promtool, &scrape(admin, "/metrics"));
@@ -131,19 +113,20 @@ fn metrics_pass_promtool_and_count_every_request() {
         )));
     }
     let s = fleet.status();
-    assert_eq!(sum(&s, "requests"), n);
-    assert!(sum(&s, "bytes_out") >= n * PAGE.len() as u64);
+    assert_eq!(sum(&s, |b| b.traffic.requests), n);
+    assert!(sum(&s, |b| b.traffic.bytes_out) >= n * PAGE.len() as u64);
     // /status.json is the object `status --json` prints.
     let json: serde_json::Value = serde_json::from_str(&scrape(admin, "/status.json")).unwrap();
-    assert_eq!(json["pid"], s["pid"]);
+    assert_eq!(json["pid"], s.pid);
     assert_eq!(json["admin"], admin.to_string());
-    assert_eq!(sum(&json, "requests"), n);
+    let same: FleetStatus = serde_json::from_value(json).unwrap();
+    assert_eq!(sum(&same, |b| b.traffic.requests), n);
     assert_eq!(get(admin, "/nope").unwrap().status, 404);
 }
 
 #[test]
 fn dashboard_in_a_headless_browser_shows_every_backend() {
-    let Some(chromium) = tool("chromium", "chromium") else {
+    let Some(chromium) = need_tool("chromium", "apt-get install chromium") else {
         return;
     };
     let (fleet, admin) = admin_fleet(3);
@@ -174,9 +157,9 @@ fn dashboard_in_a_headless_browser_shows_every_backend() {
         "the script did not run:\n{dom}"
     );
     let s = fleet.status();
-    for b in s["backends"].as_array().unwrap() {
-        let port = b["port"].as_u64().unwrap();
-        let state = b["state"].as_str().unwrap();
+    for b in &s.backends {
+        let port = b.port;
+        let state = b.state.as_str();
         assert!(
             dom.contains(&format!("id=\"b-{port}\"")),
             "{port} missing:\n{dom}"
@@ -216,21 +199,27 @@ fn watch_without_a_terminal_prints_plain_snapshots() {
     let _ = child.wait();
 }
 
-/// `fleet status --watch` under a pseudo-terminal (util-linux `script`).
-#[test]
-fn watch_shows_requests_changing_and_quits_on_q() {
-    let Some(script) = tool("script", "bsdutils") else {
-        return;
-    };
-    let fleet = Fleet::start(2, "");
-    let cmd = format!("{FLEET} status --watch");
-    let mut child = Command::new(script)
-        .args(["-qfec", &cmd, "/dev/null"])
+/// `fleet status --watch` on `fleet` under a pseudo-terminal (`script`),
+/// its keyboard on a pipe; the caller says where its screen goes.
+fn watch_in_a_pty(script: &str, fleet: &Fleet) -> Command {
+    let mut c = Command::new(script);
+    c.args(["-qfec", &format!("{FLEET} status --watch"), "/dev/null"])
         .current_dir(fleet.scratch.path())
         .env("FLEET_STATE_DIR", fleet.scratch.state())
         .env("TERM", "xterm")
+        .stdin(Stdio::piped());
+    c
+}
+
+/// `fleet status --watch` under a pseudo-terminal (util-linux `script`).
+#[test]
+fn watch_shows_requests_changing_and_quits_on_q() {
+    let Some(script) = need_tool("script", "apt-get install bsdutils") else {
+        return;
+    };
+    let fleet = Fleet::start(2, "");
+    let mut child = watch_in_a_pty(script, &fleet)
         .env_remove("NO_COLOR")
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -351,7 +340,7 @@ fn logs_show_the_supervisors_sigkill_event_with_one_timestamp() {
 /// other commands, with NO_COLOR=1: no escape sequence at all.
 #[test]
 fn no_color_means_no_escape_codes() {
-    let Some(script) = tool("script", "bsdutils") else {
+    let Some(script) = need_tool("script", "apt-get install bsdutils") else {
         return;
     };
     let scratch = Scratch::new();
@@ -382,11 +371,11 @@ fn no_color_means_no_escape_codes() {
     // Until the foreground supervisor has its socket, status says "not running".
     wait_for(Duration::from_secs(20), "the fleet up", || {
         let out = fleet.fleet(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
         Fleet::all_healthy(&s).then_some(())
     });
     // Now Drop knows whom to stop, should the test fail from here on.
-    fleet.supervisor = fleet.status()["pid"].as_u64().unwrap() as u32;
+    fleet.supervisor = fleet.status().pid;
     get(fleet.addr(), "/page.html").unwrap();
     get(fleet.addr(), "/missing").unwrap();
     for args in [
@@ -486,17 +475,11 @@ fn descendants(pid: u32) -> Vec<u32> {
 /// EOF, as it once did at a third of a core.
 #[test]
 fn watch_ends_when_its_terminal_goes_away() {
-    let Some(script) = tool("script", "bsdutils") else {
+    let Some(script) = need_tool("script", "apt-get install bsdutils") else {
         return;
     };
     let fleet = Fleet::start(1, "");
-    let cmd = format!("{FLEET} status --watch");
-    let mut child = Command::new(script)
-        .args(["-qfec", &cmd, "/dev/null"])
-        .current_dir(fleet.scratch.path())
-        .env("FLEET_STATE_DIR", fleet.scratch.state())
-        .env("TERM", "xterm")
-        .stdin(Stdio::piped())
+    let mut child = watch_in_a_pty(script, &fleet)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -532,7 +515,7 @@ fn keep_alive_requests(addr: SocketAddr, path: &str, n: usize) {
 /// fleet answers itself (a malformed request's 400) is counted apart.
 #[test]
 fn http_mode_counts_every_request_of_kept_alive_connections() {
-    let Some(promtool) = tool("promtool", "prometheus") else {
+    let Some(promtool) = need_tool("promtool", "apt-get install prometheus") else {
         return;
     };
     let (fleet, admin) = admin_fleet(3);
@@ -569,10 +552,10 @@ fn http_mode_counts_every_request_of_kept_alive_connections() {
         "client connections, not requests"
     );
     let s = fleet.status();
-    assert_eq!(sum(&s, "requests"), n);
+    assert_eq!(sum(&s, |b| b.traffic.requests), n);
     // Round-robin per request: every backend answered some.
-    for b in s["backends"].as_array().unwrap() {
-        assert!(b["requests"].as_u64().unwrap() > 0, "{b}");
+    for b in &s.backends {
+        assert!(b.traffic.requests > 0, "{b:?}");
     }
 }
 

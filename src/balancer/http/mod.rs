@@ -29,7 +29,7 @@
 //! flight finishes and its connection closes after it.
 
 pub mod framing;
-pub mod upstream_pool;
+pub(crate) mod upstream_pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,16 +43,16 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
 use super::access_log;
-use super::idle::{Activity, Tracked};
 use super::pool::Slot;
 use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
 use crate::config::BalancerConfig;
+use crate::idle::{Activity, Tracked};
 use framing::{Body, Reject, Request};
 
 /// First allocation for a request head; it grows up to `MAX_HEAD`.
 const HEAD_BUF: usize = 4 * 1024;
 /// Largest request head, as the built-in worker's `--max-head-bytes`.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Body bytes moved per read, each way.
@@ -426,23 +426,9 @@ async fn exchange(
         let _work = slot.connection();
         let (backend, reused) = match slot.idle.take() {
             Some(conn) => (conn, true),
-            None => match timeout(cfg.connect_timeout, TcpStream::connect(slot.addr)).await {
-                Ok(Ok(conn)) => {
-                    let _ = conn.set_nodelay(true);
-                    (conn, false)
-                }
-                Ok(Err(_)) => {
-                    slot.metrics.connect_failures.inc();
-                    passive_failure(&slot, "connect failed");
-                    continue;
-                }
-                Err(_) => {
-                    slot.metrics.connect_failures.inc();
-                    // Busy rather than dead: the health probe decides.
-                    debug!(target: "balancer", %peer, backend = %slot.addr, "connect timed out; trying the next backend");
-                    slot.report_timeout();
-                    continue;
-                }
+            None => match super::connect(&slot, cfg.connect_timeout, peer).await {
+                Some(conn) => (conn, false),
+                None => continue,
             },
         };
         let mut tried_body = body;

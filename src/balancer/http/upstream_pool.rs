@@ -88,6 +88,12 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    async fn listener() -> tokio::net::TcpListener {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+    }
+
     async fn pair(l: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
         let c = TcpStream::connect(l.local_addr().expect("bound"))
             .await
@@ -98,9 +104,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_peer_closed_is_not_handed_out() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let l = listener().await;
         let pool = IdleConns::default();
         let (open, _keep) = pair(&l).await;
         let (closed, peer) = pair(&l).await;
@@ -115,9 +119,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_with_unexpected_bytes_is_dropped() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let l = listener().await;
         let pool = IdleConns::default();
         let (c, mut peer) = pair(&l).await;
         peer.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
@@ -128,9 +130,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_is_bounded_and_pruned() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let l = listener().await;
         let pool = IdleConns::default();
         let mut peers = Vec::new();
         for _ in 0..MAX_IDLE + 3 {

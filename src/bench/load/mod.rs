@@ -60,7 +60,7 @@ const MAX_ERROR_KINDS: usize = 8;
 
 /// What to load: resolved once, before any level runs.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// The URL as the user wrote it (for messages and the report).
     pub url: String,
     /// Where to connect.
@@ -73,7 +73,7 @@ pub struct Target {
 
 /// How to load it.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     pub keepalive: bool,
     /// A request not complete after this long is failed.
     pub timeout: Duration,
@@ -83,7 +83,7 @@ pub struct Options {
 
 /// Raw measurements of one level; `report::Row` derives the table from it.
 #[derive(Debug)]
-pub struct Measured {
+pub(crate) struct Measured {
     pub concurrency: u32,
     /// Requests that finished, complete or failed (`n` unless interrupted).
     pub finished: u64,
@@ -104,7 +104,7 @@ pub struct Measured {
 
 /// Split `total` into `parts` shares that differ by at most one and add up to
 /// `total` exactly (the first `total % parts` shares get the extra one).
-pub fn split(total: u64, parts: u64) -> Vec<u64> {
+pub(crate) fn split(total: u64, parts: u64) -> Vec<u64> {
     if parts == 0 {
         return Vec::new();
     }
@@ -115,20 +115,20 @@ pub fn split(total: u64, parts: u64) -> Vec<u64> {
 /// The requests of one level, handed out one at a time to whichever task is
 /// free: exactly `n` claims succeed, however many threads ask.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     n: u64,
     next: AtomicU64,
 }
 
 impl Budget {
-    pub fn new(n: u64) -> Self {
+    pub(crate) fn new(n: u64) -> Self {
         Budget {
             n,
             next: AtomicU64::new(0),
         }
     }
     /// Take one request; false once all `n` are taken.
-    pub fn claim(&self) -> bool {
+    pub(crate) fn claim(&self) -> bool {
         // Relaxed: the counter orders nothing but itself, and fetch_add on one
         // atomic is totally ordered, so exactly n callers see a value below n.
         self.next.fetch_add(1, Ordering::Relaxed) < self.n
@@ -137,7 +137,7 @@ impl Budget {
 
 /// Run one level: `n` requests, `concurrency` at a time. `progress` counts
 /// finished requests (for the progress bar); `cancel` stops the level early.
-pub fn run_level(
+pub(crate) fn run_level(
     target: &Arc<Target>,
     n: u64,
     concurrency: u32,

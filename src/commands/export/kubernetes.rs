@@ -30,7 +30,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::File;
+use super::{ExportError, File};
 use crate::config::{BackendCommand, Config, HealthKind, RestartPolicy, Www};
 
 /// Above this total size the www content goes to a volume, not a ConfigMap.
@@ -44,12 +44,10 @@ const MEMORY_REQUEST: &str = "32Mi";
 const STARTUP_GRACE_S: u64 = 30;
 const NAME: &str = "fleet";
 
-pub(super) fn manifests(config: &Config, image: &str) -> Result<Vec<File>, String> {
+pub(super) fn manifests(config: &Config, image: &str) -> Result<Vec<File>, ExportError> {
     let service_port = config.listen.port();
     if service_port == 0 {
-        return Err(
-            "listen port 0 cannot be a Service port; pass --listen PORT for the export".into(),
-        );
+        return Err(ExportError::ListenPortZero);
     }
     let www = match (&config.backend, &config.www) {
         (BackendCommand::Builtin, Www::Dir(dir)) => Some(read_www(dir)?),
@@ -302,7 +300,7 @@ impl Site {
     }
 }
 
-fn read_www(root: &Path) -> Result<Site, String> {
+fn read_www(root: &Path) -> Result<Site, ExportError> {
     let mut files = Vec::new();
     walk(root, root, &mut files)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -331,23 +329,26 @@ fn read_www(root: &Path) -> Result<Site, String> {
     Ok(Site { files, total })
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<WwwFile>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read www directory {}: {e}", dir.display()))?;
-    for entry in entries {
-        let entry =
-            entry.map_err(|e| format!("cannot read www directory {}: {e}", dir.display()))?;
+fn walk(root: &Path, dir: &Path, out: &mut Vec<WwwFile>) -> Result<(), ExportError> {
+    let dir_error = |source| ExportError::ReadWwwDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
         let path = entry.path();
         if entry.file_name().as_encoded_bytes().starts_with(b".") {
             continue; // the worker never serves dotfiles
         }
-        let meta =
-            std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file_error = |source| ExportError::ReadFile {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&path).map_err(file_error)?;
         if meta.is_dir() {
             walk(root, &path, out)?;
         } else if meta.is_file() {
-            let body =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let body = std::fs::read(&path).map_err(file_error)?;
             let rel = path
                 .strip_prefix(root)
                 .expect("walked paths are under the root")
@@ -479,6 +480,9 @@ mod tests {
             www: Www::Embedded,
             ..Config::default()
         };
-        assert!(manifests(&c, "img").unwrap_err().contains("listen port 0"));
+        assert!(matches!(
+            manifests(&c, "img"),
+            Err(ExportError::ListenPortZero)
+        ));
     }
 }

@@ -26,75 +26,103 @@ pub(crate) struct File {
     pub(crate) text: String,
 }
 
-pub fn run(args: ExportArgs) -> u8 {
-    if args.fleet.detach {
-        eprintln!("fleet: export starts nothing, so -d/--detach has no meaning here");
-        return exit::USAGE;
-    }
-    let config = match config::load(&args.fleet) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fleet: {e}");
-            return exit::USAGE;
+/// Why nothing was exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("export starts nothing, so -d/--detach has no meaning here")]
+    Detach,
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot find the fleet executable (pass --exe PATH)")]
+    Exe(#[source] std::io::Error),
+    #[error("--exe {} must be an absolute path (systemd runs it from /)", .0.display())]
+    RelativeExe(PathBuf),
+    #[error("listen port 0 cannot be a Service port; pass --listen PORT for the export")]
+    ListenPortZero,
+    #[error("cannot read www directory {}", dir.display())]
+    ReadWwwDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ExportError {
+    /// 2 for what the flags or fleet.yaml say; 1 for what went wrong writing.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ExportError::Exe(_) | ExportError::CreateDir { .. } | ExportError::Write { .. } => {
+                exit::FAILURE
+            }
+            _ => exit::USAGE,
         }
-    };
+    }
+}
+
+pub(crate) fn run(args: ExportArgs) -> Result<(), ExportError> {
+    if args.fleet.detach {
+        return Err(ExportError::Detach);
+    }
+    let config = config::load(&args.fleet)?;
     let files = match args.target {
         ExportTarget::Systemd => {
-            let exe = match args.exe.clone().map_or_else(std::env::current_exe, Ok) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("fleet: cannot find the fleet executable ({e}); pass --exe PATH");
-                    return exit::FAILURE;
-                }
-            };
+            let exe = args
+                .exe
+                .clone()
+                .map_or_else(std::env::current_exe, Ok)
+                .map_err(ExportError::Exe)?;
             if !exe.is_absolute() {
-                eprintln!(
-                    "fleet: --exe {} must be an absolute path (systemd runs it from /)",
-                    exe.display()
-                );
-                return exit::USAGE;
+                return Err(ExportError::RelativeExe(exe));
             }
             systemd::units(&config, &exe)
         }
-        ExportTarget::Kubernetes => match kubernetes::manifests(&config, &args.image) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("fleet: {e}");
-                return exit::USAGE;
-            }
-        },
+        ExportTarget::Kubernetes => kubernetes::manifests(&config, &args.image)?,
     };
     match &args.out_dir {
         None => {
             for f in &files {
                 crate::outln!("{}", f.text.trim_end());
             }
-            exit::OK
         }
-        Some(dir) => match write_all(dir, &files) {
-            Ok(written) => {
-                for p in written {
-                    crate::outln!("fleet: wrote {}", p.display());
-                }
-                exit::OK
+        Some(dir) => {
+            for p in write_all(dir, &files)? {
+                crate::outln!("fleet: wrote {}", p.display());
             }
-            Err(e) => {
-                eprintln!("fleet: {e}");
-                exit::FAILURE
-            }
-        },
+        }
     }
+    Ok(())
 }
 
-fn write_all(dir: &Path, files: &[File]) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+fn write_all(dir: &Path, files: &[File]) -> Result<Vec<PathBuf>, ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     files
         .iter()
         .map(|f| {
             let path = dir.join(&f.name);
             std::fs::write(&path, &f.text)
                 .map(|()| path.clone())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                .map_err(|source| ExportError::Write { path, source })
         })
         .collect()
 }

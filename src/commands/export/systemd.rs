@@ -152,21 +152,17 @@ fn fleet_unit(config: &Config, exe: &Path) -> String {
         config.base_port,
         config.base_port + config.backends - 1
     );
-    let mut cmd = format!("{} up", arg(&exe.display().to_string()));
-    if let Some(src) = &config.source {
-        let _ = write!(cmd, " -f {}", arg(&src.display().to_string()));
-    }
     // The resolved values, so flags given to `export` hold in the unit too.
-    let _ = write!(
-        cmd,
-        " --backends {} --base-port {} --listen {}",
-        config.backends,
-        config.base_port,
-        arg(&config.listen.to_string())
+    let mut cmd = up_command(
+        config,
+        exe,
+        &format!(
+            "--backends {} --base-port {} --listen {}",
+            config.backends,
+            config.base_port,
+            arg(&config.listen.to_string())
+        ),
     );
-    if let (BackendCommand::Builtin, Www::Dir(dir)) = (&config.backend, &config.www) {
-        let _ = write!(cmd, " --www {}", arg(&dir.display().to_string()));
-    }
     cmd.push_str(" --state-dir %t/fleet");
     let workdir = config
         .source
@@ -174,33 +170,22 @@ fn fleet_unit(config: &Config, exe: &Path) -> String {
         .and_then(Path::parent)
         .map(|d| format!("WorkingDirectory={}\n", arg(&d.display().to_string())))
         .unwrap_or_default();
-    let _ = writeln!(
-        u,
-        "
-[Unit]
-Description=fleet: {} backends behind the balancer on {}
-After=network.target
-StartLimitIntervalSec=60
-StartLimitBurst=5
-
-[Service]
-Type=exec
-ExecStart={cmd}
-{workdir}RuntimeDirectory=fleet
-RuntimeDirectoryMode=0700
-# SIGTERM to the supervisor only: it stops the balancer and the backends in
+    u.push_str(&up_service(
+        config,
+        &UpService {
+            description: format!(
+                "fleet: {} backends behind the balancer on {}",
+                config.backends, config.listen
+            ),
+            unit_deps: String::new(),
+            cmd,
+            workdir,
+            runtime_dir: "fleet",
+            kill_note: "# SIGTERM to the supervisor only: it stops the balancer and the backends in
 # order; whatever is left gets SIGKILL at TimeoutStopSec.
-KillMode=mixed
-TimeoutStopSec={}
-Restart=on-failure
-RestartSec=1
-
-[Install]
-WantedBy=multi-user.target",
-        config.backends,
-        config.listen,
-        secs(config.shutdown.timeout + Duration::from_secs(5))
-    );
+",
+        },
+    ));
     u
 }
 
@@ -222,18 +207,11 @@ fn balancer_unit(config: &Config, exe: &Path) -> String {
         origin(config),
         config.listen
     );
-    let mut cmd = format!("{} up", arg(&exe.display().to_string()));
-    if let Some(src) = &config.source {
-        let _ = write!(cmd, " -f {}", arg(&src.display().to_string()));
-    }
-    let _ = write!(
-        cmd,
-        " --backends 0 --listen {}",
-        arg(&config.listen.to_string())
+    let mut cmd = up_command(
+        config,
+        exe,
+        &format!("--backends 0 --listen {}", arg(&config.listen.to_string())),
     );
-    if let (BackendCommand::Builtin, Www::Dir(dir)) = (&config.backend, &config.www) {
-        let _ = write!(cmd, " --www {}", arg(&dir.display().to_string()));
-    }
     // --upstream replaces the file's list, so the file's own come along.
     for port in config.ports() {
         let _ = write!(cmd, " --upstream 127.0.0.1:{port}");
@@ -247,32 +225,80 @@ fn balancer_unit(config: &Config, exe: &Path) -> String {
     } else {
         format!("Wants={0}\nAfter={0}\n", instances.join(" "))
     };
-    let _ = writeln!(
-        u,
+    u.push_str(&up_service(
+        config,
+        &UpService {
+            description: format!(
+                "fleet balancer on {} in front of {} systemd-run backends",
+                config.listen, config.backends
+            ),
+            unit_deps: deps,
+            cmd,
+            workdir: String::new(),
+            runtime_dir: "fleet-balancer",
+            kill_note: "",
+        },
+    ));
+    u
+}
+
+/// `EXE up [-f FILE] FLAGS [--www DIR]`: the supervisor a unit runs.
+fn up_command(config: &Config, exe: &Path, flags: &str) -> String {
+    let mut cmd = format!("{} up", arg(&exe.display().to_string()));
+    if let Some(src) = &config.source {
+        let _ = write!(cmd, " -f {}", arg(&src.display().to_string()));
+    }
+    let _ = write!(cmd, " {flags}");
+    if let (BackendCommand::Builtin, Www::Dir(dir)) = (&config.backend, &config.www) {
+        let _ = write!(cmd, " --www {}", arg(&dir.display().to_string()));
+    }
+    cmd
+}
+
+/// What differs between the units that run `fleet up` as their main process.
+struct UpService {
+    description: String,
+    /// `Wants=`/`After=` lines for units it pulls in, each ending in a newline.
+    unit_deps: String,
+    cmd: String,
+    /// A `WorkingDirectory=` line, or nothing.
+    workdir: String,
+    runtime_dir: &'static str,
+    /// Comment lines above `KillMode=`, or nothing.
+    kill_note: &'static str,
+}
+
+/// The `[Unit]`, `[Service]` and `[Install]` sections of a `fleet up` unit.
+fn up_service(config: &Config, s: &UpService) -> String {
+    format!(
         "
 [Unit]
-Description=fleet balancer on {} in front of {} systemd-run backends
+Description={description}
 After=network.target
-{deps}StartLimitIntervalSec=60
+{unit_deps}StartLimitIntervalSec=60
 StartLimitBurst=5
 
 [Service]
 Type=exec
 ExecStart={cmd}
-RuntimeDirectory=fleet-balancer
+{workdir}RuntimeDirectory={runtime_dir}
 RuntimeDirectoryMode=0700
-KillMode=mixed
-TimeoutStopSec={}
+{kill_note}KillMode=mixed
+TimeoutStopSec={timeout}
 Restart=on-failure
 RestartSec=1
 
 [Install]
-WantedBy=multi-user.target",
-        config.listen,
-        config.backends,
-        secs(config.shutdown.timeout + Duration::from_secs(5))
-    );
-    u
+WantedBy=multi-user.target
+",
+        description = s.description,
+        unit_deps = s.unit_deps,
+        cmd = s.cmd,
+        workdir = s.workdir,
+        runtime_dir = s.runtime_dir,
+        kill_note = s.kill_note,
+        timeout = secs(config.shutdown.timeout + Duration::from_secs(5))
+    )
 }
 
 fn restart(p: RestartPolicy) -> &'static str {
