@@ -1,5 +1,5 @@
 //! fleet: a supervisor for a fleet of HTTP server processes with a built-in
-//! round-robin load balancer.
+//! HTTP load balancer (every request balanced; a TCP mode for other protocols).
 //!
 //! # Layout
 //! Every module, by what it does (a unit test below keeps this list equal to
