@@ -316,8 +316,9 @@ impl Backend {
                 Running { pid, .. } | Draining { pid, .. } | Starting { pid: Some(pid), .. },
                 Event::Halt { deadline },
             ) => stopping(pid, deadline, AfterStop::Hold),
-            // Stopping -> Stopping (a deliberate restart overrides a liveness
-            // restart or a deliberate stop; shutdown overrides both)
+            // Stopping -> Stopping (a deliberate restart or stop overrides a
+            // liveness restart or the other deliberate one, the later word
+            // winning; shutdown overrides both)
             (
                 Stopping {
                     pid,
@@ -325,31 +326,16 @@ impl Backend {
                     then,
                     killed,
                 },
-                Event::Restart { deadline: d },
+                ev @ (Event::Restart { deadline: d } | Event::Halt { deadline: d }),
             ) if then != AfterStop::Stay => (
                 Stopping {
                     pid,
                     deadline: deadline.min(d),
-                    then: AfterStop::Respawn,
-                    killed,
-                },
-                None,
-            ),
-            // Stopping -> Stopping (a deliberate stop overrides a liveness or
-            // deliberate restart; shutdown overrides it)
-            (
-                Stopping {
-                    pid,
-                    deadline,
-                    then,
-                    killed,
-                },
-                Event::Halt { deadline: d },
-            ) if then != AfterStop::Stay => (
-                Stopping {
-                    pid,
-                    deadline: deadline.min(d),
-                    then: AfterStop::Hold,
+                    then: if matches!(ev, Event::Restart { .. }) {
+                        AfterStop::Respawn
+                    } else {
+                        AfterStop::Hold
+                    },
                     killed,
                 },
                 None,
