@@ -1,9 +1,15 @@
 //! A size-capped log file, rotated once. Every log fleet writes (each
 //! backend's output, the supervisor's own log, the balancer's access log)
 //! goes through it, so none can fill a disk.
+//!
+//! The logs in the state dir are opened with `O_NOFOLLOW`: a symbolic link
+//! planted as `supervisor.log` or `backend-9002.log` fails the open (the
+//! write is dropped) and is never followed (`state_dir`). The access log is
+//! a path the user chose, anywhere: it follows links like any path.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -18,13 +24,27 @@ pub(crate) const MAX_LOG_BYTES: u64 = 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct RotatingFile {
     path: PathBuf,
+    /// `custom_flags` for the open: `O_NOFOLLOW` in the state dir, 0 elsewhere.
+    flags: i32,
     file: Mutex<Option<(File, u64)>>,
 }
 
 impl RotatingFile {
+    /// A log in the state dir: never opened through a symbolic link.
     pub(crate) fn new(path: PathBuf) -> Self {
         RotatingFile {
             path,
+            flags: crate::state_dir::NO_FOLLOW,
+            file: Mutex::new(None),
+        }
+    }
+
+    /// A log at a path the user chose (`balancer.access_log`), which may
+    /// be a link like any path they name.
+    pub(crate) fn at_user_path(path: PathBuf) -> Self {
+        RotatingFile {
+            path,
+            flags: 0,
             file: Mutex::new(None),
         }
     }
@@ -48,6 +68,7 @@ impl RotatingFile {
             let Ok(f) = OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(self.flags)
                 .open(&self.path)
             else {
                 return;
@@ -60,5 +81,27 @@ impl RotatingFile {
         {
             *size += bytes.len() as u64;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_in_the_state_dir_is_never_written_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let log = dir.path().join("supervisor.log");
+        std::os::unix::fs::symlink(&victim, &log).unwrap();
+        RotatingFile::new(log.clone()).append(b"a log line\n");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        // The user's own access log path may be a link.
+        RotatingFile::at_user_path(log).append(b"a log line\n");
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            "precious\na log line\n"
+        );
     }
 }

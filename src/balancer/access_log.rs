@@ -41,7 +41,7 @@ pub(crate) struct Entry<'a> {
 impl AccessLog {
     pub(crate) fn new(path: PathBuf) -> Self {
         AccessLog {
-            file: RotatingFile::new(path),
+            file: RotatingFile::at_user_path(path),
         }
     }
 

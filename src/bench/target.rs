@@ -157,7 +157,7 @@ pub(crate) fn fleet_url(state: &StateDir) -> Result<String, TargetError> {
     match client::status(state) {
         Ok(s) => {
             let addr: SocketAddr = s.listen.parse().map_err(|_| TargetError::BadListen {
-                dir: state.root().display().to_string(),
+                dir: state.shown().display().to_string(),
                 listen: s.listen.clone(),
             })?;
             Ok(format!(

@@ -81,7 +81,7 @@ pub(crate) fn run(args: LogsArgs) -> Result<(), LogsError> {
         let mut old = src.path.clone().into_os_string();
         old.push(".1");
         for file in [PathBuf::from(old), src.path.clone()] {
-            match fs::read(&file) {
+            match read_no_follow(&file) {
                 Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
                 // The rotated half exists only after a rotation, and
                 // supervisor.log only once a supervisor ran here.
@@ -133,7 +133,7 @@ fn format_line(tag: &str, line: &str, tagged: bool) -> String {
 fn sources(state: &StateDir, only: Option<u16>) -> Result<Vec<Source>, LogsError> {
     let dir = state.logs();
     let entries = fs::read_dir(&dir).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => LogsError::NoLogs(dir.clone()),
+        io::ErrorKind::NotFound => LogsError::NoLogs(state.shown()),
         _ => LogsError::ReadDir {
             dir: dir.clone(),
             source,
@@ -207,8 +207,23 @@ fn follow(sources: &[Source], tagged: bool) {
     }
 }
 
+/// Open a log for reading, never through a symbolic link (`state_dir`).
+fn open_no_follow(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(crate::state_dir::NO_FOLLOW)
+        .open(path)
+}
+
+fn read_no_follow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_no_follow(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn read_from(path: &Path, off: u64) -> Option<Vec<u8>> {
-    let mut f = fs::File::open(path).ok()?;
+    let mut f = open_no_follow(path).ok()?;
     f.seek(SeekFrom::Start(off)).ok()?;
     let mut v = Vec::new();
     f.read_to_end(&mut v).ok()?;

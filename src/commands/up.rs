@@ -13,6 +13,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -103,6 +104,7 @@ impl UpError {
         match self {
             UpError::Config(_) => exit::USAGE,
             UpError::Unreadable { .. } => exit::UNREADABLE,
+            UpError::State(e) => e.exit_code(),
             _ => exit::FAILURE,
         }
     }
@@ -126,22 +128,38 @@ pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
         announce_embedded(&args);
     }
     let state = StateDir::new(args.state.for_up());
-    if args.detach && !args.detached_child {
-        return launch_detached(&state);
-    }
-    if args.detached_child {
-        // A session of our own: no controlling terminal, so closing the
-        // terminal that ran `up -d` sends us nothing.
-        let _ = nix::unistd::setsid();
-    }
     let reporter = if args.detached_child {
         Reporter::Pipe
     } else {
         Reporter::Terminal
     };
-    // `fleet reload` re-reads the file with these flags, from this directory.
-    let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
-    start(config, state, &reporter, reload).inspect_err(|e| reporter.fail(e))
+    // (The detached child finds the dir its parent created: `Created` is
+    // empty there, and the parent undoes it.)
+    let created = state
+        .create()
+        .map_err(UpError::from)
+        .inspect_err(|e| reporter.fail(e))?;
+    let result = if args.detach && !args.detached_child {
+        launch_detached(&state)
+    } else {
+        if args.detached_child {
+            // A session of our own: no controlling terminal, so closing the
+            // terminal that ran `up -d` sends us nothing.
+            let _ = nix::unistd::setsid();
+        }
+        // `fleet reload` re-reads the file with these flags, from this directory.
+        let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
+        start(config, state.clone(), &reporter, reload).inspect_err(|e| reporter.fail(e))
+    };
+    // A failed `up` leaves no state dir behind that it created itself,
+    // unless the message points into it (a supervisor that died: its log).
+    if result
+        .as_ref()
+        .is_err_and(|e| !matches!(e, UpError::DiedStarting { .. }))
+    {
+        created.undo(&state.logs());
+    }
+    result
 }
 
 /// Say once, where the user sees it, that the workers serve the built-in page.
@@ -195,7 +213,6 @@ fn start(
     reporter: &Reporter,
     reload: Option<(UpArgs, PathBuf)>,
 ) -> Result<(), UpError> {
-    state.create()?;
     crate::logging::attach_supervisor_log(state.supervisor_log());
     let (lock, stale) = state.lock()?;
     if let Some(note) = stale {
@@ -379,11 +396,10 @@ fn raise_fd_limit(max_connections: u32) -> Result<(), UpError> {
 
 /// `fleet up -d`: start the detached child and relay its report.
 fn launch_detached(state: &StateDir) -> Result<(), UpError> {
-    state.create()?;
     match state.probe() {
         (Holder::Running { pid }, _) => {
             return Err(UpError::State(StateError::AlreadyRunning {
-                dir: state.root().to_path_buf(),
+                dir: state.shown(),
                 pid: pid.map_or("unknown".into(), |p| p.to_string()),
             }));
         }
@@ -401,6 +417,7 @@ fn launch_detached(state: &StateDir) -> Result<(), UpError> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(crate::state_dir::NO_FOLLOW)
         .open(&log_path)
         .map_err(|source| UpError::Log {
             path: log_path.clone(),

@@ -81,7 +81,8 @@ pub(crate) fn call_with_progress(
     timeout: Option<Duration>,
     mut progress: impl FnMut(&str),
 ) -> Result<Reply, ControlError> {
-    let dir = state.root().display().to_string();
+    // Absolute in every message: "no fleet in .fleet" does not say which.
+    let dir = state.shown().display().to_string();
     let mut stream = match UnixStream::connect(state.socket()) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -108,7 +109,7 @@ pub(crate) fn call_with_progress(
         }
     };
     let unreachable = |reason: String| ControlError::Unreachable {
-        dir: state.root().display().to_string(),
+        dir: dir.clone(),
         pid: "unknown".into(),
         reason,
     };

@@ -58,7 +58,7 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
         .tempdir_in("/tmp")
         .unwrap();
     let state = StateDir::new(dir.path().join("st"));
-    state.create().unwrap();
+    let _created = state.create().unwrap();
     let (lock, _) = state.lock().unwrap();
     let mut config = Config {
         backends: 2,

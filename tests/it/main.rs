@@ -13,5 +13,6 @@ mod lab;
 mod lifecycle;
 mod observe;
 mod operate;
+mod statedir;
 mod upstreams;
 mod worker;
