@@ -71,7 +71,8 @@
 //! - `metrics`: per-backend and balancer counters and histograms in atomics
 //!   (no lock per request), and per-second samples for the 10-second rates.
 //! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
-//!   format), `/status.json`, and `admin::dashboard` (the page, built in).
+//!   format), `/status.json`, and `admin::dashboard` (the page, built in);
+//!   `admin::host` which `Host` names it answers to.
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
 //!   `FleetStatus`), `control::command` (what the control server asks of the
 //!   supervisor's loop), `control::server` (inside the supervisor),

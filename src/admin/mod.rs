@@ -6,10 +6,13 @@
 //!
 //! Read-only: nothing here changes the fleet, so the only risk of exposing
 //! it is what it tells; a non-loopback address is warned about at start.
+//! It answers only to its own names (`host`): a page elsewhere that points
+//! its own name at this machine (DNS rebinding) gets 421, not the status.
 //! Each connection is a small hyper HTTP/1 server on the fleet's tracker,
 //! cut when the fleet stops (an admin scrape never delays a shutdown).
 
 mod dashboard;
+pub(crate) mod host;
 mod metrics;
 
 use std::convert::Infallible;
@@ -38,6 +41,8 @@ pub(crate) struct Context {
     pub(crate) status: StatusView,
     pub(crate) backends: Arc<Backends>,
     pub(crate) started: tokio::time::Instant,
+    /// The `Host` names served (`host`).
+    pub(crate) names: host::Names,
 }
 
 /// A slow or stalled admin client gets this long to send its request head.
@@ -72,6 +77,13 @@ pub(crate) async fn serve(
 }
 
 fn route<B>(req: &Request<B>, ctx: &Context) -> Response<Full<Bytes>> {
+    if let Err(refused) = ctx.names.check(req) {
+        let mut r = reply(refused.status, "text/plain", refused.body);
+        // Nothing more will be answered on a connection to the wrong name.
+        r.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -27,6 +27,8 @@
 //! - `health.timeout <= health.interval`: probes of one backend never overlap.
 //! - `restart.max_restarts >= 1`; "never restart" is `policy: never`.
 //! - `backend.env` may not set `PORT`: fleet sets it for each backend.
+//! - `admin_hosts` are host names or IP literals without a port, stored
+//!   lowercase; they only widen what the admin address answers to.
 //! - `upstreams` are `HOST:PORT`, resolved when the config is loaded (the
 //!   first address a name resolves to); `--upstream` flags replace the
 //!   file's list. No two may be the same address, none may be a local
@@ -79,6 +81,9 @@ pub(crate) struct Config {
     /// The admin HTTP address (`/metrics`, `/status.json`, dashboard); off
     /// unless set. Port 0 lets the OS choose.
     pub admin: Option<SocketAddr>,
+    /// More names the admin address answers to (lowercase, no port), beside
+    /// `localhost`, loopback literals and its own address (`admin::host`).
+    pub admin_hosts: Vec<String>,
     /// Remote backends, balanced beside the local ones (or instead of them:
     /// `backends` may be 0 when there are upstreams).
     pub upstreams: Vec<Upstream>,
@@ -264,6 +269,7 @@ impl Default for Config {
                 drain_timeout: Duration::from_secs(10),
             },
             admin: None,
+            admin_hosts: Vec::new(),
             balancer: BalancerConfig {
                 mode: BalancerMode::Http,
                 strategy: Strategy::RoundRobin,

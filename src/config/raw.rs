@@ -183,6 +183,7 @@ pub(super) struct RawConfig {
     pub(super) shutdown: Option<Spanned<RawShutdown>>,
     pub(super) balancer: Option<Spanned<RawBalancer>>,
     pub(super) admin: Option<Node>,
+    pub(super) admin_hosts: Option<Node>,
     pub(super) upstreams: Option<Node>,
 }
 

@@ -831,6 +831,36 @@ fn access_log_naming_a_directory_is_rejected() {
 }
 
 #[test]
+fn admin_hosts_are_names_without_a_port_kept_lowercase() {
+    let d = Dir::new();
+    let c = d
+        .write(
+            "fleet.yaml",
+            "admin: 0.0.0.0:44400\nadmin_hosts: [Fleet.Lab, 192.168.1.5, \"[fe80::1]\"]\n",
+        )
+        .load(&[])
+        .unwrap();
+    assert_eq!(c.admin_hosts, ["fleet.lab", "192.168.1.5", "fe80::1"]);
+    assert!(Config::default().admin_hosts.is_empty());
+}
+
+#[test]
+fn malformed_admin_hosts_are_rejected() {
+    assert_eq!(
+        err("admin_hosts: fleet.lab\n", &[]),
+        "fleet.yaml:1: admin_hosts: expected a list of host names such as [\"fleet.lab\"], got 'fleet.lab'"
+    );
+    assert_eq!(
+        err("admin_hosts:\n  - ok.lab\n  - fleet.lab:44400\n", &[]),
+        "fleet.yaml:3: admin_hosts[1]: 'fleet.lab:44400' has a port; write the name alone (any port is accepted)"
+    );
+    assert_eq!(
+        err("admin_hosts: [\"a b\"]\n", &[]),
+        "fleet.yaml:1: admin_hosts[0]: 'a b' is not a host name (letters, digits, '-' and '.')"
+    );
+}
+
+#[test]
 fn malformed_admin_is_rejected() {
     assert_eq!(
         err("admin: [1, 2]\n", &[]),

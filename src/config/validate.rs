@@ -246,6 +246,12 @@ pub(super) fn resolve(
         one_of(&Value::Str(m.to_owned()), MODES, "a balancer mode").map(mode_of)
     })?;
     let balancer = balancer_section(&rep, &raw, &d.balancer, flag_mode, &base_dir)?;
+    let admin_hosts = raw
+        .admin_hosts
+        .as_ref()
+        .map(|node| admin_host_list(&rep, node))
+        .transpose()?
+        .unwrap_or_default();
     let file_upstreams = raw
         .upstreams
         .as_ref()
@@ -331,6 +337,7 @@ pub(super) fn resolve(
         shutdown,
         balancer,
         admin: admin.map(|s| s.value),
+        admin_hosts,
         upstreams: upstreams.into_iter().map(|(_, u)| u).collect(),
         source,
     })
@@ -694,6 +701,70 @@ fn check_dir(
 /// Absolute `p` without `.` components (`..` is kept: it may cross a symlink).
 fn clean(p: &Path) -> PathBuf {
     p.components().collect()
+}
+
+// --- admin_hosts ------------------------------------------------------------
+
+/// `admin_hosts: ["fleet.lab", "192.168.1.5"]`: names without a port.
+fn admin_host_list(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigError> {
+    let items = match &node.value {
+        Value::Seq(items) => items,
+        Value::Null => return Ok(Vec::new()),
+        other => {
+            return Err(rep.at(
+                Origin::File(line_of(node)),
+                "admin_hosts",
+                format!(
+                    "expected a list of host names such as [\"fleet.lab\"], got {}",
+                    other.describe()
+                ),
+            ));
+        }
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = Origin::File(line_of(item));
+            let key = format!("admin_hosts[{i}]");
+            match &item.value {
+                Value::Str(s) => admin_host(s).map_err(|problem| rep.at(at, &key, problem)),
+                other => Err(rep.at(
+                    at,
+                    &key,
+                    format!("expected a host name, got {}", other.describe()),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// One `admin_hosts` entry: a host name or IP literal (an IPv6 one with or
+/// without brackets), without a port; lowercase.
+fn admin_host(s: &str) -> Result<String, Problem> {
+    let host = s.trim().to_ascii_lowercase();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(&host);
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
+    {
+        return Err(problem!(
+            "'{s}' is not a host name (letters, digits, '-' and '.')"
+        ));
+    }
+    if host.contains(':') {
+        return Err(problem!(
+            "'{s}' has a port; write the name alone (any port is accepted)"
+        ));
+    }
+    Ok(host)
 }
 
 // --- upstreams --------------------------------------------------------------

@@ -178,6 +178,8 @@ pub(crate) async fn run(
     if let Some(path) = &config.balancer.access_log {
         let _ = backends.access_log.set(AccessLog::new(path.clone()));
     }
+    // Fixed for the supervisor's life, like the admin address itself.
+    let admin_hosts = config.admin_hosts.clone();
     let mut fleet = Fleet::new(
         config,
         backends.clone(),
@@ -201,13 +203,14 @@ pub(crate) async fn run(
         Arc::new(move || status(&backends, listen, admin, started))
     };
     tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
-    if let Some(listener) = listeners.admin {
+    if let Some((listener, addr)) = listeners.admin.zip(admin) {
         tracker.spawn(crate::admin::serve(
             listener,
             crate::admin::Context {
                 status: view.clone(),
                 backends: backends.clone(),
                 started,
+                names: crate::admin::host::Names::new(addr.ip(), admin_hosts),
             },
             token.child_token(),
             tracker.clone(),

@@ -55,6 +55,13 @@ impl Fleet {
                     .into(),
             ));
         }
+        if new.admin_hosts != old.admin_hosts {
+            return Err(OpError::Invalid(
+                "reload: admin_hosts changed; a running fleet keeps the names its admin address \
+                 answers to (`fleet down`, then `fleet up`); nothing changed"
+                    .into(),
+            ));
+        }
         // A grown fleet needs its new ports free: checked before anything
         // is applied, so a busy one changes nothing.
         let have = self.handles.len() as u16;

@@ -1,6 +1,7 @@
 //! Integration tests: one binary that drives the real `fleet` executable.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
+mod admin_names;
 mod anywhere;
 mod bench;
 mod escapes;
