@@ -21,7 +21,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the workers and the load balancer (foreground unless -d).
-    #[command(after_help = crate::help::UP)]
+    // `up` does not search for a state dir: it makes one beside its fleet.yaml.
+    #[command(
+        after_help = crate::help::UP,
+        mut_arg("state_dir", |a| a.help(
+            "State directory [default: .fleet beside the fleet.yaml found in this or a parent \
+             directory; ./.fleet with -f or without one]"
+        ))
+    )]
     Up(UpArgs),
     /// Show the running fleet.
     #[command(visible_alias = "ps")]
@@ -81,7 +88,7 @@ pub enum Command {
 /// Where the fleet keeps its pid file, control socket and logs.
 #[derive(Debug, Clone, Args)]
 pub struct StateDirArg {
-    /// State directory [default: the nearest .fleet in this or a parent directory; ./.fleet for `up`]
+    /// State directory [default: the nearest .fleet in this or a parent directory]
     #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
@@ -91,7 +98,8 @@ pub struct StateDirArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// Configuration file [default: ./fleet.yaml when present]
+    /// Configuration file [default: fleet.yaml here or in the nearest parent
+    /// directory that has one]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Number of backends [default: 4]

@@ -12,7 +12,11 @@
 //! A `.fleet` (or its pid file) that cannot be examined stops the walk there:
 //! it is taken, so the command reports why it cannot read it rather than
 //! quietly using a fleet further up ("cannot read" is never "not there").
-//! `fleet up` does not search: a new fleet belongs to where it is started.
+//!
+//! `fleet up` does not search for a `.fleet`: it finds its fleet.yaml (in
+//! this directory or the nearest parent that has one, `config::find_file`)
+//! and puts the new fleet's `.fleet` beside it, so the others find it from
+//! anywhere below.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,11 +56,16 @@ impl StateDirArg {
         }
     }
 
-    /// The state dir `fleet up` creates: the one given, or `./.fleet`.
-    pub fn for_up(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT))
+    /// The state dir `fleet up` creates: the one given, or `.fleet` beside
+    /// the fleet.yaml it uses, `file_up` directories above this one (0:
+    /// here, also when there is no file).
+    pub fn for_up(&self, file_up: usize) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            // Relative, like `resolve`'s, to keep the socket path short.
+            let mut rel: PathBuf = std::iter::repeat_n("..", file_up).collect();
+            rel.push(DEFAULT);
+            rel
+        })
     }
 }
 

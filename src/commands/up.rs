@@ -123,11 +123,22 @@ struct Report {
 }
 
 pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
+    // Without -f, fleet.yaml may be a parent directory's: said once (not
+    // again by the detached child), and the state dir goes beside it.
+    let file_up = match (&args.file, std::env::current_dir()) {
+        (None, Ok(cwd)) => config::find_file(&cwd).map_or(0, |(up, file)| {
+            if up > 0 && !args.detached_child {
+                eprintln!("fleet: using {}", file.display());
+            }
+            up
+        }),
+        _ => 0,
+    };
     let config = config::load(&args)?;
     if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
         announce_embedded(&args);
     }
-    let state = StateDir::new(args.state.for_up());
+    let state = StateDir::new(args.state.for_up(file_up));
     let reporter = if args.detached_child {
         Reporter::Pipe
     } else {

@@ -12,6 +12,8 @@
 //!   is validated as a whole, including keys a flag overrides, and a
 //!   `backends`/`base_port` pair written in the file must fit even if a flag
 //!   changes one of them. Filesystem checks apply only to the paths used.
+//! - Without `-f`, the file is `./fleet.yaml`, else the nearest parent
+//!   directory's ([`find_file`]), as docker compose finds its file.
 //! - Paths in the file (`www`, `backend.cwd`), and the defaults standing in
 //!   for them, are relative to the file's directory, so a fleet.yaml means
 //!   the same from any directory. `--www` is relative to the current
@@ -48,7 +50,7 @@ pub(crate) use error::ConfigError;
 
 use crate::cli::UpArgs;
 
-/// The file `fleet up` reads from the current directory when there is no `-f`.
+/// The file `fleet up` reads when there is no `-f` ([`find_file`]).
 pub(crate) const DEFAULT_FILE: &str = "fleet.yaml";
 
 /// The most backends one fleet may have: far more than one machine should
@@ -308,7 +310,19 @@ impl Config {
     }
 }
 
-/// Read fleet.yaml (the `-f` file, or `./fleet.yaml` when present) and apply
+/// Where `fleet up` finds fleet.yaml without `-f`: in the current
+/// directory or the nearest parent that has one, as docker compose finds
+/// compose.yaml (and the other verbs find `.fleet`, `crate::discover`).
+/// The levels above `cwd` (0: here) and the file's path; `None` when no
+/// directory up to the root has one. `cwd` must be absolute.
+pub(crate) fn find_file(cwd: &Path) -> Option<(usize, PathBuf)> {
+    cwd.ancestors()
+        .map(|dir| dir.join(DEFAULT_FILE))
+        .enumerate()
+        .find(|(_, f)| f.exists())
+}
+
+/// Read fleet.yaml (the `-f` file, or the one [`find_file`] finds) and apply
 /// the command-line overrides; relative paths on the command line are
 /// relative to the current directory.
 pub(crate) fn load(args: &UpArgs) -> Result<Config, ConfigError> {
@@ -325,13 +339,12 @@ pub(crate) fn load(args: &UpArgs) -> Result<Config, ConfigError> {
 pub(crate) fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
     let (shown, abs, explicit) = match &args.file {
         Some(f) => (f.clone(), cwd.join(f), true),
-        None => {
-            let implicit = cwd.join(DEFAULT_FILE);
-            if !implicit.exists() {
-                return validate::resolve(None, args, cwd);
-            }
-            (PathBuf::from(DEFAULT_FILE), implicit, false)
-        }
+        None => match find_file(cwd) {
+            None => return validate::resolve(None, args, cwd),
+            Some((0, here)) => (PathBuf::from(DEFAULT_FILE), here, false),
+            // Named in full: "fleet.yaml:3" would mean the one here.
+            Some((_, above)) => (above.clone(), above, false),
+        },
     };
     let text = std::fs::read_to_string(&abs).map_err(|e| ConfigError::Read {
         path: shown.clone(),

@@ -177,11 +177,132 @@ fn commands_find_the_fleet_from_a_subdirectory_and_say_which() {
 }
 
 #[test]
-fn status_with_no_fleet_anywhere_says_none_runs_here() {
+fn no_fleet_anywhere_is_said_naming_the_absolute_dir_looked_in() {
     let bare = Bare::new();
+    let here = std::fs::canonicalize(bare.path()).unwrap().join(".fleet");
     let st = bare.fleet_in("", &["status"]);
     assert_eq!(st.status.code(), Some(3), "{}", text(&st));
-    assert!(stderr(&st).contains("no fleet is running in .fleet"));
+    assert!(
+        stderr(&st).contains(&format!("no fleet is running in {} ", here.display())),
+        "{}",
+        text(&st)
+    );
+    // `down` from a directory with no fleet above it: nothing to stop, and
+    // it says where it looked, not "in .fleet".
+    let down = bare.fleet_in("", &["down"]);
+    assert_eq!(down.status.code(), Some(0), "{}", text(&down));
+    assert!(
+        stdout(&down).contains(&format!(
+            "no fleet is running in {}; nothing to stop",
+            here.display()
+        )),
+        "{}",
+        text(&down)
+    );
+}
+
+/// fleet.yaml in `bare` for `ports` (two backends, then the balancer),
+/// serving `bare/site` (relative to the file).
+fn parent_fleet_yaml(bare: &Bare, ports: &[u16]) {
+    std::fs::create_dir_all(bare.path().join("site")).unwrap();
+    std::fs::write(bare.path().join("site/page.html"), "the parent's site\n").unwrap();
+    std::fs::write(
+        bare.path().join("fleet.yaml"),
+        format!(
+            "backends: 2\nbase_port: {}\nlisten: 127.0.0.1:{}\nwww: site\n",
+            ports[0], ports[2]
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(bare.path().join("sub/deep")).unwrap();
+}
+
+#[test]
+fn up_in_a_subdirectory_uses_the_parent_fleet_yaml_and_puts_the_state_dir_beside_it() {
+    let bare = Bare::new();
+    let ports = free_ports(3);
+    parent_fleet_yaml(&bare, &ports);
+    let file = std::fs::canonicalize(bare.path()).unwrap().join("fleet.yaml");
+
+    let out = bare.fleet_in("sub/deep", &["up", "-d"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!("fleet: using {}\n", file.display())),
+        "{}",
+        text(&out)
+    );
+    assert!(bare.supervisor_pid().is_some(), "no .fleet beside fleet.yaml");
+    assert!(!bare.path().join("sub/deep/.fleet").exists());
+    // www: site is relative to the file, not to where `up` ran.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ports[2]));
+    let page = get(addr, "/page.html").unwrap();
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body, b"the parent's site\n");
+    // The other verbs find that state dir from there too.
+    let st = bare.fleet_in("sub/deep", &["status", "--json"]);
+    assert!(st.status.success(), "{}", text(&st));
+
+    // `export` uses the same file.
+    let export = bare.fleet_in("sub/deep", &["export", "systemd"]);
+    assert!(export.status.success(), "{}", text(&export));
+    assert!(
+        !stdout(&export).contains("built-in defaults")
+            && stdout(&export).contains(&ports[0].to_string()),
+        "{}",
+        text(&export)
+    );
+    assert!(
+        stderr(&export).contains(&format!("fleet: using {}", file.display())),
+        "{}",
+        text(&export)
+    );
+
+    // A fleet.yaml here wins over the parent's.
+    let own = free_ports(2);
+    std::fs::write(
+        bare.path().join("sub/deep/fleet.yaml"),
+        format!("backends: 1\nbase_port: {}\nlisten: 127.0.0.1:{}\n", own[0], own[1]),
+    )
+    .unwrap();
+    let export = bare.fleet_in("sub/deep", &["export", "systemd"]);
+    assert!(
+        stdout(&export).contains(&own[0].to_string()) && stderr(&export).is_empty(),
+        "{}",
+        text(&export)
+    );
+}
+
+#[test]
+fn a_failed_up_leaves_no_state_dir_behind() {
+    let bare = Bare::new();
+    let ports = free_ports(3);
+    parent_fleet_yaml(&bare, &ports);
+    // The balancer's port is taken: `up` fails after creating its state dir.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[2])).unwrap();
+    for (dir, args) in [
+        ("", &["up", "-d"][..]),
+        ("sub/deep", &["up", "-d"]),
+        ("sub", &["up"]),
+    ] {
+        let out = bare.fleet_in(dir, args);
+        assert_eq!(out.status.code(), Some(1), "{dir} {args:?}: {}", text(&out));
+        assert!(
+            stderr(&out).contains(&format!("port {} is already in use", ports[2])),
+            "{}",
+            text(&out)
+        );
+        for d in ["", "sub", "sub/deep"] {
+            assert!(
+                !bare.path().join(d).join(".fleet").exists(),
+                "{dir} {args:?} left {d}/.fleet"
+            );
+        }
+    }
+    // A state dir that was there before is left as it was.
+    std::fs::create_dir(bare.path().join(".fleet")).unwrap();
+    let out = bare.fleet_in("", &["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(bare.path().join(".fleet").is_dir());
 }
 
 #[test]

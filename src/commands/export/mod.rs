@@ -82,6 +82,13 @@ pub(crate) fn run(args: ExportArgs) -> Result<(), ExportError> {
         return Err(ExportError::Detach);
     }
     let config = config::load(&args.fleet)?;
+    // A parent directory's fleet.yaml, found as `fleet up` finds it: said.
+    if args.fleet.file.is_none()
+        && let (Some(file), Ok(cwd)) = (&config.source, std::env::current_dir())
+        && file.parent() != Some(cwd.as_path())
+    {
+        eprintln!("fleet: using {}", file.display());
+    }
     let files = match args.target {
         ExportTarget::Systemd => {
             let exe = args
