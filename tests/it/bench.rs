@@ -453,7 +453,10 @@ fn bench_without_url_or_fleet_says_how_to_start_one() {
     let run = fleet(&["bench", "--state-dir", "st"], dir.path());
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stderr.starts_with("fleet: no fleet is running in st;")
+        run.stderr.starts_with(&format!(
+            "fleet: no fleet is running in {};",
+            std::fs::canonicalize(dir.path()).unwrap().join("st").display()
+        ))
             && run.stderr.contains("`fleet up -d` or pass a URL"),
         "{}",
         run.stderr
