@@ -164,7 +164,9 @@ mod tests {
         ] {
             assert!(!n.allows(h), "{h}");
         }
-        let refusal = n.check(&req(Version::HTTP_11, &["evil.example"])).unwrap_err();
+        let refusal = n
+            .check(&req(Version::HTTP_11, &["evil.example"]))
+            .unwrap_err();
         assert_eq!(refusal.status, StatusCode::MISDIRECTED_REQUEST);
         assert!(refusal.body.contains("evil.example"), "{}", refusal.body);
         assert_eq!(refusal.body.lines().count(), 1);

@@ -39,13 +39,20 @@ fn the_admin_address_answers_only_to_its_own_names() {
         assert_eq!(r.status, 200, "Host: {host}");
         assert!(String::from_utf8_lossy(&r.body).contains("\"backends\""));
     }
-    for host in ["evil.example", &format!("evil.example:{port}"), "localhost.evil.example"] {
+    for host in [
+        "evil.example",
+        &format!("evil.example:{port}"),
+        "localhost.evil.example",
+    ] {
         for path in ["/status.json", "/", "/metrics"] {
             let r = ask(admin, &format!("GET {path} HTTP/1.1\r\nHost: {host}"));
             assert_eq!(r.status, 421, "Host: {host} {path}");
             let body = String::from_utf8_lossy(&r.body);
             assert_eq!(body.lines().count(), 1, "{body}");
-            assert!(body.contains("admin_hosts") && !body.contains("backends"), "{body}");
+            assert!(
+                body.contains("admin_hosts") && !body.contains("backends"),
+                "{body}"
+            );
         }
     }
     // An absolute-form target names its host itself.

@@ -222,7 +222,9 @@ fn up_in_a_subdirectory_uses_the_parent_fleet_yaml_and_puts_the_state_dir_beside
     let bare = Bare::new();
     let ports = free_ports(3);
     parent_fleet_yaml(&bare, &ports);
-    let file = std::fs::canonicalize(bare.path()).unwrap().join("fleet.yaml");
+    let file = std::fs::canonicalize(bare.path())
+        .unwrap()
+        .join("fleet.yaml");
 
     let out = bare.fleet_in("sub/deep", &["up", "-d"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -231,7 +233,10 @@ fn up_in_a_subdirectory_uses_the_parent_fleet_yaml_and_puts_the_state_dir_beside
         "{}",
         text(&out)
     );
-    assert!(bare.supervisor_pid().is_some(), "no .fleet beside fleet.yaml");
+    assert!(
+        bare.supervisor_pid().is_some(),
+        "no .fleet beside fleet.yaml"
+    );
     assert!(!bare.path().join("sub/deep/.fleet").exists());
     // www: site is relative to the file, not to where `up` ran.
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ports[2]));
@@ -261,7 +266,10 @@ fn up_in_a_subdirectory_uses_the_parent_fleet_yaml_and_puts_the_state_dir_beside
     let own = free_ports(2);
     std::fs::write(
         bare.path().join("sub/deep/fleet.yaml"),
-        format!("backends: 1\nbase_port: {}\nlisten: 127.0.0.1:{}\n", own[0], own[1]),
+        format!(
+            "backends: 1\nbase_port: {}\nlisten: 127.0.0.1:{}\n",
+            own[0], own[1]
+        ),
     )
     .unwrap();
     let export = bare.fleet_in("sub/deep", &["export", "systemd"]);

@@ -455,9 +455,11 @@ fn bench_without_url_or_fleet_says_how_to_start_one() {
     assert!(
         run.stderr.starts_with(&format!(
             "fleet: no fleet is running in {};",
-            std::fs::canonicalize(dir.path()).unwrap().join("st").display()
-        ))
-            && run.stderr.contains("`fleet up -d` or pass a URL"),
+            std::fs::canonicalize(dir.path())
+                .unwrap()
+                .join("st")
+                .display()
+        )) && run.stderr.contains("`fleet up -d` or pass a URL"),
         "{}",
         run.stderr
     );

@@ -128,7 +128,10 @@ fn a_file_named_fleet_sock_is_not_deleted_but_refused() {
     mkdir_mode(&s.state(), 0o700);
     let sock = s.state().join("fleet.sock");
     fs::write(&sock, "not a socket\n").unwrap();
-    assert_refused(&s, &["fleet.sock is a regular file, not a socket", "move it away"]);
+    assert_refused(
+        &s,
+        &["fleet.sock is a regular file, not a socket", "move it away"],
+    );
     assert_eq!(fs::read_to_string(&sock).unwrap(), "not a socket\n");
     // The verbs that clean up a dead fleet's socket leave it too.
     let out = s.fleet(&["status"]);
