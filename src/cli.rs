@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 no fleet is running (status, restart, stop, start, scale, reload); 4 the state dir cannot be read (permission denied, not a directory).
+Exit codes: 0 ok; 1 runtime failure; 2 usage or configuration error; 3 no fleet is running (status, restart, stop, start, scale, reload); 4 the state dir cannot be read (permission denied, not a directory) or, for up, is not fleet's own (a link, another user's, writable by others).
 Environment: FLEET_STATE_DIR sets --state-dir for every subcommand; RUST_LOG filters log lines (default info).";
 
 /// Supervise a fleet of HTTP servers behind a built-in round-robin load balancer.

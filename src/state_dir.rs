@@ -262,6 +262,13 @@ impl StateDir {
         Ok(())
     }
 
+    fn owned_by(&self, name: &str, uid: u32, me: u32) -> StateError {
+        self.not_own(format!(
+            "{name} belongs to uid {uid}, not to uid {me} that runs fleet; \
+             run fleet as its owner, or pass another --state-dir"
+        ))
+    }
+
     /// `dir` is a real directory of ours that no one else may write;
     /// readable by others, it is tightened to 0700. `name` says which.
     fn check_dir(&self, dir: &Path, name: &str) -> Result<(), StateError> {
@@ -281,21 +288,22 @@ impl StateDir {
                 kind(&lmeta)
             )));
         }
-        // Checked and fixed through one descriptor, so what is checked is
-        // what is changed.
+        // The owner first, from lstat: another user's
+        // 0700 dir cannot even be opened, and that is what to say about it.
+        let me = nix::unistd::geteuid().as_raw();
+        if lmeta.uid() != me {
+            return Err(self.owned_by(name, lmeta.uid(), me));
+        }
+        // Then checked and fixed through one descriptor, so what is checked
+        // is what is changed.
         let handle = OpenOptions::new()
             .read(true)
             .custom_flags(NO_FOLLOW | OFlag::O_DIRECTORY.bits())
             .open(dir)
             .map_err(|e| self.io_err(e))?;
         let meta = handle.metadata().map_err(|e| self.io_err(e))?;
-        let me = nix::unistd::geteuid().as_raw();
         if meta.uid() != me {
-            return Err(self.not_own(format!(
-                "{name} belongs to uid {}, not to uid {me} that runs fleet; \
-                 run fleet as its owner, or pass another --state-dir",
-                meta.uid()
-            )));
+            return Err(self.owned_by(name, meta.uid(), me));
         }
         let mode = meta.mode() & 0o7777;
         if mode & 0o022 != 0 {

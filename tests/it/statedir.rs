@@ -123,6 +123,46 @@ fn another_users_state_dir_is_refused() {
 }
 
 #[test]
+fn another_user_running_up_on_a_state_dir_is_refused_naming_its_owner() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: dropping privileges needs root (CI runs as root)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    let s = Scratch::new();
+    mkdir_mode(&s.state(), 0o700);
+    // nobody may read the project, not the state dir.
+    fs::set_permissions(s.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let p = free_ports(2);
+    s.write("fleet.yaml", &fleet_yaml(&p, ""));
+    let out = run_to_end(
+        std::process::Command::new(FLEET)
+            .args(["up", "-d"])
+            .current_dir(s.path())
+            .env("FLEET_STATE_DIR", s.state())
+            .env_remove("RUST_LOG")
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw()),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "it belongs to uid 0, not to uid {} that runs fleet",
+            nobody.uid
+        )),
+        "{}",
+        text(&out)
+    );
+    for port in p {
+        assert!(!port_open(port));
+    }
+}
+
+#[test]
 fn a_file_named_fleet_sock_is_not_deleted_but_refused() {
     let s = Scratch::new();
     mkdir_mode(&s.state(), 0o700);
