@@ -60,6 +60,40 @@ pub(crate) enum BackendCmd {
     Retire { deadline: std::time::Instant },
 }
 
+/// The fleet's one turn for a restart on failed probes (`health.restart_after`).
+///
+/// A probe that fails on every backend at once (a wrong `health.path`, a page
+/// deleted from www) is far more likely a probe problem than every worker
+/// hung at once, so such restarts go one at a time: a backend holds the turn
+/// from its liveness SIGTERM until its new worker passes a probe (or it stops
+/// restarting: failed, stopped, restarted by the user); the others wait, out
+/// of rotation, and ask again at each failed probe. A real fleet-wide hang is
+/// still cured, one backend after another.
+#[derive(Debug, Default)]
+pub(crate) struct RestartTurn(std::sync::Mutex<Option<u16>>);
+
+impl RestartTurn {
+    /// Take the turn for `port`; `Err(holder)` while another backend has it.
+    fn take(&self, port: u16) -> Result<(), u16> {
+        let mut holder = self.0.lock().expect("turn lock is never poisoned");
+        match *holder {
+            Some(other) if other != port => Err(other),
+            _ => {
+                *holder = Some(port);
+                Ok(())
+            }
+        }
+    }
+
+    /// Give the turn back, if `port` has it.
+    fn give_back(&self, port: u16) {
+        let mut holder = self.0.lock().expect("turn lock is never poisoned");
+        if *holder == Some(port) {
+            *holder = None;
+        }
+    }
+}
+
 /// The supervisor's end of one backend task.
 #[derive(Debug)]
 pub(crate) struct BackendHandle {
@@ -86,6 +120,9 @@ pub(crate) struct BackendTask {
     /// What the last probe saw, while probes fail: shown as the reason of a
     /// starting or unhealthy backend, and in `up`'s "not ready" message.
     pub last_probe: Option<String>,
+    /// Shared by every backend of the fleet: one restart on failed probes
+    /// at a time.
+    pub restart_turn: Arc<RestartTurn>,
 }
 
 type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), health::ProbeFailure>> + Send>>;
@@ -111,6 +148,10 @@ impl BackendTask {
         let mut ack: Option<tokio::sync::oneshot::Sender<()>> = None;
         // Failed probes since the spawn, for the start-up back-off.
         let mut start_failures = 0u32;
+        // This backend has the fleet's restart turn (`RestartTurn`).
+        let mut has_turn = false;
+        // Past `restart_after` and told to wait for the turn (said once).
+        let mut waiting_for_turn = false;
 
         let mut action = self.machine.step(Event::Start, Instant::now().into_std());
         loop {
@@ -144,7 +185,45 @@ impl BackendTask {
                             signal_group(pid, sig);
                         }
                     }
+                    Action::AskRestartTurn => match self.restart_turn.take(port) {
+                        Ok(()) => {
+                            has_turn = true;
+                            waiting_for_turn = false;
+                            warn!(target: "supervisor", port,
+                                "restarting backend {port}: it failed {} health probes in a row (health.restart_after)",
+                                self.health.restart_after);
+                            action = self
+                                .machine
+                                .step(Event::RestartTurn, std::time::Instant::now());
+                        }
+                        Err(holder) => {
+                            if !waiting_for_turn {
+                                warn!(target: "supervisor", port, waiting_for = holder,
+                                    "backend {port} failed {} health probes in a row, but is not restarted while backend {holder}                                      is being restarted for failing probes: such restarts go one at a time, since a probe that                                      fails on every backend at once is more likely wrong than every backend hung",
+                                    self.health.restart_after);
+                                waiting_for_turn = true;
+                            }
+                        }
+                    },
                 }
+            }
+            // The turn is held from the liveness restart until the new
+            // worker passes a probe, or the backend stops restarting.
+            if has_turn
+                && !matches!(
+                    self.machine.state(),
+                    State::Stopping {
+                        then: state::AfterStop::Restart,
+                        ..
+                    } | State::Backoff { .. }
+                        | State::Starting { .. }
+                )
+            {
+                self.restart_turn.give_back(port);
+                has_turn = false;
+            }
+            if waiting_for_turn && self.machine.routable() {
+                waiting_for_turn = false;
             }
 
             let routable = self.machine.routable();
@@ -273,6 +352,7 @@ impl BackendTask {
             };
             action = self.machine.step(ev, std::time::Instant::now());
         }
+        self.restart_turn.give_back(port);
         self.publish();
     }
 
@@ -429,5 +509,22 @@ fn signal_group(pid: u32, sig: Sig) {
         Sig::Kill => {
             let _ = killpg(pg, Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_turn_is_one_backends_at_a_time_and_only_its_holder_gives_it_back() {
+        let turn = RestartTurn::default();
+        assert_eq!(turn.take(9002), Ok(()));
+        assert_eq!(turn.take(9002), Ok(()), "the holder may ask again");
+        assert_eq!(turn.take(9003), Err(9002));
+        turn.give_back(9003);
+        assert_eq!(turn.take(9004), Err(9002), "only the holder gives it back");
+        turn.give_back(9002);
+        assert_eq!(turn.take(9003), Ok(()));
     }
 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::backend::{BackendCmd, BackendHandle, BackendTask};
+use super::backend::{BackendCmd, BackendHandle, BackendTask, RestartTurn};
 use super::output::BackendLog;
 use super::state::{Backend, Event, HELD, Policy};
 use super::upstream::UpstreamTask;
@@ -117,6 +117,8 @@ pub(super) struct Fleet {
     exe: PathBuf,
     echo_output: bool,
     pub(super) reload_from: Option<(UpArgs, PathBuf)>,
+    /// One restart on failed probes at a time, fleet-wide.
+    restart_turn: Arc<RestartTurn>,
 }
 
 impl Fleet {
@@ -142,6 +144,7 @@ impl Fleet {
             exe: opts.exe.clone(),
             echo_output: opts.echo_output,
             reload_from: opts.reload.clone(),
+            restart_turn: Arc::default(),
         }
     }
 
@@ -212,6 +215,7 @@ impl Fleet {
             grace: self.grace.clone(),
             tracker: self.tracker.clone(),
             last_probe: None,
+            restart_turn: self.restart_turn.clone(),
         };
         let join = self.tracker.spawn(task.run());
         BackendHandle {

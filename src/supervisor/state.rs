@@ -13,11 +13,19 @@
 //!     ▲                 │  ▲                               │  │ fall fails ⇄ rise passes
 //!     │ policy says     │  │ backoff elapsed               │  │ (healthy flips, still Running)
 //!     │ no restart      ▼  │                               │  │
-//!     ├──────────── exited ──▶ Backoff ◀──── exited ───────┘  │ restart_after fails
-//!     │                 │                                     ▼
+//!     ├──────────── exited ──▶ Backoff ◀──── exited ───────┘  │ restart_after fails: ask for
+//!     │                 │                                     │ the fleet's restart turn
+//!     │                 │                                     ▼ RestartTurn (granted)
 //!     │                 └─▶ Failed (crash loop)            Stopping{then: Restart}
 //!     └──────────────────── Stopping{then: Stay} ◀── Stop (shutdown), from any live state
 //! ```
+//!
+//! A restart for failed probes needs the fleet's one turn (`AskRestartTurn`,
+//! granted by the glue as `RestartTurn`): a probe that fails on every
+//! backend at once is more likely wrong than every backend hung, so they are
+//! restarted one at a time rather than all together. Until its turn comes, a
+//! backend past `restart_after` stays `Running`, out of rotation, and asks
+//! again at each failed probe.
 //!
 //! Deliberate edges (`fleet restart`, `stop`, `start`, `scale`) are the
 //! user's, not the policy's: they work under `restart.policy: never`, bring
@@ -170,6 +178,9 @@ pub(crate) enum Event {
     Exited(Exit),
     ProbePassed,
     ProbeFailed,
+    /// The fleet's turn for a restart on failed probes, which this backend
+    /// asked for (`Action::AskRestartTurn`), is its own.
+    RestartTurn,
     /// The balancer could not connect to this backend (refused, reset) or it
     /// closed before answering: out of rotation at once.
     PassiveFailure,
@@ -194,6 +205,9 @@ pub(crate) enum Action {
     Spawn,
     /// Signal the worker's whole process group.
     Signal(Sig),
+    /// It failed `restart_after` probes in a row: ask for the fleet's one
+    /// turn for a restart on failed probes; `Event::RestartTurn` if granted.
+    AskRestartTurn,
 }
 
 /// The policy knobs the machine needs (copied from the config).
@@ -433,7 +447,8 @@ impl Backend {
                 )
             }
             // Running -> Running (fail: unhealthy after `fall`, or at once
-            // after a connect timeout) | Stopping (liveness after `restart_after`)
+            // after a connect timeout; from `restart_after` on, out of
+            // rotation and asking for the fleet's restart turn)
             (
                 Running {
                     pid,
@@ -446,23 +461,26 @@ impl Backend {
                 Event::ProbeFailed,
             ) => {
                 let fails = fails.saturating_add(1);
-                if fails >= p.restart_after {
-                    self.stopping_for = Some(CAUSE_HEALTH);
-                    return stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart);
-                }
+                let due = fails >= p.restart_after;
                 (
                     Running {
                         pid,
                         since,
                         // A timeout and a failed probe agree: out now. The
                         // liveness count (`restart_after`) stays probes only.
-                        healthy: healthy && !suspect && fails < p.fall,
+                        healthy: healthy && !suspect && fails < p.fall && !due,
                         passes: 0,
                         fails,
                         suspect: false,
                     },
-                    None,
+                    due.then_some(Action::AskRestartTurn),
                 )
+            }
+            // Running -> Stopping (liveness: past `restart_after`, and the
+            // fleet's restart turn is its own)
+            (Running { pid, fails, .. }, Event::RestartTurn) if fails >= p.restart_after => {
+                self.stopping_for = Some(CAUSE_HEALTH);
+                stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart)
             }
             // Running -> Running (the balancer could not connect: out of rotation
             // at once; it needs `rise` passes to return, and counts as `fall` failures)
@@ -598,6 +616,7 @@ impl Backend {
                 | Event::ProbeFailed
                 | Event::PassiveFailure
                 | Event::ConnectTimedOut
+                | Event::RestartTurn
                 | Event::Drain),
             ) => {
                 tracing::trace!(state = %s.phase(), ?ev, "event ignored");
@@ -770,12 +789,14 @@ mod tests {
         b
     }
 
-    /// A running backend that failed enough probes to be stopped for liveness.
+    /// A running backend that failed enough probes to be stopped for
+    /// liveness, and was given the fleet's restart turn.
     fn stopping_for_liveness(t0: Instant) -> Backend {
         let mut b = running(t0);
         for _ in 0..policy().restart_after {
             b.step(Event::ProbeFailed, t0);
         }
+        b.step(Event::RestartTurn, t0);
         assert_eq!(b.state().phase(), Phase::Stopping);
         b
     }
@@ -967,16 +988,62 @@ mod tests {
     }
 
     #[test]
-    fn running_to_stopping_after_restart_after_failed_probes() {
+    fn running_asks_for_the_restart_turn_after_restart_after_failed_probes() {
         let t0 = Instant::now();
         let mut b = running(t0);
         let n = policy().restart_after;
         for _ in 1..n {
             assert_eq!(b.step(Event::ProbeFailed, t0), None);
         }
-        assert_terms(&mut b, Event::ProbeFailed, t0);
+        assert_eq!(b.step(Event::ProbeFailed, t0), Some(Action::AskRestartTurn));
+        assert_eq!(b.state().phase(), Phase::Running, "nothing signalled yet");
+        assert!(!b.routable());
+    }
+
+    #[test]
+    fn running_to_stopping_after_restart_after_failed_probes_when_given_the_turn() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        assert_terms(&mut b, Event::RestartTurn, t0);
         assert_stopping_then(&b, AfterStop::Restart);
         assert_eq!(b.state().pid(), Some(10));
+    }
+
+    #[test]
+    fn running_without_the_turn_stays_running_and_asks_again_at_each_failed_probe() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        for _ in 0..3 {
+            assert_eq!(b.step(Event::ProbeFailed, t0), Some(Action::AskRestartTurn));
+            assert_eq!(b.state().phase(), Phase::Running);
+            assert!(!b.routable());
+        }
+    }
+
+    #[test]
+    fn running_that_recovered_before_its_turn_ignores_the_turn() {
+        let t0 = Instant::now();
+        let mut b = running(t0);
+        for _ in 0..policy().restart_after {
+            b.step(Event::ProbeFailed, t0);
+        }
+        b.step(Event::ProbePassed, t0);
+        assert_eq!(b.step(Event::RestartTurn, t0), None);
+        assert_eq!(b.state().phase(), Phase::Running, "not restarted");
+    }
+
+    #[test]
+    fn a_restart_turn_outside_running_is_ignored() {
+        let t0 = Instant::now();
+        let mut b = backing_off(t0);
+        assert_eq!(b.step(Event::RestartTurn, t0), None);
+        assert_eq!(b.state().phase(), Phase::Backoff);
     }
 
     #[test]
