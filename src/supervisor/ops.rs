@@ -38,7 +38,7 @@ use crate::state_dir::StateDir;
 /// Why a backend is not serving, in words: its state machine's reason, or
 /// its state and last exit.
 #[derive(Debug)]
-struct NotServing(String);
+pub(super) struct NotServing(pub(super) String);
 
 /// How long a backend task may take to act on a command (it is never busy
 /// for long: every await in its loop is a select over its inputs).
@@ -117,6 +117,9 @@ pub(super) struct Fleet {
     exe: PathBuf,
     echo_output: bool,
     pub(super) reload_from: Option<(UpArgs, PathBuf)>,
+    /// `backends` as fleet.yaml (and `up`'s flags) gave it at the last `up`
+    /// or reload: a reload that finds it unchanged keeps a `fleet scale`.
+    pub(super) file_backends: u16,
     /// One restart on failed probes at a time, fleet-wide.
     restart_turn: Arc<RestartTurn>,
 }
@@ -133,6 +136,7 @@ impl Fleet {
     ) -> Self {
         Fleet {
             grace: grace_tx.subscribe(),
+            file_backends: config.backends,
             config,
             backends,
             handles: BTreeMap::new(),
@@ -365,7 +369,7 @@ impl Fleet {
 
     /// Drain `ports`, then send each the deliberate stop `stop(deadline)`
     /// (a restart or a halt), SIGKILL due after the shutdown timeout.
-    async fn drain_then_stop(
+    pub(super) async fn drain_then_stop(
         &self,
         ports: &[u16],
         out: &Out,
@@ -379,7 +383,7 @@ impl Fleet {
 
     /// After a deliberate (re)start: wait until the backend takes traffic,
     /// or gives up, or `limit`. `Err` says why it is not serving.
-    async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, NotServing> {
+    pub(super) async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, NotServing> {
         let slot = self.slot(port).clone();
         let deadline = Instant::now() + limit;
         self.wait_until(deadline, || slot.routable() || gave_up(&slot.status()))
@@ -423,7 +427,7 @@ impl Fleet {
     }
 
     /// How long a restarted backend gets to stop and pass its first probe.
-    fn restart_limit(&self) -> Duration {
+    pub(super) fn restart_limit(&self) -> Duration {
         self.config.shutdown.timeout + STARTUP_TIMEOUT
     }
 

@@ -3,17 +3,33 @@
 //!
 //! All or nothing up front: a file that does not validate, a missing www, or
 //! a change a running fleet cannot make (`listen`, `base_port`) is refused
-//! before anything is touched. Then, in this order: settings that apply at
-//! once (health, restart, shutdown, balancer timeouts), the backend count
-//! (through `scale`), and a new command line (command, cwd, env, www)
-//! through a rolling restart of the backends that were already there.
+//! before anything is touched.
+//!
+//! A reload cannot take the fleet down: a new probe (`health.*`) or a new
+//! command (`backend.*`, `www`) is tried on one backend first. A new probe is
+//! run against one running backend; a new command (with the new probe)
+//! restarts one backend on it. If that backend does not pass within the
+//! start-up limit, the reload is rolled back (the tried backend goes back to
+//! the old command and probe), nothing else changes, and the command fails
+//! with what the probe saw.
+//!
+//! Once the try passed, in this order: settings that apply at once (health,
+//! restart, shutdown, balancer timeouts), the backend count (through
+//! `scale`), and the new command line through a rolling restart of the
+//! other backends that were already there.
+//!
+//! The backend count: a `fleet scale` outlives a reload that does not change
+//! `backends` in fleet.yaml (the count the file gave at the last `up` or
+//! reload); a changed `backends` in the file wins.
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::backend::BackendCmd;
-use super::launch_for;
-use super::ops::{Fleet, OpError, Out, check_free};
-use super::state::{Policy, policy_name};
+use super::ops::{Fleet, NotServing, OpError, Out, check_free};
+use super::state::{Event, Policy, policy_name};
+use super::{STARTUP_TIMEOUT, health, launch_for};
 use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Www};
 
 impl Fleet {
@@ -62,19 +78,44 @@ impl Fleet {
                     .into(),
             ));
         }
+        // A count set by `fleet scale` stays unless fleet.yaml's changed.
+        let have = self.handles.len() as u16;
+        let file_backends = new.backends;
+        let kept = file_backends == self.file_backends && have != file_backends;
+        if kept {
+            new.backends = have;
+        }
         // A grown fleet needs its new ports free: checked before anything
         // is applied, so a busy one changes nothing.
-        let have = self.handles.len() as u16;
         if new.backends > have {
             check_free(&(new.base_port + have..new.base_port + new.backends).collect::<Vec<_>>())?;
         }
+        if kept {
+            out.progress(format!(
+                "reload: backends: kept at {have} (set by fleet scale; fleet.yaml says \
+                 {file_backends}, unchanged)"
+            ))
+            .await;
+        }
         let changes = diff(old, &new);
         if changes.is_empty() {
+            self.file_backends = file_backends;
             return Ok("reload: no setting changed; nothing to do".into());
         }
         for c in &changes {
             out.progress(format!("reload: {c}")).await;
         }
+
+        // Tried on one backend first; an `Err` has rolled it back.
+        let relaunch = new.backend != old.backend || new.www != old.www;
+        let tried = if relaunch {
+            self.try_command(&new, out).await?
+        } else {
+            if new.health != old.health {
+                self.try_probe(&new, out).await?;
+            }
+            None
+        };
 
         // At once: the balancer reads its settings per connection, backend
         // tasks take theirs from the next probe or exit.
@@ -92,11 +133,11 @@ impl Fleet {
                     .await;
             }
         }
-        let relaunch = new.backend != old.backend || new.www != old.www;
         let count = new.backends;
         // Until `scale` below, the fleet still has the old count.
         new.backends = old.backends;
         self.config = new;
+        self.file_backends = file_backends;
         let before: Vec<u16> = self.handles.keys().copied().collect();
         if relaunch {
             for (&port, h) in &self.handles {
@@ -116,7 +157,7 @@ impl Fleet {
         if relaunch {
             let survivors: Vec<u16> = before
                 .into_iter()
-                .filter(|p| self.handles.contains_key(p) && !self.held(*p))
+                .filter(|p| Some(*p) != tried && self.handles.contains_key(p) && !self.held(*p))
                 .collect();
             if !survivors.is_empty() {
                 self.restart(&survivors, false, out).await?;
@@ -131,6 +172,126 @@ impl Fleet {
             changes.len(),
             if changes.len() == 1 { "" } else { "s" }
         ))
+    }
+
+    /// A new probe, run against one running backend (the first in rotation,
+    /// else the first with a worker) until it passes or `STARTUP_TIMEOUT`;
+    /// no backend uses it yet, so a failure leaves nothing to undo.
+    async fn try_probe(&self, new: &Config, out: &Out) -> Result<(), OpError> {
+        let running = |routable: bool| {
+            self.handles.values().find(|h| {
+                let s = h.slot.status();
+                s.state == crate::control::protocol::Phase::Running
+                    && s.pid.is_some()
+                    && (!routable || h.slot.routable())
+            })
+        };
+        let Some(slot) = running(true)
+            .or_else(|| running(false))
+            .map(|h| h.slot.clone())
+        else {
+            out.progress(
+                "reload: no backend is running to try the new health probe on; applying it as is"
+                    .into(),
+            )
+            .await;
+            return Ok(());
+        };
+        let port = slot.port;
+        out.progress(format!(
+            "reload: trying the new health probe on backend {port} first (up to {})",
+            humantime::format_duration(STARTUP_TIMEOUT)
+        ))
+        .await;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut failures = 0u32;
+        loop {
+            let seen = match health::probe(&new.health.kind, slot.addr, new.health.timeout).await {
+                Ok(()) => {
+                    out.progress(format!("backend {port}: passed the new health probe"))
+                        .await;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(OpError::Invalid(format!(
+                    "reload: backend {port} did not pass the new health probe within {}: {seen}; \
+                     rolled back: nothing changed, the old probe stays in force",
+                    humantime::format_duration(STARTUP_TIMEOUT)
+                )));
+            }
+            failures = failures.saturating_add(1);
+            let wait = health::starting_delay(failures, new.health.interval);
+            tokio::time::sleep_until((now + wait).min(deadline)).await;
+        }
+    }
+
+    /// A new command line (with the new probe and policy), tried by
+    /// restarting one backend on it (the first one not held by `fleet
+    /// stop`). `Ok(Some(port))`: it passed and runs the new command;
+    /// `Ok(None)`: every backend is held, nothing runs to try it on. On a
+    /// failure the backend goes back to the old settings and is restarted.
+    async fn try_command(&self, new: &Config, out: &Out) -> Result<Option<u16>, OpError> {
+        let Some(port) = self.handles.keys().copied().find(|p| !self.held(*p)) else {
+            return Ok(None);
+        };
+        let limit = self.restart_limit();
+        out.progress(format!(
+            "reload: trying the new settings on backend {port} first (up to {})",
+            humantime::format_duration(limit)
+        ))
+        .await;
+        self.retarget(port, new).await;
+        self.drain_then_stop(&[port], out, |deadline| Event::Restart { deadline })
+            .await;
+        let why = match self.come_back(port, limit).await {
+            Ok(pid) => {
+                out.progress(format!(
+                    "backend {port}: passed with the new settings (pid {pid})"
+                ))
+                .await;
+                return Ok(Some(port));
+            }
+            Err(NotServing(why)) => why,
+        };
+        // Roll back: the old command and probe, and a worker running it.
+        out.progress(format!(
+            "backend {port}: did not pass ({why}); rolling back"
+        ))
+        .await;
+        self.retarget(port, &self.config).await;
+        self.drain_then_stop(&[port], out, |deadline| Event::Restart { deadline })
+            .await;
+        let after = match self.come_back(port, limit).await {
+            Ok(pid) => format!("backend {port} is back on the old settings (pid {pid})"),
+            Err(NotServing(w)) => {
+                format!("backend {port} did not come back on the old settings either: {w}")
+            }
+        };
+        Err(OpError::Invalid(format!(
+            "reload: backend {port} did not pass with the new settings within {}: {why}; \
+             rolled back: nothing changed ({after})",
+            humantime::format_duration(limit)
+        )))
+    }
+
+    /// Give one backend `config`'s probe, policy and command line (used
+    /// from its next probe and spawn).
+    async fn retarget(&self, port: u16, config: &Config) {
+        let h = &self.handles[&port];
+        let _ = h
+            .commands
+            .send(BackendCmd::Settings {
+                health: config.health.clone(),
+                policy: Policy::new(&config.restart, &config.health),
+            })
+            .await;
+        let _ = h
+            .commands
+            .send(BackendCmd::Launch(launch_for(config, self.exe(), port)))
+            .await;
     }
 }
 
@@ -155,7 +316,12 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
     field("backend.cwd", ocwd, ncwd);
     field("backend.env", oenv, nenv);
     let (oh, nh) = (&old.health, &new.health);
-    field("health.kind", kind(&oh.kind), kind(&nh.kind));
+    match (&oh.kind, &nh.kind) {
+        (HealthKind::Http { path: a }, HealthKind::Http { path: b }) => {
+            field("health.path", a.clone(), b.clone())
+        }
+        (a, b) => field("health.kind", kind(a), kind(b)),
+    }
     field("health.interval", d(oh.interval), d(nh.interval));
     field("health.timeout", d(oh.timeout), d(nh.timeout));
     field("health.rise", oh.rise.to_string(), nh.rise.to_string());
@@ -336,6 +502,24 @@ mod tests {
                 "health.interval: 1s -> 250ms",
                 "balancer.idle_timeout: 1m -> 5s",
             ]
+        );
+    }
+
+    #[test]
+    fn a_changed_health_path_is_named_health_path_and_a_changed_kind_health_kind() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.health.kind = HealthKind::Http {
+            path: "/nope.html".into(),
+        };
+        assert_eq!(
+            diff(&old, &new),
+            ["health.path: /.fleet/health -> /nope.html"]
+        );
+        new.health.kind = HealthKind::Tcp;
+        assert_eq!(
+            diff(&old, &new),
+            ["health.kind: http GET /.fleet/health -> tcp"]
         );
     }
 

@@ -14,6 +14,7 @@ mod lab;
 mod lifecycle;
 mod observe;
 mod operate;
+mod reload;
 mod statedir;
 mod upstreams;
 mod worker;

@@ -21,7 +21,7 @@ const KEEP_ALIVE_CLIENTS: usize = 8;
 const ONE_SHOT_CLIENTS: usize = 8;
 
 /// Requests from both kinds of client until `finish`; every failure is kept.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicUsize>,
     failures: Arc<Mutex<Vec<String>>>,
@@ -29,7 +29,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: SocketAddr) -> Load {
+    pub(crate) fn start(addr: SocketAddr) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -68,17 +68,17 @@ impl Load {
         }
     }
 
-    fn sent(&self) -> usize {
+    pub(crate) fn sent(&self) -> usize {
         self.sent.load(Ordering::SeqCst)
     }
 
-    fn failures(&self) -> usize {
+    pub(crate) fn failures(&self) -> usize {
         self.failures.lock().unwrap().len()
     }
 
     /// Keep going until at least `min` requests went out, then stop and
     /// return (sent, failures).
-    fn finish(self, min: usize) -> (usize, Vec<String>) {
+    pub(crate) fn finish(self, min: usize) -> (usize, Vec<String>) {
         wait_for(Duration::from_secs(90), "enough requests", || {
             (self.sent() >= min).then_some(())
         });
@@ -133,23 +133,23 @@ fn keep_alive_get(
 }
 
 /// `fleet ARGS` must succeed; returns its stdout.
-fn ok(f: &Fleet, args: &[&str]) -> String {
+pub(crate) fn ok(f: &Fleet, args: &[&str]) -> String {
     let out = f.fleet(args);
     assert!(out.status.success(), "fleet {args:?}:\n{}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn ports_of(s: &FleetStatus) -> Vec<u16> {
+pub(crate) fn ports_of(s: &FleetStatus) -> Vec<u16> {
     s.backends.iter().map(|b| b.port).collect()
 }
 
-fn pids_of(s: &FleetStatus) -> Vec<Option<u32>> {
+pub(crate) fn pids_of(s: &FleetStatus) -> Vec<Option<u32>> {
     s.backends.iter().map(|b| b.pid).collect()
 }
 
 /// A fleet of 4 whose next 4 ports are free too (reserved for `scale`),
 /// with the balancer's port above them.
-fn scalable(extra: &str) -> (Scratch, Vec<u16>, u16) {
+pub(crate) fn scalable(extra: &str) -> (Scratch, Vec<u16>, u16) {
     let scratch = Scratch::new();
     let ports = free_ports(10);
     let listen = ports[9];
@@ -162,7 +162,7 @@ fn scalable(extra: &str) -> (Scratch, Vec<u16>, u16) {
     (scratch, ports, listen)
 }
 
-fn up(scratch: Scratch, ports: &[u16], listen: u16) -> Fleet {
+pub(crate) fn up(scratch: Scratch, ports: &[u16], listen: u16) -> Fleet {
     let out = scratch.fleet(&["up", "-d"]);
     let mut f = Fleet::adopt(scratch, ports.to_vec(), listen);
     assert!(out.status.success(), "fleet up -d:\n{}", text(&out));
