@@ -16,10 +16,16 @@
 //! Ownership: the balancer increments traffic counters, the backend task
 //! increments `health_changes`; nobody decrements anything except the
 //! `active` gauges, which the connection guards own.
+//!
+//! Counters never go back while the supervisor lives: a backend's metrics
+//! are kept in the fleet's `Ledger` by address, so a backend removed by
+//! `fleet scale` keeps its counts in the fleet's totals, and one scaled back
+//! onto the same port carries on from them.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Histogram buckets: upper bounds `FIRST_BOUND_US * 2^i` µs for i in
@@ -290,6 +296,46 @@ pub(crate) fn sum_recent<'a>(all: impl IntoIterator<Item = &'a Recent>) -> Recen
     out
 }
 
+/// Every backend's metrics the fleet has had, by address, removed ones
+/// included: the source of the fleet's totals (`fleet status`, `/metrics`).
+/// At most one entry per port and upstream ever configured.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger(Mutex<BTreeMap<SocketAddr, Arc<BackendMetrics>>>);
+
+impl Ledger {
+    /// The metrics of the backend at `addr`: the ones it had before, if the
+    /// fleet ever had it (a port scaled away and back), else new ones.
+    pub(crate) fn for_addr(&self, addr: SocketAddr) -> Arc<BackendMetrics> {
+        self.0
+            .lock()
+            .expect("ledger lock is never poisoned")
+            .entry(addr)
+            .or_default()
+            .clone()
+    }
+
+    /// Every backend's metrics, present and removed.
+    pub(crate) fn all(&self) -> Vec<Arc<BackendMetrics>> {
+        self.0
+            .lock()
+            .expect("ledger lock is never poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Requests answered by every backend the fleet has had, by status
+    /// class: never less than at any earlier call.
+    pub(crate) fn responses(&self) -> [u64; 5] {
+        self.all().iter().fold([0; 5], |mut sum, m| {
+            for (s, n) in sum.iter_mut().zip(m.responses()) {
+                *s += n;
+            }
+            sum
+        })
+    }
+}
+
 /// The balancer's own counters (fleet-wide, outliving any pool).
 #[derive(Debug, Default)]
 pub(crate) struct BalancerMetrics {
@@ -301,6 +347,8 @@ pub(crate) struct BalancerMetrics {
     /// http mode: requests the balancer answered before trying any backend
     /// (400, 408, 431, a 503 when none was routable), by status class.
     pub(crate) responses: ByClass,
+    /// Every backend's metrics, removed backends' included (fleet totals).
+    pub(crate) backends: Ledger,
 }
 
 /// The status code in an HTTP/1.x status line (`HTTP/1.1 200 OK`), if `head`
@@ -386,6 +434,26 @@ mod tests {
         assert_eq!(both.history.len(), 12);
         assert_eq!(both.history[11], 112);
         assert_eq!(both.history[0], 1);
+    }
+
+    #[test]
+    fn the_ledger_keeps_a_removed_backends_counts_and_hands_them_back_to_its_port() {
+        let ledger = Ledger::default();
+        let a = SocketAddr::from(([127, 0, 0, 1], 9002));
+        let b = SocketAddr::from(([127, 0, 0, 1], 9003));
+        ledger.for_addr(a).response(200);
+        let removed = ledger.for_addr(b);
+        removed.response(200);
+        removed.response(404);
+        // The slot that held it is gone; the ledger still counts it.
+        drop(removed);
+        assert_eq!(ledger.responses(), [0, 2, 0, 1, 0]);
+        // Scaled back onto the same port: it carries on.
+        let back = ledger.for_addr(b);
+        assert_eq!(back.requests(), 2);
+        back.response(200);
+        assert_eq!(ledger.responses(), [0, 3, 0, 1, 0]);
+        assert_eq!(ledger.all().len(), 2);
     }
 
     #[test]

@@ -147,6 +147,16 @@ impl Collector for Fleet {
             ConstCounter::new(n).encode(own.encode_family(&[("code", *class)])?)?;
         }
 
+        let mut fleet = encoder.encode_descriptor(
+            "fleet_requests",
+            "Requests answered by every backend the fleet has had (removed ones included), by status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (class, n) in CLASSES.iter().zip(b.backends.responses()) {
+            ConstCounter::new(n).encode(fleet.encode_family(&[("code", *class)])?)?;
+        }
+
         let statuses: Vec<_> = slots.iter().map(|s| s.status()).collect();
         let mut up = encoder.encode_descriptor(
             "fleet_backend_up",
@@ -276,5 +286,41 @@ mod tests {
             "fleet_backend_request_duration_seconds_bucket{port=\"9003\",le=\"+Inf\"} 1\n"
         ));
         assert!(text.contains("fleet_backend_request_duration_seconds_count{port=\"9003\"} 1\n"));
+    }
+
+    #[test]
+    fn fleet_requests_keep_the_counts_of_a_removed_backend() {
+        let backends = Arc::new(Backends::new(
+            Pool::new(Vec::new()),
+            Config::default().balancer,
+        ));
+        let slots: Vec<Arc<Slot>> = [9002u16, 9003]
+            .iter()
+            .map(|p| {
+                let (mut slot, _) = Slot::new(*p, SocketAddr::from(([127, 0, 0, 1], *p)));
+                slot.metrics = backends.metrics.backends.for_addr(slot.addr);
+                slot.metrics.response(200);
+                Arc::new(slot)
+            })
+            .collect();
+        backends.swap(Pool::new(slots.clone()));
+        let text = encode(&backends, tokio::time::Instant::now());
+        assert!(
+            text.contains("# TYPE fleet_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleet_requests_total{code=\"2xx\"} 2\n"),
+            "{text}"
+        );
+        // Scaled down to one backend: its series goes, the fleet's count stays.
+        backends.swap(Pool::new(slots[..1].to_vec()));
+        drop(slots);
+        let text = encode(&backends, tokio::time::Instant::now());
+        assert!(!text.contains("port=\"9003\""), "{text}");
+        assert!(
+            text.contains("fleet_requests_total{code=\"2xx\"} 2\n"),
+            "{text}"
+        );
     }
 }

@@ -46,7 +46,8 @@ pub(crate) struct Slot {
     /// the balancer adds to, read by `status` and `/metrics`. Its `active`
     /// is in-flight work: requests in http mode, proxied connections in tcp
     /// mode (draining waits for it to reach 0; least-connections compares it).
-    pub(crate) metrics: BackendMetrics,
+    /// Shared with the fleet's `metrics::Ledger`, which outlives the slot.
+    pub(crate) metrics: Arc<BackendMetrics>,
     /// Passive-failure reports to the owning backend task (capacity 1: one
     /// pending report is as good as many).
     passive: mpsc::Sender<()>,
@@ -81,7 +82,7 @@ impl Slot {
             addr,
             upstream: None,
             routable: AtomicBool::new(false),
-            metrics: BackendMetrics::default(),
+            metrics: Arc::default(),
             passive: tx,
             idle: IdleConns::default(),
             left_rotation: Notify::new(),

@@ -70,7 +70,7 @@ pub(crate) fn render(s: &FleetStatus) -> String {
         s.traffic
             .p99_ms
             .map_or("-".into(), |ms| format!("{ms:.1}ms")),
-        s.backends.iter().map(|b| b.traffic.requests).sum::<u64>(),
+        s.traffic.requests,
         s.admin
             .as_ref()
             .map_or(String::new(), |a| format!(", dashboard http://{a}/")),

@@ -166,6 +166,13 @@ pub struct Traffic {
 /// The fleet's traffic, in `FleetStatus` (flattened, like `Traffic`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FleetTraffic {
+    /// Requests answered by every backend the fleet has had (one removed by
+    /// `fleet scale` included): never decreases while the supervisor lives.
+    #[serde(default)]
+    pub requests: u64,
+    /// The same, by status class: `{"1xx": 0, "2xx": 12, ...}`.
+    #[serde(default)]
+    pub responses: BTreeMap<String, u64>,
     /// Requests per second over the last 10 s, all backends.
     #[serde(default)]
     pub requests_per_s: f64,

@@ -81,6 +81,7 @@ fn status(
     let pool = backends.load();
     let recent: Vec<_> = pool.slots().iter().map(|s| s.metrics.recent()).collect();
     let fleet = metrics::sum_recent(&recent);
+    let responses = backends.metrics.backends.responses();
     FleetStatus {
         pid: std::process::id(),
         listen: listen.to_string(),
@@ -92,6 +93,12 @@ fn status(
             .map(|(s, r)| s.status_with(r))
             .collect(),
         traffic: FleetTraffic {
+            requests: responses.iter().sum(),
+            responses: metrics::CLASSES
+                .iter()
+                .zip(responses)
+                .map(|(c, n)| (c.to_string(), n))
+                .collect(),
             requests_per_s: round3(fleet.requests_per_s),
             p99_ms: fleet.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
             requests_history: fleet.history,
@@ -382,8 +389,10 @@ async fn sample_metrics(backends: Arc<Backends>, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        for slot in backends.load().slots() {
-            slot.metrics.sample();
+        // Removed backends too: one scaled back carries on with a window
+        // that has no gap.
+        for m in backends.metrics.backends.all() {
+            m.sample();
         }
     }
 }

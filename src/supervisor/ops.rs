@@ -168,7 +168,8 @@ impl Fleet {
             self.handles.insert(port, h);
         }
         for u in &self.config.upstreams {
-            let (slot, passive) = Slot::upstream(u.name.clone(), u.addr);
+            let (mut slot, passive) = Slot::upstream(u.name.clone(), u.addr);
+            slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
             let slot = Arc::new(slot);
             self.tracker.spawn(
                 UpstreamTask {
@@ -198,7 +199,9 @@ impl Fleet {
     }
 
     fn spawn(&self, port: u16) -> BackendHandle {
-        let (slot, passive) = Slot::new(port, SocketAddr::from(([127, 0, 0, 1], port)));
+        let (mut slot, passive) = Slot::new(port, SocketAddr::from(([127, 0, 0, 1], port)));
+        // A port scaled away and back carries on from its old counts.
+        slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
         let slot = Arc::new(slot);
         let (commands, receiver) = mpsc::channel(8);
         let policy = Policy::new(&self.config.restart, &self.config.health);

@@ -3,6 +3,7 @@
 //! failed probes go one at a time; a `fleet scale` outlives a reload that
 //! leaves `backends` alone, and counters never go back.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -36,7 +37,11 @@ fn stays_healthy_on(f: &Fleet, before: &[Option<u32>]) {
         );
         assert_eq!(pids_of(&s), before, "no backend was restarted");
     }
-    f.wait_status(Duration::from_secs(10), "every backend healthy", Fleet::all_healthy);
+    f.wait_status(
+        Duration::from_secs(10),
+        "every backend healthy",
+        Fleet::all_healthy,
+    );
 }
 
 /// The original file reloads as "no change": what it says is in force.
@@ -67,7 +72,8 @@ fn a_reload_to_a_failing_probe_fails_keeps_the_old_probe_and_loses_no_request() 
         text(&out)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("reload: health.path: /.fleet/health -> /nope.html"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("reload: health.path: /.fleet/health -> /nope.html"),
         "the change line names the key that changed:\n{}",
         text(&out)
     );
@@ -145,7 +151,8 @@ fn when_the_probe_fails_on_every_backend_restart_after_restarts_them_one_at_a_ti
         "a backend waiting for its turn",
         || {
             let log = f.log();
-            log.contains("such restarts go one at a time").then_some(log)
+            log.contains("such restarts go one at a time")
+                .then_some(log)
         },
     );
     assert!(log.contains("is not restarted while backend"), "{log}");
@@ -167,5 +174,93 @@ fn when_the_probe_fails_on_every_backend_restart_after_restarts_them_one_at_a_ti
         Duration::from_secs(30),
         "every backend healthy again",
         Fleet::all_healthy,
+    );
+}
+
+/// The value of one sample line (`name{labels}`) of a scrape.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+fn scrape(admin: SocketAddr) -> String {
+    let r = get(admin, "/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    String::from_utf8(r.body).unwrap()
+}
+
+#[test]
+fn a_scale_outlives_a_reload_that_leaves_backends_alone_and_counters_never_go_back() {
+    let (scratch, ports, listen) = scalable("");
+    let admin = SocketAddr::from(([127, 0, 0, 1], ports[8]));
+    let yaml = std::fs::read_to_string(scratch.path().join("fleet.yaml")).unwrap();
+    scratch.write("fleet.yaml", &format!("{yaml}admin: {admin}\n"));
+    let f = up(scratch, &ports, listen);
+    let good = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+
+    ok(&f, &["scale", "6"]);
+    for _ in 0..60 {
+        assert_eq!(get(f.addr(), "/page.html").unwrap().status, 200);
+    }
+    let s = f.wait_status(Duration::from_secs(10), "the top backend counted", |s| {
+        s.backends.len() == 6 && s.backends[5].traffic.requests > 0
+    });
+
+    // A reload of the unchanged file keeps the six.
+    let out = ok(&f, &["reload"]);
+    assert!(
+        out.contains("backends: kept at 6 (set by fleet scale; fleet.yaml says 4, unchanged)"),
+        "{out}"
+    );
+    assert!(out.contains("no setting changed"), "{out}");
+    assert!(!out.contains("draining"), "{out}");
+    let s2 = f.status();
+    assert_eq!(pids_of(&s2), pids_of(&s));
+
+    // Scaling down keeps the removed backends' counts in the totals.
+    let total = s2.traffic.requests;
+    assert_eq!(total, sum(&s2, |b| b.traffic.requests));
+    assert!(total >= 60, "{total}");
+    let top = s2.backends[5].traffic.requests;
+    let metrics = scrape(admin);
+    assert_eq!(
+        sample(&metrics, "fleet_requests_total{code=\"2xx\"}"),
+        total
+    );
+    ok(&f, &["scale", "4"]);
+    let s3 = f.status();
+    assert_eq!(ports_of(&s3), ports[..4]);
+    assert_eq!(s3.traffic.requests, total, "status totals");
+    assert_eq!(f.status_json()["requests"], total, "the JSON field");
+    let human = String::from_utf8(f.fleet(&["status"]).stdout).unwrap();
+    assert!(
+        human.contains(&format!("{total} requests in all")),
+        "{human}"
+    );
+    let metrics = scrape(admin);
+    assert_eq!(
+        sample(&metrics, "fleet_requests_total{code=\"2xx\"}"),
+        total,
+        "/metrics"
+    );
+
+    // fleet.yaml's own change wins; a port scaled back carries on.
+    f.scratch
+        .write("fleet.yaml", &good.replace("backends: 4", "backends: 6"));
+    let out = ok(&f, &["reload"]);
+    assert!(out.contains("reload: backends: 4 -> 6"), "{out}");
+    let s4 = f.status();
+    assert_eq!(s4.backends[5].traffic.requests, top);
+    assert_eq!(s4.traffic.requests, total);
+    let port = ports[5];
+    assert_eq!(
+        sample(
+            &scrape(admin),
+            &format!("fleet_backend_requests_total{{port=\"{port}\",code=\"2xx\"}}")
+        ),
+        top
     );
 }
