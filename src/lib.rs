@@ -60,7 +60,9 @@
 //!   the task per remote backend (no process, only health checks).
 //! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
 //!   (max_connections, closing the longest-idle client when full),
-//!   `balancer::pool` the shared view of the backends, `balancer::strategy`
+//!   `balancer::pool` the shared view of the backends, `balancer::passive`
+//!   (when failed requests take a backend out of rotation: strikes, pure),
+//!   `balancer::strategy`
 //!   (how round-robin, least-connections, power-of-two and ip-hash choose,
 //!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
 //!   balanced: `balancer::http::framing` the strict RFC 9112 parser and

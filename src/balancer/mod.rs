@@ -8,7 +8,10 @@
 //! by the next request) and read the settings per connection (`fleet
 //! reload`). On a connect failure the next backend is tried, each at most
 //! once. A refused or reset connect marks the backend down at once (nothing
-//! listens); a connect *timeout* does not (a full listen backlog is busy, not
+//! listens); a request that fails after it was written is only a strike
+//! (`passive`: several in a row take a backend out, within a share of the
+//! fleet, and a request that failed so is retried at most once more); a
+//! connect *timeout* does not (a full listen backlog is busy, not
 //! dead: HAProxy's `observe layer4` wants more than one error too): it is
 //! reported, and the backend leaves rotation only if its next health probe
 //! fails as well (`supervisor::state`). A request waiting for its answer
@@ -28,6 +31,7 @@
 pub(crate) mod access_log;
 pub(crate) mod admission;
 pub(crate) mod http;
+pub(crate) mod passive;
 pub(crate) mod pool;
 #[cfg(test)]
 mod run_tests;
@@ -45,8 +49,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::BalancerMode;
+use crate::config::{BalancerMode, PassiveHealth};
 use admission::Admission;
+use passive::{Strikes, Verdict};
 use pool::{Backends, Pool, Slot};
 
 /// How long a client may wait for some backend to become routable.
@@ -168,6 +173,34 @@ pub(crate) fn passive_failure(slot: &Slot, why: &str) {
         warn!(target: "balancer", backend = %slot.addr, reason = why, "backend failed; taking it out of rotation");
     }
     slot.report_failure();
+}
+
+/// A request failed on `slot` after it was written (`why`): one strike
+/// (`passive`). With enough in a row the backend leaves rotation, if
+/// `may_eject` (the request has not taken one out yet) and the fleet can
+/// spare it (`Pool::eject`). Returns whether it left.
+pub(crate) fn strike(
+    pool: &Pool,
+    slot: &Slot,
+    why: &str,
+    may_eject: bool,
+    p: &PassiveHealth,
+) -> bool {
+    let (strikes, verdict) = slot.strike(std::time::Instant::now(), p);
+    let count = match strikes {
+        Strikes::Striking { count, .. } => count,
+        Strikes::Clear => 0,
+    };
+    if verdict == Verdict::Eject && may_eject {
+        if pool.eject(slot, p) {
+            warn!(target: "balancer", backend = %slot.addr, reason = why, "backend failed {count} requests in a row; taking it out of rotation");
+            return true;
+        }
+        debug!(target: "balancer", backend = %slot.addr, reason = why, strikes = count, "backend failed enough requests to leave rotation, but too few others are routable (balancer.max_ejection_percent)");
+    } else {
+        debug!(target: "balancer", backend = %slot.addr, reason = why, strikes = count, "request failed after it was sent: one strike");
+    }
+    false
 }
 
 /// Wait until some backend is routable (or, with `change`, until one *becomes*

@@ -3,8 +3,9 @@
 //!
 //! Ownership: each `Slot` is written by exactly one backend task (its
 //! `publish`), except that the balancer may *clear* `routable` when a connect
-//! fails (passive health) and then tells the backend task, which records the
-//! failure in its state machine. Reads on the hot path are atomics only; the
+//! fails or requests failed often enough (passive health, `Pool::eject`) and
+//! then tells the backend task, which records the failure in its state
+//! machine. The balancer alone owns a slot's strikes. Reads on the hot path are atomics only; the
 //! `status` mutex is taken by the owner on a state change and by `fleet
 //! status`, never across an await.
 //!
@@ -25,8 +26,9 @@ use tokio::sync::{Notify, mpsc};
 
 use super::access_log::AccessLog;
 use super::http::upstream_pool::IdleConns;
+use super::passive::{self, Strikes, Verdict};
 use super::strategy::Strategy;
-use crate::config::BalancerConfig;
+use crate::config::{BalancerConfig, PassiveHealth};
 use crate::control::protocol::{BackendStatus, ExitInfo, Phase, Traffic};
 use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
 
@@ -58,6 +60,11 @@ pub(crate) struct Slot {
     /// verdict (a full listen backlog is busy, not dead), which the owner
     /// weighs with its next probe result.
     timed_out: AtomicBool,
+    /// Failed requests in a row (`balancer::passive`), written only when a
+    /// request fails or the first answer after one comes.
+    strikes: Mutex<Strikes>,
+    /// `strikes` is not `Clear`: the one relaxed load a response costs.
+    striking: AtomicBool,
     status: Mutex<SlotStatus>,
     /// http mode: kept-alive connections to this backend awaiting a request.
     pub(crate) idle: IdleConns,
@@ -87,6 +94,8 @@ impl Slot {
             idle: IdleConns::default(),
             left_rotation: Notify::new(),
             timed_out: AtomicBool::new(false),
+            strikes: Mutex::new(Strikes::Clear),
+            striking: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
             status: Mutex::new(SlotStatus {
                 state: Phase::Starting,
@@ -132,6 +141,37 @@ impl Slot {
     /// owner takes it out only if its next probe fails too.
     pub(crate) fn report_timeout(&self) {
         self.timed_out.store(true, Ordering::Relaxed);
+    }
+
+    /// Balancer: a request failed here after it was written. `Eject`: this
+    /// was the strike that makes enough (`Pool::eject` decides).
+    pub(crate) fn strike(&self, now: Instant, p: &PassiveHealth) -> (Strikes, Verdict) {
+        self.strikes_step(passive::Event::Strike, now, p)
+    }
+
+    /// Balancer: the backend sent a response head, which ends a run of
+    /// strikes. A relaxed load when there is none.
+    pub(crate) fn answered(&self, p: &PassiveHealth) {
+        if self.striking.load(Ordering::Relaxed) {
+            self.strikes_step(passive::Event::Answered, Instant::now(), p);
+        }
+    }
+
+    fn strikes_step(
+        &self,
+        ev: passive::Event,
+        now: Instant,
+        p: &PassiveHealth,
+    ) -> (Strikes, Verdict) {
+        let mut strikes = self
+            .strikes
+            .lock()
+            .expect("strikes lock is never poisoned: no panics while held");
+        let (next, verdict) = passive::step(*strikes, ev, now, p);
+        *strikes = next;
+        self.striking
+            .store(next != Strikes::Clear, Ordering::Relaxed);
+        (next, verdict)
     }
 
     /// Owner: did a connect time out since the last call?
@@ -288,6 +328,9 @@ impl Backends {
 pub(crate) struct Pool {
     slots: Vec<Arc<Slot>>,
     next: AtomicUsize,
+    /// Held while deciding an ejection for strikes, so two requests failing
+    /// at once cannot both take the fleet's last spare share.
+    ejecting: Mutex<()>,
 }
 
 impl Pool {
@@ -295,7 +338,28 @@ impl Pool {
         Pool {
             slots,
             next: AtomicUsize::new(0),
+            ejecting: Mutex::new(()),
         }
+    }
+
+    /// Take `slot` out of rotation for its strikes, if the fleet can spare
+    /// it (`passive::may_eject`); true if it did. A backend of another pool
+    /// (a `fleet scale` in between) is left alone.
+    pub(crate) fn eject(&self, slot: &Slot, p: &PassiveHealth) -> bool {
+        let _deciding = self
+            .ejecting
+            .lock()
+            .expect("ejecting lock is never poisoned: no panics while held");
+        if !slot.routable() || !self.slots.iter().any(|s| std::ptr::eq(&**s, slot)) {
+            return false;
+        }
+        let out = self.slots.iter().filter(|s| !s.routable()).count();
+        if !passive::may_eject(self.slots.len(), out, p.max_ejection_percent) {
+            return false;
+        }
+        slot.report_failure();
+        slot.strikes_step(passive::Event::Ejected, Instant::now(), p);
+        true
     }
 
     pub(crate) fn slots(&self) -> &[Arc<Slot>] {

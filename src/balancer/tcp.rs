@@ -10,8 +10,10 @@
 //! closes before answering anything — it was killed while the request was in
 //! its backlog or in flight — and the request is an idempotent HTTP method,
 //! the same bytes are replayed on the next backend (HAProxy's `retry-on
-//! empty-response`, for a TCP proxy). So a worker crash costs clients
-//! latency, not errors. Past the first response byte the connection is
+//! empty-response`, for a TCP proxy), once: a request that two backends
+//! failed is likely what kills them. So a worker crash costs clients
+//! latency, not errors. Each such failure is one strike against the backend
+//! (`balancer::passive`), not an ejection. Past the first response byte the connection is
 //! spliced with `copy_bidirectional` and a crash is the client's to see.
 //!
 //! Clients speak first (HTTP), so an idle client holds no backend connection.
@@ -30,7 +32,7 @@ use tracing::{debug, warn};
 
 use super::access_log;
 use super::pool::Slot;
-use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
+use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, strike, wait_for_routable};
 use crate::config::BalancerConfig;
 use crate::idle::{Activity, Counted, Tracked};
 use crate::metrics::{self, Counter};
@@ -65,6 +67,8 @@ enum FirstExchange {
     /// The backend failed before answering; `replayable` says whether the
     /// kept request bytes are complete and safe to send elsewhere.
     BackendFailed,
+    /// The backend left rotation while the request waited for its answer.
+    LeftRotation,
     /// The client went away or went idle; nothing more to do.
     ClientGone,
 }
@@ -149,6 +153,10 @@ async fn proxy(
     let deadline = Instant::now() + NO_BACKEND_WAIT;
     // Identity is the address: two upstreams on different hosts may share a port.
     let mut tried: Vec<SocketAddr> = Vec::new();
+    // Backends that failed the request after it was sent (it is replayed
+    // once at most), and whether one of them left rotation for it.
+    let mut failures = 0u8;
+    let mut ejected = false;
     loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
@@ -178,7 +186,7 @@ async fn proxy(
             },
         );
         let sent = Instant::now();
-        match first_exchange(
+        let outcome = first_exchange(
             &slot,
             &mut client,
             &mut backend,
@@ -188,9 +196,10 @@ async fn proxy(
             &mut response,
             cfg.idle_timeout,
         )
-        .await
-        {
+        .await;
+        match outcome {
             FirstExchange::Answered(n) => {
+                slot.answered(&cfg.passive);
                 m.first_byte.observe(sent.elapsed());
                 // Request outcome (tcp mode): one request per connection, its
                 // class from the first response's status line; the latency
@@ -214,13 +223,23 @@ async fn proxy(
                 return;
             }
             FirstExchange::ClientGone => return,
-            FirstExchange::BackendFailed if replayable => {
-                m.replays.inc();
-                passive_failure(&slot, "closed before answering; replaying the request");
-                continue;
-            }
-            FirstExchange::BackendFailed => {
-                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed");
+            FirstExchange::BackendFailed | FirstExchange::LeftRotation => {
+                if matches!(outcome, FirstExchange::BackendFailed) {
+                    ejected |= strike(
+                        &pool,
+                        &slot,
+                        "closed before answering",
+                        !ejected,
+                        &cfg.passive,
+                    );
+                }
+                failures += 1;
+                if replayable && failures < 2 {
+                    m.replays.inc();
+                    debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering; replaying the request");
+                    continue;
+                }
+                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed (again)");
                 return;
             }
         }
@@ -258,7 +277,7 @@ async fn first_exchange(
     tokio::pin!(gone);
     loop {
         tokio::select! {
-            () = &mut gone, if *replayable => return FirstExchange::BackendFailed,
+            () = &mut gone, if *replayable => return FirstExchange::LeftRotation,
             r = backend.read(response) => return match r {
                 Ok(n) if n > 0 => FirstExchange::Answered(n),
                 _ => FirstExchange::BackendFailed,

@@ -235,9 +235,39 @@ pub(crate) struct BalancerConfig {
     /// http mode: a backend that sends no response head this long after the
     /// request was sent gets the client a 504.
     pub response_timeout: Duration,
+    /// When failed requests take a backend out of rotation (`balancer::passive`).
+    pub passive: PassiveHealth,
     /// One line per request (tcp mode: per connection), rotated; off unless
     /// set. Absolute (relative in the file to the file's directory).
     pub access_log: Option<PathBuf>,
+}
+
+/// Passive health: how many requests a backend may fail after they reached
+/// it before it leaves rotation (`balancer.eject_after`, `eject_window`,
+/// `max_ejection_percent`). A refused connect is not counted here: it takes
+/// the backend out at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PassiveHealth {
+    /// Consecutive failed requests (closed, reset, timed out or malformed
+    /// after the request was written) that take a backend out of rotation.
+    pub eject_after: u32,
+    /// Those failures must all fall within this long of the first one.
+    pub eject_window: Duration,
+    /// The largest share of the backends (percent) that may be out of
+    /// rotation for a failed-request ejection to happen; 0 turns it off.
+    pub max_ejection_percent: u8,
+}
+
+impl Default for PassiveHealth {
+    /// Envoy's outlier detection defaults (5 in a row, a 10 s interval), but
+    /// half of the fleet rather than 10%: fleets are small.
+    fn default() -> Self {
+        PassiveHealth {
+            eject_after: 5,
+            eject_window: Duration::from_secs(10),
+            max_ejection_percent: 50,
+        }
+    }
 }
 
 impl Default for Config {
@@ -279,6 +309,7 @@ impl Default for Config {
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 response_timeout: Duration::from_secs(30),
+                passive: PassiveHealth::default(),
                 access_log: None,
             },
             upstreams: Vec::new(),

@@ -233,6 +233,9 @@ pub(super) struct RawBalancer {
     pub(super) connect_timeout: Option<Node>,
     pub(super) idle_timeout: Option<Node>,
     pub(super) response_timeout: Option<Node>,
+    pub(super) eject_after: Option<Node>,
+    pub(super) eject_window: Option<Node>,
+    pub(super) max_ejection_percent: Option<Node>,
     pub(super) access_log: Option<Node>,
 }
 

@@ -253,6 +253,9 @@ balancer:
   connect_timeout: 200ms
   idle_timeout: 2m
   response_timeout: 5s
+  eject_after: 3
+  eject_window: 30s
+  max_ejection_percent: 25%
 ";
     let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
     assert_eq!(c.backends, 2);
@@ -299,6 +302,11 @@ balancer:
             connect_timeout: Duration::from_millis(200),
             idle_timeout: Duration::from_secs(120),
             response_timeout: Duration::from_secs(5),
+            passive: PassiveHealth {
+                eject_after: 3,
+                eject_window: Duration::from_secs(30),
+                max_ejection_percent: 25,
+            },
             access_log: None,
         }
     );
@@ -601,6 +609,25 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         "balancer:\n  max_connections: 0\n",
         &[],
         "fleet.yaml:2: balancer.max_connections: must be at least 1 (got 0)",
+    ),
+    (
+        "eject_after_zero_is_rejected",
+        "balancer:\n  eject_after: 0\n",
+        &[],
+        "fleet.yaml:2: balancer.eject_after: must be at least 1 (got 0)",
+    ),
+    (
+        "max_ejection_percent_above_100_is_rejected",
+        "balancer:\n  max_ejection_percent: 150%\n",
+        &[],
+        "fleet.yaml:2: balancer.max_ejection_percent: must be between 0 and 100 (got 150)",
+    ),
+    (
+        "max_ejection_percent_that_is_not_a_share_is_rejected",
+        "balancer:\n  max_ejection_percent: half\n",
+        &[],
+        "fleet.yaml:2: balancer.max_ejection_percent: expected a percentage such as 50 or 50%, \
+         got 'half'",
     ),
     (
         "bad_health_kind_is_rejected",
@@ -965,6 +992,7 @@ fn every_duration_key_is_checked() {
         ("balancer", "connect_timeout"),
         ("balancer", "idle_timeout"),
         ("balancer", "response_timeout"),
+        ("balancer", "eject_window"),
     ] {
         let e = err(&format!("{section}:\n  {key}: soon\n"), &[]);
         assert_eq!(

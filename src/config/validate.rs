@@ -21,7 +21,8 @@ use super::Strategy;
 use super::raw::{Node, RawConfig, Value, closest, quote};
 use super::{
     BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, HealthConfig, HealthKind,
-    MAX_BACKENDS, MAX_DURATION, RestartConfig, RestartPolicy, ShutdownConfig, Upstream, Www,
+    MAX_BACKENDS, MAX_DURATION, PassiveHealth, RestartConfig, RestartPolicy, ShutdownConfig,
+    Upstream, Www,
 };
 use crate::cli::UpArgs;
 
@@ -530,7 +531,17 @@ fn balancer_section(
     let connect_timeout = rep.file(entry!(b, balancer.connect_timeout), duration)?;
     let idle_timeout = rep.file(entry!(b, balancer.idle_timeout), duration)?;
     let access_log = rep.file(entry!(b, balancer.access_log), file_path)?;
+    let dp = &d.passive;
+    let eject_after = rep.file(entry!(b, balancer.eject_after), count)?;
+    let eject_window = rep.file(entry!(b, balancer.eject_window), duration)?;
+    let max_ejection = rep.file(entry!(b, balancer.max_ejection_percent), percent)?;
+    let passive = PassiveHealth {
+        eject_after: or_default(eject_after, dp.eject_after).value,
+        eject_window: or_default(eject_window, dp.eject_window).value,
+        max_ejection_percent: or_default(max_ejection, dp.max_ejection_percent).value,
+    };
     Ok(BalancerConfig {
+        passive,
         mode: pick(flag_mode, mode, d.mode).value,
         strategy: or_default(strategy, d.strategy).value,
         response_timeout: or_default(response_timeout, d.response_timeout).value,
@@ -912,6 +923,26 @@ fn count(v: &Value) -> Result<u32, Problem> {
     } else {
         u32::try_from(n).map_err(|_| problem!("must be at most {} (got {n})", u32::MAX))
     }
+}
+
+/// A share in percent, 0 to 100: `50` or `50%`.
+fn percent(v: &Value) -> Result<u8, Problem> {
+    let n = match v {
+        Value::Str(s) => match s.trim().strip_suffix('%').map(|n| n.trim().parse::<i128>()) {
+            Some(Ok(n)) => n,
+            _ => {
+                return Err(problem!(
+                    "expected a percentage such as 50 or 50%, got {}",
+                    quote(s)
+                ));
+            }
+        },
+        other => whole(other)?,
+    };
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| problem!("must be between 0 and 100 (got {n})"))
 }
 
 /// A duration by the one grammar (`crate::duration`), longer than 0 and at

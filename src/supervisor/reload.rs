@@ -368,6 +368,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         connect_timeout,
         idle_timeout,
         response_timeout,
+        passive,
         access_log,
     } = &new.balancer;
     let ob = &old.balancer;
@@ -391,6 +392,21 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         "balancer.response_timeout",
         d(ob.response_timeout),
         d(*response_timeout),
+    );
+    field(
+        "balancer.eject_after",
+        ob.passive.eject_after.to_string(),
+        passive.eject_after.to_string(),
+    );
+    field(
+        "balancer.eject_window",
+        d(ob.passive.eject_window),
+        d(passive.eject_window),
+    );
+    field(
+        "balancer.max_ejection_percent",
+        ob.passive.max_ejection_percent.to_string(),
+        passive.max_ejection_percent.to_string(),
     );
     if ob.max_connections != *max_connections {
         field(

@@ -15,7 +15,10 @@
 //! any response byte and the request is idempotent (RFC 9110 §9.2.2) or was
 //! never written (connect failure, a pooled connection found closed), as
 //! long as no body bytes beyond the head's buffer were consumed. Each backend
-//! is tried at most once per request.
+//! is tried at most once per request, and a request that failed after it was
+//! written is sent at most once more (it may be the request that kills
+//! backends). Such a failure is one strike against the backend
+//! (`balancer::passive`); it leaves rotation only after several in a row.
 //!
 //! Answers of its own, each with a one-line text body and `Connection:
 //! close`: 400 for a malformed request (never forwarded), 408 for a head not
@@ -44,7 +47,7 @@ use tracing::debug;
 
 use super::access_log;
 use super::pool::Slot;
-use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, passive_failure, wait_for_routable};
+use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, strike, wait_for_routable};
 use crate::config::BalancerConfig;
 use crate::idle::{Activity, Tracked};
 use framing::{Body, Reject, Request};
@@ -354,6 +357,9 @@ enum Attempt {
         replayable: bool,
         written: bool,
     },
+    /// The backend left rotation while an idempotent request, written whole
+    /// and replayable, waited for its answer.
+    LeftRotation,
     /// The backend's response head is malformed: not retried.
     BadResponse(Reject),
     TimedOut,
@@ -407,6 +413,10 @@ async fn exchange(
     let deadline = started + NO_BACKEND_WAIT;
     // Identity is the address: two upstreams on different hosts may share a port.
     let mut tried: Vec<SocketAddr> = Vec::new();
+    // Tries that failed after the request was written (at most 2), and
+    // whether one of them took its backend out of rotation (at most 1).
+    let mut written_failures = 0u8;
+    let mut ejected = false;
     let answer = loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
@@ -424,7 +434,7 @@ async fn exchange(
         tried.push(slot.addr);
         outcome.slot = Some(slot.clone());
         let _work = slot.connection();
-        let (backend, reused) = match slot.idle.take() {
+        let (backend, reused) = match slot.idle.take(slot.addr) {
             Some(conn) => (conn, true),
             None => match super::connect(&slot, cfg.connect_timeout, peer).await {
                 Some(conn) => (conn, false),
@@ -466,6 +476,7 @@ async fn exchange(
                 outcome.keep_client = keep_client;
                 outcome.total = started.elapsed();
                 *carry = leftover;
+                slot.answered(&cfg.passive);
                 return outcome;
             }
             Attempt::ClientGone => {
@@ -477,21 +488,38 @@ async fn exchange(
                 replayable,
                 written,
             } => {
-                if !reused {
-                    passive_failure(&slot, why);
+                // A pooled connection the backend had closed is no evidence;
+                // a fresh one reset before taking the request is.
+                if written || !reused {
+                    ejected |= strike(&pool, &slot, why, !ejected, &cfg.passive);
                 }
-                if replayable && (req.idempotent || !written) {
+                written_failures += u8::from(written);
+                if replayable && (!written || (req.idempotent && written_failures < 2)) {
                     slot.metrics.replays.inc();
                     debug!(target: "balancer", %peer, backend = %slot.addr, why, "retrying on another backend");
                     continue;
                 }
                 break Answer::BadGateway;
             }
-            Attempt::BadResponse(why) => {
-                debug!(target: "balancer", backend = %slot.addr, reason = why.0, "malformed response");
+            Attempt::LeftRotation => {
+                // Not its answer's fault: no strike, but the request was written.
+                written_failures += 1;
+                if written_failures < 2 {
+                    slot.metrics.replays.inc();
+                    debug!(target: "balancer", %peer, backend = %slot.addr, "left rotation before answering; retrying on another backend");
+                    continue;
+                }
                 break Answer::BadGateway;
             }
-            Attempt::TimedOut => break Answer::GatewayTimeout,
+            Attempt::BadResponse(why) => {
+                debug!(target: "balancer", backend = %slot.addr, reason = why.0, "malformed response");
+                strike(&pool, &slot, why.0, !ejected, &cfg.passive);
+                break Answer::BadGateway;
+            }
+            Attempt::TimedOut => {
+                strike(&pool, &slot, "no response in time", !ejected, &cfg.passive);
+                break Answer::GatewayTimeout;
+            }
             Attempt::BadBody(why) => break Answer::BadRequest(why),
         }
     };
@@ -595,7 +623,7 @@ async fn attempt(
                 },
                 _ = &mut response_timer, if upload_done => return Attempt::TimedOut,
                 () = &mut gone, if req.idempotent && !consumed.load(Relaxed) && rbuf.is_empty() && bytes_out == 0 => {
-                    return Attempt::Failed { why: "left rotation before answering", replayable: true, written: true };
+                    return Attempt::LeftRotation;
                 }
             }
         };
@@ -626,6 +654,7 @@ async fn attempt(
             Ok(n) => n,
             Err(_) => return Attempt::BadResponse(Reject("malformed chunked response")),
         };
+        // Bytes after the response's end: the backend is out of step.
         let in_step = AtomicBool::new(first_part == in_buf.len());
         out.extend_from_slice(&in_buf[..first_part]);
         let out = out;
@@ -684,6 +713,9 @@ async fn attempt(
             };
         };
         bytes_out += written;
+        if !in_step.load(Relaxed) {
+            slot.idle.stray_bytes(slot.addr);
+        }
         let reusable = resp.backend_keeps && in_step.load(Relaxed) && upload_done && upload_ok;
         After::Done {
             status: resp.status,
@@ -835,7 +867,7 @@ pub(crate) async fn prune_idle_backend_conns(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => break,
             _ = tick.tick() => {
                 for slot in shared.backends.load().slots() {
-                    slot.idle.prune();
+                    slot.idle.prune(slot.addr);
                 }
             }
         }

@@ -3,90 +3,180 @@
 //! Bounded (`MAX_IDLE` per backend) and short-lived: a connection idle for
 //! `IDLE_FOR` is closed, which is shorter than the built-in worker's own
 //! keep-alive (5 s), so a pooled connection is not reused just as the worker
-//! closes it. Taken most-recent-first (the likeliest to be alive), and checked
-//! before use: one that the backend closed (or that holds unexpected bytes)
-//! is dropped, so a request is only ever written to a connection that looked
-//! alive a moment before.
+//! closes it. Taken most-recent-first (the likeliest to be alive).
+//!
+//! Clean or gone: a connection comes here only when its response ended
+//! exactly on a message boundary (the engine checks), and an idle one must
+//! have nothing to read. Each is checked with the kernel itself (a peek, not
+//! tokio's cached readiness, which can lag) when it is taken and by the
+//! once-a-second sweep: end-of-file means the backend closed it (normal),
+//! any byte means the backend wrote outside a response (a body for a HEAD, a
+//! short Content-Length). Such a connection is closed, and the backend is
+//! not trusted with kept-alive connections for `DISTRUST_FOR`: bytes that
+//! arrive only after the next request was sent cannot be told from its
+//! answer, so a backend seen doing it once gets fresh connections only.
 
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv};
 use tokio::net::TcpStream;
+use tracing::warn;
 
 /// Idle connections kept per backend.
 pub(crate) const MAX_IDLE: usize = 128;
 /// How long an idle backend connection is kept.
 pub(crate) const IDLE_FOR: Duration = Duration::from_secs(2);
+/// How long a backend seen writing outside a response gets no kept-alive
+/// connections (each sighting starts it again).
+pub(crate) const DISTRUST_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub(crate) struct IdleConns {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     /// Oldest first; each with the time it became idle.
-    conns: Mutex<Vec<(TcpStream, Instant)>>,
+    conns: Vec<(TcpStream, Instant)>,
+    /// No connection is kept until then: the backend wrote stray bytes.
+    distrusted_until: Option<Instant>,
 }
 
 impl IdleConns {
-    /// A pooled connection that still looks open, if any.
-    pub(crate) fn take(&self) -> Option<TcpStream> {
+    /// A pooled connection with nothing to read and not closed, if any.
+    /// `backend` names it in the log.
+    pub(crate) fn take(&self, backend: SocketAddr) -> Option<TcpStream> {
         loop {
-            let (conn, since) = self.lock().pop()?;
-            if since.elapsed() < IDLE_FOR && looks_open(&conn) {
-                return Some(conn);
+            let (conn, since) = self.lock().conns.pop()?;
+            if since.elapsed() >= IDLE_FOR {
+                continue;
+            }
+            match peek(&conn) {
+                Idle::Quiet => return Some(conn),
+                Idle::Closed => {}
+                Idle::Stray => self.stray_bytes(backend),
             }
         }
     }
 
-    /// Keep `conn` for a later request, unless the pool is full.
+    /// Keep `conn` for a later request, unless the pool is full or the
+    /// backend is not trusted with kept-alive connections.
     pub(crate) fn put(&self, conn: TcpStream) {
-        let mut conns = self.lock();
-        if conns.len() < MAX_IDLE {
-            conns.push((conn, Instant::now()));
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.conns.len() < MAX_IDLE && inner.distrusted_until.is_none_or(|t| now >= t) {
+            inner.conns.push((conn, now));
         }
     }
 
-    /// Close the connections idle for `IDLE_FOR` or longer.
-    pub(crate) fn prune(&self) {
-        let expired: Vec<_> = {
-            let mut conns = self.lock();
-            let keep = conns
-                .iter()
-                .position(|(_, since)| since.elapsed() < IDLE_FOR)
-                .unwrap_or(conns.len());
-            conns.drain(..keep).collect()
+    /// The backend wrote bytes outside a response: close its idle
+    /// connections and keep none for `DISTRUST_FOR`. Logged when it starts.
+    pub(crate) fn stray_bytes(&self, backend: SocketAddr) {
+        let now = Instant::now();
+        let (was_trusted, all) = {
+            let mut inner = self.lock();
+            let was = inner.distrusted_until.is_none_or(|t| now >= t);
+            inner.distrusted_until = Some(now + DISTRUST_FOR);
+            (was, std::mem::take(&mut inner.conns))
+        };
+        drop(all);
+        if was_trusted {
+            warn!(
+                target: "balancer",
+                %backend,
+                "backend sent bytes outside a response; its connections are not reused for {}s",
+                DISTRUST_FOR.as_secs()
+            );
+        }
+    }
+
+    /// Close the connections idle for `IDLE_FOR` or longer, and those the
+    /// backend closed or wrote to.
+    pub(crate) fn prune(&self, backend: SocketAddr) {
+        let mut stray = false;
+        let dropped: Vec<_> = {
+            let mut inner = self.lock();
+            let conns = std::mem::take(&mut inner.conns);
+            let (keep, drop): (Vec<_>, Vec<_>) = conns.into_iter().partition(|(conn, since)| {
+                if since.elapsed() >= IDLE_FOR {
+                    return false;
+                }
+                match peek(conn) {
+                    Idle::Quiet => true,
+                    Idle::Closed => false,
+                    Idle::Stray => {
+                        stray = true;
+                        false
+                    }
+                }
+            });
+            inner.conns = keep;
+            drop
         };
         // Closed outside the lock.
-        drop(expired);
+        drop(dropped);
+        if stray {
+            self.stray_bytes(backend);
+        }
     }
 
     /// Close them all (the backend failed or left the pool).
     pub(crate) fn clear(&self) {
-        let all = std::mem::take(&mut *self.lock());
+        let all = std::mem::take(&mut self.lock().conns);
         drop(all);
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().conns.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(TcpStream, Instant)>> {
-        self.conns
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
             .lock()
             .expect("idle pool lock is never poisoned: no panics while held")
     }
 }
 
-/// An idle connection must have nothing to read: end-of-file means the
-/// backend closed it, bytes mean it is out of step. `WouldBlock` is the
-/// healthy answer.
-fn looks_open(conn: &TcpStream) -> bool {
+/// What an idle connection holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Idle {
+    /// Nothing: ready for a request.
+    Quiet,
+    /// End-of-file or an error: the backend closed it.
+    Closed,
+    /// Bytes no request asked for.
+    Stray,
+}
+
+/// Ask the kernel, not tokio's readiness (which is only as fresh as the
+/// reactor's last turn), and leave the bytes where they are.
+fn peek(conn: &TcpStream) -> Idle {
     let mut probe = [0u8; 1];
-    matches!(conn.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    match recv(
+        conn.as_raw_fd(),
+        &mut probe,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Err(Errno::EAGAIN) => Idle::Quiet,
+        Ok(0) | Err(_) => Idle::Closed,
+        Ok(_) => Idle::Stray,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// The backend, as the log names it.
+    const ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 
     async fn listener() -> tokio::net::TcpListener {
         tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -113,19 +203,73 @@ mod tests {
         drop(peer);
         // Let the FIN arrive and the reactor see it.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(pool.take().is_some(), "the open one is still there");
-        assert!(pool.take().is_none(), "the closed one was dropped");
+        assert!(pool.take(ADDR).is_some(), "the open one is still there");
+        assert!(pool.take(ADDR).is_none(), "the closed one was dropped");
     }
 
     #[tokio::test]
-    async fn a_connection_with_unexpected_bytes_is_dropped() {
+    async fn a_connection_with_unexpected_bytes_is_dropped_and_the_backend_distrusted() {
         let l = listener().await;
         let pool = IdleConns::default();
         let (c, mut peer) = pair(&l).await;
+        let (clean, _keep) = pair(&l).await;
+        pool.put(clean);
+        pool.put(c);
         peer.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.take(ADDR).is_none(),
+            "neither the stray one nor the rest"
+        );
+        let (again, _keep2) = pair(&l).await;
+        pool.put(again);
+        assert_eq!(
+            pool.len(),
+            0,
+            "a distrusted backend's connections are not kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_a_connection_that_received_bytes_while_idle() {
+        let l = listener().await;
+        let pool = IdleConns::default();
+        let (c, mut peer) = pair(&l).await;
+        let (clean, _keep) = pair(&l).await;
+        pool.put(clean);
         pool.put(c);
-        assert!(pool.take().is_none());
+        pool.prune(ADDR);
+        assert_eq!(pool.len(), 2, "both are quiet");
+        peer.write_all(b"x").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.prune(ADDR);
+        assert_eq!(pool.len(), 0, "the stray byte costs the backend its pool");
+        // The stray connection was closed (with unread bytes: a reset).
+        let mut buf = [0u8; 1];
+        let r = tokio::io::AsyncReadExt::read(&mut peer, &mut buf).await;
+        assert!(
+            matches!(&r, Ok(0))
+                || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_does_not_distrust_the_backend() {
+        let l = listener().await;
+        let pool = IdleConns::default();
+        let (c, peer) = pair(&l).await;
+        pool.put(c);
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.prune(ADDR);
+        let (again, _keep) = pair(&l).await;
+        pool.put(again);
+        assert_eq!(
+            pool.len(),
+            1,
+            "a backend closing a kept-alive connection is normal"
+        );
     }
 
     #[tokio::test]
@@ -139,7 +283,7 @@ mod tests {
             pool.put(c);
         }
         assert_eq!(pool.len(), MAX_IDLE);
-        pool.prune();
+        pool.prune(ADDR);
         assert_eq!(pool.len(), MAX_IDLE, "nothing has expired yet");
         pool.clear();
         assert_eq!(pool.len(), 0);
