@@ -211,21 +211,41 @@ async fn a_refused_connect_is_retried_on_the_next_backend_and_reported() {
 }
 
 #[tokio::test]
-async fn a_get_whose_backend_closes_before_answering_is_replayed_elsewhere() {
+async fn a_get_whose_backend_closes_before_answering_is_replayed_elsewhere_and_struck() {
     let closer = FakeBackend::start(Behaviour::CloseBeforeAnswer).await;
     let alive = FakeBackend::start(Behaviour::Answer).await;
     let (closing, _failures) = slot(closer.addr, true);
     let (up, _) = slot(alive.addr, true);
     let lb = Balancer::start(vec![Arc::clone(&closing), up]).await;
-    for _ in 0..2 {
+    let answer = lb.request("GET").await;
+    assert_eq!(answer, Some((200, alive.addr.port().to_string())));
+    assert!(
+        closing.routable(),
+        "one dropped request is a strike, not an ejection"
+    );
+    // `eject_after` (5) in a row, with nothing it answered between: out.
+    let mut sent = 1;
+    while closing.routable() && sent < 20 {
         let answer = lb.request("GET").await;
         assert_eq!(answer, Some((200, alive.addr.port().to_string())));
+        sent += 1;
     }
-    assert_eq!(closer.requests(), 1, "the closer saw the request once");
-    assert_eq!(alive.requests(), 2);
+    assert!(!closing.routable(), "out after its strikes");
+    assert_eq!(closer.requests(), 5, "each of its strikes was one request");
+}
+
+#[tokio::test]
+async fn a_lone_backend_that_drops_every_request_stays_in_rotation() {
+    let closer = FakeBackend::start(Behaviour::CloseBeforeAnswer).await;
+    let (closing, _failures) = slot(closer.addr, true);
+    let lb = Balancer::start(vec![Arc::clone(&closing)]).await;
+    for _ in 0..7 {
+        let answer = lb.request("GET").await;
+        assert_eq!(answer.map(|a| a.0), Some(502));
+    }
     assert!(
-        !closing.routable(),
-        "a backend that dropped a request is out"
+        closing.routable(),
+        "failed requests never take out the last routable backend"
     );
 }
 

@@ -157,10 +157,16 @@ async fn proxy(
     // once at most), and whether one of them left rotation for it.
     let mut failures = 0u8;
     let mut ejected = false;
+    let mut last: Option<Arc<Slot>> = None;
     loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
         let Some(slot) = pool.pick(cfg.strategy, peer.ip(), &tried).cloned() else {
+            if failures > 0 && last.as_ref().is_some_and(|s| s.routable()) {
+                // Its one replay has nowhere to go, and the backend that
+                // failed it is alive: the failure stands.
+                return;
+            }
             // Every routable backend was tried, or none is routable: hold the
             // client briefly for one to come (back) up, then start over.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
@@ -172,6 +178,7 @@ async fn proxy(
             continue;
         };
         tried.push(slot.addr);
+        last = Some(slot.clone());
         let Some(mut backend) = super::connect(&slot, cfg.connect_timeout, peer).await else {
             continue;
         };

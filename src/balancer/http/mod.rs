@@ -421,6 +421,12 @@ async fn exchange(
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
         let Some(slot) = pool.pick(cfg.strategy, peer.ip(), &tried).cloned() else {
+            if written_failures > 0 && outcome.slot.as_ref().is_some_and(|s| s.routable()) {
+                // Its one more try has nowhere to go, and the backend that
+                // failed it is alive: the failure stands (no waiting for a
+                // backend to come up, as for one that died).
+                break Answer::BadGateway;
+            }
             // Every routable backend was tried, or none is routable: hold the
             // client briefly for one to come (back) up.
             if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
