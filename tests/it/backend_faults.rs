@@ -14,9 +14,9 @@ use crate::harness::*;
 
 const MISBEHAVING_PY: &str = include_str!("backends/misbehaving.py");
 
-/// A fleet of `n` misbehaving backends, and the directory they note their
-/// stray writes in.
-fn misbehaving_fleet(n: u16) -> (Fleet, PathBuf) {
+/// A fleet of `n` misbehaving backends (`extra` appended to fleet.yaml),
+/// and the directory they note their stray writes in.
+fn misbehaving_fleet(n: u16, extra: &str) -> (Fleet, PathBuf) {
     let scratch = Scratch::new();
     let script = scratch.write("misbehaving.py", MISBEHAVING_PY);
     let dir = scratch.path().to_path_buf();
@@ -24,7 +24,7 @@ fn misbehaving_fleet(n: u16) -> (Fleet, PathBuf) {
         scratch,
         n,
         &format!(
-            "backend:\n  command: [\"python3\", \"{}\", \"{{port}}\", \"{}\"]\n",
+            "backend:\n  command: [\"python3\", \"{}\", \"{{port}}\", \"{}\"]\n{extra}",
             script.display(),
             dir.display()
         ),
@@ -42,7 +42,8 @@ fn exchange(addr: SocketAddr, request: &str) -> Vec<u8> {
 
 #[test]
 fn a_request_that_backends_close_on_gets_502_and_costs_other_clients_nothing() {
-    let (f, _dir) = misbehaving_fleet(4);
+    // Probes at the default pace: a backend taken out stays out a while.
+    let (f, _dir) = misbehaving_fleet(4, "health:\n  interval: 1s\n  timeout: 500ms\n");
     let addr = f.addr();
     let crashing = Arc::new(AtomicBool::new(true));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -115,10 +116,14 @@ fn strays(dir: &Path) -> usize {
 /// the idle connection; the second time, other clients' requests follow at
 /// once, and none may receive them.
 fn stray_bytes_reach_no_other_client(trigger: &str, expect: &[u8]) {
-    let (f, dir) = misbehaving_fleet(1);
+    let (f, dir) = misbehaving_fleet(1, "");
     let addr = f.addr();
     let first = exchange(addr, trigger);
-    assert!(first.starts_with(expect), "{:?}", String::from_utf8_lossy(&first));
+    assert!(
+        first.starts_with(expect),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
     wait_for(Duration::from_secs(10), "the first stray write", || {
         (strays(&dir) >= 1).then_some(())
     });
@@ -127,7 +132,11 @@ fn stray_bytes_reach_no_other_client(trigger: &str, expect: &[u8]) {
     assert_eq!(r.body, format!("port {}", f.ports[0]).as_bytes());
 
     let again = exchange(addr, trigger);
-    assert!(again.starts_with(expect), "{:?}", String::from_utf8_lossy(&again));
+    assert!(
+        again.starts_with(expect),
+        "{:?}",
+        String::from_utf8_lossy(&again)
+    );
     let mut carried = Vec::new();
     let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,6 +3,7 @@
 
 mod admin_names;
 mod anywhere;
+mod backend_faults;
 mod bench;
 mod escapes;
 mod export;
