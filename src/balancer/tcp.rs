@@ -230,16 +230,20 @@ async fn proxy(
                 return;
             }
             FirstExchange::ClientGone => return,
-            FirstExchange::BackendFailed | FirstExchange::LeftRotation => {
-                if matches!(outcome, FirstExchange::BackendFailed) {
-                    ejected |= strike(
-                        &pool,
-                        &slot,
-                        "closed before answering",
-                        !ejected,
-                        &cfg.passive,
-                    );
-                }
+            // Taken out by someone else while it waited: no evidence
+            // against the backend or the request, so always replayed.
+            FirstExchange::LeftRotation => {
+                m.replays.inc();
+                continue;
+            }
+            FirstExchange::BackendFailed => {
+                ejected |= strike(
+                    &pool,
+                    &slot,
+                    "closed before answering",
+                    !ejected,
+                    &cfg.passive,
+                );
                 failures += 1;
                 if replayable && failures < 2 {
                     m.replays.inc();

@@ -358,7 +358,7 @@ enum Attempt {
         written: bool,
     },
     /// The backend left rotation while an idempotent request, written whole
-    /// and replayable, waited for its answer.
+    /// and replayable, waited for its answer: sent elsewhere, always.
     LeftRotation,
     /// The backend's response head is malformed: not retried.
     BadResponse(Reject),
@@ -508,14 +508,13 @@ async fn exchange(
                 break Answer::BadGateway;
             }
             Attempt::LeftRotation => {
-                // Not its answer's fault: no strike, but the request was written.
-                written_failures += 1;
-                if written_failures < 2 {
-                    slot.metrics.replays.inc();
-                    debug!(target: "balancer", %peer, backend = %slot.addr, "left rotation before answering; retrying on another backend");
-                    continue;
-                }
-                break Answer::BadGateway;
+                // Taken out by someone else (a drain, its probes, another
+                // request's strikes) while this one waited: no evidence
+                // against the backend or the request, so it costs neither a
+                // strike nor the request's one more try.
+                slot.metrics.replays.inc();
+                debug!(target: "balancer", %peer, backend = %slot.addr, "left rotation before answering; retrying on another backend");
+                continue;
             }
             Attempt::BadResponse(why) => {
                 debug!(target: "balancer", backend = %slot.addr, reason = why.0, "malformed response");
