@@ -42,6 +42,11 @@ pub(crate) struct Slot {
     /// An upstream's name as configured (`lab-pc-2:9002`); `None` for a
     /// local backend, which is known by its port.
     pub upstream: Option<String>,
+    /// The `X-Fleet-Backend` value the http balancer adds to a response
+    /// that lacks one: the name `fleet status` gives this backend, the port
+    /// of a local one (what the built-in worker sends itself) or an
+    /// upstream's configured name. Formatted once, not per request.
+    pub(crate) name: Box<str>,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
     /// Traffic counters and latency histograms (`crate::metrics`): atomics
@@ -88,6 +93,7 @@ impl Slot {
             port,
             addr,
             upstream: None,
+            name: port.to_string().into(),
             routable: AtomicBool::new(false),
             metrics: Arc::default(),
             passive: tx,
@@ -108,6 +114,7 @@ impl Slot {
     /// A remote backend: no process, only health checks (`supervisor::upstream`).
     pub(crate) fn upstream(name: String, addr: SocketAddr) -> (Self, mpsc::Receiver<()>) {
         let (mut slot, rx) = Slot::new(addr.port(), addr);
+        slot.name = name.as_str().into();
         slot.upstream = Some(name);
         (slot, rx)
     }

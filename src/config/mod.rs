@@ -240,6 +240,9 @@ pub(crate) struct BalancerConfig {
     /// One line per request (tcp mode: per connection), rotated; off unless
     /// set. Absolute (relative in the file to the file's directory).
     pub access_log: Option<PathBuf>,
+    /// http mode: add `X-Fleet-Backend` (the backend's port, an upstream's
+    /// name) to a response whose backend did not set it.
+    pub backend_header: bool,
 }
 
 /// Passive health: how many requests a backend may fail after they reached
@@ -311,6 +314,7 @@ impl Default for Config {
                 response_timeout: Duration::from_secs(30),
                 passive: PassiveHealth::default(),
                 access_log: None,
+                backend_header: true,
             },
             upstreams: Vec::new(),
             source: None,

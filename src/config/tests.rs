@@ -256,6 +256,7 @@ balancer:
   eject_after: 3
   eject_window: 30s
   max_ejection_percent: 25%
+  backend_header: false
 ";
     let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
     assert_eq!(c.backends, 2);
@@ -308,7 +309,23 @@ balancer:
                 max_ejection_percent: 25,
             },
             access_log: None,
+            backend_header: false,
         }
+    );
+}
+
+#[test]
+fn backend_header_is_true_or_false() {
+    assert!(load_yaml("", &[]).unwrap().balancer.backend_header);
+    let c = load_yaml("balancer:\n  backend_header: true\n", &[]).unwrap();
+    assert!(c.balancer.backend_header);
+    assert_eq!(
+        err("balancer:\n  backend_header: \"false\"\n", &[]),
+        "fleet.yaml:2: balancer.backend_header: expected true or false, got the string 'false' (remove the quotes)"
+    );
+    assert_eq!(
+        err("balancer:\n  backend_header: 0\n", &[]),
+        "fleet.yaml:2: balancer.backend_header: expected true or false, got 0"
     );
 }
 

@@ -540,6 +540,7 @@ fn balancer_section(
         eject_window: or_default(eject_window, dp.eject_window).value,
         max_ejection_percent: or_default(max_ejection, dp.max_ejection_percent).value,
     };
+    let backend_header = rep.file(entry!(b, balancer.backend_header), boolean)?;
     Ok(BalancerConfig {
         passive,
         mode: pick(flag_mode, mode, d.mode).value,
@@ -549,6 +550,7 @@ fn balancer_section(
         max_connections: or_default(max_connections, d.max_connections).value,
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
+        backend_header: or_default(backend_header, d.backend_header).value,
     })
 }
 
@@ -912,6 +914,18 @@ fn port_in_range(n: i128) -> Result<u16, Problem> {
         Err(problem!("must be at least 1 (got {n})"))
     } else {
         u16::try_from(n).map_err(|_| problem!("{n} is past 65535"))
+    }
+}
+
+/// `true` or `false`, as YAML writes them.
+fn boolean(v: &Value) -> Result<bool, Problem> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Str(s) if matches!(s.trim(), "true" | "false") => Err(problem!(
+            "expected true or false, got the string {} (remove the quotes)",
+            quote(s)
+        )),
+        other => Err(problem!("expected true or false, got {}", other.describe())),
     }
 }
 

@@ -370,6 +370,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         response_timeout,
         passive,
         access_log,
+        backend_header,
     } = &new.balancer;
     let ob = &old.balancer;
     if ob.mode != *mode {
@@ -424,6 +425,12 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         "balancer.idle_timeout",
         d(ob.idle_timeout),
         d(*idle_timeout),
+    );
+    let on_off = |b: bool| if b { "on" } else { "off" }.to_owned();
+    field(
+        "balancer.backend_header",
+        on_off(ob.backend_header),
+        on_off(*backend_header),
     );
     if ob.access_log != *access_log {
         let path = |p: &Option<std::path::PathBuf>| {

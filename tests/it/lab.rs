@@ -71,3 +71,51 @@ fn with_the_shipped_lab_example_it_starts_and_stays_in_rotation_under_20_clients
         assert!(!log.contains(flap), "a backend left rotation:\n{log}");
     }
 }
+
+#[test]
+fn the_balancer_names_a_backend_that_does_not_name_itself_unless_told_not_to() {
+    let yaml = format!(
+        "{}health:\n  path: /page.html\n  interval: 200ms\n  timeout: 200ms\n",
+        lab_backend()
+    );
+    let f = Fleet::start(3, &yaml);
+    let _procs = PidGuard(fleet::process::descendants(f.supervisor));
+    // Round-robin, seen from the client: each port twice in six requests,
+    // on a 404 as on a 200 (the lab's server sets no such header itself).
+    let mut seen: Vec<String> = (0..6)
+        .map(|i| {
+            let r = get(f.addr(), if i % 2 == 0 { "/page.html" } else { "/" }).unwrap();
+            assert_eq!(r.status, if i % 2 == 0 { 200 } else { 404 });
+            r.header("x-fleet-backend")
+                .unwrap_or_else(|| panic!("no X-Fleet-Backend in {:?}", r.headers))
+                .to_owned()
+        })
+        .collect();
+    seen.sort();
+    let mut want: Vec<String> = f
+        .ports
+        .iter()
+        .flat_map(|p| [p.to_string(), p.to_string()])
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+
+    // `backend_header: false` (here by a reload, which applies it to new connections).
+    let text = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+    f.scratch.write(
+        "fleet.yaml",
+        &format!("{text}balancer:\n  backend_header: false\n"),
+    );
+    let out = f.fleet(&["reload"]);
+    assert!(out.status.success(), "{}", crate::harness::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("balancer.backend_header: on -> off"),
+        "{}",
+        crate::harness::text(&out)
+    );
+    for _ in 0..3 {
+        let r = get(f.addr(), "/page.html").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-fleet-backend"), None, "{:?}", r.headers);
+    }
+}

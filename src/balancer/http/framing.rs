@@ -77,6 +77,9 @@ const HOP_BY_HOP: [&str; 6] = [
     "proxy-authorization",
 ];
 
+/// Which backend answered, as the built-in worker names itself.
+const BACKEND_HEADER: &str = "X-Fleet-Backend";
+
 /// Headers the balancer sets itself.
 const REPLACED: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
 
@@ -318,6 +321,21 @@ pub fn response(
     can_keep: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Response>, Reject> {
+    response_from(input, req, can_keep, None, out)
+}
+
+/// [`response`], and the client's head also gets `X-Fleet-Backend: <backend>`
+/// when `backend` is given and the backend sent no such header itself (the
+/// built-in worker does). Only when there is room for it within
+/// [`MAX_HEADERS`]: the header is for people, and never makes a response
+/// that fits unreadable.
+pub fn response_from(
+    input: &[u8],
+    req: &Request,
+    can_keep: bool,
+    backend: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Result<Option<Response>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let head_len = match resp.parse(input) {
@@ -375,18 +393,25 @@ pub fn response(
         };
     out.clear();
     if upgrade || !(100..200).contains(&status) {
-        out.reserve(head_len + 32);
+        out.reserve(head_len + 32 + backend.map_or(0, |b| BACKEND_HEADER.len() + 4 + b.len()));
         out.extend_from_slice(b"HTTP/1.1 ");
         push_status(out, status);
         out.push(b' ');
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\n");
+        let mut add_backend = backend.filter(|_| headers.len() + 2 <= MAX_HEADERS);
         for h in headers.iter() {
+            if add_backend.is_some() && h.name.eq_ignore_ascii_case(BACKEND_HEADER) {
+                add_backend = None;
+            }
             let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
             if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade) || conn.lists(h.name) {
                 continue;
             }
             put_header(out, h.name.as_bytes(), h.value);
+        }
+        if let Some(b) = add_backend {
+            put_header(out, BACKEND_HEADER.as_bytes(), b);
         }
         out.extend_from_slice(if upgrade {
             &b"Connection: upgrade\r\n\r\n"[..]

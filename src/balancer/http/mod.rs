@@ -578,8 +578,10 @@ async fn attempt(
     let mut upload_done = body.is_done();
     let mut upload_ok = true;
     let mut bytes_out = 0u64;
-    // The response head for the client (written by `framing::response`).
+    // The response head for the client (written by `framing::response_from`).
     let mut out: Vec<u8> = Vec::new();
+    // Named in the head unless the backend names itself.
+    let name = cfg.backend_header.then_some(slot.name.as_bytes());
     // What happens once the split halves are given back.
     let after = 'split: {
         let (mut br, mut bw) = backend.split();
@@ -607,7 +609,7 @@ async fn attempt(
                         Err(UploadError::Backend) => upload_ok = false,
                     }
                 }
-                r = read_response_head(&mut br, &mut rbuf, req, upload_done && upload_ok, &mut out) => match r {
+                r = read_response_head(&mut br, &mut rbuf, req, upload_done && upload_ok, name, &mut out) => match r {
                     Ok(resp) if (100..200).contains(&resp.status) && resp.status != 101 => {
                         // 1xx interim answers go to the client as they are.
                         if cw.write_all(&rbuf[..resp.head_len]).await.is_err() {
@@ -828,11 +830,12 @@ async fn read_response_head<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     req: &Request,
     can_keep: bool,
+    name: Option<&[u8]>,
     out: &mut Vec<u8>,
 ) -> Result<framing::Response, HeadRead> {
     loop {
         if !buf.is_empty() {
-            match framing::response(buf, req, can_keep, out) {
+            match framing::response_from(buf, req, can_keep, name, out) {
                 Ok(Some(resp)) => return Ok(resp),
                 Ok(None) => {}
                 Err(why) => return Err(HeadRead::Bad(why)),

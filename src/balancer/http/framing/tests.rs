@@ -327,6 +327,54 @@ fn the_client_gets_an_http11_head_without_hop_by_hop_headers() {
 }
 
 #[test]
+fn the_backend_is_named_unless_it_names_itself_or_there_is_no_room() {
+    let (r, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let head = |raw: &str| {
+        let mut out = Vec::new();
+        response_from(raw.as_bytes(), &r, true, Some(b"9003"), &mut out)
+            .unwrap()
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(
+        head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Fleet-Backend: 9003\r\nConnection: keep-alive\r\n\r\n"
+    );
+    // The backend's own value wins, whatever its case.
+    assert_eq!(
+        head("HTTP/1.1 404 Not Found\r\nx-fleet-backend: lab-1\r\nContent-Length: 0\r\n\r\n"),
+        "HTTP/1.1 404 Not Found\r\nx-fleet-backend: lab-1\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+    );
+    // An interim response passes as it came.
+    let mut out = Vec::new();
+    response_from(
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        &r,
+        true,
+        Some(b"9003"),
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.is_empty());
+    // One header short of the limit: our `Connection` fits, the name does not.
+    let many = (0..MAX_HEADERS - 1)
+        .map(|i| format!("X-{i}: v\r\n"))
+        .collect::<String>();
+    let full = head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"));
+    assert!(!full.contains("X-Fleet-Backend"), "{full}");
+    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(
+        httparse::Response::new(&mut h)
+            .parse(full.as_bytes())
+            .is_ok_and(|s| s.is_complete())
+    );
+    let fits = (0..MAX_HEADERS - 2)
+        .map(|i| format!("X-{i}: v\r\n"))
+        .collect::<String>();
+    assert!(head(&format!("HTTP/1.1 200 OK\r\n{fits}\r\n")).contains("X-Fleet-Backend: 9003\r\n"));
+}
+
+#[test]
 fn the_client_is_closed_when_it_must_be() {
     let mut out = Vec::new();
     let (get, _) = req("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
