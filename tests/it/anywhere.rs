@@ -403,6 +403,46 @@ fn bash_completion_is_valid_bash_and_names_the_subcommands() {
 }
 
 #[test]
+fn completions_offer_no_internal_flag_and_nothing_a_subcommand_refuses() {
+    let bare = Bare::new();
+    let bash = stdout(&bare.fleet_in("", &["completions", "bash"]));
+    // bash: each subcommand's `opts="..."` line, as the shell reads it.
+    let opts = |sub: &str| -> Vec<String> {
+        let at = bash
+            .find(&format!("        fleet__subcmd__{sub})\n"))
+            .unwrap_or_else(|| panic!("no {sub} in:\n{bash}"));
+        let line = bash[at..].lines().nth(1).unwrap().trim();
+        let words = line.strip_prefix("opts=\"").unwrap().trim_end_matches('"');
+        words.split(' ').map(str::to_owned).collect()
+    };
+    let up = opts("up");
+    assert!(up.contains(&"-d".to_owned()) && up.contains(&"--detach".to_owned()));
+    assert!(!up.contains(&"--detached-child".to_owned()), "{up:?}");
+    let export = opts("export");
+    assert!(export.contains(&"--file".to_owned()), "{export:?}");
+    for refused in ["-d", "--detach", "--state-dir", "--detached-child"] {
+        assert!(
+            !export.contains(&refused.to_owned()),
+            "{refused} in {export:?}"
+        );
+    }
+    assert!(!bash.contains("guard"), "the internal guard is offered");
+
+    let zsh = stdout(&bare.fleet_in("", &["completions", "zsh"]));
+    assert!(!zsh.contains("detached-child"), "{zsh}");
+    let export = zsh
+        .split("\n(export)\n")
+        .nth(1)
+        .and_then(|s| s.split("\n;;").next())
+        .unwrap_or_else(|| panic!("no export in:\n{zsh}"));
+    assert!(export.contains("'--file=["), "{export}");
+    assert!(
+        !export.contains("'-d[") && !export.contains("--detach") && !export.contains("--state-dir"),
+        "{export}"
+    );
+}
+
+#[test]
 fn man_page_renders_cleanly() {
     let bare = Bare::new();
     let out = bare.fleet_in("", &["man"]);
