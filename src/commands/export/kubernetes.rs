@@ -19,6 +19,13 @@
 //!   named `fleet-www` that the user fills (a ConfigMap is capped at 1 MiB
 //!   and every object lives in etcd). No www: the embedded page, no volume.
 //!
+//! - A custom command's `backend.cwd` -> `workingDir`, the path as on this
+//!   machine (the header says the image must hold the command there), and
+//!   `PYTHONUNBUFFERED=1` as `fleet up` sets it, unless `backend.env` names it.
+//! - `imagePullPolicy: IfNotPresent`: the default for `:latest` is `Always`,
+//!   which never finds an image built locally and loaded into kind or
+//!   minikube (the header says how to load one).
+//!
 //! Resource requests are small fixed values ([`CPU_REQUEST`],
 //! [`MEMORY_REQUEST`]) measured for the built-in worker; a custom command
 //! should edit them.
@@ -53,7 +60,17 @@ pub(super) fn manifests(config: &Config, image: &str) -> Result<Vec<File>, Expor
         (BackendCommand::Builtin, Www::Dir(dir)) => Some(read_www(dir)?),
         _ => None,
     };
-    let mut notes = Vec::new();
+    let mut notes = vec![format!(
+        "image {image}, imagePullPolicy IfNotPresent: a locally built image is used once \
+         loaded into the cluster (kind load docker-image {image}; minikube image load {image})"
+    )];
+    if let BackendCommand::Command { cwd, .. } = &config.backend {
+        notes.push(format!(
+            "workingDir is backend.cwd as on this machine ({}): the image must hold the \
+             command's files there",
+            cwd.display()
+        ));
+    }
     if config.restart.policy != RestartPolicy::Always {
         notes.push(format!(
             "restart.policy {} is not exported: a Deployment always restarts its pods",
@@ -147,9 +164,12 @@ fn deployment(config: &Config, image: &str, volume: Option<Value>) -> Value {
             let port = port.to_string();
             let mut cmd = vec![program.clone()];
             cmd.extend(args.iter().map(|a| a.replace("{port}", &port)));
-            let env: Vec<Value> = env
-                .iter()
-                .map(|(k, v)| json!({"name": k, "value": v}))
+            // As `fleet up` sets it: output reaches `kubectl logs` as written.
+            let unbuffered = (!env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED"))
+                .then(|| json!({"name": "PYTHONUNBUFFERED", "value": "1"}));
+            let env: Vec<Value> = unbuffered
+                .into_iter()
+                .chain(env.iter().map(|(k, v)| json!({"name": k, "value": v})))
                 .collect();
             (cmd, env)
         }
@@ -175,6 +195,7 @@ fn deployment(config: &Config, image: &str, volume: Option<Value>) -> Value {
     let mut container = json!({
         "name": "backend",
         "image": image,
+        "imagePullPolicy": "IfNotPresent",
         "command": command,
         "env": env,
         "ports": [{"name": "http", "containerPort": port}],
@@ -191,6 +212,9 @@ fn deployment(config: &Config, image: &str, volume: Option<Value>) -> Value {
         "containers": [],
         "terminationGracePeriodSeconds": whole_secs(config.shutdown.timeout),
     });
+    if let BackendCommand::Command { cwd, .. } = &config.backend {
+        container["workingDir"] = json!(cwd.display().to_string());
+    }
     if let Some(v) = volume {
         merge(
             &mut container,
@@ -471,6 +495,17 @@ mod tests {
         assert_eq!(ct["command"], json!(["python3", "srv.py", "9002"]));
         assert_eq!(ct["livenessProbe"]["tcpSocket"]["port"], 9002);
         assert_eq!(ct["image"], "lab:1");
+        assert_eq!(ct["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(ct["workingDir"], "/x");
+        assert!(
+            files[0]
+                .text
+                .contains("# workingDir is backend.cwd as on this machine (/x)")
+        );
+        assert_eq!(
+            ct["env"],
+            json!([{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "PORT", "value": "9002"}])
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub(crate) fn run(args: ExportArgs) -> Result<(), ExportError> {
             if !exe.is_absolute() {
                 return Err(ExportError::RelativeExe(exe));
             }
-            systemd::units(&config, &exe)
+            systemd::units(&config, &exe, systemd::exporting_user().as_deref())
         }
         ExportTarget::Kubernetes => kubernetes::manifests(&config, &args.image)?,
     };

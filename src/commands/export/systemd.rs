@@ -22,9 +22,17 @@
 //!   254 (`RestartMaxDelaySec=`), which Debian 12 does not have.
 //! - `shutdown.timeout` -> `TimeoutStopSec=`.
 //! - `health:` is not exported: systemd watches processes, not HTTP answers.
+//! - Every unit runs as the user who exported it (`User=`), as `fleet up`
+//!   would; exported as root, the line is left commented for the reader to
+//!   fill in (systemd's default would run everything as root).
+//! - A custom command gets `PYTHONUNBUFFERED=1`, as `fleet up` sets it,
+//!   unless `backend.env` names it; its program is resolved on this PATH,
+//!   and a version manager's shim (`~/.pyenv/shims/python3`) to the program
+//!   it runs here (`pyenv which python3` in `backend.cwd`), since a shim
+//!   depends on the login environment a unit does not have.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::File;
@@ -34,21 +42,49 @@ pub(super) const BACKEND_UNIT: &str = "fleet-backend@.service";
 pub(super) const FLEET_UNIT: &str = "fleet.service";
 pub(super) const BALANCER_UNIT: &str = "fleet-balancer.service";
 
-pub(super) fn units(config: &Config, exe: &Path) -> Vec<File> {
+/// The units; `user` is who runs them (`None`: exported as root, the
+/// `User=` line is left for the reader).
+pub(super) fn units(config: &Config, exe: &Path, user: Option<&str>) -> Vec<File> {
     vec![
         File {
             name: BACKEND_UNIT.into(),
-            text: backend_unit(config, exe),
+            text: backend_unit(config, exe, user),
         },
         File {
             name: FLEET_UNIT.into(),
-            text: fleet_unit(config, exe),
+            text: fleet_unit(config, exe, user),
         },
         File {
             name: BALANCER_UNIT.into(),
-            text: balancer_unit(config, exe),
+            text: balancer_unit(config, exe, user),
         },
     ]
+}
+
+/// The account exporting, which the units run as: `None` for root.
+pub(super) fn exporting_user() -> Option<String> {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return None;
+    }
+    Some(
+        nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .map_or_else(|| uid.to_string(), |u| u.name),
+    )
+}
+
+/// The `User=` line (with its newline), or as root a commented one.
+fn user_line(user: Option<&str>) -> String {
+    match user {
+        Some(name) => format!("User={}\n", arg(name)),
+        None => "# Exported as root, so no User=: systemd would run this as root. Name the
+# account that should (it must read fleet.yaml, www and the command's files):
+#User=
+"
+        .into(),
+    }
 }
 
 fn origin(config: &Config) -> String {
@@ -58,7 +94,7 @@ fn origin(config: &Config) -> String {
     )
 }
 
-fn backend_unit(config: &Config, exe: &Path) -> String {
+fn backend_unit(config: &Config, exe: &Path, user: Option<&str>) -> String {
     let mut u = String::new();
     let first = config.base_port;
     let last = config.base_port + config.backends - 1;
@@ -83,9 +119,11 @@ StartLimitIntervalSec={}
 StartLimitBurst={}
 
 [Service]
-Type=exec",
+Type=exec
+{}",
         secs(r.window),
-        r.max_restarts.saturating_add(1)
+        r.max_restarts.saturating_add(1),
+        user_line(user).trim_end()
     );
     match &config.backend {
         BackendCommand::Builtin => {
@@ -107,14 +145,23 @@ Type=exec",
             cwd,
             env,
         } => {
-            let program = resolve_program(program, cwd);
-            let mut line = format!("ExecStart={}", arg(&program));
+            let program = resolve_program(program, cwd, &ShimWhich);
+            if let Some(note) = &program.note {
+                for l in note.lines() {
+                    let _ = writeln!(u, "# {l}");
+                }
+            }
+            let mut line = format!("ExecStart={}", arg(&program.path));
             for a in args {
                 line.push(' ');
                 line.push_str(&arg(a));
             }
             let _ = writeln!(u, "{line}");
             let _ = writeln!(u, "WorkingDirectory={}", arg(&cwd.display().to_string()));
+            // As `fleet up` sets it: output reaches the journal as written.
+            if !env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED") {
+                let _ = writeln!(u, "Environment=PYTHONUNBUFFERED=1");
+            }
             for (k, v) in env {
                 let _ = writeln!(u, "Environment={}", arg(&format!("{k}={v}")));
             }
@@ -136,7 +183,7 @@ WantedBy=multi-user.target",
     u
 }
 
-fn fleet_unit(config: &Config, exe: &Path) -> String {
+fn fleet_unit(config: &Config, exe: &Path, user: Option<&str>) -> String {
     let mut u = String::new();
     let _ = writeln!(
         u,
@@ -180,6 +227,7 @@ fn fleet_unit(config: &Config, exe: &Path) -> String {
             unit_deps: String::new(),
             cmd,
             workdir,
+            user: user_line(user),
             runtime_dir: "fleet",
             kill_note: "# SIGTERM to the supervisor only: it stops the balancer and the backends in
 # order; whatever is left gets SIGKILL at TimeoutStopSec.
@@ -189,7 +237,7 @@ fn fleet_unit(config: &Config, exe: &Path) -> String {
     u
 }
 
-fn balancer_unit(config: &Config, exe: &Path) -> String {
+fn balancer_unit(config: &Config, exe: &Path, user: Option<&str>) -> String {
     let instances: Vec<String> = config
         .ports()
         .map(|p| format!("fleet-backend@{p}.service"))
@@ -229,12 +277,13 @@ fn balancer_unit(config: &Config, exe: &Path) -> String {
         config,
         &UpService {
             description: format!(
-                "fleet balancer on {} in front of {} systemd-run backends",
+                "fleet balancer on {} in front of {} backends run by systemd",
                 config.listen, config.backends
             ),
             unit_deps: deps,
             cmd,
             workdir: String::new(),
+            user: user_line(user),
             runtime_dir: "fleet-balancer",
             kill_note: "",
         },
@@ -263,6 +312,8 @@ struct UpService {
     cmd: String,
     /// A `WorkingDirectory=` line, or nothing.
     workdir: String,
+    /// The `User=` line (`user_line`).
+    user: String,
     runtime_dir: &'static str,
     /// Comment lines above `KillMode=`, or nothing.
     kill_note: &'static str,
@@ -281,7 +332,7 @@ StartLimitBurst=5
 [Service]
 Type=exec
 ExecStart={cmd}
-{workdir}RuntimeDirectory={runtime_dir}
+{workdir}{user}RuntimeDirectory={runtime_dir}
 RuntimeDirectoryMode=0700
 {kill_note}KillMode=mixed
 TimeoutStopSec={timeout}
@@ -295,6 +346,7 @@ WantedBy=multi-user.target
         unit_deps = s.unit_deps,
         cmd = s.cmd,
         workdir = s.workdir,
+        user = s.user,
         runtime_dir = s.runtime_dir,
         kill_note = s.kill_note,
         timeout = secs(config.shutdown.timeout + Duration::from_secs(5))
@@ -318,19 +370,106 @@ fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// The program a unit runs, and what the reader should know about it.
+#[derive(Debug, PartialEq)]
+struct Program {
+    path: String,
+    /// Comment lines for above `ExecStart=`.
+    note: Option<String>,
+}
+
+/// Asks a version manager which program its shim runs.
+trait Which {
+    /// `MANAGER which PROGRAM` run in `cwd` (`manager` is the path of the
+    /// manager's executable or its name): the path it prints.
+    fn which(&self, manager: &Path, program: &str, cwd: &Path) -> Option<PathBuf>;
+}
+
+/// The real one: runs the manager.
+struct ShimWhich;
+
+impl Which for ShimWhich {
+    fn which(&self, manager: &Path, program: &str, cwd: &Path) -> Option<PathBuf> {
+        let out = std::process::Command::new(manager)
+            .args(["which", program])
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let path = PathBuf::from(text.trim());
+        (out.status.success() && path.is_absolute() && path.is_file()).then_some(path)
+    }
+}
+
 /// A program named without a slash is looked up on this PATH now, so the
 /// unit names the same binary `fleet up` would run (systemd's own search
 /// path is fixed and shorter); a relative one is relative to `backend.cwd`.
-fn resolve_program(program: &str, cwd: &Path) -> String {
+/// A version manager's shim (a file in a directory named `shims`, such as
+/// `~/.pyenv/shims/python3`) picks its program from the login environment
+/// and the directory's `.python-version`, which a unit does not have: it
+/// becomes the program `pyenv which python3` names in `backend.cwd`, or
+/// stays, with a comment, when that does not answer.
+fn resolve_program(program: &str, cwd: &Path, which: &dyn Which) -> Program {
     if program.contains('/') {
-        return cwd.join(program).display().to_string();
+        return Program {
+            path: cwd.join(program).display().to_string(),
+            note: None,
+        };
     }
-    std::env::var_os("PATH")
+    let Some(found) = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
-        .map_or_else(|| program.to_string(), |p| p.display().to_string())
+    else {
+        return Program {
+            path: program.to_string(),
+            note: None,
+        };
+    };
+    unshim(program, found, cwd, which)
+}
+
+/// `found` as it is, or what the shim it is runs (see `resolve_program`).
+fn unshim(program: &str, found: PathBuf, cwd: &Path, which: &dyn Which) -> Program {
+    let shims = found.parent().filter(|d| d.ends_with("shims"));
+    let Some(root) = shims.and_then(Path::parent) else {
+        return Program {
+            path: found.display().to_string(),
+            note: None,
+        };
+    };
+    // ~/.pyenv -> pyenv; its own bin/ first, as it may not be on PATH.
+    let manager = root
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+        .unwrap_or_default();
+    let own = root.join("bin").join(&manager);
+    let exe = if own.is_file() {
+        own
+    } else {
+        PathBuf::from(&manager)
+    };
+    let shim = found.display();
+    match which.which(&exe, program, cwd) {
+        Some(real) => Program {
+            path: real.display().to_string(),
+            note: Some(format!(
+                "{program} is a {manager} shim here ({shim}); ExecStart is what\n\
+                 `{manager} which {program}` named in backend.cwd at export time"
+            )),
+        },
+        None => Program {
+            path: found.display().to_string(),
+            note: Some(format!(
+                "{shim} is a {manager} shim: it needs {manager}'s environment at run time,\n\
+                 and `{manager} which {program}` did not answer at export time; put the\n\
+                 interpreter's own path here"
+            )),
+        },
+    }
 }
 
 /// One word of a systemd command line or value: `%` and `$` escaped (they
@@ -374,7 +513,7 @@ mod tests {
 
     #[test]
     fn backend_template_runs_the_worker_on_the_instance_port() {
-        let u = backend_unit(&lab(), Path::new("/usr/bin/fleet"));
+        let u = backend_unit(&lab(), Path::new("/usr/bin/fleet"), Some("lab"));
         assert!(
             u.contains("\nExecStart=/usr/bin/fleet serve --port %i --www /srv/lab/www\n"),
             "{u}"
@@ -388,7 +527,7 @@ mod tests {
         c.restart.policy = RestartPolicy::Never;
         c.restart.max_restarts = 3;
         c.restart.window = Duration::from_millis(1500);
-        let u = backend_unit(&c, Path::new("/usr/bin/fleet"));
+        let u = backend_unit(&c, Path::new("/usr/bin/fleet"), Some("lab"));
         assert!(u.contains("\nRestart=no\n"), "{u}");
         assert!(u.contains("\nStartLimitBurst=4\n"), "{u}");
         assert!(u.contains("\nStartLimitIntervalSec=2\n"), "{u}");
@@ -402,7 +541,8 @@ mod tests {
             ..Config::default()
         };
         assert!(
-            backend_unit(&c, Path::new("/f")).contains("ExecStart=/f serve --port %i --embedded\n")
+            backend_unit(&c, Path::new("/f"), Some("lab"))
+                .contains("ExecStart=/f serve --port %i --embedded\n")
         );
     }
 
@@ -417,13 +557,114 @@ mod tests {
             },
             ..lab()
         };
-        let u = backend_unit(&c, Path::new("/usr/bin/fleet"));
+        let u = backend_unit(&c, Path::new("/usr/bin/fleet"), Some("lab"));
         assert!(
             u.contains("\nExecStart=/usr/bin/python3 -m http.server %i\n"),
             "{u}"
         );
         assert!(u.contains("\nWorkingDirectory=\"/srv/my app\"\n"), "{u}");
         assert!(u.contains("\nEnvironment=\"GREETING=hi there\"\n"), "{u}");
+        assert!(u.contains("\nEnvironment=PYTHONUNBUFFERED=1\n"), "{u}");
+    }
+
+    #[test]
+    fn python_unbuffered_is_left_to_backend_env_when_it_names_it() {
+        let c = Config {
+            backend: BackendCommand::Command {
+                program: "/usr/bin/python3".into(),
+                args: vec!["app.py".into()],
+                cwd: PathBuf::from("/srv"),
+                env: [("PYTHONUNBUFFERED".to_string(), String::new())].into(),
+            },
+            ..lab()
+        };
+        let u = backend_unit(&c, Path::new("/usr/bin/fleet"), Some("lab"));
+        assert_eq!(u.matches("PYTHONUNBUFFERED").count(), 1, "{u}");
+        assert!(u.contains("\nEnvironment=PYTHONUNBUFFERED=\n"), "{u}");
+    }
+
+    #[test]
+    fn every_unit_runs_as_the_exporting_user_and_as_root_says_to_choose() {
+        for f in units(&lab(), Path::new("/usr/bin/fleet"), Some("lab")) {
+            assert!(f.text.contains("\n[Service]\n"), "{}", f.text);
+            assert_eq!(f.text.matches("\nUser=lab\n").count(), 1, "{}", f.text);
+        }
+        for f in units(&lab(), Path::new("/usr/bin/fleet"), None) {
+            assert!(!f.text.contains("\nUser="), "{}", f.text);
+            assert!(f.text.contains("\n#User=\n"), "{}", f.text);
+            // Commented, it stays in the [Service] section it belongs to.
+            let service = f.text.split("\n[Service]\n").nth(1).unwrap();
+            assert!(
+                service
+                    .split("\n[Install]")
+                    .next()
+                    .unwrap()
+                    .contains("#User=")
+            );
+        }
+    }
+
+    /// Answers `which` from a table, and records what it was asked.
+    struct Fake(Option<&'static str>, std::cell::RefCell<Vec<String>>);
+
+    impl Which for Fake {
+        fn which(&self, manager: &Path, program: &str, cwd: &Path) -> Option<PathBuf> {
+            self.1.borrow_mut().push(format!(
+                "{} which {program} in {}",
+                manager.display(),
+                cwd.display()
+            ));
+            self.0.map(PathBuf::from)
+        }
+    }
+
+    #[test]
+    fn a_version_manager_shim_becomes_the_program_it_runs() {
+        let cwd = Path::new("/srv/lab");
+        let fake = Fake(Some("/opt/py/3.12/bin/python3"), Default::default());
+        let p = unshim(
+            "python3",
+            PathBuf::from("/home/u/.pyenv/shims/python3"),
+            cwd,
+            &fake,
+        );
+        assert_eq!(p.path, "/opt/py/3.12/bin/python3");
+        assert!(p.note.unwrap().contains("python3 is a pyenv shim here"));
+        assert_eq!(*fake.1.borrow(), ["pyenv which python3 in /srv/lab"]);
+
+        let silent = Fake(None, Default::default());
+        let p = unshim(
+            "python3",
+            PathBuf::from("/home/u/.pyenv/shims/python3"),
+            cwd,
+            &silent,
+        );
+        assert_eq!(p.path, "/home/u/.pyenv/shims/python3");
+        assert!(
+            p.note
+                .unwrap()
+                .contains("put the\ninterpreter's own path here")
+        );
+
+        // Not a shim: asked nothing.
+        let p = unshim("python3", PathBuf::from("/usr/bin/python3"), cwd, &silent);
+        assert_eq!(
+            p,
+            Program {
+                path: "/usr/bin/python3".into(),
+                note: None
+            }
+        );
+        assert_eq!(silent.1.borrow().len(), 1);
+    }
+
+    #[test]
+    fn the_balancer_unit_says_who_runs_its_backends() {
+        let u = balancer_unit(&lab(), Path::new("/usr/bin/fleet"), Some("lab"));
+        assert!(
+            u.contains("\nDescription=fleet balancer on 127.0.0.1:44444 in front of 4 backends run by systemd\n"),
+            "{u}"
+        );
     }
 
     #[test]
@@ -444,7 +685,7 @@ mod tests {
             name: "lab-pc-2:9002".into(),
             addr: "10.0.0.2:9002".parse().unwrap(),
         }];
-        let u = balancer_unit(&c, Path::new("/usr/bin/fleet"));
+        let u = balancer_unit(&c, Path::new("/usr/bin/fleet"), Some("lab"));
         assert!(
             u.contains(
                 "\nExecStart=/usr/bin/fleet up --backends 0 --listen 127.0.0.1:44444 --www /srv/lab/www \
@@ -460,7 +701,7 @@ mod tests {
     fn fleet_unit_runs_up_with_the_resolved_values() {
         let mut c = lab();
         c.source = Some(PathBuf::from("/srv/lab/fleet.yaml"));
-        let u = fleet_unit(&c, Path::new("/usr/bin/fleet"));
+        let u = fleet_unit(&c, Path::new("/usr/bin/fleet"), Some("lab"));
         assert!(
             u.contains(
                 "\nExecStart=/usr/bin/fleet up -f /srv/lab/fleet.yaml --backends 4 --base-port 9002 \
