@@ -447,7 +447,7 @@ fn man_page_renders_cleanly() {
     let bare = Bare::new();
     let out = bare.fleet_in("", &["man"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(stdout(&out).contains(".TH fleet 1"), "{}", text(&out));
+    assert!(stdout(&out).contains(".TH FLEET 1 "), "{}", text(&out));
     let page = bare.path().join("fleet.1");
     std::fs::write(&page, &out.stdout).unwrap();
 
@@ -465,22 +465,51 @@ fn man_page_renders_cleanly() {
     if need_tool("mandoc", "apt-get install mandoc").is_some() {
         let mut pages: Vec<PathBuf> = vec![page];
         pages.extend(std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()));
+        // Every level, style included: not one message.
         let lint = Command::new("mandoc")
-            .args(["-T", "lint", "-W", "error"])
+            .args(["-T", "lint", "-W", "all"])
             .args(&pages)
             .output()
             .unwrap();
-        assert!(lint.status.success(), "mandoc -T lint: {}", text(&lint));
+        assert!(
+            lint.status.success() && lint.stdout.is_empty() && lint.stderr.is_empty(),
+            "mandoc -T lint: {}",
+            text(&lint)
+        );
         let render = Command::new("mandoc")
-            .args(["-T", "utf8"])
+            .args(["-T", "utf8", "-O", "width=80"])
             .arg(bare.path().join("fleet.1"))
             .output()
             .unwrap();
-        let shown = stdout(&render);
+        // Backspace overstrikes (bold) out, as `col -b` does.
+        let shown: String = {
+            let raw = stdout(&render);
+            let mut out = String::new();
+            for c in raw.chars() {
+                if c == '\u{8}' {
+                    out.pop();
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        };
+        for section in [
+            "\nEXAMPLES\n",
+            "\nEXIT STATUS\n",
+            "\nENVIRONMENT\n",
+            "\nSEE ALSO\n",
+        ] {
+            assert!(shown.contains(section), "no {section:?}:\n{shown}");
+        }
         assert!(
-            shown.contains("EXAMPLES") || shown.contains("Examples:"),
+            !shown.contains("EXTRA") && !shown.contains("fleet-help"),
             "{shown}"
         );
+        // An example as typed, on a line of its own, its explanation below it.
+        assert!(shown.contains("\n       fleet up -d\n"), "{shown}");
+        // Exit codes one per entry, apart from the environment.
+        assert!(shown.contains("\n       3      no fleet"), "{shown}");
     }
 }
 
