@@ -65,7 +65,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a commented fleet.yaml and a starter www/ into the current directory.
     #[command(after_help = crate::help::INIT)]
-    Init,
+    Init(InitArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = crate::help::COMPLETIONS)]
     Completions(CompletionsArgs),
@@ -299,6 +299,13 @@ pub struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Write the full reference instead: every key explained at length
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -90,7 +90,8 @@ Examples:
 pub(crate) const INIT: &str = "\
 Examples:
   mkdir lab && cd lab && fleet init && fleet up -d
-  fleet init                 refuses (and names them) if fleet.yaml or www/ exist";
+  fleet init                 refuses (and names them) if fleet.yaml or www/ exist
+  fleet init --full          the fleet.yaml with every key explained at length";
 
 pub(crate) const EXPORT: &str = "\
 Examples:

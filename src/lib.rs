@@ -183,7 +183,7 @@ pub fn run(command: cli::Command) -> Result<u8, Error> {
         Command::Serve(a) => done(crate::worker::run(a)),
         Command::Bench(a) => done(crate::bench::run(&a)),
         Command::Guard(a) => crate::guard::run(a).map_err(Into::into),
-        Command::Init => done(init::run()),
+        Command::Init(a) => done(init::run(&a)),
         Command::Completions(a) => {
             completions::run(a);
             Ok(exit::OK)

@@ -2,22 +2,33 @@
 //! directory, so a new user has a fleet to start and files to edit. It never
 //! overwrites: if either already exists it names what it found and changes
 //! nothing. The files are the shipped `fleet.yaml` (the lab's setup, every
-//! key at its default with a comment) and the embedded pages, compiled in.
+//! key at its default with a comment) and the embedded pages, compiled in;
+//! with `--full`, the reference `examples/fleet.yaml` instead (every key
+//! explained at length), which the short one points to: the source tree
+//! that holds `examples/` is rarely where a fleet is set up.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::cli::InitArgs;
 use crate::config::DEFAULT_FILE;
 use crate::exit;
 use crate::worker::{DEFAULT_WWW, STARTER_FILES};
 
 /// The commented fleet.yaml `init` writes: the one at the repository root.
 const STARTER_CONFIG: &str = include_str!("../../fleet.yaml");
+/// `fleet init --full`: the reference, every key explained.
+const FULL_CONFIG: &str = include_str!("../../examples/fleet.yaml");
 
-pub(crate) fn run() -> Result<(), InitError> {
+pub(crate) fn run(args: &InitArgs) -> Result<(), InitError> {
     let cwd = std::env::current_dir().map_err(InitError::CurrentDir)?;
-    init_in(&cwd)?;
+    let config = if args.full {
+        FULL_CONFIG
+    } else {
+        STARTER_CONFIG
+    };
+    init_in(&cwd, config)?;
     crate::outln!(
         "fleet: wrote {DEFAULT_FILE} and {DEFAULT_WWW}/ ({}) in {}; start the fleet with `fleet up`",
         STARTER_FILES
@@ -58,7 +69,7 @@ impl InitError {
 }
 
 /// Write the starter files into `dir`, which must hold neither of them.
-fn init_in(dir: &Path) -> Result<(), InitError> {
+fn init_in(dir: &Path, config_text: &str) -> Result<(), InitError> {
     let config = dir.join(DEFAULT_FILE);
     let www = dir.join(DEFAULT_WWW);
     // `symlink_metadata`: a dangling symlink named www is still in the way,
@@ -95,7 +106,7 @@ fn init_in(dir: &Path) -> Result<(), InitError> {
     for (name, body) in STARTER_FILES {
         write_new(&www.join(name), body).map_err(io_err(&www.join(name)))?;
     }
-    write_new(&config, STARTER_CONFIG.as_bytes()).map_err(io_err(&config))?;
+    write_new(&config, config_text.as_bytes()).map_err(io_err(&config))?;
     Ok(())
 }
 
@@ -114,7 +125,7 @@ mod tests {
     #[test]
     fn writes_config_and_www_into_an_empty_dir() {
         let d = tempfile::tempdir().unwrap();
-        init_in(d.path()).unwrap();
+        init_in(d.path(), STARTER_CONFIG).unwrap();
         assert_eq!(
             fs::read_to_string(d.path().join("fleet.yaml")).unwrap(),
             STARTER_CONFIG
@@ -123,12 +134,24 @@ mod tests {
         assert!(d.path().join("www/index.html").is_file());
     }
 
+    /// The short file points to the long one by a command that works
+    /// wherever the short one was written.
+    #[test]
+    fn the_starter_points_to_init_full_which_writes_the_reference() {
+        assert!(
+            STARTER_CONFIG.contains("`fleet init --full`"),
+            "{STARTER_CONFIG}"
+        );
+        assert!(!STARTER_CONFIG.contains("examples/"), "{STARTER_CONFIG}");
+        assert!(FULL_CONFIG.starts_with("# fleet.yaml reference"));
+    }
+
     #[test]
     fn refuses_and_names_everything_that_exists() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("fleet.yaml"), "mine").unwrap();
         fs::create_dir(d.path().join("www")).unwrap();
-        match init_in(d.path()) {
+        match init_in(d.path(), STARTER_CONFIG) {
             Err(InitError::Exists { names, .. }) => assert_eq!(names, ["fleet.yaml", "www/"]),
             other => panic!("expected Exists, got {other:?}"),
         }
@@ -143,7 +166,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("nowhere", d.path().join("www")).unwrap();
         assert!(
-            matches!(init_in(d.path()), Err(InitError::Exists { names, .. }) if names == ["www/"])
+            matches!(init_in(d.path(), STARTER_CONFIG), Err(InitError::Exists { names, .. }) if names == ["www/"])
         );
         assert!(!d.path().join("fleet.yaml").exists());
     }

@@ -305,7 +305,7 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str, shown: &Path) -> ConfigErro
                     line,
                     column,
                     problem:
-                        "expected `key: value` lines at the top level (see examples/fleet.yaml)"
+                        "expected `key: value` lines at the top level (`fleet init --full` writes every key)"
                             .into(),
                 },
             }

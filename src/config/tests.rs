@@ -795,7 +795,7 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         "top_level_that_is_not_a_mapping_is_rejected",
         "just some text\n",
         &[],
-        "fleet.yaml:1:1: expected `key: value` lines at the top level (see examples/fleet.yaml)",
+        "fleet.yaml:1:1: expected `key: value` lines at the top level (`fleet init --full` writes every key)",
     ),
 ];
 

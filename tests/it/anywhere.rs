@@ -313,6 +313,30 @@ fn a_failed_up_leaves_no_state_dir_behind() {
     assert!(bare.path().join(".fleet").is_dir());
 }
 
+/// The starter fleet.yaml points to the full reference by a command that
+/// works where the starter was written (not to examples/ in fleet's source).
+#[test]
+fn init_points_to_init_full_which_writes_a_valid_reference() {
+    let short = Bare::new();
+    assert!(short.fleet_in("", &["init"]).status.success());
+    let starter = std::fs::read_to_string(short.path().join("fleet.yaml")).unwrap();
+    assert!(starter.contains("`fleet init --full`"), "{starter}");
+    assert!(!starter.contains("examples/"), "{starter}");
+
+    let full = Bare::new();
+    let out = full.fleet_in("", &["init", "--full"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let reference = std::fs::read_to_string(full.path().join("fleet.yaml")).unwrap();
+    assert!(
+        reference.starts_with("# fleet.yaml reference"),
+        "{reference}"
+    );
+    assert!(reference.len() > 2 * starter.len());
+    // It is a fleet.yaml fleet accepts as it is (export loads it as `up` does).
+    let out = full.fleet_in("", &["export", "kubernetes"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 #[test]
 fn init_writes_a_fleet_that_starts_and_never_overwrites() {
     let bare = Bare::new();
