@@ -27,6 +27,8 @@ use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
+#[cfg(target_os = "linux")]
+use nix::sys::wait::WaitPidFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -152,9 +154,18 @@ pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
 /// SIGKILL every descendant of this guard, wherever its process group: with
 /// the subreaper, orphans are our children, so the tree is complete. A few
 /// rounds, since a process may fork between the scan and its kill.
+///
+/// A guard with no child has no descendant, and the kernel says so without
+/// the process-table scan (`/proc/*/stat` for every process): the usual
+/// case once the command exited, and the one that matters when a large
+/// fleet stops, where 1000 guards each scanning 2000+ processes made `fleet
+/// down` take minutes on a busy machine.
 fn kill_descendants() {
     let me = std::process::id();
     for _ in 0..3 {
+        if !has_children() {
+            return;
+        }
         let found = crate::process::descendants(me);
         if found.is_empty() {
             return;
@@ -165,4 +176,18 @@ fn kill_descendants() {
             }
         }
     }
+}
+
+/// Whether this process has a child, alive or not yet reaped. `WNOWAIT`:
+/// nothing is reaped here, so the main thread's wait still sees its
+/// command's status. Elsewhere (macOS) it is not asked, and the scan runs.
+fn has_children() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::wait::{Id, waitid};
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        !matches!(waitid(Id::All, flags), Err(Errno::ECHILD))
+    }
+    #[cfg(not(target_os = "linux"))]
+    true
 }
