@@ -130,7 +130,7 @@ fn another_user_is_told_permission_denied_not_no_fleet() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: dropping privileges needs root (CI runs as root)");
+        crate::harness::skip("dropping privileges needs root (CI runs as root)");
         return;
     }
     let f = Fleet::start(1, "");

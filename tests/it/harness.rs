@@ -28,7 +28,7 @@ pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
 static NEXT: Mutex<Option<u16>> = Mutex::new(None);
 /// The sweep's range: below Linux's ephemeral range (32768 and up), so
 /// outgoing connections do not take these ports meanwhile.
-const PORTS: std::ops::Range<u16> = 12_000..30_000;
+pub const PORTS: std::ops::Range<u16> = 12_000..30_000;
 
 /// `n` consecutive free loopback ports, each handed out once per test run.
 pub fn free_ports(n: u16) -> Vec<u16> {
@@ -70,8 +70,39 @@ pub fn need_tool(name: &'static str, install: &str) -> Option<&'static str> {
         std::env::var_os("CI").is_none(),
         "{name} is missing ({install}; .ci/run installs it)"
     );
-    eprintln!("skipped: {name} is not installed ({install})");
+    skip(&format!("{name} is not installed ({install})"));
     None
+}
+
+/// The environment variable naming the file skipped tests are listed in
+/// (`.ci/run` sets it and prints the list at its end).
+pub const SKIPPED_ENV: &str = "FLEET_TEST_SKIPPED";
+
+/// Record that the running test skips (its caller then returns): a line on
+/// stderr, which `cargo test` shows only for a failing test, and a line
+/// `TEST: REASON` in the file `FLEET_TEST_SKIPPED` names, so that a run
+/// that skipped something says so at its end.
+pub fn skip(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_owned();
+    eprintln!("skipped: {reason}");
+    if let Some(path) = std::env::var_os(SKIPPED_ENV) {
+        list_skip(Path::new(&path), &test, reason);
+    }
+}
+
+/// Append `TEST: REASON` to the list at `path`: one short append per line,
+/// so lines of tests running in parallel do not mix.
+pub fn list_skip(path: &Path, test: &str, reason: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{SKIPPED_ENV}={path:?}: {e}"));
+    f.write_all(format!("{test}: {reason}\n").as_bytes())
+        .unwrap();
 }
 
 /// Run `cmd` (stdin closed) to its end and collect its output, which is read
@@ -103,9 +134,22 @@ pub fn run_to_end(cmd: &mut Command, limit: Duration) -> Output {
     }
 }
 
-/// Wait for `child` to exit, up to `within`.
+/// The least time any wait gives its condition. A wait returns as soon as
+/// its condition holds, so a long deadline costs a passing test nothing,
+/// while a short one fails a correct program on a loaded machine (CI is a
+/// shared 2-core box). Where a test's own deadline is shorter, this wins.
+pub const MIN_WAIT: Duration = Duration::from_secs(30);
+
+/// The bound for what fleet does at once (an answer, an exit, a close that
+/// takes milliseconds on an idle machine), in tests that assert it was
+/// prompt. Every assertion using it tells "at once" from a timeout of 10 s
+/// or more, or from never, so it stays meaningful with the slack a loaded
+/// machine needs.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+/// Wait for `child` to exit, up to `within` (at least [`MIN_WAIT`]).
 pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
+    let deadline = Instant::now() + within.max(MIN_WAIT);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return Some(status);
@@ -129,8 +173,10 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Poll `f` until it returns `Some`, or panic with `what` at the deadline.
+/// Poll `f` until it returns `Some`, or panic with `what` at the deadline
+/// (`limit`, at least [`MIN_WAIT`]).
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let limit = limit.max(MIN_WAIT);
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
@@ -203,6 +249,11 @@ impl Scratch {
     }
     /// Run `fleet ARGS` in this directory with its state dir.
     pub fn fleet(&self, args: &[&str]) -> Output {
+        self.fleet_within(args, Duration::from_secs(60))
+    }
+    /// `fleet`, for a command whose work grows with the fleet (`down` of
+    /// 1000 backends): the test says how long it may take.
+    pub fn fleet_within(&self, args: &[&str], limit: Duration) -> Output {
         run_to_end(
             Command::new(FLEET)
                 .args(args)
@@ -210,7 +261,7 @@ impl Scratch {
                 .env("FLEET_STATE_DIR", self.state())
                 .env(PORTABLE_ENV, if self.portable { "1" } else { "0" })
                 .env_remove("RUST_LOG"),
-            Duration::from_secs(60),
+            limit,
         )
     }
 }

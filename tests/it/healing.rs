@@ -328,22 +328,22 @@ fn with_every_backend_down(mode: &str) -> (std::io::Result<Response>, Duration, 
 }
 
 #[test]
-fn with_every_backend_down_a_client_gets_503_within_a_second() {
+fn with_every_backend_down_a_client_gets_503_promptly() {
     let (r, took, f) = with_every_backend_down("http");
     let r = r.expect("an answer, not a hang or a reset");
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(r.body, b"no healthy backend is available\n");
-    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    assert!(took < PROMPT, "answered after {took:?}");
     let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).to_string();
     assert!(human.contains("policy is never"), "{human}");
 }
 
 #[test]
-fn in_tcp_mode_with_every_backend_down_a_client_is_closed_within_a_second() {
+fn in_tcp_mode_with_every_backend_down_a_client_is_closed_promptly() {
     let (r, took, _f) = with_every_backend_down("tcp");
     assert!(r.is_err(), "no backend, no response: {r:?}");
-    assert!(took < Duration::from_secs(1), "closed after {took:?}");
+    assert!(took < PROMPT, "closed after {took:?}");
 }
 
 #[test]

@@ -269,7 +269,7 @@ impl Hosts {
                 std::env::var_os("CI").is_none(),
                 "network-namespace tests need root and `ip netns` in CI"
             );
-            eprintln!("skipped: network-namespace tests need root and iproute2 (ip netns)");
+            crate::harness::skip("network-namespace tests need root and iproute2 (ip netns)");
             return None;
         }
         // Unique per test process, and short (interface names are <= 15 bytes).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::{Response, Worker, free_ports, port_open, read_to_close, wait_for};
+use crate::harness::{PROMPT, Response, Worker, free_ports, port_open, read_to_close, wait_for};
 
 /// Placed next to (never under) the www root; no response may contain it.
 const SECRET: &str = "SECRET-7f3a9c-must-never-be-served";
@@ -381,7 +381,8 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 #[test]
 fn sigterm_with_idle_connections_exits_0_promptly() {
     let site = Site::new();
-    let mut w = Worker::start(&site.www(), &[]);
+    // A drain timeout well past PROMPT, so exiting within it means not waiting.
+    let mut w = Worker::start(&site.www(), &["--drain-timeout", "30s"]);
     // One kept-alive connection after a request, one that never sent a byte.
     let mut kept = w.connect();
     kept.write_all(b"GET /page.html HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -391,25 +392,29 @@ fn sigterm_with_idle_connections_exits_0_promptly() {
     let started = Instant::now();
     w.signal(Signal::SIGTERM);
     let status = w
-        .wait_exit(Duration::from_secs(3))
+        .wait_exit(PROMPT)
         .expect("exits without waiting for the drain timeout");
     assert_eq!(status.code(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
 }
 
 #[test]
 fn lifeline_eof_on_stdin_exits_promptly() {
     let site = Site::new();
-    let mut w = Worker::spawn(&site.www(), &["--lifeline"], Stdio::piped());
+    let mut w = Worker::spawn(
+        &site.www(),
+        &["--lifeline", "--drain-timeout", "30s"],
+        Stdio::piped(),
+    );
     assert_eq!(w.get("/page.html").status, 200);
     let _kept = w.connect();
     let started = Instant::now();
     drop(w.child().stdin.take());
     let status = w
-        .wait_exit(Duration::from_secs(2))
-        .expect("exits within 2 s of losing its supervisor");
+        .wait_exit(PROMPT)
+        .expect("exits once it lost its supervisor");
     assert_eq!(status.code(), Some(0));
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
 }
 
 #[test]
@@ -518,7 +523,7 @@ fn sigterm_exit_is_bounded_by_the_drain_timeout() {
     assert_eq!(status.code(), Some(0));
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(400) && took < PROMPT,
         "exited after {took:?}"
     );
     assert!(w.log().contains("still open"), "{}", w.log());
