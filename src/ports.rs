@@ -1,12 +1,166 @@
 //! Port checks before anything starts, and "who holds this port" for the
 //! error message, so a user can act on "port 9003 is in use by pid 4242 (python3)".
+//! A port can be refused for other reasons than being in use (a privileged
+//! port for a user who is not root, an address this machine does not have):
+//! [`Unavailable`] says which, in words a user can act on.
 
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 /// Is `addr` free to listen on? (std sets SO_REUSEADDR, as the workers do, so
 /// a port in TIME_WAIT counts as free.)
 pub(crate) fn is_free(addr: SocketAddr) -> bool {
     TcpListener::bind(addr).is_ok()
+}
+
+/// Can fleet listen on `addr` (for `setting`)? If not, why, found the way
+/// the listener will be bound (so a privileged port is not "in use").
+pub(crate) fn check(addr: SocketAddr, setting: Setting) -> Result<(), Unavailable> {
+    match TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Unavailable::new(addr, setting, e)),
+    }
+}
+
+/// Which setting chose a port: what the message calls it and which flag
+/// changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    /// A backend's port (`--base-port`, `base_port`).
+    BasePort,
+    /// The balancer's address (`--listen`, `listen`).
+    Listen,
+    /// The admin address (`--admin`, `admin`).
+    Admin,
+}
+
+impl Setting {
+    fn what(self) -> &'static str {
+        match self {
+            Setting::BasePort => "backend",
+            Setting::Listen => "balancer",
+            Setting::Admin => "admin",
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Setting::BasePort => "--base-port",
+            Setting::Listen => "--listen",
+            Setting::Admin => "--admin",
+        }
+    }
+}
+
+/// Why a port cannot be listened on, from the bind's errno.
+#[derive(Debug)]
+pub enum Why {
+    /// EADDRINUSE; `holder` names who has it, when that can be found.
+    InUse { holder: Option<String> },
+    /// EACCES on a port below `unprivileged_from` (the first port a user
+    /// other than root may bind).
+    Privileged { unprivileged_from: u16 },
+    /// EADDRNOTAVAIL: the address is not one of this machine's.
+    NotLocal,
+    /// Anything else (EACCES above the privileged range: a security policy).
+    Other(io::Error),
+}
+
+/// A port fleet cannot listen on, and why: the message of `fleet up` (and
+/// of `fleet scale` for a new backend's port).
+#[derive(Debug)]
+pub struct Unavailable {
+    pub addr: SocketAddr,
+    pub setting: Setting,
+    pub why: Why,
+}
+
+impl Unavailable {
+    pub(crate) fn new(addr: SocketAddr, setting: Setting, e: io::Error) -> Self {
+        let why = match e.kind() {
+            io::ErrorKind::AddrInUse => Why::InUse {
+                holder: holder(addr.port()),
+            },
+            io::ErrorKind::AddrNotAvailable => Why::NotLocal,
+            io::ErrorKind::PermissionDenied if addr.port() < unprivileged_from() => {
+                Why::Privileged {
+                    unprivileged_from: unprivileged_from(),
+                }
+            }
+            _ => Why::Other(e),
+        };
+        Unavailable { addr, setting, why }
+    }
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, flag, port, addr) = (
+            self.setting.what(),
+            self.setting.flag(),
+            self.addr.port(),
+            self.addr,
+        );
+        match (&self.why, self.setting) {
+            (Why::InUse { holder }, Setting::BasePort) => write!(
+                f,
+                "{what} port {port} is already in use{}; stop it or choose other ports with {flag}",
+                by(holder)
+            ),
+            (Why::InUse { holder }, _) => write!(
+                f,
+                "{what} port {port} is already in use{}; stop it or choose another with {flag}",
+                by(holder)
+            ),
+            (Why::Privileged { unprivileged_from }, Setting::BasePort) => write!(
+                f,
+                "{what} port {port} is privileged (below {unprivileged_from}): \
+                 choose a base port of {unprivileged_from} or above, or run as root"
+            ),
+            (Why::Privileged { unprivileged_from }, _) => write!(
+                f,
+                "{what} port {port} is privileged (below {unprivileged_from}): \
+                 choose a port of {unprivileged_from} or above with {flag}, or run as root"
+            ),
+            (Why::NotLocal, _) => write!(
+                f,
+                "cannot listen on {addr}: {} is not an address of this machine; \
+                 choose one of its addresses with {flag} (127.0.0.1 for this machine only, 0.0.0.0 for all)",
+                addr.ip()
+            ),
+            (Why::Other(_), _) => write!(f, "cannot listen on {addr} ({what} port)"),
+        }
+    }
+}
+
+impl std::error::Error for Unavailable {
+    /// The OS error, where the message does not already explain it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.why {
+            Why::Other(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn by(holder: &Option<String>) -> String {
+    holder
+        .as_ref()
+        .map(|h| format!(" by {h}"))
+        .unwrap_or_default()
+}
+
+/// The first port a user other than root may listen on: Linux makes it a
+/// setting (`net.ipv4.ip_unprivileged_port_start`); elsewhere it is 1024.
+pub(crate) fn unprivileged_from() -> u16 {
+    #[cfg(target_os = "linux")]
+    if let Some(p) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return p;
+    }
+    1024
 }
 
 /// `pid N (name)` of the process listening on `port`, when it can be found;
@@ -137,6 +291,57 @@ mod tests {
         );
         drop(l);
         assert!(is_free(addr));
+    }
+
+    /// Each reason a port is refused has its own words and remedy; only
+    /// EADDRINUSE says "in use".
+    #[test]
+    fn a_refused_port_says_why_and_what_to_do() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let privileged = Unavailable {
+            addr: addr("127.0.0.1:80"),
+            setting: Setting::BasePort,
+            why: Why::Privileged {
+                unprivileged_from: 1024,
+            },
+        };
+        assert_eq!(
+            privileged.to_string(),
+            "backend port 80 is privileged (below 1024): choose a base port of 1024 or above, or run as root"
+        );
+        let admin = Unavailable {
+            setting: Setting::Admin,
+            ..privileged
+        };
+        assert_eq!(
+            admin.to_string(),
+            "admin port 80 is privileged (below 1024): choose a port of 1024 or above with --admin, or run as root"
+        );
+        // TEST-NET-1 (RFC 5737) is never a local address.
+        let foreign = check(addr("192.0.2.1:0"), Setting::Listen).unwrap_err();
+        assert!(matches!(foreign.why, Why::NotLocal), "{foreign:?}");
+        assert_eq!(
+            crate::message::one_line(&foreign),
+            "cannot listen on 192.0.2.1:0: 192.0.2.1 is not an address of this machine; \
+             choose one of its addresses with --listen (127.0.0.1 for this machine only, 0.0.0.0 for all)"
+        );
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = check(l.local_addr().unwrap(), Setting::Listen).unwrap_err();
+        assert!(
+            busy.to_string()
+                .ends_with("; stop it or choose another with --listen"),
+            "{busy}"
+        );
+        let other = Unavailable::new(
+            addr("127.0.0.1:65000"),
+            Setting::Listen,
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(
+            crate::message::one_line(&other),
+            "cannot listen on 127.0.0.1:65000 (balancer port): permission denied",
+            "above the privileged range, EACCES is a policy: the OS error is shown"
+        );
     }
 
     /// Both ways of finding the holder, whichever the switch selects: the

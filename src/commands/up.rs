@@ -24,9 +24,10 @@ use tracing::{info, warn};
 use crate::cli::UpArgs;
 use crate::config::{self, BackendCommand, Config, ConfigError, Www};
 use crate::exit;
+use crate::ports::{self, Setting};
 use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness};
-use crate::{control, listener, ports};
+use crate::{control, listener};
 
 /// Why `fleet up` did not start a fleet. By the time one is returned,
 /// nothing is left running.
@@ -57,21 +58,10 @@ pub enum UpError {
     },
     #[error("www directory {} does not exist", .0.display())]
     NoWww(PathBuf),
-    /// A port fleet must listen on is taken; `holder` names who has it.
-    #[error("{what} port {port} is already in use{}; stop it or choose {hint}",
-        holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
-    PortInUse {
-        what: &'static str,
-        port: u16,
-        holder: Option<String>,
-        hint: &'static str,
-    },
-    #[error("cannot listen on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: listener::BindError,
-    },
+    /// A port fleet must listen on is taken, privileged, or not this
+    /// machine's; the message says which and what to do.
+    #[error(transparent)]
+    Port(#[from] ports::Unavailable),
     #[error("cannot create control socket {}", path.display())]
     ControlSocket {
         path: PathBuf,
@@ -255,16 +245,9 @@ fn start(
         {
             return Err(UpError::NoWww(dir.clone()));
         }
-        let balancer = bind("balancer", config.listen, "another with --listen")?;
+        let balancer = bind(config.listen, Setting::Listen)?;
         for port in config.ports() {
-            if !ports::is_free(SocketAddr::from(([127, 0, 0, 1], port))) {
-                return Err(UpError::PortInUse {
-                    what: "backend",
-                    port,
-                    holder: ports::holder(port),
-                    hint: "other ports with --base-port",
-                });
-            }
+            ports::check(SocketAddr::from(([127, 0, 0, 1], port)), Setting::BasePort)?;
         }
         let control =
             control::server::bind(&state.socket()).map_err(|source| UpError::ControlSocket {
@@ -273,7 +256,7 @@ fn start(
             })?;
         let admin = config
             .admin
-            .map(|addr| bind("admin", addr, "another with --admin"))
+            .map(|addr| bind(addr, Setting::Admin))
             .transpose()?;
         Ok((balancer, control, admin))
     })();
@@ -367,26 +350,10 @@ fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, supervisor:
     }
 }
 
-/// Bind one of fleet's listeners; a busy port is named with its holder and
-/// `hint` (what to choose instead).
-fn bind(
-    what: &'static str,
-    addr: SocketAddr,
-    hint: &'static str,
-) -> Result<tokio::net::TcpListener, UpError> {
-    listener::bind(addr).map_err(|e| {
-        let e = listener::BindError::new(addr, e);
-        if e.in_use() {
-            UpError::PortInUse {
-                what,
-                port: addr.port(),
-                holder: ports::holder(addr.port()),
-                hint,
-            }
-        } else {
-            UpError::Bind { addr, source: e }
-        }
-    })
+/// Bind one of fleet's listeners; a port that cannot be had is named with
+/// why (in use and by whom, privileged, not this machine's address).
+fn bind(addr: SocketAddr, setting: Setting) -> Result<tokio::net::TcpListener, UpError> {
+    listener::bind(addr).map_err(|e| UpError::Port(ports::Unavailable::new(addr, setting, e)))
 }
 
 /// Refuse to start if the open-file limit, raised as far as it goes, cannot

@@ -280,6 +280,79 @@ fn busy_balancer_port(portable: bool) {
     drop(squatter);
 }
 
+/// A port refused for another reason than being in use says that reason and
+/// what to do: a privileged port for a user who is not root (EACCES), an
+/// address this machine does not have (EADDRNOTAVAIL). Run as `nobody`.
+#[test]
+fn a_privileged_port_or_a_foreign_address_is_not_called_in_use() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: running as nobody needs root (CI runs as root)");
+        return;
+    }
+    let first = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start");
+    if first.as_deref().ok().map(str::trim) != Some("1024") {
+        eprintln!("skipped: this system does not keep ports below 1024 to root ({first:?})");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    let s = Scratch::new();
+    std::os::unix::fs::chown(s.path(), Some(nobody.uid.as_raw()), None).unwrap();
+    let p = free_ports(3);
+    let up = |args: &[&str]| {
+        run_to_end(
+            std::process::Command::new(FLEET)
+                .arg("up")
+                .arg("-d")
+                .args(args)
+                .current_dir(s.path())
+                .env("FLEET_STATE_DIR", s.state())
+                .env_remove("RUST_LOG")
+                .uid(nobody.uid.as_raw())
+                .gid(nobody.gid.as_raw())
+                .stdin(std::process::Stdio::null()),
+            Duration::from_secs(60),
+        )
+    };
+    let listen = p[2].to_string();
+    let privileged_backend = up(&["--base-port", "80", "--listen", &listen]);
+    assert_exit(
+        &privileged_backend,
+        1,
+        "fleet: backend port 80 is privileged (below 1024): choose a base port of 1024 or above, or run as root\n",
+    );
+    let privileged_balancer = up(&["--base-port", &p[0].to_string(), "--listen", "80"]);
+    assert_exit(
+        &privileged_balancer,
+        1,
+        "fleet: balancer port 80 is privileged (below 1024): choose a port of 1024 or above with --listen, or run as root\n",
+    );
+    let foreign = up(&[
+        "--base-port",
+        &p[0].to_string(),
+        "--listen",
+        &format!("192.0.2.1:{listen}"),
+    ]);
+    assert_exit(
+        &foreign,
+        1,
+        &format!(
+            "fleet: cannot listen on 192.0.2.1:{listen}: 192.0.2.1 is not an address of this machine; choose one of its addresses with --listen"
+        ),
+    );
+    for out in [&privileged_backend, &privileged_balancer, &foreign] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("in use") && !err.contains("permission denied"),
+            "{}",
+            text(out)
+        );
+    }
+    assert!(!port_open(p[0]) && !port_open(p[2]), "nothing left running");
+}
+
 fn stops_gracefully_on(sig: Signal) {
     let s = Scratch::new();
     let ports = free_ports(3);
