@@ -15,6 +15,10 @@
 //! process group is the reach, and a descendant that leaves it escapes once
 //! its parent is gone (README, "What still escapes").
 //!
+//! The supervisor's end of the lifeline is a socket pair, so the guard
+//! reports PROGRAM's pid on it (one line), and `fleet status` shows the pid
+//! a user sees in `ps` for the command, not the guard's.
+//!
 //! Signals from the supervisor go to the whole group, so PROGRAM gets them
 //! directly; the guard only catches them so that it outlives PROGRAM and
 //! reports PROGRAM's exit as its own (a code, or death by the same signal),
@@ -95,6 +99,7 @@ pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
             source,
         })?;
     let child_pid = Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+    report_pid(child.id());
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = [0u8; 64];
@@ -149,6 +154,22 @@ pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
         }
         _ => exit::FAILURE,
     })
+}
+
+/// Tell the supervisor PROGRAM's pid, which `fleet status` shows (and a
+/// user then kills): it starts the guard with one end of a socket pair as
+/// stdin, the lifeline, which can carry a line back. On a pipe or a terminal
+/// (the guard run by hand) there is no one to tell, and nothing is written.
+fn report_pid(pid: u32) {
+    use nix::sys::stat::SFlag;
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let socket = nix::sys::stat::fstat(stdin.as_fd())
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK);
+    if socket {
+        // One short line, one write: a socket takes it whole or not at all.
+        let _ = nix::unistd::write(stdin.as_fd(), format!("{pid}\n").as_bytes());
+    }
 }
 
 /// SIGKILL every descendant of this guard, wherever its process group: with

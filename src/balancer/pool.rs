@@ -78,7 +78,12 @@ pub(crate) struct Slot {
 /// The slow-changing part of a backend's status, written on state changes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SlotStatus {
+    /// The backend's process: the built-in worker, or a configured command.
     pub pid: Option<u32>,
+    /// The `fleet guard` running a configured command (its process group).
+    pub guard_pid: Option<u32>,
+    /// Stopped by `fleet stop` (on purpose).
+    pub held: bool,
     pub state: Phase,
     pub restarts: u32,
     pub since: Option<Instant>,
@@ -215,7 +220,9 @@ impl Slot {
             port: self.port,
             address: self.upstream.clone(),
             pid: s.pid,
+            guard_pid: s.guard_pid,
             state: s.state,
+            held: s.held,
             healthy: self.routable(),
             restarts: s.restarts,
             uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),

@@ -106,9 +106,18 @@ pub struct BackendStatus {
     /// local backend. An upstream has no pid and never restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// The worker's pid while one runs.
+    /// The backend's own process while one runs: the built-in worker, or
+    /// the configured command (what `ps` shows for it).
     pub pid: Option<u32>,
+    /// The `fleet guard` that runs a configured command (additive; absent
+    /// for the built-in worker): the command's parent and process group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_pid: Option<u32>,
     pub state: Phase,
+    /// `stopped` on purpose, by `fleet stop` (additive; absent otherwise):
+    /// not counted as unhealthy, and the fleet is not degraded for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Takes new connections from the balancer.
     pub healthy: bool,
     pub restarts: u32,
@@ -362,7 +371,9 @@ mod tests {
             address: None,
             port: 9002,
             pid: Some(4243),
+            guard_pid: Some(4242),
             state: Phase::Draining,
+            held: false,
             healthy: false,
             restarts: 0,
             uptime_s: 1.5,

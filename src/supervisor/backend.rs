@@ -40,6 +40,10 @@ pub(crate) struct Launch {
     /// Linux: SIGKILL it when the supervisor dies. Not for `fleet guard`,
     /// which must outlive us long enough to kill what it guards.
     pub die_with_parent: bool,
+    /// A configured command under `fleet guard`, which may not use `{port}`.
+    /// Its lifeline is a socket, on which the guard reports the command's
+    /// pid (what `fleet status` shows; the guard's is `guard_pid`).
+    pub guarded: bool,
 }
 
 /// What the supervisor can tell one backend task.
@@ -117,8 +121,9 @@ pub(crate) struct BackendTask {
     /// and SIGKILL (`fleet down --timeout` may have changed it).
     pub grace: watch::Receiver<std::time::Duration>,
     pub tracker: TaskTracker,
-    /// What the last probe saw, while probes fail: shown as the reason of a
-    /// starting or unhealthy backend, and in `up`'s "not ready" message.
+    /// What the last probe saw, while probes fail, in words
+    /// (`health::reason`): shown as the reason of a starting or unhealthy
+    /// backend, and in `up`'s "not ready" message.
     pub last_probe: Option<String>,
     /// Shared by every backend of the fleet: one restart on failed probes
     /// at a time.
@@ -126,12 +131,39 @@ pub(crate) struct BackendTask {
 }
 
 type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), health::ProbeFailure>> + Send>>;
+/// The guard's report of its command's pid (`None`: it never came).
+type ReportFuture = Pin<Box<dyn Future<Output = Option<u32>> + Send>>;
 
 struct Worker {
     child: Child,
     /// Held open for the worker's life; its EOF tells the worker we are gone.
-    _lifeline: Option<ChildStdin>,
+    _lifeline: Option<Lifeline>,
+    /// What we spawned: the built-in worker, or `fleet guard` (whose
+    /// process group is the backend's, so signals go to this pid).
     pid: u32,
+    /// Under `fleet guard`: the configured command's pid, once the guard
+    /// has reported it. `None` for the built-in worker.
+    command_pid: Option<u32>,
+    guarded: bool,
+}
+
+/// The worker's stdin: a pipe for the built-in worker; for `fleet guard` one
+/// end of a socket pair, which also carries the command's pid back.
+enum Lifeline {
+    Pipe(#[allow(dead_code, reason = "held, never written")] ChildStdin),
+    Socket(Arc<tokio::net::UnixStream>),
+}
+
+impl Worker {
+    /// `(pid, guard_pid)` as status and the log name them: the command's
+    /// pid and the guard's where a guard runs it, else the worker's alone.
+    fn pids(&self) -> (Option<u32>, Option<u32>) {
+        if self.guarded {
+            (self.command_pid, Some(self.pid))
+        } else {
+            (Some(self.pid), None)
+        }
+    }
 }
 
 impl BackendTask {
@@ -152,6 +184,11 @@ impl BackendTask {
         let mut has_turn = false;
         // Past `restart_after` and told to wait for the turn (said once).
         let mut waiting_for_turn = false;
+        // A probe passed since the command last changed: a refused connect
+        // while starting is then a restart, not a command that never listens.
+        let mut ever_passed = false;
+        // The guard's report of the command's pid, while awaited.
+        let mut report: Option<ReportFuture> = None;
 
         let mut action = self.machine.step(Event::Start, Instant::now().into_std());
         loop {
@@ -162,6 +199,12 @@ impl BackendTask {
                         let ev = match self.spawn() {
                             Ok(w) => {
                                 let pid = w.pid;
+                                report = match &w._lifeline {
+                                    Some(Lifeline::Socket(s)) => {
+                                        Some(Box::pin(read_pid(s.clone())))
+                                    }
+                                    _ => None,
+                                };
                                 worker = Some(w);
                                 start_failures = 0;
                                 self.last_probe = None;
@@ -237,7 +280,7 @@ impl BackendTask {
                 }
                 was_routable = routable;
             }
-            self.publish();
+            self.publish(worker.as_ref());
             self.backends.notify(routable);
             if let Some(a) = ack.take() {
                 let _ = a.send(());
@@ -279,6 +322,7 @@ impl BackendTask {
                     }
                     BackendCmd::Launch(launch) => {
                         self.launch = launch;
+                        ever_passed = false;
                         continue;
                     }
                     BackendCmd::Retire { deadline } => {
@@ -289,6 +333,8 @@ impl BackendTask {
                 status = wait(&mut worker) => {
                     let w = worker.take().expect("wait() only completes with a worker");
                     probe = None;
+                    report = None;
+                    let (pid, guard_pid) = w.pids();
                     let exit = exit_of(status);
                     // Take the rest of its process group with it: a custom
                     // command's children must not keep the port.
@@ -303,11 +349,11 @@ impl BackendTask {
                         State::Stopping { then: state::AfterStop::Hold, .. }
                     );
                     if restarting {
-                        info!(target: "supervisor", port, pid = w.pid, "backend stopped for a restart ({})", state::describe(exit));
+                        info!(target: "supervisor", port, pid, guard_pid, "backend stopped for a restart ({})", state::describe(exit));
                     } else if !shutting_down && !held {
-                        warn!(target: "supervisor", port, pid = w.pid, "backend {}", state::describe(exit));
+                        warn!(target: "supervisor", port, pid, guard_pid, "backend {}", state::describe(exit));
                     } else {
-                        info!(target: "supervisor", port, pid = w.pid, "backend stopped ({})", state::describe(exit));
+                        info!(target: "supervisor", port, pid, guard_pid, "backend stopped ({})", state::describe(exit));
                     }
                     Event::Exited(exit)
                 }
@@ -326,13 +372,32 @@ impl BackendTask {
                     match result {
                         Ok(()) => {
                             self.last_probe = None;
+                            ever_passed = true;
                             Event::ProbePassed
                         }
                         Err(e) => {
-                            self.last_probe = Some(e.to_string());
+                            let starting_for = match self.machine.state() {
+                                State::Starting { since, .. } => Some(since.elapsed()),
+                                _ => None,
+                            };
+                            self.last_probe = Some(health::reason(&e, health::Context {
+                                port,
+                                starting_for,
+                                ever_passed,
+                                custom: self.launch.guarded,
+                            }));
                             Event::ProbeFailed
                         }
                     }
+                }
+                reported = poll_report(&mut report) => {
+                    report = None;
+                    if let (Some(w), Some(pid)) = (worker.as_mut(), reported) {
+                        w.command_pid = Some(pid);
+                        info!(target: "supervisor", port, pid, guard_pid = w.pid, "backend started");
+                    }
+                    // Published at the top of the loop; nothing for the machine.
+                    continue;
                 }
                 Some(()) = self.passive.recv() => Event::PassiveFailure,
                 _ = sleep_until(wake) => {
@@ -353,7 +418,7 @@ impl BackendTask {
             action = self.machine.step(ev, std::time::Instant::now());
         }
         self.restart_turn.give_back(port);
-        self.publish();
+        self.publish(None);
     }
 
     fn spawn(&mut self) -> io::Result<Worker> {
@@ -381,9 +446,26 @@ impl BackendTask {
         if l.die_with_parent {
             super::orphans::die_with_parent(&mut cmd);
         }
+        // The guard's lifeline is a socket pair, so it can report its
+        // command's pid on it. Both ends are close-on-exec (std), so no other
+        // child inherits ours; the guard's end becomes its fd 0 (dup2 clears
+        // the flag), and `cmd` drops its copy once spawned, so the guard sees
+        // EOF when we are gone.
+        let socket = if l.guarded {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+            ours.set_nonblocking(true)?;
+            Some(tokio::net::UnixStream::from_std(ours)?)
+        } else {
+            None
+        };
         let mut child = cmd.spawn()?;
+        drop(cmd);
         let pid = child.id().expect("a just-spawned child has a pid");
-        let lifeline = child.stdin.take();
+        let lifeline = match socket {
+            Some(s) => Some(Lifeline::Socket(Arc::new(s))),
+            None => child.stdin.take().map(Lifeline::Pipe),
+        };
         for (stream, reader) in [
             (
                 "stdout",
@@ -406,17 +488,29 @@ impl BackendTask {
                     .spawn(async move { log.pump(reader, stream).await });
             }
         }
-        info!(target: "supervisor", port = self.slot.port, pid, "backend started");
+        // A guarded command is logged once the guard reports its pid.
+        if !l.guarded {
+            info!(target: "supervisor", port = self.slot.port, pid, "backend started");
+        }
         Ok(Worker {
             child,
             _lifeline: lifeline,
             pid,
+            command_pid: None,
+            guarded: l.guarded,
         })
     }
 
-    fn publish(&self) {
+    /// Publish the machine's view, with the pids of `worker` while it runs.
+    fn publish(&self, worker: Option<&Worker>) {
         let m = &self.machine;
         let st = m.state();
+        // The state's pid is what we spawned; with a guard, status shows the
+        // command's pid and the guard's beside it.
+        let (pid, guard_pid) = match (st.pid(), worker) {
+            (Some(_), Some(w)) => w.pids(),
+            (pid, _) => (pid, None),
+        };
         let since = match st {
             State::Running { since, .. } | State::Starting { since, .. } => Some(*since),
             _ => None,
@@ -424,16 +518,17 @@ impl BackendTask {
         let reason = match st {
             State::Failed { reason } => Some(reason.clone()),
             State::Stopped { reason } => reason.clone(),
-            State::Starting { .. } | State::Running { healthy: false, .. } => self
-                .last_probe
-                .as_ref()
-                .map(|p| format!("health probe: {p}")),
+            State::Starting { .. } | State::Running { healthy: false, .. } => {
+                self.last_probe.clone()
+            }
             _ => None,
         };
         self.slot.publish(
             m.routable(),
             SlotStatus {
-                pid: st.pid(),
+                pid,
+                guard_pid,
+                held: st.held(),
                 state: st.phase(),
                 restarts: m.restarts(),
                 since,
@@ -459,6 +554,36 @@ async fn poll_probe(probe: &mut Option<ProbeFuture>) -> Result<(), health::Probe
     match probe {
         Some(p) => p.await,
         None => std::future::pending().await,
+    }
+}
+
+async fn poll_report(report: &mut Option<ReportFuture>) -> Option<u32> {
+    match report {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The guard's one line on its lifeline: its command's pid. `None` if the
+/// guard closes it first (it could not start the command) or says
+/// something else.
+async fn read_pid(socket: Arc<tokio::net::UnixStream>) -> Option<u32> {
+    let mut line = Vec::new();
+    loop {
+        socket.readable().await.ok()?;
+        let mut buf = [0u8; 32];
+        match socket.try_read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return None,
+        }
+        if let Some(end) = line.iter().position(|b| *b == b'\n') {
+            return std::str::from_utf8(&line[..end]).ok()?.trim().parse().ok();
+        }
+        if line.len() > 32 {
+            return None;
+        }
     }
 }
 

@@ -44,10 +44,9 @@ impl std::fmt::Display for ProbeFailure {
     /// What the probe saw, and what the user can do about it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused) => write!(
-                f,
-                "connection refused: nothing listens on its port yet (does the command use {{port}}?)"
-            ),
+            ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused) => {
+                write!(f, "connection refused: nothing listens on its port")
+            }
             ProbeFailure::Connect(kind) => write!(f, "connect failed: {kind}"),
             ProbeFailure::TimedOut(t) => write!(
                 f,
@@ -64,6 +63,45 @@ impl std::fmt::Display for ProbeFailure {
                 "GET {path} got no HTTP response; for a server that does not speak HTTP set health.kind: tcp"
             ),
         }
+    }
+}
+
+/// A backend that has never passed a probe and still refuses connections
+/// this long after its spawn is taken for one that listens elsewhere: its
+/// reason asks whether the command uses `{port}`. Before that (and for a
+/// backend that has passed before: a restart of a command known to work) a
+/// refused connect is a normal start. Well under the 10 s `fleet up` waits,
+/// so its "not ready" message carries the hint.
+pub(crate) const PORT_HINT_AFTER: Duration = Duration::from_secs(5);
+
+/// Where a backend stood when a probe failed, for the words of its reason.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context {
+    pub port: u16,
+    /// How long it has been starting (spawned, no probe passed yet); `None`
+    /// when it is running.
+    pub starting_for: Option<Duration>,
+    /// A probe of this backend has passed since its command last changed.
+    pub ever_passed: bool,
+    /// A configured command (which may not use `{port}`), not the built-in worker.
+    pub custom: bool,
+}
+
+/// The reason a starting or unhealthy backend shows for a failed probe.
+pub(crate) fn reason(e: &ProbeFailure, c: Context) -> String {
+    let port = c.port;
+    match (e, c.starting_for) {
+        (ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused), Some(t))
+            if c.ever_passed || t < PORT_HINT_AFTER =>
+        {
+            format!("waiting for port {port} to accept connections")
+        }
+        (ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused), Some(_)) if c.custom => {
+            format!(
+                "health probe: connection refused: nothing listens on port {port} (does the command use {{port}}?)"
+            )
+        }
+        _ => format!("health probe: {e}"),
     }
 }
 
@@ -182,6 +220,47 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "GET / answered 404; set health.path to a page that exists, or health.kind: tcp"
+        );
+    }
+
+    /// A refused connect while starting is a normal start, unless the
+    /// backend never passed and has refused for `PORT_HINT_AFTER`: then (for
+    /// a configured command) it asks about `{port}`.
+    #[test]
+    fn only_a_backend_that_never_listened_is_asked_about_its_port() {
+        let refused = ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused);
+        let c = |starting_for: Option<u64>, ever_passed, custom| Context {
+            port: 9002,
+            starting_for: starting_for.map(Duration::from_millis),
+            ever_passed,
+            custom,
+        };
+        let waiting = "waiting for port 9002 to accept connections";
+        assert_eq!(reason(&refused, c(Some(250), false, true)), waiting);
+        assert_eq!(reason(&refused, c(Some(250), true, true)), waiting);
+        assert_eq!(
+            reason(&refused, c(Some(60_000), true, true)),
+            waiting,
+            "it listened before"
+        );
+        assert_eq!(
+            reason(&refused, c(Some(6_000), false, true)),
+            "health probe: connection refused: nothing listens on port 9002 (does the command use {port}?)"
+        );
+        assert_eq!(
+            reason(&refused, c(Some(6_000), false, false)),
+            "health probe: connection refused: nothing listens on its port",
+            "the built-in worker always uses its port"
+        );
+        assert_eq!(
+            reason(&refused, c(None, true, true)),
+            "health probe: connection refused: nothing listens on its port",
+            "a running backend that stopped listening"
+        );
+        let timeout = ProbeFailure::TimedOut(Duration::from_millis(500));
+        assert_eq!(
+            reason(&timeout, c(Some(250), false, true)),
+            "health probe: no answer within health.timeout (500ms)"
         );
     }
 

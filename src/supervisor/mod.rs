@@ -411,12 +411,14 @@ async fn wait_ready(
         let changed = backends.changed.notified();
         let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
         // A backend task publishes a `starting` state only with the pid of
-        // what it spawned; without one, it has not spawned yet (upstreams
-        // have no pid at all).
-        if statuses
-            .iter()
-            .any(|s| s.state == Phase::Starting && s.pid.is_none() && s.address.is_none())
-        {
+        // what it spawned (a guard's, until it reports its command's);
+        // without one, it has not spawned yet (upstreams have no pid at all).
+        if statuses.iter().any(|s| {
+            s.state == Phase::Starting
+                && s.pid.is_none()
+                && s.guard_pid.is_none()
+                && s.address.is_none()
+        }) {
             deadline = Instant::now() + STARTUP_TIMEOUT;
         }
         let up = statuses.iter().filter(|s| s.healthy).count();
@@ -493,6 +495,7 @@ pub(crate) fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
             env: Vec::new(),
             lifeline: true,
             die_with_parent: true,
+            guarded: false,
         },
         BackendCommand::Command { cwd, env, .. } => {
             let (program, args) = config
@@ -515,6 +518,7 @@ pub(crate) fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
                 env,
                 lifeline: true,
                 die_with_parent: false,
+                guarded: true,
             }
         }
     }
@@ -553,9 +557,9 @@ mod tests {
         let l = launch_for(&custom(&[]), Path::new("/bin/fleet"), 9003);
         assert_eq!(l.program, Path::new("/bin/fleet"));
         assert_eq!(l.args, ["guard", "--", "python3", "server.py", "9003"]);
-        assert!(l.lifeline && !l.die_with_parent);
+        assert!(l.lifeline && !l.die_with_parent && l.guarded);
         let builtin = launch_for(&Config::default(), Path::new("/bin/fleet"), 9003);
-        assert!(builtin.lifeline && builtin.die_with_parent);
+        assert!(builtin.lifeline && builtin.die_with_parent && !builtin.guarded);
     }
 
     #[test]

@@ -137,6 +137,12 @@ impl State {
         }
     }
 
+    /// Stopped by `fleet stop`, on purpose: not serving, but not a fault
+    /// (status shows it `stopped`, and it does not make the fleet degraded).
+    pub(crate) fn held(&self) -> bool {
+        matches!(self, State::Stopped { reason: Some(r) } if r == HELD)
+    }
+
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             State::Starting { pid, .. } => *pid,

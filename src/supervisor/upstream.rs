@@ -186,12 +186,10 @@ impl UpstreamTask {
         self.slot.publish(
             state.routable(),
             SlotStatus {
-                pid: None,
                 state: state.phase(),
-                restarts: 0,
                 since: since.filter(|_| state.routable()),
-                last_exit: None,
                 reason,
+                ..SlotStatus::default()
             },
         );
         self.backends.notify(state.routable());

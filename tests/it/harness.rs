@@ -461,7 +461,12 @@ impl Fleet {
     fn remember(&self, s: &FleetStatus) {
         let mut seen = self.seen.lock().unwrap();
         seen.insert(s.pid);
-        seen.extend(s.backends.iter().filter_map(|b| b.pid));
+        seen.extend(
+            s.backends
+                .iter()
+                .flat_map(|b| [b.pid, b.guard_pid])
+                .flatten(),
+        );
     }
 
     /// `fleet status --json` as the crate's own status type; panics unless

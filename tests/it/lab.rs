@@ -119,3 +119,110 @@ fn the_balancer_names_a_backend_that_does_not_name_itself_unless_told_not_to() {
         assert_eq!(r.header("x-fleet-backend"), None, "{:?}", r.headers);
     }
 }
+/// The command line of `pid`, as `ps` shows it (Linux and macOS alike).
+fn ps_args(pid: u32) -> String {
+    let out = std::process::Command::new("ps")
+        .args(["-o", "args=", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const HTTP_SERVER: &str = "backend:\n  command: [\"python3\", \"-m\", \"http.server\", \"{port}\", \"--bind\", \"127.0.0.1\"]\n\
+     health:\n  path: /\n  interval: 100ms\n  timeout: 100ms\n";
+
+/// `fleet status` shows the pid of the backend's command (what `ps` shows
+/// for the Python server), the guard's beside it in the JSON; `kill -9` of
+/// that pid restarts the backend, and the log names both pids.
+#[test]
+fn kill_9_of_the_pid_status_shows_restarts_the_python_server_and_the_log_names_it() {
+    for portable in MODES {
+        let f = Fleet::start_in(Scratch::with_mode(portable), 1, HTTP_SERVER);
+        let b = f.status().backends.remove(0);
+        let (pid, guard) = (b.pid.unwrap(), b.guard_pid.expect("a guard_pid"));
+        assert_ne!(pid, guard);
+        assert!(
+            ps_args(pid).contains("http.server"),
+            "portable={portable}: pid {pid} is {:?}",
+            ps_args(pid)
+        );
+        assert!(
+            ps_args(guard).contains(" guard -- python3"),
+            "{:?}",
+            ps_args(guard)
+        );
+        let table = f.fleet(&["status"]);
+        let row = String::from_utf8_lossy(&table.stdout)
+            .lines()
+            .find(|l| l.trim_start().starts_with(&f.ports[0].to_string()))
+            .unwrap()
+            .to_string();
+        assert!(
+            row.split_whitespace().nth(1) == Some(pid.to_string().as_str()),
+            "the PID column shows the command: {row}"
+        );
+        kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let s = f.wait_status(std::time::Duration::from_secs(30), "the restart", |s| {
+            s.backends[0].restarts == 1 && Fleet::all_healthy(s)
+        });
+        let again = &s.backends[0];
+        assert!(again.pid.is_some_and(|p| p != pid) && again.guard_pid.is_some_and(|g| g != guard));
+        assert!(ps_args(again.pid.unwrap()).contains("http.server"));
+        let log = f.log();
+        assert!(
+            log.contains(&format!(
+                "backend killed by SIGKILL port={} pid={pid} guard_pid={guard}",
+                f.ports[0]
+            )),
+            "portable={portable}:\n{log}"
+        );
+    }
+}
+
+/// While a crashed backend's command starts again, its reason says so; only
+/// a command that never listens is asked whether it uses `{port}`.
+#[test]
+fn a_restarting_backend_is_starting_and_only_one_that_never_listens_is_asked_about_port() {
+    // Two seconds between the exec and the listen: the window to observe.
+    let f = Fleet::start(
+        1,
+        "backend:\n  command: [\"sh\", \"-c\", \"sleep 2; exec python3 -m http.server {port} --bind 127.0.0.1\"]\n\
+         health:\n  path: /\n  interval: 100ms\n  timeout: 100ms\nrestart:\n  initial_backoff: 50ms\n",
+    );
+    let port = f.ports[0];
+    kill(f.pid_of(0), nix::sys::signal::Signal::SIGKILL);
+    let mut seen = Vec::new();
+    wait_for(std::time::Duration::from_secs(60), "healthy again", || {
+        let b = f.status().backends.remove(0);
+        if let Some(r) = &b.reason {
+            seen.push(format!("{}: {r}", b.state));
+        }
+        (b.restarts == 1 && b.healthy).then_some(())
+    });
+    let waiting = format!("starting: waiting for port {port} to accept connections");
+    assert!(seen.contains(&waiting), "{seen:?}");
+    assert!(seen.iter().all(|r| !r.contains("{port}")), "{seen:?}");
+    let human = f.fleet(&["status"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("healthy"));
+
+    // A command that never listens: `up` gives up, and asks.
+    let s = Scratch::new();
+    let ports = free_ports(2);
+    s.write(
+        "fleet.yaml",
+        &fleet_yaml(
+            &ports,
+            "backend:\n  command: [\"sleep\", \"60\"]\nhealth:\n  kind: tcp\n",
+        ),
+    );
+    let out = s.fleet(&["up", "-d"]);
+    let _cleanup = Fleet::adopt(s, ports[..1].to_vec(), ports[1]);
+    assert_exit(
+        &out,
+        1,
+        &format!(
+            "health probe: connection refused: nothing listens on port {} (does the command use {{port}}?)",
+            ports[0]
+        ),
+    );
+}
