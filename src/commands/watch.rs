@@ -22,7 +22,7 @@ use crossterm::style::{Attribute, Print, SetAttribute};
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{execute, queue};
 
-use super::status::{StatusError, render};
+use super::status::{StatusError, render, render_width};
 use crate::control::client::{self, ControlError};
 use crate::state_dir::StateDir;
 
@@ -38,15 +38,16 @@ pub(crate) fn run(state: &StateDir) -> Result<(), StatusError> {
     }
 }
 
-/// One frame's text: the status table, or why there is none.
-fn frame(state: &StateDir) -> Result<String, ControlError> {
-    client::status(state).map(|s| render(&s))
+/// One frame's text: the status table (fitted to `width` columns, when
+/// known), or why there is none.
+fn frame(state: &StateDir, width: Option<usize>) -> Result<String, ControlError> {
+    client::status(state).map(|s| render_width(&s, width))
 }
 
 fn snapshots(state: &StateDir) -> Result<(), ControlError> {
     let mut next = Instant::now();
     loop {
-        match frame(state) {
+        match client::status(state).map(|s| render(&s)) {
             Ok(text) => {
                 let mut out = io::stdout().lock();
                 if writeln!(out, "{}\n", text.trim_end())
@@ -96,7 +97,7 @@ fn live(state: &StateDir) -> io::Result<()> {
     let _screen = Screen::enter()?;
     let mut out = io::stdout().lock();
     loop {
-        let text = match frame(state) {
+        let text = match frame(state, size().0) {
             Ok(t) => t,
             Err(e) => format!("fleet: {}\nwaiting for it...", crate::message::one_line(&e)),
         };
@@ -167,14 +168,19 @@ fn quits(k: &KeyEvent) -> bool {
         }
 }
 
+/// The terminal's columns and rows; `None` for a terminal that does not
+/// know its size (0x0, as under `script`): it is neither fitted nor clipped.
+fn size() -> (Option<usize>, Option<usize>) {
+    match terminal::size() {
+        Ok((c, r)) if c > 0 && r > 0 => (Some(usize::from(c)), Some(usize::from(r))),
+        _ => (None, None),
+    }
+}
+
 /// Overwrite the screen with `text` (clipped to the terminal) in one write.
 fn draw(out: &mut impl Write, text: &str, color: bool) -> io::Result<()> {
-    // A terminal that does not know its size (0x0, as under `script`) is not clipped.
-    let (cols, rows) = terminal::size()
-        .ok()
-        .filter(|&(c, r)| c > 0 && r > 0)
-        .unwrap_or((u16::MAX, u16::MAX));
-    let (cols, rows) = (usize::from(cols), usize::from(rows));
+    let (cols, rows) = size();
+    let (cols, rows) = (cols.unwrap_or(usize::MAX), rows.unwrap_or(usize::MAX));
     queue!(out, MoveTo(0, 0))?;
     let footer = "q quits · refreshed every second";
     let lines: Vec<&str> = text.trim_end().lines().collect();

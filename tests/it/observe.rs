@@ -126,10 +126,29 @@ fn metrics_pass_promtool_and_count_every_request() {
 
 #[test]
 fn dashboard_in_a_headless_browser_shows_every_backend() {
-    let Some(chromium) = need_tool("chromium", "apt-get install chromium") else {
+    let (fleet, admin) = admin_fleet(3);
+    let Some(dom) = dashboard_dom(admin) else {
         return;
     };
-    let (fleet, admin) = admin_fleet(3);
+    let s = fleet.status();
+    for b in &s.backends {
+        let port = b.port;
+        let state = b.state.as_str();
+        assert!(
+            dom.contains(&format!("id=\"b-{port}\"")),
+            "{port} missing:\n{dom}"
+        );
+        assert!(
+            dom.contains(&format!("s-{state}\">{state}<")),
+            "{state} missing:\n{dom}"
+        );
+    }
+}
+
+/// The page as a headless browser has it after its script ran (`None`
+/// without chromium, outside CI).
+fn dashboard_dom(admin: SocketAddr) -> Option<String> {
+    let chromium = need_tool("chromium", "apt-get install chromium")?;
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium)
         .args([
@@ -149,26 +168,62 @@ fn dashboard_in_a_headless_browser_shows_every_backend() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "chromium failed:\n{}", text(&out));
-    // The page's script ran and re-rendered from /status.json.
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         dom.contains("data-refreshes=\""),
         "the script did not run:\n{dom}"
     );
-    let s = fleet.status();
-    for b in &s.backends {
-        let port = b.port;
-        let state = b.state.as_str();
+    Some(dom)
+}
+
+/// A backend stopped with `fleet stop` is `stopped` (JSON `held`), has no
+/// health rather than "unhealthy", and does not make the fleet degraded: in
+/// `status`, its JSON and the dashboard (after the page's own refresh).
+#[test]
+fn a_stopped_backend_is_stopped_not_unhealthy_and_the_fleet_not_degraded() {
+    let (f, admin) = admin_fleet(2);
+    let port = f.ports[1];
+    let out = f.fleet(&["stop", &port.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json = f.status_json();
+    let b = &json["backends"][1];
+    assert_eq!(b["state"], "stopped", "{json}");
+    assert_eq!(b["held"], true, "{json}");
+    assert_eq!(json["backends"][0].get("held"), None, "absent unless held");
+    let human = f.fleet(&["status"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let summary = human.lines().next().unwrap();
+    assert!(
+        summary.ends_with(", 1/1 backends healthy, 1 stopped"),
+        "{human}"
+    );
+    assert!(
+        !human.contains("DEGRADED") && !human.contains("unhealthy"),
+        "{human}"
+    );
+    if let Some(dom) = dashboard_dom(admin) {
+        assert!(dom.contains("s-stopped held\">stopped<"), "{dom}");
         assert!(
-            dom.contains(&format!("id=\"b-{port}\"")),
-            "{port} missing:\n{dom}"
+            dom.contains(">1 / 1<") && dom.contains("· 1 stopped"),
+            "{dom}"
         );
+        assert!(dom.contains("<td class=\"health h-none\">–</td>"), "{dom}");
+        assert!(!dom.contains(">unhealthy<"), "{dom}");
+        let exit = f.status().backends[1]
+            .last_exit
+            .clone()
+            .expect("a last exit");
         assert!(
-            dom.contains(&format!("s-{state}\">{state}<")),
-            "{state} missing:\n{dom}"
+            dom.contains(&format!(
+                "<td class=\"exit\">{exit}<div class=\"why\">stopped by"
+            )),
+            "{dom}"
         );
     }
+    let out = f.fleet(&["start", &port.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(f.status_json()["backends"][1].get("held"), None);
 }
 
 /// Not on a terminal, `--watch` prints a plain snapshot every second.
