@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::commands::status::human_duration;
-use crate::control::protocol::{BackendStatus, FleetStatus, Phase};
+use crate::control::protocol::{BackendStatus, ExitInfo, FleetStatus, Phase};
 use crate::metrics::HISTORY;
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -66,7 +66,7 @@ fn row(b: &BackendStatus) -> String {
          <td class=\"state\"><span class=\"badge s-{state}{held}\">{state}</span></td>\
          <td class=\"health h-{class}\">{health}</td><td>{uptime}</td><td>{restarts}</td>\
          <td>{active}</td><td>{total}</td><td>{requests}</td><td>{rps}</td><td>{p99}</td><td>{spark}</td>\
-         <td class=\"exit\">{exit}{why}</td></tr>",
+         <td class=\"exit\">{exit}</td></tr>{why}",
         held = if b.held { " held" } else { "" },
         port = b.port,
         id = b
@@ -86,16 +86,34 @@ fn row(b: &BackendStatus) -> String {
         rps = rate(b.traffic.requests_per_s),
         p99 = ms(b.traffic.p99_ms),
         spark = spark(&b.traffic.requests_history, 140, 26),
-        exit = b
-            .last_exit
-            .as_ref()
-            .map_or("–".into(), |e| escape(&e.to_string())),
-        why = b.reason.as_deref().map_or(String::new(), |r| format!(
-            "<div class=\"why\">{}</div>",
-            escape(r)
+        exit = b.last_exit.as_ref().map_or("–".into(), |e| escape(
+            &ExitInfo {
+                cause: e.cause.as_ref().map(|_| "by fleet".into()),
+                ..e.clone()
+            }
+            .to_string()
         )),
+        why = why(b),
     );
     r
+}
+
+/// The line under a backend's row: its reason, and the cause of a last exit
+/// that fleet caused (the row's cell says only "by fleet").
+fn why(b: &BackendStatus) -> String {
+    let exit = b
+        .last_exit
+        .as_ref()
+        .filter(|e| e.cause.is_some())
+        .map(|e| format!("last exit {e}"));
+    let lines: Vec<String> = b.reason.iter().cloned().chain(exit).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "<tr class=\"why\"><td colspan=\"13\">{}</td></tr>",
+        escape(&lines.join(" · "))
+    )
 }
 
 fn rate(v: f64) -> String {
@@ -206,7 +224,7 @@ mod tests {
         assert!(html.contains("<td class=\"health h-none\">–</td>"));
         assert!(!html.contains(">unhealthy<"));
         assert!(html.contains(
-            "<td class=\"exit\">SIGTERM<div class=\"why\">stopped by `fleet stop`</div></td>"
+            "<td class=\"exit\">SIGTERM</td></tr><tr class=\"why\"><td colspan=\"13\">stopped by `fleet stop`</td></tr>"
         ));
     }
 

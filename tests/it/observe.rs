@@ -216,7 +216,7 @@ fn a_stopped_backend_is_stopped_not_unhealthy_and_the_fleet_not_degraded() {
             .expect("a last exit");
         assert!(
             dom.contains(&format!(
-                "<td class=\"exit\">{exit}<div class=\"why\">stopped by"
+                "<td class=\"exit\">{exit}</td></tr><tr class=\"why\"><td colspan=\"13\">stopped by"
             )),
             "{dom}"
         );
