@@ -392,7 +392,8 @@ impl Fleet {
         self.wait_until(deadline, || slot.routable() || gave_up(&slot.status()))
             .await;
         let s = slot.status();
-        match s.pid {
+        // A guard's report of its command's pid may trail the first probe.
+        match s.pid.or(s.guard_pid) {
             Some(pid) if s.healthy => Ok(pid),
             _ => Err(NotServing(s.reason.clone().unwrap_or_else(
                 || match &s.last_exit {
