@@ -2,8 +2,9 @@
 //! (spawn, signal) and feeds it the events they cause (spawned, exited, probe
 //! results, passive failures from the balancer, deadlines, shutdown).
 //!
-//! The task owns its `Backend` machine, its `Child` and the lifeline pipe;
-//! after every event it publishes the machine's view to its pool `Slot`.
+//! The task owns its `Backend` machine, its `Child` and the lifeline (a
+//! pipe, or for `fleet guard` a socket that also brings back the command's
+//! pid); after every event it publishes the machine's view to its pool `Slot`.
 
 use std::future::Future;
 use std::io;
@@ -137,7 +138,7 @@ type ReportFuture = Pin<Box<dyn Future<Output = Option<u32>> + Send>>;
 struct Worker {
     child: Child,
     /// Held open for the worker's life; its EOF tells the worker we are gone.
-    _lifeline: Option<Lifeline>,
+    lifeline: Option<Lifeline>,
     /// What we spawned: the built-in worker, or `fleet guard` (whose
     /// process group is the backend's, so signals go to this pid).
     pid: u32,
@@ -199,7 +200,7 @@ impl BackendTask {
                         let ev = match self.spawn() {
                             Ok(w) => {
                                 let pid = w.pid;
-                                report = match &w._lifeline {
+                                report = match &w.lifeline {
                                     Some(Lifeline::Socket(s)) => {
                                         Some(Box::pin(read_pid(s.clone())))
                                     }
@@ -494,7 +495,7 @@ impl BackendTask {
         }
         Ok(Worker {
             child,
-            _lifeline: lifeline,
+            lifeline,
             pid,
             command_pid: None,
             guarded: l.guarded,
