@@ -1,21 +1,41 @@
-//! HTTP/1 message framing for the http balancer (RFC 9112 §6), pure: bytes
-//! in, decisions and rewritten heads out. No I/O, so it is unit tested and
-//! fuzzed (`fuzz/fuzz_targets/http_framing.rs`) on its own.
+//! HTTP/1 message framing for the http balancer (RFC 9112), pure: bytes in,
+//! decisions and rewritten heads out. No I/O, so it is unit tested and fuzzed
+//! (`fuzz/fuzz_targets/http_framing.rs`) on its own.
 //!
-//! Requests are framed strictly: both `Content-Length` and
-//! `Transfer-Encoding`, differing or malformed `Content-Length`s, a transfer
-//! coding other than a final `chunked`, obs-fold, or HTTP/1.1 without exactly
-//! one `Host` make the request a [`Reject`] (answered 400 by the caller, never
-//! forwarded): a proxy that frames a message differently from its backend is
-//! how requests are smuggled. Chunked bodies are forwarded as they came, so
-//! the [`Chunked`] decoder only finds where the body ends and checks it.
+//! Requests are framed strictly: what RFC 9112 refuses is a [`Reject`]
+//! (answered `400`, or `501` for what fleet does not implement, by the
+//! caller) and never forwarded, because a proxy that frames or routes a
+//! message differently from its backend is how requests are smuggled:
+//! - both `Content-Length` and `Transfer-Encoding`, differing or malformed
+//!   `Content-Length`s (§6.3);
+//! - any `Transfer-Encoding` but exactly one `chunked`, across all its lines:
+//!   a final coding other than chunked and chunked twice are `400`, another
+//!   coding (`gzip, chunked`) is `501` (§6.1, §7); any in HTTP/1.0;
+//! - obs-fold (§5.2), a chunk-size line outside `chunk-size [ chunk-ext ]`
+//!   (§7.1.1), a trailer line that is not a field line (§7.1.2);
+//! - an HTTP/1.1 request without exactly one `Host`, a `Host` that is not
+//!   `uri-host [ ":" port ]` (§3.2);
+//! - a request-target that is neither origin-form, absolute-form with an
+//!   `http`/`https` authority, nor `*` for `OPTIONS` (§3.2); `CONNECT` (`501`:
+//!   fleet is not a forward proxy).
+//!
+//! The forwarded head (see [`request`]) always satisfies
+//! [`check_forwarded`]: origin-form, one valid `Host` (an absolute-form
+//! target's authority, §3.2.2), one framing header written by fleet, no
+//! hop-by-hop header, no header name with `_`, no client `Forwarded` or
+//! `X-Real-IP`. Chunked bodies are forwarded as they came, so the [`Chunked`]
+//! decoder only finds where the body ends and checks it; for an HTTP/1.0
+//! client it also de-chunks the response ([`Body::feed_decoded`]).
 
 /// Headers per message as parsed (hyper's default, which the worker uses).
 /// A request may have `ADDED_TO_REQUESTS` fewer and a response one fewer, so
 /// that with the headers the balancer adds each still fits this limit.
 pub const MAX_HEADERS: usize = 100;
-/// `X-Forwarded-For`, `-Proto`, `-Host` and `Connection`.
-const ADDED_TO_REQUESTS: usize = 4;
+/// `X-Forwarded-For`, `-Proto`, `-Host`, `Connection`, and `Host` (for an
+/// absolute-form target in an HTTP/1.0 request without one).
+pub const ADDED_TO_REQUESTS: usize = 5;
+// `ConnectionTokens::listed` has a bit per header.
+const _: () = assert!(MAX_HEADERS <= 128);
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +50,26 @@ pub enum BodyLen {
     Close,
 }
 
-/// Why a request is refused (400) or a response is unusable (502).
+/// Why a request is refused (400, or 501, see [`Reject::status`]) or a
+/// response is unusable (502).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reject(pub &'static str);
+
+impl Reject {
+    /// A transfer coding other than chunked (RFC 9112 §6.1: 501).
+    pub const CODING: Reject = Reject("transfer-coding not implemented");
+    /// `CONNECT`: fleet is a gateway, not a forward proxy (RFC 9110 §15.6.2).
+    pub const CONNECT: Reject = Reject("connect is not implemented");
+
+    /// The status a refused request gets.
+    pub fn status(self) -> u16 {
+        if self == Reject::CODING || self == Reject::CONNECT {
+            501
+        } else {
+            400
+        }
+    }
+}
 
 /// What the connection loop needs to know about a parsed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +85,8 @@ pub struct Request {
     pub http10: bool,
     /// The client wants the connection kept after this exchange.
     pub keep_alive: bool,
-    /// `Connection: upgrade` with an `Upgrade` header: a tunnel after a 101.
+    /// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only): a
+    /// tunnel after a 101.
     pub upgrade: bool,
 }
 
@@ -63,6 +101,9 @@ pub struct Response {
     /// The client connection stays open after this response (the head in
     /// `out` says so).
     pub keep_client: bool,
+    /// A chunked body for an HTTP/1.0 client: send it de-chunked
+    /// ([`Body::feed_decoded`]), ended by the close (RFC 9112 §6.1).
+    pub dechunk: bool,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -80,23 +121,33 @@ const HOP_BY_HOP: [&str; 6] = [
 /// Which backend answered, as the built-in worker names itself.
 const BACKEND_HEADER: &str = "X-Fleet-Backend";
 
-/// Headers the balancer sets itself.
-const REPLACED: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+/// Request headers fleet sets itself (the `X-Forwarded-*` family; the
+/// framing headers, written once from what was parsed), or drops because a
+/// backend could take a client's word in them for fleet's: `Forwarded` and
+/// `X-Real-IP` say who the client is, and fleet speaks `X-Forwarded-For`.
+const REPLACED: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "content-length",
+    "transfer-encoding",
+    "forwarded",
+    "x-real-ip",
+];
 
-/// The tokens of the `Connection` headers that matter here, plus how many
-/// other header names they list (those are dropped too).
+/// The tokens of the `Connection` headers, and which headers they name.
 #[derive(Default)]
-struct ConnectionTokens<'a> {
+struct ConnectionTokens {
     close: bool,
     keep_alive: bool,
     upgrade: bool,
-    /// Other names listed; a few are enough, more are ignored.
-    listed: [&'a [u8]; 8],
-    n_listed: usize,
+    /// Bit `i`: `headers[i]` is named in `Connection`, so hop-by-hop. Every
+    /// token counts, however many; no allocation.
+    listed: u128,
 }
 
-impl<'a> ConnectionTokens<'a> {
-    fn of(headers: &[httparse::Header<'a>]) -> Self {
+impl ConnectionTokens {
+    fn of(headers: &[httparse::Header<'_>]) -> Self {
         let mut t = ConnectionTokens::default();
         for h in headers
             .iter()
@@ -110,66 +161,96 @@ impl<'a> ConnectionTokens<'a> {
                     t.keep_alive = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
                     t.upgrade = true;
-                } else if !token.is_empty() && t.n_listed < t.listed.len() {
-                    t.listed[t.n_listed] = token;
-                    t.n_listed += 1;
+                } else if !token.is_empty() {
+                    for (i, named) in headers.iter().enumerate() {
+                        if named.name.as_bytes().eq_ignore_ascii_case(token)
+                            && !framing_or_host(named.name)
+                        {
+                            t.listed |= 1 << i;
+                        }
+                    }
                 }
             }
         }
         t
     }
 
-    /// A header named in `Connection` is hop-by-hop, except the framing
-    /// headers and `Host`: dropping those would change where the message
-    /// ends or make it invalid.
-    fn lists(&self, name: &str) -> bool {
-        !name.eq_ignore_ascii_case("content-length")
-            && !name.eq_ignore_ascii_case("transfer-encoding")
-            && !name.eq_ignore_ascii_case("host")
-            && self.listed[..self.n_listed]
-                .iter()
-                .any(|l| l.eq_ignore_ascii_case(name.as_bytes()))
+    /// `headers[i]` is named in `Connection`.
+    fn lists(&self, i: usize) -> bool {
+        self.listed >> i & 1 == 1
     }
+}
+
+/// A header named in `Connection` is hop-by-hop, except the framing headers
+/// and `Host`: dropping those would change where the message ends or make
+/// it invalid.
+fn framing_or_host(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length")
+        || name.eq_ignore_ascii_case("transfer-encoding")
+        || name.eq_ignore_ascii_case("host")
 }
 
 fn is_one_of(name: &str, list: &[&str]) -> bool {
     list.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// The body length from the framing headers, strictly (RFC 9112 §6.1-6.3).
-/// `None` from both means no framing header at all.
-fn framing(headers: &[httparse::Header<'_>]) -> Result<(Option<u64>, bool), Reject> {
-    let mut length: Option<u64> = None;
-    let mut codings = 0usize;
-    let mut chunked_last = false;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_length(h.value).ok_or(Reject("malformed content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Reject("differing content-length values"));
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            for coding in h.value.split(|&b| b == b',') {
-                let coding = coding.trim_ascii();
-                if coding.is_empty() {
-                    continue;
+/// `tchar` (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The framing headers as they came (RFC 9112 §6.1-6.3).
+struct Framing {
+    length: Option<u64>,
+    /// Transfer codings listed, over every `Transfer-Encoding` line.
+    codings: usize,
+    /// How many of them are `chunked`.
+    chunked: usize,
+    /// The last one is `chunked`.
+    chunked_last: bool,
+}
+
+impl Framing {
+    fn of(headers: &[httparse::Header<'_>]) -> Result<Framing, Reject> {
+        let mut f = Framing {
+            length: None,
+            codings: 0,
+            chunked: 0,
+            chunked_last: false,
+        };
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = parse_length(h.value).ok_or(Reject("malformed content-length"))?;
+                if f.length.is_some_and(|l| l != n) {
+                    return Err(Reject("differing content-length values"));
                 }
-                codings += 1;
-                chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-            }
-            if codings == 0 {
-                return Err(Reject("empty transfer-encoding"));
+                f.length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let before = f.codings;
+                for coding in h.value.split(|&b| b == b',') {
+                    let coding = coding.trim_ascii();
+                    if coding.is_empty() {
+                        continue;
+                    }
+                    f.codings += 1;
+                    f.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                    f.chunked += usize::from(f.chunked_last);
+                }
+                if f.codings == before {
+                    return Err(Reject("empty transfer-encoding"));
+                }
             }
         }
+        if f.codings > 0 && f.length.is_some() {
+            return Err(Reject("both content-length and transfer-encoding"));
+        }
+        Ok(f)
     }
-    if codings > 0 && length.is_some() {
-        return Err(Reject("both content-length and transfer-encoding"));
+
+    /// Exactly one coding, `chunked`.
+    fn only_chunked(&self) -> bool {
+        self.codings == 1 && self.chunked_last
     }
-    if codings > 0 && !chunked_last {
-        return Err(Reject("transfer-encoding does not end in chunked"));
-    }
-    Ok((length, codings > 0))
 }
 
 /// `1*DIGIT`, nothing else (no sign, no spaces, no list), at most 18 digits.
@@ -180,12 +261,97 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Parse a request head at the start of `input` and, when it is complete,
-/// write the head to send to the backend into `out`: hop-by-hop headers
-/// removed, `X-Forwarded-For` appended with `client`, `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` set. `client` is the client's address as text (the
-/// connection formats it once, not per request). `Ok(None)`: the head is not
-/// complete yet.
+/// A `Host` value: `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2),
+/// empty allowed (§3.2: a target without an authority).
+fn valid_host(v: &[u8]) -> bool {
+    let port = if let Some(rest) = v.strip_prefix(b"[") {
+        // IP-literal: an IPv6 address or IPvFuture, checked for its alphabet.
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        if end == 0
+            || !rest[..end]
+                .iter()
+                .all(|&b| is_unreserved_or_sub_delim(b) || b == b':')
+        {
+            return false;
+        }
+        &rest[end + 1..]
+    } else {
+        // reg-name (an IPv4 address is one too).
+        let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let name = &v[..end];
+        let mut i = 0;
+        while i < name.len() {
+            match name[i] {
+                b'%' if name
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                {
+                    i += 3
+                }
+                b if is_unreserved_or_sub_delim(b) => i += 1,
+                _ => return false,
+            }
+        }
+        &v[end..]
+    };
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
+}
+
+/// unreserved / sub-delims (RFC 3986 §2.2, §2.3).
+fn is_unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
+}
+
+/// The request-target, as RFC 9112 §3.2 allows it.
+enum Target<'a> {
+    /// origin-form (`/path?query`), or `*` for OPTIONS.
+    Origin(&'a [u8]),
+    /// absolute-form: the authority replaces `Host` and the rest is sent in
+    /// origin-form (§3.2.2); `path` is empty for `http://host` or `http://host?q`.
+    Absolute { authority: &'a [u8], path: &'a [u8] },
+}
+
+fn target<'a>(method: &str, t: &'a [u8]) -> Result<Target<'a>, Reject> {
+    if t.first() == Some(&b'/') || (t == b"*" && method == "OPTIONS") {
+        return Ok(Target::Origin(t));
+    }
+    let rest = if t.len() > 7 && t[..7].eq_ignore_ascii_case(b"http://") {
+        &t[7..]
+    } else if t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://") {
+        &t[8..]
+    } else {
+        return Err(Reject("malformed request target"));
+    };
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains(&b'@') {
+        // RFC 9110 §4.2.4: userinfo in an http(s) URI is an error.
+        return Err(Reject("userinfo in the request target"));
+    }
+    if authority.is_empty() || authority[0] == b':' || !valid_host(authority) {
+        // RFC 9110 §4.2.1: an http URI with an empty host is invalid.
+        return Err(Reject("invalid authority in the request target"));
+    }
+    Ok(Target::Absolute { authority, path })
+}
+
+/// Parse a request head at the start of `input` and, when it is complete and
+/// acceptable, write the head to send to the backend into `out`:
+/// origin-form, `Host` from an absolute-form target, hop-by-hop headers,
+/// header names with `_`, `Forwarded` and `X-Real-IP` removed, the framing
+/// header written once, `X-Forwarded-For` appended with `client`,
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` set. `client` is the client's
+/// address as text (the connection formats it once, not per request).
+/// `Ok(None)`: the head is not complete yet.
 pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -195,7 +361,7 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
         Err(httparse::Error::TooManyHeaders) => return Err(Reject("too many headers")),
         Err(_) => return Err(Reject("malformed request head")),
     };
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(raw_target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Reject("malformed request line"));
     };
     let http10 = minor == 0;
@@ -204,46 +370,92 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
         // The forwarded head must fit the same limit with ours added.
         return Err(Reject("too many headers"));
     }
-    let (length, chunked) = framing(headers)?;
-    if chunked && http10 {
-        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a proxy must not trust one.
-        return Err(Reject("transfer-encoding in an HTTP/1.0 request"));
+    if method == "CONNECT" {
+        return Err(Reject::CONNECT);
     }
-    let hosts = headers
+    let target = target(method, raw_target.as_bytes())?;
+    let framing = Framing::of(headers)?;
+    if framing.codings > 0 {
+        if http10 {
+            // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a proxy must not trust one.
+            return Err(Reject("transfer-encoding in an HTTP/1.0 request"));
+        }
+        if !framing.chunked_last {
+            // §6.3: the body's length cannot be determined.
+            return Err(Reject("transfer-encoding does not end in chunked"));
+        }
+        if framing.chunked > 1 {
+            // §6.1: chunked is applied at most once.
+            return Err(Reject("chunked applied more than once"));
+        }
+        if !framing.only_chunked() {
+            // §6.1: a coding the server does not understand is 501; fleet
+            // would forward a body neither it nor the backend had checked.
+            return Err(Reject::CODING);
+        }
+    }
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    for h in headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("host"))
-        .count();
+    {
+        hosts += 1;
+        host = Some(h.value);
+    }
     if hosts > 1 || (hosts == 0 && !http10) {
         // RFC 9112 §3.2.
         return Err(Reject("an HTTP/1.1 request needs exactly one host header"));
     }
+    if host.is_some_and(|h| !valid_host(h)) {
+        return Err(Reject("invalid host header"));
+    }
     let conn = ConnectionTokens::of(headers);
-    let upgrade = conn.upgrade
+    // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
+    let upgrade = !http10
+        && conn.upgrade
         && headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
-    let body = match (chunked, length) {
-        (true, _) => BodyLen::Chunked,
-        (false, Some(0) | None) => BodyLen::Empty,
-        (false, Some(n)) => BodyLen::Length(n),
+    let body = if framing.codings > 0 {
+        BodyLen::Chunked
+    } else {
+        match framing.length {
+            Some(0) | None => BodyLen::Empty,
+            Some(n) => BodyLen::Length(n),
+        }
     };
+    let (path, authority) = match target {
+        Target::Origin(t) => (t, None),
+        Target::Absolute { authority, path } => (path, Some(authority)),
+    };
+    // §3.2.2: the target's authority, not the Host header, names the host.
+    let host = authority.or(host);
 
     out.clear();
     out.reserve(head_len + 128);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
+    match path.first() {
+        Some(b'/' | b'*') => {}
+        // §3.2.4: `OPTIONS http://h` is `OPTIONS *` once at the server.
+        None if method == "OPTIONS" => out.push(b'*'),
+        _ => out.push(b'/'),
+    }
+    out.extend_from_slice(path);
     out.extend_from_slice(if http10 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut host: Option<&[u8]> = None;
     let mut forwarded_for: Option<&[u8]> = None;
     let mut more_forwarded = false;
-    for h in headers.iter() {
+    let mut host_written = false;
+    for (i, h) in headers.iter().enumerate() {
         if h.name.eq_ignore_ascii_case("host") {
-            host = Some(h.value);
+            put_header(out, h.name.as_bytes(), host.unwrap_or(h.value));
+            host_written = true;
+            continue;
         }
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             if forwarded_for.is_some() {
@@ -255,11 +467,24 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
         let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
         if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade)
             || is_one_of(h.name, &REPLACED)
-            || conn.lists(h.name)
+            || conn.lists(i)
+            // nginx's default (`underscores_in_headers off`): CGI and WSGI
+            // map `X_Forwarded_For` and `X-Forwarded-For` to one variable.
+            || h.name.contains('_')
         {
             continue;
         }
         put_header(out, h.name.as_bytes(), h.value);
+    }
+    if let (Some(h), false) = (host, host_written) {
+        put_header(out, b"Host", h);
+    }
+    if body == BodyLen::Chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    } else if let Some(n) = framing.length {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, n);
+        out.extend_from_slice(b"\r\n");
     }
     if upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -308,13 +533,93 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
     }))
 }
 
+/// What every head [`request`] forwards holds, whatever the client sent: the
+/// fuzz target and the unit tests check each accepted request against it.
+/// `Err` names the first broken rule.
+pub fn check_forwarded(head: &[u8]) -> Result<(), &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        _ => return Err("not one whole head within the header limit"),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err("no request line");
+    };
+    if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
+        return Err("not origin-form");
+    }
+    if method == "CONNECT" {
+        return Err("connect");
+    }
+    let count = |name: &str| {
+        req.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
+    };
+    let hosts = count("host");
+    if hosts > 1 || (hosts == 0 && minor == 1) {
+        return Err("not exactly one host");
+    }
+    let mut connection: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.contains('_') {
+            return Err("a header name with an underscore");
+        }
+        if is_one_of(
+            name,
+            &[
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "proxy-authorization",
+                "forwarded",
+                "x-real-ip",
+            ],
+        ) {
+            return Err("a hop-by-hop or client-identity header");
+        }
+        if name.eq_ignore_ascii_case("host") && !valid_host(h.value) {
+            return Err("an invalid host");
+        }
+        if name.eq_ignore_ascii_case("transfer-encoding") && h.value != b"chunked" {
+            return Err("a transfer-encoding other than chunked");
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            if connection.is_some() {
+                return Err("more than one connection header");
+            }
+            connection = Some(h.value);
+        }
+    }
+    match connection {
+        None | Some(b"keep-alive") if count("upgrade") == 0 => {}
+        Some(b"upgrade") if minor == 1 && count("upgrade") > 0 => {}
+        _ => return Err("a connection or upgrade header fleet did not write"),
+    }
+    if count("transfer-encoding") + count("content-length") > 1 {
+        return Err("more than one framing header");
+    }
+    if count("x-forwarded-for") != 1
+        || count("x-forwarded-proto") != 1
+        || count("x-forwarded-host") != hosts
+    {
+        return Err("x-forwarded-* not set once each");
+    }
+    Ok(())
+}
+
 /// Parse a response head at the start of `input`; `Ok(None)` until complete.
 /// When complete, the head for the client goes to `out` (except for an
-/// interim 1xx other than 101, which is passed on as it came): an HTTP/1.1
+/// interim 1xx other than 101, which is passed on as it came to an HTTP/1.1
+/// client and dropped for an HTTP/1.0 one, RFC 9110 §15.2): an HTTP/1.1
 /// status line (a 1.0 backend behind a 1.1 client would otherwise read as
-/// "closes after this"), the backend's headers less the hop-by-hop ones, and
-/// our own `Connection`. `can_keep`: nothing on the client connection stands
-/// in the way of keeping it (its request body went through whole).
+/// "closes after this"), the backend's headers less the hop-by-hop ones (and
+/// less `Transfer-Encoding` for an HTTP/1.0 client), and our own
+/// `Connection`. `can_keep`: nothing on the client connection stands in the
+/// way of keeping it (its request body went through whole).
 pub fn response(
     input: &[u8],
     req: &Request,
@@ -353,32 +658,29 @@ pub fn response_from(
         return Err(Reject("too many headers"));
     }
     let conn = ConnectionTokens::of(headers);
-    let (length, chunked) = match framing(headers) {
-        Ok(f) => f,
-        // A final coding other than chunked: the body runs to the close.
-        Err(Reject("transfer-encoding does not end in chunked")) => (None, false),
-        Err(e) => return Err(e),
-    };
-    let te_close = !chunked
-        && length.is_none()
-        && headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let framing = Framing::of(headers)?;
     // RFC 9112 §6.3, in its order.
     let body = if req.head_method || (100..200).contains(&status) || status == 204 || status == 304
     {
         BodyLen::Empty
-    } else if te_close {
+    } else if framing.codings > 0 && !framing.chunked_last {
+        // A final coding other than chunked: the body runs to the close.
         BodyLen::Close
-    } else if chunked {
+    } else if framing.codings > 0 {
         BodyLen::Chunked
     } else {
-        match length {
+        match framing.length {
             Some(0) => BodyLen::Empty,
             Some(n) => BodyLen::Length(n),
             None => BodyLen::Close,
         }
     };
+    let dechunk = req.http10 && body == BodyLen::Chunked;
+    if req.http10 && framing.codings > 0 && body != BodyLen::Empty && !framing.only_chunked() {
+        // §6.1: an HTTP/1.0 client is sent no transfer coding, and one
+        // other than chunked cannot be taken off here.
+        return Err(Reject("a transfer coding an HTTP/1.0 client cannot read"));
+    }
     let backend_keeps =
         body != BodyLen::Close && !conn.close && (minor == 1 || conn.keep_alive) && status != 101;
     let upgrade = status == 101;
@@ -387,7 +689,7 @@ pub fn response_from(
         && req.keep_alive
         && match body {
             BodyLen::Empty | BodyLen::Length(_) => true,
-            // An HTTP/1.0 client cannot read chunked.
+            // De-chunked for an HTTP/1.0 client: ends with the close.
             BodyLen::Chunked => !req.http10,
             BodyLen::Close => false,
         };
@@ -400,12 +702,17 @@ pub fn response_from(
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut add_backend = backend.filter(|_| headers.len() + 2 <= MAX_HEADERS);
-        for h in headers.iter() {
+        for (i, h) in headers.iter().enumerate() {
             if add_backend.is_some() && h.name.eq_ignore_ascii_case(BACKEND_HEADER) {
                 add_backend = None;
             }
             let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
-            if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade) || conn.lists(h.name) {
+            if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade)
+                || conn.lists(i)
+                || (req.http10 && h.name.eq_ignore_ascii_case("transfer-encoding"))
+                // The trailers it announces go with the chunked coding.
+                || (dechunk && h.name.eq_ignore_ascii_case("trailer"))
+            {
                 continue;
             }
             put_header(out, h.name.as_bytes(), h.value);
@@ -427,6 +734,7 @@ pub fn response_from(
         body,
         backend_keeps,
         keep_client,
+        dechunk,
     }))
 }
 
@@ -444,6 +752,21 @@ fn push_status(out: &mut Vec<u8>, n: u16) {
         b'0' + (n / 10 % 10) as u8,
         b'0' + (n % 10) as u8,
     ]);
+}
+
+/// A number in decimal, without allocating.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// How much of a body is still to come, fed the bytes as they arrive.
@@ -473,6 +796,24 @@ impl Body {
     /// How many bytes at the start of `data` belong to the body; fewer than
     /// `data.len()` only once the body is complete.
     pub fn feed(&mut self, data: &[u8]) -> Result<usize, Reject> {
+        self.feed_with(data, |_| {})
+    }
+
+    /// As [`Body::feed`], and appends the body's content to `out`: a
+    /// chunked body without its chunked coding (sizes, extensions,
+    /// trailers), for a client that cannot read it (HTTP/1.0).
+    pub fn feed_decoded(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<usize, Reject> {
+        match self {
+            Body::Chunked(_) => self.feed_with(data, |d| out.extend_from_slice(d)),
+            _ => {
+                let used = self.feed(data)?;
+                out.extend_from_slice(&data[..used]);
+                Ok(used)
+            }
+        }
+    }
+
+    fn feed_with(&mut self, data: &[u8], on_data: impl FnMut(&[u8])) -> Result<usize, Reject> {
         match self {
             Body::Done => Ok(0),
             Body::Close => Ok(data.len()),
@@ -485,7 +826,7 @@ impl Body {
                 Ok(take)
             }
             Body::Chunked(c) => {
-                let used = c.feed(data)?;
+                let used = c.feed_with(data, on_data)?;
                 if c.is_done() {
                     *self = Body::Done;
                 }
@@ -507,14 +848,15 @@ impl Body {
 }
 
 /// Where a chunked body ends (RFC 9112 §7.1), fed the bytes as they arrive.
-/// The bytes themselves are forwarded unchanged; this only checks them and
-/// says how many belong to the body.
+/// The bytes themselves are forwarded unchanged (or de-chunked, see
+/// [`Chunked::feed_with`]); this checks them against the grammar and says
+/// how many belong to the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chunked {
     /// Reading the hex digits of a chunk size.
     Size { value: u64, digits: u8 },
-    /// After the size: optional whitespace and `;` extensions up to CR.
-    Ext { value: u64, len: u16 },
+    /// After the size: BWS and `;` extensions up to CR; `len` bytes so far.
+    Ext { value: u64, len: u16, at: ExtAt },
     /// Saw the CR ending the size line; LF next.
     SizeLf { value: u64 },
     /// Inside chunk data.
@@ -526,7 +868,9 @@ pub enum Chunked {
     /// At the start of a trailer line or of the final empty line; `seen`
     /// counts trailer bytes so far (bounded).
     TrailerStart { seen: u16 },
-    /// Inside a trailer field line.
+    /// Inside a trailer's field name, up to its colon.
+    TrailerName { seen: u16 },
+    /// Inside a trailer's field value.
     Trailer { seen: u16 },
     /// CR at the end of a trailer line seen; LF next.
     TrailerLf { seen: u16 },
@@ -536,6 +880,29 @@ pub enum Chunked {
     Done,
 }
 
+/// Where in the chunk extensions of a size line (RFC 9112 §7.1.1):
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`, and
+/// BWS before the CR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtAt {
+    /// BWS after the size or after an extension: `;` or CR next.
+    Between,
+    /// After `;`: BWS, then a name.
+    BeforeName,
+    /// In a name (a token).
+    Name,
+    /// BWS after a name: `=`, `;` or CR next.
+    AfterName,
+    /// After `=`: BWS, then a token or a quoted string.
+    BeforeValue,
+    /// In a token value.
+    Value,
+    /// In a quoted-string value.
+    Quoted,
+    /// After a backslash in a quoted string.
+    Escaped,
+}
+
 /// Chunk sizes of up to 15 hex digits (below 2^60 bytes).
 const MAX_SIZE_DIGITS: u8 = 15;
 /// Longest chunk extension accepted on one size line.
@@ -543,8 +910,8 @@ const MAX_EXT: u16 = 1024;
 /// Largest trailer section accepted.
 const MAX_TRAILERS: u16 = 8192;
 
-/// A byte allowed inside a field line or chunk extension: visible ASCII,
-/// space, tab and obs-text; no control characters (a bare LF included).
+/// A byte allowed inside a field value: visible ASCII, space, tab and
+/// obs-text; no control characters (a bare LF included).
 fn is_field_byte(b: u8) -> bool {
     b == b'\t' || b >= 0x20 && b != 0x7f
 }
@@ -570,6 +937,16 @@ impl Chunked {
     /// Consume from `data` up to the end of the body; returns how many bytes
     /// belong to it. Fewer than `data.len()` only when the body ended.
     pub fn feed(&mut self, data: &[u8]) -> Result<usize, Reject> {
+        self.feed_with(data, |_| {})
+    }
+
+    /// As [`Chunked::feed`], handing each run of chunk data to `on_data`
+    /// (the body without its coding).
+    pub fn feed_with(
+        &mut self,
+        data: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<usize, Reject> {
         let mut i = 0;
         while i < data.len() && !self.is_done() {
             if let Chunked::Data { left } = *self {
@@ -577,6 +954,7 @@ impl Chunked {
                 let take = usize::try_from(left)
                     .unwrap_or(usize::MAX)
                     .min(data.len() - i);
+                on_data(&data[i..i + take]);
                 i += take;
                 let left = left - take as u64;
                 *self = if left == 0 {
@@ -608,20 +986,48 @@ impl Chunked {
                 // Size -> SizeLf
                 None if b == b'\r' => Chunked::SizeLf { value },
                 // Size -> Ext
-                None if b == b';' || b == b' ' || b == b'\t' => Chunked::Ext { value, len: 1 },
+                None if b == b' ' || b == b'\t' => Chunked::Ext {
+                    value,
+                    len: 1,
+                    at: ExtAt::Between,
+                },
+                // Size -> Ext
+                None if b == b';' => Chunked::Ext {
+                    value,
+                    len: 1,
+                    at: ExtAt::BeforeName,
+                },
                 None => return Err(Reject("invalid chunk size")),
             },
-            Chunked::Ext { value, len } => match b {
-                // Ext -> SizeLf
-                b'\r' => Chunked::SizeLf { value },
-                _ if len >= MAX_EXT => return Err(Reject("chunk extension too long")),
-                // Ext -> Ext
-                b if is_field_byte(b) => Chunked::Ext {
+            Chunked::Ext { value, len, at } => {
+                use ExtAt::*;
+                let at = match (at, b) {
+                    // Ext -> SizeLf
+                    (Between | Name | AfterName | Value, b'\r') => {
+                        return Ok(Chunked::SizeLf { value });
+                    }
+                    _ if len >= MAX_EXT => return Err(Reject("chunk extension too long")),
+                    // Ext -> Ext, for the rest.
+                    (Between | Name | AfterName | Value, b';') => BeforeName,
+                    (Between | BeforeName | AfterName | BeforeValue, b' ' | b'\t') => at,
+                    (Name, b' ' | b'\t') => AfterName,
+                    (Value, b' ' | b'\t') => Between,
+                    (BeforeName | Name, b) if is_tchar(b) => Name,
+                    (Name | AfterName, b'=') => BeforeValue,
+                    (BeforeValue | Value, b) if is_tchar(b) => Value,
+                    (BeforeValue, b'"') => Quoted,
+                    (Quoted, b'"') => Between,
+                    (Quoted, b'\\') => Escaped,
+                    // qdtext, and quoted-pair's second byte.
+                    (Quoted | Escaped, b) if is_field_byte(b) => Quoted,
+                    _ => return Err(Reject("malformed chunk extension")),
+                };
+                Chunked::Ext {
                     value,
                     len: len + 1,
-                },
-                _ => return Err(Reject("malformed chunk extension")),
-            },
+                    at,
+                }
+            }
             Chunked::SizeLf { value } => match b {
                 // SizeLf -> TrailerStart (the last chunk)
                 b'\n' if value == 0 => Chunked::TrailerStart { seen: 0 },
@@ -644,11 +1050,18 @@ impl Chunked {
             Chunked::TrailerStart { seen } => match b {
                 // TrailerStart -> EndLf
                 b'\r' => Chunked::EndLf,
-                // TrailerStart -> Trailer
-                b if is_field_byte(b) && b != b' ' && b != b'\t' => {
-                    Chunked::Trailer { seen: seen + 1 }
-                }
+                // TrailerStart -> TrailerName
+                b if is_tchar(b) => Chunked::TrailerName { seen: seen + 1 },
                 _ => return Err(Reject("malformed trailer")),
+            },
+            Chunked::TrailerName { seen } => match b {
+                _ if seen >= MAX_TRAILERS => return Err(Reject("trailers too large")),
+                // TrailerName -> TrailerName
+                b if is_tchar(b) => Chunked::TrailerName { seen: seen + 1 },
+                // TrailerName -> Trailer
+                b':' => Chunked::Trailer { seen: seen + 1 },
+                // RFC 9112 §7.1.2: trailers are field lines, `name ":" value`.
+                _ => return Err(Reject("a trailer line that is not a field line")),
             },
             Chunked::Trailer { seen } => match b {
                 _ if seen >= MAX_TRAILERS => return Err(Reject("trailers too large")),

@@ -21,7 +21,8 @@
 //! (`balancer::passive`); it leaves rotation only after several in a row.
 //!
 //! Answers of its own, each with a one-line text body and `Connection:
-//! close`: 400 for a malformed request (never forwarded), 408 for a head not
+//! close`: 400 for a malformed request and 501 for a transfer coding or
+//! method fleet does not implement (neither forwarded), 408 for a head not
 //! received in time, 431 for an oversized head, 502 for a backend that
 //! failed in a way that cannot be retried, 503 (with `Retry-After`) when no
 //! backend is routable within `NO_BACKEND_WAIT`, 504 when no response head
@@ -257,6 +258,7 @@ fn record(shared: &Shared, peer: SocketAddr, o: &Outcome) {
 /// The balancer's own answers.
 #[derive(Debug, Clone, Copy)]
 enum Answer {
+    /// A refused request: 400, or 501 ([`Reject::status`]).
     BadRequest(Reject),
     HeadTimeout,
     HeadTooLarge,
@@ -268,7 +270,7 @@ enum Answer {
 impl Answer {
     fn status(self) -> u16 {
         match self {
-            Answer::BadRequest(_) => 400,
+            Answer::BadRequest(why) => why.status(),
             Answer::HeadTimeout => 408,
             Answer::HeadTooLarge => 431,
             Answer::BadGateway => 502,
@@ -280,6 +282,7 @@ impl Answer {
     /// Write the answer; returns the bytes written (0 if the client is gone).
     async fn send<W: AsyncWrite + Unpin>(self, client: &mut W) -> u64 {
         let (reason, line) = match self {
+            Answer::BadRequest(why) if why.status() == 501 => ("Not Implemented", why.0),
             Answer::BadRequest(why) => ("Bad Request", why.0),
             Answer::HeadTimeout => ("Request Timeout", "request head not received in time"),
             Answer::HeadTooLarge => ("Request Header Fields Too Large", "request head too large"),
@@ -611,11 +614,14 @@ async fn attempt(
                 }
                 r = read_response_head(&mut br, &mut rbuf, req, upload_done && upload_ok, name, &mut out) => match r {
                     Ok(resp) if (100..200).contains(&resp.status) && resp.status != 101 => {
-                        // 1xx interim answers go to the client as they are.
-                        if cw.write_all(&rbuf[..resp.head_len]).await.is_err() {
-                            return Attempt::ClientGone;
+                        // 1xx interim answers go to an HTTP/1.1 client as
+                        // they are; an HTTP/1.0 one has none (RFC 9110 §15.2).
+                        if !req.http10 {
+                            if cw.write_all(&rbuf[..resp.head_len]).await.is_err() {
+                                return Attempt::ClientGone;
+                            }
+                            bytes_out += resp.head_len as u64;
                         }
-                        bytes_out += resp.head_len as u64;
                         rbuf.drain(..resp.head_len);
                     }
                     Ok(resp) => break resp,
@@ -657,14 +663,22 @@ async fn attempt(
         let keep_client = resp.keep_client;
         let mut rbody = Body::new(resp.body);
         let in_buf = &rbuf[resp.head_len..];
-        let first_part = match rbody.feed(in_buf) {
-            Ok(n) => n,
-            Err(_) => return Attempt::BadResponse(Reject("malformed chunked response")),
+        // `out` gets the body's first part (de-chunked for an HTTP/1.0 client).
+        let first_part = if resp.dechunk {
+            rbody.feed_decoded(in_buf, &mut out)
+        } else {
+            rbody
+                .feed(in_buf)
+                .inspect(|&n| out.extend_from_slice(&in_buf[..n]))
+        };
+        let Ok(first_part) = first_part else {
+            return Attempt::BadResponse(Reject("malformed chunked response"));
         };
         // Bytes after the response's end: the backend is out of step.
         let in_step = AtomicBool::new(first_part == in_buf.len());
-        out.extend_from_slice(&in_buf[..first_part]);
         let out = out;
+        // The de-chunked body, for an HTTP/1.0 client only.
+        let mut decoded: Vec<u8> = Vec::new();
         rbuf.clear();
         let stream = async {
             if !done_in_time(timeout(idle, cw.write_all(&out)).await) {
@@ -685,14 +699,23 @@ async fn attempt(
                     Ok(Ok(n)) => n,
                     _ => return Err(()),
                 };
-                let used = rbody.feed(&rbuf[..n]).map_err(|_| ())?;
+                let (used, to_client) = if resp.dechunk {
+                    decoded.clear();
+                    let used = rbody
+                        .feed_decoded(&rbuf[..n], &mut decoded)
+                        .map_err(|_| ())?;
+                    (used, &decoded[..])
+                } else {
+                    let used = rbody.feed(&rbuf[..n]).map_err(|_| ())?;
+                    (used, &rbuf[..used])
+                };
                 if used < n {
                     in_step.store(false, Relaxed);
                 }
-                if !done_in_time(timeout(idle, cw.write_all(&rbuf[..used])).await) {
+                if !done_in_time(timeout(idle, cw.write_all(to_client)).await) {
                     return Err(());
                 }
-                written += used as u64;
+                written += to_client.len() as u64;
             }
             Ok(written)
         };
