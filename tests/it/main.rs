@@ -7,6 +7,7 @@ mod backend_faults;
 mod bench;
 mod escapes;
 mod export;
+mod framing;
 mod hardening;
 mod harness;
 mod healing;
