@@ -1,8 +1,11 @@
 //! The balancer's HTTP/1 framing: whatever bytes arrive, parsing never
 //! panics, a request it accepts is rewritten into a head that frames the same
 //! way when parsed again (a proxy and its backend must agree on where a
-//! message ends), and a body's end does not depend on how the bytes were
-//! split across reads.
+//! message ends) and that holds every rule of `framing::check_forwarded`
+//! (origin-form, one valid Host, framing written once with no coding but
+//! chunked, no hop-by-hop header, no underscore name, no client Forwarded or
+//! X-Real-IP), an HTTP/1.0 client is never sent a transfer coding, and a
+//! body's end does not depend on how the bytes were split across reads.
 #![no_main]
 
 use fleet::framing::{self, Body, BodyLen};
@@ -33,9 +36,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut out = Vec::new();
     let Ok(Some(req)) = framing::request(data, CLIENT, &mut out) else {
-        // Also a response head, with a plain GET as its request.
+        // Also a response head, with a plain GET as its request (HTTP/1.1
+        // or 1.0, by the split byte).
         let mut get = Vec::new();
-        let plain = framing::request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", CLIENT, &mut get)
+        let request_line: &[u8] = if split & 1 == 0 {
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+        } else {
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        };
+        let plain = framing::request(request_line, CLIENT, &mut get)
             .expect("a valid request")
             .expect("complete");
         let mut head = Vec::new();
@@ -44,8 +53,24 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(Some(resp)) = framing::response_from(data, &plain, true, named, &mut head) {
             assert!(resp.head_len <= data.len());
             if (100..200).contains(&resp.status) && resp.status != 101 {
-                assert!(head.is_empty(), "a 1xx is passed on raw");
+                assert!(head.is_empty(), "a 1xx is passed on raw (to HTTP/1.1 only)");
                 return;
+            }
+            if plain.http10 {
+                // RFC 9112 §6.1: no transfer coding for an HTTP/1.0 client;
+                // a chunked body goes de-chunked.
+                let mut h = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+                let mut parsed = httparse::Response::new(&mut h);
+                if parsed.parse(&head).is_ok() {
+                    assert!(
+                        !parsed
+                            .headers
+                            .iter()
+                            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding")),
+                        "a transfer coding sent to an HTTP/1.0 client"
+                    );
+                }
+                assert_eq!(resp.dechunk, resp.body == BodyLen::Chunked);
             }
             // Complete within the header limit, added headers included ...
             assert!(fits::<false>(&head), "our head exceeds the limit");
@@ -58,20 +83,28 @@ fuzz_target!(|data: &[u8]| {
                 .expect("and is complete");
             assert_eq!(again.head_len, head.len());
             assert_eq!(again.status, resp.status);
-            assert_eq!(again.body, resp.body, "the client would frame it differently");
+            // De-chunked, the body runs to the close.
+            let sent = if resp.dechunk { BodyLen::Close } else { resp.body };
+            assert_eq!(again.body, sent, "the client would frame it differently");
             assert_eq!(again.keep_client, resp.keep_client);
         }
         return;
     };
     assert!(req.head_len <= data.len());
     assert!(fits::<true>(&out), "the forwarded head exceeds the limit");
+    // What reaches the backend, not only what was parsed.
+    if let Err(why) = framing::check_forwarded(&out) {
+        panic!("forwarded {:?}: {why}", String::from_utf8_lossy(&out));
+    }
     // The rewritten head frames the body exactly as the original did.
-    if headers_in(&out) > framing::MAX_HEADERS - 4 {
+    if headers_in(&out) > framing::MAX_HEADERS - framing::ADDED_TO_REQUESTS {
         return;
     }
-    let again = framing::request(&out, CLIENT, &mut Vec::new())
+    let mut twice = Vec::new();
+    let again = framing::request(&out, CLIENT, &mut twice)
         .expect("our own head parses")
         .expect("and is complete");
+    assert_eq!(framing::check_forwarded(&twice), Ok(()));
     assert_eq!(again.head_len, out.len());
     assert_eq!(again.body, req.body, "the backend would frame it differently");
     assert_eq!(again.http10, req.http10);
