@@ -21,8 +21,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cli::StateDirArg;
 use crate::state_dir::DEFAULT;
+use clap::Args;
 
 /// What the walk found.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,6 +31,14 @@ pub(crate) enum Found {
     Here,
     /// A parent's `.fleet`: `up` levels above the current directory.
     Parent { up: usize, dir: PathBuf },
+}
+
+/// Where the fleet keeps its pid file, control socket and logs.
+#[derive(Debug, Clone, Args)]
+pub struct StateDirArg {
+    /// State directory [default: the nearest .fleet in this or a parent directory]
+    #[arg(long, env = "FLEET_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl StateDirArg {

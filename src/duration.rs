@@ -45,6 +45,17 @@ pub(crate) fn format(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// A duration for a person: `12.5s`, `3m05s`, `2h07m` (status, top, the
+/// dashboard).
+pub(crate) fn human(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..60 => format!("{secs:.1}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
+use clap::Args;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill, killpg};
 #[cfg(target_os = "linux")]
@@ -37,7 +38,6 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use crate::cli::GuardArgs;
 use crate::exit;
 
 /// Why the guard could not run or follow its command.
@@ -70,6 +70,14 @@ impl GuardError {
             GuardError::Signals(_) | GuardError::Lost { .. } => exit::FAILURE,
         }
     }
+}
+
+/// `fleet guard -- COMMAND…` (hidden; the supervisor runs it).
+#[derive(Debug, Clone, Args)]
+pub struct GuardArgs {
+    /// The program and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// Run PROGRAM under the guard; `Ok` carries PROGRAM's exit code, which the

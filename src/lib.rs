@@ -16,7 +16,8 @@
 //!   from arguments to library calls: `commands::up` (checks, binds, runs the
 //!   supervisor in the foreground or detached), `commands::status`,
 //!   `commands::down`, `commands::logs`, `commands::watch` (the live view of
-//!   `fleet status --watch` / `fleet top`), and the verbs that operate a running
+//!   `fleet status --watch` / `fleet top`), `commands::status_view` (the
+//!   status as text, which both print), and the verbs that operate a running
 //!   fleet: `commands::restart`, `commands::stop`, `commands::start`,
 //!   `commands::scale`, `commands::reload`, which share `commands::operate`
 //!   (send one request, print its progress lines and outcome); and the ones
@@ -92,7 +93,8 @@
 //!   as hyper sees it, `TCP_NODELAY`).
 //!
 //! The load generator (`fleet bench`)
-//! - `bench`: the lab's ApacheBench table: `bench::target` (what to
+//! - `bench`: the lab's ApacheBench table: `bench::args` (its flags),
+//!   `bench::target` (what to
 //!   measure), `bench::load` (the driver: exactly `n` requests per level),
 //!   `bench::load::one_shot` and `bench::load::keepalive` (the two clients),
 //!   `bench::report` (rows and output formats), `bench::plot` (the SVG).
@@ -159,20 +161,19 @@ pub use worker::path;
 pub fn run(command: cli::Command) -> Result<u8, Error> {
     use cli::Command;
     use commands::{
-        completions, down, export, init, logs, man, reload, restart, scale, start, status, stop, up,
+        completions, down, export, init, logs, man, reload, restart, scale, start, status, stop,
+        up, watch,
     };
+    use state_dir::StateDir;
     /// A command that succeeded exits 0.
     fn done<E: Into<Error>>(r: Result<(), E>) -> Result<u8, Error> {
         r.map(|()| exit::OK).map_err(Into::into)
     }
     match command {
         Command::Up(a) => done(up::run(a)),
+        Command::Status(a) if a.watch => done(watch::run(&StateDir::new(a.state.resolve()))),
         Command::Status(a) => done(status::run(a)),
-        Command::Top(a) => done(status::run(crate::cli::StatusArgs {
-            json: false,
-            watch: true,
-            state: a.state,
-        })),
+        Command::Top(a) => done(watch::run(&StateDir::new(a.state.resolve()))),
         Command::Down(a) => done(down::run(a)),
         Command::Restart(a) => done(restart::run(a)),
         Command::Stop(a) => done(stop::run(a)),

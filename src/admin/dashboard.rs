@@ -7,8 +7,8 @@
 
 use std::fmt::Write;
 
-use crate::commands::status::human_duration;
 use crate::control::protocol::{BackendStatus, ExitInfo, FleetStatus, Phase};
+use crate::duration::human as human_duration;
 use crate::metrics::HISTORY;
 
 const PAGE: &str = include_str!("dashboard.html");

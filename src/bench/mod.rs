@@ -16,6 +16,7 @@
 //! handler), so Ctrl-C just cancels the current level and the rows measured
 //! so far are printed.
 
+pub(crate) mod args;
 pub(crate) mod load;
 pub(crate) mod plot;
 pub(crate) mod report;
@@ -31,9 +32,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{BenchArgs, BenchFormat};
 use crate::exit;
 use crate::state_dir::StateDir;
+pub use args::{BenchArgs, BenchFormat};
 use load::Options;
 use report::Row;
 

@@ -14,6 +14,7 @@ pub(crate) mod restart;
 pub(crate) mod scale;
 pub(crate) mod start;
 pub(crate) mod status;
+pub(crate) mod status_view;
 pub(crate) mod stop;
 pub(crate) mod up;
 pub(crate) mod watch;

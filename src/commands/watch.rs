@@ -22,7 +22,8 @@ use crossterm::style::{Attribute, Print, SetAttribute};
 use crossterm::terminal::{self, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{execute, queue};
 
-use super::status::{StatusError, render, render_width};
+use super::status::StatusError;
+use super::status_view::{render, render_width};
 use crate::control::client::{self, ControlError};
 use crate::state_dir::StateDir;
 
