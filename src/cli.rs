@@ -135,6 +135,23 @@ pub struct UpArgs {
     pub detached_child: bool,
 }
 
+impl UpArgs {
+    /// The flags that override fleet.yaml, for `config` (which knows
+    /// nothing of clap).
+    pub(crate) fn overrides(&self) -> crate::config::Overrides {
+        crate::config::Overrides {
+            file: self.file.clone(),
+            backends: self.backends,
+            base_port: self.base_port,
+            listen: self.listen.clone(),
+            www: self.www.clone(),
+            mode: self.mode.clone(),
+            admin: self.admin.clone(),
+            upstreams: self.upstreams.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
     /// Print the status object as JSON
@@ -284,6 +301,49 @@ pub struct ManArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_up_flag_that_overrides_the_file_reaches_the_overrides() {
+        let argv = [
+            "fleet",
+            "up",
+            "-f",
+            "conf/fleet.yaml",
+            "--backends",
+            "3",
+            "--base-port",
+            "7000",
+            "--listen",
+            "8080",
+            "--www",
+            "site",
+            "--mode",
+            "tcp",
+            "--admin",
+            "9100",
+            "--upstream",
+            "a:1",
+            "--upstream",
+            "b:2",
+            "-d",
+        ];
+        let Command::Up(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not `up`");
+        };
+        assert_eq!(
+            args.overrides(),
+            crate::config::Overrides {
+                file: Some("conf/fleet.yaml".into()),
+                backends: Some(3),
+                base_port: Some(7000),
+                listen: Some("8080".into()),
+                www: Some("site".into()),
+                mode: Some("tcp".into()),
+                admin: Some("9100".into()),
+                upstreams: vec!["a:1".into(), "b:2".into()],
+            }
+        );
+    }
 
     #[test]
     fn every_subcommand_has_examples() {

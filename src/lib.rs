@@ -30,9 +30,16 @@
 //!   a parent directory.
 //!
 //! Configuration and shared helpers
-//! - `config`: fleet.yaml + flags -> a validated `Config`: `config::raw`
-//!   (what serde reads, the one place keys are spelled), `config::validate`
-//!   (each value checked where it was written), `config::error`.
+//! - `config`: fleet.yaml + `config::Overrides` (the flags, which the CLI
+//!   fills: config knows nothing of clap or the worker) -> a validated
+//!   `Config`: `config::raw` (what serde reads, the one place keys are
+//!   spelled), `config::validate` (the order of the steps), `config::parse`
+//!   (one value -> a typed value, pure), `config::precedence` (flag > file >
+//!   default, each value remembering where it was written),
+//!   `config::checks` (rules across keys), `config::lookup` (directories
+//!   exist, names resolve: blocking, so last), `config::error`.
+//! - `builtin`: what the rest of fleet knows of the built-in worker (`Www`,
+//!   its default directory, its health path), so `config` needs no `worker`.
 //! - `duration`: the one duration grammar, for fleet.yaml and every flag.
 //! - `state_dir`: the pid file lock, the control socket's path, log paths.
 //! - `listener`: binding with a deep backlog, and the accept back-off loop.
@@ -123,6 +130,7 @@ pub(crate) mod admin;
 // Everything else is `pub(crate)`, so the compiler reports what is unused.
 mod balancer;
 mod bench;
+mod builtin;
 pub mod cli;
 mod commands;
 mod config;
@@ -230,5 +238,39 @@ mod layout {
             .filter(|m| !doc.contains(&format!("`{m}`")))
             .collect();
         assert!(missing.is_empty(), "lib.rs # Layout lacks {missing:?}");
+    }
+
+    /// Every `.rs` file under `dir`, with its text.
+    fn sources(dir: &Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+
+    /// `config` sits below the command line and the worker: it takes the
+    /// flags as `config::Overrides` and the worker's constants from
+    /// `builtin`, so neither can change what a config means.
+    #[test]
+    fn config_imports_neither_cli_nor_worker() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+        let mut files = Vec::new();
+        sources(&dir, &mut files);
+        assert!(files.len() > 3, "found the config sources");
+        let upward: Vec<String> = files
+            .iter()
+            .flat_map(|(path, text)| {
+                ["crate::cli", "crate::worker"]
+                    .into_iter()
+                    .filter(|m| text.contains(m))
+                    .map(move |m| format!("{} uses {m}", path.display()))
+            })
+            .collect();
+        assert!(upward.is_empty(), "{upward:?}");
     }
 }

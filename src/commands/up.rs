@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::UpArgs;
-use crate::config::{self, BackendCommand, Config, ConfigError, Www};
+use crate::config::{self, BackendCommand, Config, ConfigError, Overrides, Www};
 use crate::exit;
 use crate::ports::{self, Setting};
 use crate::state_dir::{Holder, StateDir, StateError};
@@ -124,7 +124,7 @@ pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
         }),
         _ => 0,
     };
-    let config = config::load(&args)?;
+    let config = config::load(&args.overrides())?;
     if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
         announce_embedded(&args);
     }
@@ -149,7 +149,9 @@ pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
             let _ = nix::unistd::setsid();
         }
         // `fleet reload` re-reads the file with these flags, from this directory.
-        let reload = std::env::current_dir().ok().map(|cwd| (args.clone(), cwd));
+        let reload = std::env::current_dir()
+            .ok()
+            .map(|cwd| (args.overrides(), cwd));
         start(config, state.clone(), &reporter, reload).inspect_err(|e| reporter.fail(e))
     };
     // A failed `up` leaves no state dir behind that it created itself,
@@ -212,7 +214,7 @@ fn start(
     config: Config,
     state: StateDir,
     reporter: &Reporter,
-    reload: Option<(UpArgs, PathBuf)>,
+    reload: Option<(Overrides, PathBuf)>,
 ) -> Result<(), UpError> {
     crate::logging::attach_supervisor_log(state.supervisor_log());
     let (lock, stale) = state.lock()?;

@@ -36,7 +36,11 @@
 //!   file's list. No two may be the same address, none may be a local
 //!   backend's, and `backends: 0` is allowed only with at least one.
 
+mod checks;
 mod error;
+mod lookup;
+mod parse;
+mod precedence;
 mod raw;
 mod validate;
 
@@ -45,10 +49,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub(crate) use crate::worker::Www;
+pub(crate) use crate::builtin::Www;
+use crate::builtin::{DEFAULT_WWW, HEALTH_PATH};
 pub(crate) use error::ConfigError;
-
-use crate::cli::UpArgs;
 
 /// The file `fleet up` reads when there is no `-f` ([`find_file`]).
 pub(crate) const DEFAULT_FILE: &str = "fleet.yaml";
@@ -60,6 +63,30 @@ pub(crate) const MAX_BACKENDS: u16 = 1000;
 /// The longest duration any key accepts. Longer is surely a typo, and the
 /// cap keeps `Instant + duration` far from overflowing.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What the command line says over fleet.yaml (`fleet up`, `fleet export`),
+/// as the user typed it: each value is checked here, against its flag, like
+/// a file value against its line. The CLI fills it (`cli::UpArgs::overrides`);
+/// `None` (or an empty list) leaves the file's value, or the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Overrides {
+    /// `-f`: the file to read instead of finding one ([`find_file`]).
+    pub file: Option<PathBuf>,
+    /// `--backends`.
+    pub backends: Option<u32>,
+    /// `--base-port`.
+    pub base_port: Option<u32>,
+    /// `--listen`: `ADDR:PORT` or `PORT`.
+    pub listen: Option<String>,
+    /// `--www`, relative to the current directory.
+    pub www: Option<PathBuf>,
+    /// `--mode`: `http` or `tcp`.
+    pub mode: Option<String>,
+    /// `--admin`: `ADDR:PORT` or `PORT`.
+    pub admin: Option<String>,
+    /// `--upstream` (repeatable): `HOST:PORT`; replaces the file's list.
+    pub upstreams: Vec<String>,
+}
 
 /// The validated configuration of one fleet.
 #[derive(Debug, Clone, PartialEq)]
@@ -280,11 +307,11 @@ impl Default for Config {
             backends: 4,
             base_port: 9002,
             listen: SocketAddr::from(([127, 0, 0, 1], 44444)),
-            www: Www::Dir(PathBuf::from(crate::worker::DEFAULT_WWW)),
+            www: Www::Dir(PathBuf::from(DEFAULT_WWW)),
             backend: BackendCommand::Builtin,
             health: HealthConfig {
                 kind: HealthKind::Http {
-                    path: crate::worker::HEALTH_PATH.into(),
+                    path: HEALTH_PATH.into(),
                 },
                 interval: Duration::from_secs(1),
                 timeout: Duration::from_millis(500),
@@ -359,8 +386,10 @@ pub(crate) fn find_file(cwd: &Path) -> Option<(usize, PathBuf)> {
 
 /// Read fleet.yaml (the `-f` file, or the one [`find_file`] finds) and apply
 /// the command-line overrides; relative paths on the command line are
-/// relative to the current directory.
-pub(crate) fn load(args: &UpArgs) -> Result<Config, ConfigError> {
+/// relative to the current directory. Blocking: it reads files and resolves
+/// upstream names (last, after every other check); on a runtime thread, call
+/// it inside `spawn_blocking`.
+pub(crate) fn load(args: &Overrides) -> Result<Config, ConfigError> {
     let cwd = std::env::current_dir().map_err(|e| ConfigError::Default {
         key: "current directory".into(),
         problem: format!("cannot be determined: {e}"),
@@ -371,7 +400,7 @@ pub(crate) fn load(args: &UpArgs) -> Result<Config, ConfigError> {
 /// [`load`], with the current directory passed in (tests, and a future
 /// `fleet reload` that must resolve paths as `fleet up` did). `cwd` must be
 /// absolute.
-pub(crate) fn load_in(args: &UpArgs, cwd: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load_in(args: &Overrides, cwd: &Path) -> Result<Config, ConfigError> {
     let (shown, abs, explicit) = match &args.file {
         Some(f) => (f.clone(), cwd.join(f), true),
         None => match find_file(cwd) {

@@ -7,23 +7,36 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
-
 use super::Strategy;
 use super::raw;
 use super::*;
-use crate::cli::{Cli, Command};
+use crate::builtin::HEALTH_PATH;
 
 const SHIPPED: &str = include_str!("../../fleet.yaml");
 const EXAMPLE: &str = include_str!("../../examples/fleet.yaml");
 
-/// `fleet up <flags>` as clap parses it.
-fn up(flags: &[&str]) -> UpArgs {
-    let argv = ["fleet", "up"].into_iter().chain(flags.iter().copied());
-    match Cli::try_parse_from(argv).expect("flags parse").command {
-        Command::Up(a) => a,
-        other => panic!("not `up`: {other:?}"),
+/// `fleet up <flags>` as overrides. `config` knows nothing of clap, so the
+/// flags are read here by name; `cli`'s own test checks that clap fills
+/// every field the same way.
+fn up(flags: &[&str]) -> Overrides {
+    let mut o = Overrides::default();
+    let mut it = flags.iter().copied();
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let number = || value.parse::<u32>().expect("a number, as clap requires");
+        match flag {
+            "-f" | "--file" => o.file = Some(value.into()),
+            "--backends" => o.backends = Some(number()),
+            "--base-port" => o.base_port = Some(number()),
+            "--listen" => o.listen = Some(value.into()),
+            "--www" => o.www = Some(value.into()),
+            "--mode" => o.mode = Some(value.into()),
+            "--admin" => o.admin = Some(value.into()),
+            "--upstream" => o.upstreams.push(value.into()),
+            other => panic!("not a flag of `fleet up` that overrides the file: {other}"),
+        }
     }
+    o
 }
 
 /// A temp dir that plays the current directory, with a `www/` in it.
@@ -1190,7 +1203,7 @@ fn health_path_defaults_to_the_builtin_endpoint_and_to_root_for_a_command() {
     assert_eq!(
         builtin.health.kind,
         HealthKind::Http {
-            path: crate::worker::HEALTH_PATH.into()
+            path: HEALTH_PATH.into()
         }
     );
     let custom = load_yaml(

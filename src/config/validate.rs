@@ -1,77 +1,41 @@
-//! Raw file values + flags -> `Config`, in a fixed order so that every error
-//! is reported against the place the user wrote the value:
+//! Raw file values + overrides -> `Config`, in a fixed order so that every
+//! error is reported against the place the user wrote the value:
 //!
 //! 1. every key present in the file is checked on its own, even one a flag
-//!    overrides (the file must be valid as a whole, not just the parts used);
-//! 2. every flag is checked on its own;
-//! 3. values are merged: flag > file > default, each remembering its origin;
+//!    overrides (the file must be valid as a whole, not just the parts used:
+//!    `parse`);
+//! 2. every flag is checked on its own (`parse`);
+//! 3. values are merged: flag > file > default, each remembering its origin
+//!    (`precedence`);
 //! 4. rules that relate two keys (port range, timeout <= interval, backoff
 //!    order) run on the file's own values when it sets both, then on the
-//!    merged values, and blame the key the user wrote rather than a default;
-//! 5. filesystem checks (www, backend.cwd) run on the paths that will be used.
+//!    merged values, and blame the key the user wrote rather than a default
+//!    (`checks`);
+//! 5. last, the checks that ask the system (`lookup`): backend.cwd and www
+//!    are directories, upstream names resolve (then no two upstreams share
+//!    an address and none is a local backend). They block, so a config
+//!    that fails a pure check never waits on the resolver.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde_saphyr::Spanned;
-
-use super::Strategy;
-use super::raw::{Node, RawConfig, Value, closest, quote};
+use super::checks::{
+    Blame, NO_BACKENDS, admin_apart_from_listen, check_upstreams, listen_outside_backends,
+    not_longer, port_range,
+};
+use super::parse::{
+    MODES, Problem, admin_host, backends_in_range, boolean, clean, count, duration, file_path,
+    host_port, http_path, listen, mode_of, one_of, parse_listen, path_text, percent, port_in_range,
+    problem, whole,
+};
+use super::precedence::{Origin, Report, Set, entry, line_of, or_default, pick};
+use super::raw::{Node, RawConfig, Value, quote};
 use super::{
     BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, HealthConfig, HealthKind,
-    MAX_BACKENDS, MAX_DURATION, PassiveHealth, RestartConfig, RestartPolicy, ShutdownConfig,
-    Upstream, Www,
+    Overrides, PassiveHealth, RestartConfig, RestartPolicy, ShutdownConfig, Strategy, Upstream,
+    Www, lookup,
 };
-use crate::cli::UpArgs;
-
-const NO_BACKENDS: &str = "must be at least 1 when there are no upstreams (got 0)";
-
-/// A file value and its dotted key from one spelling of the raw struct's
-/// field, so a key cannot be misspelt here: `entry!(h, health.interval)` is
-/// `("health.interval", h.interval.as_ref())`.
-macro_rules! entry {
-    ($raw:expr, $section:ident . $field:ident) => {
-        (
-            concat!(stringify!($section), ".", stringify!($field)),
-            $raw.$field.as_ref(),
-        )
-    };
-    ($raw:expr, $field:ident) => {
-        (stringify!($field), $raw.$field.as_ref())
-    };
-}
-
-/// What is wrong with one value, in a few lowercase words: the tail of the
-/// `ConfigError` line, which adds where the value was written and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Problem(String);
-
-impl From<&str> for Problem {
-    fn from(text: &str) -> Self {
-        Problem(text.to_owned())
-    }
-}
-
-impl From<Problem> for String {
-    fn from(p: Problem) -> String {
-        p.0
-    }
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// `Problem(format!(...))`.
-macro_rules! problem {
-    ($($arg:tt)*) => {
-        Problem(format!($($arg)*))
-    };
-}
+use crate::builtin::DEFAULT_WWW;
 
 /// The config file being applied.
 pub(super) struct FileSource<'a> {
@@ -82,110 +46,9 @@ pub(super) struct FileSource<'a> {
     pub(super) abs: PathBuf,
 }
 
-/// Where a value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    Default,
-    /// The line in the config file.
-    File(usize),
-    /// The flag, e.g. `--backends`.
-    Flag(&'static str),
-}
-
-/// A value and where it came from.
-#[derive(Debug, Clone, Copy)]
-struct Set<T> {
-    value: T,
-    from: Origin,
-}
-
-/// Builds errors that point at an origin.
-struct Report<'a> {
-    file: Option<&'a Path>,
-}
-
-impl Report<'_> {
-    fn at(&self, from: Origin, key: &str, problem: impl Into<String>) -> ConfigError {
-        let problem = problem.into();
-        match (from, self.file) {
-            (Origin::File(line), Some(path)) => ConfigError::File {
-                path: path.to_path_buf(),
-                line,
-                key: key.to_owned(),
-                problem,
-            },
-            (Origin::Flag(flag), _) => ConfigError::Flag {
-                flag: flag.to_owned(),
-                problem,
-            },
-            (Origin::Default | Origin::File(_), _) => ConfigError::Default {
-                key: key.to_owned(),
-                problem,
-            },
-        }
-    }
-
-    /// Check a value from the file, if present; `entry!` gives the key and
-    /// the node from one spelling of the field.
-    fn file<T>(
-        &self,
-        (key, node): (&str, Option<&Node>),
-        check: impl FnOnce(&Value) -> Result<T, Problem>,
-    ) -> Result<Option<Set<T>>, ConfigError> {
-        node.map(|n| {
-            let from = Origin::File(line_of(n));
-            check(&n.value)
-                .map(|value| Set { value, from })
-                .map_err(|problem| self.at(from, key, problem.0))
-        })
-        .transpose()
-    }
-
-    /// Check a flag's value, if given.
-    fn flag<R, T>(
-        &self,
-        flag: &'static str,
-        raw: Option<R>,
-        check: impl FnOnce(R) -> Result<T, Problem>,
-    ) -> Result<Option<Set<T>>, ConfigError> {
-        let from = Origin::Flag(flag);
-        raw.map(|r| {
-            check(r)
-                .map(|value| Set { value, from })
-                .map_err(|problem| self.at(from, flag, problem.0))
-        })
-        .transpose()
-    }
-}
-
-fn line_of<T>(node: &Spanned<T>) -> usize {
-    usize::try_from(node.referenced.line()).unwrap_or(usize::MAX)
-}
-
-/// Precedence: flag > file > default.
-fn pick<T>(flag: Option<Set<T>>, file: Option<Set<T>>, default: T) -> Set<T> {
-    flag.or(file).unwrap_or(Set {
-        value: default,
-        from: Origin::Default,
-    })
-}
-
-/// The file's value, or the default.
-fn or_default<T>(file: Option<Set<T>>, default: T) -> Set<T> {
-    pick(None, file, default)
-}
-
-/// `", the default"` for messages that mention a value the user did not write.
-fn note(from: Origin) -> &'static str {
-    match from {
-        Origin::Default => ", the default",
-        Origin::File(_) | Origin::Flag(_) => "",
-    }
-}
-
 pub(super) fn resolve(
     file: Option<FileSource<'_>>,
-    args: &UpArgs,
+    args: &Overrides,
     cwd: &Path,
 ) -> Result<Config, ConfigError> {
     let rep = Report {
@@ -228,7 +91,7 @@ pub(super) fn resolve(
         }
     })?;
 
-    let backend = backend_section(&rep, &raw, &base_dir)?;
+    let (backend, backend_cwd) = backend_section(&rep, &raw, &base_dir)?;
     // The default probe path is the built-in worker's health endpoint, which
     // answers whatever www holds; a custom command gets `/` instead.
     let health_default = match backend {
@@ -263,8 +126,8 @@ pub(super) fn resolve(
         .iter()
         .map(|u| {
             let from = Origin::Flag("--upstream");
-            resolve_upstream(u)
-                .map(|u| (from, u))
+            host_port(u)
+                .map(|u| (from, u.to_owned()))
                 .map_err(|problem| rep.at(from, "--upstream", problem))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -291,8 +154,7 @@ pub(super) fn resolve(
     if backends.value == 0 && upstreams.is_empty() {
         return Err(rep.at(backends.from, "backends", NO_BACKENDS));
     }
-    check_upstreams(&rep, &upstreams, backends.value, base_port.value)?;
-    let listen: Set<SocketAddr> = pick(flag_listen, file_listen, d.listen);
+    let listen: Set<std::net::SocketAddr> = pick(flag_listen, file_listen, d.listen);
     listen_outside_backends(&rep, "listen", &listen, backends.value, base_port.value)?;
     let admin = flag_admin.or(file_admin);
     if let Some(admin) = &admin {
@@ -300,13 +162,15 @@ pub(super) fn resolve(
         admin_apart_from_listen(&rep, admin, listen.value)?;
     }
 
-    // 5: paths. `--www` is relative to where the command runs, like any
-    // path on a command line; `www:` (and the default) to the file.
-    let www = pick(
-        flag_www,
-        file_www,
-        PathBuf::from(crate::worker::DEFAULT_WWW),
-    );
+    // 5: what asks the system, last. `--www` is relative to where the
+    // command runs, like any path on a command line; `www:` (and the
+    // default) to the file.
+    if let Some(dir) = backend_cwd {
+        dir.check(&rep)?;
+    }
+    let upstreams = resolve_upstreams(&rep, &upstreams)?;
+    check_upstreams(&rep, &upstreams, backends.value, base_port.value)?;
+    let www = pick(flag_www, file_www, PathBuf::from(DEFAULT_WWW));
     let www_base = match www.from {
         Origin::Flag(_) => cwd,
         Origin::Default | Origin::File(_) => base_dir.as_path(),
@@ -319,7 +183,14 @@ pub(super) fn resolve(
         && www.from == Origin::Default
         && matches!(std::fs::metadata(&www_abs), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
     if backend == BackendCommand::Builtin && !embedded {
-        check_dir(&rep, www.from, "www", &www.value, &www_abs, www_base != cwd)?;
+        let check = DirCheck {
+            from: www.from,
+            key: "www",
+            written: www.value,
+            abs: www_abs.clone(),
+            show_abs: www_base != cwd,
+        };
+        check.check(&rep)?;
     }
     let www = if embedded {
         Www::Embedded
@@ -350,9 +221,9 @@ fn backend_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     base_dir: &Path,
-) -> Result<BackendCommand, ConfigError> {
+) -> Result<(BackendCommand, Option<DirCheck>), ConfigError> {
     let Some(section) = &raw.backend else {
-        return Ok(BackendCommand::Builtin);
+        return Ok((BackendCommand::Builtin, None));
     };
     let b = &section.value;
     let Some(command) = &b.command else {
@@ -373,24 +244,32 @@ fn backend_section(
     let args: Vec<String> = argv.collect();
 
     let cwd_text = rep.file(entry!(b, backend.cwd), |v| path_text(v, "backend.cwd"))?;
-    let cwd = match cwd_text {
+    // Checked to be a directory last, with the other lookups.
+    let (cwd, check) = match cwd_text {
         Some(written) => {
             let abs = clean(&base_dir.join(&written.value));
-            check_dir(rep, written.from, "backend.cwd", &written.value, &abs, true)?;
-            abs
+            let check = DirCheck {
+                from: written.from,
+                key: "backend.cwd",
+                written: written.value,
+                abs: abs.clone(),
+                show_abs: true,
+            };
+            (abs, Some(check))
         }
-        None => base_dir.to_path_buf(),
+        None => (base_dir.to_path_buf(), None),
     };
     let env = match &b.env {
         Some(node) => env_map(rep, node)?,
         None => BTreeMap::new(),
     };
-    Ok(BackendCommand::Command {
+    let command = BackendCommand::Command {
         program,
         args,
         cwd,
         env,
-    })
+    };
+    Ok((command, check))
 }
 
 fn health_section(
@@ -501,15 +380,6 @@ fn shutdown_section(
     })
 }
 
-const MODES: &[&str] = &["http", "tcp"];
-
-fn mode_of(word: &str) -> BalancerMode {
-    match word {
-        "tcp" => BalancerMode::Tcp,
-        _ => BalancerMode::Http,
-    }
-}
-
 fn balancer_section(
     rep: &Report<'_>,
     raw: &RawConfig,
@@ -554,168 +424,6 @@ fn balancer_section(
     })
 }
 
-// --- cross-key and filesystem rules ---------------------------------------
-
-/// Backends use `base_port ..= base_port + backends - 1`, which must fit in
-/// a port number. Blames base_port unless it is the default.
-fn port_range(rep: &Report<'_>, backends: Set<u16>, base: Set<u16>) -> Result<(), ConfigError> {
-    let (n, p) = (u32::from(backends.value), u32::from(base.value));
-    let last = p + n - 1;
-    if last <= 65535 {
-        return Ok(());
-    }
-    let fits = 65536 - p;
-    let by_flag = match backends.from {
-        Origin::Flag(flag) => format!(" (from {flag})"),
-        Origin::Default => " (the default)".to_owned(),
-        Origin::File(_) => String::new(),
-    };
-    let (from, key) = if base.from == Origin::Default {
-        (backends.from, "backends")
-    } else {
-        (base.from, "base_port")
-    };
-    let problem = format!(
-        "{p} with {n} backends{by_flag} needs ports {p}..={last}, and port 65536 is past 65535 \
-         (use base_port {} or at most {fits} backends)",
-        65536 - n
-    );
-    Err(rep.at(from, key, problem))
-}
-
-/// Which of two related keys an error names when the user wrote both.
-enum Blame {
-    Short,
-    Long,
-}
-
-/// `short` must not be longer than `long`. The error names the key `blame`
-/// prefers, or the other when the preferred one holds its default, so it
-/// always points at a value the user wrote; `why` ends the message.
-fn not_longer(
-    rep: &Report<'_>,
-    (short_key, short): (&str, Set<Duration>),
-    (long_key, long): (&str, Set<Duration>),
-    blame: Blame,
-    why: &str,
-) -> Result<(), ConfigError> {
-    if short.value <= long.value {
-        return Ok(());
-    }
-    let blame_short = match blame {
-        Blame::Short => short.from != Origin::Default,
-        Blame::Long => long.from == Origin::Default,
-    };
-    let (from, key, problem) = if blame_short {
-        (
-            short.from,
-            short_key,
-            format!(
-                "{} is longer than {long_key} ({}{}){why}",
-                fmt_duration(short.value),
-                fmt_duration(long.value),
-                note(long.from)
-            ),
-        )
-    } else {
-        (
-            long.from,
-            long_key,
-            format!(
-                "{} is shorter than {short_key} ({}{}){why}",
-                fmt_duration(long.value),
-                fmt_duration(short.value),
-                note(short.from)
-            ),
-        )
-    };
-    Err(rep.at(from, key, problem))
-}
-
-/// The balancer must not listen on a backend's port: backends bind
-/// 127.0.0.1, which collides with a listen address of 127.0.0.1 or any
-/// address (0.0.0.0, [::]). Caught here, it is a config error naming both
-/// keys rather than a "port in use by fleet" at start-up.
-fn listen_outside_backends(
-    rep: &Report<'_>,
-    key: &str,
-    listen: &Set<SocketAddr>,
-    backends: u16,
-    base: u16,
-) -> Result<(), ConfigError> {
-    let port = listen.value.port();
-    let last = u32::from(base) + u32::from(backends) - 1;
-    let ip = listen.value.ip();
-    let collides = ip.is_unspecified() || ip == std::net::IpAddr::from([127, 0, 0, 1]);
-    if port == 0 || !collides || !(u32::from(base)..=last).contains(&u32::from(port)) {
-        return Ok(());
-    }
-    Err(rep.at(
-        listen.from,
-        key,
-        format!(
-            "port {port} is a backend's port: base_port {base} with backends {backends} uses \
-             {base}..={last}; pick a port for {key} outside that range, or move base_port"
-        ),
-    ))
-}
-
-/// The admin address must not be the balancer's.
-fn admin_apart_from_listen(
-    rep: &Report<'_>,
-    admin: &Set<SocketAddr>,
-    listen: SocketAddr,
-) -> Result<(), ConfigError> {
-    let (a, l) = (admin.value, listen);
-    let overlap = a.ip() == l.ip() || a.ip().is_unspecified() || l.ip().is_unspecified();
-    if a.port() == 0 || a.port() != l.port() || !overlap {
-        return Ok(());
-    }
-    Err(rep.at(
-        admin.from,
-        "admin",
-        format!(
-            "{a} is the balancer's address (listen: {l}); give the admin address a port of its own"
-        ),
-    ))
-}
-
-/// `written` (as the user wrote it, resolved to `abs`) must be a directory.
-fn check_dir(
-    rep: &Report<'_>,
-    from: Origin,
-    key: &str,
-    written: &Path,
-    abs: &Path,
-    show_abs: bool,
-) -> Result<(), ConfigError> {
-    let resolved = if show_abs && written.is_relative() {
-        format!(" (resolved to {})", abs.display())
-    } else {
-        String::new()
-    };
-    if !abs.exists() {
-        return Err(rep.at(
-            from,
-            key,
-            format!("directory {} does not exist{resolved}", written.display()),
-        ));
-    }
-    if !abs.is_dir() {
-        return Err(rep.at(
-            from,
-            key,
-            format!("{} is not a directory{resolved}", written.display()),
-        ));
-    }
-    Ok(())
-}
-
-/// Absolute `p` without `.` components (`..` is kept: it may cross a symlink).
-fn clean(p: &Path) -> PathBuf {
-    p.components().collect()
-}
-
 // --- admin_hosts ------------------------------------------------------------
 
 /// `admin_hosts: ["fleet.lab", "192.168.1.5"]`: names without a port.
@@ -752,38 +460,10 @@ fn admin_host_list(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigE
         .collect()
 }
 
-/// One `admin_hosts` entry: a host name or IP literal (an IPv6 one with or
-/// without brackets), without a port; lowercase.
-fn admin_host(s: &str) -> Result<String, Problem> {
-    let host = s.trim().to_ascii_lowercase();
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(&host);
-    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok(bare.to_owned());
-    }
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
-    {
-        return Err(problem!(
-            "'{s}' is not a host name (letters, digits, '-' and '.')"
-        ));
-    }
-    if host.contains(':') {
-        return Err(problem!(
-            "'{s}' has a port; write the name alone (any port is accepted)"
-        ));
-    }
-    Ok(host)
-}
-
 // --- upstreams --------------------------------------------------------------
 
-/// `upstreams: ["host:port", ...]`, each resolved, with where it was written.
-fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)>, ConfigError> {
+/// `upstreams: ["host:port", ...]`, each as written and where.
+fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, String)>, ConfigError> {
     let items = match &node.value {
         Value::Seq(items) => items,
         Value::Null => return Ok(Vec::new()),
@@ -805,8 +485,8 @@ fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)
             let at = Origin::File(line_of(item));
             let key = format!("upstreams[{i}]");
             match &item.value {
-                Value::Str(s) => resolve_upstream(s)
-                    .map(|u| (at, u))
+                Value::Str(s) => host_port(s)
+                    .map(|u| (at, u.to_owned()))
                     .map_err(|problem| rep.at(at, &key, problem)),
                 other => Err(rep.at(
                     at,
@@ -818,271 +498,48 @@ fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, Upstream)
         .collect()
 }
 
-/// `HOST:PORT` -> the first address it resolves to. A blocking lookup, done
-/// once at load time so a typo fails `fleet up` instead of every probe.
-fn resolve_upstream(s: &str) -> Result<Upstream, Problem> {
-    use std::net::ToSocketAddrs;
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(problem!("'{s}' is not HOST:PORT (such as lab-pc-2:9002)"));
-    };
-    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(problem!(
-            "'{s}' is not HOST:PORT with a port from 1 to 65535"
-        ));
-    }
-    let addr = s
-        .to_socket_addrs()
-        .map_err(|e| problem!("cannot resolve '{s}': {e}"))?
-        .next()
-        .ok_or_else(|| problem!("'{s}' resolves to no address"))?;
-    Ok(Upstream {
-        name: s.to_owned(),
-        addr,
-    })
-}
-
-/// No duplicates, and none that is one of the local backends.
-fn check_upstreams(
+/// Each upstream resolved (`lookup::upstream`), blamed on its flag or its
+/// place in the file's list.
+fn resolve_upstreams(
     rep: &Report<'_>,
-    upstreams: &[(Origin, Upstream)],
-    backends: u16,
-    base_port: u16,
-) -> Result<(), ConfigError> {
-    for (i, (from, u)) in upstreams.iter().enumerate() {
-        let from = *from;
-        let key = match from {
-            Origin::Flag(f) => f.to_owned(),
-            _ => format!("upstreams[{i}]"),
-        };
-        if let Some((_, first)) = upstreams[..i].iter().find(|(_, o)| o.addr == u.addr) {
-            return Err(rep.at(
-                from,
-                &key,
-                format!(
-                    "'{}' is the same address as '{}' ({})",
-                    u.name, first.name, u.addr
-                ),
-            ));
-        }
-        let local = u.addr.ip().is_loopback()
-            && (u32::from(base_port)..u32::from(base_port) + u32::from(backends))
-                .contains(&u32::from(u.addr.port()));
-        if local {
-            return Err(rep.at(
-                from,
-                &key,
-                format!(
-                    "'{}' is one of this fleet's own backends (ports {base_port}..{})",
-                    u.name,
-                    u32::from(base_port) + u32::from(backends) - 1
-                ),
-            ));
-        }
-    }
-    Ok(())
+    written: &[(Origin, String)],
+) -> Result<Vec<(Origin, Upstream)>, ConfigError> {
+    written
+        .iter()
+        .enumerate()
+        .map(|(i, (from, s))| {
+            lookup::upstream(s).map(|u| (*from, u)).map_err(|problem| {
+                let key = match from {
+                    Origin::Flag(f) => (*f).to_owned(),
+                    Origin::File(_) | Origin::Default => format!("upstreams[{i}]"),
+                };
+                rep.at(*from, &key, problem)
+            })
+        })
+        .collect()
 }
 
-// --- values -----------------------------------------------------------------
-
-fn whole(v: &Value) -> Result<i128, Problem> {
-    match v {
-        Value::Int(n) => Ok(*n),
-        Value::Str(s) if s.trim().parse::<i128>().is_ok() => Err(problem!(
-            "expected a whole number, got the string {} (remove the quotes)",
-            quote(s)
-        )),
-        other => Err(problem!(
-            "expected a whole number, got {}",
-            other.describe()
-        )),
-    }
+/// A directory the config names (www, backend.cwd), checked last.
+struct DirCheck {
+    from: Origin,
+    key: &'static str,
+    /// As the user wrote it, for the message.
+    written: PathBuf,
+    abs: PathBuf,
+    /// Say what a relative path resolved to (it was not relative to the cwd).
+    show_abs: bool,
 }
 
-/// 0 is in range here: it is rejected later unless there are upstreams.
-fn backends_in_range(n: i128) -> Result<u16, Problem> {
-    if n < 0 {
-        Err(problem!("must be at least 0 (got {n}); 0 needs upstreams"))
-    } else if n > i128::from(MAX_BACKENDS) {
-        Err(problem!("must be at most {MAX_BACKENDS} (got {n})"))
-    } else {
-        u16::try_from(n).map_err(|_| problem!("must be at most {MAX_BACKENDS} (got {n})"))
-    }
-}
-
-fn port_in_range(n: i128) -> Result<u16, Problem> {
-    if n < 1 {
-        Err(problem!("must be at least 1 (got {n})"))
-    } else {
-        u16::try_from(n).map_err(|_| problem!("{n} is past 65535"))
-    }
-}
-
-/// `true` or `false`, as YAML writes them.
-fn boolean(v: &Value) -> Result<bool, Problem> {
-    match v {
-        Value::Bool(b) => Ok(*b),
-        Value::Str(s) if matches!(s.trim(), "true" | "false") => Err(problem!(
-            "expected true or false, got the string {} (remove the quotes)",
-            quote(s)
-        )),
-        other => Err(problem!("expected true or false, got {}", other.describe())),
-    }
-}
-
-/// A count that must be at least 1 (rise, fall, max_connections, ...).
-fn count(v: &Value) -> Result<u32, Problem> {
-    let n = whole(v)?;
-    if n < 1 {
-        Err(problem!("must be at least 1 (got {n})"))
-    } else {
-        u32::try_from(n).map_err(|_| problem!("must be at most {} (got {n})", u32::MAX))
-    }
-}
-
-/// A share in percent, 0 to 100: `50` or `50%`.
-fn percent(v: &Value) -> Result<u8, Problem> {
-    let n = match v {
-        Value::Str(s) => match s.trim().strip_suffix('%').map(|n| n.trim().parse::<i128>()) {
-            Some(Ok(n)) => n,
-            _ => {
-                return Err(problem!(
-                    "expected a percentage such as 50 or 50%, got {}",
-                    quote(s)
-                ));
-            }
-        },
-        other => whole(other)?,
-    };
-    u8::try_from(n)
-        .ok()
-        .filter(|n| *n <= 100)
-        .ok_or_else(|| problem!("must be between 0 and 100 (got {n})"))
-}
-
-/// A duration by the one grammar (`crate::duration`), longer than 0 and at
-/// most [`MAX_DURATION`]. A YAML number is read as the text it was written
-/// as, so `10` is ten seconds here as in `--timeout 10`.
-fn duration(v: &Value) -> Result<Duration, Problem> {
-    let text = match v {
-        Value::Str(s) => s.clone(),
-        Value::Int(n) => n.to_string(),
-        Value::Float(x) => x.to_string(),
-        other => {
-            return Err(problem!(
-                "expected a duration such as 250ms, 1s or 2m, got {}",
-                other.describe()
-            ));
-        }
-    };
-    let d = crate::duration::parse(&text).map_err(|e| problem!("{e}"))?;
-    let t = text.trim();
-    if d.is_zero() {
-        Err(problem!("must be longer than 0 (got {t})"))
-    } else if d > MAX_DURATION {
-        Err(problem!(
-            "must be at most {} (got {t})",
-            fmt_duration(MAX_DURATION)
-        ))
-    } else {
-        Ok(d)
-    }
-}
-
-fn fmt_duration(d: Duration) -> String {
-    crate::duration::format(d)
-}
-
-/// `ADDR:PORT`, for `--listen` and `listen:`.
-/// `ADDR:PORT`, or a bare `PORT` meaning `127.0.0.1:PORT` (loopback:
-/// exposing the balancer is always spelled out), for `--listen` / `listen:`.
-fn parse_listen(s: &str) -> Result<SocketAddr, Problem> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u16>()
-            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
-            .map_err(|_| problem!("port {s} is out of range (0-65535)"));
-    }
-    s.parse::<SocketAddr>().map_err(|_| {
-        problem!("'{s}' is not an ADDR:PORT address such as 127.0.0.1:44444, or a PORT")
-    })
-}
-
-fn listen(v: &Value) -> Result<SocketAddr, Problem> {
-    match v {
-        Value::Str(s) => parse_listen(s),
-        // A bare port means loopback, as with `--listen PORT`.
-        Value::Int(port) => parse_listen(&port.to_string()),
-        other => Err(problem!(
-            "expected ADDR:PORT such as 127.0.0.1:44444 or a PORT, got {} (quote an IPv6 address: \"[::1]:44444\")",
-            other.describe()
-        )),
-    }
-}
-
-/// A file to write: a non-empty string that can be a path.
-fn file_path(v: &Value) -> Result<PathBuf, Problem> {
-    match v {
-        Value::Str(s) if s.is_empty() => Err(Problem::from("must not be empty")),
-        Value::Str(s) if s.contains('\0') => Err(Problem::from("must not contain a NUL byte")),
-        Value::Str(s) if s.ends_with('/') => Err(problem!("'{s}' names a directory; name a file")),
-        Value::Str(s) => Ok(PathBuf::from(s)),
-        other => Err(problem!(
-            "expected a file path (e.g. logs/access.log), got {}",
-            other.describe()
-        )),
-    }
-}
-
-/// A non-empty string that can be a path.
-fn path_text(v: &Value, key: &str) -> Result<PathBuf, Problem> {
-    match v {
-        Value::Str(s) if s.is_empty() => Err(Problem::from("must not be empty")),
-        Value::Str(s) if s.contains('\0') => Err(Problem::from("must not contain a NUL byte")),
-        Value::Str(s) => Ok(PathBuf::from(s)),
-        other => Err(problem!(
-            "expected a directory path (e.g. {key}: ./dir), got {}",
-            other.describe()
-        )),
-    }
-}
-
-/// One of a fixed set of words, with a suggestion for a near miss.
-fn one_of(v: &Value, words: &[&'static str], what: &str) -> Result<&'static str, Problem> {
-    let list = words.join(", ");
-    match v {
-        Value::Str(s) => {
-            words
-                .iter()
-                .copied()
-                .find(|w| *w == s)
-                .ok_or_else(|| match closest(s, words) {
-                    Some(near) => problem!(
-                        "{} is not {what}; did you mean {near}? (one of: {list})",
-                        quote(s)
-                    ),
-                    None => problem!("{} is not {what}; use one of: {list}", quote(s)),
-                })
-        }
-        other => Err(problem!(
-            "expected one of: {list}, got {}",
-            other.describe()
-        )),
-    }
-}
-
-/// The path of an HTTP probe: it goes verbatim into the request line.
-fn http_path(v: &Value) -> Result<String, Problem> {
-    match v {
-        Value::Str(s) if !s.starts_with('/') => Err(problem!("{} must start with '/'", quote(s))),
-        Value::Str(s) if s.chars().any(|c| c.is_whitespace() || c.is_control()) => Err(problem!(
-            "{} must not contain spaces or control characters (percent-encode them)",
-            quote(s)
-        )),
-        Value::Str(s) => Ok(s.clone()),
-        other => Err(problem!(
-            "expected a URL path such as /health, got {}",
-            other.describe()
-        )),
+impl DirCheck {
+    fn check(&self, rep: &Report<'_>) -> Result<(), ConfigError> {
+        lookup::check_dir(
+            rep,
+            self.from,
+            self.key,
+            &self.written,
+            &self.abs,
+            self.show_abs,
+        )
     }
 }
 
@@ -1206,40 +663,4 @@ fn env_map(rep: &Report<'_>, node: &Node) -> Result<Env, ConfigError> {
         env.insert(name.value.clone(), text);
     }
     Ok(env)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_port_alone_means_loopback() {
-        assert_eq!(
-            parse_listen("44444"),
-            Ok(SocketAddr::from(([127, 0, 0, 1], 44444)))
-        );
-    }
-
-    #[test]
-    fn listen_address_and_port_are_taken_as_written() {
-        assert_eq!(
-            parse_listen("0.0.0.0:80"),
-            Ok(SocketAddr::from(([0, 0, 0, 0], 80)))
-        );
-        assert_eq!(parse_listen("[::1]:80").map(|a| a.is_ipv6()), Ok(true));
-    }
-
-    #[test]
-    fn listen_port_out_of_range_is_named() {
-        assert_eq!(
-            parse_listen("70000"),
-            Err(Problem::from("port 70000 is out of range (0-65535)"))
-        );
-    }
-
-    #[test]
-    fn listen_garbage_is_rejected() {
-        assert!(parse_listen("localhost").is_err());
-        assert!(parse_listen("").is_err());
-    }
 }

@@ -53,8 +53,7 @@ use tracing::{info, warn};
 
 use crate::balancer::pool::{Backends, Pool, round3};
 use crate::balancer::{self, access_log::AccessLog};
-use crate::cli::UpArgs;
-use crate::config::{BackendCommand, Config, Www};
+use crate::config::{BackendCommand, Config, Overrides, Www};
 use crate::control::command::Command;
 use crate::control::protocol::{FleetStatus, FleetTraffic, Phase, Reply};
 use crate::control::server::StatusView;
@@ -152,7 +151,7 @@ pub(crate) struct Options {
     pub exe: PathBuf,
     /// What `fleet reload` re-reads: the flags given to `up` and the
     /// directory it ran in (relative paths resolve as they did then).
-    pub reload: Option<(UpArgs, PathBuf)>,
+    pub reload: Option<(Overrides, PathBuf)>,
     /// The signal handlers, installed by the caller (so a failure is reported
     /// before anything starts); `run` drives them.
     pub signals: Option<signals::Signals>,

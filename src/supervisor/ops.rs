@@ -29,8 +29,7 @@ use super::state::{Backend, Event, HELD, Policy};
 use super::upstream::UpstreamTask;
 use super::{Options, STARTUP_TIMEOUT, gave_up, launch_for};
 use crate::balancer::pool::{Backends, Pool, Slot};
-use crate::cli::UpArgs;
-use crate::config::{Config, ConfigError, MAX_BACKENDS};
+use crate::config::{Config, ConfigError, MAX_BACKENDS, Overrides};
 use crate::control::command::{Command, Replies};
 use crate::control::protocol::{Phase, Reply};
 use crate::state_dir::StateDir;
@@ -116,7 +115,7 @@ pub(super) struct Fleet {
     state: StateDir,
     exe: PathBuf,
     echo_output: bool,
-    pub(super) reload_from: Option<(UpArgs, PathBuf)>,
+    pub(super) reload_from: Option<(Overrides, PathBuf)>,
     /// `backends` as fleet.yaml (and `up`'s flags) gave it at the last `up`
     /// or reload: a reload that finds it unchanged keeps a `fleet scale`.
     pub(super) file_backends: u16,

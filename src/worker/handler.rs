@@ -14,14 +14,10 @@ use super::body::{Body, FileBody};
 use super::embedded;
 use super::files::{FileCache, Lookup};
 use super::path::{self, Reject};
+use crate::builtin::HEALTH_PATH;
 
 /// Shows which worker answered; the balancer test and the pages read it.
 pub(crate) static X_FLEET_BACKEND: HeaderName = HeaderName::from_static("x-fleet-backend");
-
-/// The built-in worker's health endpoint, the supervisor's default probe for
-/// it: answered 200 whatever the www dir holds (a www without `index.html`
-/// must not look unhealthy). A dot segment, so no served file can shadow it.
-pub(crate) const HEALTH_PATH: &str = "/.fleet/health";
 
 /// Where responses come from.
 pub(super) enum Content {

@@ -69,7 +69,6 @@ mod body;
 mod embedded;
 mod files;
 mod handler;
-pub(crate) use handler::HEALTH_PATH;
 pub mod path;
 mod socket;
 
@@ -99,18 +98,7 @@ use handler::{Content, Shared};
 
 pub(crate) use embedded::STARTER_FILES;
 
-/// What a worker serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Www {
-    /// Files under this directory.
-    Dir(PathBuf),
-    /// The pages compiled into fleet (`index.html` and `page.html`), for a
-    /// worker given no directory where there is no `./www`.
-    Embedded,
-}
-
-/// The directory `fleet serve` serves when given no `--www`, if it exists.
-pub(crate) const DEFAULT_WWW: &str = "www";
+pub(crate) use crate::builtin::{DEFAULT_WWW, Www};
 /// Smallest `--max-head-bytes`: hyper's read buffer cannot be smaller.
 pub(crate) const MIN_HEAD_BYTES: usize = 8192;
 /// How long the drain may take once the lifeline is cut.

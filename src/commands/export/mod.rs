@@ -81,7 +81,7 @@ pub(crate) fn run(args: ExportArgs) -> Result<(), ExportError> {
     if args.fleet.detach {
         return Err(ExportError::Detach);
     }
-    let config = config::load(&args.fleet)?;
+    let config = config::load(&args.fleet.overrides())?;
     // A parent directory's fleet.yaml, found as `fleet up` finds it: said.
     if args.fleet.file.is_none()
         && let (Some(file), Ok(cwd)) = (&config.source, std::env::current_dir())
