@@ -560,7 +560,7 @@ impl Fleet {
         let old = self.config.backends;
         if n > have {
             let new: Vec<u16> = (base + have..base + n).collect();
-            check_free(&new)?;
+            check_free(new.clone()).await?;
             self.config.backends = n;
             for &p in &new {
                 let h = self.spawn(p);
@@ -597,15 +597,22 @@ impl Fleet {
 }
 
 /// Every port must be free for a new backend; the first busy one is named.
-pub(super) fn check_free(ports: &[u16]) -> Result<(), OpError> {
-    match ports
-        .iter()
-        .find(|p| !crate::ports::is_free(SocketAddr::from(([127, 0, 0, 1], **p))))
-    {
-        Some(p) => Err(OpError::PortInUse(crate::ports::in_use_message(
-            *p, "backend",
+/// Blocking (a bind per port, and naming the holder walks /proc or runs
+/// lsof), so it runs on the blocking pool, never on a runtime thread.
+pub(super) async fn check_free(ports: Vec<u16>) -> Result<(), OpError> {
+    let busy = tokio::task::spawn_blocking(move || {
+        ports
+            .iter()
+            .find(|p| !crate::ports::is_free(SocketAddr::from(([127, 0, 0, 1], **p))))
+            .map(|p| crate::ports::in_use_message(*p, "backend"))
+    })
+    .await;
+    match busy {
+        Ok(None) => Ok(()),
+        Ok(Some(message)) => Err(OpError::PortInUse(message)),
+        Err(e) => Err(OpError::Invalid(format!(
+            "checking the new ports failed: {e}"
         ))),
-        None => Ok(()),
     }
 }
 

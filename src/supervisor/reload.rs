@@ -39,11 +39,19 @@ impl Fleet {
                 "reload: this fleet does not know how it was started".into(),
             ));
         };
-        let mut new = config::load_in(&args, &cwd)?;
-        if new.backend == BackendCommand::Builtin
-            && let Www::Dir(dir) = &new.www
-            && !dir.is_dir()
-        {
+        // Reading the file, checking directories and resolving upstream
+        // names all block: done on the blocking pool, not a runtime thread.
+        let loaded = tokio::task::spawn_blocking(move || {
+            config::load_in(&args, &cwd).map(|new| {
+                let no_www = new.backend == BackendCommand::Builtin
+                    && matches!(&new.www, Www::Dir(dir) if !dir.is_dir());
+                (new, no_www)
+            })
+        })
+        .await
+        .map_err(|e| OpError::Invalid(format!("reload: reading the config failed: {e}")))?;
+        let (mut new, no_www) = loaded?;
+        if no_www && let Www::Dir(dir) = &new.www {
             return Err(OpError::Invalid(format!(
                 "reload: www directory {} does not exist; nothing changed",
                 dir.display()
@@ -88,7 +96,7 @@ impl Fleet {
         // A grown fleet needs its new ports free: checked before anything
         // is applied, so a busy one changes nothing.
         if new.backends > have {
-            check_free(&(new.base_port + have..new.base_port + new.backends).collect::<Vec<_>>())?;
+            check_free((new.base_port + have..new.base_port + new.backends).collect()).await?;
         }
         if kept {
             out.progress(format!(
