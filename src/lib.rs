@@ -49,6 +49,9 @@
 //! - `process`: is a pid alive (not a zombie).
 //! - `rotating_file`: a size-capped log file, rotated once, for every log
 //!   fleet writes.
+//! - `log_writer`: a thread per log file fed by a bounded queue, so the
+//!   access log and backend output never block a runtime thread (a full
+//!   queue drops lines, counted and logged).
 //! - `logging`: where this process's log lines go (stderr, the rotated
 //!   supervisor.log), one timestamp each, colour only on a terminal without
 //!   `NO_COLOR`.
@@ -144,6 +147,7 @@ mod guard;
 mod help;
 mod idle;
 mod listener;
+mod log_writer;
 pub mod logging;
 mod message;
 mod metrics;

@@ -49,6 +49,11 @@ impl RotatingFile {
         }
     }
 
+    /// Where this file is written, for messages.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Append `bytes` (whole lines: a rotation never splits one).
     pub(crate) fn append(&self, bytes: &[u8]) {
         let mut guard = self

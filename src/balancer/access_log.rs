@@ -16,14 +16,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use crate::log_writer::LogWriter;
 use crate::rotating_file::RotatingFile;
 
 /// Longest request target written; longer ones end in `...`.
 const MAX_TARGET: usize = 512;
 
+/// Written by a thread of its own (`log_writer`): a request never waits on
+/// the disk; when the writer falls behind, lines are dropped and counted.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
-    file: RotatingFile,
+    file: LogWriter,
 }
 
 /// One finished request.
@@ -41,13 +44,13 @@ pub(crate) struct Entry<'a> {
 impl AccessLog {
     pub(crate) fn new(path: PathBuf) -> Self {
         AccessLog {
-            file: RotatingFile::at_user_path(path),
+            file: LogWriter::new(RotatingFile::at_user_path(path)),
         }
     }
 
     pub(crate) fn write(&self, e: &Entry<'_>) {
         let line = format_line(SystemTime::now(), e);
-        self.file.append(line.as_bytes());
+        self.file.write(line.into_bytes());
     }
 }
 

@@ -286,7 +286,7 @@ fn start(
         );
     }
     let exe = std::env::current_exe().map_err(UpError::Exe)?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let listeners = Listeners {
             balancer,
             control: tokio::net::UnixListener::from_std(control).map_err(|source| {
@@ -322,8 +322,17 @@ fn start(
             None => supervisor.await,
         };
         Ok(result?)
-    })
+    });
+    // Every task (and with it every log writer) is dropped with the
+    // runtime; the writer threads then write what they were given.
+    drop(runtime);
+    crate::log_writer::finish(LOG_DRAIN);
+    result
 }
+
+/// How long an exiting `fleet up` waits for its log writer threads to write
+/// the lines they hold: far more than a few thousand lines take.
+const LOG_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn report_ready(reporter: &Reporter, ready: Option<Result<Readiness, supervisor::StartError>>) {
     let pid = std::process::id();

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::log_writer::LogWriter;
 use crate::rotating_file::RotatingFile;
 
 /// A "line" longer than this is split, so a worker that never prints a
@@ -23,7 +24,9 @@ pub(crate) struct BackendLog {
     port: u16,
     /// Echo lines into the supervisor's own log (foreground mode).
     echo: bool,
-    file: RotatingFile,
+    /// Written by a thread of its own (`log_writer`), so a pump never
+    /// waits on the disk; lines past its queue are dropped and counted.
+    file: LogWriter,
 }
 
 impl BackendLog {
@@ -31,7 +34,7 @@ impl BackendLog {
         BackendLog {
             port,
             echo,
-            file: RotatingFile::new(path),
+            file: LogWriter::new(RotatingFile::new(path)),
         }
     }
 
@@ -43,7 +46,7 @@ impl BackendLog {
             "{} {stream} {text}\n",
             humantime::format_rfc3339_millis(SystemTime::now())
         );
-        self.file.append(line.as_bytes());
+        self.file.write(line.into_bytes());
     }
 
     /// Copy `reader` line by line into the log until EOF.
@@ -67,6 +70,10 @@ impl BackendLog {
         if !line.is_empty() {
             self.emit(&mut line, stream);
         }
+        // The stream is over (the backend exited): its last lines are on
+        // disk before the task that pumped them ends, so shutdown's wait
+        // for every task also waits for them.
+        self.file.flush().await;
     }
 
     fn emit(&self, line: &mut Vec<u8>, stream: &str) {
@@ -98,6 +105,7 @@ mod tests {
         for _ in 0..(2 * MAX_LOG_BYTES / 1000) {
             log.write_line("stderr", &big);
         }
+        log.file.flush().await;
         let size = fs::metadata(&path).unwrap().len();
         let old = fs::metadata(dir.path().join("b.log.1")).unwrap().len();
         assert!(
