@@ -11,7 +11,8 @@
 //! - Precedence: command-line flag > fleet.yaml > built-in default. The file
 //!   is validated as a whole, including keys a flag overrides, and a
 //!   `backends`/`base_port` pair written in the file must fit even if a flag
-//!   changes one of them. Filesystem checks apply only to the paths used.
+//!   changes one of them. Filesystem checks apply only to the paths used,
+//!   and upstream names are resolved only for the list used; both run last.
 //! - Without `-f`, the file is `./fleet.yaml`, else the nearest parent
 //!   directory's ([`find_file`]), as docker compose finds its file.
 //! - Paths in the file (`www`, `backend.cwd`), and the defaults standing in

@@ -1280,6 +1280,32 @@ fn upstream_that_does_not_resolve_is_rejected() {
 }
 
 #[test]
+fn names_are_resolved_only_after_every_other_check_passed() {
+    // A config that fails a pure check never waits on the resolver: the
+    // port error is reported, not the name that does not resolve.
+    let e = err(
+        "upstreams: [\"no-such-host.invalid:80\"]\nbackends: 2\nbase_port: 65535\n",
+        &[],
+    );
+    assert!(e.starts_with("fleet.yaml:3: base_port:"), "{e}");
+    let e = err(
+        "upstreams: [\"no-such-host.invalid:80\"]\nbackend:\n  command: [x]\n  cwd: nope\n",
+        &[],
+    );
+    assert!(e.contains("backend.cwd"), "{e}");
+}
+
+#[test]
+fn a_files_upstreams_replaced_by_flags_are_not_resolved() {
+    let c = load_yaml(
+        "upstreams: [\"no-such-host.invalid:80\"]\n",
+        &["--upstream", "127.0.0.3:80"],
+    )
+    .unwrap();
+    assert_eq!(c.upstreams[0].name, "127.0.0.3:80");
+}
+
+#[test]
 fn upstreams_that_are_not_a_list_are_rejected() {
     assert_eq!(
         err("upstreams: lab-pc-2:9002\n", &[]),
