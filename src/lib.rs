@@ -77,7 +77,7 @@
 //!   (how round-robin, least-connections, power-of-two and ip-hash choose,
 //!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
 //!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
-//!   rewriter, `balancer::http::upstream_pool` kept-alive backend
+//!   rewriter, `balancer::http::conn_pool` kept-alive backend
 //!   connections), `balancer::tcp` the byte-splicing engine (both use `idle`
 //!   for their idle timeouts), `balancer::access_log` the optional
 //!   per-request log.

@@ -25,7 +25,7 @@ use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 
 use super::access_log::AccessLog;
-use super::http::upstream_pool::IdleConns;
+use super::http::conn_pool::ConnPool;
 use super::passive::{self, Strikes, Verdict};
 use super::strategy::Strategy;
 use crate::config::{BalancerConfig, PassiveHealth};
@@ -72,7 +72,7 @@ pub(crate) struct Slot {
     striking: AtomicBool,
     status: Mutex<SlotStatus>,
     /// http mode: kept-alive connections to this backend awaiting a request.
-    pub(crate) idle: IdleConns,
+    pub(crate) conns: ConnPool,
 }
 
 /// The slow-changing part of a backend's status, written on state changes.
@@ -102,7 +102,7 @@ impl Slot {
             routable: AtomicBool::new(false),
             metrics: Arc::default(),
             passive: tx,
-            idle: IdleConns::default(),
+            conns: ConnPool::default(),
             left_rotation: Notify::new(),
             timed_out: AtomicBool::new(false),
             strikes: Mutex::new(Strikes::Clear),
@@ -133,7 +133,7 @@ impl Slot {
     pub(crate) fn report_failure(&self) {
         self.routable.store(false, Ordering::Release);
         // Its pooled connections went with it.
-        self.idle.clear();
+        self.conns.clear();
         self.left_rotation.notify_waiters();
         let _ = self.passive.try_send(());
     }

@@ -5,7 +5,7 @@
 //! request head (`framing::request`, which also rewrites it for the backend),
 //! picks a backend (`Pool::pick`, the pool loaded per request), takes a
 //! kept-alive connection to it from that backend's idle pool
-//! (`upstream_pool`) or connects, sends the head and streams the body while
+//! (`conn_pool`) or connects, sends the head and streams the body while
 //! reading the response head, then streams the response body back and
 //! returns the backend connection to the pool when both sides left it in
 //! step. Buffers live only while a request is in flight; an idle kept-alive
@@ -32,8 +32,8 @@
 //! Shutdown: idle connections close when `stop` is cancelled; a request in
 //! flight finishes and its connection closes after it.
 
+pub(crate) mod conn_pool;
 pub mod framing;
-pub(crate) mod upstream_pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -443,7 +443,7 @@ async fn exchange(
         tried.push(slot.addr);
         outcome.slot = Some(slot.clone());
         let _work = slot.connection();
-        let (backend, reused) = match slot.idle.take(slot.addr) {
+        let (backend, reused) = match slot.conns.take(slot.addr) {
             Some(conn) => (conn, true),
             None => match super::connect(&slot, cfg.connect_timeout, peer).await {
                 Some(conn) => (conn, false),
@@ -744,7 +744,7 @@ async fn attempt(
         };
         bytes_out += written;
         if !in_step.load(Relaxed) {
-            slot.idle.stray_bytes(slot.addr);
+            slot.conns.stray_bytes(slot.addr);
         }
         let reusable = resp.backend_keeps && in_step.load(Relaxed) && upload_done && upload_ok;
         After::Done {
@@ -779,7 +779,7 @@ async fn attempt(
             reusable,
         } => {
             if reusable {
-                slot.idle.put(backend);
+                slot.conns.put(backend);
             }
             Attempt::Answered {
                 status,
@@ -898,12 +898,12 @@ pub(crate) async fn prune_idle_backend_conns(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => break,
             _ = tick.tick() => {
                 for slot in shared.backends.load().slots() {
-                    slot.idle.prune(slot.addr);
+                    slot.conns.prune(slot.addr);
                 }
             }
         }
     }
     for slot in shared.backends.load().slots() {
-        slot.idle.clear();
+        slot.conns.clear();
     }
 }

@@ -35,7 +35,7 @@ pub(crate) const IDLE_FOR: Duration = Duration::from_secs(2);
 pub(crate) const DISTRUST_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
-pub(crate) struct IdleConns {
+pub(crate) struct ConnPool {
     inner: Mutex<Inner>,
 }
 
@@ -47,7 +47,7 @@ struct Inner {
     distrusted_until: Option<Instant>,
 }
 
-impl IdleConns {
+impl ConnPool {
     /// A pooled connection with nothing to read and not closed, if any.
     /// `backend` names it in the log.
     pub(crate) fn take(&self, backend: SocketAddr) -> Option<TcpStream> {
@@ -195,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_peer_closed_is_not_handed_out() {
         let l = listener().await;
-        let pool = IdleConns::default();
+        let pool = ConnPool::default();
         let (open, _keep) = pair(&l).await;
         let (closed, peer) = pair(&l).await;
         pool.put(open);
@@ -210,7 +210,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_with_unexpected_bytes_is_dropped_and_the_backend_distrusted() {
         let l = listener().await;
-        let pool = IdleConns::default();
+        let pool = ConnPool::default();
         let (c, mut peer) = pair(&l).await;
         let (clean, _keep) = pair(&l).await;
         pool.put(clean);
@@ -233,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_closes_a_connection_that_received_bytes_while_idle() {
         let l = listener().await;
-        let pool = IdleConns::default();
+        let pool = ConnPool::default();
         let (c, mut peer) = pair(&l).await;
         let (clean, _keep) = pair(&l).await;
         pool.put(clean);
@@ -257,7 +257,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_connection_does_not_distrust_the_backend() {
         let l = listener().await;
-        let pool = IdleConns::default();
+        let pool = ConnPool::default();
         let (c, peer) = pair(&l).await;
         pool.put(c);
         drop(peer);
@@ -275,7 +275,7 @@ mod tests {
     #[tokio::test]
     async fn the_pool_is_bounded_and_pruned() {
         let l = listener().await;
-        let pool = IdleConns::default();
+        let pool = ConnPool::default();
         let mut peers = Vec::new();
         for _ in 0..MAX_IDLE + 3 {
             let (c, p) = pair(&l).await;
