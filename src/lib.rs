@@ -47,6 +47,9 @@
 //! - `idle`: idle tracking for a connection's socket (worker and balancer).
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
+//! - `lifecycle`: a backend's lifecycle as its task publishes it (`Phase`,
+//!   `ExitInfo`, the `Lifecycle` snapshot): plain data, below both the
+//!   supervisor and the balancer, which the control protocol re-exports.
 //! - `rotating_file`: a size-capped log file, rotated once, for every log
 //!   fleet writes.
 //! - `log_writer`: a thread per log file fed by a bounded queue, so the
@@ -71,13 +74,14 @@
 //!   the task per remote backend (no process, only health checks).
 //! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
 //!   (max_connections, closing the longest-idle client when full),
-//!   `balancer::pool` the shared view of the backends, `balancer::passive`
+//!   `balancer::pool` the data plane's view of the backends (atomics behind
+//!   a swapped snapshot; see "Three views" below), `balancer::passive`
 //!   (when failed requests take a backend out of rotation: strikes, pure),
 //!   `balancer::strategy`
 //!   (how round-robin, least-connections, power-of-two and ip-hash choose,
 //!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
 //!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
-//!   rewriter, `balancer::http::conn_pool` kept-alive backend
+//!   rewriter, `balancer::http::conn_pool` its kept-alive backend
 //!   connections), `balancer::tcp` the byte-splicing engine (both use `idle`
 //!   for their idle timeouts), `balancer::access_log` the optional
 //!   per-request log.
@@ -87,7 +91,9 @@
 //!   format), `/status.json`, and `admin::dashboard` (the page, built in);
 //!   `admin::host` which `Host` names it answers to.
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
-//!   `FleetStatus`), `control::command` (what the control server asks of the
+//!   `FleetStatus`), `control::status` (the one place a snapshot of the
+//!   backends becomes `FleetStatus`, for `fleet status`, `/status.json` and
+//!   the dashboard), `control::command` (what the control server asks of the
 //!   supervisor's loop), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).
 //! - `guard`: `fleet guard`, which ties a custom backend command and
@@ -108,6 +114,19 @@
 //!   measure), `bench::load` (the driver: exactly `n` requests per level),
 //!   `bench::load::one_shot` and `bench::load::keepalive` (the two clients),
 //!   `bench::report` (rows and output formats), `bench::plot` (the SVG).
+//!
+//! # Three views of a backend
+//! Each has one owner. The backend task (`supervisor::backend`,
+//! `supervisor::upstream`) owns the lifecycle and publishes a `Lifecycle`
+//! snapshot on each change. The data plane reads only a slot's atomics
+//! (routable, counters, strikes) through the `ArcSwap`ped `balancer::pool`
+//! snapshot, never the lifecycle. `control::status` alone turns both into
+//! the protocol's `BackendStatus`; the supervisor decides from the
+//! lifecycle, never from `BackendStatus`. The http engine's kept-alive
+//! connections belong to `balancer::http::conn_pool`; a slot only holds them.
+//! The layout test below keeps the rule: `BackendStatus` is built only in
+//! `control`, and neither `balancer` nor `supervisor::state` imports
+//! `control::protocol`.
 //!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
@@ -146,6 +165,7 @@ mod fd_limit;
 mod guard;
 mod help;
 mod idle;
+mod lifecycle;
 mod listener;
 mod log_writer;
 pub mod logging;
@@ -229,6 +249,53 @@ mod layout {
                 out.push(full);
             }
         }
+    }
+
+    /// Every `.rs` file under `dir`, with its text.
+    fn sources(dir: &Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path, text));
+            }
+        }
+    }
+
+    /// The three views (`# Three views of a backend`): only `control` builds
+    /// the protocol's `BackendStatus`, and the data plane and the pure state
+    /// machine do not depend on the control protocol at all.
+    #[test]
+    fn only_control_builds_backend_status() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        // Spelled in two pieces so this file does not match itself.
+        let building = ["BackendStatus", " {"].concat();
+        let defining = ["struct ", &building].concat();
+        let protocol = ["control::", "protocol"].concat();
+        let mut wrong = Vec::new();
+        for (path, text) in &files {
+            let rel = path.strip_prefix(&src).unwrap();
+            let in_control = rel.starts_with("control");
+            for line in text.lines() {
+                if line.contains(&building) && !line.contains(&defining) && !in_control {
+                    wrong.push(format!("{}: builds BackendStatus: {line}", rel.display()));
+                }
+                let below = rel.starts_with("balancer") || rel == Path::new("supervisor/state.rs");
+                let imports = line.contains(&protocol)
+                    || (line.contains("control::{") && line.contains("protocol"));
+                if below && imports {
+                    wrong.push(format!(
+                        "{}: imports the control protocol: {line}",
+                        rel.display()
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
     }
 
     #[test]

@@ -225,8 +225,9 @@ impl Collector for Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balancer::pool::{Pool, SlotStatus};
+    use crate::balancer::pool::Pool;
     use crate::config::Config;
+    use crate::lifecycle::Lifecycle;
     use std::net::SocketAddr;
     use std::time::Duration;
 
@@ -236,7 +237,7 @@ mod tests {
             .iter()
             .map(|p| Arc::new(Slot::new(*p, SocketAddr::from(([127, 0, 0, 1], *p))).0))
             .collect();
-        slots[0].publish(true, SlotStatus::default());
+        slots[0].publish(true, Lifecycle::default());
         slots[0].metrics.response(200);
         slots[0].metrics.response(503);
         slots[1].metrics.latency.observe(Duration::from_millis(3));

@@ -1,13 +1,21 @@
-//! The shared view of the backends: what the balancer reads on every
-//! connection and the supervisor writes.
+//! The data plane's view of the backends: what the balancer reads on every
+//! connection (an address, a routable flag, counters, strikes: atomics,
+//! behind an atomically swapped `Pool`), next to the two views it only
+//! carries for their owners.
 //!
-//! Ownership: each `Slot` is written by exactly one backend task (its
-//! `publish`), except that the balancer may *clear* `routable` when a connect
-//! fails or requests failed often enough (passive health, `Pool::eject`) and
-//! then tells the backend task, which records the failure in its state
-//! machine. The balancer alone owns a slot's strikes. Reads on the hot path are atomics only; the
-//! `status` mutex is taken by the owner on a state change and by `fleet
-//! status`, never across an await.
+//! Three views of a backend, each with one owner:
+//! - the data plane's (this `Slot`'s own fields): `routable` is written by
+//!   the backend task (`publish`), except that the balancer may *clear* it
+//!   when a connect fails or requests failed often enough (passive health,
+//!   `Pool::eject`) and then tells the backend task, which records the
+//!   failure in its state machine. The balancer alone owns a slot's strikes.
+//!   Reads on the hot path are atomics only.
+//! - the lifecycle (`crate::lifecycle::Lifecycle`): written only by the
+//!   backend task, in `publish`, on a state change; read by `control::status`
+//!   (which alone turns it into the protocol's `BackendStatus`) and the
+//!   supervisor's operations, never by a request.
+//! - the http engine's kept-alive connections (`balancer::http::conn_pool`),
+//!   which this module holds but never looks into.
 //!
 //! A `Pool` is immutable; the set of backends changes (`fleet scale`) by
 //! swapping a whole new pool into `Backends`, so a request either sees the old
@@ -22,17 +30,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::ArcSwap;
 use std::time::Instant;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::access_log::AccessLog;
 use super::http::conn_pool::ConnPool;
 use super::passive::{self, Strikes, Verdict};
 use super::strategy::Strategy;
 use crate::config::{BalancerConfig, PassiveHealth};
-use crate::control::protocol::{BackendStatus, ExitInfo, Phase, Traffic};
-use crate::metrics::{BackendMetrics, BalancerMetrics, CLASSES, Recent};
+use crate::lifecycle::{Lifecycle, Phase};
+use crate::metrics::{BackendMetrics, BalancerMetrics};
 
-/// One backend as the balancer and `fleet status` see it.
+/// One backend: the data plane's view, plus the lifecycle and the pooled
+/// connections it carries for their owners.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub port: u16,
@@ -70,25 +79,12 @@ pub(crate) struct Slot {
     strikes: Mutex<Strikes>,
     /// `strikes` is not `Clear`: the one relaxed load a response costs.
     striking: AtomicBool,
-    status: Mutex<SlotStatus>,
-    /// http mode: kept-alive connections to this backend awaiting a request.
+    /// The backend task's lifecycle snapshot, on a watch channel: written
+    /// on a state change (`publish`), read by `status`; never on a request.
+    lifecycle: watch::Sender<Lifecycle>,
+    /// http mode: kept-alive connections to this backend awaiting a request,
+    /// owned by the http engine (`balancer::http::conn_pool`).
     pub(crate) conns: ConnPool,
-}
-
-/// The slow-changing part of a backend's status, written on state changes.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SlotStatus {
-    /// The backend's process: the built-in worker, or a configured command.
-    pub pid: Option<u32>,
-    /// The `fleet guard` running a configured command (its process group).
-    pub guard_pid: Option<u32>,
-    /// Stopped by `fleet stop` (on purpose).
-    pub held: bool,
-    pub state: Phase,
-    pub restarts: u32,
-    pub since: Option<Instant>,
-    pub last_exit: Option<ExitInfo>,
-    pub reason: Option<String>,
 }
 
 impl Slot {
@@ -108,9 +104,9 @@ impl Slot {
             strikes: Mutex::new(Strikes::Clear),
             striking: AtomicBool::new(false),
             // Its task starts it at once; "stopped" would read as "gave up".
-            status: Mutex::new(SlotStatus {
+            lifecycle: watch::Sender::new(Lifecycle {
                 state: Phase::Starting,
-                ..SlotStatus::default()
+                ..Lifecycle::default()
             }),
         };
         (slot, rx)
@@ -191,62 +187,20 @@ impl Slot {
         self.timed_out.swap(false, Ordering::Relaxed)
     }
 
-    /// Owner: publish the state machine's view.
-    pub(crate) fn publish(&self, routable: bool, status: SlotStatus) {
-        *self
-            .status
-            .lock()
-            .expect("status lock is never poisoned: no panics while held") = status;
+    /// Owner: publish the state machine's view: the lifecycle first, so a
+    /// backend is never routable before its status says why.
+    pub(crate) fn publish(&self, routable: bool, lifecycle: Lifecycle) {
+        self.lifecycle.send_replace(lifecycle);
         self.routable.store(routable, Ordering::Release);
         if !routable {
             self.left_rotation.notify_waiters();
         }
     }
 
-    pub(crate) fn status(&self) -> BackendStatus {
-        self.status_with(&self.metrics.recent())
-    }
-
-    /// The status, with the recent rates already read (the fleet's summary
-    /// needs them too).
-    pub(crate) fn status_with(&self, recent: &Recent) -> BackendStatus {
-        let m = &self.metrics;
-        let s = self
-            .status
-            .lock()
-            .expect("status lock is never poisoned: no panics while held")
-            .clone();
-        BackendStatus {
-            port: self.port,
-            address: self.upstream.clone(),
-            pid: s.pid,
-            guard_pid: s.guard_pid,
-            state: s.state,
-            held: s.held,
-            healthy: self.routable(),
-            restarts: s.restarts,
-            uptime_s: s.since.map_or(0.0, |t| round3(t.elapsed().as_secs_f64())),
-            active_connections: m.active.get(),
-            total_connections: m.connections.get(),
-            last_exit: s.last_exit,
-            reason: s.reason,
-            traffic: Traffic {
-                requests: m.requests(),
-                responses: CLASSES
-                    .iter()
-                    .zip(m.responses())
-                    .map(|(c, n)| (c.to_string(), n))
-                    .collect(),
-                requests_per_s: round3(recent.requests_per_s),
-                p99_ms: recent.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
-                bytes_in: m.request_bytes.get(),
-                bytes_out: m.response_bytes.get(),
-                connect_failures: m.connect_failures.get(),
-                replays: m.replays.get(),
-                health_changes: m.health_changes.get(),
-                requests_history: recent.history.clone(),
-            },
-        }
+    /// The lifecycle as its task last published it (a copy: no lock is held
+    /// after this returns).
+    pub(crate) fn status(&self) -> Lifecycle {
+        self.lifecycle.borrow().clone()
     }
 
     /// Count one unit of in-flight work (a request in http mode, a proxied
@@ -268,10 +222,6 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.metrics.active.dec();
     }
-}
-
-pub(crate) fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// The fleet's current pool, swapped whole when the set of backends changes,
@@ -421,7 +371,7 @@ mod tests {
     }
 
     fn up(p: &Pool, i: usize) {
-        p.slots()[i].publish(true, SlotStatus::default());
+        p.slots()[i].publish(true, Lifecycle::default());
     }
 
     #[test]

@@ -17,9 +17,9 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::pool::{Backends, Pool, Slot, SlotStatus};
+use super::pool::{Backends, Pool, Slot};
 use crate::config::Config;
-use crate::control::protocol::Phase;
+use crate::lifecycle::{Lifecycle, Phase};
 
 /// Generous bound for anything a test waits on; nothing here should take
 /// more than a fraction of it, even on a loaded machine.
@@ -113,13 +113,13 @@ async fn read_head(conn: &mut TcpStream) -> Option<Vec<u8>> {
 /// its passive-failure reports.
 fn slot(addr: SocketAddr, routable: bool) -> (Arc<Slot>, mpsc::Receiver<()>) {
     let (slot, failures) = Slot::new(addr.port(), addr);
-    let status = SlotStatus {
+    let status = Lifecycle {
         state: if routable {
             Phase::Running
         } else {
             Phase::Starting
         },
-        ..SlotStatus::default()
+        ..Lifecycle::default()
     };
     slot.publish(routable, status);
     (Arc::new(slot), failures)
@@ -266,9 +266,9 @@ async fn a_client_waits_for_a_backend_that_becomes_routable() {
     // ... until its backend comes up within the wait.
     starting.publish(
         true,
-        SlotStatus {
+        Lifecycle {
             state: Phase::Running,
-            ..SlotStatus::default()
+            ..Lifecycle::default()
         },
     );
     lb.backends.notify(true);

@@ -72,13 +72,13 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::balancer::pool::SlotStatus;
+    use crate::lifecycle::Lifecycle;
 
     fn slots(n: u16) -> Vec<Arc<Slot>> {
         (0..n)
             .map(|i| {
                 let s = Slot::new(9000 + i, SocketAddr::from(([127, 0, 0, 1], 9000 + i))).0;
-                s.publish(true, SlotStatus::default());
+                s.publish(true, Lifecycle::default());
                 Arc::new(s)
             })
             .collect()

@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A backend's phase and how its last worker ended: the lifecycle's words,
+/// which the protocol shows as they are.
+pub use crate::lifecycle::{ExitInfo, Phase};
+
 /// Bumped on any incompatible change to `Request` or `Reply`.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest accepted request line, in bytes (requests are tiny).
@@ -193,82 +197,10 @@ pub struct FleetTraffic {
     pub requests_history: Vec<u64>,
 }
 
-/// A backend's lifecycle phase, as `fleet status` and its JSON show it
-/// (the supervisor's state machine has more detail; this is the contract).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Spawned (or about to be), not yet past its first probe.
-    #[default]
-    Starting,
-    /// Up; `healthy` says whether it takes traffic.
-    Running,
-    /// Out of rotation, finishing its in-flight work before a deliberate
-    /// restart or stop.
-    Draining,
-    /// Waiting out the restart delay after an exit.
-    Backoff,
-    /// Crash loop: not restarted until `fleet restart` or `fleet start`.
-    Failed,
-    /// Signalled, waiting for the process to exit.
-    Stopping,
-    /// Not running: by `fleet stop`, by the restart policy, or at shutdown.
-    Stopped,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Draining => "draining",
-            Phase::Backoff => "backoff",
-            Phase::Failed => "failed",
-            Phase::Stopping => "stopping",
-            Phase::Stopped => "stopped",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitInfo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Set when fleet itself stopped the worker (a health restart), whose
-    /// exit status then says nothing about the backend's own behaviour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-}
-
 impl Reply {
     /// Whether this is the last line for its request.
     pub fn is_final(&self) -> bool {
         !matches!(self, Reply::Progress { .. })
-    }
-}
-
-impl std::fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.code, self.signal, &self.name) {
-            (Some(c), _, _) => write!(f, "exit {c}"),
-            (_, Some(_), Some(n)) => write!(f, "{n}"),
-            (_, Some(s), None) => write!(f, "signal {s}"),
-            _ => write!(f, "unknown"),
-        }?;
-        match &self.cause {
-            Some(c) => write!(f, " ({c})"),
-            None => Ok(()),
-        }
     }
 }
 

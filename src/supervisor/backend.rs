@@ -25,9 +25,9 @@ use tracing::{info, warn};
 use super::health;
 use super::output::BackendLog;
 use super::state::{self, Action, Backend, Event, Exit, Policy, Sig, State};
-use crate::balancer::pool::{Backends, Slot, SlotStatus};
+use crate::balancer::pool::{Backends, Slot};
 use crate::config::HealthConfig;
-use crate::control::protocol::ExitInfo;
+use crate::lifecycle::{ExitInfo, Lifecycle};
 
 /// What to execute for one backend.
 #[derive(Debug, Clone)]
@@ -526,7 +526,7 @@ impl BackendTask {
         };
         self.slot.publish(
             m.routable(),
-            SlotStatus {
+            Lifecycle {
                 pid,
                 guard_pid,
                 held: st.held(),

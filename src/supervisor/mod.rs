@@ -51,13 +51,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::pool::{Backends, Pool, round3};
+use crate::balancer::pool::{Backends, Pool, Slot};
 use crate::balancer::{self, access_log::AccessLog};
 use crate::config::{BackendCommand, Config, Overrides, Www};
 use crate::control::command::Command;
-use crate::control::protocol::{FleetStatus, FleetTraffic, Phase, Reply};
+use crate::control::protocol::Reply;
 use crate::control::server::StatusView;
-use crate::metrics;
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::state_dir::{PidLock, StateDir};
 use backend::Launch;
 use ops::Fleet;
@@ -69,42 +69,6 @@ pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Commands waiting for the supervisor's loop; more wait in the control
 /// connections that sent them.
 const COMMAND_CAPACITY: usize = 16;
-
-/// The fleet's status now: what `fleet status` prints.
-fn status(
-    backends: &Backends,
-    listen: SocketAddr,
-    admin: Option<SocketAddr>,
-    started: Instant,
-) -> FleetStatus {
-    let pool = backends.load();
-    let recent: Vec<_> = pool.slots().iter().map(|s| s.metrics.recent()).collect();
-    let fleet = metrics::sum_recent(&recent);
-    let responses = backends.metrics.backends.responses();
-    FleetStatus {
-        pid: std::process::id(),
-        listen: listen.to_string(),
-        uptime_s: round3(started.elapsed().as_secs_f64()),
-        backends: pool
-            .slots()
-            .iter()
-            .zip(&recent)
-            .map(|(s, r)| s.status_with(r))
-            .collect(),
-        traffic: FleetTraffic {
-            requests: responses.iter().sum(),
-            responses: metrics::CLASSES
-                .iter()
-                .zip(responses)
-                .map(|(c, n)| (c.to_string(), n))
-                .collect(),
-            requests_per_s: round3(fleet.requests_per_s),
-            p99_ms: fleet.latency.quantile(0.99).map(|s| round3(s * 1000.0)),
-            requests_history: fleet.history,
-        },
-        admin: admin.map(|a| a.to_string()),
-    }
-}
 
 /// How the start went, for `up` to report.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +170,7 @@ pub(crate) async fn run(
     let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let view: StatusView = {
         let backends = backends.clone();
-        Arc::new(move || status(&backends, listen, admin, started))
+        Arc::new(move || crate::control::status::build(&backends, listen, admin, started))
     };
     tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
     if let Some((listener, addr)) = listeners.admin.zip(admin) {
@@ -370,11 +334,11 @@ pub(crate) async fn run(
 /// Whether a backend has given up for now (as opposed to still trying); an
 /// upstream that answers its probes but is unhealthy counts (it is not
 /// ours to restart).
-fn gave_up(s: &crate::control::protocol::BackendStatus) -> bool {
-    !s.healthy
+fn gave_up(slot: &Slot, healthy: bool, s: &Lifecycle) -> bool {
+    !healthy
         && (s.state == Phase::Failed
             || (s.state == Phase::Stopped && s.reason.is_some())
-            || (s.address.is_some() && s.state == Phase::Running))
+            || (slot.upstream.is_some() && s.state == Phase::Running))
 }
 
 /// Once a second, sample every backend's counters for the windowed rates
@@ -408,26 +372,32 @@ async fn wait_ready(
     let mut deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         let changed = backends.changed.notified();
-        let statuses: Vec<_> = backends.load().slots().iter().map(|s| s.status()).collect();
+        let pool = backends.load();
+        // Each backend's lifecycle and whether it takes traffic, read once.
+        let statuses: Vec<_> = pool
+            .slots()
+            .iter()
+            .map(|slot| (slot, slot.routable(), slot.status()))
+            .collect();
         // A backend task publishes a `starting` state only with the pid of
         // what it spawned (a guard's, until it reports its command's);
         // without one, it has not spawned yet (upstreams have no pid at all).
-        if statuses.iter().any(|s| {
+        if statuses.iter().any(|(slot, _, s)| {
             s.state == Phase::Starting
                 && s.pid.is_none()
                 && s.guard_pid.is_none()
-                && s.address.is_none()
+                && slot.upstream.is_none()
         }) {
             deadline = Instant::now() + STARTUP_TIMEOUT;
         }
-        let up = statuses.iter().filter(|s| s.healthy).count();
+        let up = statuses.iter().filter(|(_, healthy, _)| *healthy).count();
         // An upstream that failed `fall` probes has had its say too.
         let gave_up: Vec<(u16, String)> = statuses
             .iter()
-            .filter(|s| gave_up(s))
-            .map(|s| {
+            .filter(|(slot, healthy, s)| gave_up(slot, *healthy, s))
+            .map(|(slot, _, s)| {
                 (
-                    s.port,
+                    slot.port,
                     s.reason.clone().unwrap_or_else(|| s.state.to_string()),
                 )
             })
@@ -439,8 +409,8 @@ async fn wait_ready(
         if up + gave_up.len() == statuses.len() || timed_out {
             let failing: Vec<(u16, String)> = statuses
                 .iter()
-                .filter(|s| !s.healthy)
-                .map(|s| {
+                .filter(|(_, healthy, _)| !healthy)
+                .map(|(slot, _, s)| {
                     let why = match (&s.reason, &s.last_exit) {
                         // Still starting: say what its probes saw.
                         (Some(probe), _) if s.state == Phase::Starting => {
@@ -453,9 +423,9 @@ async fn wait_ready(
                         }
                         (None, None) => s.state.to_string(),
                     };
-                    match &s.address {
-                        Some(a) => (s.port, format!("upstream {a}: {why}")),
-                        None => (s.port, why),
+                    match &slot.upstream {
+                        Some(a) => (slot.port, format!("upstream {a}: {why}")),
+                        None => (slot.port, why),
                     }
                 })
                 .collect();

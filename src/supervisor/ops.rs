@@ -31,7 +31,8 @@ use super::{Options, STARTUP_TIMEOUT, gave_up, launch_for};
 use crate::balancer::pool::{Backends, Pool, Slot};
 use crate::config::{Config, ConfigError, MAX_BACKENDS, Overrides};
 use crate::control::command::{Command, Replies};
-use crate::control::protocol::{Phase, Reply};
+use crate::control::protocol::Reply;
+use crate::lifecycle::Phase;
 use crate::state_dir::StateDir;
 
 /// Why a backend is not serving, in words: its state machine's reason, or
@@ -388,12 +389,14 @@ impl Fleet {
     pub(super) async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, NotServing> {
         let slot = self.slot(port).clone();
         let deadline = Instant::now() + limit;
-        self.wait_until(deadline, || slot.routable() || gave_up(&slot.status()))
-            .await;
+        self.wait_until(deadline, || {
+            slot.routable() || gave_up(&slot, slot.routable(), &slot.status())
+        })
+        .await;
         let s = slot.status();
         // A guard's report of its command's pid may trail the first probe.
         match s.pid.or(s.guard_pid) {
-            Some(pid) if s.healthy => Ok(pid),
+            Some(pid) if slot.routable() => Ok(pid),
             _ => Err(NotServing(s.reason.clone().unwrap_or_else(
                 || match &s.last_exit {
                     Some(e) => format!("{} (last {e})", s.state),

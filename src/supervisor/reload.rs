@@ -189,7 +189,7 @@ impl Fleet {
         let running = |routable: bool| {
             self.handles.values().find(|h| {
                 let s = h.slot.status();
-                s.state == crate::control::protocol::Phase::Running
+                s.state == crate::lifecycle::Phase::Running
                     && s.pid.is_some()
                     && (!routable || h.slot.routable())
             })

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use crate::config::{HealthConfig, RestartConfig, RestartPolicy};
-use crate::control::protocol::Phase;
+use crate::lifecycle::Phase;
 
 /// How long a `Starting` backend may take to pass its first probe before it
 /// is killed and restarted (a program that never listens, or listens elsewhere).

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::health;
-use crate::balancer::pool::{Backends, Slot, SlotStatus};
+use crate::balancer::pool::{Backends, Slot};
 use crate::config::HealthConfig;
-use crate::control::protocol::Phase;
+use crate::lifecycle::{Lifecycle, Phase};
 
 /// What the probes have shown so far; counters are consecutive results
 /// since the last change of state.
@@ -164,9 +164,9 @@ impl UpstreamTask {
         // Out of rotation for the rest of the shutdown.
         self.slot.publish(
             false,
-            SlotStatus {
+            Lifecycle {
                 state: Phase::Stopped,
-                ..SlotStatus::default()
+                ..Lifecycle::default()
             },
         );
         self.backends.notify(false);
@@ -185,11 +185,11 @@ impl UpstreamTask {
         };
         self.slot.publish(
             state.routable(),
-            SlotStatus {
+            Lifecycle {
                 state: state.phase(),
                 since: since.filter(|_| state.routable()),
                 reason,
-                ..SlotStatus::default()
+                ..Lifecycle::default()
             },
         );
         self.backends.notify(state.routable());
