@@ -340,15 +340,13 @@ impl Pool {
         client: IpAddr,
         tried: &[SocketAddr],
     ) -> Option<&Arc<Slot>> {
-        let eligible: Vec<&Arc<Slot>> = self
+        // Walked, not collected: a pick allocates nothing (pingora's
+        // `select_with` shape).
+        let eligible = self
             .slots
             .iter()
-            .filter(|s| s.routable() && !tried.contains(&s.addr))
-            .collect();
-        if eligible.is_empty() {
-            return None;
-        }
-        Some(eligible[strategy.choose(&eligible, client, &self.next)])
+            .filter(|s| s.routable() && !tried.contains(&s.addr));
+        strategy.choose(eligible, client, &self.next)
     }
 
     pub(crate) fn any_routable(&self) -> bool {

@@ -19,42 +19,52 @@ use super::pool::Slot;
 pub(crate) use crate::config::Strategy;
 
 impl Strategy {
-    /// Choose one of `eligible` (never empty) for a request from `client`.
-    /// `turn` is the pool's shared round-robin cursor.
-    pub(crate) fn choose(
+    /// Choose one of `eligible` for a request from `client` (`None` when
+    /// there is none). `turn` is the pool's shared round-robin cursor.
+    ///
+    /// `eligible` is walked (to count it, then to choose) rather than
+    /// collected, so a choice allocates nothing. A backend that leaves
+    /// rotation between two walks can make the chosen position fall off the
+    /// end; the first eligible backend is taken then.
+    pub(crate) fn choose<'a, I>(
         self,
-        eligible: &[&Arc<Slot>],
+        eligible: I,
         client: IpAddr,
         turn: &AtomicUsize,
-    ) -> usize {
-        let n = eligible.len();
-        debug_assert!(n > 0, "the caller filters out an empty choice");
-        match self {
-            Strategy::RoundRobin => turn.fetch_add(1, Ordering::Relaxed) % n,
-            Strategy::LeastConnections => {
-                let start = turn.fetch_add(1, Ordering::Relaxed) % n;
-                (0..n)
-                    .map(|i| (start + i) % n)
-                    .min_by_key(|&i| eligible[i].active())
-                    .unwrap_or(0)
-            }
-            Strategy::PowerOfTwo => {
-                if n == 1 {
-                    return 0;
-                }
-                let a = fastrand::usize(..n);
-                // A second, different index: offset by 1..n.
-                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                if eligible[b].active() < eligible[a].active() {
-                    b
-                } else {
-                    a
-                }
-            }
-            Strategy::IpHash => (0..n)
-                .max_by_key(|&i| rendezvous(client, eligible[i].port))
-                .unwrap_or(0),
+    ) -> Option<&'a Arc<Slot>>
+    where
+        I: Iterator<Item = &'a Arc<Slot>> + Clone,
+    {
+        let n = eligible.clone().count();
+        if n == 0 {
+            return None;
         }
+        let chosen = match self {
+            Strategy::RoundRobin => eligible
+                .clone()
+                .nth(turn.fetch_add(1, Ordering::Relaxed) % n),
+            Strategy::LeastConnections => {
+                // From a rotating start, so ties are spread evenly.
+                let start = turn.fetch_add(1, Ordering::Relaxed) % n;
+                eligible
+                    .clone()
+                    .skip(start)
+                    .chain(eligible.clone().take(start))
+                    .min_by_key(|s| s.active())
+            }
+            Strategy::PowerOfTwo if n == 1 => eligible.clone().next(),
+            Strategy::PowerOfTwo => {
+                let a = fastrand::usize(..n);
+                // A second, different position: offset by 1..n.
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                match (eligible.clone().nth(a), eligible.clone().nth(b)) {
+                    (Some(a), Some(b)) => Some(if b.active() < a.active() { b } else { a }),
+                    (a, b) => a.or(b),
+                }
+            }
+            Strategy::IpHash => eligible.clone().max_by_key(|s| rendezvous(client, s.port)),
+        };
+        chosen.or_else(|| eligible.clone().next())
     }
 }
 
@@ -90,11 +100,11 @@ mod tests {
         rounds: usize,
         client: impl Fn(usize) -> IpAddr,
     ) -> Vec<usize> {
-        let eligible: Vec<&Arc<Slot>> = slots.iter().collect();
         let turn = AtomicUsize::new(0);
         let mut c = vec![0; slots.len()];
         for r in 0..rounds {
-            c[s.choose(&eligible, client(r), &turn)] += 1;
+            let chosen = s.choose(slots.iter(), client(r), &turn).expect("one");
+            c[usize::from(chosen.port - 9000)] += 1;
         }
         c
     }
@@ -144,6 +154,19 @@ mod tests {
     }
 
     #[test]
+    fn no_eligible_backend_is_no_choice() {
+        let turn = AtomicUsize::new(0);
+        for s in [
+            Strategy::RoundRobin,
+            Strategy::LeastConnections,
+            Strategy::PowerOfTwo,
+            Strategy::IpHash,
+        ] {
+            assert!(s.choose([].iter(), ip(1), &turn).is_none(), "{s:?}");
+        }
+    }
+
+    #[test]
     fn power_of_two_with_one_backend_takes_it() {
         assert_eq!(counts(Strategy::PowerOfTwo, &slots(1), 10, ip), [10]);
     }
@@ -162,12 +185,14 @@ mod tests {
     #[test]
     fn ip_hash_moves_only_the_clients_of_a_removed_backend() {
         let s = slots(4);
-        let all: Vec<&Arc<Slot>> = s.iter().collect();
-        let three: Vec<&Arc<Slot>> = s[..3].iter().collect();
         let turn = AtomicUsize::new(0);
+        let port = |of: &[Arc<Slot>], i| {
+            let chosen = Strategy::IpHash.choose(of.iter(), ip(i), &turn);
+            chosen.expect("one").port
+        };
         for i in 0..1000 {
-            let before = all[Strategy::IpHash.choose(&all, ip(i), &turn)].port;
-            let after = three[Strategy::IpHash.choose(&three, ip(i), &turn)].port;
+            let before = port(&s, i);
+            let after = port(&s[..3], i);
             if before != 9003 {
                 assert_eq!(before, after, "client {i} moved though its backend stayed");
             }
