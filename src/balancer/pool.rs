@@ -35,7 +35,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::access_log::AccessLog;
 use super::http::conn_pool::ConnPool;
 use super::passive::{self, Strikes, Verdict};
-use super::strategy::Strategy;
+use super::strategy::{Candidate, Strategy};
 use crate::config::{BalancerConfig, PassiveHealth};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::metrics::{BackendMetrics, BalancerMetrics};
@@ -213,6 +213,15 @@ impl Slot {
 
     pub(crate) fn active(&self) -> u64 {
         self.metrics.active.get()
+    }
+}
+
+impl Candidate for Arc<Slot> {
+    fn active(&self) -> u64 {
+        self.metrics.active.get()
+    }
+    fn port(&self) -> u16 {
+        self.port
     }
 }
 

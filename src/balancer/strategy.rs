@@ -9,14 +9,21 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::pool::Slot;
 
 // The strategy is a setting (`balancer.strategy`), so the enum and its names
 // live in `config`; how each one chooses lives here.
 pub(crate) use crate::config::Strategy;
+
+/// What a strategy knows of a backend. A trait, not `pool::Slot`, so this
+/// module depends on nothing of the balancer's (`pool` uses it, not the
+/// other way round) and its tests choose among plain values.
+pub(crate) trait Candidate {
+    /// Its in-flight work (least-connections and power-of-two compare it).
+    fn active(&self) -> u64;
+    /// Its port (ip-hash ranks the backends by it).
+    fn port(&self) -> u16;
+}
 
 impl Strategy {
     /// Choose one of `eligible` for a request from `client` (`None` when
@@ -26,14 +33,15 @@ impl Strategy {
     /// collected, so a choice allocates nothing. A backend that leaves
     /// rotation between two walks can make the chosen position fall off the
     /// end; the first eligible backend is taken then.
-    pub(crate) fn choose<'a, I>(
+    pub(crate) fn choose<'a, C, I>(
         self,
         eligible: I,
         client: IpAddr,
         turn: &AtomicUsize,
-    ) -> Option<&'a Arc<Slot>>
+    ) -> Option<&'a C>
     where
-        I: Iterator<Item = &'a Arc<Slot>> + Clone,
+        C: Candidate + 'a,
+        I: Iterator<Item = &'a C> + Clone,
     {
         let n = eligible.clone().count();
         if n == 0 {
@@ -62,7 +70,9 @@ impl Strategy {
                     (a, b) => a.or(b),
                 }
             }
-            Strategy::IpHash => eligible.clone().max_by_key(|s| rendezvous(client, s.port)),
+            Strategy::IpHash => eligible
+                .clone()
+                .max_by_key(|s| rendezvous(client, s.port())),
         };
         chosen.or_else(|| eligible.clone().next())
     }
@@ -79,24 +89,36 @@ fn rendezvous(client: IpAddr, port: u16) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
-    use crate::lifecycle::Lifecycle;
 
-    fn slots(n: u16) -> Vec<Arc<Slot>> {
+    /// A backend as a strategy sees it.
+    struct Fake {
+        port: u16,
+        active: u64,
+    }
+
+    impl Candidate for Fake {
+        fn active(&self) -> u64 {
+            self.active
+        }
+        fn port(&self) -> u16 {
+            self.port
+        }
+    }
+
+    /// `n` idle backends on ports 9000, 9001, ...
+    fn slots(n: u16) -> Vec<Fake> {
         (0..n)
-            .map(|i| {
-                let s = Slot::new(9000 + i, SocketAddr::from(([127, 0, 0, 1], 9000 + i))).0;
-                s.publish(true, Lifecycle::default());
-                Arc::new(s)
+            .map(|i| Fake {
+                port: 9000 + i,
+                active: 0,
             })
             .collect()
     }
 
     fn counts(
         s: Strategy,
-        slots: &[Arc<Slot>],
+        slots: &[Fake],
         rounds: usize,
         client: impl Fn(usize) -> IpAddr,
     ) -> Vec<usize> {
@@ -128,9 +150,9 @@ mod tests {
 
     #[test]
     fn least_connections_picks_the_least_busy_backend() {
-        let s = slots(3);
-        let _busy: Vec<_> = (0..5).map(|_| s[0].connection()).collect();
-        let _one = s[2].connection();
+        let mut s = slots(3);
+        s[0].active = 5;
+        s[2].active = 1;
         assert_eq!(counts(Strategy::LeastConnections, &s, 50, ip), [0, 50, 0]);
     }
 
@@ -144,8 +166,8 @@ mod tests {
 
     #[test]
     fn power_of_two_avoids_the_busiest_backend_and_spreads_the_rest() {
-        let s = slots(4);
-        let _busy: Vec<_> = (0..10).map(|_| s[3].connection()).collect();
+        let mut s = slots(4);
+        s[3].active = 10;
         let c = counts(Strategy::PowerOfTwo, &s, 3000, ip);
         assert_eq!(c[3], 0, "the busiest of any pair is never chosen: {c:?}");
         for n in &c[..3] {
@@ -162,7 +184,8 @@ mod tests {
             Strategy::PowerOfTwo,
             Strategy::IpHash,
         ] {
-            assert!(s.choose([].iter(), ip(1), &turn).is_none(), "{s:?}");
+            let none: [Fake; 0] = [];
+            assert!(s.choose(none.iter(), ip(1), &turn).is_none(), "{s:?}");
         }
     }
 
@@ -186,7 +209,7 @@ mod tests {
     fn ip_hash_moves_only_the_clients_of_a_removed_backend() {
         let s = slots(4);
         let turn = AtomicUsize::new(0);
-        let port = |of: &[Arc<Slot>], i| {
+        let port = |of: &[Fake], i| {
             let chosen = Strategy::IpHash.choose(of.iter(), ip(i), &turn);
             chosen.expect("one").port
         };
