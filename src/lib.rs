@@ -311,19 +311,6 @@ mod layout {
         assert!(missing.is_empty(), "lib.rs # Layout lacks {missing:?}");
     }
 
-    /// Every `.rs` file under `dir`, with its text.
-    fn sources(dir: &Path, out: &mut Vec<(std::path::PathBuf, String)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                sources(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                out.push((path, text));
-            }
-        }
-    }
-
     /// `config` sits below the command line and the worker: it takes the
     /// flags as `config::Overrides` and the worker's constants from
     /// `builtin`, so neither can change what a config means.
