@@ -331,4 +331,200 @@ mod layout {
             .collect();
         assert!(upward.is_empty(), "{upward:?}");
     }
+
+    /// The layers, top to bottom: a module may import only modules listed
+    /// after it (`# Layout` above says what each is for). `main` and `lib`
+    /// (`run`, the crate's interface) stand above all.
+    const LAYERS: [&str; 30] = [
+        "main",
+        "lib",
+        "error",
+        "commands",
+        "cli",
+        "bench",
+        "supervisor",
+        "admin",
+        "control",
+        "balancer",
+        "worker",
+        "guard",
+        "idle",
+        "metrics",
+        "lifecycle",
+        "config",
+        "builtin",
+        "discover",
+        "logging",
+        "log_writer",
+        "rotating_file",
+        "state_dir",
+        "ports",
+        "process",
+        "listener",
+        "fd_limit",
+        "duration",
+        "message",
+        "exit",
+        "help",
+    ];
+
+    /// The non-test source of a file: up to its `mod tests`, with
+    /// comment lines left out (a doc may name a module above).
+    fn code(path: &Path) -> String {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .take_while(|l| l.trim() != "mod tests {")
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every `crate::a::b…` path in `code`, as its segments (`crate::{a, b}`
+    /// gives `a` and `b`).
+    fn crate_paths(code: &str) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                for item in group.split(',') {
+                    let segs: Vec<String> = item
+                        .trim()
+                        .split("::")
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect();
+                    if !segs.is_empty() {
+                        out.push(segs);
+                    }
+                }
+                continue;
+            }
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            let segs: Vec<String> = rest[..end]
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if !segs.is_empty() {
+                out.push(segs);
+            }
+        }
+        out
+    }
+
+    /// `(top-level module, path below src/)` of every source file.
+    fn files(dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && !path
+                    .file_stem()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .ends_with("tests")
+            {
+                let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+                let rel = path.strip_prefix(&src).unwrap().to_owned();
+                let first = rel
+                    .components()
+                    .next()
+                    .unwrap()
+                    .as_os_str()
+                    .to_str()
+                    .unwrap();
+                let top = first.strip_suffix(".rs").unwrap_or(first).to_owned();
+                out.push((top, path));
+            }
+        }
+    }
+
+    #[test]
+    fn no_module_imports_a_module_above_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
+        let mut upward = Vec::new();
+        for (top, path) in &all {
+            let mine = rank(top).unwrap_or_else(|| panic!("{top} is not in LAYERS"));
+            for segs in crate_paths(&code(path)) {
+                let Some(theirs) = rank(&segs[0]) else {
+                    continue;
+                };
+                // `crate::outln!` is the command layer's own macro.
+                if theirs < mine && segs[0] != *top {
+                    upward.push(format!(
+                        "{} -> crate::{}",
+                        path.strip_prefix(&src).unwrap().display(),
+                        segs.join("::")
+                    ));
+                }
+            }
+        }
+        upward.sort();
+        upward.dedup();
+        assert!(
+            upward.is_empty(),
+            "imports that point up the layers:\n{}",
+            upward.join("\n")
+        );
+    }
+
+    /// Within a module, submodules import each other in one direction only.
+    #[test]
+    fn no_two_sibling_modules_import_each_other() {
+        use std::collections::BTreeSet;
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        let mut edges = BTreeSet::new();
+        for (_, path) in &all {
+            let rel = path.strip_prefix(&src).unwrap();
+            let parts: Vec<String> = rel
+                .with_extension("")
+                .components()
+                .map(|c| c.as_os_str().to_str().unwrap().to_owned())
+                .collect();
+            // src/a/b.rs or src/a/b/… : the module `a::b`, whose siblings are a's.
+            if parts.len() < 2 || parts[1] == "mod" {
+                continue;
+            }
+            let (parent, me) = (&parts[0], &parts[1]);
+            let text = code(path);
+            let siblings: BTreeSet<String> = all
+                .iter()
+                .filter_map(|(_, p)| {
+                    let r = p.strip_prefix(&src).unwrap().with_extension("");
+                    let c: Vec<_> = r
+                        .components()
+                        .map(|c| c.as_os_str().to_str().unwrap().to_owned())
+                        .collect();
+                    (c.len() >= 2 && &c[0] == parent && c[1] != "mod" && &c[1] != me)
+                        .then(|| c[1].clone())
+                })
+                .collect();
+            for sib in &siblings {
+                let direct = parts.len() == 2 && text.contains(&format!("super::{sib}"));
+                let full = text.contains(&format!("crate::{parent}::{sib}"));
+                if direct || full {
+                    edges.insert((format!("{parent}::{me}"), format!("{parent}::{sib}")));
+                }
+            }
+        }
+        let cycles: Vec<_> = edges
+            .iter()
+            .filter(|(a, b)| a < b && edges.contains(&(b.clone(), a.clone())))
+            .map(|(a, b)| format!("{a} <-> {b}"))
+            .collect();
+        assert!(
+            cycles.is_empty(),
+            "sibling modules that import each other: {cycles:?}"
+        );
+    }
 }
