@@ -424,74 +424,66 @@ fn balancer_section(
     })
 }
 
-// --- admin_hosts ------------------------------------------------------------
+// --- admin_hosts, upstreams -------------------------------------------------
 
 /// `admin_hosts: ["fleet.lab", "192.168.1.5"]`: names without a port.
 fn admin_host_list(rep: &Report<'_>, node: &Node) -> Result<Vec<String>, ConfigError> {
-    let items = match &node.value {
-        Value::Seq(items) => items,
-        Value::Null => return Ok(Vec::new()),
-        other => {
-            return Err(rep.at(
-                Origin::File(line_of(node)),
-                "admin_hosts",
-                format!(
-                    "expected a list of host names such as [\"fleet.lab\"], got {}",
-                    other.describe()
-                ),
-            ));
-        }
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let at = Origin::File(line_of(item));
-            let key = format!("admin_hosts[{i}]");
-            match &item.value {
-                Value::Str(s) => admin_host(s).map_err(|problem| rep.at(at, &key, problem)),
-                other => Err(rep.at(
-                    at,
-                    &key,
-                    format!("expected a host name, got {}", other.describe()),
-                )),
-            }
-        })
-        .collect()
+    string_list(
+        rep,
+        node,
+        "admin_hosts",
+        "a list of host names such as [\"fleet.lab\"]",
+        "a host name",
+        |_, s| admin_host(s),
+    )
 }
-
-// --- upstreams --------------------------------------------------------------
 
 /// `upstreams: ["host:port", ...]`, each as written and where.
 fn upstream_list(rep: &Report<'_>, node: &Node) -> Result<Vec<(Origin, String)>, ConfigError> {
+    string_list(
+        rep,
+        node,
+        "upstreams",
+        "a list of HOST:PORT such as [\"lab-pc-2:9002\"]",
+        "HOST:PORT",
+        |at, s| host_port(s).map(|u| (at, u.to_owned())),
+    )
+}
+
+/// The list of strings at `key` (none when null), each read by `item`,
+/// which is told where the string stands. `list` and `one` say what was
+/// expected when the value is not a list or an entry not a string.
+fn string_list<T>(
+    rep: &Report<'_>,
+    node: &Node,
+    key: &str,
+    list: &str,
+    one: &str,
+    item: impl Fn(Origin, &str) -> Result<T, Problem>,
+) -> Result<Vec<T>, ConfigError> {
     let items = match &node.value {
         Value::Seq(items) => items,
         Value::Null => return Ok(Vec::new()),
         other => {
             return Err(rep.at(
                 Origin::File(line_of(node)),
-                "upstreams",
-                format!(
-                    "expected a list of HOST:PORT such as [\"lab-pc-2:9002\"], got {}",
-                    other.describe()
-                ),
+                key,
+                format!("expected {list}, got {}", other.describe()),
             ));
         }
     };
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| {
-            let at = Origin::File(line_of(item));
-            let key = format!("upstreams[{i}]");
-            match &item.value {
-                Value::Str(s) => host_port(s)
-                    .map(|u| (at, u.to_owned()))
-                    .map_err(|problem| rep.at(at, &key, problem)),
+        .map(|(i, entry)| {
+            let at = Origin::File(line_of(entry));
+            let key = format!("{key}[{i}]");
+            match &entry.value {
+                Value::Str(s) => item(at, s).map_err(|problem| rep.at(at, &key, problem)),
                 other => Err(rep.at(
                     at,
                     &key,
-                    format!("expected HOST:PORT, got {}", other.describe()),
+                    format!("expected {one}, got {}", other.describe()),
                 )),
             }
         })

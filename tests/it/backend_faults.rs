@@ -17,18 +17,8 @@ const MISBEHAVING_PY: &str = include_str!("backends/misbehaving.py");
 /// A fleet of `n` misbehaving backends (`extra` appended to fleet.yaml),
 /// and the directory they note their stray writes in.
 fn misbehaving_fleet(n: u16, extra: &str) -> (Fleet, PathBuf) {
-    let scratch = Scratch::new();
-    let script = scratch.write("misbehaving.py", MISBEHAVING_PY);
-    let dir = scratch.path().to_path_buf();
-    let fleet = Fleet::start_in(
-        scratch,
-        n,
-        &format!(
-            "backend:\n  command: [\"python3\", \"{}\", \"{{port}}\", \"{}\"]\n{extra}",
-            script.display(),
-            dir.display()
-        ),
-    );
+    let fleet = Fleet::python(MISBEHAVING_PY, n, extra);
+    let dir = fleet.scratch.path().to_path_buf();
     (fleet, dir)
 }
 

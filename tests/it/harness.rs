@@ -20,6 +20,8 @@ pub use fleet::process::PORTABLE_ENV;
 /// Both process mechanisms: the platform's own, then the portable (macOS) one.
 pub const MODES: [bool; 2] = [false, true];
 pub const PAGE: &[u8] = include_bytes!("../../www/page.html");
+/// What the Python test backends in tests/it/backends/ share; each imports it.
+const HTTP_BASE_PY: &str = include_str!("backends/http_base.py");
 
 /// Where the next `free_ports` search starts. Ports are handed out in one
 /// ascending sweep, so parallel tests never get the same port and the ones
@@ -410,6 +412,25 @@ impl Fleet {
     pub fn start(backends: u16, extra: &str) -> Fleet {
         let scratch = Scratch::new();
         Self::start_in(scratch, backends, extra)
+    }
+
+    /// A fleet of `n` backends that run `script`, one of the Python servers
+    /// in tests/it/backends/ (given as its text), as
+    /// `python3 SCRIPT PORT DIR`, DIR being the scratch dir; `extra` is
+    /// appended to fleet.yaml.
+    pub fn python(script: &str, n: u16, extra: &str) -> Fleet {
+        let scratch = Scratch::new();
+        scratch.write("http_base.py", HTTP_BASE_PY);
+        let script = scratch.write("backend.py", script);
+        let dir = scratch.path().display().to_string();
+        Fleet::start_in(
+            scratch,
+            n,
+            &format!(
+                "backend:\n  command: [\"python3\", \"{}\", \"{{port}}\", \"{dir}\"]\n{extra}",
+                script.display()
+            ),
+        )
     }
 
     pub fn start_in(scratch: Scratch, backends: u16, extra: &str) -> Fleet {

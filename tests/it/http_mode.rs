@@ -14,17 +14,7 @@ const BACKEND_PY: &str = include_str!("backends/http_backend.py");
 
 /// A fleet of `n` custom Python backends (`backends/http_backend.py`).
 fn python_fleet(n: u16, extra: &str) -> Fleet {
-    let scratch = Scratch::new();
-    let script = scratch.write("backend.py", BACKEND_PY);
-    let dir = scratch.path().display().to_string();
-    Fleet::start_in(
-        scratch,
-        n,
-        &format!(
-            "backend:\n  command: [\"python3\", \"{}\", \"{{port}}\", \"{dir}\"]\n{extra}",
-            script.display()
-        ),
-    )
+    Fleet::python(BACKEND_PY, n, extra)
 }
 
 /// Read one response from a kept-alive connection: the head, then a body

@@ -18,6 +18,20 @@ fn mode(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
 }
 
+/// The `nobody` user when this runs as root; otherwise None, having said
+/// the test is skipped because what it does (`needs`) needs root.
+fn nobody_if_root(needs: &str) -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: {needs} needs root (CI runs as root)");
+        return None;
+    }
+    Some(
+        nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("a nobody user"),
+    )
+}
+
 /// `fleet up -d` in `s` (its state dir `st`) with a valid fleet.yaml: the
 /// output and the ports it was given (none of them must be left open).
 fn up(s: &Scratch) -> (std::process::Output, Vec<u16>) {
@@ -103,13 +117,9 @@ fn a_state_dir_readable_by_others_is_tightened_to_0700() {
 
 #[test]
 fn another_users_state_dir_is_refused() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: giving a dir to another user needs root (CI runs as root)");
+    let Some(nobody) = nobody_if_root("giving a dir to another user") else {
         return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("a nobody user");
+    };
     let s = Scratch::new();
     mkdir_mode(&s.state(), 0o700);
     nix::unistd::chown(&s.state(), Some(nobody.uid), Some(nobody.gid)).unwrap();
@@ -125,13 +135,9 @@ fn another_users_state_dir_is_refused() {
 #[test]
 fn another_user_running_up_on_a_state_dir_is_refused_naming_its_owner() {
     use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: dropping privileges needs root (CI runs as root)");
+    let Some(nobody) = nobody_if_root("dropping privileges") else {
         return;
-    }
-    let nobody = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("a nobody user");
+    };
     let s = Scratch::new();
     mkdir_mode(&s.state(), 0o700);
     // nobody may read the project, not the state dir.

@@ -192,6 +192,18 @@ mod tests {
         (c, s)
     }
 
+    /// A pool holding two idle connections to ADDR, put in this order: a
+    /// clean one, then one whose peer comes back first for the test to write
+    /// stray bytes on. The clean one's peer comes back second, to keep open.
+    async fn clean_and_stray(l: &tokio::net::TcpListener) -> (ConnPool, TcpStream, TcpStream) {
+        let pool = ConnPool::default();
+        let (c, peer) = pair(l).await;
+        let (clean, keep) = pair(l).await;
+        pool.put(clean);
+        pool.put(c);
+        (pool, peer, keep)
+    }
+
     #[tokio::test]
     async fn a_connection_the_peer_closed_is_not_handed_out() {
         let l = listener().await;
@@ -210,11 +222,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_with_unexpected_bytes_is_dropped_and_the_backend_distrusted() {
         let l = listener().await;
-        let pool = ConnPool::default();
-        let (c, mut peer) = pair(&l).await;
-        let (clean, _keep) = pair(&l).await;
-        pool.put(clean);
-        pool.put(c);
+        let (pool, mut peer, _keep) = clean_and_stray(&l).await;
         peer.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
@@ -233,11 +241,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_closes_a_connection_that_received_bytes_while_idle() {
         let l = listener().await;
-        let pool = ConnPool::default();
-        let (c, mut peer) = pair(&l).await;
-        let (clean, _keep) = pair(&l).await;
-        pool.put(clean);
-        pool.put(c);
+        let (pool, mut peer, _keep) = clean_and_stray(&l).await;
         pool.prune(ADDR);
         assert_eq!(pool.len(), 2, "both are quiet");
         peer.write_all(b"x").await.expect("write");

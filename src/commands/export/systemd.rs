@@ -621,24 +621,22 @@ mod tests {
     #[test]
     fn a_version_manager_shim_becomes_the_program_it_runs() {
         let cwd = Path::new("/srv/lab");
+        let shim = |which: &Fake| {
+            unshim(
+                "python3",
+                PathBuf::from("/home/u/.pyenv/shims/python3"),
+                cwd,
+                which,
+            )
+        };
         let fake = Fake(Some("/opt/py/3.12/bin/python3"), Default::default());
-        let p = unshim(
-            "python3",
-            PathBuf::from("/home/u/.pyenv/shims/python3"),
-            cwd,
-            &fake,
-        );
+        let p = shim(&fake);
         assert_eq!(p.path, "/opt/py/3.12/bin/python3");
         assert!(p.note.unwrap().contains("python3 is a pyenv shim here"));
         assert_eq!(*fake.1.borrow(), ["pyenv which python3 in /srv/lab"]);
 
         let silent = Fake(None, Default::default());
-        let p = unshim(
-            "python3",
-            PathBuf::from("/home/u/.pyenv/shims/python3"),
-            cwd,
-            &silent,
-        );
+        let p = shim(&silent);
         assert_eq!(p.path, "/home/u/.pyenv/shims/python3");
         assert!(
             p.note

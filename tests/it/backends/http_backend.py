@@ -1,6 +1,7 @@
 """A small HTTP/1.1 backend for the balancer's integration tests.
 
-Usage: http_backend.py PORT DIR  (a file DIR/slow-PORT makes /work slow)
+Usage: http_backend.py PORT DIR  (with http_base.py beside it;
+       a file DIR/slow-PORT makes /work slow)
 
 Paths: GET /          200 "port N" (the health probe), keep-alive
        POST /echo     the request body streamed back (same Content-Length)
@@ -12,33 +13,16 @@ Every answer carries X-Fleet-Backend: PORT.
 """
 import os
 import socket
-import socketserver
 import sys
 import time
+
+import http_base
 
 PORT = int(sys.argv[1])
 SLOW_FILE = os.path.join(sys.argv[2], f"slow-{PORT}")
 
 
-class Handler(socketserver.BaseRequestHandler):
-    def setup(self):
-        self.buf = b""
-
-    def read_head(self):
-        while b"\r\n\r\n" not in self.buf:
-            data = self.request.recv(65536)
-            if not data:
-                return None
-            self.buf += data
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _ = lines[0].split(" ", 2)
-        headers = {}
-        for line in lines[1:]:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-        return method, path, headers
-
+class Handler(http_base.Handler):
     def send(self, status, body, extra=""):
         self.request.sendall(
             (
@@ -99,10 +83,4 @@ class Handler(socketserver.BaseRequestHandler):
                 self.send("200 OK", f"port {PORT}".encode())
 
 
-class Server(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-    request_queue_size = 128
-
-
-Server(("127.0.0.1", PORT), Handler).serve_forever()
+http_base.serve(PORT, Handler)

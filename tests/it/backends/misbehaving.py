@@ -1,6 +1,6 @@
 """A deliberately broken HTTP/1.1 backend for the balancer's containment tests.
 
-Usage: misbehaving.py PORT DIR
+Usage: misbehaving.py PORT DIR  (with http_base.py beside it)
 
 Paths: GET /            200 "port N" (the health probe), keep-alive
        GET /crash       the connection is closed without an answer
@@ -13,35 +13,23 @@ Each time STRAY has been written (or the balancer had closed the
 connection first), a line is appended to DIR/strays, so a test can wait for it.
 """
 import os
-import socketserver
 import sys
 import time
+
+import http_base
 
 PORT = int(sys.argv[1])
 STRAYS = os.path.join(sys.argv[2], "strays")
 STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nSTRAY-BYTES"
 
 
-class Handler(socketserver.BaseRequestHandler):
-    def setup(self):
-        self.buf = b""
-
-    def read_head(self):
-        while b"\r\n\r\n" not in self.buf:
-            data = self.request.recv(65536)
-            if not data:
-                return None
-            self.buf += data
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        method, path, _ = head.decode("latin-1").split("\r\n")[0].split(" ", 2)
-        return method, path
-
+class Handler(http_base.Handler):
     def handle(self):
         while True:
             req = self.read_head()
             if req is None:
                 return
-            method, path = req
+            method, path, _ = req
             body = f"port {PORT}".encode()
             if path == "/crash":
                 return
@@ -63,10 +51,4 @@ class Handler(socketserver.BaseRequestHandler):
                 f.write(f"{PORT}\n")
 
 
-class Server(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-    request_queue_size = 128
-
-
-Server(("127.0.0.1", PORT), Handler).serve_forever()
+http_base.serve(PORT, Handler)
