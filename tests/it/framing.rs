@@ -111,6 +111,14 @@ impl Recorder {
         self.heads.lock().unwrap().clone()
     }
 
+    /// The one request head the recorder has seen: the test sent one.
+    #[track_caller]
+    fn only_head(&self) -> String {
+        let heads = self.heads();
+        assert_eq!(heads.len(), 1, "{heads:#?}");
+        heads[0].clone()
+    }
+
     /// A fleet whose only backend is this recorder (an upstream, TCP probes,
     /// which send no request).
     fn behind_fleet(&self) -> Fleet {
@@ -245,9 +253,7 @@ fn an_absolute_form_target_reaches_the_backend_in_origin_form_with_its_host() {
         "GET http://other:81/x?y=1 HTTP/1.1\r\nHost: good\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let heads = rec.heads();
-    assert_eq!(heads.len(), 1, "{heads:#?}");
-    let head = &heads[0];
+    let head = rec.only_head();
     assert!(head.starts_with("GET /x?y=1 HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("\r\nHost: other:81\r\n"), "{head}");
     assert!(
@@ -309,10 +315,9 @@ fn every_connection_token_is_honoured_however_many() {
     s.write_all(raw.as_bytes()).unwrap();
     let r = Response::read_one(&mut s);
     assert_eq!(r.status, 200, "{r:?}");
-    let heads = rec.heads();
-    assert_eq!(heads.len(), 1, "{heads:#?}");
-    assert!(!heads[0].contains("secret"), "{}", heads[0]);
-    assert!(heads[0].contains("\r\nX-End-To-End: kept\r\n"));
+    let head = rec.only_head();
+    assert!(!head.contains("secret"), "{head}");
+    assert!(head.contains("\r\nX-End-To-End: kept\r\n"));
     // `close` as the 13th token is honoured too.
     s.write_all(
         format!(
@@ -338,7 +343,7 @@ fn client_identity_headers_and_underscore_names_do_not_reach_the_backend() {
          My_Header: 1\r\nMy-Header: 2\r\n\r\n",
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let head = &rec.heads()[0];
+    let head = rec.only_head();
     assert!(!head.contains("6.6.6.6") && !head.contains('_'), "{head}");
     assert!(
         head.contains("\r\nX-Forwarded-For: 1.1.1.1, 127.0.0.1\r\n")
