@@ -60,14 +60,20 @@
 //!   `NO_COLOR`.
 //!
 //! The supervisor (`fleet up`)
-//! - `supervisor`: owns the backends, the balancer and the control server,
-//!   and the one shutdown order. `supervisor::state` is the pure backend
-//!   state machine; `supervisor::backend` the task per backend that executes
-//!   its actions; `supervisor::health` the probes; `supervisor::output` each
-//!   backend's log files (writing, size cap, rotation); `supervisor::orphans`
-//!   what keeps workers from outliving the supervisor; `supervisor::ops` the
-//!   operations on a running fleet (restart, stop, start, scale: drain, then
-//!   act, through each backend task's handle) and `supervisor::reload`
+//! - `supervisor`: the `Supervisor` (start-up, serve, shut down) owns the
+//!   backends, the balancer and the control server, and the one shutdown
+//!   order. `supervisor::state` is the pure backend state machine (why a
+//!   backend stopped is a `StopCause`); `supervisor::backend` the task per
+//!   backend that executes its actions (spawning and probing through an `Io`
+//!   seam, on tokio's clock); `supervisor::job` the supervisor's handle on
+//!   that task: typed methods (drain, restart, halt, start, ready, retire,
+//!   ...) whose tickets resolve with the task's outcome, reading the
+//!   lifecycle the task publishes on its slot; `supervisor::health` the probes;
+//!   `supervisor::output` each backend's log files (writing, size cap,
+//!   rotation); `supervisor::orphans` what keeps workers from outliving the
+//!   supervisor; `supervisor::ops` the one dispatch of the control protocol's
+//!   requests and the operations on a running fleet (restart, stop, start,
+//!   scale: drain, then act, as awaited tickets) and `supervisor::reload`
 //!   (re-read fleet.yaml, apply the difference); `supervisor::signals` what
 //!   each signal means (stop, reload, or logged and ignored);
 //!   `supervisor::upstream`
@@ -93,8 +99,9 @@
 //! - `control`: the Unix socket: `control::protocol` (versioned JSON lines,
 //!   `FleetStatus`), `control::status` (the one place a snapshot of the
 //!   backends becomes `FleetStatus`, for `fleet status`, `/status.json` and
-//!   the dashboard), `control::command` (what the control server asks of the
-//!   supervisor's loop), `control::server` (inside the supervisor),
+//!   the dashboard), `control::command` (a request and where its replies
+//!   go, for the supervisor's loop: the protocol's `Request` is the verb
+//!   type), `control::server` (inside the supervisor),
 //!   `control::client` (used by `fleet status`, `down`, `bench`).
 //! - `guard`: `fleet guard`, which ties a custom backend command and
 //!   everything it starts to the supervisor's lifeline (on every platform:
@@ -141,7 +148,7 @@
 //! # Shutdown
 //! One `CancellationToken`, cancelled by SIGINT, SIGTERM, a foreground
 //! fleet's SIGHUP or the control `down` request, and by nothing else.
-//! `supervisor::run` owns the order.
+//! `Supervisor::run` owns the order (start-up, serve, shut down).
 
 pub(crate) mod admin;
 // The crate's interface is what the `fleet` binary, the integration tests

@@ -80,8 +80,12 @@ pub(crate) struct Slot {
     /// `strikes` is not `Clear`: the one relaxed load a response costs.
     striking: AtomicBool,
     /// The backend task's lifecycle snapshot, on a watch channel: written
-    /// on a state change (`publish`), read by `status`; never on a request.
+    /// on a state change (`publish`), read by `status` and the task's `Job`;
+    /// never on a request.
     lifecycle: watch::Sender<Lifecycle>,
+    /// Woken when the last in-flight request of a backend out of rotation
+    /// ends: what a drain waits for (`until_idle`).
+    idle_now: Notify,
     /// http mode: kept-alive connections to this backend awaiting a request,
     /// owned by the http engine (`balancer::http::conn_pool`).
     pub(crate) conns: ConnPool,
@@ -100,6 +104,7 @@ impl Slot {
             passive: tx,
             conns: ConnPool::default(),
             left_rotation: Notify::new(),
+            idle_now: Notify::new(),
             timed_out: AtomicBool::new(false),
             strikes: Mutex::new(Strikes::Clear),
             striking: AtomicBool::new(false),
@@ -214,6 +219,18 @@ impl Slot {
     pub(crate) fn active(&self) -> u64 {
         self.metrics.active.get()
     }
+
+    /// Until no work is in flight (woken by the last one to end while the
+    /// backend is out of rotation, as a drain has it).
+    pub(crate) async fn until_idle(&self) {
+        loop {
+            let idle = self.idle_now.notified();
+            if self.active() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
 }
 
 impl Candidate for Arc<Slot> {
@@ -230,6 +247,10 @@ pub(crate) struct ConnGuard(Arc<Slot>);
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.metrics.active.dec();
+        // Only out of rotation (draining) is anyone waiting for this.
+        if !self.0.routable() && self.0.active() == 0 {
+            self.0.idle_now.notify_waiters();
+        }
     }
 }
 

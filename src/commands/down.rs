@@ -21,7 +21,7 @@ use crate::state_dir::{Holder, StateDir};
 
 /// Past its `--timeout`, how long a supervisor may take to reply before it
 /// counts as not answering: it joins its tasks for up to 3 s after the grace
-/// (`supervisor::run`, step 4), then removes its files and replies.
+/// (`Supervisor::run`, step 4), then removes its files and replies.
 const REPLY_MARGIN: Duration = Duration::from_secs(3);
 /// How long a supervisor that did not answer gets after SIGCONT + SIGTERM.
 const SIGTERM_WAIT: Duration = Duration::from_secs(2);

@@ -26,7 +26,7 @@ use crate::config::{self, BackendCommand, Config, ConfigError, Overrides, Www};
 use crate::exit;
 use crate::ports::{self, Setting};
 use crate::state_dir::{Holder, StateDir, StateError};
-use crate::supervisor::{self, Listeners, Options, Readiness};
+use crate::supervisor::{self, Listeners, Options, Readiness, StateFiles, Supervisor};
 use crate::{control, listener};
 
 /// Why `fleet up` did not start a fleet. By the time one is returned,
@@ -307,7 +307,8 @@ fn start(
             reload,
             signals: Some(signals),
         };
-        let supervisor = supervisor::run(config, listeners, state, lock, opts, token, ready_tx);
+        let files = StateFiles { dir: state, lock };
+        let supervisor = Supervisor::start(config, listeners, files, opts, token).run(ready_tx);
         tokio::pin!(supervisor);
         // Report readiness while the supervisor runs.
         let result = tokio::select! {

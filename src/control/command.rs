@@ -2,13 +2,12 @@
 //!
 //! The control server holds a sender of these and a status view, nothing
 //! else: it does not name the supervisor's internals, and the supervisor's own
-//! loop is the one place that acts on them, one at a time.
-
-use std::time::Duration;
+//! loop is the one place that acts on them, one at a time. There is no
+//! second verb type: a command is the request as the client sent it.
 
 use tokio::sync::mpsc;
 
-use super::protocol::Reply;
+use super::protocol::{Reply, Request};
 
 /// Where the supervisor sends a command's `progress` lines and its one final
 /// reply. Dropped without a final reply means "interrupted" (shutdown).
@@ -18,52 +17,11 @@ pub(crate) type Replies = mpsc::Sender<Reply>;
 /// reader rather than pile up.
 pub(crate) const REPLY_CAPACITY: usize = 16;
 
+/// One request from a client (or SIGHUP's reload) for the supervisor's loop:
+/// the protocol's own [`Request`] is the operation, executed by one
+/// dispatch (`supervisor::ops`), and its replies go to `reply`.
 #[derive(Debug)]
-pub(crate) enum Command {
-    /// Stop the fleet; `grace` overrides `shutdown.timeout`. The final reply
-    /// (`stopped`) comes once everything is stopped and the socket is gone.
-    Down {
-        grace: Option<Duration>,
-        reply: Replies,
-    },
-    /// Restart these backends (all when empty): rolling with drain, or all at once.
-    Restart {
-        ports: Vec<u16>,
-        all_at_once: bool,
-        reply: Replies,
-    },
-    /// Drain and stop these backends until `Start`.
-    Stop { ports: Vec<u16>, reply: Replies },
-    /// Start these backends (every stopped or failed one when empty).
-    Start { ports: Vec<u16>, reply: Replies },
-    /// Grow or shrink to this many backends.
-    Scale { backends: u16, reply: Replies },
-    /// Re-read fleet.yaml and apply the difference.
-    Reload { reply: Replies },
-}
-
-impl Command {
-    /// The channel this command's replies go to.
-    pub(crate) fn reply(&self) -> &Replies {
-        match self {
-            Command::Down { reply, .. }
-            | Command::Restart { reply, .. }
-            | Command::Stop { reply, .. }
-            | Command::Start { reply, .. }
-            | Command::Scale { reply, .. }
-            | Command::Reload { reply } => reply,
-        }
-    }
-
-    /// The verb, for messages.
-    pub(crate) fn verb(&self) -> &'static str {
-        match self {
-            Command::Down { .. } => "down",
-            Command::Restart { .. } => "restart",
-            Command::Stop { .. } => "stop",
-            Command::Start { .. } => "start",
-            Command::Scale { .. } => "scale",
-            Command::Reload { .. } => "reload",
-        }
-    }
+pub(crate) struct Command {
+    pub(crate) request: Request,
+    pub(crate) reply: Replies,
 }

@@ -65,6 +65,34 @@ pub enum Request {
     Reload,
 }
 
+impl Request {
+    /// The verb, for messages.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Down { .. } => "down",
+            Request::Restart { .. } => "restart",
+            Request::Stop { .. } => "stop",
+            Request::Start { .. } => "start",
+            Request::Scale { .. } => "scale",
+            Request::Reload => "reload",
+        }
+    }
+
+    /// `down`'s grace period (`None`: `shutdown.timeout`); `Err` names a
+    /// timeout that is not a number of seconds >= 0.
+    pub fn grace(timeout_s: Option<f64>) -> Result<Option<std::time::Duration>, String> {
+        match timeout_s.map(std::time::Duration::try_from_secs_f64) {
+            None => Ok(None),
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(_)) => Err(format!(
+                "down: timeout must be a number of seconds >= 0 (got {})",
+                timeout_s.unwrap_or_default()
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {

@@ -112,7 +112,7 @@ async fn handle(
         }
     };
     let (reply, mut replies) = mpsc::channel(REPLY_CAPACITY);
-    let command = match request {
+    let request = match request {
         Err(message) => {
             write(&mut w, error(message)).await;
             return;
@@ -123,35 +123,18 @@ async fn handle(
             return;
         }
         Ok(Request::Down { timeout_s }) => {
-            let grace = match timeout_s.map(Duration::try_from_secs_f64) {
-                None => None,
-                Some(Ok(d)) => Some(d),
-                Some(Err(_)) => {
-                    let t = timeout_s.unwrap_or_default();
-                    write(
-                        &mut w,
-                        error(format!(
-                            "down: timeout must be a number of seconds >= 0 (got {t})"
-                        )),
-                    )
-                    .await;
-                    return;
-                }
-            };
+            // Refused here, before the supervisor sees it.
+            if let Err(message) = Request::grace(timeout_s) {
+                write(&mut w, error(message)).await;
+                return;
+            }
             info!(target: "supervisor", "down requested over the control socket");
-            Command::Down { grace, reply }
+            Request::Down { timeout_s }
         }
-        Ok(Request::Restart { ports, all_at_once }) => Command::Restart {
-            ports,
-            all_at_once,
-            reply,
-        },
-        Ok(Request::Stop { ports }) => Command::Stop { ports, reply },
-        Ok(Request::Start { ports }) => Command::Start { ports, reply },
-        Ok(Request::Scale { backends }) => Command::Scale { backends, reply },
-        Ok(Request::Reload) => Command::Reload { reply },
+        Ok(other) => other,
     };
-    let verb = command.verb();
+    let verb = request.verb();
+    let command = Command { request, reply };
     if commands.send(command).await.is_err() {
         write(&mut w, error("the fleet is shutting down")).await;
         return;

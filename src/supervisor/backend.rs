@@ -4,7 +4,14 @@
 //!
 //! The task owns its `Backend` machine, its `Child` and the lifeline (a
 //! pipe, or for `fleet guard` a socket that also brings back the command's
-//! pid); after every event it publishes the machine's view to its pool `Slot`.
+//! pid); after every event it publishes the machine's view as a `Lifecycle`
+//! on its pool `Slot`'s watch, then answers the control messages (`job::Order`)
+//! whose outcome is reached, or whose limit is up.
+//!
+//! The supervisor speaks to it only through its `Job`: verbs (drain,
+//! restart, halt, ...), never raw lifecycle events. It reads only tokio's
+//! clock, and starts and probes workers through `Io`, so the unit tests run
+//! it on a paused clock with fake workers (`fake`).
 
 use std::future::Future;
 use std::io;
@@ -13,57 +20,25 @@ use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::health;
+use super::job::{Control, Launch, Order, Outcome};
 use super::output::BackendLog;
-use super::state::{self, Action, Backend, Event, Exit, Policy, Sig, State};
+use super::state::{self, Action, Backend, Event, Exit, Sig, State};
 use crate::balancer::pool::{Backends, Slot};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, HealthKind};
 use crate::lifecycle::{ExitInfo, Lifecycle};
-
-/// What to execute for one backend.
-#[derive(Debug, Clone)]
-pub(crate) struct Launch {
-    pub program: std::path::PathBuf,
-    pub args: Vec<String>,
-    pub cwd: Option<std::path::PathBuf>,
-    pub env: Vec<(String, String)>,
-    /// The built-in worker and `fleet guard` read their stdin as a lifeline.
-    pub lifeline: bool,
-    /// Linux: SIGKILL it when the supervisor dies. Not for `fleet guard`,
-    /// which must outlive us long enough to kill what it guards.
-    pub die_with_parent: bool,
-    /// A configured command under `fleet guard`, which may not use `{port}`.
-    /// Its lifeline is a socket, on which the guard reports the command's
-    /// pid (what `fleet status` shows; the guard's is `guard_pid`).
-    pub guarded: bool,
-}
-
-/// What the supervisor can tell one backend task.
-#[derive(Debug)]
-pub(crate) enum BackendCmd {
-    /// A deliberate transition (`Drain`, `Restart`, `Halt` or `Start`);
-    /// the sender is told once the result is published.
-    Event(Event, tokio::sync::oneshot::Sender<()>),
-    /// New probe settings and restart policy (`fleet reload`), from now on.
-    Settings {
-        health: HealthConfig,
-        policy: Policy,
-    },
-    /// A new command line (`fleet reload`), used from the next spawn.
-    Launch(Launch),
-    /// Stop for good (`fleet scale` down): SIGKILL past `deadline`, then the
-    /// task ends.
-    Retire { deadline: std::time::Instant },
-}
 
 /// The fleet's one turn for a restart on failed probes (`health.restart_after`).
 ///
@@ -99,14 +74,6 @@ impl RestartTurn {
     }
 }
 
-/// The supervisor's end of one backend task.
-#[derive(Debug)]
-pub(crate) struct BackendHandle {
-    pub slot: Arc<Slot>,
-    pub commands: mpsc::Sender<BackendCmd>,
-    pub join: tokio::task::JoinHandle<()>,
-}
-
 pub(crate) struct BackendTask {
     pub slot: Arc<Slot>,
     /// For waking waiters when this backend's view changes.
@@ -116,7 +83,10 @@ pub(crate) struct BackendTask {
     pub machine: Backend,
     pub log: Arc<BackendLog>,
     pub passive: mpsc::Receiver<()>,
-    pub commands: mpsc::Receiver<BackendCmd>,
+    /// Control messages from the backend's `Job`.
+    pub commands: mpsc::Receiver<Order>,
+    /// How it starts workers and probes them (a fake in unit tests).
+    pub io: Arc<dyn Io>,
     pub token: CancellationToken,
     /// Read once the token fires: how long the worker gets between SIGTERM
     /// and SIGKILL (`fleet down --timeout` may have changed it).
@@ -131,12 +101,75 @@ pub(crate) struct BackendTask {
     pub restart_turn: Arc<RestartTurn>,
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), health::ProbeFailure>> + Send>>;
+pub(crate) type ProbeFuture =
+    Pin<Box<dyn Future<Output = Result<(), health::ProbeFailure>> + Send>>;
 /// The guard's report of its command's pid (`None`: it never came).
 type ReportFuture = Pin<Box<dyn Future<Output = Option<u32>> + Send>>;
 
-struct Worker {
+/// A running worker as the task sees it: a child process in the fleet, a
+/// fake in the unit tests.
+pub(crate) trait Process: Send {
+    /// Wait for it to end.
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send + '_>>;
+    /// Signal it (its whole process group).
+    fn signal(&self, sig: Sig);
+}
+
+/// The task's two contacts with the world: starting a worker, probing it.
+/// [`Real`] in the fleet; the unit tests give a fake (no process, probes
+/// answered by the test), so the task can run on a paused clock.
+pub(crate) trait Io: Send + Sync {
+    fn spawn(
+        &self,
+        launch: &Launch,
+        port: u16,
+        log: &Arc<BackendLog>,
+        tracker: &TaskTracker,
+    ) -> io::Result<Worker>;
+    fn probe(&self, kind: &HealthKind, addr: SocketAddr, timeout: Duration) -> ProbeFuture;
+}
+
+/// Real processes and real probes.
+pub(crate) struct Real;
+
+/// A spawned child; signals go to its process group.
+struct ChildProcess {
     child: Child,
+    pid: u32,
+}
+
+impl Process for ChildProcess {
+    fn wait(&mut self) -> Pin<Box<dyn Future<Output = io::Result<ExitStatus>> + Send + '_>> {
+        Box::pin(self.child.wait())
+    }
+    fn signal(&self, sig: Sig) {
+        signal_group(self.pid, sig);
+    }
+}
+
+/// What a control message waits for, and where its outcome goes.
+struct Waiter {
+    goal: Goal,
+    /// The limit, and when it is up (tokio's clock).
+    limit: Duration,
+    until: Instant,
+    done: oneshot::Sender<Outcome>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// In rotation (or given up).
+    Serving,
+    /// Not running (stopped, failed).
+    Stopped,
+    /// No work in flight.
+    Idle,
+    /// The task has ended (`Retire`).
+    Ended,
+}
+
+pub(crate) struct Worker {
+    process: Box<dyn Process>,
     /// Held open for the worker's life; its EOF tells the worker we are gone.
     lifeline: Option<Lifeline>,
     /// What we spawned: the built-in worker, or `fleet guard` (whose
@@ -156,6 +189,18 @@ enum Lifeline {
 }
 
 impl Worker {
+    /// A worker without a lifeline (what a test's fake `Io` spawns).
+    #[cfg(test)]
+    pub(crate) fn bare(process: Box<dyn Process>, pid: u32) -> Self {
+        Worker {
+            process,
+            lifeline: None,
+            pid,
+            command_pid: None,
+            guarded: false,
+        }
+    }
+
     /// `(pid, guard_pid)` as status and the log name them: the command's
     /// pid and the guard's where a guard runs it, else the worker's alone.
     fn pids(&self) -> (Option<u32>, Option<u32>) {
@@ -177,8 +222,8 @@ impl BackendTask {
         // Set by `Retire`: the task ends once the worker is gone.
         let mut retiring = false;
         let mut was_routable = false;
-        // A command's acknowledgement, sent once its effect is published.
-        let mut ack: Option<tokio::sync::oneshot::Sender<()>> = None;
+        // Control messages waiting for their outcome.
+        let mut waiters: Vec<Waiter> = Vec::new();
         // Failed probes since the spawn, for the start-up back-off.
         let mut start_failures = 0u32;
         // This backend has the fleet's restart turn (`RestartTurn`).
@@ -191,13 +236,13 @@ impl BackendTask {
         // The guard's report of the command's pid, while awaited.
         let mut report: Option<ReportFuture> = None;
 
-        let mut action = self.machine.step(Event::Start, Instant::now().into_std());
+        let mut action = self.machine.step(Event::Start, now());
         loop {
             // Execute what the last step asked for; spawning feeds back an event at once.
             while let Some(a) = action.take() {
                 match a {
                     Action::Spawn => {
-                        let ev = match self.spawn() {
+                        let ev = match self.io.spawn(&self.launch, port, &self.log, &self.tracker) {
                             Ok(w) => {
                                 let pid = w.pid;
                                 report = match &w.lifeline {
@@ -222,11 +267,11 @@ impl BackendTask {
                                 }
                             }
                         };
-                        action = self.machine.step(ev, std::time::Instant::now());
+                        action = self.machine.step(ev, now());
                     }
                     Action::Signal(sig) => {
-                        if let Some(pid) = self.machine.state().pid() {
-                            signal_group(pid, sig);
+                        if let Some(w) = &worker {
+                            w.process.signal(sig);
                         }
                     }
                     Action::AskRestartTurn => match self.restart_turn.take(port) {
@@ -236,9 +281,7 @@ impl BackendTask {
                             warn!(target: "supervisor", port,
                                 "restarting backend {port}: it failed {} health probes in a row (health.restart_after)",
                                 self.health.restart_after);
-                            action = self
-                                .machine
-                                .step(Event::RestartTurn, std::time::Instant::now());
+                            action = self.machine.step(Event::RestartTurn, now());
                         }
                         Err(holder) => {
                             if !waiting_for_turn {
@@ -283,9 +326,20 @@ impl BackendTask {
             }
             self.publish(worker.as_ref());
             self.backends.notify(routable);
-            if let Some(a) = ack.take() {
-                let _ = a.send(());
-            }
+            let now_t = Instant::now();
+            waiters.retain_mut(|w| {
+                if w.done.is_closed() {
+                    return false;
+                }
+                match self.settle(w, worker.as_ref(), now_t) {
+                    Some(outcome) => {
+                        let (done, _) = oneshot::channel();
+                        let _ = std::mem::replace(&mut w.done, done).send(outcome);
+                        false
+                    }
+                    None => true,
+                }
+            });
 
             if (shutting_down || retiring)
                 && worker.is_none()
@@ -304,33 +358,54 @@ impl BackendTask {
             let probe_at = (probing && probe.is_none()).then_some(next_probe);
             let tick_at = self.machine.next_deadline().map(Instant::from_std);
             let wake = [probe_at, tick_at].into_iter().flatten().min();
+            // A waiter's limit: answered at the top of the loop.
+            let limit_at = waiters
+                .iter()
+                .filter(|w| w.goal != Goal::Ended)
+                .map(|w| w.until)
+                .min();
+            let draining = waiters.iter().any(|w| w.goal == Goal::Idle);
 
             let ev = tokio::select! {
                 biased;
                 _ = self.token.cancelled(), if !shutting_down => {
                     shutting_down = true;
-                    Event::Stop { deadline: std::time::Instant::now() + *self.grace.borrow() }
+                    Event::Stop { deadline: now() + *self.grace.borrow() }
                 }
-                Some(cmd) = self.commands.recv(), if !shutting_down => match cmd {
-                    BackendCmd::Event(ev, done) => {
-                        ack = Some(done);
-                        ev
+                Some(Order { control, done }) = self.commands.recv(), if !shutting_down => {
+                    let (goal, limit, ev) = match control {
+                        Control::Drain { limit } => (Goal::Idle, limit, Some(Event::Drain)),
+                        Control::Restart { grace, limit } => {
+                            (Goal::Serving, limit, Some(Event::Restart { deadline: now() + grace }))
+                        }
+                        Control::Halt { grace, limit } => {
+                            (Goal::Stopped, limit, Some(Event::Halt { deadline: now() + grace }))
+                        }
+                        Control::Start { limit } => (Goal::Serving, limit, Some(Event::Start)),
+                        Control::Ready { limit } => (Goal::Serving, limit, None),
+                        Control::Retire { grace } => {
+                            retiring = true;
+                            (Goal::Ended, grace, Some(Event::Halt { deadline: now() + grace }))
+                        }
+                        Control::Configure { health, policy } => {
+                            self.health = health;
+                            self.machine.set_policy(policy);
+                            let _ = done.send(Outcome::Applied);
+                            continue;
+                        }
+                        Control::Relaunch(launch) => {
+                            self.launch = launch;
+                            ever_passed = false;
+                            let _ = done.send(Outcome::Applied);
+                            continue;
+                        }
+                    };
+                    waiters.push(Waiter { goal, limit, until: Instant::now() + limit, done });
+                    match ev {
+                        Some(ev) => ev,
+                        None => continue,
                     }
-                    BackendCmd::Settings { health, policy } => {
-                        self.health = health;
-                        self.machine.set_policy(policy);
-                        continue;
-                    }
-                    BackendCmd::Launch(launch) => {
-                        self.launch = launch;
-                        ever_passed = false;
-                        continue;
-                    }
-                    BackendCmd::Retire { deadline } => {
-                        retiring = true;
-                        Event::Halt { deadline }
-                    }
-                },
+                }
                 status = wait(&mut worker) => {
                     let w = worker.take().expect("wait() only completes with a worker");
                     probe = None;
@@ -339,7 +414,7 @@ impl BackendTask {
                     let exit = exit_of(status);
                     // Take the rest of its process group with it: a custom
                     // command's children must not keep the port.
-                    let _ = killpg(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
+                    w.process.signal(Sig::Kill);
                     // Stopped by us for a restart or a stop: expected, whatever the status.
                     let restarting = matches!(
                         self.machine.state(),
@@ -378,7 +453,7 @@ impl BackendTask {
                         }
                         Err(e) => {
                             let starting_for = match self.machine.state() {
-                                State::Starting { since, .. } => Some(since.elapsed()),
+                                State::Starting { since, .. } => Some(now().saturating_duration_since(*since)),
                                 _ => None,
                             };
                             self.last_probe = Some(health::reason(&e, health::Context {
@@ -401,10 +476,14 @@ impl BackendTask {
                     continue;
                 }
                 Some(()) = self.passive.recv() => Event::PassiveFailure,
+                // A waiter's limit, or a draining backend's last request:
+                // answered at the top of the loop.
+                _ = sleep_until(limit_at) => continue,
+                _ = self.slot.until_idle(), if draining => continue,
                 _ = sleep_until(wake) => {
                     if probe_at.is_some_and(|t| t <= Instant::now()) {
                         let (kind, addr, timeout) = (self.health.kind.clone(), self.slot.addr, self.health.timeout);
-                        probe = Some(Box::pin(async move { health::probe(&kind, addr, timeout).await }));
+                        probe = Some(self.io.probe(&kind, addr, timeout));
                         // Balancer connects that timed out before this probe
                         // make its result decisive (`State::Running::suspect`).
                         if !self.slot.take_timeout() {
@@ -416,17 +495,101 @@ impl BackendTask {
                     }
                 }
             };
-            action = self.machine.step(ev, std::time::Instant::now());
+            action = self.machine.step(ev, now());
         }
         self.restart_turn.give_back(port);
         self.publish(None);
+        for w in waiters {
+            let outcome = match w.goal {
+                Goal::Ended => Outcome::Stopped,
+                _ => Outcome::Failed {
+                    reason: "its task has ended: the fleet is shutting down".into(),
+                },
+            };
+            let _ = w.done.send(outcome);
+        }
     }
 
-    fn spawn(&mut self) -> io::Result<Worker> {
-        let l = &self.launch;
+    /// The outcome `w` waits for, if it is here (or its limit is up).
+    fn settle(&self, w: &Waiter, worker: Option<&Worker>, now_t: Instant) -> Option<Outcome> {
+        let st = self.machine.state();
+        let late = now_t >= w.until;
+        match w.goal {
+            Goal::Serving => {
+                if self.machine.routable()
+                    && let Some(wk) = worker
+                {
+                    // A guard's report of its command's pid may trail the first probe.
+                    let pid = wk.command_pid.unwrap_or(wk.pid);
+                    return Some(Outcome::Serving { pid });
+                }
+                st.cause_text()
+                    .or_else(|| late.then(|| self.why_not_serving(w.limit)))
+                    .map(|reason| Outcome::Failed { reason })
+            }
+            Goal::Stopped => match st {
+                State::Stopped { .. } | State::Failed { .. } if worker.is_none() => {
+                    Some(Outcome::Stopped)
+                }
+                _ if late => Some(Outcome::Failed {
+                    reason: format!("still {}", st.phase()),
+                }),
+                _ => None,
+            },
+            Goal::Idle => {
+                let in_flight = self.slot.active();
+                (in_flight == 0 || late).then_some(Outcome::Drained { in_flight })
+            }
+            Goal::Ended => None,
+        }
+    }
+
+    /// Why it is not serving after `limit`, in words: what its probes saw,
+    /// its state and last exit, or the time it had.
+    fn why_not_serving(&self, limit: Duration) -> String {
+        let m = &self.machine;
+        match (self.reason(), m.last_exit()) {
+            (Some(r), _) => r,
+            (None, Some(e)) => format!("{} (last {})", m.state().phase(), self.exit_info(e)),
+            (None, None) => format!("not ready after {}", humantime::format_duration(limit)),
+        }
+    }
+
+    /// Why the backend is failed, stopped, starting or unhealthy, in words.
+    fn reason(&self) -> Option<String> {
+        match self.machine.state() {
+            State::Starting { .. } | State::Running { healthy: false, .. } => {
+                self.last_probe.clone()
+            }
+            st => st.cause_text(),
+        }
+    }
+
+    /// The last exit, with fleet's own cause for it.
+    fn exit_info(&self, e: Exit) -> ExitInfo {
+        ExitInfo {
+            cause: self.machine.last_exit_cause().map(|c| c.to_string()),
+            ..exit_info(e)
+        }
+    }
+}
+
+impl Io for Real {
+    fn probe(&self, kind: &HealthKind, addr: SocketAddr, timeout: Duration) -> ProbeFuture {
+        let kind = kind.clone();
+        Box::pin(async move { health::probe(&kind, addr, timeout).await })
+    }
+
+    fn spawn(
+        &self,
+        l: &Launch,
+        port: u16,
+        log: &Arc<BackendLog>,
+        tracker: &TaskTracker,
+    ) -> io::Result<Worker> {
         let mut cmd = Command::new(&l.program);
         cmd.args(&l.args)
-            .env("PORT", self.slot.port.to_string())
+            .env("PORT", port.to_string())
             .envs(l.env.iter().map(|(k, v)| (k, v)))
             .stdin(if l.lifeline {
                 Stdio::piped()
@@ -484,25 +647,28 @@ impl BackendTask {
             ),
         ] {
             if let Some(reader) = reader {
-                let log = self.log.clone();
-                self.tracker
-                    .spawn(async move { log.pump(reader, stream).await });
+                let log = log.clone();
+                tracker.spawn(async move { log.pump(reader, stream).await });
             }
         }
         // A guarded command is logged once the guard reports its pid.
         if !l.guarded {
-            info!(target: "supervisor", port = self.slot.port, pid, "backend started");
+            info!(target: "supervisor", port, pid, "backend started");
         }
         Ok(Worker {
-            child,
+            process: Box::new(ChildProcess { child, pid }),
             lifeline,
             pid,
             command_pid: None,
             guarded: l.guarded,
         })
     }
+}
 
-    /// Publish the machine's view, with the pids of `worker` while it runs.
+impl BackendTask {
+    /// Publish the machine's view, with the pids of `worker` while it runs,
+    /// as the lifecycle on the pool's slot (what the `Job`, `fleet status`
+    /// and the balancer read).
     fn publish(&self, worker: Option<&Worker>) {
         let m = &self.machine;
         let st = m.state();
@@ -516,14 +682,7 @@ impl BackendTask {
             State::Running { since, .. } | State::Starting { since, .. } => Some(*since),
             _ => None,
         };
-        let reason = match st {
-            State::Failed { reason } => Some(reason.clone()),
-            State::Stopped { reason } => reason.clone(),
-            State::Starting { .. } | State::Running { healthy: false, .. } => {
-                self.last_probe.clone()
-            }
-            _ => None,
-        };
+        let reason = self.reason();
         self.slot.publish(
             m.routable(),
             Lifecycle {
@@ -533,10 +692,7 @@ impl BackendTask {
                 state: st.phase(),
                 restarts: m.restarts(),
                 since,
-                last_exit: m.last_exit().map(|e| ExitInfo {
-                    cause: m.last_exit_cause().map(str::to_owned),
-                    ..exit_info(e)
-                }),
+                last_exit: m.last_exit().map(|e| self.exit_info(e)),
                 reason,
             },
         );
@@ -546,7 +702,7 @@ impl BackendTask {
 /// Wait for the worker to exit; pending forever when there is none.
 async fn wait(worker: &mut Option<Worker>) -> io::Result<ExitStatus> {
     match worker {
-        Some(w) => w.child.wait().await,
+        Some(w) => w.process.wait().await,
         None => std::future::pending().await,
     }
 }
@@ -586,6 +742,11 @@ async fn read_pid(socket: Arc<tokio::net::UnixStream>) -> Option<u32> {
             return None;
         }
     }
+}
+
+/// Now on tokio's clock (paused in tests), as the state machine takes it.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -635,6 +796,168 @@ fn signal_group(pid: u32, sig: Sig) {
         Sig::Kill => {
             let _ = killpg(pg, Signal::SIGKILL);
         }
+    }
+}
+
+/// A backend task without processes or sockets, for tests on a paused
+/// clock: workers are fakes that exit on SIGTERM (or only on SIGKILL when
+/// stubborn), and probes pass or fail as the test says.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::os::unix::process::ExitStatusExt;
+    use std::pin::Pin;
+    use std::process::ExitStatus;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::{BackendTask, Io, ProbeFuture, Process, RestartTurn, Worker};
+    use crate::balancer::pool::{Backends, Pool, Slot};
+    use crate::config::{Config, HealthKind};
+    use crate::supervisor::health::ProbeFailure;
+    use crate::supervisor::job::{Job, Launch};
+    use crate::supervisor::output::BackendLog;
+    use crate::supervisor::state::{Backend, Policy, Sig};
+
+    /// What the fake workers and probes do, and what was spawned.
+    #[derive(Debug)]
+    pub(crate) struct FakeIo {
+        next_pid: AtomicU32,
+        /// Probes pass.
+        pub(crate) healthy: AtomicBool,
+        /// Ports whose probes fail even so.
+        pub(crate) sick: Mutex<Vec<u16>>,
+        /// Workers ignore SIGTERM.
+        pub(crate) stubborn: AtomicBool,
+        /// Every spawn: the port, the program and the pid.
+        pub(crate) spawned: Mutex<Vec<(u16, String, u32)>>,
+    }
+
+    impl FakeIo {
+        pub(crate) fn new() -> Arc<Self> {
+            Arc::new(FakeIo {
+                next_pid: AtomicU32::new(1000),
+                healthy: AtomicBool::new(true),
+                sick: Mutex::default(),
+                stubborn: AtomicBool::new(false),
+                spawned: Mutex::default(),
+            })
+        }
+
+        pub(crate) fn spawned(&self) -> Vec<(u16, String, u32)> {
+            self.spawned.lock().unwrap().clone()
+        }
+    }
+
+    struct FakeProcess {
+        tx: mpsc::UnboundedSender<Sig>,
+        rx: mpsc::UnboundedReceiver<Sig>,
+        stubborn: bool,
+    }
+
+    impl Process for FakeProcess {
+        fn wait(
+            &mut self,
+        ) -> Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + '_>> {
+            Box::pin(async move {
+                while let Some(sig) = self.rx.recv().await {
+                    match sig {
+                        Sig::Term if !self.stubborn => return Ok(ExitStatus::from_raw(0)),
+                        Sig::Kill => return Ok(ExitStatus::from_raw(9)),
+                        Sig::Term => {}
+                    }
+                }
+                std::future::pending().await
+            })
+        }
+        fn signal(&self, sig: Sig) {
+            let _ = self.tx.send(sig);
+        }
+    }
+
+    impl Io for FakeIo {
+        fn spawn(
+            &self,
+            launch: &Launch,
+            port: u16,
+            _: &Arc<BackendLog>,
+            _: &TaskTracker,
+        ) -> std::io::Result<Worker> {
+            let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+            let program = launch.program.display().to_string();
+            self.spawned.lock().unwrap().push((port, program, pid));
+            let (tx, rx) = mpsc::unbounded_channel();
+            let stubborn = self.stubborn.load(Ordering::Relaxed);
+            Ok(Worker::bare(
+                Box::new(FakeProcess { tx, rx, stubborn }),
+                pid,
+            ))
+        }
+
+        fn probe(&self, _: &HealthKind, addr: SocketAddr, _: Duration) -> ProbeFuture {
+            let ok = self.healthy.load(Ordering::Relaxed)
+                && !self.sick.lock().unwrap().contains(&addr.port());
+            Box::pin(async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused))
+                }
+            })
+        }
+    }
+
+    pub(crate) fn launch(program: &str) -> Launch {
+        Launch {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+            lifeline: false,
+            die_with_parent: false,
+            guarded: false,
+        }
+    }
+
+    /// One backend task on port 9002 with `io`, and its job.
+    pub(crate) fn job(io: Arc<FakeIo>, token: &CancellationToken, tracker: &TaskTracker) -> Job {
+        let (slot, passive) = Slot::new(9002, SocketAddr::from(([127, 0, 0, 1], 9002)));
+        let slot = Arc::new(slot);
+        let config = Config::default();
+        let backends = Arc::new(Backends::new(
+            Pool::new(vec![slot.clone()]),
+            config.balancer.clone(),
+        ));
+        let machine = Backend::new(Policy::new(&config.restart, &config.health), 1);
+        let (control, commands) = mpsc::channel(8);
+        let task = BackendTask {
+            slot: slot.clone(),
+            backends,
+            launch: launch("v1"),
+            health: config.health.clone(),
+            machine,
+            log: Arc::new(BackendLog::new(
+                "/nonexistent/fleet-test.log".into(),
+                9002,
+                false,
+            )),
+            passive,
+            commands,
+            io,
+            token: token.child_token(),
+            grace: watch::channel(Duration::from_secs(1)).1,
+            tracker: tracker.clone(),
+            last_probe: None,
+            restart_turn: Arc::new(RestartTurn::default()),
+        };
+        tracker.spawn(task.run());
+        Job::new(slot, control)
     }
 }
 

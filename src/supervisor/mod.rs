@@ -3,10 +3,10 @@
 //!
 //! Ownership: every backend task owns its state machine and child process and
 //! publishes to its pool `Slot`; the balancer and the control server only read
-//! the pool. `run` owns the shutdown order and the supervisor's loop, the one
-//! place that acts on commands (`control::command`): it tells backend tasks
-//! what to do through their handles (`backend::BackendHandle`), one command at
-//! a time (`ops`, `reload`).
+//! the pool. [`Supervisor`] owns the shutdown order and the supervisor's
+//! loop, the one place that acts on commands (`control::command`): it tells
+//! backend tasks what to do through their jobs (`job::Job`, whose tickets
+//! resolve with each task's outcome), one command at a time (`ops`, `reload`).
 //!
 //! # Shutdown
 //! Triggered only by `token` (SIGINT, SIGTERM, a foreground fleet's SIGHUP,
@@ -19,7 +19,7 @@
 //! 3. at the grace deadline (`shutdown.timeout`, or `fleet down --timeout`),
 //!    SIGKILL for what is left and remaining client connections are cut;
 //! 4. every task is joined (bounded), the control socket and pid file are removed;
-//! 5. `fleet down` callers get their reply, and `run` returns.
+//! 5. `fleet down` callers get their reply, and `Supervisor::run` returns.
 //!
 //! Workers get SIGTERM right away rather than after the client connections
 //! drain, because a TCP proxy cannot tell an idle keep-alive connection from
@@ -29,6 +29,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod health;
+pub(crate) mod job;
 mod ops;
 pub(crate) mod orphans;
 pub(crate) mod output;
@@ -51,16 +52,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::balancer::pool::{Backends, Pool, Slot};
+use crate::balancer::pool::{Backends, Pool};
 use crate::balancer::{self, access_log::AccessLog};
 use crate::config::{BackendCommand, Config, Overrides, Www};
 use crate::control::command::Command;
-use crate::control::protocol::Reply;
+use crate::control::protocol::{Reply, Request};
 use crate::control::server::StatusView;
-use crate::lifecycle::{Lifecycle, Phase};
+use crate::lifecycle::Phase;
 use crate::state_dir::{PidLock, StateDir};
-use backend::Launch;
+use job::Launch;
+use job::Outcome;
 use ops::Fleet;
+use upstream::Health;
 
 /// How long `up` waits for every backend's first passing probe before it
 /// reports a degraded start (some ready) or gives up (none ready).
@@ -121,224 +124,322 @@ pub(crate) struct Options {
     pub signals: Option<signals::Signals>,
 }
 
-pub(crate) async fn run(
-    config: Config,
-    listeners: Listeners,
-    state: StateDir,
-    lock: PidLock,
-    opts: Options,
+/// What the supervisor holds in the state dir: the dir itself (the control
+/// socket, the logs) and the pid file lock, released at the end.
+pub(crate) struct StateFiles {
+    pub dir: StateDir,
+    pub lock: PidLock,
+}
+
+/// One running fleet, in three steps: [`Supervisor::start`] (every task
+/// spawned), then [`Supervisor::run`]: start-up (wait for the backends'
+/// first probes, report), serve (one command at a time until the token
+/// fires) and shut down (the order in this module's doc).
+pub(crate) struct Supervisor {
+    fleet: Fleet,
+    listen: SocketAddr,
     token: CancellationToken,
-    ready: oneshot::Sender<Result<Readiness, StartError>>,
-) -> Result<(), SupervisorError> {
-    let listen = listeners.balancer.local_addr().unwrap_or(config.listen);
-    let started = Instant::now();
-    let tracker = TaskTracker::new();
-    let conns = TaskTracker::new();
-    let hard_stop = CancellationToken::new();
-    let control_stop = CancellationToken::new();
-    // How long workers get between SIGTERM and SIGKILL at shutdown: a
-    // message (`down --timeout`, a reload) rather than shared state.
-    let grace_tx = Arc::new(watch::channel(config.shutdown.timeout).0);
-    let (commands_tx, mut commands) = mpsc::channel::<Command>(COMMAND_CAPACITY);
+    /// Every task but client connections and the control server.
+    tracker: TaskTracker,
+    /// Client connections, given until the grace deadline at shutdown.
+    conns: TaskTracker,
+    /// Cuts the client connections still open at the deadline.
+    hard_stop: CancellationToken,
+    /// Stops the control server, after `fleet down` callers got their reply.
+    control_stop: CancellationToken,
+    control: tokio::task::JoinHandle<()>,
+    inbox: Inbox,
+    files: StateFiles,
+}
 
-    let backends = Arc::new(Backends::new(
-        Pool::new(Vec::new()),
-        config.balancer.clone(),
-    ));
-    if let Some(path) = &config.balancer.access_log {
-        let _ = backends.access_log.set(AccessLog::new(path.clone()));
-    }
-    // Fixed for the supervisor's life, like the admin address itself.
-    let admin_hosts = config.admin_hosts.clone();
-    let mut fleet = Fleet::new(
-        config,
-        backends.clone(),
-        tracker.clone(),
-        token.clone(),
-        grace_tx.clone(),
-        state.clone(),
-        &opts,
-    );
-    fleet.spawn_initial();
-    tracker.spawn(balancer::run(
-        listeners.balancer,
-        backends.clone(),
-        token.child_token(),
-        hard_stop.clone(),
-        conns.clone(),
-    ));
-    let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
-    let view: StatusView = {
-        let backends = backends.clone();
-        Arc::new(move || crate::control::status::build(&backends, listen, admin, started))
-    };
-    tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
-    if let Some((listener, addr)) = listeners.admin.zip(admin) {
-        tracker.spawn(crate::admin::serve(
-            listener,
-            crate::admin::Context {
-                status: view.clone(),
-                backends: backends.clone(),
-                started,
-                names: crate::admin::host::Names::new(addr.ip(), admin_hosts),
-            },
-            token.child_token(),
-            tracker.clone(),
-        ));
-    }
-    let control = tokio::spawn(crate::control::server::serve(
-        listeners.control,
-        view,
-        commands_tx.clone(),
-        control_stop.clone(),
-    ));
-    if let Some(signals) = opts.signals {
-        tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
-    }
-    drop(commands_tx);
+/// The commands waiting for the supervisor's loop, and what it does with
+/// those it cannot run now (apart from `fleet`, so one can run while
+/// another arrives).
+struct Inbox {
+    commands: mpsc::Receiver<Command>,
+    token: CancellationToken,
+    /// How long workers get between SIGTERM and SIGKILL at shutdown: a
+    /// message (`down --timeout`, a reload) rather than shared state.
+    grace_tx: Arc<watch::Sender<Duration>>,
+    /// `fleet down` callers, answered once everything is stopped.
+    down: Vec<mpsc::Sender<Reply>>,
+}
 
-    // `fleet down` callers, answered once everything is stopped.
-    let mut down: Vec<mpsc::Sender<Reply>> = Vec::new();
-    let mut on_command = |cmd: Command, busy: &str| match cmd {
-        Command::Down { grace, reply } => {
-            if let Some(g) = grace {
-                grace_tx.send_replace(g);
-            }
-            down.push(reply);
-            token.cancel();
-        }
-        other => {
-            let message = format!("{}: {busy}; try again when it is done", other.verb());
-            warn!(target: "supervisor", "{message}");
-            let _ = other.reply().try_send(Reply::Error { message });
-        }
-    };
-
-    let readiness = wait_ready(&backends, listen, &token);
-    tokio::pin!(readiness);
-    let started_up = loop {
-        tokio::select! {
-            r = &mut readiness => break r,
-            Some(cmd) = commands.recv() => on_command(cmd, "the fleet is still starting"),
-        }
-    };
-    // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
-    let fatal = started_up
-        .as_ref()
-        .err()
-        .filter(|_| !token.is_cancelled())
-        .cloned();
-    match &started_up {
-        Ok(Readiness::Ready { .. }) => {
-            info!(target: "supervisor", %listen, backends = fleet.len(), "fleet ready")
-        }
-        Ok(Readiness::Degraded { failing, .. }) => {
-            warn!(target: "supervisor", %listen, failing = failing.len(), "fleet started degraded")
-        }
-        Err(e) => warn!(target: "supervisor", "{e}"),
-    }
-    let _ = ready.send(started_up);
-    if fatal.is_some() {
-        token.cancel();
-    }
-
-    // The supervisor's loop: one command at a time. While one runs (a rolling
-    // restart takes a while) `down` still acts at once, and other commands
-    // are told to wait.
-    loop {
-        let cmd = tokio::select! {
-            biased;
-            _ = token.cancelled() => break,
-            c = commands.recv() => match c {
-                Some(c) => c,
-                // No sender is left (cannot happen while the control server
-                // runs): nothing to do but wait for the shutdown.
-                None => {
-                    token.cancelled().await;
-                    break;
+impl Inbox {
+    /// `down` acts at once, whatever is running; anything else is told
+    /// it cannot run now (`busy` says why).
+    fn refuse_or_stop(&mut self, cmd: Command, busy: &str) {
+        match cmd.request {
+            Request::Down { timeout_s } => {
+                // Checked by the control server already.
+                if let Ok(Some(g)) = Request::grace(timeout_s) {
+                    self.grace_tx.send_replace(g);
                 }
-            },
-        };
-        if let Command::Down { .. } = cmd {
-            on_command(cmd, "");
-            continue;
-        }
-        let busy = format!("`fleet {}` is in progress", cmd.verb());
-        let op = fleet.execute(cmd);
-        tokio::pin!(op);
-        loop {
-            tokio::select! {
-                biased;
-                // Dropping the operation drops its reply channel: its client
-                // hears that shutdown interrupted it.
-                _ = token.cancelled() => break,
-                _ = &mut op => break,
-                Some(c) = commands.recv() => on_command(c, &busy),
+                self.down.push(cmd.reply);
+                self.token.cancel();
+            }
+            other => {
+                let message = format!("{}: {busy}; try again when it is done", other.verb());
+                warn!(target: "supervisor", "{message}");
+                let _ = cmd.reply.try_send(Reply::Error { message });
             }
         }
-    }
-
-    let grace_now = *grace_tx.borrow();
-    info!(target: "supervisor", grace = ?grace_now, "shutting down");
-    let deadline = Instant::now() + grace_now;
-    let shutdown = async {
-        // Steps 1-2 run in the balancer and backend tasks, which watch `token`.
-        // Step 3: client connections get until the deadline, backends handle their own SIGKILL.
-        conns.close();
-        if tokio::time::timeout_at(deadline, conns.wait())
-            .await
-            .is_err()
-        {
-            info!(target: "supervisor", "cutting client connections still open at the deadline");
-        }
-        hard_stop.cancel();
-        conns.wait().await;
-        // Step 4.
-        tracker.close();
-        if tokio::time::timeout_at(deadline + Duration::from_secs(3), tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(target: "supervisor", "some backend tasks did not finish; exiting anyway");
-        }
-    };
-    tokio::pin!(shutdown);
-    // A `down` that arrives during shutdown waits for its end like the first.
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(c) = commands.recv() => on_command(c, "the fleet is shutting down"),
-        }
-    }
-    drop(fleet);
-    let _ = std::fs::remove_file(state.socket());
-    lock.release();
-    info!(target: "supervisor", "stopped");
-    // Step 5: answer `fleet down`, then let the control connections write it.
-    while let Ok(c) = commands.try_recv() {
-        on_command(c, "the fleet is shutting down");
-    }
-    for reply in down {
-        let _ = reply.try_send(Reply::Stopped {
-            pid: std::process::id(),
-        });
-    }
-    control_stop.cancel();
-    let _ = control.await;
-    match fatal {
-        Some(e) => Err(SupervisorError::NoBackendReady(e)),
-        None => Ok(()),
     }
 }
 
-/// Whether a backend has given up for now (as opposed to still trying); an
-/// upstream that answers its probes but is unhealthy counts (it is not
-/// ours to restart).
-fn gave_up(slot: &Slot, healthy: bool, s: &Lifecycle) -> bool {
-    !healthy
-        && (s.state == Phase::Failed
-            || (s.state == Phase::Stopped && s.reason.is_some())
-            || (slot.upstream.is_some() && s.state == Phase::Running))
+impl Supervisor {
+    /// Spawn the backends, the balancer, the admin address, the control
+    /// server and the signal handlers on the already bound `listeners`.
+    pub(crate) fn start(
+        config: Config,
+        listeners: Listeners,
+        files: StateFiles,
+        opts: Options,
+        token: CancellationToken,
+    ) -> Self {
+        let listen = listeners.balancer.local_addr().unwrap_or(config.listen);
+        let started = Instant::now();
+        let tracker = TaskTracker::new();
+        let conns = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let control_stop = CancellationToken::new();
+        let grace_tx = Arc::new(watch::channel(config.shutdown.timeout).0);
+        let (commands_tx, commands) = mpsc::channel::<Command>(COMMAND_CAPACITY);
+
+        let backends = Arc::new(Backends::new(
+            Pool::new(Vec::new()),
+            config.balancer.clone(),
+        ));
+        if let Some(path) = &config.balancer.access_log {
+            let _ = backends.access_log.set(AccessLog::new(path.clone()));
+        }
+        // Fixed for the supervisor's life, like the admin address itself.
+        let admin_hosts = config.admin_hosts.clone();
+        let mut fleet = Fleet::new(
+            config,
+            backends.clone(),
+            tracker.clone(),
+            token.clone(),
+            grace_tx.clone(),
+            files.dir.clone(),
+            &opts,
+        );
+        fleet.spawn_initial();
+        tracker.spawn(balancer::run(
+            listeners.balancer,
+            backends.clone(),
+            token.child_token(),
+            hard_stop.clone(),
+            conns.clone(),
+        ));
+        let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+        let view: StatusView = {
+            let backends = backends.clone();
+            Arc::new(move || crate::control::status::build(&backends, listen, admin, started))
+        };
+        tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
+        if let Some((listener, addr)) = listeners.admin.zip(admin) {
+            tracker.spawn(crate::admin::serve(
+                listener,
+                crate::admin::Context {
+                    status: view.clone(),
+                    backends: backends.clone(),
+                    started,
+                    names: crate::admin::host::Names::new(addr.ip(), admin_hosts),
+                },
+                token.child_token(),
+                tracker.clone(),
+            ));
+        }
+        let control = tokio::spawn(crate::control::server::serve(
+            listeners.control,
+            view,
+            commands_tx.clone(),
+            control_stop.clone(),
+        ));
+        if let Some(signals) = opts.signals {
+            tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
+        }
+        drop(commands_tx);
+        Supervisor {
+            fleet,
+            listen,
+            inbox: Inbox {
+                commands,
+                token: token.clone(),
+                grace_tx,
+                down: Vec::new(),
+            },
+            token,
+            tracker,
+            conns,
+            hard_stop,
+            control_stop,
+            control,
+            files,
+        }
+    }
+
+    /// Start up, serve, shut down; `ready` hears how the start went.
+    pub(crate) async fn run(
+        mut self,
+        ready: oneshot::Sender<Result<Readiness, StartError>>,
+    ) -> Result<(), SupervisorError> {
+        let fatal = self.start_up(ready).await;
+        self.serve().await;
+        self.shut_down().await;
+        match fatal {
+            Some(e) => Err(SupervisorError::NoBackendReady(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait for the backends' first probes (commands meanwhile are told
+    /// to wait, `down` stops), and report on `ready`. A fleet with no
+    /// backend ready stops: the error is returned once it has.
+    async fn start_up(
+        &mut self,
+        ready: oneshot::Sender<Result<Readiness, StartError>>,
+    ) -> Option<StartError> {
+        let listen = self.listen;
+        let readiness = wait_ready(&self.fleet, listen, &self.token);
+        tokio::pin!(readiness);
+        let started_up = loop {
+            tokio::select! {
+                r = &mut readiness => break r,
+                Some(cmd) = self.inbox.commands.recv() => {
+                    self.inbox.refuse_or_stop(cmd, "the fleet is still starting")
+                }
+            }
+        };
+        // Interrupted during start-up (Ctrl-C, `down`) is a normal stop, not a failure.
+        let fatal = started_up
+            .as_ref()
+            .err()
+            .filter(|_| !self.token.is_cancelled())
+            .cloned();
+        match &started_up {
+            Ok(Readiness::Ready { .. }) => {
+                info!(target: "supervisor", %listen, backends = self.fleet.len(), "fleet ready")
+            }
+            Ok(Readiness::Degraded { failing, .. }) => {
+                warn!(target: "supervisor", %listen, failing = failing.len(), "fleet started degraded")
+            }
+            Err(e) => warn!(target: "supervisor", "{e}"),
+        }
+        let _ = ready.send(started_up);
+        if fatal.is_some() {
+            self.token.cancel();
+        }
+        fatal
+    }
+
+    /// The supervisor's loop: one command at a time. While one runs (a
+    /// rolling restart takes a while) `down` still acts at once, and other
+    /// commands are told to wait.
+    async fn serve(&mut self) {
+        let Supervisor {
+            fleet,
+            inbox,
+            token,
+            ..
+        } = self;
+        loop {
+            let cmd = tokio::select! {
+                biased;
+                _ = token.cancelled() => break,
+                c = inbox.commands.recv() => match c {
+                    Some(c) => c,
+                    // No sender is left (cannot happen while the control server
+                    // runs): nothing to do but wait for the shutdown.
+                    None => {
+                        token.cancelled().await;
+                        break;
+                    }
+                },
+            };
+            if let Request::Down { .. } = cmd.request {
+                inbox.refuse_or_stop(cmd, "");
+                continue;
+            }
+            let busy = format!("`fleet {}` is in progress", cmd.request.verb());
+            let op = fleet.execute(cmd.request, ops::Out::new(cmd.reply));
+            tokio::pin!(op);
+            loop {
+                tokio::select! {
+                    biased;
+                    // Dropping the operation drops its reply channel: its client
+                    // hears that shutdown interrupted it.
+                    _ = token.cancelled() => break,
+                    _ = &mut op => break,
+                    Some(c) = inbox.commands.recv() => inbox.refuse_or_stop(c, &busy),
+                }
+            }
+        }
+    }
+
+    /// The shutdown order (this module's doc); `fleet down` callers are
+    /// answered last.
+    async fn shut_down(self) {
+        let Supervisor {
+            fleet,
+            mut inbox,
+            tracker,
+            conns,
+            hard_stop,
+            control_stop,
+            control,
+            files,
+            ..
+        } = self;
+        let grace_now = *inbox.grace_tx.borrow();
+        info!(target: "supervisor", grace = ?grace_now, "shutting down");
+        let deadline = Instant::now() + grace_now;
+        let shutdown = async {
+            // Steps 1-2 run in the balancer and backend tasks, which watch `token`.
+            // Step 3: client connections get until the deadline, backends handle their own SIGKILL.
+            conns.close();
+            if tokio::time::timeout_at(deadline, conns.wait())
+                .await
+                .is_err()
+            {
+                info!(target: "supervisor", "cutting client connections still open at the deadline");
+            }
+            hard_stop.cancel();
+            conns.wait().await;
+            // Step 4.
+            tracker.close();
+            if tokio::time::timeout_at(deadline + Duration::from_secs(3), tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(target: "supervisor", "some backend tasks did not finish; exiting anyway");
+            }
+        };
+        tokio::pin!(shutdown);
+        // A `down` that arrives during shutdown waits for its end like the first.
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(c) = inbox.commands.recv() => inbox.refuse_or_stop(c, "the fleet is shutting down"),
+            }
+        }
+        drop(fleet);
+        let _ = std::fs::remove_file(files.dir.socket());
+        files.lock.release();
+        info!(target: "supervisor", "stopped");
+        // Step 5: answer `fleet down`, then let the control connections write it.
+        while let Ok(c) = inbox.commands.try_recv() {
+            inbox.refuse_or_stop(c, "the fleet is shutting down");
+        }
+        for reply in inbox.down {
+            let _ = reply.try_send(Reply::Stopped {
+                pid: std::process::id(),
+            });
+        }
+        control_stop.cancel();
+        let _ = control.await;
+    }
 }
 
 /// Once a second, sample every backend's counters for the windowed rates
@@ -360,87 +461,78 @@ async fn sample_metrics(backends: Arc<Backends>, stop: CancellationToken) {
     }
 }
 
-/// Wait until every backend is routable, or until every one is routable or
-/// has given up, or `STARTUP_TIMEOUT` after the last one was spawned (a fleet
-/// of 1000 takes seconds just to spawn on a busy machine; each backend gets
-/// the full time). Woken by every published change.
+/// Wait until every backend serves or has given up (each local backend's
+/// `ready` ticket, which gives it `STARTUP_TIMEOUT` from its own spawn: a
+/// fleet of 1000 takes seconds just to spawn on a busy machine), and every
+/// upstream has its first verdict (or `STARTUP_TIMEOUT`).
 async fn wait_ready(
-    backends: &Backends,
+    fleet: &Fleet,
     listen: SocketAddr,
     token: &CancellationToken,
 ) -> Result<Readiness, StartError> {
-    let mut deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        let changed = backends.changed.notified();
-        let pool = backends.load();
-        // Each backend's lifecycle and whether it takes traffic, read once.
-        let statuses: Vec<_> = pool
-            .slots()
-            .iter()
-            .map(|slot| (slot, slot.routable(), slot.status()))
-            .collect();
-        // A backend task publishes a `starting` state only with the pid of
-        // what it spawned (a guard's, until it reports its command's);
-        // without one, it has not spawned yet (upstreams have no pid at all).
-        if statuses.iter().any(|(slot, _, s)| {
-            s.state == Phase::Starting
-                && s.pid.is_none()
-                && s.guard_pid.is_none()
-                && slot.upstream.is_none()
-        }) {
-            deadline = Instant::now() + STARTUP_TIMEOUT;
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let limit = format!("not ready after {}s", STARTUP_TIMEOUT.as_secs());
+    let verdicts = async {
+        let mut tickets = Vec::new();
+        for job in fleet.jobs.values() {
+            tickets.push((job, job.ready(STARTUP_TIMEOUT).await));
         }
-        let up = statuses.iter().filter(|(_, healthy, _)| *healthy).count();
-        // An upstream that failed `fall` probes has had its say too.
-        let gave_up: Vec<(u16, String)> = statuses
-            .iter()
-            .filter(|(slot, healthy, s)| gave_up(slot, *healthy, s))
-            .map(|(slot, _, s)| {
-                (
-                    slot.port,
-                    s.reason.clone().unwrap_or_else(|| s.state.to_string()),
-                )
-            })
-            .collect();
-        let timed_out = Instant::now() >= deadline;
-        if up == statuses.len() {
-            return Ok(Readiness::Ready { listen });
+        // (port, why not serving) for each that is not; `None` when it serves.
+        let mut out: Vec<(u16, Option<String>)> = Vec::new();
+        for (job, ticket) in tickets {
+            let why = match ticket.await {
+                Outcome::Serving { .. } => None,
+                Outcome::Failed { reason } => {
+                    let l = job.lifecycle();
+                    // Still starting: say what its probes saw.
+                    Some(match l.reason {
+                        Some(probe) if l.state == Phase::Starting => format!("{limit}; {probe}"),
+                        _ => reason,
+                    })
+                }
+                other => Some(format!("{other:?}")),
+            };
+            out.push((job.port(), why));
         }
-        if up + gave_up.len() == statuses.len() || timed_out {
-            let failing: Vec<(u16, String)> = statuses
-                .iter()
-                .filter(|(_, healthy, _)| !healthy)
-                .map(|(slot, _, s)| {
-                    let why = match (&s.reason, &s.last_exit) {
-                        // Still starting: say what its probes saw.
-                        (Some(probe), _) if s.state == Phase::Starting => {
-                            format!("not ready after {}s; {probe}", STARTUP_TIMEOUT.as_secs())
-                        }
-                        (Some(r), _) => r.clone(),
-                        (None, Some(e)) => format!("{} (last {e})", s.state),
-                        (None, None) if timed_out => {
-                            format!("not ready after {}s", STARTUP_TIMEOUT.as_secs())
-                        }
-                        (None, None) => s.state.to_string(),
-                    };
-                    match &slot.upstream {
-                        Some(a) => (slot.port, format!("upstream {a}: {why}")),
-                        None => (slot.port, why),
-                    }
-                })
-                .collect();
-            if up == 0 {
-                return Err(StartError::NoneReady { failing });
-            }
-            return Ok(Readiness::Degraded { listen, failing });
+        for (slot, verdict) in &fleet.upstreams {
+            let mut verdict = verdict.clone();
+            let _ = tokio::time::timeout_at(
+                deadline,
+                verdict.wait_for(|v| !matches!(v.health, Health::Unknown { .. })),
+            )
+            .await;
+            let v = verdict.borrow().clone();
+            let why = match v.health {
+                Health::Up { .. } => None,
+                // A probe failure while it has no verdict yet.
+                Health::Unknown { .. } => Some(match v.reason {
+                    Some(probe) => format!("{limit}; {probe}"),
+                    None => limit.clone(),
+                }),
+                Health::Down { .. } => Some(v.reason.unwrap_or_else(|| Phase::Running.to_string())),
+            };
+            let name = slot.upstream.clone().unwrap_or_default();
+            out.push((slot.port, why.map(|w| format!("upstream {name}: {w}"))));
         }
-        tokio::select! {
-            biased;
-            _ = token.cancelled() => return Err(StartError::Interrupted),
-            _ = changed => {}
-            _ = tokio::time::sleep_until(deadline) => {}
-        }
+        out
+    };
+    let verdicts = tokio::select! {
+        biased;
+        _ = token.cancelled() => return Err(StartError::Interrupted),
+        v = verdicts => v,
+    };
+    let up = verdicts.iter().filter(|(_, why)| why.is_none()).count();
+    if up == verdicts.len() {
+        return Ok(Readiness::Ready { listen });
     }
+    let failing: Vec<(u16, String)> = verdicts
+        .into_iter()
+        .filter_map(|(port, why)| why.map(|w| (port, w)))
+        .collect();
+    if up == 0 {
+        return Err(StartError::NoneReady { failing });
+    }
+    Ok(Readiness::Degraded { listen, failing })
 }
 
 /// The command line for one backend.

@@ -1,10 +1,12 @@
 //! The operations on a running fleet: restart, stop, start and scale
-//! (`reload` is in `reload.rs`). The supervisor's loop runs one at a time.
+//! (`reload` is in `reload.rs`), and the one dispatch of the control
+//! protocol's requests to them. The supervisor's loop runs one at a time.
 //!
-//! `Fleet` owns one handle per backend task and talks to the tasks only by
-//! commands; what a backend *is* stays in its task's state machine, and an
-//! operation learns the outcome from the pool's slots (the same view the
-//! balancer and `fleet status` read).
+//! `Fleet` owns one [`Job`] per backend task and talks to the tasks only
+//! through them: an operation is a sequence of awaited tickets, each
+//! resolving with the task's own outcome (`Serving { pid }`, `Stopped`, ...).
+//! What a backend *is* stays in its task's state machine; the operation reads
+//! its published lifecycle, never the status `fleet status` prints.
 //!
 //! Taking a backend out of service always drains it first: it leaves the
 //! rotation (`draining`), its in-flight work (requests in http mode,
@@ -17,35 +19,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::backend::{BackendCmd, BackendHandle, BackendTask, RestartTurn};
+use super::backend::{BackendTask, Io, Real, RestartTurn};
+use super::job::{Job, Outcome, Ticket};
 use super::output::BackendLog;
-use super::state::{Backend, Event, HELD, Policy};
-use super::upstream::UpstreamTask;
-use super::{Options, STARTUP_TIMEOUT, gave_up, launch_for};
+use super::state::{Backend, Policy};
+use super::upstream::{Health, UpstreamTask, Verdict};
+use super::{Options, STARTUP_TIMEOUT, launch_for};
 use crate::balancer::pool::{Backends, Pool, Slot};
 use crate::config::{Config, ConfigError, MAX_BACKENDS, Overrides};
-use crate::control::command::{Command, Replies};
-use crate::control::protocol::Reply;
+use crate::control::command::Replies;
+use crate::control::protocol::{Reply, Request};
 use crate::lifecycle::Phase;
 use crate::state_dir::StateDir;
 
-/// Why a backend is not serving, in words: its state machine's reason, or
-/// its state and last exit.
-#[derive(Debug)]
-pub(super) struct NotServing(pub(super) String);
-
-/// How long a backend task may take to act on a command (it is never busy
-/// for long: every await in its loop is a select over its inputs).
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a wait on in-flight work looks again (`Slot::active` has no
-/// wake-up: it changes on every request).
-const POLL: Duration = Duration::from_millis(10);
 /// Slack past the grace period for a stopped backend's task to finish.
 const STOP_SLACK: Duration = Duration::from_secs(3);
 
@@ -77,6 +68,9 @@ fn not_serving(failed: &[(u16, String)]) -> String {
 pub(super) struct Out(Replies);
 
 impl Out {
+    pub(super) fn new(reply: Replies) -> Self {
+        Out(reply)
+    }
     pub(super) async fn progress(&self, message: String) {
         info!(target: "supervisor", "{message}");
         let _ = self.0.send(Reply::Progress { message }).await;
@@ -98,17 +92,26 @@ impl Out {
     }
 }
 
-/// The supervisor's side of the backends: their handles and the settings
+/// A ticket that should end with the backend serving: its pid, or why not.
+pub(super) async fn serving(ticket: Ticket) -> Result<u32, String> {
+    match ticket.await {
+        Outcome::Serving { pid } => Ok(pid),
+        Outcome::Failed { reason } => Err(reason),
+        other => Err(format!("unexpected outcome {other:?}")),
+    }
+}
+
+/// The supervisor's side of the backends: their jobs and the settings
 /// they were started with.
 pub(super) struct Fleet {
     pub(super) config: Config,
     pub(super) backends: Arc<Backends>,
     /// One per backend, by port (in port order: the pool's order).
-    pub(super) handles: BTreeMap<u16, BackendHandle>,
+    pub(super) jobs: BTreeMap<u16, Job>,
     /// Remote backends: in the pool after the local ones, in the order
     /// written; their tasks only health-check them, and no command here
     /// addresses them.
-    upstreams: Vec<Arc<Slot>>,
+    pub(super) upstreams: Vec<(Arc<Slot>, watch::Receiver<Verdict>)>,
     tracker: TaskTracker,
     token: CancellationToken,
     grace: watch::Receiver<Duration>,
@@ -122,6 +125,8 @@ pub(super) struct Fleet {
     pub(super) file_backends: u16,
     /// One restart on failed probes at a time, fleet-wide.
     restart_turn: Arc<RestartTurn>,
+    /// How backend tasks start workers and probe them (a fake in tests).
+    io: Arc<dyn Io>,
 }
 
 impl Fleet {
@@ -139,7 +144,7 @@ impl Fleet {
             file_backends: config.backends,
             config,
             backends,
-            handles: BTreeMap::new(),
+            jobs: BTreeMap::new(),
             upstreams: Vec::new(),
             tracker,
             token,
@@ -149,7 +154,15 @@ impl Fleet {
             echo_output: opts.echo_output,
             reload_from: opts.reload.clone(),
             restart_turn: Arc::default(),
+            io: Arc::new(Real),
         }
+    }
+
+    /// Backend tasks spawned from now on start workers and probe through `io`.
+    #[cfg(test)]
+    pub(super) fn with_io(mut self, io: Arc<dyn Io>) -> Self {
+        self.io = io;
+        self
     }
 
     pub(super) fn exe(&self) -> &std::path::Path {
@@ -157,22 +170,27 @@ impl Fleet {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.handles.len()
+        self.jobs.len()
     }
 
     /// Start the configured backends and upstreams' health checks, and
     /// publish them as the pool.
     pub(super) fn spawn_initial(&mut self) {
         for port in self.config.ports().collect::<Vec<_>>() {
-            let h = self.spawn(port);
-            self.handles.insert(port, h);
+            let job = self.spawn(port);
+            self.jobs.insert(port, job);
         }
         for u in &self.config.upstreams {
             let (mut slot, passive) = Slot::upstream(u.name.clone(), u.addr);
             slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
             let slot = Arc::new(slot);
+            let (verdict, watcher) = watch::channel(Verdict {
+                health: Health::Unknown { fails: 0 },
+                reason: None,
+            });
             self.tracker.spawn(
                 UpstreamTask {
+                    verdict,
                     slot: slot.clone(),
                     backends: self.backends.clone(),
                     health: self.config.health.clone(),
@@ -181,7 +199,7 @@ impl Fleet {
                 }
                 .run(),
             );
-            self.upstreams.push(slot);
+            self.upstreams.push((slot, watcher));
         }
         self.publish_pool();
     }
@@ -190,27 +208,28 @@ impl Fleet {
     /// (no request ever sees half of a change).
     fn publish_pool(&self) {
         let slots = self
-            .handles
+            .jobs
             .values()
-            .map(|h| h.slot.clone())
-            .chain(self.upstreams.iter().cloned())
+            .map(|j| j.slot().clone())
+            .chain(self.upstreams.iter().map(|(s, _)| s.clone()))
             .collect();
         self.backends.swap(Pool::new(slots));
     }
 
-    fn spawn(&self, port: u16) -> BackendHandle {
+    fn spawn(&self, port: u16) -> Job {
         let (mut slot, passive) = Slot::new(port, SocketAddr::from(([127, 0, 0, 1], port)));
         // A port scaled away and back carries on from its old counts.
         slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
         let slot = Arc::new(slot);
-        let (commands, receiver) = mpsc::channel(8);
+        let (control, receiver) = mpsc::channel(8);
         let policy = Policy::new(&self.config.restart, &self.config.health);
+        let machine = Backend::new(policy, fastrand::u64(..));
         let task = BackendTask {
             slot: slot.clone(),
             backends: self.backends.clone(),
             launch: launch_for(&self.config, &self.exe, port),
             health: self.config.health.clone(),
-            machine: Backend::new(policy, fastrand::u64(..)),
+            machine,
             log: Arc::new(BackendLog::new(
                 self.state.backend_log(port),
                 port,
@@ -218,64 +237,41 @@ impl Fleet {
             )),
             passive,
             commands: receiver,
+            io: self.io.clone(),
             token: self.token.child_token(),
             grace: self.grace.clone(),
             tracker: self.tracker.clone(),
             last_probe: None,
             restart_turn: self.restart_turn.clone(),
         };
-        let join = self.tracker.spawn(task.run());
-        BackendHandle {
-            slot,
-            commands,
-            join,
-        }
+        self.tracker.spawn(task.run());
+        Job::new(slot, control)
     }
 
-    /// Run one command to its end, answering on its reply channel.
-    pub(super) async fn execute(&mut self, cmd: Command) {
-        let (out, result) = match cmd {
-            Command::Restart {
-                ports,
-                all_at_once,
-                reply,
-            } => {
-                let out = Out(reply);
-                let r = self.restart(&ports, all_at_once, &out).await;
-                (out, r)
+    /// Run one request to its end, answering on `out`: the one dispatch
+    /// from the control protocol's verbs to the operations.
+    pub(super) async fn execute(&mut self, request: Request, out: Out) {
+        let result = match request {
+            Request::Restart { ports, all_at_once } => {
+                self.restart(&ports, all_at_once, &out).await
             }
-            Command::Stop { ports, reply } => {
-                let out = Out(reply);
-                let r = self.stop(&ports, &out).await;
-                (out, r)
-            }
-            Command::Start { ports, reply } => {
-                let out = Out(reply);
-                let r = self.start(&ports, &out).await;
-                (out, r)
-            }
-            Command::Scale { backends, reply } => {
-                let out = Out(reply);
-                let r = self.scale(backends, &out).await;
-                (out, r)
-            }
-            Command::Reload { reply } => {
-                let out = Out(reply);
-                let r = self.reload(&out).await;
-                (out, r)
-            }
-            // The loop acts on `down` itself, at once; never sent here.
-            Command::Down { reply, .. } => (
-                Out(reply),
-                Err(OpError::Invalid("down is not an operation".into())),
-            ),
+            Request::Stop { ports } => self.stop(&ports, &out).await,
+            Request::Start { ports } => self.start(&ports, &out).await,
+            Request::Scale { backends } => self.scale(backends, &out).await,
+            Request::Reload => self.reload(&out).await,
+            // The control server answers `status`, the loop acts on `down`
+            // itself, at once: never sent here.
+            other @ (Request::Status | Request::Down { .. }) => Err(OpError::Invalid(format!(
+                "{} is not an operation",
+                other.verb()
+            ))),
         };
         out.finish(result).await;
     }
 
     /// "9002-9005", for messages.
     fn range(&self) -> String {
-        match (self.handles.keys().next(), self.handles.keys().last()) {
+        match (self.jobs.keys().next(), self.jobs.keys().last()) {
             (Some(a), Some(b)) if a != b => format!("ports {a}-{b}"),
             (Some(a), _) => format!("port {a}"),
             _ => "no backends".into(),
@@ -286,11 +282,11 @@ impl Fleet {
     /// is done, in order, without repeats.
     fn select(&self, ports: &[u16]) -> Result<Vec<u16>, OpError> {
         if ports.is_empty() {
-            return Ok(self.handles.keys().copied().collect());
+            return Ok(self.jobs.keys().copied().collect());
         }
         let mut out = Vec::new();
         for &port in ports {
-            if !self.handles.contains_key(&port) {
+            if !self.jobs.contains_key(&port) {
                 return Err(OpError::UnknownPort {
                     port,
                     range: self.range(),
@@ -303,126 +299,64 @@ impl Fleet {
         Ok(out)
     }
 
-    fn slot(&self, port: u16) -> &Arc<Slot> {
-        &self.handles[&port].slot
+    pub(super) fn job(&self, port: u16) -> &Job {
+        &self.jobs[&port]
     }
 
     /// Stopped by `fleet stop`: a restart of "every backend" leaves it so.
     pub(super) fn held(&self, port: u16) -> bool {
-        let s = self.slot(port).status();
-        s.state == Phase::Stopped && s.reason.as_deref() == Some(HELD)
-    }
-
-    /// Feed `ev` to one backend's state machine and wait until the result
-    /// is published (so what the slot shows next is after `ev`).
-    async fn step(&self, port: u16, ev: Event) {
-        let Some(h) = self.handles.get(&port) else {
-            return;
-        };
-        let (ack, acked) = oneshot::channel();
-        if h.commands.send(BackendCmd::Event(ev, ack)).await.is_ok() {
-            let _ = tokio::time::timeout(ACK_TIMEOUT, acked).await;
-        }
-    }
-
-    fn stop_deadline(&self) -> std::time::Instant {
-        std::time::Instant::now() + self.config.shutdown.timeout
-    }
-
-    /// Poll `done` until it holds or `deadline`; woken early by published changes.
-    async fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
-        loop {
-            let changed = self.backends.changed.notified();
-            if done() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::select! {
-                _ = changed => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
-        }
+        self.job(port).lifecycle().held
     }
 
     /// Take `ports` out of rotation and wait until their in-flight work is
     /// done, or `shutdown.drain_timeout`.
     async fn drain(&self, ports: &[u16], out: &Out) {
+        let limit = self.config.shutdown.drain_timeout;
+        let mut tickets = Vec::new();
         for &p in ports {
-            self.step(p, Event::Drain).await;
+            tickets.push((p, self.job(p).drain(limit).await));
         }
-        let deadline = Instant::now() + self.config.shutdown.drain_timeout;
-        let slots: Vec<_> = ports.iter().map(|p| self.slot(*p).clone()).collect();
-        if !self
-            .wait_until(deadline, || slots.iter().all(|s| s.active() == 0))
-            .await
-        {
-            for s in slots.iter().filter(|s| s.active() > 0) {
+        for (p, ticket) in tickets {
+            if let Outcome::Drained { in_flight } = ticket.await
+                && in_flight > 0
+            {
                 out.progress(format!(
-                    "backend {}: {} still in flight after {}; stopping it anyway",
-                    s.port,
-                    s.active(),
-                    humantime::format_duration(self.config.shutdown.drain_timeout)
+                    "backend {p}: {in_flight} still in flight after {}; stopping it anyway",
+                    humantime::format_duration(limit)
                 ))
                 .await;
             }
         }
     }
 
-    /// Drain `ports`, then send each the deliberate stop `stop(deadline)`
-    /// (a restart or a halt), SIGKILL due after the shutdown timeout.
-    pub(super) async fn drain_then_stop(
-        &self,
-        ports: &[u16],
-        out: &Out,
-        stop: fn(std::time::Instant) -> Event,
-    ) {
+    /// Drain `ports`, then restart each (SIGKILL due after the shutdown
+    /// timeout): the tickets that resolve once each serves again.
+    pub(super) async fn drain_then_restart(&self, ports: &[u16], out: &Out) -> Vec<(u16, Ticket)> {
         self.drain(ports, out).await;
+        let (grace, limit) = (self.config.shutdown.timeout, self.restart_limit());
+        let mut tickets = Vec::new();
         for &p in ports {
-            self.step(p, stop(self.stop_deadline())).await;
+            tickets.push((p, self.job(p).restart(grace, limit).await));
         }
+        tickets
     }
 
-    /// After a deliberate (re)start: wait until the backend takes traffic,
-    /// or gives up, or `limit`. `Err` says why it is not serving.
-    pub(super) async fn come_back(&self, port: u16, limit: Duration) -> Result<u32, NotServing> {
-        let slot = self.slot(port).clone();
-        let deadline = Instant::now() + limit;
-        self.wait_until(deadline, || {
-            slot.routable() || gave_up(&slot, slot.routable(), &slot.status())
-        })
-        .await;
-        let s = slot.status();
-        // A guard's report of its command's pid may trail the first probe.
-        match s.pid.or(s.guard_pid) {
-            Some(pid) if slot.routable() => Ok(pid),
-            _ => Err(NotServing(s.reason.clone().unwrap_or_else(
-                || match &s.last_exit {
-                    Some(e) => format!("{} (last {e})", s.state),
-                    None => format!("not ready after {}", humantime::format_duration(limit)),
-                },
-            ))),
-        }
-    }
-
-    /// `come_back` for each of `ports` in turn, saying `backend P: DONE (pid N)`
-    /// for each that does; `Err` names every one that did not.
-    async fn all_come_back(
+    /// Await each ticket in turn, saying `backend P: DONE (pid N)` for each
+    /// that serves; `Err` names every one that does not.
+    async fn all_serving(
         &self,
-        ports: &[u16],
-        limit: Duration,
+        tickets: Vec<(u16, Ticket)>,
         done: &str,
         out: &Out,
     ) -> Result<(), OpError> {
         let mut failed = Vec::new();
-        for &p in ports {
-            match self.come_back(p, limit).await {
+        for (p, ticket) in tickets {
+            match serving(ticket).await {
                 Ok(pid) => {
                     out.progress(format!("backend {p}: {done} (pid {pid})"))
                         .await
                 }
-                Err(NotServing(why)) => failed.push((p, why)),
+                Err(why) => failed.push((p, why)),
             }
         }
         if failed.is_empty() {
@@ -457,35 +391,34 @@ impl Fleet {
         if ports.is_empty() {
             return Ok("nothing to restart: every backend is stopped (`fleet start` first)".into());
         }
-        let limit = self.restart_limit();
         if all_at_once {
             out.progress(format!("draining {} backends", ports.len()))
                 .await;
-            self.drain_then_stop(&ports, out, |deadline| Event::Restart { deadline })
-                .await;
-            self.all_come_back(&ports, limit, "back", out).await?;
+            let tickets = self.drain_then_restart(&ports, out).await;
+            self.all_serving(tickets, "back", out).await?;
             return Ok(format!("restarted {} backends", ports.len()));
         }
         for (i, &p) in ports.iter().enumerate() {
             out.progress(format!("backend {p}: draining ({}/{})", i + 1, ports.len()))
                 .await;
-            self.drain_then_stop(&[p], out, |deadline| Event::Restart { deadline })
-                .await;
-            match self.come_back(p, limit).await {
-                Ok(pid) => {
-                    out.progress(format!("backend {p}: back in rotation (pid {pid})"))
-                        .await
-                }
-                Err(NotServing(why)) => {
-                    let rest = &ports[i + 1..];
-                    if !rest.is_empty() {
-                        out.progress(format!(
-                            "stopping the rolling restart: {} not restarted",
-                            list(rest)
-                        ))
-                        .await;
+            let tickets = self.drain_then_restart(&[p], out).await;
+            for (_, ticket) in tickets {
+                match serving(ticket).await {
+                    Ok(pid) => {
+                        out.progress(format!("backend {p}: back in rotation (pid {pid})"))
+                            .await
                     }
-                    return Err(OpError::NotServing(vec![(p, why)]));
+                    Err(why) => {
+                        let rest = &ports[i + 1..];
+                        if !rest.is_empty() {
+                            out.progress(format!(
+                                "stopping the rolling restart: {} not restarted",
+                                list(rest)
+                            ))
+                            .await;
+                        }
+                        return Err(OpError::NotServing(vec![(p, why)]));
+                    }
                 }
             }
         }
@@ -500,17 +433,18 @@ impl Fleet {
             ));
         }
         let ports = self.select(ports)?;
-        self.drain_then_stop(&ports, out, |deadline| Event::Halt { deadline })
-            .await;
-        let deadline = Instant::now() + self.config.shutdown.timeout + STOP_SLACK;
-        let slots: Vec<_> = ports.iter().map(|p| self.slot(*p).clone()).collect();
-        self.wait_until(deadline, || {
-            slots.iter().all(|s| s.status().state == Phase::Stopped)
-        })
-        .await;
-        for s in &slots {
-            out.progress(format!("backend {}: {}", s.port, s.status().state))
-                .await;
+        self.drain(&ports, out).await;
+        let grace = self.config.shutdown.timeout;
+        let mut tickets = Vec::new();
+        for &p in &ports {
+            tickets.push((p, self.job(p).halt(grace, grace + STOP_SLACK).await));
+        }
+        for (p, ticket) in tickets {
+            let phase = match ticket.await {
+                Outcome::Stopped => Phase::Stopped,
+                _ => self.job(p).lifecycle().state,
+            };
+            out.progress(format!("backend {p}: {phase}")).await;
         }
         Ok(format!(
             "stopped {}; `fleet start` brings them back",
@@ -523,20 +457,19 @@ impl Fleet {
     pub(super) async fn start(&self, ports: &[u16], out: &Out) -> Result<String, OpError> {
         let named = !ports.is_empty();
         let ports = self.select(ports)?;
-        let mut started = Vec::new();
+        let mut tickets = Vec::new();
         for &p in &ports {
-            let phase = self.slot(p).status().state;
-            match phase {
+            let state = self.job(p).lifecycle().state;
+            match state {
                 Phase::Stopped | Phase::Failed => {
-                    self.step(p, Event::Start).await;
-                    started.push(p);
+                    tickets.push((p, self.job(p).start(STARTUP_TIMEOUT).await));
                 }
-                _ if named => out.progress(format!("backend {p}: already {phase}")).await,
+                _ if named => out.progress(format!("backend {p}: already {state}")).await,
                 _ => {}
             }
         }
-        self.all_come_back(&started, STARTUP_TIMEOUT, "started", out)
-            .await?;
+        let started: Vec<u16> = tickets.iter().map(|(p, _)| *p).collect();
+        self.all_serving(tickets, "started", out).await?;
         Ok(match started.len() {
             0 => "nothing to start".into(),
             _ => format!("started {}", list(&started)),
@@ -559,36 +492,40 @@ impl Fleet {
                 "scale: {n} backends from port {base} would go past port 65535"
             )));
         }
-        let have = self.handles.len() as u16;
+        let have = self.jobs.len() as u16;
         let old = self.config.backends;
         if n > have {
             let new: Vec<u16> = (base + have..base + n).collect();
             check_free(new.clone()).await?;
             self.config.backends = n;
             for &p in &new {
-                let h = self.spawn(p);
-                self.handles.insert(p, h);
+                let job = self.spawn(p);
+                self.jobs.insert(p, job);
             }
             self.publish_pool();
             out.progress(format!("starting {}", list(&new))).await;
-            self.all_come_back(&new, STARTUP_TIMEOUT, "in rotation", out)
-                .await?;
+            let mut tickets = Vec::new();
+            for &p in &new {
+                tickets.push((p, self.job(p).ready(STARTUP_TIMEOUT).await));
+            }
+            self.all_serving(tickets, "in rotation", out).await?;
         } else if n < have {
             let gone: Vec<u16> = (base + n..base + have).collect();
             out.progress(format!("draining {}", list(&gone))).await;
             self.drain(&gone, out).await;
-            let retired: Vec<BackendHandle> =
-                gone.iter().filter_map(|p| self.handles.remove(p)).collect();
+            let retired: Vec<Job> = gone.iter().filter_map(|p| self.jobs.remove(p)).collect();
             self.config.backends = n;
             self.publish_pool();
-            let deadline = self.stop_deadline();
-            for h in &retired {
-                let _ = h.commands.send(BackendCmd::Retire { deadline }).await;
+            let grace = self.config.shutdown.timeout;
+            let mut tickets = Vec::new();
+            for job in &retired {
+                tickets.push((job.port(), job.retire(grace).await));
             }
-            let limit = self.config.shutdown.timeout + STOP_SLACK;
-            for h in retired {
-                let port = h.slot.port;
-                if tokio::time::timeout(limit, h.join).await.is_err() {
+            for (port, ticket) in tickets {
+                if tokio::time::timeout(grace + STOP_SLACK, ticket)
+                    .await
+                    .is_err()
+                {
                     warn!(target: "supervisor", port, "backend task did not finish after scale-down");
                 }
                 out.progress(format!("backend {port}: stopped and removed"))
@@ -639,6 +576,103 @@ fn list(ports: &[u16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::backend::fake::FakeIo;
+
+    /// A fleet of three fake backends (no processes) on a paused clock.
+    fn fleet(io: Arc<FakeIo>) -> Fleet {
+        let config = Config {
+            backends: 3,
+            base_port: 9002,
+            ..Config::default()
+        };
+        let backends = Arc::new(Backends::new(
+            Pool::new(Vec::new()),
+            config.balancer.clone(),
+        ));
+        let grace = Arc::new(watch::channel(config.shutdown.timeout).0);
+        let opts = Options {
+            echo_output: false,
+            exe: "fake".into(),
+            reload: None,
+            signals: None,
+        };
+        let mut fleet = Fleet::new(
+            config,
+            backends,
+            TaskTracker::new(),
+            CancellationToken::new(),
+            grace,
+            StateDir::new("/nonexistent/fleet-test"),
+            &opts,
+        )
+        .with_io(io);
+        fleet.spawn_initial();
+        fleet
+    }
+
+    /// Every line the operation sent, in order.
+    fn lines(rx: &mut mpsc::Receiver<Reply>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|r| match r {
+                Reply::Progress { message } => message,
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rolling_restart_is_one_backend_at_a_time_each_back_before_the_next() {
+        let io = FakeIo::new();
+        let fleet = fleet(io.clone());
+        for job in fleet.jobs.values() {
+            assert!(matches!(
+                job.ready(STARTUP_TIMEOUT).await.await,
+                Outcome::Serving { .. }
+            ));
+        }
+        let (tx, mut rx) = mpsc::channel(64);
+        let done = fleet.restart(&[], false, &Out::new(tx)).await;
+        assert_eq!(done.unwrap(), "restarted 3 backends, one at a time");
+        assert_eq!(
+            lines(&mut rx),
+            [
+                "backend 9002: draining (1/3)",
+                "backend 9002: back in rotation (pid 1003)",
+                "backend 9003: draining (2/3)",
+                "backend 9003: back in rotation (pid 1004)",
+                "backend 9004: draining (3/3)",
+                "backend 9004: back in rotation (pid 1005)",
+            ]
+        );
+        // New workers in port order, each spawned after the one before served.
+        let respawned: Vec<_> = io.spawned()[3..].iter().map(|s| (s.0, s.2)).collect();
+        assert_eq!(respawned, [(9002, 1003), (9003, 1004), (9004, 1005)]);
+        assert!(fleet.jobs.values().all(|j| j.routable()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rolling_restart_stops_at_the_first_backend_that_does_not_come_back() {
+        let io = FakeIo::new();
+        let fleet = fleet(io.clone());
+        for job in fleet.jobs.values() {
+            let _ = job.ready(STARTUP_TIMEOUT).await.await;
+        }
+        io.sick.lock().unwrap().push(9002);
+        let (tx, mut rx) = mpsc::channel(64);
+        let err = fleet.restart(&[], false, &Out::new(tx)).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("backend 9002 did not come back: "),
+            "{err}"
+        );
+        let lines = lines(&mut rx);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("stopping the rolling restart: backends 9003 and 9004 not restarted")
+        );
+        assert_eq!(io.spawned().len(), 4, "only 9002 was restarted");
+        assert!(fleet.job(9003).routable());
+    }
 
     #[test]
     fn port_lists_read_as_words() {

@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::backend::BackendCmd;
-use super::ops::{Fleet, NotServing, OpError, Out, check_free};
-use super::state::{Event, Policy, policy_name};
+use super::ops::{Fleet, OpError, Out, check_free, serving};
+use super::state::{Policy, policy_name};
 use super::{STARTUP_TIMEOUT, health, launch_for};
 use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Www};
+use crate::lifecycle::Phase;
 
 impl Fleet {
     pub(super) async fn reload(&mut self, out: &Out) -> Result<String, OpError> {
@@ -87,7 +87,7 @@ impl Fleet {
             ));
         }
         // A count set by `fleet scale` stays unless fleet.yaml's changed.
-        let have = self.handles.len() as u16;
+        let have = self.jobs.len() as u16;
         let file_backends = new.backends;
         let kept = file_backends == self.file_backends && have != file_backends;
         if kept {
@@ -131,13 +131,10 @@ impl Fleet {
         self.grace_tx.send_replace(new.shutdown.timeout);
         if new.health != old.health || new.restart != old.restart {
             let policy = Policy::new(&new.restart, &new.health);
-            for h in self.handles.values() {
-                let _ = h
-                    .commands
-                    .send(BackendCmd::Settings {
-                        health: new.health.clone(),
-                        policy: policy.clone(),
-                    })
+            for job in self.jobs.values() {
+                let _ = job
+                    .configure(new.health.clone(), policy.clone())
+                    .await
                     .await;
             }
         }
@@ -146,16 +143,12 @@ impl Fleet {
         new.backends = old.backends;
         self.config = new;
         self.file_backends = file_backends;
-        let before: Vec<u16> = self.handles.keys().copied().collect();
+        let before: Vec<u16> = self.jobs.keys().copied().collect();
         if relaunch {
-            for (&port, h) in &self.handles {
-                let _ = h
-                    .commands
-                    .send(BackendCmd::Launch(launch_for(
-                        &self.config,
-                        self.exe(),
-                        port,
-                    )))
+            for (&port, job) in &self.jobs {
+                let _ = job
+                    .relaunch(launch_for(&self.config, self.exe(), port))
+                    .await
                     .await;
             }
         }
@@ -165,7 +158,7 @@ impl Fleet {
         if relaunch {
             let survivors: Vec<u16> = before
                 .into_iter()
-                .filter(|p| Some(*p) != tried && self.handles.contains_key(p) && !self.held(*p))
+                .filter(|p| Some(*p) != tried && self.jobs.contains_key(p) && !self.held(*p))
                 .collect();
             if !survivors.is_empty() {
                 self.restart(&survivors, false, out).await?;
@@ -187,16 +180,16 @@ impl Fleet {
     /// no backend uses it yet, so a failure leaves nothing to undo.
     async fn try_probe(&self, new: &Config, out: &Out) -> Result<(), OpError> {
         let running = |routable: bool| {
-            self.handles.values().find(|h| {
-                let s = h.slot.status();
-                s.state == crate::lifecycle::Phase::Running
-                    && s.pid.is_some()
-                    && (!routable || h.slot.routable())
+            self.jobs.values().find(|j| {
+                let l = j.lifecycle();
+                l.state == Phase::Running
+                    && l.pid.or(l.guard_pid).is_some()
+                    && (!routable || j.routable())
             })
         };
         let Some(slot) = running(true)
             .or_else(|| running(false))
-            .map(|h| h.slot.clone())
+            .map(|j| j.slot().clone())
         else {
             out.progress(
                 "reload: no backend is running to try the new health probe on; applying it as is"
@@ -242,7 +235,7 @@ impl Fleet {
     /// `Ok(None)`: every backend is held, nothing runs to try it on. On a
     /// failure the backend goes back to the old settings and is restarted.
     async fn try_command(&self, new: &Config, out: &Out) -> Result<Option<u16>, OpError> {
-        let Some(port) = self.handles.keys().copied().find(|p| !self.held(*p)) else {
+        let Some(port) = self.jobs.keys().copied().find(|p| !self.held(*p)) else {
             return Ok(None);
         };
         let limit = self.restart_limit();
@@ -252,9 +245,8 @@ impl Fleet {
         ))
         .await;
         self.retarget(port, new).await;
-        self.drain_then_stop(&[port], out, |deadline| Event::Restart { deadline })
-            .await;
-        let why = match self.come_back(port, limit).await {
+        let ticket = self.restarted(port, out).await;
+        let why = match serving(ticket).await {
             Ok(pid) => {
                 out.progress(format!(
                     "backend {port}: passed with the new settings (pid {pid})"
@@ -262,7 +254,7 @@ impl Fleet {
                 .await;
                 return Ok(Some(port));
             }
-            Err(NotServing(why)) => why,
+            Err(why) => why,
         };
         // Roll back: the old command and probe, and a worker running it.
         out.progress(format!(
@@ -270,11 +262,10 @@ impl Fleet {
         ))
         .await;
         self.retarget(port, &self.config).await;
-        self.drain_then_stop(&[port], out, |deadline| Event::Restart { deadline })
-            .await;
-        let after = match self.come_back(port, limit).await {
+        let ticket = self.restarted(port, out).await;
+        let after = match serving(ticket).await {
             Ok(pid) => format!("backend {port} is back on the old settings (pid {pid})"),
-            Err(NotServing(w)) => {
+            Err(w) => {
                 format!("backend {port} did not come back on the old settings either: {w}")
             }
         };
@@ -288,18 +279,19 @@ impl Fleet {
     /// Give one backend `config`'s probe, policy and command line (used
     /// from its next probe and spawn).
     async fn retarget(&self, port: u16, config: &Config) {
-        let h = &self.handles[&port];
-        let _ = h
-            .commands
-            .send(BackendCmd::Settings {
-                health: config.health.clone(),
-                policy: Policy::new(&config.restart, &config.health),
-            })
+        let job = self.job(port);
+        let policy = Policy::new(&config.restart, &config.health);
+        let _ = job.configure(config.health.clone(), policy).await.await;
+        let _ = job
+            .relaunch(launch_for(config, self.exe(), port))
+            .await
             .await;
-        let _ = h
-            .commands
-            .send(BackendCmd::Launch(launch_for(config, self.exe(), port)))
-            .await;
+    }
+
+    /// Drain and restart one backend: the ticket of its return.
+    async fn restarted(&self, port: u16, out: &Out) -> super::job::Ticket {
+        let mut tickets = self.drain_then_restart(&[port], out).await;
+        tickets.pop().expect("one port, one ticket").1
     }
 }
 

@@ -1,4 +1,4 @@
-//! The shutdown order, in process: `supervisor::run` with listeners bound
+//! The shutdown order, in process: `Supervisor::run` with listeners bound
 //! here (the balancer on port 0, the control socket in a temp state dir) and
 //! backends that ignore SIGTERM, stopped by a `down` request. What `fleet
 //! down` promises is checked where it happens: its reply comes only after
@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{Listeners, Options, Readiness};
+use super::{Listeners, Options, Readiness, StateFiles, Supervisor};
 use crate::config::{Config, HealthKind};
 use crate::control::client;
 use crate::control::protocol::{Reply, Request};
@@ -82,19 +82,23 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
         signals: None,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
-    let supervisor = tokio::spawn(super::run(
-        config,
-        Listeners {
-            balancer,
-            control,
-            admin: None,
-        },
-        state.clone(),
-        lock,
-        opts,
-        CancellationToken::new(),
-        ready_tx,
-    ));
+    let supervisor = tokio::spawn(
+        Supervisor::start(
+            config,
+            Listeners {
+                balancer,
+                control,
+                admin: None,
+            },
+            StateFiles {
+                dir: state.clone(),
+                lock,
+            },
+            opts,
+            CancellationToken::new(),
+        )
+        .run(ready_tx),
+    );
     let ready = tokio::time::timeout(PATIENCE, ready_rx)
         .await
         .expect("ready in time")

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::control::command::Command;
+use crate::control::protocol::Request;
 
 /// The registered handlers. Registering replaces the default actions at
 /// once, so this is done before the fleet starts (and a failure reported).
@@ -69,7 +70,7 @@ impl Signals {
                     // The reload logs its progress and outcome itself; nobody
                     // reads its replies.
                     let (reply, _) = mpsc::channel(1);
-                    if commands.send(Command::Reload { reply }).await.is_err() {
+                    if commands.send(Command { request: Request::Reload, reply }).await.is_err() {
                         return;
                     }
                 }

@@ -52,10 +52,25 @@ use crate::lifecycle::Phase;
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Grace between SIGTERM and SIGKILL when liveness restarts a hung backend.
 pub(crate) const LIVENESS_GRACE: Duration = Duration::from_secs(2);
-/// `last_exit_cause` of a worker restarted by liveness (`restart_after`).
-pub(crate) const CAUSE_HEALTH: &str = "restarted by fleet: failed health checks";
-/// `last_exit_cause` of a worker restarted for not passing a probe in `START_TIMEOUT`.
-pub(crate) const CAUSE_NOT_READY: &str = "restarted by fleet: not ready in time";
+
+/// Why fleet itself stopped a worker to restart it (`last_exit_cause`): its
+/// exit (often a clean `exit 0` after SIGTERM) is then no crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RestartCause {
+    /// Liveness: `restart_after` failed probes in a row.
+    FailedHealth,
+    /// It did not pass a probe within `START_TIMEOUT`.
+    NotReady,
+}
+
+impl std::fmt::Display for RestartCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestartCause::FailedHealth => "restarted by fleet: failed health checks",
+            RestartCause::NotReady => "restarted by fleet: not ready in time",
+        })
+    }
+}
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +99,34 @@ pub(crate) enum AfterStop {
     Hold,
 }
 
-/// The reason a backend held by `fleet stop` shows.
-pub(crate) const HELD: &str = "stopped by `fleet stop`; `fleet start` brings it back";
+/// Why a backend is `Stopped` (rendered in words only for status and
+/// messages: the supervisor decides from the variant).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StopCause {
+    /// `fleet stop`, on purpose: stopped until `fleet start`.
+    Held,
+    /// The restart policy declined a restart after `what` (an exit, or a
+    /// spawn that failed).
+    Declined { what: String, policy: RestartPolicy },
+}
+
+impl std::fmt::Display for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopCause::Held => f.write_str("stopped by `fleet stop`; `fleet start` brings it back"),
+            StopCause::Declined { what, policy } => {
+                write!(f, "{what}; restart policy is {}", policy_name(*policy))
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum State {
     /// Not running and not scheduled to run: before `Start`, after shutdown,
-    /// or when the restart policy declined a restart (`reason` says which).
-    Stopped { reason: Option<String> },
+    /// or when the restart policy declined a restart (`cause` says which;
+    /// `None`: not started yet, or shut down).
+    Stopped { cause: Option<StopCause> },
     /// Spawn requested (`pid` is None until the glue reports it); probed
     /// quickly and routable at the first pass.
     Starting { pid: Option<u32>, since: Instant },
@@ -140,7 +175,21 @@ impl State {
     /// Stopped by `fleet stop`, on purpose: not serving, but not a fault
     /// (status shows it `stopped`, and it does not make the fleet degraded).
     pub(crate) fn held(&self) -> bool {
-        matches!(self, State::Stopped { reason: Some(r) } if r == HELD)
+        matches!(
+            self,
+            State::Stopped {
+                cause: Some(StopCause::Held)
+            }
+        )
+    }
+
+    /// Why it is stopped or failed, in words (what status shows as `reason`).
+    pub(crate) fn cause_text(&self) -> Option<String> {
+        match self {
+            State::Failed { reason } => Some(reason.clone()),
+            State::Stopped { cause } => cause.as_ref().map(ToString::to_string),
+            _ => None,
+        }
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
@@ -250,9 +299,9 @@ pub(crate) struct Backend {
     last_exit: Option<Exit>,
     /// Why fleet itself stopped the last worker that exited, if it did: its
     /// exit (often a clean `exit 0` after SIGTERM) is no crash.
-    last_exit_cause: Option<&'static str>,
+    last_exit_cause: Option<RestartCause>,
     /// The cause to record when the worker being stopped for a restart exits.
-    stopping_for: Option<&'static str>,
+    stopping_for: Option<RestartCause>,
     /// Jitter source; seeded so tests are deterministic.
     rng: fastrand::Rng,
 }
@@ -260,7 +309,7 @@ pub(crate) struct Backend {
 impl Backend {
     pub(crate) fn new(policy: Policy, seed: u64) -> Self {
         Backend {
-            state: State::Stopped { reason: None },
+            state: State::Stopped { cause: None },
             policy,
             restarts: 0,
             attempt: 0,
@@ -287,7 +336,7 @@ impl Backend {
     }
     /// Why fleet stopped the last worker that exited ("failed health
     /// checks"), or None if it exited on its own (or at shutdown).
-    pub(crate) fn last_exit_cause(&self) -> Option<&'static str> {
+    pub(crate) fn last_exit_cause(&self) -> Option<RestartCause> {
         self.last_exit_cause
     }
     pub(crate) fn routable(&self) -> bool {
@@ -312,7 +361,7 @@ impl Backend {
 
     /// Apply one event. Returns the action the glue must perform, if any.
     pub(crate) fn step(&mut self, ev: Event, now: Instant) -> Option<Action> {
-        let state = std::mem::replace(&mut self.state, State::Stopped { reason: None });
+        let state = std::mem::replace(&mut self.state, State::Stopped { cause: None });
         let (next, action) = self.transition(state, ev, now);
         self.state = next;
         action
@@ -371,7 +420,7 @@ impl Backend {
                 Event::Halt { .. },
             ) => (
                 Stopped {
-                    reason: Some(HELD.into()),
+                    cause: Some(StopCause::Held),
                 },
                 None,
             ),
@@ -418,7 +467,7 @@ impl Backend {
                 },
                 Event::Tick,
             ) if now >= since + START_TIMEOUT => {
-                self.stopping_for = Some(CAUSE_NOT_READY);
+                self.stopping_for = Some(RestartCause::NotReady);
                 stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart)
             }
             // Starting | Running | Draining -> Backoff | Failed | Stopped (the worker died)
@@ -485,7 +534,7 @@ impl Backend {
             // Running -> Stopping (liveness: past `restart_after`, and the
             // fleet's restart turn is its own)
             (Running { pid, fails, .. }, Event::RestartTurn) if fails >= p.restart_after => {
-                self.stopping_for = Some(CAUSE_HEALTH);
+                self.stopping_for = Some(RestartCause::FailedHealth);
                 stopping(pid, now + LIVENESS_GRACE, AfterStop::Restart)
             }
             // Running -> Running (the balancer could not connect: out of rotation
@@ -562,12 +611,12 @@ impl Backend {
                 self.last_exit = Some(exit);
                 let cause = self.stopping_for.take();
                 let next = match then {
-                    AfterStop::Stay => (Stopped { reason: None }, None),
+                    AfterStop::Stay => (Stopped { cause: None }, None),
                     AfterStop::Restart => self.after_exit(exit, None, now),
                     AfterStop::Respawn => self.deliberate_start(now),
                     AfterStop::Hold => (
                         Stopped {
-                            reason: Some(HELD.into()),
+                            cause: Some(StopCause::Held),
                         },
                         None,
                     ),
@@ -608,7 +657,7 @@ impl Backend {
             ),
             // Backoff | Starting(no pid) | Stopped -> Stopped (shutdown, nothing to signal)
             (Backoff { .. } | Starting { pid: None, .. } | Stopped { .. }, Event::Stop { .. }) => {
-                (Stopped { reason: None }, None)
+                (Stopped { cause: None }, None)
             }
             // Failed -> Failed (shutdown keeps the verdict visible)
             (s @ Failed { .. }, Event::Stop { .. }) => (s, None),
@@ -669,10 +718,10 @@ impl Backend {
         if !restart {
             return (
                 State::Stopped {
-                    reason: Some(format!(
-                        "{what}; restart policy is {}",
-                        policy_name(r.policy)
-                    )),
+                    cause: Some(StopCause::Declined {
+                        what,
+                        policy: r.policy,
+                    }),
                 },
                 None,
             );
@@ -842,15 +891,9 @@ mod tests {
         assert_eq!(*actual, then);
     }
 
-    /// Stopped with `reason` (`None`: shut down, nothing to explain).
-    fn assert_stopped(b: &Backend, reason: Option<&str>, why: &str) {
-        assert_eq!(
-            b.state(),
-            &State::Stopped {
-                reason: reason.map(Into::into)
-            },
-            "{why}"
-        );
+    /// Stopped for `cause` (`None`: shut down, nothing to explain).
+    fn assert_stopped(b: &Backend, cause: Option<StopCause>, why: &str) {
+        assert_eq!(b.state(), &State::Stopped { cause }, "{why}");
     }
 
     #[test]
@@ -1075,7 +1118,7 @@ mod tests {
         assert_eq!(b.last_exit(), Some(Exit::Code(0)));
         assert_eq!(
             b.last_exit_cause(),
-            Some(CAUSE_HEALTH),
+            Some(RestartCause::FailedHealth),
             "not a clean exit of its own"
         );
         // The next worker's own exit carries no cause.
@@ -1258,10 +1301,18 @@ mod tests {
         let t0 = Instant::now();
         let mut b = spawned(policy_with(RestartPolicy::Never), 1, t0);
         b.step(Event::Exited(Exit::Code(0)), t0);
-        let State::Stopped { reason: Some(r) } = b.state() else {
+        let State::Stopped {
+            cause: Some(StopCause::Declined { what, policy }),
+        } = b.state()
+        else {
             panic!("{:?}", b.state())
         };
-        assert!(r.contains("never"), "{r}");
+        assert_eq!(*policy, RestartPolicy::Never);
+        assert_eq!(
+            b.state().cause_text().as_deref(),
+            Some(format!("{what}; restart policy is never").as_str()),
+            "rendered as before"
+        );
     }
 
     #[test]
@@ -1382,7 +1433,7 @@ mod tests {
         let deadline = t0 + ms(100);
         assert_terms(&mut b, Event::Halt { deadline }, t0);
         assert_eq!(b.step(Event::Exited(Exit::Code(0)), t0), None);
-        assert_stopped(&b, Some(HELD), "held");
+        assert_stopped(&b, Some(StopCause::Held), "held");
         assert_eq!(b.next_deadline(), None, "nothing restarts it");
         assert_eq!(b.step(Event::Start, t0), Some(Action::Spawn));
         assert_eq!(b.state().phase(), Phase::Starting);
@@ -1508,7 +1559,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = backing_off(t0);
         assert_eq!(b.step(Event::Halt { deadline: t0 }, t0), None);
-        assert_stopped(&b, Some(HELD), "held");
+        assert_stopped(&b, Some(StopCause::Held), "held");
         assert_eq!(b.step(Event::Tick, t0 + Duration::from_secs(60)), None);
         assert_eq!(
             b.state().phase(),

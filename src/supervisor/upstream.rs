@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -97,8 +97,18 @@ impl Health {
     }
 }
 
+/// An upstream's health as its task last published it, and why it is not
+/// up in words (what start-up waits on; `fleet status` reads the slot).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict {
+    pub(crate) health: Health,
+    pub(crate) reason: Option<String>,
+}
+
 /// The task that owns one upstream's slot.
 pub(crate) struct UpstreamTask {
+    /// Where it publishes its `Verdict`.
+    pub(crate) verdict: watch::Sender<Verdict>,
     pub(crate) slot: Arc<Slot>,
     pub(crate) backends: Arc<Backends>,
     pub(crate) health: HealthConfig,
@@ -183,6 +193,10 @@ impl UpstreamTask {
             Health::Unknown { .. } => failure.map(str::to_owned),
             Health::Up { .. } => None,
         };
+        self.verdict.send_replace(Verdict {
+            health: state,
+            reason: reason.clone(),
+        });
         self.slot.publish(
             state.routable(),
             Lifecycle {
