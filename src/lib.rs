@@ -135,6 +135,16 @@
 //! `control`, and neither `balancer` nor `supervisor::state` imports
 //! `control::protocol`.
 //!
+//! # Layers
+//! Dependencies point down. Top to bottom, each module imports only those
+//! after it (a test below fails on an import that points up, and on two
+//! submodules of one module that import each other):
+//! `main`, `lib`, `error`, `commands`, `cli`, `bench`, `supervisor`, `admin`,
+//! `control`, `balancer`, `worker`, `guard`, `idle`, `metrics`, `lifecycle`,
+//! `config`, `builtin`, `discover`, `logging`, `log_writer`, `rotating_file`,
+//! `state_dir`, `ports`, `process`, `listener`, `fd_limit`, `duration`,
+//! `message`, `exit`, `help`
+//!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
 //! fresh exec of this same binary, `fleet serve` or `fleet guard -- COMMAND`
@@ -342,46 +352,36 @@ mod layout {
     /// The layers, top to bottom: a module may import only modules listed
     /// after it (`# Layout` above says what each is for). `main` and `lib`
     /// (`run`, the crate's interface) stand above all.
-    const LAYERS: [&str; 30] = [
-        "main",
-        "lib",
-        "error",
-        "commands",
-        "cli",
-        "bench",
-        "supervisor",
-        "admin",
-        "control",
-        "balancer",
-        "worker",
-        "guard",
-        "idle",
-        "metrics",
-        "lifecycle",
-        "config",
-        "builtin",
-        "discover",
-        "logging",
-        "log_writer",
-        "rotating_file",
-        "state_dir",
-        "ports",
-        "process",
-        "listener",
-        "fd_limit",
-        "duration",
-        "message",
-        "exit",
-        "help",
-    ];
+    /// The layers, top to bottom, as `# Layers` in the crate doc lists them.
+    fn layers() -> Vec<String> {
+        let doc = include_str!("lib.rs");
+        let start = doc.find("//! # Layers").expect("a # Layers section");
+        let section = &doc[start..];
+        let end = section.find("\n//!\n").expect("the section ends");
+        section[..end]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
 
-    /// The non-test source of a file: up to its `mod tests`, with
+    /// The non-test source of a file: all but its `mod tests`, with
     /// comment lines left out (a doc may name a module above).
     fn code(path: &Path) -> String {
         let text = std::fs::read_to_string(path).unwrap();
+        let mut in_tests = false;
         text.lines()
-            .take_while(|l| l.trim() != "mod tests {")
-            .filter(|l| !l.trim_start().starts_with("//"))
+            .filter(|l| {
+                // A top-level `mod tests {` ends at the first `}` in column 0.
+                if *l == "mod tests {" {
+                    in_tests = true;
+                } else if in_tests && *l == "}" {
+                    in_tests = false;
+                    return false;
+                }
+                !in_tests && !l.trim_start().starts_with("//")
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -456,10 +456,12 @@ mod layout {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut all = Vec::new();
         files(&src, &mut all);
-        let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
+        let layers = layers();
+        assert!(layers.len() > 20, "read the layers: {layers:?}");
+        let rank = |m: &str| layers.iter().position(|l| l == m);
         let mut upward = Vec::new();
         for (top, path) in &all {
-            let mine = rank(top).unwrap_or_else(|| panic!("{top} is not in LAYERS"));
+            let mine = rank(top).unwrap_or_else(|| panic!("{top} is not in # Layers"));
             for segs in crate_paths(&code(path)) {
                 let Some(theirs) = rank(&segs[0]) else {
                     continue;
