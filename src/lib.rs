@@ -74,7 +74,11 @@
 //!   supervisor; `supervisor::ops` the one dispatch of the control protocol's
 //!   requests and the operations on a running fleet (restart, stop, start,
 //!   scale: drain, then act, as awaited tickets) and `supervisor::reload`
-//!   (re-read fleet.yaml, apply the difference); `supervisor::signals` what
+//!   (re-read fleet.yaml, apply the difference), with what a reload moves:
+//!   `supervisor::front` (the balancer's listener, `admin_hosts`),
+//!   `supervisor::blue_green` (a moved `base_port`: new set beside the old,
+//!   one switch) and `supervisor::upstream_set` (upstreams added, drained
+//!   and removed); `supervisor::signals` what
 //!   each signal means (stop, reload, or logged and ignored);
 //!   `supervisor::upstream`
 //!   the task per remote backend (no process, only health checks).

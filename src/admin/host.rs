@@ -19,6 +19,9 @@
 //! may omit it (browsers always send one).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use hyper::header::HOST;
 use hyper::{Request, StatusCode, Version};
@@ -28,8 +31,9 @@ use hyper::{Request, StatusCode, Version};
 pub(crate) struct Names {
     /// The IP the admin address is bound to.
     own: IpAddr,
-    /// `admin_hosts`: lowercase, without a port.
-    extra: Vec<String>,
+    /// `admin_hosts`: lowercase, without a port. Read per request, so a
+    /// `fleet reload` that changes them applies to the next one.
+    extra: Arc<ArcSwap<Vec<String>>>,
 }
 
 /// Why a request is not served: its status and a one-line body.
@@ -43,7 +47,13 @@ pub(crate) struct Refusal {
 const MAX_SHOWN: usize = 100;
 
 impl Names {
+    #[cfg(test)]
     pub(crate) fn new(own: IpAddr, extra: Vec<String>) -> Self {
+        Self::shared(own, Arc::new(ArcSwap::from_pointee(extra)))
+    }
+
+    /// Names whose `admin_hosts` the holder of `extra` may replace.
+    pub(crate) fn shared(own: IpAddr, extra: Arc<ArcSwap<Vec<String>>>) -> Self {
         Names { own, extra }
     }
 
@@ -84,7 +94,7 @@ impl Names {
         let name = strip_port(host.trim()).to_ascii_lowercase();
         // A fully qualified `localhost.` is the same name.
         let name = name.strip_suffix('.').unwrap_or(&name);
-        if name == "localhost" || self.extra.iter().any(|e| e == name) {
+        if name == "localhost" || self.extra.load().iter().any(|e| e == name) {
             return true;
         }
         match name.parse::<IpAddr>() {

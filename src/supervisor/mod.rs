@@ -28,6 +28,8 @@
 //! drains instead.
 
 pub(crate) mod backend;
+mod blue_green;
+mod front;
 pub(crate) mod health;
 pub(crate) mod job;
 mod ops;
@@ -39,6 +41,7 @@ mod shutdown_tests;
 pub(crate) mod signals;
 pub(crate) mod state;
 pub(crate) mod upstream;
+mod upstream_set;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,8 +55,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::balancer::access_log::AccessLog;
 use crate::balancer::pool::{Backends, Pool};
-use crate::balancer::{self, access_log::AccessLog};
 use crate::config::{BackendCommand, Config, Overrides, Www};
 use crate::control::command::Command;
 use crate::control::protocol::{Reply, Request};
@@ -213,7 +216,6 @@ impl Supervisor {
         if let Some(path) = &config.balancer.access_log {
             let _ = backends.access_log.set(AccessLog::new(path.clone()));
         }
-        // Fixed for the supervisor's life, like the admin address itself.
         let admin_hosts = config.admin_hosts.clone();
         let mut fleet = Fleet::new(
             config,
@@ -225,17 +227,24 @@ impl Supervisor {
             &opts,
         );
         fleet.spawn_initial();
-        tracker.spawn(balancer::run(
+        // A reload may move the balancer's address and change `admin_hosts`.
+        let front = front::Front::start(
             listeners.balancer,
+            listen,
             backends.clone(),
-            token.child_token(),
+            (tracker.clone(), conns.clone()),
+            token.clone(),
             hard_stop.clone(),
-            conns.clone(),
-        ));
+            admin_hosts,
+        );
+        let (listen_now, admin_hosts) = (front.listen.clone(), front.admin_hosts.clone());
+        fleet.front = Some(front);
         let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
         let view: StatusView = {
             let backends = backends.clone();
-            Arc::new(move || crate::control::status::build(&backends, listen, admin, started))
+            Arc::new(move || {
+                crate::control::status::build(&backends, **listen_now.load(), admin, started)
+            })
         };
         tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
         if let Some((listener, addr)) = listeners.admin.zip(admin) {
@@ -245,7 +254,7 @@ impl Supervisor {
                     status: view.clone(),
                     backends: backends.clone(),
                     started,
-                    names: crate::admin::host::Names::new(addr.ip(), admin_hosts),
+                    names: crate::admin::host::Names::shared(addr.ip(), admin_hosts),
                 },
                 token.child_token(),
                 tracker.clone(),
@@ -494,8 +503,8 @@ async fn wait_ready(
             };
             out.push((job.port(), why));
         }
-        for (slot, verdict) in &fleet.upstreams {
-            let mut verdict = verdict.clone();
+        for remote in &fleet.upstreams {
+            let (slot, mut verdict) = (&remote.slot, remote.verdict.clone());
             let _ = tokio::time::timeout_at(
                 deadline,
                 verdict.wait_for(|v| !matches!(v.health, Health::Unknown { .. })),

@@ -28,10 +28,10 @@ use super::backend::{BackendTask, Io, Real, RestartTurn};
 use super::job::{Job, Outcome, Ticket};
 use super::output::BackendLog;
 use super::state::{Backend, Policy};
-use super::upstream::{Health, UpstreamTask, Verdict};
+use super::upstream::{Health, Remote, UpstreamTask, Verdict};
 use super::{Options, STARTUP_TIMEOUT, launch_for};
 use crate::balancer::pool::{Backends, Pool, Slot};
-use crate::config::{Config, ConfigError, MAX_BACKENDS, Overrides};
+use crate::config::{Config, ConfigError, HealthConfig, MAX_BACKENDS, Overrides, Upstream};
 use crate::control::command::Replies;
 use crate::control::protocol::{Reply, Request};
 use crate::lifecycle::Phase;
@@ -55,7 +55,7 @@ pub(super) enum OpError {
     Config(#[from] ConfigError),
 }
 
-fn not_serving(failed: &[(u16, String)]) -> String {
+pub(super) fn not_serving(failed: &[(u16, String)]) -> String {
     failed
         .iter()
         .map(|(p, why)| format!("backend {p} did not come back: {why}"))
@@ -110,8 +110,11 @@ pub(super) struct Fleet {
     pub(super) jobs: BTreeMap<u16, Job>,
     /// Remote backends: in the pool after the local ones, in the order
     /// written; their tasks only health-check them, and no command here
-    /// addresses them.
-    pub(super) upstreams: Vec<(Arc<Slot>, watch::Receiver<Verdict>)>,
+    /// addresses them (a reload adds and removes them: `upstream_set`).
+    pub(super) upstreams: Vec<Remote>,
+    /// The balancer's listener and the admin names, which a reload moves
+    /// (`front`); set once the balancer runs.
+    pub(super) front: Option<super::front::Front>,
     tracker: TaskTracker,
     token: CancellationToken,
     grace: watch::Receiver<Duration>,
@@ -146,6 +149,7 @@ impl Fleet {
             backends,
             jobs: BTreeMap::new(),
             upstreams: Vec::new(),
+            front: None,
             tracker,
             token,
             grace_tx,
@@ -180,43 +184,56 @@ impl Fleet {
             let job = self.spawn(port);
             self.jobs.insert(port, job);
         }
-        for u in &self.config.upstreams {
-            let (mut slot, passive) = Slot::upstream(u.name.clone(), u.addr);
-            slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
-            let slot = Arc::new(slot);
-            let (verdict, watcher) = watch::channel(Verdict {
-                health: Health::Unknown { fails: 0 },
-                reason: None,
-            });
-            self.tracker.spawn(
-                UpstreamTask {
-                    verdict,
-                    slot: slot.clone(),
-                    backends: self.backends.clone(),
-                    health: self.config.health.clone(),
-                    passive,
-                    token: self.token.child_token(),
-                }
-                .run(),
-            );
-            self.upstreams.push((slot, watcher));
+        for u in self.config.upstreams.clone() {
+            let remote = self.spawn_upstream(u, &self.config.health);
+            self.upstreams.push(remote);
         }
         self.publish_pool();
     }
 
+    /// Start health-checking one upstream (it takes traffic once the pool
+    /// holds it and it passed a probe).
+    pub(super) fn spawn_upstream(&self, config: Upstream, health: &HealthConfig) -> Remote {
+        let (mut slot, passive) = Slot::upstream(config.name.clone(), config.addr);
+        slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
+        let slot = Arc::new(slot);
+        let (verdict, watcher) = watch::channel(Verdict {
+            health: Health::Unknown { fails: 0 },
+            reason: None,
+        });
+        let stop = self.token.child_token();
+        self.tracker.spawn(
+            UpstreamTask {
+                verdict,
+                slot: slot.clone(),
+                backends: self.backends.clone(),
+                health: health.clone(),
+                passive,
+                token: stop.clone(),
+            }
+            .run(),
+        );
+        Remote {
+            config,
+            slot,
+            verdict: watcher,
+            stop,
+        }
+    }
+
     /// Swap in a pool of exactly the current backends, then the upstreams
     /// (no request ever sees half of a change).
-    fn publish_pool(&self) {
+    pub(super) fn publish_pool(&self) {
         let slots = self
             .jobs
             .values()
             .map(|j| j.slot().clone())
-            .chain(self.upstreams.iter().map(|(s, _)| s.clone()))
+            .chain(self.upstreams.iter().map(|u| u.slot.clone()))
             .collect();
         self.backends.swap(Pool::new(slots));
     }
 
-    fn spawn(&self, port: u16) -> Job {
+    pub(super) fn spawn(&self, port: u16) -> Job {
         let (mut slot, passive) = Slot::new(port, SocketAddr::from(([127, 0, 0, 1], port)));
         // A port scaled away and back carries on from its old counts.
         slot.metrics = self.backends.metrics.backends.for_addr(slot.addr);
@@ -310,7 +327,7 @@ impl Fleet {
 
     /// Take `ports` out of rotation and wait until their in-flight work is
     /// done, or `shutdown.drain_timeout`.
-    async fn drain(&self, ports: &[u16], out: &Out) {
+    pub(super) async fn drain(&self, ports: &[u16], out: &Out) {
         let limit = self.config.shutdown.drain_timeout;
         let mut tickets = Vec::new();
         for &p in ports {
@@ -516,23 +533,29 @@ impl Fleet {
             let retired: Vec<Job> = gone.iter().filter_map(|p| self.jobs.remove(p)).collect();
             self.config.backends = n;
             self.publish_pool();
-            let grace = self.config.shutdown.timeout;
-            let mut tickets = Vec::new();
-            for job in &retired {
-                tickets.push((job.port(), job.retire(grace).await));
-            }
-            for (port, ticket) in tickets {
-                if tokio::time::timeout(grace + STOP_SLACK, ticket)
-                    .await
-                    .is_err()
-                {
-                    warn!(target: "supervisor", port, "backend task did not finish after scale-down");
-                }
-                out.progress(format!("backend {port}: stopped and removed"))
-                    .await;
-            }
+            self.retire(retired, out).await;
         }
         Ok(format!("scaled from {old} to {n} backends"))
+    }
+
+    /// Stop backends already out of the pool for good: each job's `retire`
+    /// ticket resolves once its worker is gone and its task ends.
+    pub(super) async fn retire(&self, retired: Vec<Job>, out: &Out) {
+        let grace = self.config.shutdown.timeout;
+        let mut tickets = Vec::new();
+        for job in &retired {
+            tickets.push((job.port(), job.retire(grace).await));
+        }
+        for (port, ticket) in tickets {
+            if tokio::time::timeout(grace + STOP_SLACK, ticket)
+                .await
+                .is_err()
+            {
+                warn!(target: "supervisor", port, "backend task did not finish after it was retired");
+            }
+            out.progress(format!("backend {port}: stopped and removed"))
+                .await;
+        }
     }
 }
 
@@ -557,7 +580,7 @@ pub(super) async fn check_free(ports: Vec<u16>) -> Result<(), OpError> {
 }
 
 /// "9002, 9003 and 9004" (short lists) or "9002-9009".
-fn list(ports: &[u16]) -> String {
+pub(super) fn list(ports: &[u16]) -> String {
     let consecutive = ports.windows(2).all(|w| w[1] == w[0] + 1);
     match ports {
         [] => "no backends".into(),

@@ -2,8 +2,8 @@
 //! the flags given to `up`, validate it whole, and apply the difference.
 //!
 //! All or nothing up front: a file that does not validate, a missing www, or
-//! a change a running fleet cannot make (`listen`, `base_port`) is refused
-//! before anything is touched.
+//! a port a change needs that is busy (a new `listen`, the ports of a moved
+//! `base_port` or of a grown fleet) is refused before anything is touched.
 //!
 //! A reload cannot take the fleet down: a new probe (`health.*`) or a new
 //! command (`backend.*`, `www`) is tried on one backend first. A new probe is
@@ -11,25 +11,32 @@
 //! restarts one backend on it. If that backend does not pass within the
 //! start-up limit, the reload is rolled back (the tried backend goes back to
 //! the old command and probe), nothing else changes, and the command fails
-//! with what the probe saw.
+//! with what the probe saw. A moved `base_port` is blue/green instead
+//! (`blue_green`): the whole new set is the try, beside the old one.
 //!
-//! Once the try passed, in this order: settings that apply at once (health,
-//! restart, shutdown, balancer timeouts), the backend count (through
-//! `scale`), and the new command line through a rolling restart of the
-//! other backends that were already there.
+//! In this order: new upstreams (each must pass a probe before it takes
+//! traffic, else nothing changed: `upstream_set`); then either the
+//! blue/green move, or the in-place changes: the try, settings that apply
+//! at once (health, restart, shutdown, balancer timeouts), the backend count
+//! (through `scale`), and the new command line through a rolling restart of
+//! the other backends that were already there; then removed upstreams are
+//! drained and removed, `admin_hosts` swapped, and last the balancer moves
+//! to a new `listen` (bound at the start: `front`).
 //!
 //! The backend count: a `fleet scale` outlives a reload that does not change
 //! `backends` in fleet.yaml (the count the file gave at the last `up` or
 //! reload); a changed `backends` in the file wins.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::ops::{Fleet, OpError, Out, check_free, serving};
+use super::front::Front;
+use super::ops::{Fleet, OpError, Out, check_free, list, serving};
 use super::state::{Policy, policy_name};
 use super::{STARTUP_TIMEOUT, health, launch_for};
-use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Www};
+use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Upstream, Www};
 use crate::lifecycle::Phase;
 
 impl Fleet {
@@ -58,34 +65,6 @@ impl Fleet {
             )));
         }
         let old = &self.config;
-        if new.listen != old.listen {
-            return Err(OpError::Invalid(format!(
-                "reload: listen changed from {} to {}; a running fleet keeps its address \
-                 (`fleet down`, then `fleet up` to move it); nothing changed",
-                old.listen, new.listen
-            )));
-        }
-        if new.base_port != old.base_port {
-            return Err(OpError::Invalid(format!(
-                "reload: base_port changed from {} to {}; a running fleet keeps its ports \
-                 (`fleet down`, then `fleet up` to move them); nothing changed",
-                old.base_port, new.base_port
-            )));
-        }
-        if new.upstreams != old.upstreams {
-            return Err(OpError::Invalid(
-                "reload: upstreams changed; a running fleet keeps its upstreams \
-                 (`fleet down`, then `fleet up`); nothing changed"
-                    .into(),
-            ));
-        }
-        if new.admin_hosts != old.admin_hosts {
-            return Err(OpError::Invalid(
-                "reload: admin_hosts changed; a running fleet keeps the names its admin address \
-                 answers to (`fleet down`, then `fleet up`); nothing changed"
-                    .into(),
-            ));
-        }
         // A count set by `fleet scale` stays unless fleet.yaml's changed.
         let have = self.jobs.len() as u16;
         let file_backends = new.backends;
@@ -93,11 +72,32 @@ impl Fleet {
         if kept {
             new.backends = have;
         }
-        // A grown fleet needs its new ports free: checked before anything
-        // is applied, so a busy one changes nothing.
-        if new.backends > have {
+        // Every port a reload needs is checked before anything is applied,
+        // so a busy one changes nothing.
+        let moved = new.base_port != old.base_port;
+        if moved {
+            // Blue/green: the new set starts beside the old one.
+            if let Some(p) = new.ports().find(|p| self.jobs.contains_key(p)) {
+                return Err(OpError::PortInUse(format!(
+                    "reload: backend port {p} is in use by this fleet's backend {p}; a moved \
+                     base_port needs {} ports apart from the current {}",
+                    new.backends,
+                    list(&self.jobs.keys().copied().collect::<Vec<_>>())
+                )));
+            }
+            check_free(new.ports().collect()).await?;
+        } else if new.backends > have {
+            // A grown fleet needs its new ports free.
             check_free((new.base_port + have..new.base_port + new.backends).collect()).await?;
         }
+        // The new address is bound before the old one closes; held (not
+        // accepting) until everything else has applied.
+        let listener = match (&self.front, new.listen != old.listen) {
+            (Some(_), true) => Some(
+                Front::bind(new.listen).map_err(|e| OpError::PortInUse(format!("reload: {e}")))?,
+            ),
+            _ => None,
+        };
         if kept {
             out.progress(format!(
                 "reload: backends: kept at {have} (set by fleet scale; fleet.yaml says \
@@ -114,16 +114,105 @@ impl Fleet {
             out.progress(format!("reload: {c}")).await;
         }
 
+        // New upstreams first: one that does not pass changes nothing.
+        let added: Vec<Upstream> = new
+            .upstreams
+            .iter()
+            .filter(|u| !old.upstreams.contains(u))
+            .cloned()
+            .collect();
+        let removed: Vec<Upstream> = old
+            .upstreams
+            .iter()
+            .filter(|u| !new.upstreams.contains(u))
+            .cloned()
+            .collect();
+        self.add_upstreams(&added, &new.health, out).await?;
+
+        if moved {
+            // The new set runs the new command and probe from its start:
+            // it is its own try, and a failure leaves the old set serving.
+            let balancer = new.balancer.clone();
+            let grace = new.shutdown.timeout;
+            if let Err(e) = self.blue_green(new, out).await {
+                self.remove_upstreams(&added, out).await;
+                return Err(e);
+            }
+            self.backends.set_config(balancer);
+            self.grace_tx.send_replace(grace);
+            self.file_backends = file_backends;
+        } else {
+            let (listen, admin_hosts) = (self.config.listen, self.config.admin_hosts.clone());
+            if let Err(e) = self.apply_in_place(new, file_backends, out).await {
+                // Past the try, a failure (a backend that did not come back)
+                // leaves the rest unapplied: the config says what is in
+                // force, so the next reload tries it again.
+                self.config.listen = listen;
+                self.config.admin_hosts = admin_hosts;
+                self.config.upstreams = self.upstreams.iter().map(|u| u.config.clone()).collect();
+                return Err(e);
+            }
+        }
+        self.remove_upstreams(&removed, out).await;
+        if let Some(front) = &mut self.front {
+            front
+                .admin_hosts
+                .store(Arc::new(self.config.admin_hosts.clone()));
+            if let Some(listener) = listener {
+                let from = front.listen();
+                let to = front.move_to(listener);
+                out.progress(format!(
+                    "reload: the balancer accepts on {to}; {from} stopped accepting \
+                     (its open connections finish their requests)"
+                ))
+                .await;
+            }
+        }
+        Ok(format!(
+            "reloaded {} ({} change{})",
+            self.config
+                .source
+                .as_ref()
+                .map_or("the configuration".into(), |p| p.display().to_string()),
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        ))
+    }
+
+    /// The backends stay on their ports: a new probe or command is tried on
+    /// one first, settings apply at once, the count through `scale`, the
+    /// command through a rolling restart. An `Err` before anything applied
+    /// has rolled back (and removed the upstreams just added).
+    async fn apply_in_place(
+        &mut self,
+        mut new: Config,
+        file_backends: u16,
+        out: &Out,
+    ) -> Result<(), OpError> {
+        let old = &self.config;
         // Tried on one backend first; an `Err` has rolled it back.
         let relaunch = new.backend != old.backend || new.www != old.www;
+        let added: Vec<Upstream> = new
+            .upstreams
+            .iter()
+            .filter(|u| !old.upstreams.contains(u))
+            .cloned()
+            .collect();
         let tried = if relaunch {
-            self.try_command(&new, out).await?
+            self.try_command(&new, out).await
+        } else if new.health != old.health {
+            self.try_probe(&new, out).await.map(|()| None)
         } else {
-            if new.health != old.health {
-                self.try_probe(&new, out).await?;
-            }
-            None
+            Ok(None)
         };
+        let tried = match tried {
+            Ok(t) => t,
+            Err(e) => {
+                self.remove_upstreams(&added, out).await;
+                return Err(e);
+            }
+        };
+        let old = &self.config;
 
         // At once: the balancer reads its settings per connection, backend
         // tasks take theirs from the next probe or exit.
@@ -164,15 +253,7 @@ impl Fleet {
                 self.restart(&survivors, false, out).await?;
             }
         }
-        Ok(format!(
-            "reloaded {} ({} change{})",
-            self.config
-                .source
-                .as_ref()
-                .map_or("the configuration".into(), |p| p.display().to_string()),
-            changes.len(),
-            if changes.len() == 1 { "" } else { "s" }
-        ))
+        Ok(())
     }
 
     /// A new probe, run against one running backend (the first in rotation,
@@ -304,6 +385,20 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     let d = |d: Duration| humantime::format_duration(d).to_string();
+    let names = |v: &mut dyn Iterator<Item = &String>| {
+        let v: Vec<&str> = v.map(String::as_str).collect();
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    field("listen", old.listen.to_string(), new.listen.to_string());
+    field(
+        "base_port",
+        old.base_port.to_string(),
+        new.base_port.to_string(),
+    );
     field(
         "backends",
         old.backends.to_string(),
@@ -349,6 +444,41 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         nr.max_restarts.to_string(),
     );
     field("restart.window", d(or.window), d(nr.window));
+    // An upstream whose name now resolves elsewhere is named with its
+    // address, so the change shows.
+    let upstreams = |c: &Config| {
+        let shown: Vec<String> = c
+            .upstreams
+            .iter()
+            .map(|u| {
+                let moved = old
+                    .upstreams
+                    .iter()
+                    .chain(&new.upstreams)
+                    .any(|o| o.name == u.name && o.addr != u.addr);
+                match moved {
+                    true => format!("{} ({})", u.name, u.addr),
+                    false => u.name.clone(),
+                }
+            })
+            .collect();
+        names(&mut shown.iter())
+    };
+    field("upstreams", upstreams(old), upstreams(new));
+    if old.admin != new.admin {
+        let addr =
+            |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+        field(
+            "admin",
+            addr(old.admin),
+            format!("{} (takes effect at the next `fleet up`)", addr(new.admin)),
+        );
+    }
+    field(
+        "admin_hosts",
+        names(&mut old.admin_hosts.iter()),
+        names(&mut new.admin_hosts.iter()),
+    );
     field(
         "shutdown.timeout",
         d(old.shutdown.timeout),
@@ -543,6 +673,45 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ["health.kind: http GET /.fleet/health -> tcp"]
+        );
+    }
+
+    #[test]
+    fn listen_base_port_upstreams_and_admin_keys_are_named_in_the_diff() {
+        let old = Config {
+            upstreams: vec![Upstream {
+                name: "a:1".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+            }],
+            ..Config::default()
+        };
+        let mut new = Config {
+            listen: "127.0.0.1:9999".parse().unwrap(),
+            base_port: 9100,
+            admin: Some("127.0.0.1:44400".parse().unwrap()),
+            admin_hosts: vec!["fleet.lab".into()],
+            ..Config::default()
+        };
+        new.upstreams = vec![Upstream {
+            name: "b:2".into(),
+            addr: "127.0.0.1:2".parse().unwrap(),
+        }];
+        assert_eq!(
+            diff(&old, &new),
+            [
+                format!("listen: {} -> 127.0.0.1:9999", old.listen),
+                format!("base_port: {} -> 9100", old.base_port),
+                "upstreams: a:1 -> b:2".into(),
+                "admin: off -> 127.0.0.1:44400 (takes effect at the next `fleet up`)".into(),
+                "admin_hosts: none -> fleet.lab".into(),
+            ]
+        );
+        // A name that now resolves elsewhere shows its addresses.
+        let mut moved = old.clone();
+        moved.upstreams[0].addr = "127.0.0.1:3".parse().unwrap();
+        assert_eq!(
+            diff(&old, &moved),
+            ["upstreams: a:1 (127.0.0.1:1) -> a:1 (127.0.0.1:3)"]
         );
     }
 

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::health;
 use crate::balancer::pool::{Backends, Slot};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, Upstream};
 use crate::lifecycle::{Lifecycle, Phase};
 
 /// What the probes have shown so far; counters are consecutive results
@@ -95,6 +95,21 @@ impl Health {
             }
         }
     }
+}
+
+/// The supervisor's record of one remote backend (`upstreams:`): what
+/// fleet.yaml said, its pool slot, its task's verdicts, and what stops its
+/// health checks.
+pub(crate) struct Remote {
+    /// As fleet.yaml gave it: a reload compares it to find added and
+    /// removed upstreams.
+    pub(crate) config: Upstream,
+    /// Its place in the pool (and `fleet status`).
+    pub(crate) slot: Arc<Slot>,
+    /// Its task's verdicts: what start-up and a reload that adds it wait on.
+    pub(crate) verdict: watch::Receiver<Verdict>,
+    /// Ends its health-check task once it is removed.
+    pub(crate) stop: CancellationToken,
 }
 
 /// An upstream's health as its task last published it, and why it is not

@@ -81,3 +81,33 @@ fn admin_hosts_adds_a_lan_name() {
     assert_eq!(status_json(admin, &format!("192.0.2.7:{port}")).status, 200);
     assert_eq!(status_json(admin, "other.lab").status, 421);
 }
+
+#[test]
+fn a_reload_changes_the_admin_hosts_for_the_next_request() {
+    let port = free_ports(1)[0];
+    let f = Fleet::start(
+        1,
+        &format!(
+            "admin: 127.0.0.1:{port}
+admin_hosts: [fleet.lab]
+"
+        ),
+    );
+    let admin = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(status_json(admin, "fleet.lab").status, 200);
+    let yaml = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+    f.scratch.write(
+        "fleet.yaml",
+        &yaml.replace("admin_hosts: [fleet.lab]", "admin_hosts: [other.lab]"),
+    );
+    let out = f.fleet(&["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("reload: admin_hosts: fleet.lab -> other.lab"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(status_json(admin, "other.lab").status, 200);
+    assert_eq!(status_json(admin, "fleet.lab").status, 421);
+}

@@ -17,6 +17,7 @@ mod lifecycle;
 mod observe;
 mod operate;
 mod reload;
+mod reload_all;
 mod statedir;
 mod upstreams;
 mod worker;

@@ -480,13 +480,17 @@ fn reload_of_an_invalid_file_changes_nothing_and_names_the_line() {
         "a log line"
     );
 
-    // A changed listen address is refused, also changing nothing.
+    // A listen address that cannot be bound (not on this machine: a
+    // documentation address) is refused, also changing nothing.
     f.scratch
-        .write("fleet.yaml", &good.replace(&format!(":{}", f.listen), ":1"));
+        .write("fleet.yaml", &good.replace("127.0.0.1:", "192.0.2.1:"));
     let out = f.fleet(&["reload"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listen changed"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such address on this machine"), "{err}");
+    assert!(err.contains("nothing changed"), "{err}");
     assert_eq!(pids_of(&f.status()), pids_of(&before));
+    assert_eq!(f.status_json()["listen"], f.addr().to_string());
 }
 
 #[test]
