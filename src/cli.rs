@@ -124,6 +124,11 @@ pub struct UpArgs {
     /// fleet.yaml's upstreams). With upstreams, --backends 0 runs none locally
     #[arg(long = "upstream", value_name = "HOST:PORT")]
     pub upstreams: Vec<String>,
+    /// Watch these files or directories (default: fleet.yaml's watch.paths,
+    /// else the backend's cwd, or www for the built-in worker) and roll the
+    /// fleet when one changes
+    #[arg(long, value_name = "PATH", num_args = 0..)]
+    pub watch: Option<Vec<PathBuf>>,
     /// Return once the fleet is ready and keep it running in the background
     #[arg(short = 'd', long)]
     pub detach: bool,
@@ -148,6 +153,7 @@ impl UpArgs {
             mode: self.mode.clone(),
             admin: self.admin.clone(),
             upstreams: self.upstreams.clone(),
+            watch: self.watch.clone(),
         }
     }
 }
@@ -341,6 +347,7 @@ mod tests {
                 mode: Some("tcp".into()),
                 admin: Some("9100".into()),
                 upstreams: vec!["a:1".into(), "b:2".into()],
+                watch: None,
             }
         );
     }

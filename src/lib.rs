@@ -82,6 +82,10 @@
 //!   each signal means (stop, reload, or logged and ignored);
 //!   `supervisor::upstream`
 //!   the task per remote backend (no process, only health checks).
+//! - `watcher`: watch mode: file changes (`notify`, on its own thread) ->
+//!   debounced (`watcher::debounce`, pure) rolling restarts, one at a time,
+//!   through the supervisor's loop; `watcher::ignore` which paths never
+//!   count (pure).
 //! - `balancer`: the accept loop and mode dispatch; `balancer::admission`
 //!   (max_connections, closing the longest-idle client when full),
 //!   `balancer::pool` the data plane's view of the backends (atomics behind
@@ -143,11 +147,11 @@
 //! Dependencies point down. Top to bottom, each module imports only those
 //! after it (a test below fails on an import that points up, and on two
 //! submodules of one module that import each other):
-//! `main`, `lib`, `error`, `commands`, `cli`, `bench`, `supervisor`, `admin`,
-//! `control`, `balancer`, `worker`, `guard`, `idle`, `metrics`, `lifecycle`,
-//! `config`, `builtin`, `discover`, `logging`, `log_writer`, `rotating_file`,
-//! `state_dir`, `ports`, `process`, `listener`, `fd_limit`, `duration`,
-//! `message`, `exit`, `help`
+//! `main`, `lib`, `error`, `commands`, `cli`, `bench`, `supervisor`, `watcher`,
+//! `admin`, `control`, `balancer`, `worker`, `guard`, `idle`, `metrics`,
+//! `lifecycle`, `config`, `builtin`, `discover`, `logging`, `log_writer`,
+//! `rotating_file`, `state_dir`, `ports`, `process`, `listener`, `fd_limit`,
+//! `duration`, `message`, `exit`, `help`
 //!
 //! # Process model
 //! The supervisor never forks inside its tokio runtime: every worker is a
@@ -197,6 +201,7 @@ pub mod process;
 mod rotating_file;
 mod state_dir;
 mod supervisor;
+mod watcher;
 mod worker;
 
 /// The http balancer's HTTP/1 framing, public for its fuzz target.

@@ -53,6 +53,9 @@ pub(crate) fn render_width(s: &FleetStatus, width: Option<usize>) -> String {
         }
     }
     let (table, short) = chosen.expect("at least one layout");
+    if let Some(w) = &s.watch {
+        out.push_str(&wrap(&watch_line(w), width));
+    }
     out.push_str(&table);
     for b in &s.backends {
         let id = b
@@ -100,6 +103,18 @@ fn header(s: &FleetStatus) -> String {
             .as_ref()
             .map_or(String::new(), |a| format!(", dashboard http://{a}/")),
     )
+}
+
+/// `watch: www (last change index.html: restarted 4 backends, one at a time)`.
+fn watch_line(w: &crate::control::protocol::WatchStatus) -> String {
+    let paths = w.paths.join(", ");
+    match (&w.last_change, &w.outcome) {
+        (Some(file), Some(outcome)) => {
+            format!("watch: {paths} (last change {file}: {outcome})")
+        }
+        (_, Some(outcome)) => format!("watch: {paths} ({outcome})"),
+        _ => format!("watch: {paths} (no change yet)"),
+    }
 }
 
 /// The table without the `drop` columns; `short`: a last exit's cause is

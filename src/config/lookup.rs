@@ -40,6 +40,33 @@ pub(super) fn check_dir(
     Ok(())
 }
 
+/// `written` (resolved to `abs`) must exist: a file or a directory.
+pub(super) fn check_exists(
+    rep: &Report<'_>,
+    from: Origin,
+    key: &str,
+    written: &Path,
+    abs: &Path,
+    show_abs: bool,
+) -> Result<(), ConfigError> {
+    if abs.exists() {
+        return Ok(());
+    }
+    let resolved = if show_abs && written.is_relative() {
+        format!(" (resolved to {})", abs.display())
+    } else {
+        String::new()
+    };
+    Err(rep.at(
+        from,
+        key,
+        format!(
+            "{} does not exist{resolved}; name a file or directory to watch",
+            written.display()
+        ),
+    ))
+}
+
 /// `HOST:PORT` (already checked by `parse::host_port`) -> the first
 /// address it resolves to. A blocking lookup, done once at load time so a
 /// typo fails `fleet up` instead of every probe.

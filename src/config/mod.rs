@@ -87,6 +87,10 @@ pub(crate) struct Overrides {
     pub admin: Option<String>,
     /// `--upstream` (repeatable): `HOST:PORT`; replaces the file's list.
     pub upstreams: Vec<String>,
+    /// `--watch [PATH...]`: `Some` turns watch mode on; its paths (relative
+    /// to the current directory) replace the file's, none keeps the file's
+    /// or the default.
+    pub watch: Option<Vec<PathBuf>>,
 }
 
 /// The validated configuration of one fleet.
@@ -117,9 +121,28 @@ pub(crate) struct Config {
     /// Remote backends, balanced beside the local ones (or instead of them:
     /// `backends` may be 0 when there are upstreams).
     pub upstreams: Vec<Upstream>,
+    /// Watch mode (`watch:` or `up --watch`): off unless set.
+    pub watch: Option<WatchConfig>,
     /// The file this came from (absolute), if any.
     pub source: Option<PathBuf>,
 }
+
+/// Watch mode: a change under `paths`, debounced, rolls the fleet.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct WatchConfig {
+    /// What to watch, recursively (absolute; checked to exist). By default
+    /// the backend's `cwd` for a custom command, `www` for the built-in
+    /// worker.
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns ignored beside the built-in ones (`watcher::ignore`).
+    pub ignore: Vec<String>,
+    /// Quiet time after the last change before acting.
+    pub debounce: Duration,
+}
+
+/// `watch.debounce` when not set: long enough for an editor's save (write a
+/// temp file, rename, touch) to arrive as one change.
+pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// A backend fleet does not run: an address it balances to and health-checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,6 +368,7 @@ impl Default for Config {
                 backend_header: true,
             },
             upstreams: Vec::new(),
+            watch: None,
             source: None,
         }
     }

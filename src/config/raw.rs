@@ -157,7 +157,7 @@ impl<'de> Deserializer<'de> for Introspect<'_> {
 }
 
 /// Every section: its name in messages (`""` is the top level) and its keys.
-pub(super) fn sections() -> [(&'static str, &'static [&'static str]); 6] {
+pub(super) fn sections() -> [(&'static str, &'static [&'static str]); 7] {
     [
         ("", keys::<RawConfig>()),
         ("backend", keys::<RawBackend>()),
@@ -165,6 +165,7 @@ pub(super) fn sections() -> [(&'static str, &'static [&'static str]); 6] {
         ("restart", keys::<RawRestart>()),
         ("shutdown", keys::<RawShutdown>()),
         ("balancer", keys::<RawBalancer>()),
+        ("watch", keys::<RawWatch>()),
     ]
 }
 
@@ -185,6 +186,57 @@ pub(super) struct RawConfig {
     pub(super) admin: Option<Node>,
     pub(super) admin_hosts: Option<Node>,
     pub(super) upstreams: Option<Node>,
+    pub(super) watch: Option<Spanned<RawWatchEntry>>,
+}
+
+/// `watch:` takes three shapes: `true`/`false`, a list of paths, or the
+/// mapping below.
+#[derive(Debug)]
+pub(super) enum RawWatchEntry {
+    Switch(bool),
+    Paths(Vec<Node>),
+    Section(Box<RawWatch>),
+}
+
+/// `watch:` as a mapping.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    pub(super) paths: Option<Node>,
+    pub(super) ignore: Option<Node>,
+    pub(super) debounce: Option<Node>,
+}
+
+impl<'de> Deserialize<'de> for RawWatchEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shapes;
+
+        impl<'de> Visitor<'de> for Shapes {
+            type Value = RawWatchEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "watch: true, false, a list of paths or a mapping (paths, ignore, debounce)",
+                )
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<RawWatchEntry, E> {
+                Ok(RawWatchEntry::Switch(b))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawWatchEntry, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Node>()? {
+                    items.push(item);
+                }
+                Ok(RawWatchEntry::Paths(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawWatchEntry, A::Error> {
+                RawWatch::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|w| RawWatchEntry::Section(Box::new(w)))
+            }
+        }
+
+        d.deserialize_any(Shapes)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -146,8 +146,16 @@ fn example_fleet_yaml_states_every_default() {
     let c = d.write("fleet.yaml", EXAMPLE).load(&[]).unwrap();
     assert_eq!(c, lab(d.path(), Some("fleet.yaml")));
     for (section, keys) in raw::sections() {
-        if section == "backend" {
-            // Commented out as a whole: the default is the built-in worker.
+        if section == "backend" || section == "watch" {
+            // Commented out as a whole: the default is the built-in worker,
+            // and watch mode is off.
+            assert!(EXAMPLE.contains(&format!("\n# {section}:\n")));
+            for key in keys {
+                assert!(
+                    EXAMPLE.contains(&format!("\n#   {key}:")),
+                    "{section}.{key}"
+                );
+            }
             continue;
         }
         let top_sections = raw::sections().map(|(name, _)| name);
@@ -1384,4 +1392,80 @@ fn an_alias_bomb_is_refused_in_one_plain_line() {
         !msg.contains('{') && !msg.contains('\n'),
         "no debug dump: {msg}"
     );
+}
+
+#[test]
+fn watch_is_off_unless_asked_for() {
+    assert_eq!(load_yaml("backends: 2\n", &[]).unwrap().watch, None);
+    assert_eq!(load_yaml("watch: false\n", &[]).unwrap().watch, None);
+}
+
+#[test]
+fn watch_true_watches_www_for_the_builtin_worker_and_cwd_for_a_command() {
+    let d = Dir::new();
+    let c = d.write("fleet.yaml", "watch: true\n").load(&[]).unwrap();
+    let w = c.watch.expect("on");
+    assert_eq!(w.paths, [d.path().join("www")]);
+    assert_eq!(w.debounce, crate::config::DEFAULT_DEBOUNCE);
+    assert!(w.ignore.is_empty());
+    let yaml = "backend:\n  command: [python3, app.py, \"{port}\"]\nwatch: true\n";
+    let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
+    assert_eq!(c.watch.expect("on").paths, [d.path().to_path_buf()]);
+}
+
+#[test]
+fn watch_takes_a_list_or_a_mapping_relative_to_the_file() {
+    let d = Dir::new();
+    std::fs::create_dir(d.path().join("src")).unwrap();
+    let c = d
+        .write("fleet.yaml", "watch: [src, www]\n")
+        .load(&[])
+        .unwrap();
+    assert_eq!(
+        c.watch.expect("on").paths,
+        [d.path().join("src"), d.path().join("www")]
+    );
+    let yaml = "watch:\n  paths: [src]\n  ignore: ['*.log']\n  debounce: 50ms\n";
+    let w = d
+        .write("fleet.yaml", yaml)
+        .load(&[])
+        .unwrap()
+        .watch
+        .unwrap();
+    assert_eq!(w.paths, [d.path().join("src")]);
+    assert_eq!(w.ignore, ["*.log"]);
+    assert_eq!(w.debounce, std::time::Duration::from_millis(50));
+}
+
+#[test]
+fn watch_flag_turns_it_on_and_its_paths_replace_the_files() {
+    let d = Dir::new();
+    std::fs::create_dir(d.path().join("src")).unwrap();
+    let mut o = up(&[]);
+    o.watch = Some(Vec::new());
+    let c = load_in(&o, d.path()).unwrap();
+    assert_eq!(c.watch.unwrap().paths, [d.path().join("www")]);
+    d.write("fleet.yaml", "watch:\n  paths: [www]\n  debounce: 1s\n");
+    o.watch = Some(vec!["src".into()]);
+    let w = load_in(&o, d.path()).unwrap().watch.unwrap();
+    assert_eq!(w.paths, [d.path().join("src")]);
+    assert_eq!(w.debounce, std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn watch_mistakes_are_named() {
+    let e = err("watch:\n  path: [www]\n", &[]);
+    assert!(
+        e.contains("watch.path") && e.contains("did you mean `paths`"),
+        "{e}"
+    );
+    let e = err("watch: [nothere]\n", &[]);
+    assert!(
+        e.contains("watch.paths[0]") && e.contains("nothere does not exist"),
+        "{e}"
+    );
+    let e = err("watch:\n  debounce: soon\n", &[]);
+    assert!(e.contains("watch.debounce"), "{e}");
+    let e = err("watch: 3\n", &[]);
+    assert!(e.contains("expected watch: true, false, a list"), "{e}");
 }

@@ -29,11 +29,11 @@ use super::parse::{
     problem, whole,
 };
 use super::precedence::{Origin, Report, Set, entry, line_of, or_default, pick};
-use super::raw::{Node, RawConfig, Value, quote};
+use super::raw::{Node, RawConfig, RawWatch, RawWatchEntry, Value, quote};
 use super::{
-    BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, HealthConfig, HealthKind,
-    Overrides, PassiveHealth, RestartConfig, RestartPolicy, ShutdownConfig, Strategy, Upstream,
-    Www, lookup,
+    BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, DEFAULT_DEBOUNCE,
+    HealthConfig, HealthKind, Overrides, PassiveHealth, RestartConfig, RestartPolicy,
+    ShutdownConfig, Strategy, Upstream, WatchConfig, Www, lookup,
 };
 use crate::builtin::DEFAULT_WWW;
 
@@ -197,6 +197,7 @@ pub(super) fn resolve(
     } else {
         Www::Dir(www_abs)
     };
+    let watch = watch_section(&rep, &raw, args, &backend, &www, &base_dir, cwd)?;
 
     Ok(Config {
         backends: backends.value,
@@ -211,8 +212,148 @@ pub(super) fn resolve(
         admin: admin.map(|s| s.value),
         admin_hosts,
         upstreams: upstreams.into_iter().map(|(_, u)| u).collect(),
+        watch,
         source,
     })
+}
+
+/// `watch:` and `--watch`: on when either says so (`watch: false` is off
+/// unless `--watch`). Paths: the flag's (relative to the current
+/// directory), else the file's (relative to the file), else what the
+/// backends run from. Each must exist.
+fn watch_section(
+    rep: &Report<'_>,
+    raw: &RawConfig,
+    args: &Overrides,
+    backend: &BackendCommand,
+    www: &Www,
+    base_dir: &Path,
+    cwd: &Path,
+) -> Result<Option<WatchConfig>, ConfigError> {
+    let empty = RawWatch::default();
+    let (file_on, file_paths, section) = match &raw.watch {
+        None => (None, None, &empty),
+        Some(node) => {
+            let at = Origin::File(line_of(node));
+            match &node.value {
+                RawWatchEntry::Switch(on) => (Some((at, *on)), None, &empty),
+                RawWatchEntry::Paths(items) => {
+                    (Some((at, true)), Some((at, items.as_slice())), &empty)
+                }
+                RawWatchEntry::Section(w) => {
+                    let paths = match &w.paths {
+                        Some(n) => match &n.value {
+                            Value::Seq(items) => Some((Origin::File(line_of(n)), items.as_slice())),
+                            Value::Null => None,
+                            other => {
+                                return Err(rep.at(
+                                    Origin::File(line_of(n)),
+                                    "watch.paths",
+                                    format!(
+                                        "expected a list of paths such as [src], got {}",
+                                        other.describe()
+                                    ),
+                                ));
+                            }
+                        },
+                        None => None,
+                    };
+                    (Some((at, true)), paths, &**w)
+                }
+            }
+        }
+    };
+    let ignore = match &section.ignore {
+        None => Vec::new(),
+        Some(n) => match &n.value {
+            Value::Null => Vec::new(),
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match &item.value {
+                    Value::Str(s) if !s.is_empty() => Ok(s.clone()),
+                    other => Err(rep.at(
+                        Origin::File(line_of(item)),
+                        &format!("watch.ignore[{i}]"),
+                        format!(
+                            "expected a file name pattern such as '*.log', got {}",
+                            other.describe()
+                        ),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            other => {
+                return Err(rep.at(
+                    Origin::File(line_of(n)),
+                    "watch.ignore",
+                    format!(
+                        "expected a list of patterns such as ['*.log'], got {}",
+                        other.describe()
+                    ),
+                ));
+            }
+        },
+    };
+    let debounce = rep.file(entry!(section, watch.debounce), duration)?;
+    let on = args.watch.is_some() || file_on.is_some_and(|(_, on)| on);
+    if !on {
+        return Ok(None);
+    }
+    // (origin, key, as written, absolute, show the absolute path)
+    let mut wanted: Vec<(Origin, String, PathBuf, PathBuf, bool)> = Vec::new();
+    match (&args.watch, file_paths) {
+        (Some(flag), _) if !flag.is_empty() => {
+            for p in flag {
+                wanted.push((
+                    Origin::Flag("--watch"),
+                    "--watch".into(),
+                    p.clone(),
+                    clean(&cwd.join(p)),
+                    false,
+                ));
+            }
+        }
+        (_, Some((_, items))) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = Origin::File(line_of(item));
+                let key = format!("watch.paths[{i}]");
+                let written =
+                    path_text(&item.value, "watch.paths").map_err(|p| rep.at(at, &key, p))?;
+                let abs = clean(&base_dir.join(&written));
+                wanted.push((at, key, written, abs, true));
+            }
+        }
+        _ => {
+            let from = file_on.map_or(Origin::Flag("--watch"), |(at, _)| at);
+            let dir = match (backend, www) {
+                (BackendCommand::Command { cwd, .. }, _) => cwd.clone(),
+                (BackendCommand::Builtin, Www::Dir(dir)) => dir.clone(),
+                (BackendCommand::Builtin, Www::Embedded) => {
+                    return Err(rep.at(
+                        from,
+                        "watch",
+                        "nothing to watch: the built-in worker serves its embedded page; name the paths to watch or create www/",
+                    ));
+                }
+            };
+            wanted.push((from, "watch".into(), dir.clone(), dir, false));
+        }
+    }
+    if wanted.is_empty() {
+        return Err(rep.at(
+            file_on.map_or(Origin::Flag("--watch"), |(at, _)| at),
+            "watch.paths",
+            "is empty; name the paths to watch, or remove it to watch the default",
+        ));
+    }
+    for (from, key, written, abs, show_abs) in &wanted {
+        lookup::check_exists(rep, *from, key, written, abs, *show_abs)?;
+    }
+    Ok(Some(WatchConfig {
+        paths: wanted.into_iter().map(|w| w.3).collect(),
+        ignore,
+        debounce: debounce.map_or(DEFAULT_DEBOUNCE, |d| d.value),
+    }))
 }
 
 // --- sections -------------------------------------------------------------

@@ -129,6 +129,26 @@ pub struct FleetStatus {
     /// The admin address (`/metrics`, `/status.json`, the dashboard), when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<String>,
+    /// Watch mode, when on (additive): what it watches and what the last
+    /// change did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Box<WatchStatus>>,
+}
+
+/// Watch mode's view: `fleet status` prints it as one line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// The watched files and directories (absolute).
+    pub paths: Vec<String>,
+    /// The last change acted on: a file (relative to its watched path), or
+    /// `FILE and N more`.
+    pub last_change: Option<String>,
+    /// What it led to: `rolling`, the rolling restart's result, `stopped:
+    /// WHY` when a backend did not come back (the rest serve the old
+    /// version), or why nothing was restarted.
+    pub outcome: Option<String>,
+    /// Rolling restarts watch mode started.
+    pub rolls: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +370,7 @@ mod tests {
             backends: vec![b; 1000],
             traffic: FleetTraffic::default(),
             admin: None,
+            watch: None,
         };
         let line = encode(Reply::Status(s.clone()));
         assert!(line.len() > MAX_LINE && line.len() < MAX_REPLY);

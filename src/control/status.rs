@@ -8,19 +8,22 @@
 //! atomics.
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 
 use tokio::time::Instant;
 
-use super::protocol::{BackendStatus, FleetStatus, FleetTraffic, Traffic};
+use super::protocol::{BackendStatus, FleetStatus, FleetTraffic, Traffic, WatchStatus};
 use crate::balancer::pool::{Backends, Slot};
 use crate::metrics::{self, CLASSES, Recent};
 
-/// The fleet's status now: what `fleet status` prints.
+/// The fleet's status now: what `fleet status` prints. `watch`: watch
+/// mode's view, kept up to date by its task, when it is on.
 pub(crate) fn build(
     backends: &Backends,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
     started: Instant,
+    watch: Option<&Mutex<WatchStatus>>,
 ) -> FleetStatus {
     let pool = backends.load();
     let recent: Vec<_> = pool.slots().iter().map(|s| s.metrics.recent()).collect();
@@ -48,6 +51,7 @@ pub(crate) fn build(
             requests_history: fleet.history,
         },
         admin: admin.map(|a| a.to_string()),
+        watch: watch.map(|w| Box::new(w.lock().unwrap_or_else(PoisonError::into_inner).clone())),
     }
 }
 

@@ -166,6 +166,10 @@ struct Inbox {
     grace_tx: Arc<watch::Sender<Duration>>,
     /// `fleet down` callers, answered once everything is stopped.
     down: Vec<mpsc::Sender<Reply>>,
+    /// Watch mode's rolling restarts: taken only between commands, so one
+    /// waits here while another command runs (closed when watch mode is
+    /// off).
+    rolls: mpsc::Receiver<Command>,
 }
 
 impl Inbox {
@@ -217,6 +221,24 @@ impl Supervisor {
             let _ = backends.access_log.set(AccessLog::new(path.clone()));
         }
         let admin_hosts = config.admin_hosts.clone();
+        // Watch mode: its roll requests wait in `rolls` until no other
+        // command runs. Its settings are read here, once.
+        let (rolls_tx, rolls) = mpsc::channel::<Command>(1);
+        let watching = config.watch.clone().map(|w| {
+            let ctx = crate::watcher::Context {
+                config: w,
+                builtin_www: match (&config.backend, &config.www) {
+                    (BackendCommand::Builtin, Www::Dir(d)) => Some(d.clone()),
+                    _ => None,
+                },
+                own_files: crate::watcher::own_files(
+                    &files.dir.shown(),
+                    config.balancer.access_log.as_deref(),
+                ),
+            };
+            (ctx, crate::watcher::Shared::default())
+        });
+        let watch_view = watching.as_ref().map(|(_, shared)| shared.clone());
         let mut fleet = Fleet::new(
             config,
             backends.clone(),
@@ -243,7 +265,13 @@ impl Supervisor {
         let view: StatusView = {
             let backends = backends.clone();
             Arc::new(move || {
-                crate::control::status::build(&backends, **listen_now.load(), admin, started)
+                crate::control::status::build(
+                    &backends,
+                    **listen_now.load(),
+                    admin,
+                    started,
+                    watch_view.as_deref(),
+                )
             })
         };
         tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
@@ -270,6 +298,16 @@ impl Supervisor {
             tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
         }
         drop(commands_tx);
+        if let Some((ctx, shared)) = watching {
+            tracker.spawn(crate::watcher::run(
+                ctx,
+                rolls_tx,
+                shared,
+                token.child_token(),
+            ));
+        } else {
+            drop(rolls_tx);
+        }
         Supervisor {
             fleet,
             listen,
@@ -278,6 +316,7 @@ impl Supervisor {
                 token: token.clone(),
                 grace_tx,
                 down: Vec::new(),
+                rolls,
             },
             token,
             tracker,
@@ -366,6 +405,8 @@ impl Supervisor {
                         break;
                     }
                 },
+                // Watch mode's rolls: only taken here, between commands.
+                Some(c) = inbox.rolls.recv() => c,
             };
             if let Request::Down { .. } = cmd.request {
                 inbox.refuse_or_stop(cmd, "");
