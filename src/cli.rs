@@ -331,6 +331,9 @@ mod tests {
             "a:1",
             "--upstream",
             "b:2",
+            "--watch",
+            "app.py",
+            "lib",
             "-d",
         ];
         let Command::Up(args) = Cli::try_parse_from(argv).unwrap().command else {
@@ -347,7 +350,7 @@ mod tests {
                 mode: Some("tcp".into()),
                 admin: Some("9100".into()),
                 upstreams: vec!["a:1".into(), "b:2".into()],
-                watch: None,
+                watch: Some(vec!["app.py".into(), "lib".into()]),
             }
         );
     }

@@ -85,14 +85,18 @@ fn set(shared: &Shared, f: impl FnOnce(&mut WatchStatus)) {
     f(&mut shared.lock().unwrap_or_else(PoisonError::into_inner));
 }
 
-/// `server.py`, or `server.py and 2 more`.
+/// `server.py`, or `server.py and 2 more`. A file that is gone (an
+/// editor's temp file, renamed into place) is named only when nothing that
+/// still exists changed.
 fn describe(batch: &Batch, rules: &Ignore) -> String {
-    let first = batch
-        .files
-        .first()
-        .map_or_else(String::new, |p| rules.shown(p));
-    let more = batch.files.len().saturating_sub(1) + batch.more;
-    match more {
+    let present: Vec<&PathBuf> = batch.files.iter().filter(|p| p.exists()).collect();
+    let (named, more) = if present.is_empty() {
+        (batch.files.iter().collect(), batch.more)
+    } else {
+        (present, 0)
+    };
+    let first = named.first().map_or_else(String::new, |p| rules.shown(p));
+    match named.len().saturating_sub(1) + more {
         0 => first,
         n => format!("{first} and {n} more"),
     }
@@ -238,4 +242,28 @@ pub(crate) fn own_files(state: &Path, access_log: Option<&Path>) -> Vec<PathBuf>
     std::iter::once(abs(state))
         .chain(access_log.map(abs))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_named_by_a_file_that_still_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().to_path_buf();
+        std::fs::write(root.join("app.py"), "x").unwrap();
+        let rules = Ignore::new(std::slice::from_ref(&root), &[], Vec::new());
+        // sed -i: a temp file, renamed onto app.py.
+        let batch = Batch {
+            files: vec![root.join("sedX1y2z3"), root.join("app.py")],
+            more: 0,
+        };
+        assert_eq!(describe(&batch, &rules), "app.py");
+        let batch = Batch {
+            files: vec![root.join("gone.py"), root.join("lib/old.py")],
+            more: 2,
+        };
+        assert_eq!(describe(&batch, &rules), "gone.py and 3 more");
+    }
 }

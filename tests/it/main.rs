@@ -20,4 +20,5 @@ mod reload;
 mod reload_all;
 mod statedir;
 mod upstreams;
+mod watch;
 mod worker;

@@ -1,0 +1,329 @@
+//! Watch mode against the real binary: an edit rolls the fleet under steady
+//! load without a failed request; a broken edit stops the roll with the
+//! rest serving the old version and status naming the file and what the
+//! probe saw; the next edit completes it. A built-in worker's www edit is
+//! served without a restart.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleet::protocol::WatchStatus;
+
+use crate::harness::*;
+
+/// A small HTTP/1.1 server whose every answer is `version VERSION`, with
+/// status STATUS; `EXIT` makes it exit at once.
+fn app(version: &str, status: u16, exit: bool) -> String {
+    format!(
+        r#"import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+if {exit}:
+    sys.exit("refusing to start")
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = b"version {version}\n"
+        self.send_response({status})
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+        exit = if exit { "True" } else { "False" }
+    )
+}
+
+/// Replace `name` the way editors do: write a temp file (ignored: `*.tmp`)
+/// and rename it into place.
+fn edit(s: &Scratch, name: &str, text: &str) {
+    let tmp = s.path().join(format!("{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, s.path().join(name)).unwrap();
+}
+
+/// GETs of `/` from keep-alive and one-request-per-connection clients until
+/// `finish`; anything but a 200 with a `version` body is a failure.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn versioned(status: u16, body: &[u8]) -> std::io::Result<()> {
+    if status == 200 && body.starts_with(b"version ") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "status {status}, body {:?}",
+            String::from_utf8_lossy(body)
+        )))
+    }
+}
+
+fn keep_alive_get(
+    conn: &mut Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+) -> std::io::Result<()> {
+    if conn.is_none() {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        *conn = Some(BufReader::new(s));
+    }
+    let c = conn.as_mut().expect("just set");
+    write!(c.get_mut(), "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+    let mut status = String::new();
+    c.read_line(&mut status)?;
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        c.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse::<usize>().ok();
+        }
+    }
+    let mut body = vec![0; length.ok_or_else(|| std::io::Error::other("no content-length"))?];
+    c.read_exact(&mut body)?;
+    versioned(code, &body)
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let threads = (0..8)
+            .map(|i| {
+                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let mut conn = None;
+                    while !stop.load(Ordering::SeqCst)
+                        && sent.load(Ordering::SeqCst) < 400_000
+                        && Instant::now() < deadline
+                    {
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        let r = if i % 2 == 0 {
+                            keep_alive_get(&mut conn, addr)
+                        } else {
+                            get(addr, "/").and_then(|r| versioned(r.status, &r.body))
+                        };
+                        if let Err(e) = r {
+                            conn = None;
+                            failures.lock().unwrap().push(e.to_string());
+                        }
+                        // Steady, not flat out: Python answers these.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            sent,
+            failures,
+            threads,
+        }
+    }
+
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    fn finish(self, min: usize) -> (usize, Vec<String>) {
+        wait_for(Duration::from_secs(90), "enough requests", || {
+            (self.sent() >= min).then_some(())
+        });
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.sent.load(Ordering::SeqCst), failures)
+    }
+}
+
+/// What backend `port` answers now, straight from it.
+fn answer(port: u16) -> Option<String> {
+    get(SocketAddr::from(([127, 0, 0, 1], port)), "/")
+        .ok()
+        .filter(|r| r.status == 200)
+        .map(|r| String::from_utf8_lossy(&r.body).trim().to_owned())
+}
+
+fn watch_of(f: &Fleet) -> WatchStatus {
+    *f.status().watch.expect("status has a watch field")
+}
+
+/// Wait until every backend in `ports` answers `version`.
+fn serving(ports: &[u16], version: &str, what: &str) {
+    let want = format!("version {version}");
+    wait_for(Duration::from_secs(90), what, || {
+        ports
+            .iter()
+            .all(|p| answer(*p).as_deref() == Some(want.as_str()))
+            .then_some(())
+    });
+}
+
+#[test]
+fn an_edit_rolls_the_fleet_a_broken_one_stops_the_roll_and_a_fix_completes_it() {
+    let scratch = Scratch::new();
+    scratch.write("app.py", &app("one", 200, false));
+    // The backends run from this directory, which holds the state dir too:
+    // their logs, written on every request, must not count as changes.
+    let f = Fleet::start_in(
+        scratch,
+        3,
+        "backend:\n  command: [python3, app.py, \"{port}\"]\n\
+         shutdown:\n  timeout: 2s\n  drain_timeout: 5s\n\
+         restart:\n  max_restarts: 2\n\
+         watch:\n  debounce: 200ms\n",
+    );
+    let ports = f.ports.clone();
+    serving(&ports, "one", "the first version everywhere");
+    let w = watch_of(&f);
+    assert_eq!(w.paths, [f.scratch.path().display().to_string()]);
+    assert_eq!((w.rolls, w.last_change), (0, None));
+    let load = Load::start(f.addr());
+    wait_for(Duration::from_secs(30), "load under way", || {
+        (load.sent() >= 200).then_some(())
+    });
+
+    // A good edit rolls every backend.
+    edit(&f.scratch, "app.py", &app("two", 200, false));
+    serving(&ports, "two", "the edit rolled out");
+    let w = f.wait_status(Duration::from_secs(60), "the roll's outcome", |s| {
+        s.watch.as_ref().and_then(|w| w.outcome.as_deref()) != Some("rolling")
+    });
+    let w = w.watch.unwrap();
+    assert_eq!(w.last_change.as_deref(), Some("app.py"));
+    assert_eq!(
+        w.outcome.as_deref(),
+        Some("restarted 3 backends, one at a time")
+    );
+    assert_eq!(w.rolls, 1);
+
+    // A version that fails its probe stops the roll at the first backend;
+    // the others keep serving the old version.
+    edit(&f.scratch, "app.py", &app("three", 500, false));
+    let s = f.wait_status(Duration::from_secs(90), "the roll to stop", |s| {
+        s.watch
+            .as_ref()
+            .and_then(|w| w.outcome.as_deref())
+            .is_some_and(|o| o.starts_with("stopped"))
+    });
+    let w = s.watch.unwrap();
+    let outcome = w.outcome.unwrap();
+    assert_eq!(w.last_change.as_deref(), Some("app.py"));
+    assert!(
+        outcome.contains(&format!("backend {}", ports[0]))
+            && outcome.contains("GET / answered 500"),
+        "{outcome}"
+    );
+    for p in &ports[1..] {
+        assert_eq!(answer(*p).as_deref(), Some("version two"), "backend {p}");
+    }
+    let human = String::from_utf8_lossy(&f.fleet(&["status"]).stdout).into_owned();
+    assert!(
+        human.contains("watch:")
+            && human.contains("last change app.py: stopped")
+            && human.contains("answered 500"),
+        "{human}"
+    );
+    let log = f.log();
+    assert!(
+        log.contains("app.py") && log.contains("GET / answered 500"),
+        "{log}"
+    );
+
+    // One that exits at once stops it the same way.
+    edit(&f.scratch, "app.py", &app("four", 200, true));
+    let s = f.wait_status(Duration::from_secs(90), "the second roll to stop", |s| {
+        s.watch.as_ref().is_some_and(|w| {
+            w.rolls == 3
+                && w.outcome
+                    .as_deref()
+                    .is_some_and(|o| o.starts_with("stopped"))
+        })
+    });
+    let outcome = s.watch.unwrap().outcome.unwrap();
+    assert!(
+        outcome.contains(&format!("backend {} did not come back", ports[0])),
+        "{outcome}"
+    );
+    for p in &ports[1..] {
+        assert_eq!(answer(*p).as_deref(), Some("version two"), "backend {p}");
+    }
+
+    // The fix rolls all the way.
+    edit(&f.scratch, "app.py", &app("five", 200, false));
+    serving(&ports, "five", "the fix rolled out");
+    let s = f.wait_status(Duration::from_secs(60), "the fix's outcome", |s| {
+        s.watch
+            .as_ref()
+            .is_some_and(|w| w.rolls == 4 && w.outcome.as_deref() != Some("rolling"))
+    });
+    assert!(Fleet::all_healthy(&s), "{s:?}");
+    let w = s.watch.unwrap();
+    assert_eq!(
+        w.outcome.as_deref(),
+        Some("restarted 3 backends, one at a time")
+    );
+
+    let n = load.sent();
+    let (sent, failures) = load.finish(n + 200);
+    assert_no_failures(sent, &failures);
+    // Only the four edits rolled: the state dir's logs and the temp files
+    // were ignored.
+    assert_eq!(watch_of(&f).rolls, 4);
+}
+
+#[test]
+fn a_www_edit_is_served_by_the_builtin_worker_without_a_restart() {
+    let scratch = Scratch::new();
+    let ports = free_ports(3);
+    scratch.write(
+        "fleet.yaml",
+        &fleet_yaml(
+            &ports,
+            "www: www\nhealth:\n  interval: 100ms\n  timeout: 100ms\n",
+        ),
+    );
+    let out = scratch.fleet(&["up", "-d", "--watch"]);
+    let f = Fleet::adopt(scratch, ports[..2].to_vec(), ports[2]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before: Vec<_> = f.status().backends.iter().map(|b| b.pid).collect();
+    let www = f.scratch.path().join("www");
+    assert_eq!(watch_of(&f).paths, [www.display().to_string()]);
+
+    std::fs::write(www.join("page.html"), "edited\n").unwrap();
+    wait_for(Duration::from_secs(30), "the edit served", || {
+        get(f.addr(), "/page.html")
+            .ok()
+            .filter(|r| r.body == b"edited\n")
+    });
+    let s = f.wait_status(Duration::from_secs(30), "the change reported", |s| {
+        s.watch.as_ref().is_some_and(|w| w.last_change.is_some())
+    });
+    let w = s.watch.unwrap();
+    assert_eq!(w.last_change.as_deref(), Some("page.html"));
+    assert!(w.outcome.unwrap().starts_with("no restart"));
+    assert_eq!(w.rolls, 0);
+    let after: Vec<_> = s.backends.iter().map(|b| b.pid).collect();
+    assert_eq!(after, before, "no backend was restarted");
+}
