@@ -234,6 +234,7 @@ impl Supervisor {
                 own_files: crate::watcher::own_files(
                     &files.dir.shown(),
                     config.balancer.access_log.as_deref(),
+                    config.source.as_deref(),
                 ),
             };
             (ctx, crate::watcher::Shared::default())

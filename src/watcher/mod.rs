@@ -49,7 +49,8 @@ pub(crate) struct Context {
     /// The built-in worker's www, when the backends are built-in workers: a
     /// change only there needs no restart.
     pub(crate) builtin_www: Option<PathBuf>,
-    /// Ignored with everything below them: the state dir, the access log.
+    /// Ignored with everything below them: the state dir, the access log,
+    /// fleet.yaml (a roll would not apply it: `fleet reload` does).
     pub(crate) own_files: Vec<PathBuf>,
 }
 
@@ -201,8 +202,13 @@ async fn roll(
         },
         reply,
     };
-    if rolls.send(cmd).await.is_err() {
-        return false;
+    // Waits while another command runs; shutdown does not wait for it.
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => return false,
+        sent = rolls.send(cmd) => if sent.is_err() {
+            return false;
+        },
     }
     let outcome = loop {
         tokio::select! {
@@ -236,11 +242,17 @@ async fn roll(
     true
 }
 
-/// The state dir and the access log, absolute, for `Context::own_files`.
-pub(crate) fn own_files(state: &Path, access_log: Option<&Path>) -> Vec<PathBuf> {
+/// The state dir, the access log and the config file, absolute, for
+/// `Context::own_files`.
+pub(crate) fn own_files(
+    state: &Path,
+    access_log: Option<&Path>,
+    config: Option<&Path>,
+) -> Vec<PathBuf> {
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     std::iter::once(abs(state))
         .chain(access_log.map(abs))
+        .chain(config.map(abs))
         .collect()
 }
 

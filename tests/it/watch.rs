@@ -204,7 +204,10 @@ fn an_edit_rolls_the_fleet_a_broken_one_stops_the_roll_and_a_fix_completes_it() 
         (load.sent() >= 200).then_some(())
     });
 
-    // A good edit rolls every backend.
+    // A good edit rolls every backend; fleet.yaml, saved with it, is not
+    // part of the change (a restart would not apply it).
+    let yaml = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+    edit(&f.scratch, "fleet.yaml", &yaml);
     edit(&f.scratch, "app.py", &app("two", 200, false));
     serving(&ports, "two", "the edit rolled out");
     let w = f.wait_status(Duration::from_secs(60), "the roll's outcome", |s| {
