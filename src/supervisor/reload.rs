@@ -474,6 +474,28 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
             format!("{} (takes effect at the next `fleet up`)", addr(new.admin)),
         );
     }
+    if old.watch != new.watch {
+        // The watcher runs from `up` to `down`; say so rather than let a
+        // changed `watch:` look applied.
+        let shown = |w: &Option<crate::config::WatchConfig>| {
+            w.as_ref().map_or_else(
+                || "off".to_owned(),
+                |w| {
+                    let paths: Vec<String> =
+                        w.paths.iter().map(|p| p.display().to_string()).collect();
+                    paths.join(", ")
+                },
+            )
+        };
+        field(
+            "watch",
+            shown(&old.watch),
+            format!(
+                "{} (takes effect at the next `fleet up`)",
+                shown(&new.watch)
+            ),
+        );
+    }
     field(
         "admin_hosts",
         names(&mut old.admin_hosts.iter()),
@@ -673,6 +695,23 @@ mod tests {
         assert_eq!(
             diff(&old, &new),
             ["health.kind: http GET /.fleet/health -> tcp"]
+        );
+    }
+
+    #[test]
+    fn a_changed_watch_is_named_and_said_to_wait_for_the_next_up() {
+        let old = Config::default();
+        let new = Config {
+            watch: Some(crate::config::WatchConfig {
+                paths: vec!["/srv/app".into()],
+                ignore: Vec::new(),
+                debounce: Duration::from_millis(300),
+            }),
+            ..Config::default()
+        };
+        assert_eq!(
+            diff(&old, &new),
+            ["watch: off -> /srv/app (takes effect at the next `fleet up`)"]
         );
     }
 
