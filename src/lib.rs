@@ -101,6 +101,9 @@
 //!   per-request log.
 //! - `metrics`: per-backend and balancer counters and histograms in atomics
 //!   (no lock per request), and per-second samples for the 10-second rates.
+//! - `cost`: what an operation (restart, stop, scale, reload, ...) cost the
+//!   clients, from two snapshots of those counters: its closing line, and
+//!   the per-operation totals (`metrics::Totals`) `/metrics` shows.
 //! - `admin`: the optional admin address: `admin::metrics` (Prometheus text
 //!   format), `/status.json`, and `admin::dashboard` (the page, built in);
 //!   `admin::host` which `Host` names it answers to.
@@ -148,7 +151,7 @@
 //! after it (a test below fails on an import that points up, and on two
 //! submodules of one module that import each other):
 //! `main`, `lib`, `error`, `commands`, `cli`, `bench`, `supervisor`, `watcher`,
-//! `admin`, `control`, `balancer`, `worker`, `guard`, `idle`, `metrics`,
+//! `admin`, `cost`, `control`, `balancer`, `worker`, `guard`, `idle`, `metrics`,
 //! `lifecycle`, `config`, `builtin`, `discover`, `logging`, `log_writer`,
 //! `rotating_file`, `state_dir`, `ports`, `process`, `listener`, `fd_limit`,
 //! `duration`, `message`, `exit`, `help`
@@ -182,6 +185,7 @@ pub mod cli;
 mod commands;
 mod config;
 mod control;
+mod cost;
 mod discover;
 mod duration;
 mod error;

@@ -349,6 +349,12 @@ pub(crate) struct BalancerMetrics {
     pub(crate) responses: ByClass,
     /// Every backend's metrics, removed backends' included (fleet totals).
     pub(crate) backends: Ledger,
+    /// http mode: the balancer's own 502s (a backend failed before
+    /// answering, no replay possible) and 504s (no answer in time).
+    pub(crate) bad_gateway: Counter,
+    pub(crate) gateway_timeout: Counter,
+    /// What each kind of operation cost, for `/metrics` (`crate::cost`).
+    pub(crate) operations: Totals,
 }
 
 /// The status code in an HTTP/1.x status line (`HTTP/1.1 200 OK`), if `head`
@@ -360,6 +366,80 @@ pub(crate) fn status_code(head: &[u8]) -> Option<u16> {
         return None;
     }
     std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+/// The operations on a running fleet whose cost `crate::cost` measures
+/// (the counters are here, below the balancer that holds them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Restart,
+    Stop,
+    Start,
+    Scale,
+    Reload,
+    Upgrade,
+    Watch,
+}
+
+impl Op {
+    pub(crate) const ALL: [Op; 7] = [
+        Op::Restart,
+        Op::Stop,
+        Op::Start,
+        Op::Scale,
+        Op::Reload,
+        Op::Upgrade,
+        Op::Watch,
+    ];
+
+    /// The `op` label in `/metrics`, and the line's first word.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Op::Restart => "restart",
+            Op::Stop => "stop",
+            Op::Start => "start",
+            Op::Scale => "scale",
+            Op::Reload => "reload",
+            Op::Upgrade => "upgrade",
+            Op::Watch => "watch",
+        }
+    }
+}
+
+/// Why requests failed: (`reason` label in `/metrics`, words for the line).
+pub(crate) const REASONS: [(&str, &str); 3] = [
+    ("bad_gateway", "502 backend failed before answering"),
+    ("gateway_timeout", "504 backend answered too late"),
+    (
+        "no_backend",
+        "no healthy backend (503, or closed in tcp mode)",
+    ),
+];
+
+/// One operation's totals: what `/metrics` shows per `op`.
+#[derive(Debug, Default)]
+pub(crate) struct OpTotals {
+    /// Runs that ended well, and that ended in an error.
+    pub(crate) ok: Counter,
+    pub(crate) error: Counter,
+    /// Milliseconds spent in them.
+    pub(crate) millis: Counter,
+    /// Requests served while they ran, and those that failed, by `REASONS`.
+    pub(crate) requests: Counter,
+    pub(crate) failed: [Counter; 3],
+}
+
+/// Every operation's totals, fleet-wide, for the supervisor's life.
+#[derive(Debug, Default)]
+pub(crate) struct Totals([OpTotals; 7]);
+
+impl Totals {
+    pub(crate) fn of(&self, op: Op) -> &OpTotals {
+        &self.0[Op::ALL
+            .iter()
+            .position(|o| *o == op)
+            .expect("ALL lists every op")]
+    }
 }
 
 #[cfg(test)]

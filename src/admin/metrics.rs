@@ -14,7 +14,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::balancer::pool::{Backends, Slot};
-use crate::metrics::{BUCKETS, BackendMetrics, Buckets, CLASSES, Histogram, bucket_bound};
+use crate::metrics::{
+    BUCKETS, BackendMetrics, Buckets, CLASSES, Histogram, Op, REASONS, Totals, bucket_bound,
+};
 
 pub(super) use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -104,6 +106,57 @@ fn histogram(
     Ok(())
 }
 
+/// What operations cost (`crate::cost`): counters by `op`, so a rate or an
+/// increase over any window reads as the cost of the operations in it.
+fn operations(encoder: &mut DescriptorEncoder<'_>, totals: &Totals) -> Result<(), std::fmt::Error> {
+    let mut runs = encoder.encode_descriptor(
+        "fleet_operations",
+        "Operations on the running fleet (restart, stop, start, scale, reload, upgrade, watch), by outcome.",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in Op::ALL {
+        let t = totals.of(op);
+        for (outcome, n) in [("ok", t.ok.get()), ("error", t.error.get())] {
+            ConstCounter::new(n)
+                .encode(runs.encode_family(&[("op", op.name()), ("outcome", outcome)])?)?;
+        }
+    }
+    let mut secs = encoder.encode_descriptor(
+        "fleet_operation_seconds",
+        "Seconds spent in operations on the running fleet.",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in Op::ALL {
+        let s = totals.of(op).millis.get() as f64 / 1000.0;
+        ConstCounter::new(s).encode(secs.encode_family(&[("op", op.name())])?)?;
+    }
+    let mut served = encoder.encode_descriptor(
+        "fleet_operation_requests",
+        "Requests the fleet served while an operation ran.",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in Op::ALL {
+        ConstCounter::new(totals.of(op).requests.get())
+            .encode(served.encode_family(&[("op", op.name())])?)?;
+    }
+    let mut failed = encoder.encode_descriptor(
+        "fleet_operation_failed_requests",
+        "Requests that failed while an operation ran, by reason (bad_gateway: 502, gateway_timeout: 504, no_backend: 503 or closed).",
+        None,
+        MetricType::Counter,
+    )?;
+    for op in Op::ALL {
+        for ((reason, _), n) in REASONS.iter().zip(&totals.of(op).failed) {
+            ConstCounter::new(n.get())
+                .encode(failed.encode_family(&[("op", op.name()), ("reason", *reason)])?)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for Fleet {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let pool = self.backends.load();
@@ -156,6 +209,7 @@ impl Collector for Fleet {
         for (class, n) in CLASSES.iter().zip(b.backends.responses()) {
             ConstCounter::new(n).encode(fleet.encode_family(&[("code", *class)])?)?;
         }
+        operations(&mut encoder, &b.operations)?;
 
         let statuses: Vec<_> = slots.iter().map(|s| s.status()).collect();
         let mut up = encoder.encode_descriptor(

@@ -24,11 +24,11 @@
 //! routable backend is woken by a backend of the new pool too.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -58,6 +58,12 @@ pub(crate) struct Slot {
     pub(crate) name: Box<str>,
     /// Routable = `Running { healthy: true }` in the backend's state machine.
     routable: AtomicBool,
+    /// Slow start (`balancer.slow_start`): when this backend last came into
+    /// rotation, as `entry::*` codes; its share of new requests ramps up
+    /// from then. Written by `publish` on a false -> true change of
+    /// `routable`, and armed by `Backends::swap` for a new backend joining
+    /// a serving fleet; read by `Pool::pick` (one relaxed load).
+    entered: AtomicU64,
     /// Traffic counters and latency histograms (`crate::metrics`): atomics
     /// the balancer adds to, read by `status` and `/metrics`. Its `active`
     /// is in-flight work: requests in http mode, proxied connections in tcp
@@ -100,6 +106,7 @@ impl Slot {
             upstream: None,
             name: port.to_string().into(),
             routable: AtomicBool::new(false),
+            entered: AtomicU64::new(entry::NEVER),
             metrics: Arc::default(),
             passive: tx,
             conns: ConnPool::default(),
@@ -193,13 +200,54 @@ impl Slot {
     }
 
     /// Owner: publish the state machine's view: the lifecycle first, so a
-    /// backend is never routable before its status says why.
+    /// backend is never routable before its status says why. A change to
+    /// routable starts its slow-start ramp (`entered_rotation`).
     pub(crate) fn publish(&self, routable: bool, lifecycle: Lifecycle) {
         self.lifecycle.send_replace(lifecycle);
-        self.routable.store(routable, Ordering::Release);
+        let was = self.routable.swap(routable, Ordering::AcqRel);
+        if routable && !was {
+            self.entered_rotation();
+        }
         if !routable {
             self.left_rotation.notify_waiters();
         }
+    }
+
+    /// It came into rotation: at full share the first time unless armed
+    /// (the fleet's start, where all backends begin together), else from
+    /// now on a ramp (a restart, a `rise` after failing, a backend added to
+    /// a serving fleet).
+    fn entered_rotation(&self) {
+        let code = match self.entered.load(Ordering::Relaxed) {
+            entry::NEVER => entry::FULL,
+            _ => entry::at(Instant::now()),
+        };
+        self.entered.store(code, Ordering::Relaxed);
+    }
+
+    /// A new backend in a pool that already serves: its first entry ramps.
+    fn arm(&self) {
+        let _ = self.entered.compare_exchange(
+            entry::NEVER,
+            entry::ARMED,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Its share of new requests now, 0.0..=1.0 (1.0 when not ramping).
+    pub(crate) fn share(&self, slow_start: Duration, now: Instant) -> f64 {
+        match self.entered.load(Ordering::Relaxed) {
+            code if code >= entry::SINCE => ramp(entry::elapsed(code, now), slow_start),
+            _ => 1.0,
+        }
+    }
+
+    /// `share` in whole percent while ramping, for `fleet status`; `None`
+    /// at full share or out of rotation.
+    pub(crate) fn ramp_pct(&self, slow_start: Duration) -> Option<u8> {
+        let share = self.share(slow_start, Instant::now());
+        (self.routable() && share < 1.0).then(|| (share * 100.0).floor() as u8)
     }
 
     /// The lifecycle as its task last published it (a copy: no lock is held
@@ -240,6 +288,69 @@ impl Candidate for Arc<Slot> {
     fn port(&self) -> u16 {
         self.port
     }
+}
+
+/// The positions in a pool passed over by one pick for slow start: a
+/// bitmask on the stack, so a pick still allocates nothing. A position past
+/// its end (a pool of over 1024 backends) is never passed over.
+#[derive(Default)]
+struct Skipped([u64; 16]);
+
+impl Skipped {
+    fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Mark `i`; false if it is past the end.
+    fn add(&mut self, i: usize) -> bool {
+        match self.0.get_mut(i / 64) {
+            Some(w) => {
+                *w |= 1 << (i % 64);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The codes of `Slot::entered`: a time as milliseconds since a process-wide
+/// epoch, offset past the three markers.
+mod entry {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// Never in rotation: its first entry is at full share.
+    pub(super) const NEVER: u64 = 0;
+    /// Never in rotation, and its first entry ramps.
+    pub(super) const ARMED: u64 = 1;
+    /// In rotation (or was) at full share.
+    pub(super) const FULL: u64 = 2;
+    /// Codes from here on are `SINCE + ms since EPOCH` of its entry.
+    pub(super) const SINCE: u64 = 3;
+
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    pub(super) fn at(t: Instant) -> u64 {
+        SINCE + t.saturating_duration_since(epoch()).as_millis() as u64
+    }
+
+    pub(super) fn elapsed(code: u64, now: Instant) -> Duration {
+        let since = Duration::from_millis(code - SINCE);
+        now.saturating_duration_since(epoch()).saturating_sub(since)
+    }
+}
+
+/// Slow start: the share of its full share of new requests a backend gets
+/// `elapsed` after it came into rotation: linear from 0 to 1 over
+/// `slow_start` (HAProxy's `slowstart`); 1 when `slow_start` is zero.
+pub(crate) fn ramp(elapsed: Duration, slow_start: Duration) -> f64 {
+    if elapsed >= slow_start {
+        return 1.0;
+    }
+    elapsed.as_secs_f64() / slow_start.as_secs_f64()
 }
 
 pub(crate) struct ConnGuard(Arc<Slot>);
@@ -303,6 +414,16 @@ impl Backends {
     /// Replace the set of backends. Readers holding the old pool finish with
     /// it; waiters are woken to look at the new one.
     pub(crate) fn swap(&self, pool: Pool) {
+        // A backend joining a fleet that serves ramps up (slow start); the
+        // fleet's first backends, all starting together, do not.
+        let old = self.current.load();
+        if old.any_routable() {
+            for slot in pool.slots() {
+                if !old.slots.iter().any(|s| Arc::ptr_eq(s, slot)) {
+                    slot.arm();
+                }
+            }
+        }
         self.current.store(Arc::new(pool));
         self.became_routable.notify_waiters();
         self.changed.notify_waiters();
@@ -364,19 +485,69 @@ impl Pool {
     /// `tried` for this request, and `strategy`'s choice among them.
     /// Slots are known by address: two upstreams on different hosts may
     /// share a port.
+    ///
+    /// Slow start: a choice still ramping up (`Slot::share` < 1) is kept
+    /// with probability `share` and otherwise passed over for the
+    /// strategy's next choice among the others, so its share of requests
+    /// is `share` times its full one whatever the strategy. The last
+    /// candidate is always taken: a ramp never refuses a request.
     pub(crate) fn pick(
         &self,
         strategy: Strategy,
         client: IpAddr,
         tried: &[SocketAddr],
+        slow_start: Duration,
     ) -> Option<&Arc<Slot>> {
-        // Walked, not collected: a pick allocates nothing (pingora's
-        // `select_with` shape).
-        let eligible = self
-            .slots
+        self.pick_at(strategy, client, tried, slow_start, Instant::now)
+    }
+
+    /// `pick`, with the clock (read only for a ramp) given, for tests.
+    fn pick_at(
+        &self,
+        strategy: Strategy,
+        client: IpAddr,
+        tried: &[SocketAddr],
+        slow_start: Duration,
+        clock: impl FnOnce() -> Instant,
+    ) -> Option<&Arc<Slot>> {
+        let mut skipped = Skipped::default();
+        let mut chosen = strategy.choose(self.eligible(tried, &skipped), client, &self.next)?;
+        if slow_start.is_zero() {
+            return Some(chosen);
+        }
+        let now = clock();
+        loop {
+            let share = chosen.share(slow_start, now);
+            if share >= 1.0 || fastrand::f64() < share {
+                return Some(chosen);
+            }
+            let at = self.slots.iter().position(|s| std::ptr::eq(s, chosen));
+            if !at.is_some_and(|i| skipped.add(i)) {
+                return Some(chosen);
+            }
+            // The others: from a random start, not the shared cursor, so
+            // the passed-over share is spread evenly. None left: the last
+            // one passed over takes it.
+            match strategy.choose_instead(self.eligible(tried, &skipped), client) {
+                Some(next) => chosen = next,
+                None => return Some(chosen),
+            }
+        }
+    }
+
+    /// The backends a request may go to: routable, not yet `tried`, not
+    /// passed over for slow start. Walked, not collected: a pick allocates
+    /// nothing (pingora's `select_with` shape).
+    fn eligible<'a>(
+        &'a self,
+        tried: &[SocketAddr],
+        skipped: &Skipped,
+    ) -> impl Iterator<Item = &'a Arc<Slot>> + Clone {
+        self.slots
             .iter()
-            .filter(|s| s.routable() && !tried.contains(&s.addr));
-        strategy.choose(eligible, client, &self.next)
+            .enumerate()
+            .filter(move |(i, s)| s.routable() && !tried.contains(&s.addr) && !skipped.contains(*i))
+            .map(|(_, s)| s)
     }
 
     pub(crate) fn any_routable(&self) -> bool {
@@ -409,7 +580,7 @@ mod tests {
         p.slots()[1].report_failure();
         let client = IpAddr::from([127, 0, 0, 1]);
         let mut tried = Vec::new();
-        while let Some(s) = p.pick(Strategy::RoundRobin, client, &tried) {
+        while let Some(s) = p.pick(Strategy::RoundRobin, client, &tried, Duration::ZERO) {
             tried.push(s.addr);
         }
         let mut ports: Vec<u16> = tried.iter().map(SocketAddr::port).collect();
@@ -424,18 +595,154 @@ mod tests {
         up(&p, 2);
         let mut counts = [0; 3];
         for _ in 0..300 {
-            let s = p.pick(Strategy::RoundRobin, IpAddr::from([127, 0, 0, 1]), &[]);
+            let s = p.pick(
+                Strategy::RoundRobin,
+                IpAddr::from([127, 0, 0, 1]),
+                &[],
+                Duration::ZERO,
+            );
             counts[(s.expect("some").port - 9000) as usize] += 1;
         }
         assert_eq!(counts, [150, 0, 150]);
     }
 
     #[test]
+    fn the_ramp_is_linear_from_zero_to_full_over_slow_start() {
+        let s = Duration::from_secs(10);
+        assert_eq!(ramp(Duration::ZERO, s), 0.0);
+        assert_eq!(ramp(Duration::from_millis(2500), s), 0.25);
+        assert_eq!(ramp(Duration::from_secs(5), s), 0.5);
+        assert_eq!(ramp(Duration::from_secs(10), s), 1.0);
+        assert_eq!(ramp(Duration::from_secs(60), s), 1.0);
+        // Off: always the full share.
+        assert_eq!(ramp(Duration::ZERO, Duration::ZERO), 1.0);
+    }
+
+    #[test]
+    fn the_first_entry_is_at_full_share_and_a_comeback_ramps() {
+        let p = pool(2);
+        let ss = Duration::from_secs(10);
+        up(&p, 0);
+        let s = &p.slots()[0];
+        assert_eq!(s.share(ss, Instant::now()), 1.0, "the fleet's start");
+        assert_eq!(s.ramp_pct(ss), None);
+        s.report_failure();
+        up(&p, 0);
+        let now = Instant::now();
+        assert!(s.share(ss, now) < 0.1, "{}", s.share(ss, now));
+        assert_eq!(s.ramp_pct(ss), Some(0));
+        let half = s.share(ss, now + Duration::from_secs(5));
+        assert!((0.49..=0.51).contains(&half), "{half}");
+        assert_eq!(s.share(ss, now + Duration::from_secs(11)), 1.0);
+        // A republish while in rotation does not restart the ramp.
+        up(&p, 0);
+        assert_eq!(s.share(ss, now + Duration::from_secs(11)), 1.0);
+        // Slow start off: no ramp shown.
+        assert_eq!(s.ramp_pct(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_backend_added_to_a_serving_fleet_ramps_and_the_first_ones_do_not() {
+        let first = pool(2);
+        let b = Backends::new(
+            Pool::new(Vec::new()),
+            crate::config::Config::default().balancer,
+        );
+        b.swap(Pool::new(first.slots().to_vec()));
+        up(&first, 0);
+        up(&first, 1);
+        let added = Arc::new(Slot::new(9009, SocketAddr::from(([127, 0, 0, 1], 9009))).0);
+        let mut slots = first.slots().to_vec();
+        slots.push(added.clone());
+        b.swap(Pool::new(slots));
+        added.publish(true, Lifecycle::default());
+        let ss = Duration::from_secs(10);
+        let now = Instant::now();
+        assert!(added.share(ss, now) < 0.1);
+        for s in first.slots() {
+            assert_eq!(s.share(ss, now), 1.0);
+        }
+    }
+
+    #[test]
+    fn a_ramping_backend_gets_its_share_times_the_ramp_under_every_strategy() {
+        let ss = Duration::from_secs(100);
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::LeastConnections,
+            Strategy::PowerOfTwo,
+            Strategy::IpHash,
+        ] {
+            let p = pool(4);
+            (0..4).for_each(|i| up(&p, i));
+            let s = &p.slots()[3];
+            s.report_failure();
+            up(&p, 3);
+            // Entered 25 s ago: a quarter of its full share.
+            let later = Instant::now() + Duration::from_secs(25);
+            let rounds = 40_000;
+            let mut counts = [0usize; 4];
+            for r in 0..rounds {
+                let client = IpAddr::from([10, 0, (r >> 8) as u8, r as u8]);
+                let s = p
+                    .pick_at(strategy, client, &[], ss, || later)
+                    .expect("some");
+                counts[(s.port - 9000) as usize] += 1;
+            }
+            // Full share 1/4, a quarter of it: 1/16 of the requests.
+            let got = counts[3] as f64 / rounds as f64;
+            assert!(
+                (0.04..0.09).contains(&got),
+                "{strategy:?}: ramping share {got} (want ~0.0625) {counts:?}"
+            );
+            // The rest is spread evenly over the others (5/16 each).
+            for n in &counts[..3] {
+                let got = *n as f64 / rounds as f64;
+                assert!(
+                    (0.27..0.36).contains(&got),
+                    "{strategy:?}: uneven {counts:?}"
+                );
+            }
+            // Slow start off: the full share again.
+            let mut full = 0;
+            for r in 0..rounds {
+                let client = IpAddr::from([10, 0, (r >> 8) as u8, r as u8]);
+                let s = p.pick(strategy, client, &[], Duration::ZERO).expect("some");
+                full += usize::from(s.port == 9003);
+            }
+            let got = full as f64 / rounds as f64;
+            assert!((0.2..0.3).contains(&got), "{strategy:?}: full share {got}");
+        }
+    }
+
+    #[test]
+    fn a_ramping_backend_alone_takes_every_request() {
+        let p = pool(2);
+        up(&p, 0);
+        p.slots()[0].report_failure();
+        up(&p, 0);
+        for _ in 0..100 {
+            let s = p.pick(
+                Strategy::RoundRobin,
+                IpAddr::from([127, 0, 0, 1]),
+                &[],
+                Duration::from_secs(100),
+            );
+            assert_eq!(s.map(|s| s.port), Some(9000));
+        }
+    }
+
+    #[test]
     fn an_empty_pool_has_nothing_to_pick() {
         let p = pool(2);
         assert!(
-            p.pick(Strategy::RoundRobin, IpAddr::from([127, 0, 0, 1]), &[])
-                .is_none()
+            p.pick(
+                Strategy::RoundRobin,
+                IpAddr::from([127, 0, 0, 1]),
+                &[],
+                Duration::ZERO
+            )
+            .is_none()
         );
         assert!(!p.any_routable());
     }

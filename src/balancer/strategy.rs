@@ -43,17 +43,42 @@ impl Strategy {
         C: Candidate + 'a,
         I: Iterator<Item = &'a C> + Clone,
     {
+        self.choose_from(eligible, client, || turn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Choose again after the first choice was passed over (slow start).
+    /// Not from the shared cursor: advanced twice for one request, its
+    /// sequence would hand the passed-over share to the backend after it;
+    /// from a random start instead, so it is spread evenly.
+    pub(crate) fn choose_instead<'a, C, I>(self, eligible: I, client: IpAddr) -> Option<&'a C>
+    where
+        C: Candidate + 'a,
+        I: Iterator<Item = &'a C> + Clone,
+    {
+        self.choose_from(eligible, client, || fastrand::usize(..))
+    }
+
+    /// `choose`, with where round-robin (and least-connections' tie-break)
+    /// starts given.
+    fn choose_from<'a, C, I>(
+        self,
+        eligible: I,
+        client: IpAddr,
+        start: impl FnOnce() -> usize,
+    ) -> Option<&'a C>
+    where
+        C: Candidate + 'a,
+        I: Iterator<Item = &'a C> + Clone,
+    {
         let n = eligible.clone().count();
         if n == 0 {
             return None;
         }
         let chosen = match self {
-            Strategy::RoundRobin => eligible
-                .clone()
-                .nth(turn.fetch_add(1, Ordering::Relaxed) % n),
+            Strategy::RoundRobin => eligible.clone().nth(start() % n),
             Strategy::LeastConnections => {
                 // From a rotating start, so ties are spread evenly.
-                let start = turn.fetch_add(1, Ordering::Relaxed) % n;
+                let start = start() % n;
                 eligible
                     .clone()
                     .skip(start)

@@ -161,7 +161,10 @@ async fn proxy(
     loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
-        let Some(slot) = pool.pick(cfg.strategy, peer.ip(), &tried).cloned() else {
+        let Some(slot) = pool
+            .pick(cfg.strategy, peer.ip(), &tried, cfg.slow_start)
+            .cloned()
+        else {
             if failures > 0 && last.as_ref().is_some_and(|s| s.routable()) {
                 // Its one replay has nowhere to go, and the backend that
                 // failed it is alive: the failure stands.

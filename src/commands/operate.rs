@@ -49,8 +49,9 @@ pub(super) fn run(
     });
     match result {
         Ok(Reply::Done { message }) => {
-            if !message.is_empty() {
-                crate::outln!("fleet: {message}");
+            // The outcome, then (an operation's) what it cost: a line each.
+            for line in message.lines() {
+                crate::outln!("fleet: {line}");
             }
             Ok(())
         }

@@ -9,7 +9,8 @@ use crate::control::protocol::{BackendStatus, ExitInfo, FleetStatus, Phase};
 use crate::duration::human as human_duration;
 
 /// The human view: a summary line, one row per backend, then the reasons
-/// for any backend that is not serving. No width limit: for a pipe.
+/// for any backend that is not serving and the ramp of any in slow start.
+/// No width limit: for a pipe.
 pub(crate) fn render(s: &FleetStatus) -> String {
     render_width(s, None)
 }
@@ -71,6 +72,10 @@ pub(crate) fn render_width(s: &FleetStatus, width: Option<usize>) -> String {
         }
         if let Some(e) = b.last_exit.as_ref().filter(|e| short && e.cause.is_some()) {
             out.push_str(&wrap(&format!("{id}: last exit {e}"), width));
+        }
+        if let Some(pct) = b.weight_pct {
+            let line = format!("{id}: slow start, ramp {pct}% of its share of new requests");
+            out.push_str(&wrap(&line, width));
         }
     }
     out

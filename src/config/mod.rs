@@ -294,6 +294,10 @@ pub(crate) struct BalancerConfig {
     /// http mode: add `X-Fleet-Backend` (the backend's port, an upstream's
     /// name) to a response whose backend did not set it.
     pub backend_header: bool,
+    /// A backend coming (back) into rotation while the fleet serves gets a
+    /// share of new requests that grows linearly from 0 to its full share
+    /// over this long (HAProxy's `slowstart`); zero turns it off.
+    pub slow_start: Duration,
 }
 
 /// Passive health: how many requests a backend may fail after they reached
@@ -366,6 +370,7 @@ impl Default for Config {
                 passive: PassiveHealth::default(),
                 access_log: None,
                 backend_header: true,
+                slow_start: Duration::ZERO,
             },
             upstreams: Vec::new(),
             watch: None,

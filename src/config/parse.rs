@@ -188,6 +188,21 @@ pub(super) fn duration(v: &Value) -> Result<Duration, Problem> {
     }
 }
 
+/// A duration that may also be zero, for a setting that 0 turns off
+/// (`balancer.slow_start: 0s`).
+pub(super) fn duration_or_zero(v: &Value) -> Result<Duration, Problem> {
+    let zero = match v {
+        Value::Int(0) => true,
+        Value::Str(s) => crate::duration::parse(s).is_ok_and(|d| d.is_zero()),
+        _ => false,
+    };
+    if zero {
+        Ok(Duration::ZERO)
+    } else {
+        duration(v)
+    }
+}
+
 pub(super) fn fmt_duration(d: Duration) -> String {
     crate::duration::format(d)
 }

@@ -290,6 +290,7 @@ pub(super) struct RawBalancer {
     pub(super) max_ejection_percent: Option<Node>,
     pub(super) access_log: Option<Node>,
     pub(super) backend_header: Option<Node>,
+    pub(super) slow_start: Option<Node>,
 }
 
 /// Parse the text of a fleet.yaml; `shown` is the path as the user named it.

@@ -278,6 +278,7 @@ balancer:
   eject_window: 30s
   max_ejection_percent: 25%
   backend_header: false
+  slow_start: 15s
 ";
     let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
     assert_eq!(c.backends, 2);
@@ -331,6 +332,7 @@ balancer:
             },
             access_log: None,
             backend_header: false,
+            slow_start: Duration::from_secs(15),
         }
     );
 }

@@ -24,9 +24,9 @@ use super::checks::{
     not_longer, port_range,
 };
 use super::parse::{
-    MODES, Problem, admin_host, backends_in_range, boolean, clean, count, duration, file_path,
-    host_port, http_path, listen, mode_of, one_of, parse_listen, path_text, percent, port_in_range,
-    problem, whole,
+    MODES, Problem, admin_host, backends_in_range, boolean, clean, count, duration,
+    duration_or_zero, file_path, host_port, http_path, listen, mode_of, one_of, parse_listen,
+    path_text, percent, port_in_range, problem, whole,
 };
 use super::precedence::{Origin, Report, Set, entry, line_of, or_default, pick};
 use super::raw::{Node, RawConfig, RawWatch, RawWatchEntry, Value, quote};
@@ -552,6 +552,7 @@ fn balancer_section(
         max_ejection_percent: or_default(max_ejection, dp.max_ejection_percent).value,
     };
     let backend_header = rep.file(entry!(b, balancer.backend_header), boolean)?;
+    let slow_start = rep.file(entry!(b, balancer.slow_start), duration_or_zero)?;
     Ok(BalancerConfig {
         passive,
         mode: pick(flag_mode, mode, d.mode).value,
@@ -562,6 +563,7 @@ fn balancer_section(
         connect_timeout: or_default(connect_timeout, d.connect_timeout).value,
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
         backend_header: or_default(backend_header, d.backend_header).value,
+        slow_start: or_default(slow_start, d.slow_start).value,
     })
 }
 

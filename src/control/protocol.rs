@@ -182,6 +182,11 @@ pub struct BackendStatus {
     /// Why the backend is `failed` or `stopped`, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Slow start: while it ramps up after coming into rotation, the percent
+    /// of its full share of new requests it gets now (additive; absent at
+    /// full share).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_pct: Option<u8>,
     /// Metrics (additive; see `crate::metrics`).
     #[serde(flatten)]
     pub traffic: Traffic,
@@ -361,6 +366,7 @@ mod tests {
             total_connections: 7,
             last_exit: None,
             reason: Some("x".repeat(200)),
+            weight_pct: None,
             traffic: Traffic::default(),
         };
         let s = FleetStatus {

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -29,6 +30,7 @@ pub(crate) fn build(
     let recent: Vec<_> = pool.slots().iter().map(|s| s.metrics.recent()).collect();
     let fleet = metrics::sum_recent(&recent);
     let responses = backends.metrics.backends.responses();
+    let slow_start = backends.config().slow_start;
     FleetStatus {
         pid: std::process::id(),
         listen: listen.to_string(),
@@ -37,7 +39,7 @@ pub(crate) fn build(
             .slots()
             .iter()
             .zip(&recent)
-            .map(|(s, r)| backend(s, r))
+            .map(|(s, r)| backend(s, r, slow_start))
             .collect(),
         traffic: FleetTraffic {
             requests: responses.iter().sum(),
@@ -56,8 +58,8 @@ pub(crate) fn build(
 }
 
 /// One backend's status, with its recent rates already read (the fleet's
-/// summary needs them too).
-fn backend(slot: &Slot, recent: &Recent) -> BackendStatus {
+/// summary needs them too); `slow_start` for its ramp, if it is ramping.
+fn backend(slot: &Slot, recent: &Recent, slow_start: Duration) -> BackendStatus {
     let m = &slot.metrics;
     let s = slot.status();
     BackendStatus {
@@ -74,6 +76,7 @@ fn backend(slot: &Slot, recent: &Recent) -> BackendStatus {
         total_connections: m.connections.get(),
         last_exit: s.last_exit,
         reason: s.reason,
+        weight_pct: slot.ramp_pct(slow_start),
         traffic: Traffic {
             requests: m.requests(),
             responses: CLASSES

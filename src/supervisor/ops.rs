@@ -34,7 +34,9 @@ use crate::balancer::pool::{Backends, Pool, Slot};
 use crate::config::{Config, ConfigError, HealthConfig, MAX_BACKENDS, Overrides, Upstream};
 use crate::control::command::Replies;
 use crate::control::protocol::{Reply, Request};
+use crate::cost::Cost;
 use crate::lifecycle::Phase;
+use crate::metrics::Op;
 use crate::state_dir::StateDir;
 
 /// Slack past the grace period for a stopped backend's task to finish.
@@ -61,6 +63,26 @@ pub(super) fn not_serving(failed: &[(u16, String)]) -> String {
         .map(|(p, why)| format!("backend {p} did not come back: {why}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// An operation ends with what it cost (`crate::cost`): the last line of
+/// its reply, or a progress line before its error.
+pub(super) async fn cost_line(
+    cost: Option<(Cost, Op)>,
+    result: Result<String, OpError>,
+    out: &Out,
+) -> Result<String, OpError> {
+    let Some((cost, op)) = cost else {
+        return result;
+    };
+    let line = cost.finish(op, result.is_ok());
+    match result {
+        Ok(message) => Ok(format!("{message}\n{line}")),
+        Err(e) => {
+            out.progress(line).await;
+            Err(e)
+        }
+    }
 }
 
 /// Progress lines and the one final reply of a command. The client may be
@@ -266,8 +288,18 @@ impl Fleet {
     }
 
     /// Run one request to its end, answering on `out`: the one dispatch
-    /// from the control protocol's verbs to the operations.
+    /// from the control protocol's verbs to the operations. Each operation
+    /// ends with what it cost the fleet's clients (`crate::cost`).
     pub(super) async fn execute(&mut self, request: Request, out: Out) {
+        let cost = Cost::start(&self.backends);
+        let op = match &request {
+            Request::Restart { .. } => Some(Op::Restart),
+            Request::Stop { .. } => Some(Op::Stop),
+            Request::Start { .. } => Some(Op::Start),
+            Request::Scale { .. } => Some(Op::Scale),
+            Request::Reload => Some(Op::Reload),
+            Request::Status | Request::Down { .. } => None,
+        };
         let result = match request {
             Request::Restart { ports, all_at_once } => {
                 self.restart(&ports, all_at_once, &out).await
@@ -283,6 +315,7 @@ impl Fleet {
                 other.verb()
             ))),
         };
+        let result = cost_line(op.map(|op| (cost, op)), result, &out).await;
         out.finish(result).await;
     }
 

@@ -523,6 +523,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         passive,
         access_log,
         backend_header,
+        slow_start,
     } = &new.balancer;
     let ob = &old.balancer;
     if ob.mode != *mode {
@@ -546,6 +547,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         d(ob.response_timeout),
         d(*response_timeout),
     );
+    field("balancer.slow_start", d(ob.slow_start), d(*slow_start));
     field(
         "balancer.eject_after",
         ob.passive.eject_after.to_string(),

@@ -32,7 +32,7 @@ fn family_sum(text: &str, family: &str) -> u64 {
         .sum()
 }
 
-fn promtool_check(promtool: &str, text: &str) {
+pub(crate) fn promtool_check(promtool: &str, text: &str) {
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

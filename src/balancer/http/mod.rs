@@ -423,7 +423,10 @@ async fn exchange(
     let answer = loop {
         // The pool as it is now: a `fleet scale` between two tries is seen.
         let pool = backends.load();
-        let Some(slot) = pool.pick(cfg.strategy, peer.ip(), &tried).cloned() else {
+        let Some(slot) = pool
+            .pick(cfg.strategy, peer.ip(), &tried, cfg.slow_start)
+            .cloned()
+        else {
             if written_failures > 0 && outcome.slot.as_ref().is_some_and(|s| s.routable()) {
                 // Its one more try has nowhere to go, and the backend that
                 // failed it is alive: the failure stands (no waiting for a
@@ -531,6 +534,11 @@ async fn exchange(
             Attempt::BadBody(why) => break Answer::BadRequest(why),
         }
     };
+    match answer {
+        Answer::BadGateway => backends.metrics.bad_gateway.inc(),
+        Answer::GatewayTimeout => backends.metrics.gateway_timeout.inc(),
+        _ => {}
+    }
     outcome.bytes_out = answer.send(client).await;
     outcome.status = answer.status();
     outcome.first_byte = Some(started.elapsed());
