@@ -230,6 +230,8 @@ async fn roll(
     };
     match outcome {
         Ok(message) => {
+            // The roll's lines (what it did, then its cost) as one.
+            let message = message.replace('\n', "; ");
             info!(target: "supervisor", "watch: {what}: {message}");
             set(shared, |s| s.outcome = Some(message));
         }

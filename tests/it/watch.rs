@@ -215,9 +215,13 @@ fn an_edit_rolls_the_fleet_a_broken_one_stops_the_roll_and_a_fix_completes_it() 
     });
     let w = w.watch.unwrap();
     assert_eq!(w.last_change.as_deref(), Some("app.py"));
-    assert_eq!(
-        w.outcome.as_deref(),
-        Some("restarted 3 backends, one at a time")
+    // What the roll did, then what it cost the clients (the cost line).
+    let outcome = w.outcome.unwrap_or_default();
+    assert!(
+        outcome.starts_with("restarted 3 backends, one at a time; restart took ")
+            && outcome.contains(" 0 of ")
+            && outcome.ends_with(" requests failed"),
+        "{outcome}"
     );
     assert_eq!(w.rolls, 1);
 
@@ -282,10 +286,10 @@ fn an_edit_rolls_the_fleet_a_broken_one_stops_the_roll_and_a_fix_completes_it() 
             .is_some_and(|w| w.rolls == 4 && w.outcome.as_deref() != Some("rolling"))
     });
     assert!(Fleet::all_healthy(&s), "{s:?}");
-    let w = s.watch.unwrap();
-    assert_eq!(
-        w.outcome.as_deref(),
-        Some("restarted 3 backends, one at a time")
+    let outcome = s.watch.unwrap().outcome.unwrap_or_default();
+    assert!(
+        outcome.starts_with("restarted 3 backends, one at a time; restart took "),
+        "{outcome}"
     );
 
     let n = load.sent();
