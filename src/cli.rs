@@ -61,6 +61,9 @@ pub enum Command {
     /// Re-read fleet.yaml (with the flags given to `up`) and apply the changes.
     #[command(after_help = crate::help::RELOAD)]
     Reload(ReloadArgs),
+    /// Hand the running fleet to a new supervisor (a new fleet binary) without a stop.
+    #[command(after_help = crate::help::UPGRADE)]
+    Upgrade(UpgradeArgs),
     /// Run the built-in worker: a static-file HTTP/1.1 server (also usable alone).
     #[command(after_help = crate::help::SERVE)]
     Serve(crate::worker::ServeArgs),
@@ -138,6 +141,10 @@ pub struct UpArgs {
     /// readiness on stdout and then detaches from it.
     #[arg(long, hide = true)]
     pub detached_child: bool,
+    /// Internal: set by `fleet upgrade` on the new supervisor, which takes
+    /// the running fleet over from the old one through this socket.
+    #[arg(long, hide = true, value_name = "SOCKET")]
+    pub take_over: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -222,6 +229,16 @@ pub struct ScaleArgs {
     /// The number of backends to run
     #[arg(value_name = "N")]
     pub backends: u16,
+    #[command(flatten)]
+    pub state: StateDirArg,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    /// The fleet executable to run the new supervisor [default: the path the
+    /// running supervisor was started from, as it is on disk now]
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
     #[command(flatten)]
     pub state: StateDirArg,
 }

@@ -67,6 +67,15 @@ Examples:
   kill -HUP $(cat .fleet/fleet.pid)
                              the same, for a detached fleet";
 
+pub(crate) const UPGRADE: &str = "\
+Examples:
+  fleet upgrade                  run the fleet binary now on disk (e.g. after `cargo install`)
+                                 as the new supervisor; not one request is refused
+  fleet upgrade --exe ./fleet    hand over to another build of fleet
+
+A new binary that does not start or take over changes nothing: the running
+supervisor keeps serving and `fleet upgrade` exits 1 saying why.";
+
 pub(crate) const SERVE: &str = "\
 Examples:
   fleet serve --port 9002                one lab server: ./www, or the built-in page without it

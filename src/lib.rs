@@ -19,7 +19,7 @@
 //!   `fleet status --watch` / `fleet top`), `commands::status_view` (the
 //!   status as text, which both print), and the verbs that operate a running
 //!   fleet: `commands::restart`, `commands::stop`, `commands::start`,
-//!   `commands::scale`, `commands::reload`, which share `commands::operate`
+//!   `commands::scale`, `commands::reload`, `commands::upgrade`, which share `commands::operate`
 //!   (send one request, print its progress lines and outcome); and the ones
 //!   that do not talk to a fleet:
 //!   `commands::init` (a starter fleet.yaml and www/), `commands::export`
@@ -78,7 +78,9 @@
 //!   `supervisor::front` (the balancer's listener, `admin_hosts`),
 //!   `supervisor::blue_green` (a moved `base_port`: new set beside the old,
 //!   one switch) and `supervisor::upstream_set` (upstreams added, drained
-//!   and removed); `supervisor::signals` what
+//!   and removed); `supervisor::handover` (`fleet upgrade`: both sides of
+//!   handing the fleet, its sockets and its lock, to a new supervisor
+//!   process); `supervisor::signals` what
 //!   each signal means (stop, reload, or logged and ignored);
 //!   `supervisor::upstream`
 //!   the task per remote backend (no process, only health checks).
@@ -224,7 +226,7 @@ pub fn run(command: cli::Command) -> Result<u8, Error> {
     use cli::Command;
     use commands::{
         completions, down, export, init, logs, man, reload, restart, scale, start, status, stop,
-        up, watch,
+        up, upgrade, watch,
     };
     use state_dir::StateDir;
     /// A command that succeeded exits 0.
@@ -242,6 +244,7 @@ pub fn run(command: cli::Command) -> Result<u8, Error> {
         Command::Start(a) => done(start::run(a)),
         Command::Scale(a) => done(scale::run(a)),
         Command::Reload(a) => done(reload::run(a)),
+        Command::Upgrade(a) => done(upgrade::run(a)),
         Command::Logs(a) => done(logs::run(a)),
         Command::Serve(a) => done(crate::worker::run(a)),
         Command::Bench(a) => done(crate::bench::run(&a)),

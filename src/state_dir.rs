@@ -142,6 +142,11 @@ impl StateDir {
     pub(crate) fn backend_log(&self, port: u16) -> PathBuf {
         self.logs().join(format!("backend-{port}.log"))
     }
+    /// Where a new supervisor calls in to take the fleet over (`fleet
+    /// upgrade`); there only while an upgrade runs.
+    pub(crate) fn handover_socket(&self) -> PathBuf {
+        self.root.join("handover.sock")
+    }
     pub(crate) fn supervisor_log(&self) -> PathBuf {
         self.logs().join("supervisor.log")
     }
@@ -474,6 +479,31 @@ impl PidLock {
     /// Remove the pid file; the lock itself goes with the file handle.
     pub(crate) fn release(self) {
         let _ = fs::remove_file(&self.path);
+        drop(self.file);
+    }
+
+    /// The locked file, to hand to a new supervisor (`fleet upgrade`): a
+    /// `flock` belongs to the open file, so a copy of the descriptor in
+    /// another process holds the same lock, with no moment where it is free.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The lock received from the supervisor this one takes over from.
+    pub(crate) fn adopt(file: File, path: PathBuf) -> Self {
+        PidLock { file, path }
+    }
+
+    /// Write our pid over the old one's (once this supervisor holds the fleet).
+    pub(crate) fn write_pid(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.rewind()?;
+        writeln!(self.file, "{}", std::process::id())
+    }
+
+    /// Let go of the lock but leave the pid file: the supervisor that took
+    /// over holds the same lock and has written its pid there.
+    pub(crate) fn hand_over(self) {
         drop(self.file);
     }
 }

@@ -93,9 +93,20 @@ pub(crate) async fn run(
     if mode == BalancerMode::Http {
         conns.spawn(http::prune_idle_backend_conns(shared.clone()));
     }
+    // Accepting ends at shutdown or at a handover (`fleet upgrade`).
+    let accepting = stop.child_token();
+    {
+        let (handover, accepting) = (shared.backends.handover.clone(), accepting.clone());
+        conns.spawn(async move {
+            tokio::select! {
+                _ = handover.cancelled() => accepting.cancel(),
+                _ = accepting.cancelled() => {}
+            }
+        });
+    }
     loop {
         let permit = limit.clone().try_acquire_owned().ok();
-        let Some((client, peer)) = crate::listener::accept(&listener, &stop).await else {
+        let Some((client, peer)) = crate::listener::accept(&listener, &accepting).await else {
             break;
         };
         let permit = match permit {
@@ -107,7 +118,7 @@ pub(crate) async fn run(
                 shared.admission.evict_oldest();
                 tokio::select! {
                     biased;
-                    _ = stop.cancelled() => return info!(target: "balancer", "stopped accepting"),
+                    _ = accepting.cancelled() => return info!(target: "balancer", "stopped accepting"),
                     p = limit.clone().acquire_owned() => break p.expect("the semaphore is never closed"),
                     _ = tokio::time::sleep(FULL_RETRY) => {}
                 }

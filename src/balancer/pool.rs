@@ -382,6 +382,11 @@ pub(crate) struct Backends {
     pub(crate) metrics: BalancerMetrics,
     /// The access log, when `balancer.access_log` is set (fixed at start).
     pub(crate) access_log: OnceLock<AccessLog>,
+    /// Cancelled when a new supervisor takes the fleet over (`fleet
+    /// upgrade`): the accept loop ends and every client connection closes
+    /// after its next response (`Connection: close`), so its client
+    /// reconnects to the new one without a failed request.
+    pub(crate) handover: tokio_util::sync::CancellationToken,
 }
 
 impl Backends {
@@ -393,6 +398,7 @@ impl Backends {
             changed: Notify::new(),
             metrics: BalancerMetrics::default(),
             access_log: OnceLock::new(),
+            handover: tokio_util::sync::CancellationToken::new(),
         }
     }
 

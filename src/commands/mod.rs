@@ -17,6 +17,7 @@ pub(crate) mod status;
 pub(crate) mod status_view;
 pub(crate) mod stop;
 pub(crate) mod up;
+pub(crate) mod upgrade;
 pub(crate) mod watch;
 
 pub(crate) use crate::logging::no_color;

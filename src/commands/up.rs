@@ -85,6 +85,9 @@ pub enum UpError {
     /// The detached supervisor's own report of why it did not start.
     #[error("{0}")]
     Detached(String),
+    /// `fleet upgrade`'s new supervisor could not take the fleet over.
+    #[error("{0}")]
+    TakeOver(String),
     #[error("the supervisor exited during start-up ({status}); see {}", log.display())]
     DiedStarting { status: String, log: PathBuf },
 }
@@ -152,7 +155,14 @@ pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
         let reload = std::env::current_dir()
             .ok()
             .map(|cwd| (args.overrides(), cwd));
-        start(config, state.clone(), &reporter, reload).inspect_err(|e| reporter.fail(e))
+        start(
+            config,
+            state.clone(),
+            &reporter,
+            reload,
+            args.take_over.as_deref(),
+        )
+        .inspect_err(|e| reporter.fail(e))
     };
     // A failed `up` leaves no state dir behind that it created itself,
     // unless the message points into it (a supervisor that died: its log).
@@ -215,12 +225,30 @@ fn start(
     state: StateDir,
     reporter: &Reporter,
     reload: Option<(Overrides, PathBuf)>,
+    take_over: Option<&std::path::Path>,
 ) -> Result<(), UpError> {
     crate::logging::attach_supervisor_log(state.supervisor_log());
-    let (lock, stale) = state.lock()?;
-    if let Some(note) = stale {
-        warn!(target: "supervisor", "{note}");
-    }
+    // `fleet upgrade`: the lock and the listeners come from the old supervisor.
+    let received = take_over
+        .map(|socket| {
+            supervisor::handover::receive(socket, &state).map_err(|e| {
+                UpError::TakeOver(format!(
+                    "cannot receive the fleet from {}: {e}",
+                    socket.display()
+                ))
+            })
+        })
+        .transpose()?;
+    let (lock, received) = match received {
+        Some((lock, r)) => (lock, Some(r)),
+        None => {
+            let (lock, stale) = state.lock()?;
+            if let Some(note) = stale {
+                warn!(target: "supervisor", "{note}");
+            }
+            (lock, None)
+        }
+    };
     // From here on, returning drops `lock` (flock released); the pid file is
     // removed by `release` on every path.
     // Two runtime threads: measured against one on the 2-core lab machine
@@ -239,6 +267,7 @@ fn start(
     };
     // Sockets are registered with the runtime as they are bound; nothing runs yet.
     let entered = runtime.enter();
+    let mut received = received;
     let checked = (|| {
         raise_fd_limit(config.balancer.max_connections)?;
         if config.backend == BackendCommand::Builtin
@@ -246,6 +275,17 @@ fn start(
             && !dir.is_dir()
         {
             return Err(UpError::NoWww(dir.clone()));
+        }
+        if let Some(r) = received.take() {
+            return Ok((
+                tokio::net::TcpListener::from_std(r.balancer).map_err(UpError::Runtime)?,
+                r.control,
+                r.admin
+                    .map(tokio::net::TcpListener::from_std)
+                    .transpose()
+                    .map_err(UpError::Runtime)?,
+                Some(r.peer),
+            ));
         }
         let balancer = bind(config.listen, Setting::Listen)?;
         for port in config.ports() {
@@ -260,11 +300,16 @@ fn start(
             .admin
             .map(|addr| bind(addr, Setting::Admin))
             .transpose()?;
-        Ok((balancer, control, admin))
+        Ok((balancer, control, admin, None))
     })();
     drop(entered);
-    let (balancer, control, admin) = match checked {
+    let (balancer, control, admin, peer) = match checked {
         Ok(l) => l,
+        // A take-over leaves the old supervisor's socket and pid file alone.
+        Err(e) if take_over.is_some() => {
+            lock.hand_over();
+            return Err(e);
+        }
         Err(e) => {
             let _ = std::fs::remove_file(state.socket());
             lock.release();
@@ -301,11 +346,16 @@ fn start(
         let detached = matches!(reporter, Reporter::Pipe);
         let signals = supervisor::signals::install(detached).map_err(UpError::Signals)?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let take_over = peer
+            .map(supervisor::handover::Follower::new)
+            .transpose()
+            .map_err(|e| UpError::TakeOver(format!("the handover connection: {e}")))?;
         let opts = Options {
             echo_output: !detached,
             exe,
             reload,
             signals: Some(signals),
+            take_over,
         };
         let files = StateFiles { dir: state, lock };
         let supervisor = Supervisor::start(config, listeners, files, opts, token).run(ready_tx);

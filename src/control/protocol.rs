@@ -63,6 +63,12 @@ pub enum Request {
     Scale { backends: u16 },
     /// Re-read fleet.yaml (with the flags given to `up`) and apply the difference.
     Reload,
+    /// Hand the fleet to a new supervisor of `exe` (the supervisor's own
+    /// executable path when absent).
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exe: Option<std::path::PathBuf>,
+    },
 }
 
 impl Request {
@@ -76,6 +82,7 @@ impl Request {
             Request::Start { .. } => "start",
             Request::Scale { .. } => "scale",
             Request::Reload => "reload",
+            Request::Upgrade { .. } => "upgrade",
         }
     }
 
@@ -315,6 +322,10 @@ mod tests {
             Request::Start { ports: vec![] },
             Request::Scale { backends: 8 },
             Request::Reload,
+            Request::Upgrade { exe: None },
+            Request::Upgrade {
+                exe: Some("/opt/fleet".into()),
+            },
         ] {
             let line = encode(r.clone());
             assert_eq!(decode::<Request>(line.trim_end().as_bytes()).unwrap(), r);

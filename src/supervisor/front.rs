@@ -9,8 +9,13 @@
 //! after it, as at shutdown (`balancer::http`). Each balancer admits up to
 //! `balancer.max_connections` clients, so during a move the two together
 //! may briefly hold more.
+//!
+//! It also keeps close-on-exec copies of the sockets the fleet is reached
+//! by and of the pid file (its lock), which `fleet upgrade` passes to a new
+//! supervisor (`handover`): the listeners themselves live in their tasks.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -38,6 +43,36 @@ pub(crate) struct Front {
     pub(crate) listen: Arc<ArcSwap<SocketAddr>>,
     /// `admin_hosts`, read by the admin address per request.
     pub(crate) admin_hosts: Arc<ArcSwap<Vec<String>>>,
+    /// A copy of the listener the balancer accepts on now (`None` if it
+    /// could not be taken): a move drops the old one, so the old address
+    /// closes.
+    balancer_copy: Option<OwnedFd>,
+    /// Copies of the rest, taken at start (`None` if they could not be).
+    pub(super) kit: Option<Kit>,
+    /// Stops the admin address (a child of `token`).
+    pub(super) admin_stop: CancellationToken,
+}
+
+/// Close-on-exec copies (`F_DUPFD_CLOEXEC`: no backend inherits them) of
+/// the control socket, the admin address and the locked pid file.
+pub(super) struct Kit {
+    pub(super) control: OwnedFd,
+    pub(super) admin: Option<OwnedFd>,
+    pub(super) pid_file: OwnedFd,
+}
+
+impl Kit {
+    pub(super) fn new(
+        control: impl AsFd,
+        admin: Option<impl AsFd>,
+        pid_file: impl AsFd,
+    ) -> std::io::Result<Kit> {
+        Ok(Kit {
+            control: control.as_fd().try_clone_to_owned()?,
+            admin: admin.map(|a| a.as_fd().try_clone_to_owned()).transpose()?,
+            pid_file: pid_file.as_fd().try_clone_to_owned()?,
+        })
+    }
 }
 
 impl Front {
@@ -58,10 +93,13 @@ impl Front {
             tracker,
             conns,
             accepting: token.child_token(),
+            admin_stop: token.child_token(),
             token,
             hard_stop,
             listen: Arc::new(ArcSwap::from_pointee(addr)),
             admin_hosts: Arc::new(ArcSwap::from_pointee(admin_hosts)),
+            balancer_copy: None,
+            kit: None,
         };
         front.accept_on(listener, addr);
         front
@@ -91,7 +129,27 @@ impl Front {
         addr
     }
 
+    /// The balancer's listener as it is now, with the copies of the rest:
+    /// what a new supervisor takes over (`None`: a copy is missing).
+    pub(super) fn passable(&self) -> Option<(&OwnedFd, &Kit)> {
+        self.balancer_copy.as_ref().zip(self.kit.as_ref())
+    }
+
+    /// Stop the balancer that accepts now: its idle client connections
+    /// close (`fleet upgrade`, once the new supervisor accepts).
+    pub(super) fn stop(&self) {
+        self.accepting.cancel();
+    }
+
+    /// Drop the copies: at shutdown the listeners must close with their
+    /// tasks, so new clients are refused.
+    pub(super) fn drop_copies(&mut self) {
+        self.balancer_copy = None;
+        self.kit = None;
+    }
+
     fn accept_on(&mut self, listener: TcpListener, addr: SocketAddr) {
+        self.balancer_copy = listener.as_fd().try_clone_to_owned().ok();
         let stop = self.token.child_token();
         self.tracker.spawn(balancer::run(
             listener,

@@ -30,6 +30,7 @@
 pub(crate) mod backend;
 mod blue_green;
 mod front;
+pub(crate) mod handover;
 pub(crate) mod health;
 pub(crate) mod job;
 mod ops;
@@ -103,6 +104,10 @@ pub enum StartError {
 pub enum SupervisorError {
     #[error("no backend became ready: {0}")]
     NoBackendReady(StartError),
+    /// The new supervisor of `fleet upgrade` could not take the fleet over;
+    /// the old one serves on.
+    #[error("taking the fleet over failed: {0}")]
+    TakeOver(String),
 }
 
 /// The already bound sockets (bound by the caller so errors name the port
@@ -125,6 +130,9 @@ pub(crate) struct Options {
     /// The signal handlers, installed by the caller (so a failure is reported
     /// before anything starts); `run` drives them.
     pub signals: Option<signals::Signals>,
+    /// Set on the new supervisor of `fleet upgrade`: the listeners and lock
+    /// came from the old one, and the backends come one at a time.
+    pub take_over: Option<handover::Follower>,
 }
 
 /// What the supervisor holds in the state dir: the dir itself (the control
@@ -150,9 +158,28 @@ pub(crate) struct Supervisor {
     hard_stop: CancellationToken,
     /// Stops the control server, after `fleet down` callers got their reply.
     control_stop: CancellationToken,
-    control: tokio::task::JoinHandle<()>,
+    /// The control server; `None` until a supervisor taking over accepts.
+    control: Option<tokio::task::JoinHandle<()>>,
     inbox: Inbox,
     files: StateFiles,
+    /// Taking over (`fleet upgrade`): the listeners wait until the old
+    /// supervisor says `accept`.
+    take_over: Option<(handover::Follower, Doors)>,
+    /// Taking over, once accepting: the rest of the exchange.
+    follower: Option<handover::Follower>,
+    /// The socket and pid file are this supervisor's to remove at the end
+    /// (not while taking over, nor once handed over).
+    owns_files: bool,
+}
+
+/// What a supervisor opens to the world once it may accept: the listeners
+/// and where the control server sends its commands.
+struct Doors {
+    listeners: Listeners,
+    commands: mpsc::Sender<Command>,
+    started: Instant,
+    /// Watch mode's state, for `fleet status`.
+    watch_view: Option<crate::watcher::Shared>,
 }
 
 /// The commands waiting for the supervisor's loop, and what it does with
@@ -220,7 +247,6 @@ impl Supervisor {
         if let Some(path) = &config.balancer.access_log {
             let _ = backends.access_log.set(AccessLog::new(path.clone()));
         }
-        let admin_hosts = config.admin_hosts.clone();
         // Watch mode: its roll requests wait in `rolls` until no other
         // command runs. Its settings are read here, once.
         let (rolls_tx, rolls) = mpsc::channel::<Command>(1);
@@ -249,56 +275,9 @@ impl Supervisor {
             files.dir.clone(),
             &opts,
         );
-        fleet.spawn_initial();
-        // A reload may move the balancer's address and change `admin_hosts`.
-        let front = front::Front::start(
-            listeners.balancer,
-            listen,
-            backends.clone(),
-            (tracker.clone(), conns.clone()),
-            token.clone(),
-            hard_stop.clone(),
-            admin_hosts,
-        );
-        let (listen_now, admin_hosts) = (front.listen.clone(), front.admin_hosts.clone());
-        fleet.front = Some(front);
-        let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
-        let view: StatusView = {
-            let backends = backends.clone();
-            Arc::new(move || {
-                crate::control::status::build(
-                    &backends,
-                    **listen_now.load(),
-                    admin,
-                    started,
-                    watch_view.as_deref(),
-                )
-            })
-        };
-        tracker.spawn(sample_metrics(backends.clone(), token.child_token()));
-        if let Some((listener, addr)) = listeners.admin.zip(admin) {
-            tracker.spawn(crate::admin::serve(
-                listener,
-                crate::admin::Context {
-                    status: view.clone(),
-                    backends: backends.clone(),
-                    started,
-                    names: crate::admin::host::Names::shared(addr.ip(), admin_hosts),
-                },
-                token.child_token(),
-                tracker.clone(),
-            ));
-        }
-        let control = tokio::spawn(crate::control::server::serve(
-            listeners.control,
-            view,
-            commands_tx.clone(),
-            control_stop.clone(),
-        ));
         if let Some(signals) = opts.signals {
             tracker.spawn(signals.run(token.clone(), commands_tx.clone()));
         }
-        drop(commands_tx);
         if let Some((ctx, shared)) = watching {
             tracker.spawn(crate::watcher::run(
                 ctx,
@@ -309,7 +288,25 @@ impl Supervisor {
         } else {
             drop(rolls_tx);
         }
-        Supervisor {
+        let doors = Doors {
+            listeners,
+            commands: commands_tx,
+            started,
+            watch_view,
+        };
+        let taking_over = opts.take_over.is_some();
+        if taking_over {
+            // Only the upstreams for now: each local backend starts once
+            // the old supervisor frees its port.
+            for u in fleet.config.upstreams.clone() {
+                let remote = fleet.spawn_upstream(u, &fleet.config.health);
+                fleet.upstreams.push(remote);
+            }
+            fleet.publish_pool();
+        } else {
+            fleet.spawn_initial();
+        }
+        let mut supervisor = Supervisor {
             fleet,
             listen,
             inbox: Inbox {
@@ -324,9 +321,86 @@ impl Supervisor {
             conns,
             hard_stop,
             control_stop,
-            control,
+            control: None,
             files,
+            take_over: None,
+            follower: None,
+            owns_files: !taking_over,
+        };
+        match opts.take_over {
+            Some(follower) => supervisor.take_over = Some((follower, doors)),
+            None => supervisor.open(doors),
         }
+        supervisor
+    }
+
+    /// Start accepting: the balancer (its `front`), the admin address and
+    /// the control server.
+    fn open(&mut self, doors: Doors) {
+        let Doors {
+            listeners,
+            commands,
+            started,
+            watch_view,
+        } = doors;
+        let backends = self.fleet.backends.clone();
+        let admin_hosts = self.fleet.config.admin_hosts.clone();
+        // Copies for a later `fleet upgrade`.
+        let kit = front::Kit::new(
+            &listeners.control,
+            listeners.admin.as_ref(),
+            self.files.lock.file(),
+        )
+        .inspect_err(|e| warn!(target: "supervisor", "`fleet upgrade` will not be possible: {e}"))
+        .ok();
+        // A reload may move the balancer's address and change `admin_hosts`.
+        let mut front = front::Front::start(
+            listeners.balancer,
+            self.listen,
+            backends.clone(),
+            (self.tracker.clone(), self.conns.clone()),
+            self.token.clone(),
+            self.hard_stop.clone(),
+            admin_hosts,
+        );
+        front.kit = kit;
+        let admin_stop = front.admin_stop.clone();
+        let (listen_now, admin_hosts) = (front.listen.clone(), front.admin_hosts.clone());
+        self.fleet.front = Some(front);
+        let admin = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
+        let view: StatusView = {
+            let backends = backends.clone();
+            Arc::new(move || {
+                crate::control::status::build(
+                    &backends,
+                    **listen_now.load(),
+                    admin,
+                    started,
+                    watch_view.as_deref(),
+                )
+            })
+        };
+        self.tracker
+            .spawn(sample_metrics(backends.clone(), self.token.child_token()));
+        if let Some((listener, addr)) = listeners.admin.zip(admin) {
+            self.tracker.spawn(crate::admin::serve(
+                listener,
+                crate::admin::Context {
+                    status: view.clone(),
+                    backends,
+                    started,
+                    names: crate::admin::host::Names::shared(addr.ip(), admin_hosts),
+                },
+                admin_stop,
+                self.tracker.clone(),
+            ));
+        }
+        self.control = Some(tokio::spawn(crate::control::server::serve(
+            listeners.control,
+            view,
+            commands,
+            self.control_stop.clone(),
+        )));
     }
 
     /// Start up, serve, shut down; `ready` hears how the start went.
@@ -334,13 +408,46 @@ impl Supervisor {
         mut self,
         ready: oneshot::Sender<Result<Readiness, StartError>>,
     ) -> Result<(), SupervisorError> {
-        let fatal = self.start_up(ready).await;
+        let fatal = match self.take_over().await {
+            Ok(()) => self
+                .start_up(ready)
+                .await
+                .map(SupervisorError::NoBackendReady),
+            // `up` hears nothing: the old supervisor serves on.
+            Err(why) => Some(SupervisorError::TakeOver(why)),
+        };
         self.serve().await;
         self.shut_down().await;
         match fatal {
-            Some(e) => Err(SupervisorError::NoBackendReady(e)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Taking over (`fleet upgrade`, see `handover`): start each backend
+    /// the old supervisor frees until it says `accept`, then accept. `Err`
+    /// stops this supervisor, leaving the old one's socket and pid file be.
+    async fn take_over(&mut self) -> Result<(), String> {
+        let Some((follower, _)) = &mut self.take_over else {
+            return Ok(());
+        };
+        let until = follower.until_accept(&mut self.fleet, self.listen);
+        let accepted = tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Err("interrupted while taking the fleet over".into()),
+            r = until => r,
+        };
+        if let Err(why) = accepted {
+            warn!(target: "supervisor", "{why}");
+            self.token.cancel();
+            return Err(why);
+        }
+        if let Some((follower, doors)) = self.take_over.take() {
+            self.open(doors);
+            self.owns_files = true;
+            self.follower = Some(follower);
+        }
+        Ok(())
     }
 
     /// Wait for the backends' first probes (commands meanwhile are told
@@ -351,13 +458,28 @@ impl Supervisor {
         ready: oneshot::Sender<Result<Readiness, StartError>>,
     ) -> Option<StartError> {
         let listen = self.listen;
-        let readiness = wait_ready(&self.fleet, listen, &self.token);
-        tokio::pin!(readiness);
-        let started_up = loop {
-            tokio::select! {
-                r = &mut readiness => break r,
-                Some(cmd) = self.inbox.commands.recv() => {
-                    self.inbox.refuse_or_stop(cmd, "the fleet is still starting")
+        let started_up = {
+            let (fleet, lock, inbox, token) = (
+                &mut self.fleet,
+                &mut self.files.lock,
+                &mut self.inbox,
+                &self.token,
+            );
+            let follower = self.follower.take();
+            let readiness = async move {
+                // Taking over: the rest of the backends, then the pid file.
+                if let Some(f) = follower {
+                    f.finish(fleet, lock).await;
+                }
+                wait_ready(fleet, listen, token).await
+            };
+            tokio::pin!(readiness);
+            loop {
+                tokio::select! {
+                    r = &mut readiness => break r,
+                    Some(cmd) = inbox.commands.recv() => {
+                        inbox.refuse_or_stop(cmd, "the fleet is still starting")
+                    }
                 }
             }
         };
@@ -414,6 +536,7 @@ impl Supervisor {
                 continue;
             }
             let busy = format!("`fleet {}` is in progress", cmd.request.verb());
+            let handover = fleet.backends.handover.clone();
             let op = fleet.execute(cmd.request, ops::Out::new(cmd.reply));
             tokio::pin!(op);
             loop {
@@ -426,6 +549,11 @@ impl Supervisor {
                     Some(c) = inbox.commands.recv() => inbox.refuse_or_stop(c, &busy),
                 }
             }
+            // `fleet upgrade`: once the new supervisor accepts, the fleet
+            // is its own, and this one exits.
+            if handover.is_cancelled() {
+                token.cancel();
+            }
         }
     }
 
@@ -433,7 +561,7 @@ impl Supervisor {
     /// answered last.
     async fn shut_down(self) {
         let Supervisor {
-            fleet,
+            mut fleet,
             mut inbox,
             tracker,
             conns,
@@ -441,8 +569,16 @@ impl Supervisor {
             control_stop,
             control,
             files,
+            owns_files,
             ..
         } = self;
+        // The copies would keep the listeners open past the balancer's stop.
+        if let Some(front) = fleet.front.as_mut() {
+            front.drop_copies();
+        }
+        // Handed over (`fleet upgrade`): the socket and the pid file (and
+        // its lock) are the new supervisor's.
+        let owns_files = owns_files && !fleet.backends.handover.is_cancelled();
         let grace_now = *inbox.grace_tx.borrow();
         info!(target: "supervisor", grace = ?grace_now, "shutting down");
         let deadline = Instant::now() + grace_now;
@@ -476,8 +612,12 @@ impl Supervisor {
             }
         }
         drop(fleet);
-        let _ = std::fs::remove_file(files.dir.socket());
-        files.lock.release();
+        if owns_files {
+            let _ = std::fs::remove_file(files.dir.socket());
+            files.lock.release();
+        } else {
+            files.lock.hand_over();
+        }
         info!(target: "supervisor", "stopped");
         // Step 5: answer `fleet down`, then let the control connections write it.
         while let Ok(c) = inbox.commands.try_recv() {
@@ -489,7 +629,9 @@ impl Supervisor {
             });
         }
         control_stop.cancel();
-        let _ = control.await;
+        if let Some(control) = control {
+            let _ = control.await;
+        }
     }
 }
 

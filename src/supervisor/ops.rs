@@ -141,7 +141,7 @@ pub(super) struct Fleet {
     token: CancellationToken,
     grace: watch::Receiver<Duration>,
     pub(super) grace_tx: Arc<watch::Sender<Duration>>,
-    state: StateDir,
+    pub(super) state: StateDir,
     exe: PathBuf,
     echo_output: bool,
     pub(super) reload_from: Option<(Overrides, PathBuf)>,
@@ -298,6 +298,7 @@ impl Fleet {
             Request::Start { .. } => Some(Op::Start),
             Request::Scale { .. } => Some(Op::Scale),
             Request::Reload => Some(Op::Reload),
+            Request::Upgrade { .. } => Some(Op::Upgrade),
             Request::Status | Request::Down { .. } => None,
         };
         let result = match request {
@@ -308,6 +309,7 @@ impl Fleet {
             Request::Start { ports } => self.start(&ports, &out).await,
             Request::Scale { backends } => self.scale(backends, &out).await,
             Request::Reload => self.reload(&out).await,
+            Request::Upgrade { exe } => self.upgrade(exe, &out).await,
             // The control server answers `status`, the loop acts on `down`
             // itself, at once: never sent here.
             other @ (Request::Status | Request::Down { .. }) => Err(OpError::Invalid(format!(
@@ -651,6 +653,7 @@ mod tests {
             exe: "fake".into(),
             reload: None,
             signals: None,
+            take_over: None,
         };
         let mut fleet = Fleet::new(
             config,

@@ -80,6 +80,7 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
         exe: stubborn_worker_exe(dir.path()),
         reload: None,
         signals: None,
+        take_over: None,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let supervisor = tokio::spawn(

@@ -21,6 +21,7 @@ mod reload;
 mod reload_all;
 mod slow_start;
 mod statedir;
+mod upgrade;
 mod upstreams;
 mod watch;
 mod worker;

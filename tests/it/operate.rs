@@ -112,22 +112,28 @@ fn keep_alive_get(
         return Err(std::io::Error::other(format!("status line {status:?}")));
     }
     let mut length = None;
+    let mut close = false;
     loop {
         let mut line = String::new();
         c.read_line(&mut line)?;
         if line == "\r\n" || line.is_empty() {
             break;
         }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse::<usize>().ok();
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse::<usize>().ok();
+            }
+            // As a real client does: the next request goes on a new connection.
+            close |= k.eq_ignore_ascii_case("connection") && v.trim().eq_ignore_ascii_case("close");
         }
     }
     let mut body = vec![0; length.ok_or_else(|| std::io::Error::other("no content-length"))?];
     c.read_exact(&mut body)?;
     if body != PAGE {
         return Err(std::io::Error::other("wrong body"));
+    }
+    if close {
+        *conn = None;
     }
     Ok(())
 }

@@ -137,6 +137,8 @@ pub(crate) async fn serve(
                 access_log::request_line(&buf).map(|(m, t)| (m.to_owned(), t.to_owned()));
         }
         drop(buf);
+        // (At a handover, a response that went out with `keep-alive` keeps
+        // its connection: the next one says `close`, so the client is told.)
         let keep = outcome.keep_client && !shared.stop.is_cancelled();
         // Request outcome: every request, answered by a backend or by fleet
         // itself, passes here exactly once with all that is known about it.
@@ -470,6 +472,8 @@ async fn exchange(
             &mut leftover,
             &sent,
             cfg,
+            // A handover: this response closes the connection.
+            shared.backends.handover.is_cancelled(),
             &mut outcome,
             started,
         )
@@ -566,6 +570,7 @@ async fn attempt(
     carry: &mut Vec<u8>,
     sent: &AtomicU64,
     cfg: &BalancerConfig,
+    closing: bool,
     outcome: &mut Outcome,
     started: Instant,
 ) -> Attempt {
@@ -620,7 +625,7 @@ async fn attempt(
                         Err(UploadError::Backend) => upload_ok = false,
                     }
                 }
-                r = read_response_head(&mut br, &mut rbuf, req, upload_done && upload_ok, name, &mut out) => match r {
+                r = read_response_head(&mut br, &mut rbuf, req, upload_done && upload_ok && !closing, name, &mut out) => match r {
                     Ok(resp) if (100..200).contains(&resp.status) && resp.status != 101 => {
                         // 1xx interim answers go to an HTTP/1.1 client as
                         // they are; an HTTP/1.0 one has none (RFC 9110 §15.2).

@@ -1,0 +1,289 @@
+//! `fleet upgrade`: the running fleet passes to a new supervisor process
+//! (its sockets over SCM_RIGHTS, its backends one at a time) without a
+//! failed request; a new binary that cannot take over changes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::operate::{Load, pids_of, scalable, up};
+
+/// `path` made executable.
+fn executable(path: &std::path::Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The copies of the lock and listeners kept for an upgrade, and those
+/// received, are close-on-exec: no worker inherits them (a worker holding
+/// the lock would make a dead supervisor's state dir look taken).
+fn no_worker_holds_the_lock(f: &Fleet, s: &crate::harness::FleetStatus) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let _ = f;
+    for pid in s.backends.iter().filter_map(|b| b.pid) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            assert!(
+                !target.to_string_lossy().ends_with("fleet.pid"),
+                "worker {pid} holds {}",
+                target.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn an_upgrade_to_a_copy_of_fleet_moves_the_fleet_to_a_new_supervisor_and_loses_no_request() {
+    let (scratch, ports, listen) = scalable("");
+    let copy = scratch.path().join("fleet-new");
+    std::fs::copy(FLEET, &copy).unwrap();
+    executable(&copy);
+    let mut f = up(scratch, &ports, listen);
+    let old = f.status();
+    let old_pid = old.pid;
+    let load = Load::start(f.addr());
+    wait_for(Duration::from_secs(20), "load under way", || {
+        (load.sent() >= 200).then_some(())
+    });
+
+    no_worker_holds_the_lock(&f, &old);
+    let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("upgraded"), "{said}");
+    for p in &ports[..4] {
+        assert!(
+            said.contains(&format!("backend {p}: serving under the new supervisor")),
+            "{said}"
+        );
+    }
+    let s = f.wait_status(
+        Duration::from_secs(30),
+        "the new supervisor answers, every backend healthy",
+        |s| s.pid != old_pid && Fleet::all_healthy(s),
+    );
+    f.supervisor = s.pid;
+    assert_eq!(s.backends.len(), 4, "{s:?}");
+    for (before, after) in pids_of(&old).iter().zip(pids_of(&s)) {
+        assert_ne!(
+            *before, after,
+            "every backend runs under the new supervisor"
+        );
+    }
+    no_worker_holds_the_lock(&f, &s);
+    let pid_file = std::fs::read_to_string(f.scratch.state().join("fleet.pid")).unwrap();
+    assert_eq!(pid_file.trim(), s.pid.to_string(), "the pid file follows");
+    wait_for(Duration::from_secs(30), "the old supervisor exits", || {
+        (!alive(old_pid)).then_some(())
+    });
+    // The lock passed with the pid file: a second `up` is refused.
+    let again = f.fleet(&["up", "-d"]);
+    assert_exit(&again, 1, "already running");
+
+    // Requests go on after the handover too, all to the new supervisor.
+    let n = load.sent();
+    let (sent, failures) = load.finish(n + 500);
+    assert_no_failures(sent, &failures);
+    // The new supervisor is a whole fleet: it restarts and stops as one.
+    let out = f.fleet(&["restart", &ports[0].to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn an_upgrade_to_a_binary_that_exits_at_once_is_refused_and_the_old_supervisor_serves_on() {
+    let (scratch, ports, listen) = scalable("");
+    let script = scratch.write("not-fleet", "#!/bin/sh\nexit 0\n");
+    executable(&script);
+    let f = up(scratch, &ports, listen);
+    let before = f.status();
+    let load = Load::start(f.addr());
+    wait_for(Duration::from_secs(20), "load under way", || {
+        (load.sent() >= 200).then_some(())
+    });
+
+    let out = f.fleet(&["upgrade", "--exe", script.to_str().unwrap()]);
+    assert_exit(&out, 1, "exited before taking over");
+    assert!(text(&out).contains("unchanged"), "{}", text(&out));
+
+    let s = f.status();
+    assert_eq!(
+        s.pid, before.pid,
+        "the old supervisor still holds the fleet"
+    );
+    assert!(alive(before.pid));
+    assert_eq!(pids_of(&s), pids_of(&before), "no backend was touched");
+    assert!(!f.scratch.state().join("handover.sock").exists());
+    let n = load.sent();
+    wait_for(
+        Duration::from_secs(20),
+        "requests after the refusal",
+        || (load.sent() >= n + 200).then_some(()),
+    );
+    let (sent, failures) = load.finish(n + 200);
+    assert_no_failures(sent, &failures);
+}
+
+#[test]
+fn an_upgrade_whose_first_backend_fails_is_rolled_back_and_loses_no_request() {
+    let (scratch, ports, listen) = scalable("shutdown:\n  timeout: 2s\n");
+    let copy = scratch.path().join("fleet-new");
+    std::fs::copy(FLEET, &copy).unwrap();
+    executable(&copy);
+    let f = up(scratch, &ports, listen);
+    let before = f.status();
+    // The new supervisor reads fleet.yaml: its backends run a command that
+    // exits at once, so the first one never passes its probe.
+    let yaml = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+    f.scratch.write(
+        "fleet.yaml",
+        &format!(
+            "{}backend:\n  command: [\"/bin/sh\", \"-c\", \"exit 3\"]\n",
+            yaml.replace("www: www\n", "")
+        ),
+    );
+    let load = Load::start(f.addr());
+    wait_for(Duration::from_secs(20), "load under way", || {
+        (load.sent() >= 200).then_some(())
+    });
+
+    let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
+    assert_exit(&out, 1, "did not start under the new supervisor");
+    assert!(text(&out).contains("keeps serving"), "{}", text(&out));
+
+    let s = f.wait_status(
+        Duration::from_secs(30),
+        "the old supervisor's own backend back on the freed port",
+        Fleet::all_healthy,
+    );
+    assert_eq!(
+        s.pid, before.pid,
+        "the old supervisor still holds the fleet"
+    );
+    assert_eq!(s.backends.len(), 4, "{s:?}");
+    assert_ne!(s.backends[0].pid, before.backends[0].pid, "restarted");
+    assert_eq!(
+        pids_of(&s)[1..],
+        pids_of(&before)[1..],
+        "the rest untouched"
+    );
+    let n = load.sent();
+    let (sent, failures) = load.finish(n + 200);
+    assert_no_failures(sent, &failures);
+}
+
+#[test]
+fn a_supervisor_that_took_over_upgrades_again_to_the_binary_now_at_its_path() {
+    let (scratch, ports, listen) = scalable("");
+    let copy = scratch.path().join("fleet-new");
+    std::fs::copy(FLEET, &copy).unwrap();
+    executable(&copy);
+    let mut f = up(scratch, &ports, listen);
+    let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
+    let second = f.wait_status(Duration::from_secs(30), "the second supervisor", |s| {
+        s.pid != f.supervisor && Fleet::all_healthy(s)
+    });
+    f.supervisor = second.pid;
+    // A rebuild: a new file at the same path (the running one's is deleted).
+    std::fs::remove_file(&copy).unwrap();
+    std::fs::copy(FLEET, &copy).unwrap();
+    executable(&copy);
+    let load = Load::start(f.addr());
+    wait_for(Duration::from_secs(20), "load under way", || {
+        (load.sent() >= 200).then_some(())
+    });
+    // No --exe: the path the second supervisor was started from.
+    let out = f.fleet(&["upgrade"]);
+    assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
+    assert!(
+        text(&out).contains(copy.to_str().unwrap()),
+        "{}",
+        text(&out)
+    );
+    let third = f.wait_status(Duration::from_secs(30), "the third supervisor", |s| {
+        s.pid != second.pid && Fleet::all_healthy(s)
+    });
+    f.supervisor = third.pid;
+    wait_for(
+        Duration::from_secs(30),
+        "the second supervisor exits",
+        || (!alive(second.pid)).then_some(()),
+    );
+    let n = load.sent();
+    let (sent, failures) = load.finish(n + 200);
+    assert_no_failures(sent, &failures);
+}
+
+#[test]
+fn an_upgrade_refuses_a_fleet_yaml_that_moved_the_balancer() {
+    let (scratch, ports, listen) = scalable("");
+    let copy = scratch.path().join("fleet-new");
+    std::fs::copy(FLEET, &copy).unwrap();
+    executable(&copy);
+    let f = up(scratch, &ports, listen);
+    let before = f.status();
+    let yaml = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+    let moved = ports[8];
+    f.scratch.write(
+        "fleet.yaml",
+        &yaml.replace(&format!(":{listen}"), &format!(":{moved}")),
+    );
+    let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
+    assert_exit(
+        &out,
+        1,
+        &format!("fleet.yaml now says listen: 127.0.0.1:{moved}"),
+    );
+    let s = f.status();
+    assert_eq!(s.pid, before.pid);
+    assert_eq!(pids_of(&s), pids_of(&before), "no backend was touched");
+}
+
+#[test]
+fn an_upgrade_after_a_reload_moved_listen_hands_over_the_moved_listener() {
+    let (scratch, ports, listen) = scalable("");
+    let copy = scratch.path().join("fleet-new");
+    std::fs::copy(FLEET, &copy).unwrap();
+    executable(&copy);
+    let mut f = up(scratch, &ports, listen);
+    let old = f.addr();
+    let moved = std::net::SocketAddr::from(([127, 0, 0, 1], ports[8]));
+    let yaml = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
+    f.scratch.write(
+        "fleet.yaml",
+        &yaml.replace(&format!("listen: {old}"), &format!("listen: {moved}")),
+    );
+    let out = f.fleet(&["reload"]);
+    assert!(out.status.success(), "fleet reload:\n{}", text(&out));
+    let old_pid = f.status().pid;
+    let load = Load::start(moved);
+    wait_for(Duration::from_secs(20), "load under way", || {
+        (load.sent() >= 200).then_some(())
+    });
+
+    let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
+    assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
+    let s = f.wait_status(
+        Duration::from_secs(30),
+        "the new supervisor answers, every backend healthy",
+        |s| s.pid != old_pid && Fleet::all_healthy(s),
+    );
+    f.supervisor = s.pid;
+    assert_eq!(f.status_json()["listen"], moved.to_string());
+    wait_for(Duration::from_secs(30), "the old supervisor exits", || {
+        (!alive(old_pid)).then_some(())
+    });
+    // The new supervisor got the listener the balancer accepted on, not
+    // the one `up` bound: the first address stays closed.
+    assert!(
+        std::net::TcpStream::connect_timeout(&old, Duration::from_secs(2)).is_err(),
+        "the address before the reload is closed"
+    );
+    let n = load.sent();
+    let (sent, failures) = load.finish(n + 300);
+    assert_no_failures(sent, &failures);
+}
