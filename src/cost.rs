@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::balancer::pool::Backends;
+use crate::balancer::pool::Roster;
 use crate::config::BalancerMode;
 use crate::metrics::{BalancerMetrics, Op, REASONS};
 
@@ -62,13 +62,13 @@ impl Snapshot {
 
 /// An operation under way: when it began and the counters then.
 pub(crate) struct Cost {
-    backends: Arc<Backends>,
+    backends: Arc<Roster>,
     started: Instant,
     before: Snapshot,
 }
 
 impl Cost {
-    pub(crate) fn start(backends: &Arc<Backends>) -> Cost {
+    pub(crate) fn start(backends: &Arc<Roster>) -> Cost {
         let before = Snapshot::of(&backends.metrics, backends.config().mode);
         Cost {
             backends: backends.clone(),
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn the_cost_is_what_was_served_in_between_and_lands_in_the_totals() {
-        let backends = Arc::new(Backends::new(
+        let backends = Arc::new(Roster::new(
             Pool::new(Vec::new()),
             Config::default().balancer,
         ));

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::balancer::pool::{Backends, Slot};
+use crate::balancer::pool::{Roster, Slot};
 use crate::metrics::{
     BUCKETS, BackendMetrics, Buckets, CLASSES, Histogram, Op, REASONS, Totals, bucket_bound,
 };
@@ -21,7 +21,7 @@ use crate::metrics::{
 pub(super) use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// The whole exposition, one scrape.
-pub(super) fn encode(backends: &Arc<Backends>, started: tokio::time::Instant) -> String {
+pub(super) fn encode(backends: &Arc<Roster>, started: tokio::time::Instant) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Fleet {
         backends: backends.clone(),
@@ -35,7 +35,7 @@ pub(super) fn encode(backends: &Arc<Backends>, started: tokio::time::Instant) ->
 
 #[derive(Debug)]
 struct Fleet {
-    backends: Arc<Backends>,
+    backends: Arc<Roster>,
     started: Instant,
 }
 
@@ -295,7 +295,7 @@ mod tests {
         slots[0].metrics.response(200);
         slots[0].metrics.response(503);
         slots[1].metrics.latency.observe(Duration::from_millis(3));
-        let backends = Arc::new(Backends::new(Pool::new(slots), Config::default().balancer));
+        let backends = Arc::new(Roster::new(Pool::new(slots), Config::default().balancer));
         let text = encode(&backends, tokio::time::Instant::now());
         for family in [
             "fleet_backend_requests_total",
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn fleet_requests_keep_the_counts_of_a_removed_backend() {
-        let backends = Arc::new(Backends::new(
+        let backends = Arc::new(Roster::new(
             Pool::new(Vec::new()),
             Config::default().balancer,
         ));

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use crate::balancer::pool::Backends;
+use crate::balancer::pool::Roster;
 use crate::control::server::StatusView;
 
 /// What the admin pages read: the status the control socket serves, and
@@ -39,7 +39,7 @@ use crate::control::server::StatusView;
 #[derive(Clone)]
 pub(crate) struct Context {
     pub(crate) status: StatusView,
-    pub(crate) backends: Arc<Backends>,
+    pub(crate) backends: Arc<Roster>,
     pub(crate) started: tokio::time::Instant,
     /// The `Host` names served (`host`).
     pub(crate) names: host::Names,

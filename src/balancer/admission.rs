@@ -22,10 +22,10 @@ pub(crate) struct Admission {
 impl Admission {
     /// Mark a connection idle until the returned guard drops; `evict` is
     /// notified if the balancer needs its slot.
-    pub(crate) fn idle<'a>(&'a self, evict: &Arc<Notify>) -> IdleGuard<'a> {
+    pub(crate) fn waiting<'a>(&'a self, evict: &Arc<Notify>) -> WaitingGuard<'a> {
         let key = self.seq.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(key, evict.clone());
-        IdleGuard { table: self, key }
+        WaitingGuard { table: self, key }
     }
 
     /// Ask the connection idle the longest to close; false if none is idle.
@@ -49,12 +49,12 @@ impl Admission {
     }
 }
 
-pub(crate) struct IdleGuard<'a> {
+pub(crate) struct WaitingGuard<'a> {
     table: &'a Admission,
     key: u64,
 }
 
-impl Drop for IdleGuard<'_> {
+impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.table.lock().remove(&self.key);
     }
@@ -65,11 +65,11 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_longest_idle_connection_is_evicted_first() {
+    async fn the_longest_waiting_connection_is_evicted_first() {
         let a = Admission::default();
         let (first, second) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let _g1 = a.idle(&first);
-        let _g2 = a.idle(&second);
+        let _g1 = a.waiting(&first);
+        let _g2 = a.waiting(&second);
         assert!(a.evict_oldest());
         // The stored permit makes this complete at once.
         first.notified().await;
@@ -82,7 +82,7 @@ mod tests {
     fn a_busy_connection_is_never_evicted() {
         let a = Admission::default();
         let n = Arc::new(Notify::new());
-        drop(a.idle(&n));
+        drop(a.waiting(&n));
         assert!(
             !a.evict_oldest(),
             "it left the idle set when its request came"

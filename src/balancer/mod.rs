@@ -52,7 +52,7 @@ use tracing::{debug, info, warn};
 use crate::config::{BalancerMode, PassiveHealth};
 use admission::Admission;
 use passive::{Strikes, Verdict};
-use pool::{Backends, Pool, Slot};
+use pool::{Pool, Roster, Slot};
 
 /// How long a client may wait for some backend to become routable.
 pub(crate) const NO_BACKEND_WAIT: Duration = Duration::from_millis(500);
@@ -66,7 +66,7 @@ const FULL_RETRY: Duration = Duration::from_millis(20);
 
 /// What every connection task shares.
 pub(crate) struct Shared {
-    pub(crate) backends: Arc<Backends>,
+    pub(crate) backends: Arc<Roster>,
     /// Cancelled when the balancer stops accepting: idle connections close.
     pub(crate) stop: CancellationToken,
     pub(crate) admission: Admission,
@@ -76,7 +76,7 @@ pub(crate) struct Shared {
 /// `hard_stop` at the latest (the shutdown deadline).
 pub(crate) async fn run(
     listener: TcpListener,
-    backends: Arc<Backends>,
+    backends: Arc<Roster>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     conns: TaskTracker,
@@ -91,7 +91,7 @@ pub(crate) async fn run(
         admission: Admission::default(),
     });
     if mode == BalancerMode::Http {
-        conns.spawn(http::prune_idle_backend_conns(shared.clone()));
+        conns.spawn(http::prune_conn_pool(shared.clone()));
     }
     // Accepting ends at shutdown or at a handover (`fleet upgrade`).
     let accepting = stop.child_token();
@@ -217,7 +217,7 @@ pub(crate) fn strike(
 /// Wait until some backend is routable (or, with `change`, until one *becomes*
 /// routable: the ones routable now were already tried) or `deadline` passes.
 pub(crate) async fn wait_for_routable(
-    backends: &Backends,
+    backends: &Roster,
     pool: &Pool,
     change: bool,
     deadline: Instant,

@@ -18,9 +18,9 @@
 //!   which this module holds but never looks into.
 //!
 //! A `Pool` is immutable; the set of backends changes (`fleet scale`) by
-//! swapping a whole new pool into `Backends`, so a request either sees the old
+//! swapping a whole new pool into `Roster`, so a request either sees the old
 //! set or the new one, never half of each. The wake-ups (`became_routable`,
-//! `changed`) live in `Backends`, not in a pool, so a client waiting for a
+//! `changed`) live in `Roster`, not in a pool, so a client waiting for a
 //! routable backend is woken by a backend of the new pool too.
 
 use std::net::{IpAddr, SocketAddr};
@@ -61,7 +61,7 @@ pub(crate) struct Slot {
     /// Slow start (`balancer.slow_start`): when this backend last came into
     /// rotation, as `entry::*` codes; its share of new requests ramps up
     /// from then. Written by `publish` on a false -> true change of
-    /// `routable`, and armed by `Backends::swap` for a new backend joining
+    /// `routable`, and armed by `Roster::swap` for a new backend joining
     /// a serving fleet; read by `Pool::pick` (one relaxed load).
     entered: AtomicU64,
     /// Traffic counters and latency histograms (`crate::metrics`): atomics
@@ -90,8 +90,8 @@ pub(crate) struct Slot {
     /// never on a request.
     lifecycle: watch::Sender<Lifecycle>,
     /// Woken when the last in-flight request of a backend out of rotation
-    /// ends: what a drain waits for (`until_idle`).
-    idle_now: Notify,
+    /// ends: what a drain waits for (`until_drained`).
+    drained: Notify,
     /// http mode: kept-alive connections to this backend awaiting a request,
     /// owned by the http engine (`balancer::http::conn_pool`).
     pub(crate) conns: ConnPool,
@@ -111,7 +111,7 @@ impl Slot {
             passive: tx,
             conns: ConnPool::default(),
             left_rotation: Notify::new(),
-            idle_now: Notify::new(),
+            drained: Notify::new(),
             timed_out: AtomicBool::new(false),
             strikes: Mutex::new(Strikes::Clear),
             striking: AtomicBool::new(false),
@@ -270,9 +270,9 @@ impl Slot {
 
     /// Until no work is in flight (woken by the last one to end while the
     /// backend is out of rotation, as a drain has it).
-    pub(crate) async fn until_idle(&self) {
+    pub(crate) async fn until_drained(&self) {
         loop {
-            let idle = self.idle_now.notified();
+            let idle = self.drained.notified();
             if self.active() == 0 {
                 return;
             }
@@ -360,7 +360,7 @@ impl Drop for ConnGuard {
         self.0.metrics.active.dec();
         // Only out of rotation (draining) is anyone waiting for this.
         if !self.0.routable() && self.0.active() == 0 {
-            self.0.idle_now.notify_waiters();
+            self.0.drained.notify_waiters();
         }
     }
 }
@@ -368,7 +368,7 @@ impl Drop for ConnGuard {
 /// The fleet's current pool, swapped whole when the set of backends changes,
 /// plus the wake-ups that must outlive any one pool.
 #[derive(Debug)]
-pub(crate) struct Backends {
+pub(crate) struct Roster {
     current: ArcSwap<Pool>,
     /// The balancer's settings, read per connection so `fleet reload` can
     /// change timeouts and strategy without a restart.
@@ -389,9 +389,9 @@ pub(crate) struct Backends {
     pub(crate) handover: tokio_util::sync::CancellationToken,
 }
 
-impl Backends {
+impl Roster {
     pub(crate) fn new(pool: Pool, config: BalancerConfig) -> Self {
-        Backends {
+        Roster {
             current: ArcSwap::from_pointee(pool),
             config: ArcSwap::from_pointee(config),
             became_routable: Notify::new(),
@@ -650,7 +650,7 @@ mod tests {
     #[test]
     fn a_backend_added_to_a_serving_fleet_ramps_and_the_first_ones_do_not() {
         let first = pool(2);
-        let b = Backends::new(
+        let b = Roster::new(
             Pool::new(Vec::new()),
             crate::config::Config::default().balancer,
         );

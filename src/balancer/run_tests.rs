@@ -17,7 +17,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::pool::{Backends, Pool, Slot};
+use super::pool::{Pool, Roster, Slot};
 use crate::config::Config;
 use crate::lifecycle::{Lifecycle, Phase};
 
@@ -128,7 +128,7 @@ fn slot(addr: SocketAddr, routable: bool) -> (Arc<Slot>, mpsc::Receiver<()>) {
 /// `balancer::run` on a port-0 listener in front of `slots`.
 struct Balancer {
     addr: SocketAddr,
-    backends: Arc<Backends>,
+    backends: Arc<Roster>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -137,7 +137,7 @@ impl Balancer {
     async fn start(slots: Vec<Arc<Slot>>) -> Balancer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let backends = Arc::new(Backends::new(Pool::new(slots), Config::default().balancer));
+        let backends = Arc::new(Roster::new(Pool::new(slots), Config::default().balancer));
         let stop = CancellationToken::new();
         let task = tokio::spawn(super::run(
             listener,

@@ -111,7 +111,7 @@ async fn proxy(
     // a full balancer may close it for room) and at most HEADER_TIMEOUT.
     {
         let evict = Arc::new(Notify::new());
-        let _idle = shared.admission.idle(&evict);
+        let _idle = shared.admission.waiting(&evict);
         // `peek`, not `readable`: readiness can be spurious.
         let mut probe = [0u8; 1];
         tokio::select! {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::UpArgs;
-use crate::config::{self, BackendCommand, Config, ConfigError, Overrides, Www};
+use crate::config::{self, BackendProgram, Config, ConfigError, Overrides, Www};
 use crate::exit;
 use crate::ports::{self, Setting};
 use crate::state_dir::{Holder, StateDir, StateError};
@@ -128,7 +128,7 @@ pub(crate) fn run(args: UpArgs) -> Result<(), UpError> {
         _ => 0,
     };
     let config = config::load(&args.overrides())?;
-    if config.backend == BackendCommand::Builtin && config.www == Www::Embedded {
+    if config.backend == BackendProgram::Builtin && config.www == Www::Embedded {
         announce_embedded(&args);
     }
     let state = StateDir::new(args.state.for_up(file_up));
@@ -270,7 +270,7 @@ fn start(
     let mut received = received;
     let checked = (|| {
         raise_fd_limit(config.balancer.max_connections)?;
-        if config.backend == BackendCommand::Builtin
+        if config.backend == BackendProgram::Builtin
             && let Www::Dir(dir) = &config.www
             && !dir.is_dir()
         {

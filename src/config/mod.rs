@@ -107,7 +107,7 @@ pub(crate) struct Config {
     /// www is configured and the default one does not exist.
     pub www: Www,
     /// What each backend runs.
-    pub backend: BackendCommand,
+    pub backend: BackendProgram,
     pub health: HealthConfig,
     pub restart: RestartConfig,
     pub shutdown: ShutdownConfig,
@@ -155,11 +155,11 @@ pub(crate) struct Upstream {
 
 /// The program a backend runs.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum BackendCommand {
+pub(crate) enum BackendProgram {
     /// `fleet serve --port P --www DIR` from this same executable.
     Builtin,
     /// A configured program; `{port}` in `args` is replaced, `PORT` is set.
-    Command {
+    Custom {
         program: String,
         args: Vec<String>,
         /// Working directory (absolute).
@@ -336,7 +336,7 @@ impl Default for Config {
             base_port: 9002,
             listen: SocketAddr::from(([127, 0, 0, 1], 44444)),
             www: Www::Dir(PathBuf::from(DEFAULT_WWW)),
-            backend: BackendCommand::Builtin,
+            backend: BackendProgram::Builtin,
             health: HealthConfig {
                 kind: HealthKind::Http {
                     path: HEALTH_PATH.into(),
@@ -379,14 +379,14 @@ impl Default for Config {
     }
 }
 
-impl BackendCommand {
+impl BackendProgram {
     /// The program and arguments for the backend on `port`, with `{port}`
     /// replaced in every argument; `None` for the built-in worker, whose
     /// command line the supervisor builds from its own executable.
     pub(crate) fn argv(&self, port: u16) -> Option<(&str, Vec<String>)> {
         match self {
-            BackendCommand::Builtin => None,
-            BackendCommand::Command { program, args, .. } => {
+            BackendProgram::Builtin => None,
+            BackendProgram::Custom { program, args, .. } => {
                 let port = port.to_string();
                 let args = args.iter().map(|a| a.replace("{port}", &port)).collect();
                 Some((program.as_str(), args))

@@ -180,7 +180,7 @@ fn example_custom_backend_parses() {
     );
     let d = Dir::new();
     let c = d.write("fleet.yaml", &text).load(&[]).unwrap();
-    let BackendCommand::Command {
+    let BackendProgram::Custom {
         program,
         args,
         cwd,
@@ -284,7 +284,7 @@ balancer:
     assert_eq!(c.backends, 2);
     assert_eq!(c.base_port, 7000);
     assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
-    let BackendCommand::Command { cwd, env, .. } = &c.backend else {
+    let BackendProgram::Custom { cwd, env, .. } = &c.backend else {
         panic!("builtin")
     };
     assert_eq!(cwd, &d.path().join("srv"));
@@ -368,7 +368,7 @@ fn health_kind_tcp_and_all_policies_parse() {
 
 #[test]
 fn builtin_backend_has_no_argv() {
-    assert_eq!(BackendCommand::Builtin.argv(9002), None);
+    assert_eq!(BackendProgram::Builtin.argv(9002), None);
 }
 
 // --- precedence ---------------------------------------------------------------
@@ -453,7 +453,7 @@ fn paths_from_file_are_relative_to_the_file() {
     let c = d.load(&["-f", "conf/fleet.yaml"]).unwrap();
     assert_eq!(c.www, Www::Dir(d.path().join("conf/site")));
     assert_eq!(c.source, Some(d.path().join("conf/fleet.yaml")));
-    let BackendCommand::Command { cwd, .. } = &c.backend else {
+    let BackendProgram::Custom { cwd, .. } = &c.backend else {
         panic!("builtin")
     };
     assert_eq!(cwd, &d.path().join("conf/app"));

@@ -31,7 +31,7 @@ use super::parse::{
 use super::precedence::{Origin, Report, Set, entry, line_of, or_default, pick};
 use super::raw::{Node, RawConfig, RawWatch, RawWatchEntry, Value, quote};
 use super::{
-    BackendCommand, BalancerConfig, BalancerMode, Config, ConfigError, DEFAULT_DEBOUNCE,
+    BackendProgram, BalancerConfig, BalancerMode, Config, ConfigError, DEFAULT_DEBOUNCE,
     HealthConfig, HealthKind, Overrides, PassiveHealth, RestartConfig, RestartPolicy,
     ShutdownConfig, Strategy, Upstream, WatchConfig, Www, lookup,
 };
@@ -95,8 +95,8 @@ pub(super) fn resolve(
     // The default probe path is the built-in worker's health endpoint, which
     // answers whatever www holds; a custom command gets `/` instead.
     let health_default = match backend {
-        BackendCommand::Builtin => d.health.clone(),
-        BackendCommand::Command { .. } => HealthConfig {
+        BackendProgram::Builtin => d.health.clone(),
+        BackendProgram::Custom { .. } => HealthConfig {
             kind: HealthKind::Http {
                 path: "/".to_owned(),
             },
@@ -179,10 +179,10 @@ pub(super) fn resolve(
     // Runs anywhere: no www configured and none beside the file (or here)
     // means the built-in page, not an error. A www that exists but cannot be
     // read is still checked (cannot read is never "not there").
-    let embedded = backend == BackendCommand::Builtin
+    let embedded = backend == BackendProgram::Builtin
         && www.from == Origin::Default
         && matches!(std::fs::metadata(&www_abs), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
-    if backend == BackendCommand::Builtin && !embedded {
+    if backend == BackendProgram::Builtin && !embedded {
         let check = DirCheck {
             from: www.from,
             key: "www",
@@ -225,7 +225,7 @@ fn watch_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     args: &Overrides,
-    backend: &BackendCommand,
+    backend: &BackendProgram,
     www: &Www,
     base_dir: &Path,
     cwd: &Path,
@@ -326,9 +326,9 @@ fn watch_section(
         _ => {
             let from = file_on.map_or(Origin::Flag("--watch"), |(at, _)| at);
             let dir = match (backend, www) {
-                (BackendCommand::Command { cwd, .. }, _) => cwd.clone(),
-                (BackendCommand::Builtin, Www::Dir(dir)) => dir.clone(),
-                (BackendCommand::Builtin, Www::Embedded) => {
+                (BackendProgram::Custom { cwd, .. }, _) => cwd.clone(),
+                (BackendProgram::Builtin, Www::Dir(dir)) => dir.clone(),
+                (BackendProgram::Builtin, Www::Embedded) => {
                     return Err(rep.at(
                         from,
                         "watch",
@@ -362,9 +362,9 @@ fn backend_section(
     rep: &Report<'_>,
     raw: &RawConfig,
     base_dir: &Path,
-) -> Result<(BackendCommand, Option<DirCheck>), ConfigError> {
+) -> Result<(BackendProgram, Option<DirCheck>), ConfigError> {
     let Some(section) = &raw.backend else {
-        return Ok((BackendCommand::Builtin, None));
+        return Ok((BackendProgram::Builtin, None));
     };
     let b = &section.value;
     let Some(command) = &b.command else {
@@ -404,7 +404,7 @@ fn backend_section(
         Some(node) => env_map(rep, node)?,
         None => BTreeMap::new(),
     };
-    let command = BackendCommand::Command {
+    let command = BackendProgram::Custom {
         program,
         args,
         cwd,

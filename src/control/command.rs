@@ -21,7 +21,7 @@ pub(crate) const REPLY_CAPACITY: usize = 16;
 /// the protocol's own [`Request`] is the operation, executed by one
 /// dispatch (`supervisor::ops`), and its replies go to `reply`.
 #[derive(Debug)]
-pub(crate) struct Command {
+pub(crate) struct Call {
     pub(crate) request: Request,
     pub(crate) reply: Replies,
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::command::{Command, REPLY_CAPACITY};
+use super::command::{Call, REPLY_CAPACITY};
 use super::protocol::{self, FleetStatus, MAX_LINE, Reply, Request};
 
 /// A client has this long to send its request line.
@@ -46,11 +46,11 @@ pub(crate) fn peer_allowed(peer_uid: u32, own_uid: u32) -> bool {
 
 /// Serve until `stop`, then give connections that are writing their final
 /// reply (a `down` waits for `stopped`) a moment to finish. `status` answers
-/// `status`; every other request becomes a [`Command`] for the supervisor.
+/// `status`; every other request becomes a [`Call`] for the supervisor.
 pub(crate) async fn serve(
     listener: UnixListener,
     status: StatusView,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Call>,
     stop: CancellationToken,
 ) {
     let own_uid = nix::unistd::geteuid().as_raw();
@@ -81,7 +81,7 @@ fn error(message: impl Into<String>) -> Reply {
 async fn handle(
     stream: UnixStream,
     status: &StatusView,
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<Call>,
     stop: &CancellationToken,
     own_uid: u32,
 ) {
@@ -134,7 +134,7 @@ async fn handle(
         Ok(other) => other,
     };
     let verb = request.verb();
-    let command = Command { request, reply };
+    let command = Call { request, reply };
     if commands.send(command).await.is_err() {
         write(&mut w, error("the fleet is shutting down")).await;
         return;

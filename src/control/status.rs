@@ -14,13 +14,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::protocol::{BackendStatus, FleetStatus, FleetTraffic, Traffic, WatchStatus};
-use crate::balancer::pool::{Backends, Slot};
+use crate::balancer::pool::{Roster, Slot};
 use crate::metrics::{self, CLASSES, Recent};
 
 /// The fleet's status now: what `fleet status` prints. `watch`: watch
 /// mode's view, kept up to date by its task, when it is on.
 pub(crate) fn build(
-    backends: &Backends,
+    backends: &Roster,
     listen: SocketAddr,
     admin: Option<SocketAddr>,
     started: Instant,

@@ -36,7 +36,7 @@ use super::health;
 use super::job::{Control, Launch, Order, Outcome};
 use super::output::BackendLog;
 use super::state::{self, Action, Backend, Event, Exit, Sig, State};
-use crate::balancer::pool::{Backends, Slot};
+use crate::balancer::pool::{Roster, Slot};
 use crate::config::{HealthConfig, HealthKind};
 use crate::lifecycle::{ExitInfo, Lifecycle};
 
@@ -77,7 +77,7 @@ impl RestartTurn {
 pub(crate) struct BackendTask {
     pub slot: Arc<Slot>,
     /// For waking waiters when this backend's view changes.
-    pub backends: Arc<Backends>,
+    pub backends: Arc<Roster>,
     pub launch: Launch,
     pub health: HealthConfig,
     pub machine: Backend,
@@ -479,7 +479,7 @@ impl BackendTask {
                 // A waiter's limit, or a draining backend's last request:
                 // answered at the top of the loop.
                 _ = sleep_until(limit_at) => continue,
-                _ = self.slot.until_idle(), if draining => continue,
+                _ = self.slot.until_drained(), if draining => continue,
                 _ = sleep_until(wake) => {
                     if probe_at.is_some_and(|t| t <= Instant::now()) {
                         let (kind, addr, timeout) = (self.health.kind.clone(), self.slot.addr, self.health.timeout);
@@ -818,7 +818,7 @@ pub(crate) mod fake {
     use tokio_util::task::TaskTracker;
 
     use super::{BackendTask, Io, ProbeFuture, Process, RestartTurn, Worker};
-    use crate::balancer::pool::{Backends, Pool, Slot};
+    use crate::balancer::pool::{Pool, Roster, Slot};
     use crate::config::{Config, HealthKind};
     use crate::supervisor::health::ProbeFailure;
     use crate::supervisor::job::{Job, Launch};
@@ -930,7 +930,7 @@ pub(crate) mod fake {
         let (slot, passive) = Slot::new(9002, SocketAddr::from(([127, 0, 0, 1], 9002)));
         let slot = Arc::new(slot);
         let config = Config::default();
-        let backends = Arc::new(Backends::new(
+        let backends = Arc::new(Roster::new(
             Pool::new(vec![slot.clone()]),
             config.balancer.clone(),
         ));

@@ -23,11 +23,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balancer::{self, pool::Backends};
+use crate::balancer::{self, pool::Roster};
 use crate::listener::BindError;
 
 pub(crate) struct Front {
-    backends: Arc<Backends>,
+    backends: Arc<Roster>,
     /// Where balancer tasks go (joined at shutdown).
     tracker: TaskTracker,
     /// Client connections, of every listener the fleet had (the shutdown
@@ -80,7 +80,7 @@ impl Front {
     pub(super) fn start(
         listener: TcpListener,
         fallback: SocketAddr,
-        backends: Arc<Backends>,
+        backends: Arc<Roster>,
         tasks: (TaskTracker, TaskTracker),
         token: CancellationToken,
         hard_stop: CancellationToken,

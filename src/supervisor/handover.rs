@@ -19,7 +19,7 @@
 //! 3. after the first: `accept`. The follower starts accepting on the three
 //!    sockets and says `accepting`; the leader stops accepting, and each of
 //!    its client connections closes after its next response (which says
-//!    `Connection: close`: `Backends::handover`), so its clients reconnect
+//!    `Connection: close`: `Roster::handover`), so its clients reconnect
 //!    to the follower; those still idle after `shutdown.timeout` are
 //!    closed (the front's balancer stops). Until then both accept from the
 //!    same sockets, so no connection is refused;

@@ -57,9 +57,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::balancer::access_log::AccessLog;
-use crate::balancer::pool::{Backends, Pool};
-use crate::config::{BackendCommand, Config, Overrides, Www};
-use crate::control::command::Command;
+use crate::balancer::pool::{Pool, Roster};
+use crate::config::{BackendProgram, Config, Overrides, Www};
+use crate::control::command::Call;
 use crate::control::protocol::{Reply, Request};
 use crate::control::server::StatusView;
 use crate::lifecycle::Phase;
@@ -176,7 +176,7 @@ pub(crate) struct Supervisor {
 /// and where the control server sends its commands.
 struct Doors {
     listeners: Listeners,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Call>,
     started: Instant,
     /// Watch mode's state, for `fleet status`.
     watch_view: Option<crate::watcher::Shared>,
@@ -186,7 +186,7 @@ struct Doors {
 /// those it cannot run now (apart from `fleet`, so one can run while
 /// another arrives).
 struct Inbox {
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Call>,
     token: CancellationToken,
     /// How long workers get between SIGTERM and SIGKILL at shutdown: a
     /// message (`down --timeout`, a reload) rather than shared state.
@@ -196,13 +196,13 @@ struct Inbox {
     /// Watch mode's rolling restarts: taken only between commands, so one
     /// waits here while another command runs (closed when watch mode is
     /// off).
-    rolls: mpsc::Receiver<Command>,
+    rolls: mpsc::Receiver<Call>,
 }
 
 impl Inbox {
     /// `down` acts at once, whatever is running; anything else is told
     /// it cannot run now (`busy` says why).
-    fn refuse_or_stop(&mut self, cmd: Command, busy: &str) {
+    fn refuse_or_stop(&mut self, cmd: Call, busy: &str) {
         match cmd.request {
             Request::Down { timeout_s } => {
                 // Checked by the control server already.
@@ -238,23 +238,20 @@ impl Supervisor {
         let hard_stop = CancellationToken::new();
         let control_stop = CancellationToken::new();
         let grace_tx = Arc::new(watch::channel(config.shutdown.timeout).0);
-        let (commands_tx, commands) = mpsc::channel::<Command>(COMMAND_CAPACITY);
+        let (commands_tx, commands) = mpsc::channel::<Call>(COMMAND_CAPACITY);
 
-        let backends = Arc::new(Backends::new(
-            Pool::new(Vec::new()),
-            config.balancer.clone(),
-        ));
+        let backends = Arc::new(Roster::new(Pool::new(Vec::new()), config.balancer.clone()));
         if let Some(path) = &config.balancer.access_log {
             let _ = backends.access_log.set(AccessLog::new(path.clone()));
         }
         // Watch mode: its roll requests wait in `rolls` until no other
         // command runs. Its settings are read here, once.
-        let (rolls_tx, rolls) = mpsc::channel::<Command>(1);
+        let (rolls_tx, rolls) = mpsc::channel::<Call>(1);
         let watching = config.watch.clone().map(|w| {
             let ctx = crate::watcher::Context {
                 config: w,
                 builtin_www: match (&config.backend, &config.www) {
-                    (BackendCommand::Builtin, Www::Dir(d)) => Some(d.clone()),
+                    (BackendProgram::Builtin, Www::Dir(d)) => Some(d.clone()),
                     _ => None,
                 },
                 own_files: crate::watcher::own_files(
@@ -637,7 +634,7 @@ impl Supervisor {
 
 /// Once a second, sample every backend's counters for the windowed rates
 /// (`fleet status` requests/s and p99, the dashboard's sparklines).
-async fn sample_metrics(backends: Arc<Backends>, stop: CancellationToken) {
+async fn sample_metrics(backends: Arc<Roster>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -731,7 +728,7 @@ async fn wait_ready(
 /// The command line for one backend.
 pub(crate) fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
     match &config.backend {
-        BackendCommand::Builtin => Launch {
+        BackendProgram::Builtin => Launch {
             program: exe.to_path_buf(),
             args: vec![
                 "serve".into(),
@@ -751,7 +748,7 @@ pub(crate) fn launch_for(config: &Config, exe: &Path, port: u16) -> Launch {
             die_with_parent: true,
             guarded: false,
         },
-        BackendCommand::Command { cwd, env, .. } => {
+        BackendProgram::Custom { cwd, env, .. } => {
             let (program, args) = config
                 .backend
                 .argv(port)
@@ -784,7 +781,7 @@ mod tests {
 
     fn custom(env: &[(&str, &str)]) -> Config {
         Config {
-            backend: BackendCommand::Command {
+            backend: BackendProgram::Custom {
                 program: "python3".into(),
                 args: vec!["server.py".into(), "{port}".into()],
                 cwd: "/srv".into(),

@@ -30,7 +30,7 @@ use super::output::BackendLog;
 use super::state::{Backend, Policy};
 use super::upstream::{Health, Remote, UpstreamTask, Verdict};
 use super::{Options, STARTUP_TIMEOUT, launch_for};
-use crate::balancer::pool::{Backends, Pool, Slot};
+use crate::balancer::pool::{Pool, Roster, Slot};
 use crate::config::{Config, ConfigError, HealthConfig, MAX_BACKENDS, Overrides, Upstream};
 use crate::control::command::Replies;
 use crate::control::protocol::{Reply, Request};
@@ -127,7 +127,7 @@ pub(super) async fn serving(ticket: Ticket) -> Result<u32, String> {
 /// they were started with.
 pub(super) struct Fleet {
     pub(super) config: Config,
-    pub(super) backends: Arc<Backends>,
+    pub(super) backends: Arc<Roster>,
     /// One per backend, by port (in port order: the pool's order).
     pub(super) jobs: BTreeMap<u16, Job>,
     /// Remote backends: in the pool after the local ones, in the order
@@ -157,7 +157,7 @@ pub(super) struct Fleet {
 impl Fleet {
     pub(super) fn new(
         config: Config,
-        backends: Arc<Backends>,
+        backends: Arc<Roster>,
         tracker: TaskTracker,
         token: CancellationToken,
         grace_tx: Arc<watch::Sender<Duration>>,
@@ -643,10 +643,7 @@ mod tests {
             base_port: 9002,
             ..Config::default()
         };
-        let backends = Arc::new(Backends::new(
-            Pool::new(Vec::new()),
-            config.balancer.clone(),
-        ));
+        let backends = Arc::new(Roster::new(Pool::new(Vec::new()), config.balancer.clone()));
         let grace = Arc::new(watch::channel(config.shutdown.timeout).0);
         let opts = Options {
             echo_output: false,

@@ -36,7 +36,7 @@ use super::front::Front;
 use super::ops::{Fleet, OpError, Out, check_free, list, serving};
 use super::state::{Policy, policy_name};
 use super::{STARTUP_TIMEOUT, health, launch_for};
-use crate::config::{self, BackendCommand, BalancerConfig, Config, HealthKind, Upstream, Www};
+use crate::config::{self, BackendProgram, BalancerConfig, Config, HealthKind, Upstream, Www};
 use crate::lifecycle::Phase;
 
 impl Fleet {
@@ -50,7 +50,7 @@ impl Fleet {
         // names all block: done on the blocking pool, not a runtime thread.
         let loaded = tokio::task::spawn_blocking(move || {
             config::load_in(&args, &cwd).map(|new| {
-                let no_www = new.backend == BackendCommand::Builtin
+                let no_www = new.backend == BackendProgram::Builtin
                     && matches!(&new.www, Www::Dir(dir) if !dir.is_dir());
                 (new, no_www)
             })
@@ -617,10 +617,10 @@ fn kind(k: &HealthKind) -> String {
 }
 
 /// (command line, cwd, env) as words, for the diff.
-fn backend_parts(b: &BackendCommand) -> (String, String, String) {
+fn backend_parts(b: &BackendProgram) -> (String, String, String) {
     match b {
-        BackendCommand::Builtin => ("the built-in worker".into(), "-".into(), "none".into()),
-        BackendCommand::Command {
+        BackendProgram::Builtin => ("the built-in worker".into(), "-".into(), "none".into()),
+        BackendProgram::Custom {
             program,
             args,
             cwd,
@@ -664,7 +664,7 @@ mod tests {
         };
         new.health.interval = Duration::from_millis(250);
         new.balancer.idle_timeout = Duration::from_secs(5);
-        new.backend = BackendCommand::Command {
+        new.backend = BackendProgram::Custom {
             program: "python3".into(),
             args: vec!["srv.py".into(), "{port}".into()],
             cwd: PathBuf::from("/lab"),

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::control::command::Command;
+use crate::control::command::Call;
 use crate::control::protocol::Request;
 
 /// The registered handlers. Registering replaces the default actions at
@@ -53,7 +53,7 @@ pub(crate) fn install(detached: bool) -> std::io::Result<Signals> {
 
 impl Signals {
     /// Act on signals until the fleet stops.
-    pub(crate) async fn run(mut self, token: CancellationToken, commands: mpsc::Sender<Command>) {
+    pub(crate) async fn run(mut self, token: CancellationToken, commands: mpsc::Sender<Call>) {
         loop {
             // Any of the ignored ones, whichever comes first.
             let ignored = futures_first(&mut self.ignored);
@@ -70,7 +70,7 @@ impl Signals {
                     // The reload logs its progress and outcome itself; nobody
                     // reads its replies.
                     let (reply, _) = mpsc::channel(1);
-                    if commands.send(Command { request: Request::Reload, reply }).await.is_err() {
+                    if commands.send(Call { request: Request::Reload, reply }).await.is_err() {
                         return;
                     }
                 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::health;
-use crate::balancer::pool::{Backends, Slot};
+use crate::balancer::pool::{Roster, Slot};
 use crate::config::{HealthConfig, Upstream};
 use crate::lifecycle::{Lifecycle, Phase};
 
@@ -125,7 +125,7 @@ pub(crate) struct UpstreamTask {
     /// Where it publishes its `Verdict`.
     pub(crate) verdict: watch::Sender<Verdict>,
     pub(crate) slot: Arc<Slot>,
-    pub(crate) backends: Arc<Backends>,
+    pub(crate) backends: Arc<Roster>,
     pub(crate) health: HealthConfig,
     pub(crate) passive: mpsc::Receiver<()>,
     pub(crate) token: CancellationToken,

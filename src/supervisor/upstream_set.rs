@@ -94,7 +94,7 @@ impl Fleet {
             let ended = async { while verdict.changed().await.is_ok() {} };
             let idle = async {
                 ended.await;
-                u.slot.until_idle().await;
+                u.slot.until_drained().await;
             };
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 out.progress(format!(

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::WatchConfig;
-use crate::control::command::{Command, REPLY_CAPACITY};
+use crate::control::command::{Call, REPLY_CAPACITY};
 use crate::control::protocol::{Reply, Request, WatchStatus};
 use debounce::{Batch, Debounce};
 use ignore::Ignore;
@@ -107,7 +107,7 @@ fn describe(batch: &Batch, rules: &Ignore) -> String {
 /// `rolls` until `stop`.
 pub(crate) async fn run(
     ctx: Context,
-    rolls: mpsc::Sender<Command>,
+    rolls: mpsc::Sender<Call>,
     shared: Shared,
     stop: CancellationToken,
 ) {
@@ -181,7 +181,7 @@ async fn sleep_until(due: Option<std::time::Instant>) {
 /// stopping.
 async fn roll(
     what: &str,
-    rolls: &mpsc::Sender<Command>,
+    rolls: &mpsc::Sender<Call>,
     shared: &Shared,
     stop: &CancellationToken,
     events: &mut mpsc::Receiver<PathBuf>,
@@ -195,7 +195,7 @@ async fn roll(
     });
     // The loop takes it when no other command runs.
     let (reply, mut replies) = mpsc::channel(REPLY_CAPACITY);
-    let cmd = Command {
+    let cmd = Call {
         request: Request::Restart {
             ports: Vec::new(),
             all_at_once: false,

@@ -82,7 +82,7 @@ pub(crate) async fn serve(
         if buf.is_empty() {
             // Idle: waiting for a request, nothing received. Evictable.
             let wait_until = head_deadline.unwrap_or_else(|| Instant::now() + cfg.idle_timeout);
-            let _idle = shared.admission.idle(&evict);
+            let _idle = shared.admission.waiting(&evict);
             tokio::select! {
                 biased;
                 _ = shared.stop.cancelled() => return,
@@ -902,7 +902,7 @@ async fn tunnel(client: &mut TcpStream, backend: &mut TcpStream, idle: Duration)
 
 /// Close pooled backend connections as they expire, so a quiet fleet holds
 /// none; all of them once the balancer stops.
-pub(crate) async fn prune_idle_backend_conns(shared: Arc<Shared>) {
+pub(crate) async fn prune_conn_pool(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -38,7 +38,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{ExportError, File};
-use crate::config::{BackendCommand, Config, HealthKind, RestartPolicy, Www};
+use crate::config::{BackendProgram, Config, HealthKind, RestartPolicy, Www};
 
 /// Above this total size the www content goes to a volume, not a ConfigMap.
 pub(super) const CONFIGMAP_LIMIT: u64 = 512 * 1024;
@@ -57,14 +57,14 @@ pub(super) fn manifests(config: &Config, image: &str) -> Result<Vec<File>, Expor
         return Err(ExportError::ListenPortZero);
     }
     let www = match (&config.backend, &config.www) {
-        (BackendCommand::Builtin, Www::Dir(dir)) => Some(read_www(dir)?),
+        (BackendProgram::Builtin, Www::Dir(dir)) => Some(read_www(dir)?),
         _ => None,
     };
     let mut notes = vec![format!(
         "image {image}, imagePullPolicy IfNotPresent: a locally built image is used once \
          loaded into the cluster (kind load docker-image {image}; minikube image load {image})"
     )];
-    if let BackendCommand::Command { cwd, .. } = &config.backend {
+    if let BackendProgram::Custom { cwd, .. } = &config.backend {
         notes.push(format!(
             "workingDir is backend.cwd as on this machine ({}): the image must hold the \
              command's files there",
@@ -141,7 +141,7 @@ fn labels() -> Value {
 fn deployment(config: &Config, image: &str, volume: Option<Value>) -> Value {
     let port = config.base_port;
     let (command, env) = match &config.backend {
-        BackendCommand::Builtin => {
+        BackendProgram::Builtin => {
             let mut cmd = vec![
                 "fleet".to_string(),
                 "serve".into(),
@@ -158,7 +158,7 @@ fn deployment(config: &Config, image: &str, volume: Option<Value>) -> Value {
             }
             (cmd, Vec::new())
         }
-        BackendCommand::Command {
+        BackendProgram::Custom {
             program, args, env, ..
         } => {
             let port = port.to_string();
@@ -212,7 +212,7 @@ fn deployment(config: &Config, image: &str, volume: Option<Value>) -> Value {
         "containers": [],
         "terminationGracePeriodSeconds": whole_secs(config.shutdown.timeout),
     });
-    if let BackendCommand::Command { cwd, .. } = &config.backend {
+    if let BackendProgram::Custom { cwd, .. } = &config.backend {
         container["workingDir"] = json!(cwd.display().to_string());
     }
     if let Some(v) = volume {
@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn custom_command_with_tcp_health() {
         let c = Config {
-            backend: BackendCommand::Command {
+            backend: BackendProgram::Custom {
                 program: "python3".into(),
                 args: vec!["srv.py".into(), "{port}".into()],
                 cwd: "/x".into(),

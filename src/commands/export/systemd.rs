@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::File;
-use crate::config::{BackendCommand, Config, RestartPolicy, Www};
+use crate::config::{BackendProgram, Config, RestartPolicy, Www};
 
 pub(super) const BACKEND_UNIT: &str = "fleet-backend@.service";
 pub(super) const FLEET_UNIT: &str = "fleet.service";
@@ -126,7 +126,7 @@ Type=exec
         user_line(user).trim_end()
     );
     match &config.backend {
-        BackendCommand::Builtin => {
+        BackendProgram::Builtin => {
             let mut line = format!(
                 "ExecStart={} serve --port %i",
                 arg(&exe.display().to_string())
@@ -139,7 +139,7 @@ Type=exec
             }
             let _ = writeln!(u, "{line}");
         }
-        BackendCommand::Command {
+        BackendProgram::Custom {
             program,
             args,
             cwd,
@@ -298,7 +298,7 @@ fn up_command(config: &Config, exe: &Path, flags: &str) -> String {
         let _ = write!(cmd, " -f {}", arg(&src.display().to_string()));
     }
     let _ = write!(cmd, " {flags}");
-    if let (BackendCommand::Builtin, Www::Dir(dir)) = (&config.backend, &config.www) {
+    if let (BackendProgram::Builtin, Www::Dir(dir)) = (&config.backend, &config.www) {
         let _ = write!(cmd, " --www {}", arg(&dir.display().to_string()));
     }
     cmd
@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn custom_command_gets_port_cwd_and_env() {
         let c = Config {
-            backend: BackendCommand::Command {
+            backend: BackendProgram::Custom {
                 program: "/usr/bin/python3".into(),
                 args: vec!["-m".into(), "http.server".into(), "{port}".into()],
                 cwd: PathBuf::from("/srv/my app"),
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn python_unbuffered_is_left_to_backend_env_when_it_names_it() {
         let c = Config {
-            backend: BackendCommand::Command {
+            backend: BackendProgram::Custom {
                 program: "/usr/bin/python3".into(),
                 args: vec!["app.py".into()],
                 cwd: PathBuf::from("/srv"),
