@@ -9,62 +9,45 @@ use super::parse::{Problem, problem};
 use super::precedence::{Origin, Report};
 use super::{ConfigError, Upstream};
 
-/// `written` (as the user wrote it, resolved to `abs`) must be a directory.
-pub(super) fn check_dir(
-    rep: &Report<'_>,
-    from: Origin,
-    key: &str,
-    written: &Path,
-    abs: &Path,
-    show_abs: bool,
-) -> Result<(), ConfigError> {
-    let resolved = if show_abs && written.is_relative() {
-        format!(" (resolved to {})", abs.display())
-    } else {
-        String::new()
-    };
-    if !abs.exists() {
-        return Err(rep.at(
-            from,
-            key,
-            format!("directory {} does not exist{resolved}", written.display()),
-        ));
-    }
-    if !abs.is_dir() {
-        return Err(rep.at(
-            from,
-            key,
-            format!("{} is not a directory{resolved}", written.display()),
-        ));
-    }
-    Ok(())
+/// What a path key needs to name on disk.
+#[derive(Clone, Copy)]
+pub(super) enum Need {
+    /// A directory.
+    Dir,
+    /// A file or a directory (a path to watch).
+    Exists,
 }
 
-/// `written` (resolved to `abs`) must exist: a file or a directory.
-pub(super) fn check_exists(
+/// `written` (as the user wrote it, resolved to `abs`) must be what `need`
+/// says; `show_abs` adds what a relative path resolved to.
+pub(super) fn check_path(
     rep: &Report<'_>,
     from: Origin,
     key: &str,
     written: &Path,
     abs: &Path,
     show_abs: bool,
+    need: Need,
 ) -> Result<(), ConfigError> {
-    if abs.exists() {
-        return Ok(());
-    }
     let resolved = if show_abs && written.is_relative() {
         format!(" (resolved to {})", abs.display())
     } else {
         String::new()
     };
-    Err(rep.at(
-        from,
-        key,
-        format!(
+    let what = match need {
+        Need::Dir if !abs.exists() => {
+            format!("directory {} does not exist{resolved}", written.display())
+        }
+        Need::Dir if !abs.is_dir() => {
+            format!("{} is not a directory{resolved}", written.display())
+        }
+        Need::Exists if !abs.exists() => format!(
             "{} does not exist{resolved}; name a file or directory to watch",
             written.display()
         ),
-    ))
+        Need::Dir | Need::Exists => return Ok(()),
+    };
+    Err(rep.at(from, key, what))
 }
 
 /// `HOST:PORT` (already checked by `parse::host_port`) -> the first

@@ -23,6 +23,7 @@ use super::checks::{
     Blame, NO_BACKENDS, admin_apart_from_listen, check_upstreams, listen_outside_backends,
     not_longer, port_range,
 };
+use super::lookup::Need;
 use super::parse::{
     MODES, Problem, admin_host, backends_in_range, boolean, clean, count, duration,
     duration_or_zero, file_path, host_port, http_path, listen, mode_of, one_of, parse_listen,
@@ -347,7 +348,7 @@ fn watch_section(
         ));
     }
     for (from, key, written, abs, show_abs) in &wanted {
-        lookup::check_exists(rep, *from, key, written, abs, *show_abs)?;
+        lookup::check_path(rep, *from, key, written, abs, *show_abs, Need::Exists)?;
     }
     Ok(Some(WatchConfig {
         paths: wanted.into_iter().map(|w| w.3).collect(),
@@ -667,13 +668,14 @@ struct DirCheck {
 
 impl DirCheck {
     fn check(&self, rep: &Report<'_>) -> Result<(), ConfigError> {
-        lookup::check_dir(
+        lookup::check_path(
             rep,
             self.from,
             self.key,
             &self.written,
             &self.abs,
             self.show_abs,
+            Need::Dir,
         )
     }
 }

@@ -115,18 +115,8 @@ impl Fleet {
         }
 
         // New upstreams first: one that does not pass changes nothing.
-        let added: Vec<Upstream> = new
-            .upstreams
-            .iter()
-            .filter(|u| !old.upstreams.contains(u))
-            .cloned()
-            .collect();
-        let removed: Vec<Upstream> = old
-            .upstreams
-            .iter()
-            .filter(|u| !new.upstreams.contains(u))
-            .cloned()
-            .collect();
+        let added = not_in(&new.upstreams, &old.upstreams);
+        let removed = not_in(&old.upstreams, &new.upstreams);
         self.add_upstreams(&added, &new.health, out).await?;
 
         if moved {
@@ -600,6 +590,15 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// The upstreams of `these` that are not in `those`.
+fn not_in(these: &[Upstream], those: &[Upstream]) -> Vec<Upstream> {
+    these
+        .iter()
+        .filter(|u| !those.contains(u))
+        .cloned()
+        .collect()
+}
+
 /// The directory, or the built-in page.
 fn www(w: &Www) -> String {
     match w {
@@ -650,6 +649,13 @@ mod tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
+    /// The diff from the default config to the default with `change` made.
+    fn diff_from_default(change: impl FnOnce(&mut Config)) -> Vec<String> {
+        let mut new = Config::default();
+        change(&mut new);
+        diff(&Config::default(), &new)
+    }
+
     #[test]
     fn an_unchanged_config_has_no_diff() {
         assert!(diff(&Config::default(), &Config::default()).is_empty());
@@ -657,21 +663,19 @@ mod tests {
 
     #[test]
     fn the_diff_names_each_changed_key_with_old_and_new_values() {
-        let old = Config::default();
-        let mut new = Config {
-            backends: 8,
-            ..Config::default()
-        };
-        new.health.interval = Duration::from_millis(250);
-        new.balancer.idle_timeout = Duration::from_secs(5);
-        new.backend = BackendProgram::Custom {
-            program: "python3".into(),
-            args: vec!["srv.py".into(), "{port}".into()],
-            cwd: PathBuf::from("/lab"),
-            env: BTreeMap::new(),
-        };
+        let changed = diff_from_default(|c| {
+            c.backends = 8;
+            c.health.interval = Duration::from_millis(250);
+            c.balancer.idle_timeout = Duration::from_secs(5);
+            c.backend = BackendProgram::Custom {
+                program: "python3".into(),
+                args: vec!["srv.py".into(), "{port}".into()],
+                cwd: PathBuf::from("/lab"),
+                env: BTreeMap::new(),
+            };
+        });
         assert_eq!(
-            diff(&old, &new),
+            changed,
             [
                 "backends: 4 -> 8",
                 "backend.command: the built-in worker -> python3 srv.py {port}",
@@ -684,35 +688,26 @@ mod tests {
 
     #[test]
     fn a_changed_health_path_is_named_health_path_and_a_changed_kind_health_kind() {
-        let old = Config::default();
-        let mut new = Config::default();
-        new.health.kind = HealthKind::Http {
-            path: "/nope.html".into(),
-        };
         assert_eq!(
-            diff(&old, &new),
+            diff_from_default(|c| c.health.kind = HealthKind::Http {
+                path: "/nope.html".into(),
+            }),
             ["health.path: /.fleet/health -> /nope.html"]
         );
-        new.health.kind = HealthKind::Tcp;
         assert_eq!(
-            diff(&old, &new),
+            diff_from_default(|c| c.health.kind = HealthKind::Tcp),
             ["health.kind: http GET /.fleet/health -> tcp"]
         );
     }
 
     #[test]
     fn a_changed_watch_is_named_and_said_to_wait_for_the_next_up() {
-        let old = Config::default();
-        let new = Config {
-            watch: Some(crate::config::WatchConfig {
+        assert_eq!(
+            diff_from_default(|c| c.watch = Some(crate::config::WatchConfig {
                 paths: vec!["/srv/app".into()],
                 ignore: Vec::new(),
                 debounce: Duration::from_millis(300),
-            }),
-            ..Config::default()
-        };
-        assert_eq!(
-            diff(&old, &new),
+            })),
             ["watch: off -> /srv/app (takes effect at the next `fleet up`)"]
         );
     }
@@ -758,11 +753,8 @@ mod tests {
 
     #[test]
     fn max_connections_is_reported_as_applying_at_the_next_up() {
-        let old = Config::default();
-        let mut new = Config::default();
-        new.balancer.max_connections = 100;
         assert_eq!(
-            diff(&old, &new),
+            diff_from_default(|c| c.balancer.max_connections = 100),
             ["balancer.max_connections: 4096 -> 100 (takes effect at the next `fleet up`)"]
         );
     }

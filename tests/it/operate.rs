@@ -12,13 +12,37 @@ use nix::sys::signal::Signal;
 
 use crate::harness::*;
 
-/// Clients that reuse one connection for many requests. The HTTP-aware
-/// balancer (the default mode) keeps a client's connection while the worker
-/// behind it is restarted; in tcp mode, which splices whole connections,
-/// these clients fail (as the issue measured).
-const KEEP_ALIVE_CLIENTS: usize = 8;
-/// Clients that open a new connection for every request, like `ab`.
-const ONE_SHOT_CLIENTS: usize = 8;
+/// What a load asks for, how good an answer looks, and how hard it asks.
+#[derive(Clone, Copy)]
+pub(crate) struct Target {
+    /// The path every client GETs.
+    pub(crate) path: &'static str,
+    /// Ok for a good answer (status, body).
+    pub(crate) good: fn(u16, &[u8]) -> std::io::Result<()>,
+    /// Clients of each kind: one connection for many requests, and a new
+    /// connection for every request (like `ab`).
+    pub(crate) clients: usize,
+    /// The pause after each request (zero: flat out).
+    pub(crate) pause: Duration,
+    /// The load stops by itself after this long, or this many requests.
+    pub(crate) at_most: (Duration, usize),
+}
+
+/// GET /page.html flat out from 8 clients of each kind. The HTTP-aware
+/// balancer (the default mode) keeps a keep-alive client's connection while
+/// the worker behind it is restarted; in tcp mode, which splices whole
+/// connections, those clients fail (as the issue measured).
+pub(crate) const PAGE_TARGET: Target = Target {
+    path: "/page.html",
+    good: |status, body| match status {
+        200 if body == PAGE => Ok(()),
+        200 => Err(std::io::Error::other("wrong body")),
+        s => Err(std::io::Error::other(format!("status {s}"))),
+    },
+    clients: 8,
+    pause: Duration::ZERO,
+    at_most: (Duration::from_secs(120), 500_000),
+};
 
 /// Requests from both kinds of client until `finish`; every failure is kept.
 pub(crate) struct Load {
@@ -29,33 +53,38 @@ pub(crate) struct Load {
 }
 
 impl Load {
+    /// A load of `PAGE_TARGET` on `addr`.
     pub(crate) fn start(addr: SocketAddr) -> Load {
+        Load::start_on(addr, PAGE_TARGET)
+    }
+
+    pub(crate) fn start_on(addr: SocketAddr, t: Target) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + t.at_most.0;
         let mut threads = Vec::new();
-        for i in 0..ONE_SHOT_CLIENTS + KEEP_ALIVE_CLIENTS {
+        for i in 0..2 * t.clients {
             let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
-            let keep_alive = i >= ONE_SHOT_CLIENTS;
+            let keep_alive = i >= t.clients;
             threads.push(std::thread::spawn(move || {
                 let mut conn: Option<BufReader<TcpStream>> = None;
                 while !stop.load(Ordering::SeqCst)
-                    && sent.load(Ordering::SeqCst) < 500_000
+                    && sent.load(Ordering::SeqCst) < t.at_most.1
                     && Instant::now() < deadline
                 {
                     sent.fetch_add(1, Ordering::SeqCst);
                     let r = if keep_alive {
-                        keep_alive_get(&mut conn, addr)
+                        keep_alive_get(&mut conn, addr, t)
                     } else {
-                        get(addr, "/page.html").and_then(|r| match r.status {
-                            200 if r.body == PAGE => Ok(()),
-                            s => Err(std::io::Error::other(format!("status {s}"))),
-                        })
+                        get(addr, t.path).and_then(|r| (t.good)(r.status, &r.body))
                     };
                     if let Err(e) = r {
                         conn = None;
                         failures.lock().unwrap().push(e.to_string());
+                    }
+                    if !t.pause.is_zero() {
+                        std::thread::sleep(t.pause);
                     }
                 }
             }));
@@ -74,6 +103,28 @@ impl Load {
 
     pub(crate) fn failures(&self) -> usize {
         self.failures.lock().unwrap().len()
+    }
+
+    /// A load on `addr` that has already sent its first 200 requests.
+    pub(crate) fn under_way(addr: SocketAddr) -> Load {
+        let load = Load::start(addr);
+        load.wait_under_way();
+        load
+    }
+
+    /// Wait until this load has sent its first 200 requests.
+    pub(crate) fn wait_under_way(&self) {
+        wait_for(Duration::from_secs(30), "load under way", || {
+            (self.sent() >= 200).then_some(())
+        });
+    }
+
+    /// Send `more` requests beyond those sent so far, stop, and assert that
+    /// none failed.
+    pub(crate) fn finish_without_failures(self, more: usize) {
+        let n = self.sent();
+        let (sent, failures) = self.finish(n + more);
+        assert_no_failures(sent, &failures);
     }
 
     /// Keep going until at least `min` requests went out, then stop and
@@ -95,6 +146,7 @@ impl Load {
 fn keep_alive_get(
     conn: &mut Option<BufReader<TcpStream>>,
     addr: SocketAddr,
+    t: Target,
 ) -> std::io::Result<()> {
     if conn.is_none() {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -104,13 +156,16 @@ fn keep_alive_get(
     let c = conn.as_mut().expect("just set");
     write!(
         c.get_mut(),
-        "GET /page.html HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+        t.path
     )?;
     let mut status = String::new();
     c.read_line(&mut status)?;
-    if !status.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("status line {status:?}")));
-    }
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let mut length = None;
     let mut close = false;
     loop {
@@ -129,13 +184,10 @@ fn keep_alive_get(
     }
     let mut body = vec![0; length.ok_or_else(|| std::io::Error::other("no content-length"))?];
     c.read_exact(&mut body)?;
-    if body != PAGE {
-        return Err(std::io::Error::other("wrong body"));
-    }
     if close {
         *conn = None;
     }
-    Ok(())
+    (t.good)(code, &body)
 }
 
 /// `fleet ARGS` must succeed; returns its stdout.
@@ -181,10 +233,7 @@ pub(crate) fn up(scratch: Scratch, ports: &[u16], listen: u16) -> Fleet {
 fn restart_scale_and_reload_under_load_fail_no_request() {
     let (scratch, ports, listen) = scalable("");
     let f = up(scratch, &ports, listen);
-    let load = Load::start(f.addr());
-    wait_for(Duration::from_secs(20), "load under way", || {
-        (load.sent() >= 200).then_some(())
-    });
+    let load = Load::under_way(f.addr());
 
     // Rolling restart of every backend: each one drained, restarted, back.
     let before = pids_of(&f.status());

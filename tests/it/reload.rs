@@ -51,16 +51,26 @@ fn in_force(f: &Fleet, yaml: &str) {
     assert!(out.contains("no setting changed"), "{out}");
 }
 
+/// After a refused reload: the fleet stays healthy on the workers `pids`
+/// while `load` goes on, `good` (the original fleet.yaml) is in force, and
+/// no request failed.
+fn serves_on_after_a_refused_reload(f: &Fleet, load: Load, pids: &[Option<u32>], good: &str) {
+    let n = load.sent();
+    stays_healthy_on(f, pids);
+    assert!(load.sent() > n, "requests went out after the reload");
+    in_force(f, good);
+
+    let (sent, failures) = load.finish(n + 200);
+    assert_no_failures(sent, &failures);
+}
+
 #[test]
 fn a_reload_to_a_failing_probe_fails_keeps_the_old_probe_and_loses_no_request() {
     let (scratch, ports, listen) = scalable("");
     let f = up(scratch, &ports, listen);
     let before = pids_of(&f.status());
     let good = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
-    let load = Load::start(f.addr());
-    wait_for(Duration::from_secs(20), "load under way", || {
-        (load.sent() >= 200).then_some(())
-    });
+    let load = Load::under_way(f.addr());
 
     f.scratch
         .write("fleet.yaml", &with_health_path(&good, "/nope.html"));
@@ -77,13 +87,7 @@ fn a_reload_to_a_failing_probe_fails_keeps_the_old_probe_and_loses_no_request() 
         "the change line names the key that changed:\n{}",
         text(&out)
     );
-    let n = load.sent();
-    stays_healthy_on(&f, &before);
-    assert!(load.sent() > n, "requests went out after the reload");
-    in_force(&f, &good);
-
-    let (sent, failures) = load.finish(n + 200);
-    assert_no_failures(sent, &failures);
+    serves_on_after_a_refused_reload(&f, load, &before, &good);
 }
 
 #[test]
@@ -92,10 +96,7 @@ fn a_reload_to_a_command_that_does_not_pass_is_rolled_back_on_the_backend_that_t
     let f = up(scratch, &ports, listen);
     let before = pids_of(&f.status());
     let good = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
-    let load = Load::start(f.addr());
-    wait_for(Duration::from_secs(20), "load under way", || {
-        (load.sent() >= 200).then_some(())
-    });
+    let load = Load::under_way(f.addr());
 
     // The same worker as a custom command, with a probe it cannot pass.
     let www = f.scratch.path().join("www");
@@ -121,13 +122,7 @@ fn a_reload_to_a_command_that_does_not_pass_is_rolled_back_on_the_backend_that_t
     let after = pids_of(&s);
     assert_ne!(after[0], before[0], "the tried backend was restarted");
     assert_eq!(after[1..], before[1..], "the others were not");
-    let n = load.sent();
-    stays_healthy_on(&f, &after);
-    assert!(load.sent() > n, "requests went out after the reload");
-    in_force(&f, &good);
-
-    let (sent, failures) = load.finish(n + 200);
-    assert_no_failures(sent, &failures);
+    serves_on_after_a_refused_reload(&f, load, &after, &good);
 }
 
 #[test]

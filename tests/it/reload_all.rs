@@ -19,12 +19,6 @@ fn edit(f: &Fleet, from: &str, to: &str) {
     f.scratch.write("fleet.yaml", &yaml.replacen(from, to, 1));
 }
 
-fn load_under_way(load: &Load) {
-    wait_for(Duration::from_secs(20), "load under way", || {
-        (load.sent() >= 200).then_some(())
-    });
-}
-
 /// How one request to an address that is moving away ended.
 enum Ended {
     Ok,
@@ -211,10 +205,8 @@ fn a_reload_moves_listen_binding_the_new_address_first_and_loses_no_request() {
     );
     assert_eq!(f.status_json()["listen"], new.to_string());
     assert_eq!(pids_of(&f.status()), before, "no backend was touched");
-    load_under_way(&load);
-    let n = load.sent();
-    let (sent, failures) = load.finish(n + 200);
-    assert_no_failures(sent, &failures);
+    load.wait_under_way();
+    load.finish_without_failures(200);
 
     // The moved address is in force: reloading the same file changes nothing.
     let out = ok(&f, &["reload"]);
@@ -226,8 +218,7 @@ fn a_reload_that_moves_base_port_starts_the_new_set_then_switches_and_loses_no_r
     let (scratch, ports, listen) = scalable("");
     let f = up(scratch, &ports, listen);
     let before = f.worker_pids();
-    let load = Load::start(f.addr());
-    load_under_way(&load);
+    let load = Load::under_way(f.addr());
 
     edit(
         &f,
@@ -250,9 +241,7 @@ fn a_reload_that_moves_base_port_starts_the_new_set_then_switches_and_loses_no_r
             (!alive(pid)).then_some(())
         });
     }
-    let n = load.sent();
-    let (sent, failures) = load.finish(n + 300);
-    assert_no_failures(sent, &failures);
+    load.finish_without_failures(300);
     // The new set took the traffic since.
     let s = f.status();
     assert!(sum(&s, |b| b.traffic.requests) > 0, "{s:?}");
@@ -271,8 +260,7 @@ fn a_reload_adds_an_upstream_once_it_passes_and_drains_a_removed_one() {
     let yaml = std::fs::read_to_string(scratch.path().join("fleet.yaml")).unwrap();
     scratch.write("fleet.yaml", &format!("{yaml}upstreams: [\"{a}\"]\n"));
     let f = up(scratch, &ports, listen);
-    let load = Load::start(f.addr());
-    load_under_way(&load);
+    let load = Load::under_way(f.addr());
 
     edit(
         &f,
@@ -308,9 +296,7 @@ fn a_reload_adds_an_upstream_once_it_passes_and_drains_a_removed_one() {
                 .any(|x| x.address.as_deref() == Some(b.as_str()) && x.traffic.requests > 0)
         },
     );
-    let n = load.sent();
-    let (sent, failures) = load.finish(n + 300);
-    assert_no_failures(sent, &failures);
+    load.finish_without_failures(300);
 }
 
 #[test]
@@ -319,8 +305,7 @@ fn a_reload_to_a_busy_listen_address_or_busy_ports_changes_nothing() {
     let f = up(scratch, &ports, listen);
     let good = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
     let before = pids_of(&f.status());
-    let load = Load::start(f.addr());
-    load_under_way(&load);
+    let load = Load::under_way(f.addr());
     let held = TcpListener::bind(("127.0.0.1", ports[8])).unwrap();
 
     // A busy new listen address.
@@ -363,9 +348,7 @@ fn a_reload_to_a_busy_listen_address_or_busy_ports_changes_nothing() {
     f.scratch.write("fleet.yaml", &good);
     let out = ok(&f, &["reload"]);
     assert!(out.contains("no setting changed"), "{out}");
-    let n = load.sent();
-    let (sent, failures) = load.finish(n + 200);
-    assert_no_failures(sent, &failures);
+    load.finish_without_failures(200);
 }
 
 #[test]
@@ -374,8 +357,7 @@ fn a_moved_base_port_whose_new_set_does_not_pass_keeps_the_old_set_serving() {
     let f = up(scratch, &ports, listen);
     let good = std::fs::read_to_string(f.scratch.path().join("fleet.yaml")).unwrap();
     let before = pids_of(&f.status());
-    let load = Load::start(f.addr());
-    load_under_way(&load);
+    let load = Load::under_way(f.addr());
 
     // The new set's probe asks for a page that is not there.
     let bad = good
@@ -403,9 +385,7 @@ fn a_moved_base_port_whose_new_set_does_not_pass_keeps_the_old_set_serving() {
             (!port_open(*p)).then_some(())
         });
     }
-    let n = load.sent();
-    let (sent, failures) = load.finish(n + 200);
-    assert_no_failures(sent, &failures);
+    load.finish_without_failures(200);
     f.scratch.write("fleet.yaml", &good);
     let out = ok(&f, &["reload"]);
     assert!(out.contains("no setting changed"), "{out}");

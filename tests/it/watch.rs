@@ -4,15 +4,13 @@
 //! probe saw; the next edit completes it. A built-in worker's www edit is
 //! served without a restart.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use fleet::protocol::WatchStatus;
 
 use crate::harness::*;
+use crate::operate::{Load, Target};
 
 /// A small HTTP/1.1 server whose every answer is `version VERSION`, with
 /// status STATUS; `EXIT` makes it exit at once.
@@ -45,14 +43,16 @@ fn edit(s: &Scratch, name: &str, text: &str) {
     std::fs::rename(&tmp, s.path().join(name)).unwrap();
 }
 
-/// GETs of `/` from keep-alive and one-request-per-connection clients until
-/// `finish`; anything but a 200 with a `version` body is a failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
+/// GETs of `/` from keep-alive and one-request-per-connection clients,
+/// steady, not flat out (Python answers these); anything but a 200 with a
+/// `version` body is a failure.
+const VERSIONED: Target = Target {
+    path: "/",
+    good: versioned,
+    clients: 4,
+    pause: Duration::from_millis(2),
+    at_most: (Duration::from_secs(300), 400_000),
+};
 
 fn versioned(status: u16, body: &[u8]) -> std::io::Result<()> {
     if status == 200 && body.starts_with(b"version ") {
@@ -62,98 +62,6 @@ fn versioned(status: u16, body: &[u8]) -> std::io::Result<()> {
             "status {status}, body {:?}",
             String::from_utf8_lossy(body)
         )))
-    }
-}
-
-fn keep_alive_get(
-    conn: &mut Option<BufReader<TcpStream>>,
-    addr: SocketAddr,
-) -> std::io::Result<()> {
-    if conn.is_none() {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        *conn = Some(BufReader::new(s));
-    }
-    let c = conn.as_mut().expect("just set");
-    write!(c.get_mut(), "GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
-    let mut status = String::new();
-    c.read_line(&mut status)?;
-    let code = status
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        c.read_line(&mut line)?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse::<usize>().ok();
-        }
-    }
-    let mut body = vec![0; length.ok_or_else(|| std::io::Error::other("no content-length"))?];
-    c.read_exact(&mut body)?;
-    versioned(code, &body)
-}
-
-impl Load {
-    fn start(addr: SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let threads = (0..8)
-            .map(|i| {
-                let (stop, sent, failures) = (stop.clone(), sent.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let mut conn = None;
-                    while !stop.load(Ordering::SeqCst)
-                        && sent.load(Ordering::SeqCst) < 400_000
-                        && Instant::now() < deadline
-                    {
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        let r = if i % 2 == 0 {
-                            keep_alive_get(&mut conn, addr)
-                        } else {
-                            get(addr, "/").and_then(|r| versioned(r.status, &r.body))
-                        };
-                        if let Err(e) = r {
-                            conn = None;
-                            failures.lock().unwrap().push(e.to_string());
-                        }
-                        // Steady, not flat out: Python answers these.
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            sent,
-            failures,
-            threads,
-        }
-    }
-
-    fn sent(&self) -> usize {
-        self.sent.load(Ordering::SeqCst)
-    }
-
-    fn finish(self, min: usize) -> (usize, Vec<String>) {
-        wait_for(Duration::from_secs(90), "enough requests", || {
-            (self.sent() >= min).then_some(())
-        });
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.sent.load(Ordering::SeqCst), failures)
     }
 }
 
@@ -199,10 +107,8 @@ fn an_edit_rolls_the_fleet_a_broken_one_stops_the_roll_and_a_fix_completes_it() 
     let w = watch_of(&f);
     assert_eq!(w.paths, [f.scratch.path().display().to_string()]);
     assert_eq!((w.rolls, w.last_change), (0, None));
-    let load = Load::start(f.addr());
-    wait_for(Duration::from_secs(30), "load under way", || {
-        (load.sent() >= 200).then_some(())
-    });
+    let load = Load::start_on(f.addr(), VERSIONED);
+    load.wait_under_way();
 
     // A good edit rolls every backend; fleet.yaml, saved with it, is not
     // part of the change (a restart would not apply it).
@@ -292,9 +198,7 @@ fn an_edit_rolls_the_fleet_a_broken_one_stops_the_roll_and_a_fix_completes_it() 
         "{outcome}"
     );
 
-    let n = load.sent();
-    let (sent, failures) = load.finish(n + 200);
-    assert_no_failures(sent, &failures);
+    load.finish_without_failures(200);
     // Only the four edits rolled: the state dir's logs and the temp files
     // were ignored.
     assert_eq!(watch_of(&f).rolls, 4);
