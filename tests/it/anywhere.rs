@@ -381,7 +381,7 @@ fn serve_without_www_serves_the_embedded_page() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = crate::harness::PidGuard(vec![child.id()]);
+    let _guard = crate::harness::PidGuard::new(vec![child.id()]);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let page = wait_for(Duration::from_secs(20), "the worker to answer", || {
         get(addr, "/page.html").ok()

@@ -17,11 +17,14 @@ fn tree(f: &Fleet, n: usize) -> Vec<u32> {
 }
 
 fn kill_supervisor_and_expect_nothing_left(f: &Fleet, procs: &[u32]) {
+    // Named by start time too: a pid that dies and is handed to another
+    // test's process meanwhile is not one of ours still running.
+    let procs = Procs::of(procs);
     kill(f.supervisor, Signal::SIGKILL);
     wait_for(
         Duration::from_secs(2),
         "every process of the fleet to die with its supervisor",
-        || procs.iter().all(|p| !alive(*p)).then_some(()),
+        || (!procs.any_alive()).then_some(()),
     );
 }
 
@@ -34,7 +37,7 @@ fn a_shell_wrapped_command_dies_with_a_sigkilled_supervisor_and_up_works_again()
         let mut f = Fleet::start_in(Scratch::with_mode(portable), 2, SHELL_WRAPPED);
         // guard, sh and python3 for each backend.
         let procs = tree(&f, 6);
-        let _cleanup = PidGuard(procs.clone());
+        let _cleanup = PidGuard::new(procs.clone());
         kill_supervisor_and_expect_nothing_left(&f, &procs);
         let out = f.fleet(&["up", "-d"]);
         assert!(
@@ -45,7 +48,7 @@ fn a_shell_wrapped_command_dies_with_a_sigkilled_supervisor_and_up_works_again()
         f.supervisor = f.status().pid;
         let s = f.wait_status(Duration::from_secs(10), "healthy again", Fleet::all_healthy);
         assert_eq!(s.backends.len(), 2);
-        let _again = PidGuard(fleet::process::descendants(f.supervisor));
+        let _again = PidGuard::new(fleet::process::descendants(f.supervisor));
         assert_eq!(get(f.addr(), "/").unwrap().status, 200);
     }
 }
@@ -55,7 +58,7 @@ fn with_the_parent_death_signal_off_no_built_in_worker_outlives_the_supervisor()
     for portable in MODES {
         let f = Fleet::start_in(Scratch::with_mode(portable), 2, "");
         let procs = tree(&f, 2);
-        let _cleanup = PidGuard(procs.clone());
+        let _cleanup = PidGuard::new(procs.clone());
         kill_supervisor_and_expect_nothing_left(&f, &procs);
     }
 }
@@ -75,7 +78,7 @@ fn a_daemonised_grandchild_dies_with_the_fleet_on_linux() {
     );
     // guard, python3, and the sleep re-parented to the guard.
     let procs = tree(&f, 3);
-    let _cleanup = PidGuard(procs.clone());
+    let _cleanup = PidGuard::new(procs.clone());
     let sleep = procs
         .iter()
         .copied()
@@ -97,7 +100,7 @@ fn a_daemonised_grandchild_dies_with_the_fleet_on_linux() {
 fn a_sigstopped_supervisor_is_taken_down_by_down_with_a_timeout() {
     let f = Fleet::start_in(Scratch::new(), 2, SHELL_WRAPPED);
     let procs = tree(&f, 6);
-    let _cleanup = PidGuard(procs.clone());
+    let _cleanup = PidGuard::new(procs.clone());
     kill(f.supervisor, Signal::SIGSTOP);
     let t0 = std::time::Instant::now();
     let out = f.fleet(&["down", "--timeout", "2s"]);

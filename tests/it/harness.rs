@@ -804,7 +804,7 @@ impl Foreground {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut guard = PidGuard(vec![child.id()]);
+        let mut guard = PidGuard::new(vec![child.id()]);
         let st = wait_for(
             Duration::from_secs(10),
             "the foreground fleet healthy",
@@ -815,7 +815,7 @@ impl Foreground {
             },
         );
         let workers: Vec<u32> = st.backends.iter().filter_map(|b| b.pid).collect();
-        guard.0.extend(&workers);
+        guard.add(&workers);
         Foreground {
             child,
             log,
@@ -844,15 +844,73 @@ impl Foreground {
     }
 }
 
-/// Kills the pids it holds when dropped (for processes started outside `Fleet`).
-pub struct PidGuard(pub Vec<u32>);
+/// When a process started, as the kernel tells it: on Linux the start time
+/// in clock ticks (`/proc/PID/stat`), elsewhere `ps -o lstart`. With the pid,
+/// it names one process: a loaded machine reuses a pid within seconds, and a
+/// test must neither wait on nor kill the stranger that got it.
+pub fn started(pid: u32) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which may hold spaces: state is
+        // field 3 and starttime field 22.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        rest.split_whitespace().nth(19).map(str::to_owned)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let out = std::process::Command::new("ps")
+            .args(["-o", "lstart=", "-p", &pid.to_string()])
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!s.is_empty()).then_some(s)
+    }
+}
+
+/// Processes named by pid and start time (see [`started`]).
+#[derive(Debug, Clone)]
+pub struct Procs(Vec<(u32, Option<String>)>);
+
+impl Procs {
+    pub fn of(pids: &[u32]) -> Procs {
+        Procs(pids.iter().map(|p| (*p, started(*p))).collect())
+    }
+
+    /// Is any of them still running (the same process, not a pid reused)?
+    pub fn any_alive(&self) -> bool {
+        self.0.iter().any(|(p, s)| alive(*p) && started(*p) == *s)
+    }
+
+    /// The ones still running.
+    pub fn alive(&self) -> Vec<u32> {
+        self.0
+            .iter()
+            .filter(|(p, s)| alive(*p) && started(*p) == *s)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+}
+
+/// Kills the processes it holds when dropped (for processes started outside
+/// `Fleet`), each only if it is still the process it was (not a reused pid).
+pub struct PidGuard(Procs);
+
+impl PidGuard {
+    pub fn new(pids: Vec<u32>) -> PidGuard {
+        PidGuard(Procs::of(&pids))
+    }
+
+    /// Guard these too.
+    pub fn add(&mut self, pids: &[u32]) {
+        self.0.0.extend(Procs::of(pids).0);
+    }
+}
 
 impl Drop for PidGuard {
     fn drop(&mut self) {
-        for pid in &self.0 {
-            if alive(*pid) {
-                kill(*pid, nix::sys::signal::Signal::SIGKILL);
-            }
+        for pid in self.0.alive() {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

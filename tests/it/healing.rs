@@ -89,10 +89,11 @@ fn killing_the_supervisor_takes_every_worker_with_it_and_up_starts_cleanly_after
     let mut f = Fleet::start(3, "");
     let workers = f.worker_pids();
     assert_eq!(workers.len(), 3);
+    let procs = Procs::of(&workers);
     kill(f.supervisor, Signal::SIGKILL);
     let t0 = Instant::now();
     wait_for(Duration::from_secs(2), "every worker to exit", || {
-        workers.iter().all(|p| !alive(*p)).then_some(())
+        (!procs.any_alive()).then_some(())
     });
     eprintln!("workers gone {:?} after the supervisor", t0.elapsed());
     let out = f.fleet(&["up", "-d"]);
@@ -406,14 +407,14 @@ fn guard_reports_the_commands_exit_code_and_signal() {
 
 fn guard_reports(portable: bool) {
     let mut g = guard("exit 3", portable);
-    let _pids = PidGuard(vec![g.id()]);
+    let _pids = PidGuard::new(vec![g.id()]);
     let _lifeline = g.stdin.take(); // `wait` would close it
     assert_eq!(g.wait().unwrap().code(), Some(3));
 
     use std::os::unix::process::ExitStatusExt;
     let mut g = guard("echo $$; exec sleep 30", portable);
     let inner = first_line(&mut g);
-    let _pids = PidGuard(vec![g.id(), inner]);
+    let _pids = PidGuard::new(vec![g.id(), inner]);
     let _lifeline = g.stdin.take();
     // The supervisor signals the whole group.
     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g.id() as i32), Signal::SIGTERM).unwrap();
@@ -435,7 +436,7 @@ fn guard_kills_its_command_when_the_lifeline_closes() {
 fn guard_kills(portable: bool) {
     let mut g = guard("echo $$; exec sleep 30", portable);
     let inner = first_line(&mut g);
-    let _pids = PidGuard(vec![g.id(), inner]);
+    let _pids = PidGuard::new(vec![g.id(), inner]);
     assert!(alive(inner));
     drop(g.stdin.take()); // the supervisor is gone
     wait_for(Duration::from_secs(2), "the guarded command to die", || {
@@ -455,7 +456,7 @@ fn fleet_logs_follow_prints_new_lines_as_they_come() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = PidGuard(vec![follow.id()]);
+    let _guard = PidGuard::new(vec![follow.id()]);
     let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
     // A restart makes the worker print its start line again.
     kill(f.pid_of(0), Signal::SIGKILL);

@@ -50,7 +50,7 @@ fn with_the_shipped_lab_example_it_starts_and_stays_in_rotation_under_20_clients
             lab_backend()
         ),
     );
-    let _procs = PidGuard(fleet::process::descendants(f.supervisor));
+    let _procs = PidGuard::new(fleet::process::descendants(f.supervisor));
     let addr = f.addr();
     let clients: Vec<_> = (0..20)
         .map(|_| {
@@ -79,7 +79,7 @@ fn the_balancer_names_a_backend_that_does_not_name_itself_unless_told_not_to() {
         lab_backend()
     );
     let f = Fleet::start(3, &yaml);
-    let _procs = PidGuard(fleet::process::descendants(f.supervisor));
+    let _procs = PidGuard::new(fleet::process::descendants(f.supervisor));
     // Round-robin, seen from the client: each port twice in six requests,
     // on a 404 as on a 200 (the lab's server sets no such header itself).
     let mut seen: Vec<String> = (0..6)

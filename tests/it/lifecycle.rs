@@ -498,16 +498,17 @@ fn a_closed_stderr_does_not_kill_a_foreground_fleet() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut guard = PidGuard(vec![child.id()]);
+    let mut guard = PidGuard::new(vec![child.id()]);
     drop(child.stderr.take());
     let st = wait_for(Duration::from_secs(10), "the fleet healthy", || {
         let out = s.fleet(&["status", "--json"]);
         let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;
         Fleet::all_healthy(&v).then_some(v)
     });
-    guard.0.extend(st.backends.iter().filter_map(|b| b.pid));
+    let workers: Vec<u32> = st.backends.iter().filter_map(|b| b.pid).collect();
+    guard.add(&workers);
     // Logging more (a restart) must not kill it either.
-    kill(guard.0[1], Signal::SIGKILL);
+    kill(workers[0], Signal::SIGKILL);
     wait_for(Duration::from_secs(5), "the restart", || {
         let out = s.fleet(&["status", "--json"]);
         let v: FleetStatus = serde_json::from_slice(&out.stdout).ok()?;

@@ -239,7 +239,7 @@ fn watch_without_a_terminal_prints_plain_snapshots() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = PidGuard(vec![child.id()]);
+    let _guard = PidGuard::new(vec![child.id()]);
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = Vec::new();
     wait_for(Duration::from_secs(20), "two snapshots", || {
@@ -279,7 +279,7 @@ fn watch_shows_requests_changing_and_quits_on_q() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let _guard = PidGuard(vec![child.id()]);
+    let _guard = PidGuard::new(vec![child.id()]);
     let screen = Arc::new(Mutex::new(Vec::new()));
     let mut stdout = child.stdout.take().unwrap();
     let sink = screen.clone();
@@ -422,7 +422,7 @@ fn no_color_means_no_escape_codes() {
         .spawn()
         .unwrap();
     let mut fleet = Fleet::adopt(scratch, ports[..1].to_vec(), ports[1]);
-    let _guard = PidGuard(vec![up.id()]);
+    let _guard = PidGuard::new(vec![up.id()]);
     // Until the foreground supervisor has its socket, status says "not running".
     wait_for(Duration::from_secs(20), "the fleet up", || {
         let out = fleet.fleet(&["status", "--json"]);
@@ -545,7 +545,7 @@ fn watch_ends_when_its_terminal_goes_away() {
                 .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--watch"))
         })
     });
-    let _guard = PidGuard(vec![watch]);
+    let _guard = PidGuard::new(vec![watch]);
     kill(child.id(), nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait();
     wait_for(
