@@ -8,8 +8,8 @@
 //! Clean or gone: a connection comes here only when its response ended
 //! exactly on a message boundary (the engine checks), and an idle one must
 //! have nothing to read. Each is checked with the kernel itself (a peek, not
-//! tokio's cached readiness, which can lag) when it is taken and by the
-//! once-a-second sweep: end-of-file means the backend closed it (normal),
+//! tokio's cached readiness, which can lag) when it is taken after more than
+//! a millisecond in the pool, and by the once-a-second sweep: end-of-file means the backend closed it (normal),
 //! any byte means the backend wrote outside a response (a body for a HEAD, a
 //! short Content-Length). Such a connection is closed, and the backend is
 //! not trusted with kept-alive connections for `DISTRUST_FOR`: bytes that
@@ -28,6 +28,11 @@ use tracing::warn;
 
 /// Idle connections kept per backend.
 pub(crate) const MAX_IDLE: usize = 128;
+
+/// A connection back in the pool for less than this is handed out without
+/// the kernel peek (see `ConnPool::take`): the peek was one `recvfrom` in
+/// every 12 system calls of a proxied request (BENCHMARKS.md).
+const FRESH: Duration = Duration::from_millis(1);
 /// How long an idle backend connection is kept.
 pub(crate) const IDLE_FOR: Duration = Duration::from_secs(2);
 /// How long a backend seen writing outside a response gets no kept-alive
@@ -53,8 +58,16 @@ impl ConnPool {
     pub(crate) fn take(&self, backend: SocketAddr) -> Option<TcpStream> {
         loop {
             let (conn, since) = self.lock().conns.pop()?;
-            if since.elapsed() >= IDLE_FOR {
+            let idle = since.elapsed();
+            if idle >= IDLE_FOR {
                 continue;
+            }
+            // Back for less than `FRESH`: a stray byte now would be in the
+            // same race as one that comes just after the request is sent
+            // (which no proxy can tell from the answer), so the system call
+            // buys nothing there; on a busy fleet it is most takes.
+            if idle < FRESH {
+                return Some(conn);
             }
             match peek(&conn) {
                 Idle::Quiet => return Some(conn),
