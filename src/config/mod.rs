@@ -47,6 +47,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU8;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -298,6 +299,28 @@ pub(crate) struct BalancerConfig {
     /// share of new requests that grows linearly from 0 to its full share
     /// over this long (HAProxy's `slowstart`); zero turns it off.
     pub slow_start: Duration,
+    /// Engine threads of the data plane, each a runtime accepting on its
+    /// own socket (`balancer::run`); `None`: one per core the process may
+    /// use. Fixed for the balancer's life, as `mode` is.
+    pub threads: Option<NonZeroU8>,
+}
+
+/// The most engine threads `balancer.threads` may ask for (and the most
+/// one per core gives).
+pub(crate) const MAX_ENGINE_THREADS: u8 = 64;
+
+impl BalancerConfig {
+    /// How many engine threads to run: `threads`, else one per core the
+    /// process may use (1 if that is unknown), at most
+    /// [`MAX_ENGINE_THREADS`].
+    pub(crate) fn engine_threads(&self) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n.get()),
+            None => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(usize::from(MAX_ENGINE_THREADS)),
+        }
+    }
 }
 
 /// Passive health: how many requests a backend may fail after they reached
@@ -371,6 +394,7 @@ impl Default for Config {
                 access_log: None,
                 backend_header: true,
                 slow_start: Duration::ZERO,
+                threads: None,
             },
             upstreams: Vec::new(),
             watch: None,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{Value, closest, quote};
-use super::{BalancerMode, MAX_BACKENDS, MAX_DURATION};
+use super::{BalancerMode, MAX_BACKENDS, MAX_DURATION, MAX_ENGINE_THREADS};
 
 /// What is wrong with one value, in a few lowercase words: the tail of the
 /// `ConfigError` line, which adds where the value was written and its key.
@@ -137,6 +137,28 @@ pub(super) fn count(v: &Value) -> Result<u32, Problem> {
     } else {
         u32::try_from(n).map_err(|_| problem!("must be at most {} (got {n})", u32::MAX))
     }
+}
+
+/// `balancer.threads`: 1 to [`MAX_ENGINE_THREADS`], or `auto` (`None`: one
+/// per core).
+pub(super) fn engine_threads(v: &Value) -> Result<Option<std::num::NonZeroU8>, Problem> {
+    if let Value::Str(s) = v
+        && s.trim() == "auto"
+    {
+        return Ok(None);
+    }
+    let n = whole(v).map_err(|_| {
+        problem!(
+            "expected a number of threads from 1 to {MAX_ENGINE_THREADS} or auto, got {}",
+            v.describe()
+        )
+    })?;
+    u8::try_from(n)
+        .ok()
+        .filter(|n| *n <= MAX_ENGINE_THREADS)
+        .and_then(std::num::NonZeroU8::new)
+        .map(Some)
+        .ok_or_else(|| problem!("must be between 1 and {MAX_ENGINE_THREADS} (got {n})"))
 }
 
 /// A share in percent, 0 to 100: `50` or `50%`.

@@ -291,6 +291,7 @@ pub(super) struct RawBalancer {
     pub(super) access_log: Option<Node>,
     pub(super) backend_header: Option<Node>,
     pub(super) slow_start: Option<Node>,
+    pub(super) threads: Option<Node>,
 }
 
 /// Parse the text of a fleet.yaml; `shown` is the path as the user named it.

@@ -279,6 +279,7 @@ balancer:
   max_ejection_percent: 25%
   backend_header: false
   slow_start: 15s
+  threads: 3
 ";
     let c = d.write("fleet.yaml", yaml).load(&[]).unwrap();
     assert_eq!(c.backends, 2);
@@ -333,8 +334,20 @@ balancer:
             access_log: None,
             backend_header: false,
             slow_start: Duration::from_secs(15),
+            threads: std::num::NonZeroU8::new(3),
         }
     );
+}
+
+#[test]
+fn threads_are_a_count_or_auto() {
+    let c = load_yaml("", &[]).unwrap();
+    assert_eq!(c.balancer.threads, None, "one per core unless set");
+    assert!(c.balancer.engine_threads() >= 1);
+    let c = load_yaml("balancer:\n  threads: auto\n", &[]).unwrap();
+    assert_eq!(c.balancer.threads, None);
+    let c = load_yaml("balancer:\n  threads: 64\n", &[]).unwrap();
+    assert_eq!(c.balancer.engine_threads(), 64);
 }
 
 #[test]
@@ -649,6 +662,25 @@ const REJECTED: &[(&str, &str, &[&str], &str)] = &[
         "balancer:\n  max_connections: 0\n",
         &[],
         "fleet.yaml:2: balancer.max_connections: must be at least 1 (got 0)",
+    ),
+    (
+        "threads_zero_is_rejected",
+        "balancer:\n  threads: 0\n",
+        &[],
+        "fleet.yaml:2: balancer.threads: must be between 1 and 64 (got 0)",
+    ),
+    (
+        "threads_above_64_are_rejected",
+        "balancer:\n  threads: 65\n",
+        &[],
+        "fleet.yaml:2: balancer.threads: must be between 1 and 64 (got 65)",
+    ),
+    (
+        "threads_that_are_not_a_number_are_rejected",
+        "balancer:\n  threads: many\n",
+        &[],
+        "fleet.yaml:2: balancer.threads: expected a number of threads from 1 to 64 or auto, \
+         got 'many'",
     ),
     (
         "eject_after_zero_is_rejected",

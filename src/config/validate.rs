@@ -26,8 +26,8 @@ use super::checks::{
 use super::lookup::Need;
 use super::parse::{
     MODES, Problem, admin_host, backends_in_range, boolean, clean, count, duration,
-    duration_or_zero, file_path, host_port, http_path, listen, mode_of, one_of, parse_listen,
-    path_text, percent, port_in_range, problem, whole,
+    duration_or_zero, engine_threads, file_path, host_port, http_path, listen, mode_of, one_of,
+    parse_listen, path_text, percent, port_in_range, problem, whole,
 };
 use super::precedence::{Origin, Report, Set, entry, line_of, or_default, pick};
 use super::raw::{Node, RawConfig, RawWatch, RawWatchEntry, Value, quote};
@@ -554,6 +554,7 @@ fn balancer_section(
     };
     let backend_header = rep.file(entry!(b, balancer.backend_header), boolean)?;
     let slow_start = rep.file(entry!(b, balancer.slow_start), duration_or_zero)?;
+    let threads = rep.file(entry!(b, balancer.threads), engine_threads)?;
     Ok(BalancerConfig {
         passive,
         mode: pick(flag_mode, mode, d.mode).value,
@@ -565,6 +566,7 @@ fn balancer_section(
         idle_timeout: or_default(idle_timeout, d.idle_timeout).value,
         backend_header: or_default(backend_header, d.backend_header).value,
         slow_start: or_default(slow_start, d.slow_start).value,
+        threads: or_default(threads, d.threads).value,
     })
 }
 

@@ -514,6 +514,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         access_log,
         backend_header,
         slow_start,
+        threads,
     } = &new.balancer;
     let ob = &old.balancer;
     if ob.mode != *mode {
@@ -553,6 +554,18 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         ob.passive.max_ejection_percent.to_string(),
         passive.max_ejection_percent.to_string(),
     );
+    if ob.threads != *threads {
+        let name = |t: &Option<std::num::NonZeroU8>| t.map_or("auto".to_owned(), |n| n.to_string());
+        field(
+            "balancer.threads",
+            name(&ob.threads),
+            format!(
+                "{} (takes effect when the balancer next starts: `fleet up`, `fleet upgrade` \
+                 or a new `listen`)",
+                name(threads)
+            ),
+        );
+    }
     if ob.max_connections != *max_connections {
         field(
             "balancer.max_connections",
@@ -756,6 +769,17 @@ mod tests {
         assert_eq!(
             diff_from_default(|c| c.balancer.max_connections = 100),
             ["balancer.max_connections: 4096 -> 100 (takes effect at the next `fleet up`)"]
+        );
+    }
+
+    #[test]
+    fn threads_are_reported_as_applying_when_the_balancer_next_starts() {
+        assert_eq!(
+            diff_from_default(|c| c.balancer.threads = std::num::NonZeroU8::new(4)),
+            [
+                "balancer.threads: auto -> 4 (takes effect when the balancer next starts: \
+                 `fleet up`, `fleet upgrade` or a new `listen`)"
+            ]
         );
     }
 }
