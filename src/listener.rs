@@ -1,6 +1,7 @@
 //! Listening sockets, for the balancer and the built-in worker alike: one
 //! way to bind (address reuse, a deep backlog) and one accept loop that
-//! survives errors without spinning.
+//! survives errors without spinning; and the balancer's [`Listening`], one
+//! address accepted on by several engine threads.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,16 +24,149 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Bind `addr` with SO_REUSEADDR and a [`BACKLOG`]-deep queue. Needs a
 /// runtime context (the socket is registered with it) but starts nothing.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = new_socket(addr)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// A TCP socket for `addr`'s family with SO_REUSEADDR, which lets a
+/// restarted listener bind while old connections sit in TIME_WAIT; on Linux
+/// and macOS it does not let two listeners share the port.
+fn new_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    // Lets a restarted listener bind while old connections sit in TIME_WAIT;
-    // on Linux and macOS it does not let two listeners share the port.
     socket.set_reuseaddr(true)?;
+    Ok(socket)
+}
+
+/// The balancer's listening sockets, all bound to one address, for its
+/// engine threads (`balancer::run`) to accept on.
+///
+/// On Linux each thread gets a socket of its own, all in one `SO_REUSEPORT`
+/// group: the kernel spreads new connections over them by a hash of the
+/// client's address and port, so no thread wakes another to accept.
+/// Elsewhere (macOS, whose `SO_REUSEPORT` does not balance) there is one
+/// socket, and each thread accepts on a duplicate of it; the same is done on
+/// Linux with sockets that were not bound for a group (handed over by an
+/// older fleet).
+///
+/// A group lets any process of the same user join it, so [`Listening::bind`]
+/// first binds the address alone, without `SO_REUSEPORT`: that fails with
+/// "address in use" while anything listens there, a fleet's group included,
+/// so a second fleet is refused as before. (Between that check and the
+/// group's first bind, microseconds, another fleet could slip in.)
+#[derive(Debug)]
+pub(crate) struct Listening {
+    /// Distinct sockets (not duplicates), non-blocking, close-on-exec:
+    /// one at first, as many as engine threads after [`Listening::fill`].
+    sockets: Vec<std::net::TcpListener>,
+    addr: SocketAddr,
+}
+
+impl Listening {
+    /// Bind `addr` (port 0: a free port) for the balancer. Needs a runtime
+    /// context, as [`bind`] does.
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Listening> {
+        #[cfg(target_os = "linux")]
+        let first = {
+            // The check: alone, without SO_REUSEPORT (see above); bound,
+            // not listening, so no client is queued on it meanwhile.
+            let alone = new_socket(addr)?;
+            alone.bind(addr)?;
+            let addr = alone.local_addr()?;
+            drop(alone);
+            bind_group_member(addr)?
+        };
+        #[cfg(not(target_os = "linux"))]
+        let first = bind(addr)?.into_std()?;
+        let addr = first.local_addr()?;
+        Ok(Listening {
+            sockets: vec![first],
+            addr,
+        })
+    }
+
+    /// Sockets received from another supervisor (`fleet upgrade`), in the
+    /// order it accepted on them; non-blocking.
+    pub(crate) fn adopt(sockets: Vec<std::net::TcpListener>) -> io::Result<Listening> {
+        let first = sockets
+            .first()
+            .ok_or_else(|| io::Error::other("no balancer socket was passed"))?;
+        let addr = first.local_addr()?;
+        Ok(Listening { sockets, addr })
+    }
+
+    /// Where it listens; `Result` as `TcpListener::local_addr`'s.
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+
+    /// The distinct sockets, for copies to hand over.
+    pub(crate) fn sockets(&self) -> &[std::net::TcpListener] {
+        &self.sockets
+    }
+
+    /// On Linux, bind more members of the `SO_REUSEPORT` group until there
+    /// is one per thread (if the sockets are a group: those of an older
+    /// fleet may not be). Elsewhere, or when a bind fails (logged), the
+    /// threads share sockets ([`Listening::split`]). Needs a runtime context.
+    pub(crate) fn fill(&mut self, threads: usize) {
+        #[cfg(target_os = "linux")]
+        {
+            use nix::sys::socket::{getsockopt, sockopt::ReusePort};
+            if !getsockopt(&self.sockets[0], ReusePort).unwrap_or(false) {
+                return;
+            }
+            while self.sockets.len() < threads {
+                match bind_group_member(self.addr) {
+                    Ok(s) => self.sockets.push(s),
+                    Err(e) => {
+                        warn!(
+                            address = %self.addr,
+                            error = %e,
+                            "cannot bind another listening socket; engine threads share the {} there are",
+                            self.sockets.len()
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = threads;
+    }
+
+    /// What each of `threads` engine threads accepts on: socket `j` goes
+    /// to thread `j % threads` (more sockets than threads: some accept on
+    /// several), and a thread left without one gets a duplicate of socket
+    /// `i % sockets` (fewer: they share, and the kernel wakes each sharer's
+    /// poll for a new connection; one of them gets it).
+    pub(crate) fn split(self, threads: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
+        let threads = threads.max(1);
+        let have = self.sockets.len();
+        let mut shares: Vec<Vec<std::net::TcpListener>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for (i, share) in shares.iter_mut().enumerate().skip(have) {
+            share.push(self.sockets[i % have].try_clone()?);
+        }
+        for (j, socket) in self.sockets.into_iter().enumerate() {
+            shares[j % threads].push(socket);
+        }
+        Ok(shares)
+    }
+}
+
+/// One member of a `SO_REUSEPORT` group on `addr` (a concrete port), as
+/// [`bind`] binds, as a std listener for an engine thread to register.
+#[cfg(target_os = "linux")]
+fn bind_group_member(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = new_socket(addr)?;
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    socket.listen(BACKLOG)?.into_std()
 }
 
 /// The next connection, or `None` once `stop` is cancelled. Errors that

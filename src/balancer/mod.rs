@@ -20,10 +20,19 @@
 //! again, goes to the next backend: a remote host cut off from the network
 //! answers nothing, not even a reset.
 //!
-//! Limits: at most `max_connections` clients at once. When full, the
-//! connection idle the longest (waiting for a request, nothing received) is
-//! closed to admit the new client (`admission`); with none idle, new clients
-//! wait in the kernel's listen backlog. A client that sends no request head
+//! The engine: `balancer.threads` threads (one per core by default), each
+//! with a current-thread runtime of its own, accepting on its own socket
+//! (`listener::Listening`: a `SO_REUSEPORT` group on Linux, a shared socket
+//! elsewhere). A client connection lives and dies on the thread that
+//! accepted it, with that thread's backend connections and idle set, so no
+//! request wakes another thread; the supervisor's runtime (probes, the
+//! control socket, admin) only swaps snapshots and reads atomics.
+//!
+//! Limits: at most `max_connections` clients at once, over all threads.
+//! When full, the connection idle the longest (waiting for a request,
+//! nothing received) on the accepting thread, else on another, is closed to
+//! admit the new client (`admission`); with none idle, new clients wait in
+//! the kernel's listen backlog. A client that sends no request head
 //! within `HEADER_TIMEOUT` is cut, as the built-in worker does. When no
 //! backend is routable a client is held up to `NO_BACKEND_WAIT` for one to
 //! come up, then answered 503 (http) or closed (tcp).
@@ -38,19 +47,21 @@ mod run_tests;
 pub(crate) mod strategy;
 pub(crate) mod tcp;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{BalancerMode, PassiveHealth};
-use admission::Admission;
+use crate::listener::Listening;
+use admission::{Admission, Entry, Limit};
 use passive::{Strikes, Verdict};
 use pool::{Pool, Roster, Slot};
 
@@ -64,81 +75,250 @@ pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// when none was idle.
 const FULL_RETRY: Duration = Duration::from_millis(20);
 
-/// What every connection task shares.
+/// What every connection task of one engine thread shares.
 pub(crate) struct Shared {
     pub(crate) backends: Arc<Roster>,
     /// Cancelled when the balancer stops accepting: idle connections close.
     pub(crate) stop: CancellationToken,
-    pub(crate) admission: Admission,
+    /// This thread's idle connections (`admission`).
+    pub(crate) admission: Arc<Admission>,
 }
 
-/// Accept until `stop` is cancelled. Connection tasks go on `conns` and end at
-/// `hard_stop` at the latest (the shutdown deadline).
+/// Which engine thread runs the code that asks: its index among its
+/// balancer's threads (what per-thread state is indexed by) and a serial
+/// unique in the process (a balancer started by a `listen` move reuses
+/// indexes, not serials).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EngineId {
+    pub(crate) index: usize,
+    pub(crate) serial: u64,
+}
+
+thread_local! {
+    static ENGINE: Cell<Option<EngineId>> = const { Cell::new(None) };
+}
+
+/// The engine thread this is, `None` outside one (the control plane, tests).
+pub(crate) fn engine_id() -> Option<EngineId> {
+    ENGINE.with(Cell::get)
+}
+
+/// Engine threads started so far, for their serials (0: none).
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
+/// What the engine threads of one balancer share: settings and signals, the
+/// fleet-wide connection cap, and the per-backend atomics behind `backends`
+/// (counters and histograms stay shared: a few relaxed atomic adds per
+/// request, summed by nobody because there is one of each).
+struct Engine {
+    backends: Arc<Roster>,
+    mode: BalancerMode,
+    stop: CancellationToken,
+    /// Cancelled at `stop` or at a handover: the accept loops end.
+    accepting: CancellationToken,
+    hard_stop: CancellationToken,
+    conns: TaskTracker,
+    limit: Arc<Limit>,
+}
+
+/// Serve on `listening` with `threads` engine threads until `stop` is
+/// cancelled; returns once every thread has ended. Connection tasks go on
+/// `conns` and end at `hard_stop` at the latest (the shutdown deadline).
+///
+/// Each thread runs a current-thread runtime of its own and accepts on its
+/// own socket(s) (`Listening::split`); its connections, their backend
+/// connections (`http::conn_pool`) and its idle set (`admission`) stay on
+/// it, so a request wakes no other thread. The control plane reaches the
+/// threads only through `backends` (a swapped snapshot and atomics) and the
+/// cancellation tokens.
 pub(crate) async fn run(
-    listener: TcpListener,
+    listening: Listening,
+    threads: usize,
     backends: Arc<Roster>,
     stop: CancellationToken,
     hard_stop: CancellationToken,
     conns: TaskTracker,
 ) {
+    let threads = threads.max(1);
+    let shares = match listening.split(threads) {
+        Ok(s) => s,
+        Err(e) => {
+            return error!(target: "balancer", error = %e, "cannot give each engine thread a listening socket; not accepting");
+        }
+    };
+    http::conn_pool::expect_threads(threads);
     // Fixed for the balancer's life: a reload that changes them says so.
     let first = backends.config();
-    let limit = Arc::new(Semaphore::new(first.max_connections as usize));
+    let limit = Arc::new(Limit::new(first.max_connections as usize, threads));
     let mode = first.mode;
-    let shared = Arc::new(Shared {
-        backends,
-        stop: stop.clone(),
-        admission: Admission::default(),
-    });
-    if mode == BalancerMode::Http {
-        conns.spawn(http::prune_conn_pool(shared.clone()));
-    }
     // Accepting ends at shutdown or at a handover (`fleet upgrade`).
     let accepting = stop.child_token();
     {
-        let (handover, accepting) = (shared.backends.handover.clone(), accepting.clone());
+        let (handover, accepting) = (backends.handover.clone(), accepting.clone());
         conns.spawn(async move {
             tokio::select! {
                 _ = handover.cancelled() => accepting.cancel(),
                 _ = accepting.cancelled() => {}
             }
+            info!(target: "balancer", "stopped accepting");
         });
     }
-    loop {
-        let permit = limit.clone().try_acquire_owned().ok();
-        let Some((client, peer)) = crate::listener::accept(&listener, &accepting).await else {
-            break;
+    let engine = Arc::new(Engine {
+        backends,
+        mode,
+        stop,
+        accepting,
+        hard_stop,
+        conns,
+        limit,
+    });
+    let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut handles = Vec::with_capacity(threads);
+    for (index, listeners) in shares.into_iter().enumerate() {
+        let (engine, done) = (engine.clone(), done.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("fleet-engine-{index}"))
+            .spawn(move || {
+                engine.thread(index, listeners);
+                drop(done);
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                error!(target: "balancer", thread = index, error = %e, "cannot start an engine thread; the connections its socket receives are refused");
+            }
+        }
+    }
+    drop(done);
+    // Each thread drops its sender last: `None` once all have ended.
+    let _ = all_done.recv().await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+    })
+    .await;
+}
+
+impl Engine {
+    /// Engine thread `index`: a runtime of its own, accepting on
+    /// `listeners` until the balancer stops, then until its connections end.
+    fn thread(self: Arc<Self>, index: usize, listeners: Vec<std::net::TcpListener>) {
+        let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
+        ENGINE.with(|e| e.set(Some(EngineId { index, serial })));
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return error!(target: "balancer", thread = index, error = %e, "cannot start an engine thread's runtime; the connections its socket receives are refused");
+            }
         };
-        let permit = match permit {
-            Some(p) => p,
-            // Full: make room by closing the connection idle the longest.
-            // With none idle, wait (this client holds its socket; the rest
-            // queue in the backlog).
-            None => loop {
-                shared.admission.evict_oldest();
+        let accepted = runtime.block_on(self.clone().serve_thread(index, listeners));
+        drop(runtime);
+        info!(target: "balancer", thread = index, accepted, "engine thread stopped");
+    }
+
+    /// Accept on each of `listeners`, serve, and once accepting stopped,
+    /// wait for this thread's connections. Returns how many it accepted.
+    async fn serve_thread(
+        self: Arc<Self>,
+        index: usize,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> u64 {
+        let shared = Arc::new(Shared {
+            backends: self.backends.clone(),
+            stop: self.stop.clone(),
+            admission: self.limit.thread(index),
+        });
+        let local = TaskTracker::new();
+        if self.mode == BalancerMode::Http {
+            // This thread's part of every backend's pool (`conn_pool`).
+            local.spawn(http::prune_conn_pool(shared.clone()));
+        }
+        let accepted = Arc::new(AtomicU64::new(0));
+        for listener in listeners {
+            match TcpListener::from_std(listener) {
+                Ok(l) => {
+                    let task = self.clone().accept(
+                        l,
+                        index,
+                        shared.clone(),
+                        local.clone(),
+                        accepted.clone(),
+                    );
+                    local.spawn(task);
+                }
+                Err(e) => {
+                    error!(target: "balancer", thread = index, error = %e, "cannot register a listening socket; the connections it receives are refused");
+                }
+            }
+        }
+        local.close();
+        local.wait().await;
+        // Connections that ended after the prune task stopped put theirs back.
+        for slot in self.backends.load().slots() {
+            slot.conns.clear_here();
+        }
+        accepted.load(Ordering::Relaxed)
+    }
+
+    /// One listener's accept loop.
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        index: usize,
+        shared: Arc<Shared>,
+        local: TaskTracker,
+        accepted: Arc<AtomicU64>,
+    ) {
+        loop {
+            let entry = self.limit.try_enter();
+            let Some((client, peer)) = crate::listener::accept(&listener, &self.accepting).await
+            else {
+                break;
+            };
+            let entry = match entry {
+                Some(e) => e,
+                None => match self.room(index).await {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            accepted.fetch_add(1, Ordering::Relaxed);
+            let (shared, hard_stop, mode) = (shared.clone(), self.hard_stop.clone(), self.mode);
+            shared.backends.metrics.accepted.inc();
+            shared.backends.metrics.active.inc();
+            // On this thread's runtime, tracked by the fleet's `conns` (the
+            // shutdown waits for it) and by this thread (which outlives it).
+            tokio::spawn(local.track_future(self.conns.track_future(async move {
                 tokio::select! {
                     biased;
-                    _ = accepting.cancelled() => return info!(target: "balancer", "stopped accepting"),
-                    p = limit.clone().acquire_owned() => break p.expect("the semaphore is never closed"),
-                    _ = tokio::time::sleep(FULL_RETRY) => {}
+                    _ = hard_stop.cancelled() => {}
+                    _ = serve(client, peer, &shared, mode) => {}
                 }
-            },
-        };
-        let shared = shared.clone();
-        let hard_stop = hard_stop.clone();
-        shared.backends.metrics.accepted.inc();
-        shared.backends.metrics.active.inc();
-        conns.spawn(async move {
+                shared.backends.metrics.active.dec();
+                drop(entry);
+            })));
+        }
+    }
+
+    /// Full: make room by closing the connection idle the longest (this
+    /// thread's, else another's). With none idle, wait (this client holds
+    /// its socket; the rest queue in the backlog). `None`: stopped accepting.
+    async fn room(&self, index: usize) -> Option<Entry> {
+        loop {
+            self.limit.make_room(index);
             tokio::select! {
                 biased;
-                _ = hard_stop.cancelled() => {}
-                _ = serve(client, peer, &shared, mode) => {}
+                _ = self.accepting.cancelled() => return None,
+                e = self.limit.enter_within(FULL_RETRY) => if e.is_some() {
+                    return e;
+                },
             }
-            shared.backends.metrics.active.dec();
-            drop(permit);
-        });
+        }
     }
-    info!(target: "balancer", "stopped accepting");
 }
 
 async fn serve(

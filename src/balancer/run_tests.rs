@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::pool::{Pool, Roster, Slot};
 use crate::config::Config;
 use crate::lifecycle::{Lifecycle, Phase};
+use crate::listener::Listening;
 
 /// Generous bound for anything a test waits on; nothing here should take
 /// more than a fraction of it, even on a loaded machine.
@@ -135,12 +136,15 @@ struct Balancer {
 
 impl Balancer {
     async fn start(slots: Vec<Arc<Slot>>) -> Balancer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut listener = Listening::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let backends = Arc::new(Roster::new(Pool::new(slots), Config::default().balancer));
         let stop = CancellationToken::new();
+        // Two engine threads, whatever the machine: each its own runtime.
+        listener.fill(2);
         let task = tokio::spawn(super::run(
             listener,
+            2,
             Arc::clone(&backends),
             stop.clone(),
             stop.child_token(),

@@ -23,11 +23,12 @@ use tracing::{info, warn};
 
 use crate::cli::UpArgs;
 use crate::config::{self, BackendProgram, Config, ConfigError, Overrides, Www};
+use crate::control;
 use crate::exit;
+use crate::listener::{self, Listening};
 use crate::ports::{self, Setting};
 use crate::state_dir::{Holder, StateDir, StateError};
 use crate::supervisor::{self, Listeners, Options, Readiness, StateFiles, Supervisor};
-use crate::{control, listener};
 
 /// Why `fleet up` did not start a fleet. By the time one is returned,
 /// nothing is left running.
@@ -278,7 +279,7 @@ fn start(
         }
         if let Some(r) = received.take() {
             return Ok((
-                tokio::net::TcpListener::from_std(r.balancer).map_err(UpError::Runtime)?,
+                Listening::adopt(r.balancers).map_err(UpError::Runtime)?,
                 r.control,
                 r.admin
                     .map(tokio::net::TcpListener::from_std)
@@ -287,7 +288,9 @@ fn start(
                 Some(r.peer),
             ));
         }
-        let balancer = bind(config.listen, Setting::Listen)?;
+        let balancer = Listening::bind(config.listen).map_err(|e| {
+            UpError::Port(ports::Unavailable::new(config.listen, Setting::Listen, e))
+        })?;
         for port in config.ports() {
             ports::check(SocketAddr::from(([127, 0, 0, 1], port)), Setting::BasePort)?;
         }

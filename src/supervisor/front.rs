@@ -11,20 +11,21 @@
 //! may briefly hold more.
 //!
 //! It also keeps close-on-exec copies of the sockets the fleet is reached
-//! by and of the pid file (its lock), which `fleet upgrade` passes to a new
-//! supervisor (`handover`): the listeners themselves live in their tasks.
+//! by (the balancer's: one per engine thread on Linux, see
+//! `listener::Listening`) and of the pid file (its lock), which `fleet
+//! upgrade` passes to a new supervisor (`handover`): the listeners
+//! themselves live in their tasks and engine threads.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balancer::{self, pool::Roster};
-use crate::listener::BindError;
+use crate::listener::{BindError, Listening};
 
 pub(crate) struct Front {
     backends: Arc<Roster>,
@@ -43,10 +44,10 @@ pub(crate) struct Front {
     pub(crate) listen: Arc<ArcSwap<SocketAddr>>,
     /// `admin_hosts`, read by the admin address per request.
     pub(crate) admin_hosts: Arc<ArcSwap<Vec<String>>>,
-    /// A copy of the listener the balancer accepts on now (`None` if it
-    /// could not be taken): a move drops the old one, so the old address
+    /// Copies of the sockets the balancer accepts on now (`None` if they
+    /// could not be taken): a move drops the old ones, so the old address
     /// closes.
-    balancer_copy: Option<OwnedFd>,
+    balancer_copies: Option<Vec<OwnedFd>>,
     /// Copies of the rest, taken at start (`None` if they could not be).
     pub(super) kit: Option<Kit>,
     /// Stops the admin address (a child of `token`).
@@ -78,7 +79,7 @@ impl Kit {
 impl Front {
     /// Start the balancer on `listener`.
     pub(super) fn start(
-        listener: TcpListener,
+        listener: Listening,
         fallback: SocketAddr,
         backends: Arc<Roster>,
         tasks: (TaskTracker, TaskTracker),
@@ -98,7 +99,7 @@ impl Front {
             hard_stop,
             listen: Arc::new(ArcSwap::from_pointee(addr)),
             admin_hosts: Arc::new(ArcSwap::from_pointee(admin_hosts)),
-            balancer_copy: None,
+            balancer_copies: None,
             kit: None,
         };
         front.accept_on(listener, addr);
@@ -111,8 +112,8 @@ impl Front {
     }
 
     /// Bind `addr` for a move (blocking, but one bind: as `up` does it).
-    pub(super) fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-        crate::listener::bind(addr).map_err(|e| {
+    pub(super) fn bind(addr: SocketAddr) -> Result<Listening, String> {
+        Listening::bind(addr).map_err(|e| {
             let e = BindError::new(addr, e);
             match std::error::Error::source(&e) {
                 Some(os) => format!("listen: {e}: {os}"),
@@ -123,16 +124,16 @@ impl Front {
 
     /// Accept on `listener` (already bound), then stop the balancer that
     /// accepted until now: new clients reach only the new address.
-    pub(super) fn move_to(&mut self, listener: TcpListener) -> SocketAddr {
+    pub(super) fn move_to(&mut self, listener: Listening) -> SocketAddr {
         let addr = listener.local_addr().unwrap_or_else(|_| self.listen());
         self.accept_on(listener, addr);
         addr
     }
 
-    /// The balancer's listener as it is now, with the copies of the rest:
-    /// what a new supervisor takes over (`None`: a copy is missing).
-    pub(super) fn passable(&self) -> Option<(&OwnedFd, &Kit)> {
-        self.balancer_copy.as_ref().zip(self.kit.as_ref())
+    /// The balancer's sockets as they are now, with the copies of the
+    /// rest: what a new supervisor takes over (`None`: a copy is missing).
+    pub(super) fn passable(&self) -> Option<(&[OwnedFd], &Kit)> {
+        self.balancer_copies.as_deref().zip(self.kit.as_ref())
     }
 
     /// Stop the balancer that accepts now: its idle client connections
@@ -144,15 +145,24 @@ impl Front {
     /// Drop the copies: at shutdown the listeners must close with their
     /// tasks, so new clients are refused.
     pub(super) fn drop_copies(&mut self) {
-        self.balancer_copy = None;
+        self.balancer_copies = None;
         self.kit = None;
     }
 
-    fn accept_on(&mut self, listener: TcpListener, addr: SocketAddr) {
-        self.balancer_copy = listener.as_fd().try_clone_to_owned().ok();
+    /// Needs the runtime context (`Listening::fill` binds).
+    fn accept_on(&mut self, mut listener: Listening, addr: SocketAddr) {
+        let threads = self.backends.config().engine_threads();
+        listener.fill(threads);
+        self.balancer_copies = listener
+            .sockets()
+            .iter()
+            .map(|s| s.as_fd().try_clone_to_owned())
+            .collect::<Result<_, _>>()
+            .ok();
         let stop = self.token.child_token();
         self.tracker.spawn(balancer::run(
             listener,
+            threads,
             self.backends.clone(),
             stop.clone(),
             self.hard_stop.clone(),

@@ -9,9 +9,14 @@
 //! *follower*) connects, and over that connection:
 //! 1. leader -> follower, with `SCM_RIGHTS`: the pid file (its `flock` is the
 //!    open file's, so the lock passes with no moment where it is free), the
-//!    balancer's listening socket (the one its `front` accepts on now: a
-//!    reload may have moved it), the control socket's and the admin
-//!    address's. Follower -> leader: `hello` (or the error that stops it);
+//!    balancer's listening sockets (those its `front` accepts on now: a
+//!    reload may have moved them; on Linux one per engine thread, see
+//!    `listener::Listening`), the control socket's and the admin
+//!    address's. A new supervisor with more engine threads than sockets
+//!    passed binds more into their `SO_REUSEPORT` group (or, where it
+//!    cannot, shares them among its threads); with fewer, some of its
+//!    threads accept on several. Every passed socket stays open and
+//!    accepted on, so none drops the connections queued on it. Follower -> leader: `hello` (or the error that stops it);
 //! 2. for each local backend, one at a time: the leader drains it and
 //!    retires it (its job's `retire` ticket: the port must be free, ports
 //!    are fixed), says `start`; the follower starts its own backend on that
@@ -71,14 +76,24 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 /// What comes with the descriptors: which of them there are, in order.
 #[derive(Debug, Serialize, Deserialize)]
 struct Passed {
-    /// The pid file, the balancer, the control socket, then the admin address if set.
+    /// The pid file, the balancer's sockets, the control socket, then the admin address if set.
     admin: bool,
+    /// How many balancer sockets (absent, from a fleet that had one: 1).
+    #[serde(default = "one")]
+    balancers: usize,
 }
+
+fn one() -> usize {
+    1
+}
+
+/// The most balancer sockets a handover carries: one per engine thread.
+const MAX_BALANCERS: usize = crate::config::MAX_ENGINE_THREADS as usize;
 
 /// The descriptors the leader passes, in the order they go.
 struct Passing {
     pid_file: OwnedFd,
-    balancer: OwnedFd,
+    balancers: Vec<OwnedFd>,
     control: OwnedFd,
     admin: Option<OwnedFd>,
 }
@@ -127,7 +142,7 @@ impl Fleet {
 
 /// The leader's side. `Ok` is the new supervisor's pid.
 async fn lead(fleet: &mut Fleet, exe: Option<PathBuf>, out: &Out) -> Result<u32, Failure> {
-    let Some((balancer, kit)) = fleet.front.as_ref().and_then(|f| f.passable()) else {
+    let Some((balancers, kit)) = fleet.front.as_ref().and_then(|f| f.passable()) else {
         return Err(Failure::Before(
             "this supervisor could not keep copies of its sockets; see its log".into(),
         ));
@@ -136,7 +151,10 @@ async fn lead(fleet: &mut Fleet, exe: Option<PathBuf>, out: &Out) -> Result<u32,
     let copies = (|| -> io::Result<Passing> {
         Ok(Passing {
             pid_file: kit.pid_file.try_clone()?,
-            balancer: balancer.try_clone()?,
+            balancers: balancers
+                .iter()
+                .map(OwnedFd::try_clone)
+                .collect::<io::Result<_>>()?,
             control: kit.control.try_clone()?,
             admin: kit.admin.as_ref().map(OwnedFd::try_clone).transpose()?,
         })
@@ -426,14 +444,13 @@ impl Peer {
     async fn new(stream: UnixStream, kit: &Passing) -> io::Result<Peer> {
         let passed = Passed {
             admin: kit.admin.is_some(),
+            balancers: kit.balancers.len(),
         };
         let mut header = serde_json::to_vec(&passed).map_err(io::Error::other)?;
         header.push(b'\n');
-        let mut fds: Vec<RawFd> = vec![
-            kit.pid_file.as_raw_fd(),
-            kit.balancer.as_raw_fd(),
-            kit.control.as_raw_fd(),
-        ];
+        let mut fds: Vec<RawFd> = vec![kit.pid_file.as_raw_fd()];
+        fds.extend(kit.balancers.iter().map(|f| f.as_raw_fd()));
+        fds.push(kit.control.as_raw_fd());
         fds.extend(kit.admin.as_ref().map(|f| f.as_raw_fd()));
         loop {
             stream.writable().await?;
@@ -494,7 +511,8 @@ impl From<UnixStream> for Peer {
 /// What a new supervisor receives from the old one: call in at `socket`
 /// and take the descriptors. Blocking; runs before the runtime starts.
 pub(crate) struct Received {
-    pub(crate) balancer: std::net::TcpListener,
+    /// The balancer's sockets, in the order the old supervisor had them.
+    pub(crate) balancers: Vec<std::net::TcpListener>,
     pub(crate) control: std::os::unix::net::UnixListener,
     pub(crate) admin: Option<std::net::TcpListener>,
     /// The rest of the exchange, once the runtime runs.
@@ -506,7 +524,7 @@ pub(crate) fn receive(socket: &Path, state: &StateDir) -> io::Result<(PidLock, R
     let stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(CALL_IN_TIMEOUT))?;
     let mut buf = [0u8; 256];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 3 + MAX_BALANCERS]);
     let (n, raw) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = nix::sys::socket::recvmsg::<UnixAddr>(
@@ -542,8 +560,8 @@ pub(crate) fn receive(socket: &Path, state: &StateDir) -> io::Result<(PidLock, R
         header.push(byte[0]);
     }
     let passed: Passed = serde_json::from_slice(&header).map_err(io::Error::other)?;
-    let want = 3 + usize::from(passed.admin);
-    if fds.len() != want {
+    let want = 2 + passed.balancers + usize::from(passed.admin);
+    if passed.balancers == 0 || passed.balancers > MAX_BALANCERS || fds.len() != want {
         return Err(io::Error::other(format!(
             "received {} descriptors, expected {want}",
             fds.len()
@@ -553,17 +571,19 @@ pub(crate) fn receive(socket: &Path, state: &StateDir) -> io::Result<(PidLock, R
     let mut fds = fds.into_iter();
     let mut next = || fds.next().expect("the count was checked");
     let lock = PidLock::adopt(File::from(next()), state.pid_file());
-    let balancer = std::net::TcpListener::from(next());
+    let balancers: Vec<_> = (0..passed.balancers)
+        .map(|_| std::net::TcpListener::from(next()))
+        .collect();
     let control = std::os::unix::net::UnixListener::from(next());
     let admin = passed.admin.then(|| std::net::TcpListener::from(next()));
-    for l in [Some(&balancer), admin.as_ref()].into_iter().flatten() {
+    for l in balancers.iter().chain(admin.as_ref()) {
         l.set_nonblocking(true)?;
     }
     control.set_nonblocking(true)?;
     Ok((
         lock,
         Received {
-            balancer,
+            balancers,
             control,
             admin,
             peer: stream,

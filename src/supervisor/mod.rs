@@ -113,7 +113,9 @@ pub enum SupervisorError {
 /// The already bound sockets (bound by the caller so errors name the port
 /// before anything starts, and so tests can bind port 0).
 pub(crate) struct Listeners {
-    pub balancer: TcpListener,
+    /// The balancer's: one address, a socket per engine thread where the
+    /// kernel balances them.
+    pub balancer: crate::listener::Listening,
     pub control: UnixListener,
     /// The admin address (`/metrics`, `/status.json`, dashboard), when set.
     pub admin: Option<TcpListener>,

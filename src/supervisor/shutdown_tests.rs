@@ -70,7 +70,7 @@ async fn down_replies_after_every_backend_is_dead_and_the_socket_is_gone() {
     config.health.interval = Duration::from_millis(50);
     config.health.timeout = Duration::from_millis(50);
     config.shutdown.timeout = Duration::from_millis(300);
-    let balancer = crate::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let balancer = crate::listener::Listening::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let balancer_addr = balancer.local_addr().unwrap();
     let control =
         tokio::net::UnixListener::from_std(crate::control::server::bind(&state.socket()).unwrap())

@@ -1,6 +1,6 @@
 //! Kept-alive connections to one backend, waiting for their next request.
 //!
-//! Bounded (`MAX_IDLE` per backend) and short-lived: a connection idle for
+//! Bounded (`MAX_IDLE` per backend and engine thread) and short-lived: a connection idle for
 //! `IDLE_FOR` is closed, which is shorter than the built-in worker's own
 //! keep-alive (5 s), so a pooled connection is not reused just as the worker
 //! closes it. Taken most-recent-first (the likeliest to be alive).
@@ -18,7 +18,8 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -26,7 +27,9 @@ use nix::sys::socket::{MsgFlags, recv};
 use tokio::net::TcpStream;
 use tracing::warn;
 
-/// Idle connections kept per backend.
+use crate::balancer::{EngineId, engine_id};
+
+/// Idle connections kept per backend and engine thread.
 pub(crate) const MAX_IDLE: usize = 128;
 
 /// A connection back in the pool for less than this is handed out without
@@ -39,26 +42,61 @@ pub(crate) const IDLE_FOR: Duration = Duration::from_secs(2);
 /// connections (each sighting starts it again).
 pub(crate) const DISTRUST_FOR: Duration = Duration::from_secs(60);
 
+/// How many per-thread pools a backend's pool is made with: the most engine
+/// threads any balancer of this process has had so far ([`expect_threads`]).
+static SHARDS: AtomicUsize = AtomicUsize::new(1);
+
+/// A balancer with `threads` engine threads starts: pools made from now on
+/// have one part per thread. (One made before, with fewer, is shared by
+/// threads `i` and `i + len`: still correct, see `ConnPool::shard`.)
+pub(crate) fn expect_threads(threads: usize) {
+    SHARDS.fetch_max(threads, Ordering::Relaxed);
+}
+
+/// A backend's kept-alive connections, one pool per engine thread.
+///
+/// A connection is registered with the runtime of the thread that opened it
+/// and is only ever handed out on that thread: its readiness then never
+/// wakes another thread, and it never outlives its runtime in use. Each
+/// thread takes and puts in its own part, under a lock no other thread takes
+/// but to `clear` it (no contention, no futex); a part is cache-line
+/// aligned so two threads' counters do not share a line.
 #[derive(Debug, Default)]
 pub(crate) struct ConnPool {
-    inner: Mutex<Inner>,
+    /// Indexed by the engine thread's index; made at first use.
+    shards: OnceLock<Box<[Shard]>>,
+    /// No connection is kept until then (`stamp`; 0: trusted): the backend
+    /// wrote stray bytes. Backend-wide, read lock-free on every `put`.
+    distrusted_until: AtomicU64,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    /// Oldest first; each with the time it became idle.
-    conns: Vec<(TcpStream, Instant)>,
-    /// No connection is kept until then: the backend wrote stray bytes.
-    distrusted_until: Option<Instant>,
+#[repr(align(128))]
+struct Shard(Mutex<Vec<Kept>>);
+
+/// An idle connection, with the time it became idle and the engine thread
+/// whose runtime it is registered with (its serial, unique in the process).
+#[derive(Debug)]
+struct Kept {
+    conn: TcpStream,
+    since: Instant,
+    engine: u64,
 }
 
 impl ConnPool {
     /// A pooled connection with nothing to read and not closed, if any.
     /// `backend` names it in the log.
     pub(crate) fn take(&self, backend: SocketAddr) -> Option<TcpStream> {
+        let me = engine_id();
+        let shard = self.shard(me);
         loop {
-            let (conn, since) = self.lock().conns.pop()?;
-            let idle = since.elapsed();
+            let kept = lock(shard).pop()?;
+            // Another runtime's (a balancer that stopped, a thread whose
+            // part this shares): not usable here.
+            if kept.engine != serial(me) {
+                continue;
+            }
+            let idle = kept.since.elapsed();
             if idle >= IDLE_FOR {
                 continue;
             }
@@ -67,38 +105,44 @@ impl ConnPool {
             // (which no proxy can tell from the answer), so the system call
             // buys nothing there; on a busy fleet it is most takes.
             if idle < FRESH {
-                return Some(conn);
+                return Some(kept.conn);
             }
-            match peek(&conn) {
-                Idle::Quiet => return Some(conn),
+            match peek(&kept.conn) {
+                Idle::Quiet => return Some(kept.conn),
                 Idle::Closed => {}
                 Idle::Stray => self.stray_bytes(backend),
             }
         }
     }
 
-    /// Keep `conn` for a later request, unless the pool is full or the
-    /// backend is not trusted with kept-alive connections.
+    /// Keep `conn` for a later request, unless this thread's pool is full
+    /// or the backend is not trusted with kept-alive connections.
     pub(crate) fn put(&self, conn: TcpStream) {
         let now = Instant::now();
-        let mut inner = self.lock();
-        if inner.conns.len() < MAX_IDLE && inner.distrusted_until.is_none_or(|t| now >= t) {
-            inner.conns.push((conn, now));
+        if self.distrusted_until.load(Ordering::Relaxed) > stamp(now) {
+            return;
+        }
+        let me = engine_id();
+        let mut conns = lock(self.shard(me));
+        if conns.len() < MAX_IDLE {
+            conns.push(Kept {
+                conn,
+                since: now,
+                engine: serial(me),
+            });
         }
     }
 
     /// The backend wrote bytes outside a response: close its idle
-    /// connections and keep none for `DISTRUST_FOR`. Logged when it starts.
+    /// connections (every thread's) and keep none for `DISTRUST_FOR`.
+    /// Logged when it starts.
     pub(crate) fn stray_bytes(&self, backend: SocketAddr) {
         let now = Instant::now();
-        let (was_trusted, all) = {
-            let mut inner = self.lock();
-            let was = inner.distrusted_until.is_none_or(|t| now >= t);
-            inner.distrusted_until = Some(now + DISTRUST_FOR);
-            (was, std::mem::take(&mut inner.conns))
-        };
-        drop(all);
-        if was_trusted {
+        let was = self
+            .distrusted_until
+            .swap(stamp(now + DISTRUST_FOR), Ordering::Relaxed);
+        self.clear();
+        if was <= stamp(now) {
             warn!(
                 target: "balancer",
                 %backend,
@@ -108,18 +152,20 @@ impl ConnPool {
         }
     }
 
-    /// Close the connections idle for `IDLE_FOR` or longer, and those the
-    /// backend closed or wrote to.
+    /// This thread's part: close the connections idle for `IDLE_FOR` or
+    /// longer, those the backend closed or wrote to, and those of another
+    /// runtime.
     pub(crate) fn prune(&self, backend: SocketAddr) {
+        let me = engine_id();
         let mut stray = false;
         let dropped: Vec<_> = {
-            let mut inner = self.lock();
-            let conns = std::mem::take(&mut inner.conns);
-            let (keep, drop): (Vec<_>, Vec<_>) = conns.into_iter().partition(|(conn, since)| {
-                if since.elapsed() >= IDLE_FOR {
+            let mut conns = lock(self.shard(me));
+            let all = std::mem::take(&mut *conns);
+            let (keep, drop): (Vec<_>, Vec<_>) = all.into_iter().partition(|kept| {
+                if kept.engine != serial(me) || kept.since.elapsed() >= IDLE_FOR {
                     return false;
                 }
-                match peek(conn) {
+                match peek(&kept.conn) {
                     Idle::Quiet => true,
                     Idle::Closed => false,
                     Idle::Stray => {
@@ -128,7 +174,7 @@ impl ConnPool {
                     }
                 }
             });
-            inner.conns = keep;
+            *conns = keep;
             drop
         };
         // Closed outside the lock.
@@ -138,22 +184,63 @@ impl ConnPool {
         }
     }
 
-    /// Close them all (the backend failed or left the pool).
+    /// Close them all, every thread's (the backend failed or left the pool).
     pub(crate) fn clear(&self) {
-        let all = std::mem::take(&mut self.lock().conns);
-        drop(all);
+        for shard in self.shards.get().into_iter().flatten() {
+            let all = std::mem::take(&mut *lock(shard));
+            drop(all);
+        }
+    }
+
+    /// Close this thread's (its balancer stopped).
+    pub(crate) fn clear_here(&self) {
+        if self.shards.get().is_some() {
+            let all = std::mem::take(&mut *lock(self.shard(engine_id())));
+            drop(all);
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().conns.len()
+        self.shards
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|s| lock(s).len())
+            .sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .expect("idle pool lock is never poisoned: no panics while held")
+    /// Engine thread `me`'s part (outside any, the first).
+    fn shard(&self, me: Option<EngineId>) -> &Shard {
+        let shards = self.shards.get_or_init(|| {
+            (0..SHARDS.load(Ordering::Relaxed).max(1))
+                .map(|_| Shard::default())
+                .collect()
+        });
+        &shards[me.map_or(0, |e| e.index) % shards.len()]
     }
+}
+
+fn lock(shard: &Shard) -> MutexGuard<'_, Vec<Kept>> {
+    shard
+        .0
+        .lock()
+        .expect("idle pool lock is never poisoned: no panics while held")
+}
+
+/// The serial of the engine thread `me` (0 outside any).
+fn serial(me: Option<EngineId>) -> u64 {
+    me.map_or(0, |e| e.serial)
+}
+
+/// `t` as milliseconds since this process first asked, plus one (so 0 can
+/// mean "never"), for times kept in an atomic.
+fn stamp(t: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(t.saturating_duration_since(base).as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }
 
 /// What an idle connection holds.
