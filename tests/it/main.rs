@@ -6,6 +6,7 @@ mod anywhere;
 mod backend_faults;
 mod bench;
 mod cost;
+mod engine;
 mod escapes;
 mod export;
 mod framing;
