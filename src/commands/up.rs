@@ -252,11 +252,11 @@ fn start(
     };
     // From here on, returning drops `lock` (flock released); the pid file is
     // removed by `release` on every path.
-    // Two runtime threads: measured against one on the 2-core lab machine
-    // shared with 4 workers and the load generator (BENCHMARKS.md).
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("fleet")
+    // One thread for the control plane (backend tasks, probes, the control
+    // socket, admin): the data plane runs on engine threads of its own
+    // (`balancer::run`), so nothing here is on a request's path, and one
+    // thread never wakes another (nor holds a second worker's memory).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
