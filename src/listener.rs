@@ -294,6 +294,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_balancer_address_cannot_be_bound_twice_even_as_a_group() {
+        let first = Listening::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = first.local_addr().unwrap();
+        let e = Listening::bind(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+    }
+
+    #[tokio::test]
+    async fn every_engine_thread_gets_a_socket_and_every_socket_a_thread() {
+        let mut l = Listening::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        l.fill(3);
+        let distinct = l.sockets().len();
+        // Linux: a group of 3; elsewhere one socket, shared.
+        assert_eq!(distinct, if cfg!(target_os = "linux") { 3 } else { 1 });
+        let shares = l.split(3).unwrap();
+        assert_eq!(shares.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        // Fewer threads than sockets: some accept on several, none is dropped.
+        let mut l = Listening::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        l.fill(3);
+        let shares = l.split(2).unwrap();
+        assert_eq!(shares.iter().map(Vec::len).sum::<usize>(), distinct.max(2));
+    }
+
+    /// Linux: a connection to the address is accepted on one of the group's
+    /// sockets (the kernel balances them), whichever it is.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_group_accepts_on_one_of_its_sockets() {
+        let mut l = Listening::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        l.fill(2);
+        let addr = l.local_addr().unwrap();
+        let shares: Vec<_> = l
+            .split(2)
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .map(|s| TcpListener::from_std(s).unwrap())
+            .collect();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let stop = CancellationToken::new();
+        let accepted = tokio::select! {
+            a = accept(&shares[0], &stop) => a,
+            a = accept(&shares[1], &stop) => a,
+        };
+        assert!(accepted.is_some());
+    }
+
+    #[tokio::test]
     async fn a_bound_port_cannot_be_bound_twice() {
         let l = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let addr = l.local_addr().unwrap();

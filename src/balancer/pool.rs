@@ -93,7 +93,8 @@ pub(crate) struct Slot {
     /// ends: what a drain waits for (`until_drained`).
     drained: Notify,
     /// http mode: kept-alive connections to this backend awaiting a request,
-    /// owned by the http engine (`balancer::http::conn_pool`).
+    /// owned by the http engine (`balancer::http::conn_pool`): one part per
+    /// engine thread, each used only by its own thread.
     pub(crate) conns: ConnPool,
 }
 
