@@ -42,7 +42,9 @@
 //!   its default directory, its health path), so `config` needs no `worker`.
 //! - `duration`: the one duration grammar, for fleet.yaml and every flag.
 //! - `state_dir`: the pid file lock, the control socket's path, log paths.
-//! - `listener`: binding with a deep backlog, and the accept back-off loop.
+//! - `listener`: binding with a deep backlog, the accept back-off loop, and
+//!   the balancer's sockets (`Listening`: one per engine thread in a
+//!   `SO_REUSEPORT` group on Linux, one shared elsewhere).
 //! - `fd_limit`: raising the open-file limit, one policy for all.
 //! - `idle`: idle tracking for a connection's socket (worker and balancer).
 //! - `ports`: is a port free, and who holds it.
