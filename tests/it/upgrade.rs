@@ -255,3 +255,72 @@ fn an_upgrade_after_a_reload_moved_listen_hands_over_the_moved_listener() {
     );
     load.finish_without_failures(300);
 }
+
+/// Linux: the distinct listening sockets on `port` that `pid` holds (from
+/// /proc/net/tcp and its descriptors), and its engine threads.
+#[cfg(target_os = "linux")]
+fn listening_sockets_and_engine_threads(pid: u32, port: u16) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let listening: std::collections::HashSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local_port = cols.get(1)?.rsplit(':').next()?;
+            (u16::from_str_radix(local_port, 16).ok()? == port && cols.get(3)? == &"0A")
+                .then(|| format!("socket:[{}]", cols.get(9).unwrap()))
+        })
+        .collect();
+    let held: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| listening.contains(t))
+        .collect();
+    let engines = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("fleet-engine-"))
+        .count();
+    (held.len(), engines)
+}
+
+#[test]
+fn an_upgrade_to_another_engine_thread_count_keeps_every_socket_and_loses_no_request() {
+    let (mut f, _ports, copy) = up_with_a_copy("balancer:\n  threads: 4\n");
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        listening_sockets_and_engine_threads(f.supervisor, f.addr().port()),
+        (4, 4),
+        "on Linux, a socket per engine thread"
+    );
+    let mut was = 4;
+    for threads in [1, 3] {
+        rewrite_yaml(&f, |yaml| {
+            yaml.replace(&format!("threads: {was}"), &format!("threads: {threads}"))
+        });
+        was = threads;
+        let old_pid = f.status().pid;
+        let load = Load::under_way(f.addr());
+        let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
+        assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
+        let s = f.wait_status(
+            Duration::from_secs(30),
+            "the new supervisor answers, every backend healthy",
+            |s| s.pid != old_pid && Fleet::all_healthy(s),
+        );
+        f.supervisor = s.pid;
+        wait_for(Duration::from_secs(30), "the old supervisor exits", || {
+            (!alive(old_pid)).then_some(())
+        });
+        // Every socket of the group stays open and accepted on, whatever
+        // the new thread count: none is closed with connections queued.
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            listening_sockets_and_engine_threads(s.pid, f.addr().port()),
+            (4, threads),
+            "threads: {threads}"
+        );
+        load.finish_without_failures(400);
+    }
+}
