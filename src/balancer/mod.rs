@@ -200,6 +200,20 @@ pub(crate) async fn run(
     .await;
 }
 
+/// One engine thread's own, shared by its accept loops and connections.
+struct OnThread {
+    index: usize,
+    shared: Arc<Shared>,
+    /// Children of the balancer's `accepting` and `hard_stop`.
+    accepting: CancellationToken,
+    hard_stop: CancellationToken,
+    /// Its accept loops, prune task and connections: the thread ends when
+    /// they have.
+    tasks: TaskTracker,
+    /// Connections it accepted, logged when it ends.
+    accepted: AtomicU64,
+}
+
 impl Engine {
     /// Engine thread `index`: a runtime of its own, accepting on
     /// `listeners` until the balancer stops, then until its connections end.
@@ -227,72 +241,66 @@ impl Engine {
         index: usize,
         listeners: Vec<std::net::TcpListener>,
     ) -> u64 {
-        let shared = Arc::new(Shared {
-            backends: self.backends.clone(),
-            stop: self.stop.clone(),
-            admission: self.limit.thread(index),
+        // Children of the balancer's tokens: every idle connection waits on
+        // `stop`, and a token's waiters sit behind a lock, so each thread
+        // waits on its own (a parent's cancel reaches them at once).
+        let me = Arc::new(OnThread {
+            index,
+            shared: Arc::new(Shared {
+                backends: self.backends.clone(),
+                stop: self.stop.child_token(),
+                admission: self.limit.thread(index),
+            }),
+            accepting: self.accepting.child_token(),
+            hard_stop: self.hard_stop.child_token(),
+            tasks: TaskTracker::new(),
+            accepted: AtomicU64::new(0),
         });
-        let local = TaskTracker::new();
         if self.mode == BalancerMode::Http {
             // This thread's part of every backend's pool (`conn_pool`).
-            local.spawn(http::prune_conn_pool(shared.clone()));
+            me.tasks.spawn(http::prune_conn_pool(me.shared.clone()));
         }
-        let accepted = Arc::new(AtomicU64::new(0));
         for listener in listeners {
             match TcpListener::from_std(listener) {
                 Ok(l) => {
-                    let task = self.clone().accept(
-                        l,
-                        index,
-                        shared.clone(),
-                        local.clone(),
-                        accepted.clone(),
-                    );
-                    local.spawn(task);
+                    me.tasks.spawn(self.clone().accept(l, me.clone()));
                 }
                 Err(e) => {
                     error!(target: "balancer", thread = index, error = %e, "cannot register a listening socket; the connections it receives are refused");
                 }
             }
         }
-        local.close();
-        local.wait().await;
+        me.tasks.close();
+        me.tasks.wait().await;
         // Connections that ended after the prune task stopped put theirs back.
         for slot in self.backends.load().slots() {
             slot.conns.clear_here();
         }
-        accepted.load(Ordering::Relaxed)
+        me.accepted.load(Ordering::Relaxed)
     }
 
     /// One listener's accept loop.
-    async fn accept(
-        self: Arc<Self>,
-        listener: TcpListener,
-        index: usize,
-        shared: Arc<Shared>,
-        local: TaskTracker,
-        accepted: Arc<AtomicU64>,
-    ) {
+    async fn accept(self: Arc<Self>, listener: TcpListener, me: Arc<OnThread>) {
         loop {
             let entry = self.limit.try_enter();
-            let Some((client, peer)) = crate::listener::accept(&listener, &self.accepting).await
+            let Some((client, peer)) = crate::listener::accept(&listener, &me.accepting).await
             else {
                 break;
             };
             let entry = match entry {
                 Some(e) => e,
-                None => match self.room(index).await {
+                None => match self.room(&me).await {
                     Some(e) => e,
                     None => break,
                 },
             };
-            accepted.fetch_add(1, Ordering::Relaxed);
-            let (shared, hard_stop, mode) = (shared.clone(), self.hard_stop.clone(), self.mode);
+            me.accepted.fetch_add(1, Ordering::Relaxed);
+            let (shared, hard_stop, mode) = (me.shared.clone(), me.hard_stop.clone(), self.mode);
             shared.backends.metrics.accepted.inc();
             shared.backends.metrics.active.inc();
             // On this thread's runtime, tracked by the fleet's `conns` (the
             // shutdown waits for it) and by this thread (which outlives it).
-            tokio::spawn(local.track_future(self.conns.track_future(async move {
+            tokio::spawn(me.tasks.track_future(self.conns.track_future(async move {
                 tokio::select! {
                     biased;
                     _ = hard_stop.cancelled() => {}
@@ -307,12 +315,12 @@ impl Engine {
     /// Full: make room by closing the connection idle the longest (this
     /// thread's, else another's). With none idle, wait (this client holds
     /// its socket; the rest queue in the backlog). `None`: stopped accepting.
-    async fn room(&self, index: usize) -> Option<Entry> {
+    async fn room(&self, me: &OnThread) -> Option<Entry> {
         loop {
-            self.limit.make_room(index);
+            self.limit.make_room(me.index);
             tokio::select! {
                 biased;
-                _ = self.accepting.cancelled() => return None,
+                _ = me.accepting.cancelled() => return None,
                 e = self.limit.enter_within(FULL_RETRY) => if e.is_some() {
                     return e;
                 },
