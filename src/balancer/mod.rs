@@ -49,8 +49,8 @@ pub(crate) mod tcp;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -106,6 +106,47 @@ pub(crate) fn engine_id() -> Option<EngineId> {
 /// Engine threads started so far, for their serials (0: none).
 static SERIALS: AtomicU64 = AtomicU64::new(1);
 
+/// The most engine threads any balancer of this process has had so far:
+/// how many parts a [`PerThread`] is made with.
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// One `T` per engine thread, for state that each thread uses on every
+/// request and others touch only rarely (a backend's pooled connections,
+/// its "left rotation" wake-up): each thread finds its own part by its
+/// index, so the common case shares no lock and no cache line (each part
+/// is aligned to one). Made at first use with one part per engine thread
+/// (`THREADS`); one made before a balancer with more threads started is
+/// shared by threads `i` and `i + len`, which stays correct, only shared.
+#[derive(Debug, Default)]
+pub(crate) struct PerThread<T> {
+    parts: OnceLock<Box<[Part<T>]>>,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Part<T>(T);
+
+impl<T: Default> PerThread<T> {
+    /// This engine thread's part (outside any: the first).
+    pub(crate) fn here(&self) -> &T {
+        let parts = self.parts();
+        &parts[engine_id().map_or(0, |e| e.index) % parts.len()].0
+    }
+
+    /// Every thread's part.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &T> {
+        self.parts().iter().map(|p| &p.0)
+    }
+
+    fn parts(&self) -> &[Part<T>] {
+        self.parts.get_or_init(|| {
+            (0..THREADS.load(Ordering::Relaxed).max(1))
+                .map(|_| Part::default())
+                .collect()
+        })
+    }
+}
+
 /// What the engine threads of one balancer share: settings and signals, the
 /// fleet-wide connection cap, and the per-backend atomics behind `backends`
 /// (counters and histograms stay shared: a few relaxed atomic adds per
@@ -146,7 +187,7 @@ pub(crate) async fn run(
             return error!(target: "balancer", error = %e, "cannot give each engine thread a listening socket; not accepting");
         }
     };
-    http::conn_pool::expect_threads(threads);
+    THREADS.fetch_max(threads, Ordering::Relaxed);
     // Fixed for the balancer's life: a reload that changes them says so.
     let first = backends.config();
     let limit = Arc::new(Limit::new(first.max_connections as usize, threads));

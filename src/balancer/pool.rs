@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 
+use super::PerThread;
 use super::access_log::AccessLog;
 use super::http::conn_pool::ConnPool;
 use super::passive::{self, Strikes, Verdict};
@@ -75,7 +76,9 @@ pub(crate) struct Slot {
     passive: mpsc::Sender<()>,
     /// Woken when it leaves rotation, for requests still waiting on its
     /// first response byte (a host cut off answers nothing, not even a reset).
-    left_rotation: Notify,
+    /// Per engine thread (every request waits on it, and a `Notify` keeps
+    /// its waiters behind a lock): notified on all of them.
+    left_rotation: PerThread<Notify>,
     /// A connect timed out since the owner last looked: a hint, not a
     /// verdict (a full listen backlog is busy, not dead), which the owner
     /// weighs with its next probe result.
@@ -111,7 +114,7 @@ impl Slot {
             metrics: Arc::default(),
             passive: tx,
             conns: ConnPool::default(),
-            left_rotation: Notify::new(),
+            left_rotation: PerThread::default(),
             drained: Notify::new(),
             timed_out: AtomicBool::new(false),
             strikes: Mutex::new(Strikes::Clear),
@@ -143,14 +146,14 @@ impl Slot {
         self.routable.store(false, Ordering::Release);
         // Its pooled connections went with it.
         self.conns.clear();
-        self.left_rotation.notify_waiters();
+        self.left_rotation.all().for_each(Notify::notify_waiters);
         let _ = self.passive.try_send(());
     }
 
     /// Completes once this backend is out of rotation (at once if it is).
     pub(crate) async fn out_of_rotation(&self) {
         loop {
-            let notified = self.left_rotation.notified();
+            let notified = self.left_rotation.here().notified();
             if !self.routable() {
                 return;
             }
@@ -210,7 +213,7 @@ impl Slot {
             self.entered_rotation();
         }
         if !routable {
-            self.left_rotation.notify_waiters();
+            self.left_rotation.all().for_each(Notify::notify_waiters);
         }
     }
 

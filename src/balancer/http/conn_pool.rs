@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use nix::sys::socket::{MsgFlags, recv};
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use crate::balancer::{EngineId, engine_id};
+use crate::balancer::{EngineId, PerThread, engine_id};
 
 /// Idle connections kept per backend and engine thread.
 pub(crate) const MAX_IDLE: usize = 128;
@@ -42,36 +42,22 @@ pub(crate) const IDLE_FOR: Duration = Duration::from_secs(2);
 /// connections (each sighting starts it again).
 pub(crate) const DISTRUST_FOR: Duration = Duration::from_secs(60);
 
-/// How many per-thread pools a backend's pool is made with: the most engine
-/// threads any balancer of this process has had so far ([`expect_threads`]).
-static SHARDS: AtomicUsize = AtomicUsize::new(1);
-
-/// A balancer with `threads` engine threads starts: pools made from now on
-/// have one part per thread. (One made before, with fewer, is shared by
-/// threads `i` and `i + len`: still correct, see `ConnPool::shard`.)
-pub(crate) fn expect_threads(threads: usize) {
-    SHARDS.fetch_max(threads, Ordering::Relaxed);
-}
-
 /// A backend's kept-alive connections, one pool per engine thread.
 ///
 /// A connection is registered with the runtime of the thread that opened it
 /// and is only ever handed out on that thread: its readiness then never
 /// wakes another thread, and it never outlives its runtime in use. Each
-/// thread takes and puts in its own part, under a lock no other thread takes
-/// but to `clear` it (no contention, no futex); a part is cache-line
-/// aligned so two threads' counters do not share a line.
+/// thread takes and puts in its own part (`PerThread`), under a lock no
+/// other thread takes but to `clear` it (no contention, no futex).
 #[derive(Debug, Default)]
 pub(crate) struct ConnPool {
-    /// Indexed by the engine thread's index; made at first use.
-    shards: OnceLock<Box<[Shard]>>,
+    shards: PerThread<Shard>,
     /// No connection is kept until then (`stamp`; 0: trusted): the backend
     /// wrote stray bytes. Backend-wide, read lock-free on every `put`.
     distrusted_until: AtomicU64,
 }
 
 #[derive(Debug, Default)]
-#[repr(align(128))]
 struct Shard(Mutex<Vec<Kept>>);
 
 /// An idle connection, with the time it became idle and the engine thread
@@ -88,7 +74,7 @@ impl ConnPool {
     /// `backend` names it in the log.
     pub(crate) fn take(&self, backend: SocketAddr) -> Option<TcpStream> {
         let me = engine_id();
-        let shard = self.shard(me);
+        let shard = self.shards.here();
         loop {
             let kept = lock(shard).pop()?;
             // Another runtime's (a balancer that stopped, a thread whose
@@ -123,7 +109,7 @@ impl ConnPool {
             return;
         }
         let me = engine_id();
-        let mut conns = lock(self.shard(me));
+        let mut conns = lock(self.shards.here());
         if conns.len() < MAX_IDLE {
             conns.push(Kept {
                 conn,
@@ -159,7 +145,7 @@ impl ConnPool {
         let me = engine_id();
         let mut stray = false;
         let dropped: Vec<_> = {
-            let mut conns = lock(self.shard(me));
+            let mut conns = lock(self.shards.here());
             let all = std::mem::take(&mut *conns);
             let (keep, drop): (Vec<_>, Vec<_>) = all.into_iter().partition(|kept| {
                 if kept.engine != serial(me) || kept.since.elapsed() >= IDLE_FOR {
@@ -186,7 +172,7 @@ impl ConnPool {
 
     /// Close them all, every thread's (the backend failed or left the pool).
     pub(crate) fn clear(&self) {
-        for shard in self.shards.get().into_iter().flatten() {
+        for shard in self.shards.all() {
             let all = std::mem::take(&mut *lock(shard));
             drop(all);
         }
@@ -194,30 +180,13 @@ impl ConnPool {
 
     /// Close this thread's (its balancer stopped).
     pub(crate) fn clear_here(&self) {
-        if self.shards.get().is_some() {
-            let all = std::mem::take(&mut *lock(self.shard(engine_id())));
-            drop(all);
-        }
+        let all = std::mem::take(&mut *lock(self.shards.here()));
+        drop(all);
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .get()
-            .into_iter()
-            .flatten()
-            .map(|s| lock(s).len())
-            .sum()
-    }
-
-    /// Engine thread `me`'s part (outside any, the first).
-    fn shard(&self, me: Option<EngineId>) -> &Shard {
-        let shards = self.shards.get_or_init(|| {
-            (0..SHARDS.load(Ordering::Relaxed).max(1))
-                .map(|_| Shard::default())
-                .collect()
-        });
-        &shards[me.map_or(0, |e| e.index) % shards.len()]
+        self.shards.all().map(|s| lock(s).len()).sum()
     }
 }
 
