@@ -235,6 +235,21 @@ fn an_upgrade_after_a_reload_moved_listen_hands_over_the_moved_listener() {
     let old_pid = f.status().pid;
     let load = Load::under_way(moved);
 
+    upgrade_to(&mut f, &copy, old_pid);
+    assert_eq!(f.status_json()["listen"], moved.to_string());
+    // The new supervisor got the listener the balancer accepted on, not
+    // the one `up` bound: the first address stays closed.
+    assert!(
+        std::net::TcpStream::connect_timeout(&old, Duration::from_secs(2)).is_err(),
+        "the address before the reload is closed"
+    );
+    load.finish_without_failures(300);
+}
+
+/// `fleet upgrade --exe copy` on `f`, whose supervisor is `old_pid`, until
+/// the new supervisor (now `f.supervisor`) holds every backend healthy and
+/// the old one has exited.
+fn upgrade_to(f: &mut Fleet, copy: &Path, old_pid: u32) {
     let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
     assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
     let s = f.wait_status(
@@ -243,17 +258,9 @@ fn an_upgrade_after_a_reload_moved_listen_hands_over_the_moved_listener() {
         |s| s.pid != old_pid && Fleet::all_healthy(s),
     );
     f.supervisor = s.pid;
-    assert_eq!(f.status_json()["listen"], moved.to_string());
     wait_for(Duration::from_secs(30), "the old supervisor exits", || {
         (!alive(old_pid)).then_some(())
     });
-    // The new supervisor got the listener the balancer accepted on, not
-    // the one `up` bound: the first address stays closed.
-    assert!(
-        std::net::TcpStream::connect_timeout(&old, Duration::from_secs(2)).is_err(),
-        "the address before the reload is closed"
-    );
-    load.finish_without_failures(300);
 }
 
 /// Linux: the distinct listening sockets on `port` that `pid` holds (from
@@ -302,22 +309,12 @@ fn an_upgrade_to_another_engine_thread_count_keeps_every_socket_and_loses_no_req
         was = threads;
         let old_pid = f.status().pid;
         let load = Load::under_way(f.addr());
-        let out = f.fleet(&["upgrade", "--exe", copy.to_str().unwrap()]);
-        assert!(out.status.success(), "fleet upgrade:\n{}", text(&out));
-        let s = f.wait_status(
-            Duration::from_secs(30),
-            "the new supervisor answers, every backend healthy",
-            |s| s.pid != old_pid && Fleet::all_healthy(s),
-        );
-        f.supervisor = s.pid;
-        wait_for(Duration::from_secs(30), "the old supervisor exits", || {
-            (!alive(old_pid)).then_some(())
-        });
+        upgrade_to(&mut f, &copy, old_pid);
         // Every socket of the group stays open and accepted on, whatever
         // the new thread count: none is closed with connections queued.
         #[cfg(target_os = "linux")]
         assert_eq!(
-            listening_sockets_and_engine_threads(s.pid, f.addr().port()),
+            listening_sockets_and_engine_threads(f.supervisor, f.addr().port()),
             (4, threads),
             "threads: {threads}"
         );
