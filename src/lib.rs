@@ -101,8 +101,11 @@
 //!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
 //!   rewriter, `balancer::http::conn_pool` its kept-alive backend
 //!   connections), `balancer::tcp` the byte-splicing engine (both use `idle`
-//!   for their idle timeouts), `balancer::access_log` the optional
-//!   per-request log.
+//!   for their idle timeouts), `balancer::select` the selection-and-retry
+//!   state both engines share (which backend next, each at most once, the
+//!   hold for a routable one, strikes), `balancer::outcome` the one record
+//!   of a finished request (metrics, access log, debug line) both engines
+//!   write, `balancer::access_log` the optional per-request log.
 //! - `metrics`: per-backend and balancer counters and histograms in atomics
 //!   (no lock per request), and per-second samples for the 10-second rates.
 //! - `cost`: what an operation (restart, stop, scale, reload, ...) cost the

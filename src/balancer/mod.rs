@@ -40,10 +40,12 @@
 pub(crate) mod access_log;
 pub(crate) mod admission;
 pub(crate) mod http;
+pub(crate) mod outcome;
 pub(crate) mod passive;
 pub(crate) mod pool;
 #[cfg(test)]
 mod run_tests;
+pub(crate) mod select;
 pub(crate) mod strategy;
 pub(crate) mod tcp;
 

@@ -30,9 +30,10 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
-use super::access_log;
+use super::outcome::{Outcome, record};
 use super::pool::Slot;
-use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, strike, wait_for_routable};
+use super::select::{Next, Selection};
+use super::{HEADER_TIMEOUT, Shared, access_log};
 use crate::config::BalancerConfig;
 use crate::idle::{Activity, Counted, Tracked};
 use crate::metrics::{self, Counter};
@@ -47,19 +48,6 @@ const UP_BUF: usize = 2 * 1024;
 const DOWN_BUF: usize = 8 * 1024;
 const FIRST_READ: usize = 4 * 1024;
 
-/// What the access log needs to know about a proxied connection, filled in
-/// as it goes (the connection may be cut at the shutdown deadline).
-#[derive(Debug, Default)]
-struct Served {
-    /// When the client's first bytes arrived (`None`: it sent nothing).
-    arrived: Option<Instant>,
-    /// Method and target of its first request line, if it is HTTP.
-    request_line: Option<(String, String)>,
-    /// The backend that answered, and its first response's status.
-    backend: Option<u16>,
-    status: Option<u16>,
-}
-
 /// Why the first exchange with a backend ended without a response byte.
 enum FirstExchange {
     /// The backend answered: these are its first bytes.
@@ -73,38 +61,44 @@ enum FirstExchange {
     ClientGone,
 }
 
-/// One client connection, and its access-log line when it ends.
+/// One client connection, and its outcome when it ends (`outcome::record`,
+/// as for an http request; bytes are counted as they move).
 pub(crate) async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     cfg: &BalancerConfig,
 ) {
-    let mut served = Served::default();
-    let sent = Counter::default();
-    proxy(client, peer, shared, cfg, &mut served, &sent).await;
-    if let (Some(log), Some(arrived)) = (shared.backends.access_log.get(), served.arrived) {
-        let line = served.request_line.as_ref();
-        log.write(&access_log::Entry {
-            client: Some(peer),
-            method: line.map(|l| l.0.as_str()),
-            target: line.map(|l| l.1.as_str()),
-            status: served.status,
-            bytes: sent.get(),
-            duration: arrived.elapsed(),
-            backend: served.backend,
-        });
-    }
+    let mut outcome = Outcome {
+        counted_live: true,
+        ..Outcome::default()
+    };
+    let (sent, received) = (Counter::default(), Counter::default());
+    let activity = Activity::new();
+    let bytes = Counted {
+        activity: &activity,
+        read: &received,
+        written: &sent,
+    };
+    let Some(arrived) = proxy(client, peer, shared, cfg, &mut outcome, bytes).await else {
+        return;
+    };
+    outcome.bytes_in = received.get();
+    outcome.bytes_out = sent.get();
+    outcome.total = arrived.elapsed();
+    record(shared, peer, &outcome);
 }
 
+/// Proxy the connection; the time its first bytes came (`None`: it sent
+/// nothing, and there is nothing to record).
 async fn proxy(
     client: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     cfg: &BalancerConfig,
-    served: &mut Served,
-    sent: &Counter,
-) {
+    o: &mut Outcome,
+    counted: Counted<'_>,
+) -> Option<Instant> {
     let backends = &*shared.backends;
     let _ = client.set_nodelay(true);
     // Wait for the client's first bytes before choosing a backend: idle (so
@@ -116,72 +110,43 @@ async fn proxy(
         let mut probe = [0u8; 1];
         tokio::select! {
             biased;
-            _ = shared.stop.cancelled() => return,
-            _ = evict.notified() => return,
+            _ = shared.stop.cancelled() => return None,
+            _ = evict.notified() => return None,
             r = timeout(HEADER_TIMEOUT, client.peek(&mut probe)) => if !matches!(r, Ok(Ok(1..))) {
-                return;
+                return None;
             },
         }
     }
-    let activity = Activity::new();
+    let activity = counted.activity;
     // Bytes from the client are counted per backend; bytes to it here.
-    let received = Counter::default();
-    let mut client = Tracked::new(
-        client,
-        Counted {
-            activity: &activity,
-            read: &received,
-            written: sent,
-        },
-    );
+    let mut client = Tracked::new(client, counted);
     let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
     match timeout(HEADER_TIMEOUT, client.read_buf(&mut request)).await {
         Ok(Ok(n)) if n > 0 => {}
-        _ => return,
+        _ => return None,
     }
     // A request's latency runs from its first byte here.
     let arrived = Instant::now();
-    served.arrived = Some(arrived);
     if backends.access_log.get().is_some() {
-        served.request_line =
+        o.request_line =
             access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
     }
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
-    let deadline = Instant::now() + NO_BACKEND_WAIT;
-    // Identity is the address: two upstreams on different hosts may share a port.
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    // Backends that failed the request after it was sent (it is replayed
-    // once at most), and whether one of them left rotation for it.
-    let mut failures = 0u8;
-    let mut ejected = false;
-    let mut last: Option<Arc<Slot>> = None;
+    let mut selection = Selection::new(backends, cfg, peer.ip(), arrived);
     loop {
-        // The pool as it is now: a `fleet scale` between two tries is seen.
-        let pool = backends.load();
-        let Some(slot) = pool
-            .pick(cfg.strategy, peer.ip(), &tried, cfg.slow_start)
-            .cloned()
-        else {
-            if failures > 0 && last.as_ref().is_some_and(|s| s.routable()) {
-                // Its one replay has nowhere to go, and the backend that
-                // failed it is alive: the failure stands.
-                return;
+        let slot = match selection.next().await {
+            Next::Try(slot) => slot,
+            // Its one replay has nowhere to go, and the backend that failed
+            // it is alive: the failure stands.
+            Next::FailureStands => return Some(arrived),
+            Next::NoBackend => {
+                warn!(target: "balancer", %peer, tried = selection.tried(), "no healthy backend could take the connection; closing it");
+                return Some(arrived);
             }
-            // Every routable backend was tried, or none is routable: hold the
-            // client briefly for one to come (back) up, then start over.
-            if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
-                warn!(target: "balancer", %peer, tried = tried.len(), "no healthy backend could take the connection; closing it");
-                backends.metrics.no_backend.inc();
-                return;
-            }
-            tried.clear();
-            continue;
         };
-        tried.push(slot.addr);
-        last = Some(slot.clone());
         let Some(mut backend) = super::connect(&slot, cfg.connect_timeout, peer).await else {
             continue;
         };
@@ -190,13 +155,13 @@ async fn proxy(
         let mut backend = Tracked::new(
             &mut backend,
             Counted {
-                activity: &activity,
+                activity,
                 read: &m.response_bytes,
                 written: &m.request_bytes,
             },
         );
         let sent = Instant::now();
-        let outcome = first_exchange(
+        let first = first_exchange(
             &slot,
             &mut client,
             &mut backend,
@@ -207,32 +172,26 @@ async fn proxy(
             cfg.idle_timeout,
         )
         .await;
-        match outcome {
+        match first {
             FirstExchange::Answered(n) => {
                 slot.answered(&cfg.passive);
-                m.first_byte.observe(sent.elapsed());
                 // Request outcome (tcp mode): one request per connection, its
-                // class from the first response's status line; the latency
-                // is observed when the connection ends (for the lab's
-                // one-request connections, when the response is complete).
-                let status = metrics::status_code(&response[..n]);
-                if let Some(code) = status {
-                    m.response(code);
-                }
-                served.backend = Some(slot.port);
-                served.status = status;
+                // class from the first response's status line, recorded when
+                // the connection ends (for the lab's one-request
+                // connections, when the response is complete).
+                o.first_byte = Some(sent.elapsed());
+                o.status = metrics::status_code(&response[..n]).unwrap_or(0);
+                o.slot = Some(slot.clone());
+                o.retried = selection.retried();
                 if client.write_all(&response[..n]).await.is_err() {
-                    return;
+                    return Some(arrived);
                 }
                 drop(response);
                 drop(request);
-                splice(client, backend, client_eof, &activity, cfg.idle_timeout).await;
-                if status.is_some() {
-                    m.latency.observe(arrived.elapsed());
-                }
-                return;
+                splice(client, backend, client_eof, activity, cfg.idle_timeout).await;
+                return Some(arrived);
             }
-            FirstExchange::ClientGone => return,
+            FirstExchange::ClientGone => return Some(arrived),
             // Taken out by someone else while it waited: no evidence
             // against the backend or the request, so always replayed.
             FirstExchange::LeftRotation => {
@@ -240,21 +199,15 @@ async fn proxy(
                 continue;
             }
             FirstExchange::BackendFailed => {
-                ejected |= strike(
-                    &pool,
-                    &slot,
-                    "closed before answering",
-                    !ejected,
-                    &cfg.passive,
-                );
-                failures += 1;
-                if replayable && failures < 2 {
+                selection.strike(&slot, "closed before answering");
+                let once_more = selection.failed_after_write();
+                if replayable && once_more {
                     m.replays.inc();
                     debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering; replaying the request");
                     continue;
                 }
                 debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed (again)");
-                return;
+                return Some(arrived);
             }
         }
     }

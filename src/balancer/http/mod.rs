@@ -47,8 +47,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::debug;
 
 use super::access_log;
+use super::outcome::{Outcome, record};
 use super::pool::Slot;
-use super::{HEADER_TIMEOUT, NO_BACKEND_WAIT, Shared, strike, wait_for_routable};
+use super::select::{Next, Selection};
+use super::{HEADER_TIMEOUT, Shared};
 use crate::config::BalancerConfig;
 use crate::idle::{Activity, Tracked};
 use framing::{Body, Reject, Request};
@@ -122,14 +124,14 @@ pub(crate) async fn serve(
             }
             Ok(Err(HeadError::Closed)) => return,
             Ok(Err(HeadError::TooLarge)) => {
-                Outcome::answered(&mut client, Answer::HeadTooLarge, started, buf.len()).await
+                answered(&mut client, Answer::HeadTooLarge, started, buf.len()).await
             }
             Ok(Err(HeadError::Bad(why))) => {
                 debug!(target: "balancer", %peer, reason = why.0, "malformed request");
-                Outcome::answered(&mut client, Answer::BadRequest(why), started, buf.len()).await
+                answered(&mut client, Answer::BadRequest(why), started, buf.len()).await
             }
             Err(_) if buf.is_empty() => return,
-            Err(_) => Outcome::answered(&mut client, Answer::HeadTimeout, started, buf.len()).await,
+            Err(_) => answered(&mut client, Answer::HeadTimeout, started, buf.len()).await,
         };
         let mut outcome = outcome;
         if shared.backends.access_log.get().is_some() {
@@ -165,96 +167,22 @@ async fn first_bytes(client: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<b
     }
 }
 
-/// Request outcome: everything known about one request once it is over, in
-/// one place, for the metrics, the access log and the debug log.
-#[derive(Debug)]
-pub(crate) struct Outcome {
-    /// The backend that answered, or the last one tried.
-    pub(crate) slot: Option<Arc<Slot>>,
-    /// The status sent to the client; 0 when the client left before one.
-    pub(crate) status: u16,
-    /// Request bytes read from the client (head and body).
-    pub(crate) bytes_in: u64,
-    /// Response bytes written to the client.
-    pub(crate) bytes_out: u64,
-    /// From the first byte of the request head to the end of the response.
-    pub(crate) total: Duration,
-    /// From the first byte of the request head to the response head.
-    pub(crate) first_byte: Option<Duration>,
-    /// Sent to more than one backend.
-    pub(crate) retried: bool,
-    /// The client connection may carry another request.
-    pub(crate) keep_client: bool,
-    /// Method and target, kept only when the access log is on.
-    pub(crate) request_line: Option<(String, String)>,
-}
-
-impl Outcome {
-    /// Send one of the balancer's own answers and describe it.
-    async fn answered(
-        client: &mut TcpStream,
-        answer: Answer,
-        started: Instant,
-        bytes_in: usize,
-    ) -> Outcome {
-        let bytes_out = answer.send(client).await;
-        Outcome {
-            slot: None,
-            status: answer.status(),
-            bytes_in: bytes_in as u64,
-            bytes_out,
-            total: started.elapsed(),
-            first_byte: Some(started.elapsed()),
-            retried: false,
-            keep_client: false,
-            request_line: None,
-        }
+/// Send one of the balancer's own answers and describe it.
+async fn answered(
+    client: &mut TcpStream,
+    answer: Answer,
+    started: Instant,
+    bytes_in: usize,
+) -> Outcome {
+    let bytes_out = answer.send(client).await;
+    Outcome {
+        status: answer.status(),
+        bytes_in: bytes_in as u64,
+        bytes_out,
+        total: started.elapsed(),
+        first_byte: Some(started.elapsed()),
+        ..Outcome::default()
     }
-}
-
-/// Request outcome: the one place each finished request passes through:
-/// the per-backend metrics, the access log, the debug line.
-fn record(shared: &Shared, peer: SocketAddr, o: &Outcome) {
-    match &o.slot {
-        Some(slot) => {
-            let m = &slot.metrics;
-            m.request_bytes.add(o.bytes_in);
-            m.response_bytes.add(o.bytes_out);
-            if o.status != 0 {
-                m.response(o.status);
-                m.latency.observe(o.total);
-                if let Some(first) = o.first_byte {
-                    m.first_byte.observe(first);
-                }
-            }
-        }
-        // Answered by fleet itself before any backend was involved.
-        None if o.status != 0 => shared.backends.metrics.responses.inc(o.status),
-        None => {}
-    }
-    if let Some(log) = shared.backends.access_log.get() {
-        let line = o.request_line.as_ref();
-        log.write(&access_log::Entry {
-            client: Some(peer),
-            method: line.map(|l| l.0.as_str()),
-            target: line.map(|l| l.1.as_str()),
-            status: (o.status != 0).then_some(o.status),
-            bytes: o.bytes_out,
-            duration: o.total,
-            backend: o.slot.as_ref().map(|s| s.port),
-        });
-    }
-    debug!(
-        target: "balancer::request",
-        backend = o.slot.as_ref().map(|s| s.port),
-        status = o.status,
-        bytes_in = o.bytes_in,
-        bytes_out = o.bytes_out,
-        total_us = o.total.as_micros() as u64,
-        first_byte_us = o.first_byte.map(|d| d.as_micros() as u64),
-        retried = o.retried,
-        "request"
-    );
 }
 
 /// The balancer's own answers.
@@ -396,7 +324,7 @@ async fn exchange(
     let prefix = match body.feed(after_head) {
         Ok(n) => n,
         Err(why) => {
-            return Outcome::answered(client, Answer::BadRequest(why), started, buf.len()).await;
+            return answered(client, Answer::BadRequest(why), started, buf.len()).await;
         }
     };
     let rest = &after_head[prefix..];
@@ -404,48 +332,18 @@ async fn exchange(
     let first_send = head;
 
     let mut outcome = Outcome {
-        slot: None,
-        status: 0,
         bytes_in: (req.head_len + prefix) as u64,
-        bytes_out: 0,
-        total: Duration::ZERO,
-        first_byte: None,
-        retried: false,
-        keep_client: false,
-        request_line: None,
+        ..Outcome::default()
     };
     let backends = &*shared.backends;
-    let deadline = started + NO_BACKEND_WAIT;
-    // Identity is the address: two upstreams on different hosts may share a port.
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    // Tries that failed after the request was written (at most 2), and
-    // whether one of them took its backend out of rotation (at most 1).
-    let mut written_failures = 0u8;
-    let mut ejected = false;
+    let mut selection = Selection::new(backends, cfg, peer.ip(), started);
     let answer = loop {
-        // The pool as it is now: a `fleet scale` between two tries is seen.
-        let pool = backends.load();
-        let Some(slot) = pool
-            .pick(cfg.strategy, peer.ip(), &tried, cfg.slow_start)
-            .cloned()
-        else {
-            if written_failures > 0 && outcome.slot.as_ref().is_some_and(|s| s.routable()) {
-                // Its one more try has nowhere to go, and the backend that
-                // failed it is alive: the failure stands (no waiting for a
-                // backend to come up, as for one that died).
-                break Answer::BadGateway;
-            }
-            // Every routable backend was tried, or none is routable: hold the
-            // client briefly for one to come (back) up.
-            if !wait_for_routable(backends, &pool, !tried.is_empty(), deadline).await {
-                backends.metrics.no_backend.inc();
-                break Answer::NoBackend;
-            }
-            tried.clear();
-            continue;
+        let slot = match selection.next().await {
+            Next::Try(slot) => slot,
+            Next::FailureStands => break Answer::BadGateway,
+            Next::NoBackend => break Answer::NoBackend,
         };
-        outcome.retried = !tried.is_empty();
-        tried.push(slot.addr);
+        outcome.retried = selection.retried();
         outcome.slot = Some(slot.clone());
         let _work = slot.connection();
         let (backend, reused) = match slot.conns.take(slot.addr) {
@@ -497,6 +395,8 @@ async fn exchange(
             }
             Attempt::ClientGone => {
                 outcome.total = started.elapsed();
+                // No status went out: nothing to time.
+                outcome.first_byte = None;
                 return outcome;
             }
             Attempt::Failed {
@@ -507,10 +407,10 @@ async fn exchange(
                 // A pooled connection the backend had closed is no evidence;
                 // a fresh one reset before taking the request is.
                 if written || !reused {
-                    ejected |= strike(&pool, &slot, why, !ejected, &cfg.passive);
+                    selection.strike(&slot, why);
                 }
-                written_failures += u8::from(written);
-                if replayable && (!written || (req.idempotent && written_failures < 2)) {
+                let once_more = !written || selection.failed_after_write();
+                if replayable && (!written || req.idempotent) && once_more {
                     slot.metrics.replays.inc();
                     debug!(target: "balancer", %peer, backend = %slot.addr, why, "retrying on another backend");
                     continue;
@@ -528,11 +428,11 @@ async fn exchange(
             }
             Attempt::BadResponse(why) => {
                 debug!(target: "balancer", backend = %slot.addr, reason = why.0, "malformed response");
-                strike(&pool, &slot, why.0, !ejected, &cfg.passive);
+                selection.strike(&slot, why.0);
                 break Answer::BadGateway;
             }
             Attempt::TimedOut => {
-                strike(&pool, &slot, "no response in time", !ejected, &cfg.passive);
+                selection.strike(&slot, "no response in time");
                 break Answer::GatewayTimeout;
             }
             Attempt::BadBody(why) => break Answer::BadRequest(why),
