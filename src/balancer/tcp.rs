@@ -31,7 +31,7 @@ use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
 use super::outcome::{Outcome, record};
-use super::pool::Slot;
+use super::pool::{Roster, Slot};
 use super::select::{Next, Selection};
 use super::{HEADER_TIMEOUT, Shared, access_log};
 use crate::config::BalancerConfig;
@@ -101,21 +101,8 @@ async fn proxy(
 ) -> Option<Instant> {
     let backends = &*shared.backends;
     let _ = client.set_nodelay(true);
-    // Wait for the client's first bytes before choosing a backend: idle (so
-    // a full balancer may close it for room) and at most HEADER_TIMEOUT.
-    {
-        let evict = Arc::new(Notify::new());
-        let _idle = shared.admission.waiting(&evict);
-        // `peek`, not `readable`: readiness can be spurious.
-        let mut probe = [0u8; 1];
-        tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => return None,
-            _ = evict.notified() => return None,
-            r = timeout(HEADER_TIMEOUT, client.peek(&mut probe)) => if !matches!(r, Ok(Ok(1..))) {
-                return None;
-            },
-        }
+    if !client_spoke(&client, shared).await {
+        return None;
     }
     let activity = counted.activity;
     // Bytes from the client are counted per backend; bytes to it here.
@@ -132,6 +119,21 @@ async fn proxy(
         o.request_line =
             access_log::request_line(&request).map(|(m, t)| (m.to_string(), t.to_string()));
     }
+    relay(client, request, peer, (backends, cfg), o, activity, arrived).await;
+    Some(arrived)
+}
+
+/// Send the client's first bytes to a backend, to the next one when it
+/// fails before answering (as `Selection` and `replay` allow), then splice.
+async fn relay(
+    mut client: Tracked<TcpStream, Counted<'_>>,
+    mut request: Vec<u8>,
+    peer: SocketAddr,
+    (backends, cfg): (&Roster, &BalancerConfig),
+    o: &mut Outcome,
+    activity: &Activity,
+    arrived: Instant,
+) {
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
     let mut response = vec![0u8; FIRST_READ];
@@ -141,10 +143,10 @@ async fn proxy(
             Next::Try(slot) => slot,
             // Its one replay has nowhere to go, and the backend that failed
             // it is alive: the failure stands.
-            Next::FailureStands => return Some(arrived),
+            Next::FailureStands => return,
             Next::NoBackend => {
                 warn!(target: "balancer", %peer, tried = selection.tried(), "no healthy backend could take the connection; closing it");
-                return Some(arrived);
+                return;
             }
         };
         let Some(mut backend) = super::connect(&slot, cfg.connect_timeout, peer).await else {
@@ -183,15 +185,13 @@ async fn proxy(
                 o.status = metrics::status_code(&response[..n]).unwrap_or(0);
                 o.slot = Some(slot.clone());
                 o.retried = selection.retried();
-                if client.write_all(&response[..n]).await.is_err() {
-                    return Some(arrived);
+                if client.write_all(&response[..n]).await.is_ok() {
+                    drop((response, request));
+                    splice(client, backend, client_eof, activity, cfg.idle_timeout).await;
                 }
-                drop(response);
-                drop(request);
-                splice(client, backend, client_eof, activity, cfg.idle_timeout).await;
-                return Some(arrived);
+                return;
             }
-            FirstExchange::ClientGone => return Some(arrived),
+            FirstExchange::ClientGone => return,
             // Taken out by someone else while it waited: no evidence
             // against the backend or the request, so always replayed.
             FirstExchange::LeftRotation => {
@@ -199,18 +199,42 @@ async fn proxy(
                 continue;
             }
             FirstExchange::BackendFailed => {
-                selection.strike(&slot, "closed before answering");
-                let once_more = selection.failed_after_write();
-                if replayable && once_more {
-                    m.replays.inc();
-                    debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering; replaying the request");
-                    continue;
+                if !replay(&mut selection, &slot, replayable, peer) {
+                    return;
                 }
-                debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed (again)");
-                return Some(arrived);
             }
         }
     }
+}
+
+/// Idle until the client's first bytes (so a full balancer may close it for
+/// room), at most `HEADER_TIMEOUT`; false if it left, was evicted or the
+/// balancer stops.
+async fn client_spoke(client: &TcpStream, shared: &Shared) -> bool {
+    let evict = Arc::new(Notify::new());
+    let _idle = shared.admission.waiting(&evict);
+    // `peek`, not `readable`: readiness can be spurious.
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        biased;
+        _ = shared.stop.cancelled() => false,
+        _ = evict.notified() => false,
+        r = timeout(HEADER_TIMEOUT, client.peek(&mut probe)) => matches!(r, Ok(Ok(1..))),
+    }
+}
+
+/// The backend closed before answering: one strike, and whether the kept
+/// request goes to the next backend (once at most).
+fn replay(selection: &mut Selection<'_>, slot: &Slot, replayable: bool, peer: SocketAddr) -> bool {
+    selection.strike(slot, "closed before answering");
+    let once_more = selection.failed_after_write();
+    if replayable && once_more {
+        slot.metrics.replays.inc();
+        debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering; replaying the request");
+        return true;
+    }
+    debug!(target: "balancer", %peer, backend = %slot.addr, "backend closed before answering a request that cannot be replayed (again)");
+    false
 }
 
 /// Send the kept request, then forward the client's further bytes (keeping
