@@ -98,9 +98,12 @@
 //!   `balancer::strategy`
 //!   (how round-robin, least-connections, power-of-two and ip-hash choose,
 //!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
-//!   balanced: `balancer::http::framing` the strict RFC 9112 parser and
+//!   balanced: `balancer::http::exchange` one request's tries and its
+//!   request and response sides as state machines, generic over the
+//!   streams, `balancer::http::framing` the strict RFC 9112 parser and
 //!   rewriter, `balancer::http::conn_pool` its kept-alive backend
-//!   connections), `balancer::tcp` the byte-splicing engine (both use `idle`
+//!   connections), `balancer::buffers` the per-thread free list of byte
+//!   buffers a request takes and gives back, `balancer::tcp` the byte-splicing engine (both use `idle`
 //!   for their idle timeouts), `balancer::select` the selection-and-retry
 //!   state both engines share (which backend next, each at most once, the
 //!   hold for a routable one, strikes), `balancer::outcome` the one record

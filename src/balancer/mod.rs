@@ -39,6 +39,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod admission;
+pub(crate) mod buffers;
 pub(crate) mod http;
 pub(crate) mod outcome;
 pub(crate) mod passive;

@@ -1,0 +1,136 @@
+//! Byte buffers from a per-thread free list: taken when bytes arrive,
+//! returned (on drop) when the request is over, so a request reuses the
+//! memory of the one before it instead of asking the allocator again, and
+//! an idle kept-alive connection holds none.
+//!
+//! Two sizes, so a request that needs only small buffers (most of them) does
+//! not hold large ones: `small` (a request or response head, `SMALL`) and
+//! `large` (a body moving in parts, `LARGE`). A returned buffer goes to the
+//! list its capacity fits; one grown past `2 * LARGE` (a huge head) goes back
+//! to the allocator, and so does one past `KEEP` on its list. So a thread
+//! keeps at most `KEEP * (LARGE + 2 * LARGE)` bytes idle.
+//!
+//! A thread-local list, not a shared one: no lock, and no other thread's
+//! cache line, per buffer; a task that moves threads simply returns its
+//! buffers to the list of the thread it finished on.
+
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+
+/// A head's first allocation.
+pub(crate) const SMALL: usize = 4 * 1024;
+/// Body bytes moved per read.
+pub(crate) const LARGE: usize = 16 * 1024;
+/// Free buffers kept per thread and size.
+const KEEP: usize = 32;
+
+thread_local! {
+    static SMALLS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static LARGES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `Vec<u8>` that goes back to its thread's free list when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Buf(Vec<u8>);
+
+impl Buf {
+    /// No buffer at all (no allocation): what an idle connection holds.
+    pub(crate) const fn none() -> Buf {
+        Buf(Vec::new())
+    }
+
+    /// An empty buffer with room for at least `SMALL` bytes.
+    pub(crate) fn small() -> Buf {
+        Buf::take(&SMALLS, SMALL)
+    }
+
+    /// An empty buffer with room for at least `LARGE` bytes.
+    pub(crate) fn large() -> Buf {
+        Buf::take(&LARGES, LARGE)
+    }
+
+    fn take(list: &'static std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>, size: usize) -> Buf {
+        let mut v = list
+            .try_with(|l| l.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        v.reserve(size);
+        Buf(v)
+    }
+
+    /// Whether this holds an allocation (a test's view of "holds memory").
+    #[cfg(test)]
+    pub(crate) fn holds_memory(&self) -> bool {
+        self.0.capacity() > 0
+    }
+}
+
+impl Deref for Buf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let cap = self.0.capacity();
+        let list = match cap {
+            0 => return,
+            c if c < LARGE => &SMALLS,
+            c if c <= 2 * LARGE => &LARGES,
+            _ => return,
+        };
+        let mut v = std::mem::take(&mut self.0);
+        v.clear();
+        // At thread exit the list may be gone: the buffer is just freed.
+        let _ = list.try_with(|l| {
+            let mut l = l.borrow_mut();
+            if l.len() < KEEP {
+                l.push(v);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_returned_buffer_is_reused_by_the_next_take() {
+        let mut b = Buf::small();
+        b.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let at = b.as_ptr();
+        drop(b);
+        let again = Buf::small();
+        assert_eq!(again.as_ptr(), at, "the same memory, from the free list");
+        assert!(again.is_empty(), "returned cleared");
+    }
+
+    #[test]
+    fn none_holds_no_memory_and_is_not_pooled() {
+        let b = Buf::none();
+        assert!(!b.holds_memory());
+        drop(b);
+        assert!(Buf::large().capacity() >= LARGE);
+    }
+
+    #[test]
+    fn a_huge_buffer_goes_back_to_the_allocator() {
+        let mut b = Buf::large();
+        b.reserve(8 * LARGE);
+        drop(b);
+        assert!(
+            Buf::large().capacity() <= 2 * LARGE,
+            "the huge one was not kept"
+        );
+    }
+}
