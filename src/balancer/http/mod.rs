@@ -37,6 +37,8 @@
 
 pub(crate) mod conn_pool;
 pub(crate) mod exchange;
+#[cfg(test)]
+mod exchange_tests;
 pub mod framing;
 
 use std::net::SocketAddr;
