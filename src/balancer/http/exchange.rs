@@ -478,7 +478,9 @@ impl<'a, C: Stream> Exchange<'a, C> {
                     }
                     Ok(resp) => return Ok(resp),
                     Err(HeadRead::Failed(why)) => {
-                        return Err(Attempt::Failed { why, replayable: untouched, written: true });
+                        // Judged now: part of a head may have come before the close.
+                        let replayable = !up.consumed && down.rbuf.is_empty() && down.bytes_out == 0;
+                        return Err(Attempt::Failed { why, replayable, written: true });
                     }
                     Err(HeadRead::Bad(why)) => return Err(Attempt::BadResponse(why)),
                 },

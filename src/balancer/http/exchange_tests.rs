@@ -694,3 +694,15 @@ async fn a_backend_that_leaves_rotation_while_waiting_sends_the_request_elsewher
         .unwrap();
     assert_eq!(slot.metrics.replays.get(), 1, "replayed, not struck");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_closes_part_way_through_its_head_is_not_retried() {
+    let s = shared(2, cfg());
+    let mut b = Scripted::new(&[
+        Script::Answer("HTTP/1.1 200 OK\r\nContent-Le"),
+        Script::Answer(OK),
+    ]);
+    let got = exchange(&s, &mut b, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[]).await;
+    assert_own_answer(&got, 502);
+    assert_eq!(b.connects.len(), 1, "a response byte came: not sent again");
+}
