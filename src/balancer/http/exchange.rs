@@ -57,13 +57,19 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
 
     fn halves(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
 
-    /// Wait for a request's first bytes and read them into `buf`; false if
-    /// the peer closed. This default takes the buffer before the bytes
-    /// come; a socket waits for readiness first, so an idle one holds none.
+    /// Wait for a request's first bytes and read them into `buf`, taken
+    /// only once they are there, so an idle connection holds no buffer;
+    /// false if the peer closed. This default reads into a small array
+    /// first; a socket waits for readiness and reads into `buf` directly.
     fn first_bytes(&mut self, buf: &mut Buf) -> impl Future<Output = std::io::Result<bool>> + Send {
         async move {
-            *buf = Buf::small();
-            Ok(self.read_buf(&mut **buf).await? > 0)
+            let mut first = [0u8; 512];
+            let n = self.read(&mut first).await?;
+            if n > 0 {
+                *buf = Buf::small();
+                buf.extend_from_slice(&first[..n]);
+            }
+            Ok(n > 0)
         }
     }
 }
@@ -657,6 +663,9 @@ impl Upload {
         }
         self.consumed = true;
         let used = body.feed(&self.buf).map_err(UploadError::Bad)?;
+        if used < self.buf.len() && carry.capacity() == 0 {
+            *carry = Buf::small();
+        }
         carry.extend_from_slice(&self.buf[used..]);
         self.buf.truncate(used);
         if used == 0 && body.is_done() {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::super::admission::Admission;
+use super::super::buffers;
 use super::super::pool::{Pool, Roster, Slot};
 use super::super::{NO_BACKEND_WAIT, Shared};
 use super::exchange::{Connect, Stream};
@@ -705,4 +706,39 @@ async fn a_backend_that_closes_part_way_through_its_head_is_not_retried() {
     let got = exchange(&s, &mut b, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &[]).await;
     assert_own_answer(&got, 502);
     assert_eq!(b.connects.len(), 1, "a response byte came: not sent again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_kept_alive_client_holds_no_buffer() {
+    let s = shared(1, cfg());
+    let mut b = Scripted::new(&[Script::Answer(OK)]);
+    let (ours, mut client) = pipe();
+    let c = s.backends.config();
+    let before = buffers::live();
+    let serving = serve_conn(ours, peer(), &s, &c, &mut b);
+    let talking = async {
+        client
+            .wr
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, mut body) = read_head(&mut client.rd).await;
+        read_body(&mut client.rd, &mut body, false, 2).await;
+        assert!(head.contains("Connection: keep-alive"), "{head}");
+        let during = buffers::live();
+        // Paused clock: this returns only once every task waits, i.e. the
+        // connection is back to waiting for its next request.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let idle = buffers::live();
+        drop(client);
+        (during, idle)
+    };
+    let ((), (during, idle)) = tokio::join!(serving, talking);
+    assert!(during >= before, "{during} buffers in flight");
+    assert_eq!(idle, before, "an idle kept-alive client holds no buffer");
+    assert_eq!(
+        b.kept.len(),
+        1,
+        "and its backend connection went back to the pool"
+    );
 }
