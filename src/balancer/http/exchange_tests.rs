@@ -274,7 +274,7 @@ fn shared(n: u16, cfg: BalancerConfig) -> Shared {
     Shared {
         backends: Arc::new(roster),
         stop: CancellationToken::new(),
-        admission: Admission::default(),
+        admission: Arc::new(Admission::default()),
     }
 }
 
