@@ -100,8 +100,8 @@
 //!   after health filtering; the setting itself is `config::Strategy`), `balancer::http` the default engine (every request
 //!   balanced: `balancer::http::exchange` one request's tries and its
 //!   request and response sides as state machines, generic over the
-//!   streams, `balancer::http::framing` the strict RFC 9112 parser and
-//!   rewriter, `balancer::http::conn_pool` its kept-alive backend
+//!   streams, framed by `http1` (the strict RFC 9112 codec),
+//!   `balancer::http::conn_pool` its kept-alive backend
 //!   connections), `balancer::buffers` the per-thread free list of byte
 //!   buffers a request takes and gives back, `balancer::tcp` the byte-splicing engine (both use `idle`
 //!   for their idle timeouts), `balancer::select` the selection-and-retry
@@ -136,6 +136,11 @@
 //!   `worker::body` (response bodies), `worker::socket` (the client socket
 //!   as hyper sees it, `TCP_NODELAY`).
 //!
+//! The HTTP/1 codec, below both
+//! - `http1`: what the balancer and the worker share of HTTP/1, pure:
+//!   `http1::framing` the strict RFC 9112 parser (request and response
+//!   heads, where a body ends) and the balancer's head rewriter, fuzzed.
+//!
 //! The load generator (`fleet bench`)
 //! - `bench`: the lab's ApacheBench table: `bench::args` (its flags),
 //!   `bench::target` (what to
@@ -161,7 +166,7 @@
 //! after it (a test below fails on an import that points up, and on two
 //! submodules of one module that import each other):
 //! `main`, `lib`, `error`, `commands`, `cli`, `bench`, `supervisor`, `watcher`,
-//! `admin`, `cost`, `control`, `balancer`, `worker`, `guard`, `idle`, `metrics`,
+//! `admin`, `cost`, `control`, `balancer`, `worker`, `http1`, `guard`, `idle`, `metrics`,
 //! `lifecycle`, `config`, `builtin`, `discover`, `logging`, `log_writer`,
 //! `rotating_file`, `state_dir`, `ports`, `process`, `listener`, `fd_limit`,
 //! `duration`, `message`, `exit`, `help`
@@ -203,6 +208,7 @@ mod exit;
 mod fd_limit;
 mod guard;
 mod help;
+mod http1;
 mod idle;
 mod lifecycle;
 mod listener;
@@ -218,8 +224,8 @@ mod supervisor;
 mod watcher;
 mod worker;
 
-/// The http balancer's HTTP/1 framing, public for its fuzz target.
-pub use balancer::http::framing;
+/// The HTTP/1 framing (balancer and worker), public for its fuzz target.
+pub use http1::framing;
 /// The control protocol: the status `fleet status --json` prints (which the
 /// integration tests read as this type) and the decoder the fuzz target feeds.
 pub use control::protocol;

@@ -39,7 +39,7 @@ pub(crate) mod conn_pool;
 pub(crate) mod exchange;
 #[cfg(test)]
 mod exchange_tests;
-pub mod framing;
+pub(crate) use crate::http1::framing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! HTTP/1 message framing for the http balancer (RFC 9112), pure: bytes in,
-//! decisions and rewritten heads out. No I/O, so it is unit tested and fuzzed
-//! (`fuzz/fuzz_targets/http_framing.rs`) on its own.
+//! HTTP/1 message framing (RFC 9112) for the balancer and the worker, pure:
+//! bytes in, decisions and rewritten heads out. No I/O, so it is unit tested
+//! and fuzzed (`fuzz/fuzz_targets/http_framing.rs`) on its own.
 //!
 //! Requests are framed strictly: what RFC 9112 refuses is a [`Reject`]
 //! (answered `400`, or `501` for what fleet does not implement, by the
