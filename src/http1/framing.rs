@@ -60,6 +60,9 @@ impl Reject {
     pub const CODING: Reject = Reject("transfer-coding not implemented");
     /// `CONNECT`: fleet is a gateway, not a forward proxy (RFC 9110 §15.6.2).
     pub const CONNECT: Reject = Reject("connect is not implemented");
+    /// More header lines than the parser's limit. The balancer answers 400,
+    /// the worker 431 (RFC 6585 §5), as hyper did before it.
+    pub const TOO_MANY_HEADERS: Reject = Reject("too many headers");
 
     /// The status a refused request gets.
     pub fn status(self) -> u16 {
@@ -136,7 +139,7 @@ const REPLACED: [&str; 7] = [
 ];
 
 /// The tokens of the `Connection` headers, and which headers they name.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct ConnectionTokens {
     close: bool,
     keep_alive: bool,
@@ -344,21 +347,48 @@ fn target<'a>(method: &str, t: &'a [u8]) -> Result<Target<'a>, Reject> {
     Ok(Target::Absolute { authority, path })
 }
 
-/// Parse a request head at the start of `input` and, when it is complete and
-/// acceptable, write the head to send to the backend into `out`:
-/// origin-form, `Host` from an absolute-form target, hop-by-hop headers,
-/// header names with `_`, `Forwarded` and `X-Real-IP` removed, the framing
-/// header written once, `X-Forwarded-For` appended with `client`,
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` set. `client` is the client's
-/// address as text (the connection formats it once, not per request).
-/// `Ok(None)`: the head is not complete yet.
-pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+/// A request head as [`parse_request`] checked it, borrowed from the input:
+/// what the balancer rewrites ([`request`]) and the worker answers.
+#[derive(Debug)]
+pub struct Head<'h, 'b> {
+    /// What a connection loop needs to know (framing, keep-alive, ...).
+    pub request: Request,
+    pub method: &'b str,
+    /// The request-target as it came (for logs).
+    pub target: &'b str,
+    /// The path and query the target names: all of an origin-form target
+    /// (or `*`), the part after the authority of an absolute-form one
+    /// (§3.2.2; empty for `http://host`).
+    pub path: &'b [u8],
+    /// The target was absolute-form (`http://host/path`), which a proxy
+    /// takes and an origin server may refuse.
+    pub absolute: bool,
+    /// Every header line, in order.
+    pub headers: &'h [httparse::Header<'b>],
+    /// The host the request names: an absolute-form target's authority,
+    /// else its `Host` header.
+    host: Option<&'b [u8]>,
+    conn: ConnectionTokens,
+    /// `Content-Length`, when the body is framed by one.
+    length: Option<u64>,
+}
+
+/// Parse and check a request head at the start of `input` with the rules of
+/// this module's doc, into `headers` (whose length is httparse's limit:
+/// past it, [`Reject::TOO_MANY_HEADERS`]); a head with more than `max`
+/// headers is refused the same way. `Ok(None)`: the head is not complete
+/// yet. Nothing is written: the balancer rewrites the head ([`request`]),
+/// the built-in worker answers it.
+pub fn parse_request<'h, 'b>(
+    input: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+    max: usize,
+) -> Result<Option<Head<'h, 'b>>, Reject> {
+    let mut req = httparse::Request::new(headers);
     let head_len = match req.parse(input) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(Reject("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::TOO_MANY_HEADERS),
         Err(_) => return Err(Reject("malformed request head")),
     };
     let (Some(method), Some(raw_target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -366,9 +396,8 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
     };
     let http10 = minor == 0;
     let headers = req.headers;
-    if headers.len() > MAX_HEADERS - ADDED_TO_REQUESTS {
-        // The forwarded head must fit the same limit with ours added.
-        return Err(Reject("too many headers"));
+    if headers.len() > max {
+        return Err(Reject::TOO_MANY_HEADERS);
     }
     if method == "CONNECT" {
         return Err(Reject::CONNECT);
@@ -429,11 +458,68 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
         Target::Origin(t) => (t, None),
         Target::Absolute { authority, path } => (path, Some(authority)),
     };
-    // §3.2.2: the target's authority, not the Host header, names the host.
-    let host = authority.or(host);
+    Ok(Some(Head {
+        request: Request {
+            head_len,
+            body,
+            idempotent: matches!(
+                method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
+            head_method: method == "HEAD",
+            http10,
+            keep_alive: if http10 {
+                conn.keep_alive && !conn.close
+            } else {
+                !conn.close
+            },
+            upgrade,
+        },
+        method,
+        target: raw_target,
+        path,
+        absolute: authority.is_some(),
+        headers,
+        // §3.2.2: the target's authority, not the Host header, names the host.
+        host: authority.or(host),
+        conn,
+        length: framing.length,
+    }))
+}
 
+/// Parse a request head at the start of `input` ([`parse_request`]) and,
+/// when it is complete and acceptable, write the head to send to the
+/// backend into `out`: origin-form, `Host` from an absolute-form target,
+/// hop-by-hop headers, header names with `_`, `Forwarded` and `X-Real-IP`
+/// removed, the framing header written once, `X-Forwarded-For` appended
+/// with `client`, `X-Forwarded-Proto` and `X-Forwarded-Host` set. `client`
+/// is the client's address as text (the connection formats it once, not per
+/// request). `Ok(None)`: the head is not complete yet.
+pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // The forwarded head must fit the same limit with ours added.
+    let Some(head) = parse_request(input, &mut headers, MAX_HEADERS - ADDED_TO_REQUESTS)? else {
+        return Ok(None);
+    };
+    forward(&head, client, out);
+    Ok(Some(head.request))
+}
+
+/// Write the head [`request`] forwards for `head`.
+fn forward(head: &Head<'_, '_>, client: &str, out: &mut Vec<u8>) {
+    let Head {
+        request: req,
+        method,
+        path,
+        headers,
+        host,
+        ref conn,
+        length,
+        ..
+    } = *head;
+    let (http10, upgrade, body) = (req.http10, req.upgrade, req.body);
     out.clear();
-    out.reserve(head_len + 128);
+    out.reserve(req.head_len + 128);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     match path.first() {
@@ -481,7 +567,7 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
     }
     if body == BodyLen::Chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-    } else if let Some(n) = framing.length {
+    } else if let Some(n) = length {
         out.extend_from_slice(b"Content-Length: ");
         push_u64(out, n);
         out.extend_from_slice(b"\r\n");
@@ -514,23 +600,6 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
         put_header(out, b"X-Forwarded-Host", h);
     }
     out.extend_from_slice(b"\r\n");
-
-    Ok(Some(Request {
-        head_len,
-        body,
-        idempotent: matches!(
-            method,
-            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-        ),
-        head_method: method == "HEAD",
-        http10,
-        keep_alive: if http10 {
-            conn.keep_alive && !conn.close
-        } else {
-            !conn.close
-        },
-        upgrade,
-    }))
 }
 
 /// What every head [`request`] forwards holds, whatever the client sent: the
@@ -655,7 +724,7 @@ pub fn response_from(
     let headers = resp.headers;
     if headers.len() >= MAX_HEADERS {
         // No room for our `Connection`: the client's parser would refuse it.
-        return Err(Reject("too many headers"));
+        return Err(Reject::TOO_MANY_HEADERS);
     }
     let conn = ConnectionTokens::of(headers);
     let framing = Framing::of(headers)?;
@@ -738,7 +807,7 @@ pub fn response_from(
     }))
 }
 
-fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -746,7 +815,7 @@ fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// A status code: httparse accepts exactly three digits.
-fn push_status(out: &mut Vec<u8>, n: u16) {
+pub(super) fn push_status(out: &mut Vec<u8>, n: u16) {
     out.extend_from_slice(&[
         b'0' + (n / 100 % 10) as u8,
         b'0' + (n / 10 % 10) as u8,
@@ -755,7 +824,7 @@ fn push_status(out: &mut Vec<u8>, n: u16) {
 }
 
 /// A number in decimal, without allocating.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
