@@ -1,23 +1,20 @@
-//! Idle tracking for a connection, for the worker and the balancer alike: a
+//! Idle tracking for a balancer connection: a
 //! socket wrapper that stamps when a byte last moved either way, and the
 //! queries a connection task needs to drop the connection once nothing has
 //! moved for its idle timeout. Counting writes too means a response still
 //! being sent is not idle, and a peer that stops reading (its window full,
 //! our writes pending) is cut off like an idle one.
 //!
-//! The worker needs it because hyper 1 has no idle timeout of its own for
-//! HTTP/1 (its header-read timer also runs while a kept-alive connection
-//! waits for the next request, so it caps idleness too, but it is meant for
-//! slow heads and is longer); the balancer for its tunnels and spliced
-//! connections. What a wrapped socket reports to is an [`Observer`]: the
-//! worker shares its `Activity` through an `Arc` with hyper's connection
-//! future; a balancer task that owns both streams lends it by reference,
-//! with byte counters for the metrics beside it ([`Counted`]).
+//! The balancer needs it for its tunnels and spliced connections (the
+//! worker, which does its own reads and writes, times each wait itself).
+//! What a wrapped socket reports to is an [`Observer`]: a shared `Activity`
+//! (`Arc`), or one a balancer task that owns both streams lends by
+//! reference, with byte counters for the metrics beside it ([`Counted`]).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,8 +30,6 @@ pub(crate) struct Activity {
     epoch: Instant,
     /// Nanoseconds after `epoch` of the last read or write that moved bytes.
     last_ns: AtomicU64,
-    /// Whether the peer has sent anything at all.
-    heard: AtomicBool,
 }
 
 impl Default for Activity {
@@ -48,18 +43,12 @@ impl Activity {
         Activity {
             epoch: Instant::now(),
             last_ns: AtomicU64::new(0),
-            heard: AtomicBool::new(false),
         }
     }
 
     fn touch(&self) {
         let ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_ns.store(ns, Ordering::Relaxed);
-    }
-
-    /// The peer has sent at least one byte: a request may be in flight.
-    pub(crate) fn heard(&self) -> bool {
-        self.heard.load(Ordering::Relaxed)
     }
 
     /// When the connection becomes idle if nothing moves before then.
@@ -139,7 +128,6 @@ impl<T, O: Observer> Tracked<T, O> {
     fn moved_in(&self, n: usize) {
         let a = self.observer.activity();
         a.touch();
-        a.heard.store(true, Ordering::Relaxed);
         self.observer.read(n as u64);
     }
 
@@ -215,24 +203,21 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn reads_and_writes_push_the_idle_deadline_and_reads_count_as_heard() {
+    async fn reads_and_writes_push_the_idle_deadline() {
         let activity = Arc::new(Activity::new());
         let (a, mut b) = tokio::io::duplex(64);
         let mut tracked = Tracked::new(a, Arc::clone(&activity));
         let idle = Duration::from_secs(1);
         let start = activity.idle_at(idle);
-        assert!(!activity.heard());
 
         tokio::time::advance(Duration::from_millis(300)).await;
         tracked.write_all(b"x").await.unwrap();
         assert!(activity.idle_at(idle) > start, "a write is activity");
-        assert!(!activity.heard(), "our own write is not the peer speaking");
 
         tokio::time::advance(Duration::from_millis(300)).await;
         b.write_all(b"y").await.unwrap();
         let mut buf = [0u8; 1];
         tracked.read_exact(&mut buf).await.unwrap();
-        assert!(activity.heard());
         assert_eq!(activity.idle_at(idle), Instant::now() + idle);
     }
 

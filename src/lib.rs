@@ -46,7 +46,7 @@
 //!   the balancer's sockets (`Listening`: one per engine thread in a
 //!   `SO_REUSEPORT` group on Linux, one shared elsewhere).
 //! - `fd_limit`: raising the open-file limit, one policy for all.
-//! - `idle`: idle tracking for a connection's socket (worker and balancer).
+//! - `idle`: idle tracking for a balancer connection's socket.
 //! - `ports`: is a port free, and who holds it.
 //! - `process`: is a pid alive (not a zombie).
 //! - `lifecycle`: a backend's lifecycle as its task publishes it (`Phase`,
@@ -130,16 +130,18 @@
 //!
 //! The worker (`fleet serve`)
 //! - `worker`: the built-in static-file HTTP/1.1 server: `worker::args` (its
-//!   flags), `worker::handler` (request -> response), `worker::path` (which
+//!   flags), `worker::conn` (one connection: read, parse with `http1`,
+//!   answer, one vectored write; keep-alive, pipelining, timeouts),
+//!   `worker::handler` (request -> reply), `worker::path` (which
 //!   targets may name a file), `worker::files` (the file cache),
 //!   `worker::embedded` (the built-in page, served without a www),
-//!   `worker::body` (response bodies), `worker::socket` (the client socket
-//!   as hyper sees it, `TCP_NODELAY`).
+//!   `worker::socket` (`TCP_NODELAY` on client sockets).
 //!
 //! The HTTP/1 codec, below both
 //! - `http1`: what the balancer and the worker share of HTTP/1, pure:
 //!   `http1::framing` the strict RFC 9112 parser (request and response
-//!   heads, where a body ends) and the balancer's head rewriter, fuzzed.
+//!   heads, where a body ends) and the balancer's head rewriter, fuzzed;
+//!   `http1::response` a server's own response head (the worker's).
 //!
 //! The load generator (`fleet bench`)
 //! - `bench`: the lab's ApacheBench table: `bench::args` (its flags),
@@ -224,12 +226,12 @@ mod supervisor;
 mod watcher;
 mod worker;
 
-/// The HTTP/1 framing (balancer and worker), public for its fuzz target.
-pub use http1::framing;
 /// The control protocol: the status `fleet status --json` prints (which the
 /// integration tests read as this type) and the decoder the fuzz target feeds.
 pub use control::protocol;
 pub use error::Error;
+/// The HTTP/1 framing (balancer and worker), public for its fuzz target.
+pub use http1::framing;
 /// Request-target normalisation, public for its fuzz target.
 pub use worker::path;
 

@@ -1,6 +1,7 @@
 //! The file cache: maps a normal-form request path (see `path`) to what the
-//! worker sends back, keeping small files in memory with their headers
-//! preformatted so a hit costs a hash lookup and a few reference-count bumps.
+//! worker sends back, keeping small files in memory with
+//! their `Content-Type` formatted once, so a hit costs a hash lookup and a few
+//! reference-count bumps.
 //!
 //! # Freshness
 //! An entry is trusted for `revalidate` after it was last checked; after that
@@ -44,7 +45,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::header::HeaderValue;
 
 use super::path::encode_for_location;
 
@@ -62,7 +62,7 @@ pub(super) enum Lookup {
     Stream {
         file: File,
         len: u64,
-        content_type: HeaderValue,
+        content_type: Bytes,
     },
     /// A directory asked for without its trailing slash: redirect here.
     Redirect(String),
@@ -73,12 +73,11 @@ pub(super) enum Lookup {
     Error(io::Error),
 }
 
-/// A file held in memory, with its headers ready to send.
+/// A file held in memory, with its `Content-Type` ready to send.
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) body: Bytes,
-    pub(super) content_type: HeaderValue,
-    pub(super) content_length: HeaderValue,
+    pub(super) content_type: Bytes,
     /// The path that was requested (before symlinks), stat'ed to revalidate so
     /// a retargeted symlink is noticed.
     stat_path: PathBuf,
@@ -242,7 +241,6 @@ impl FileCache {
         }
         let body = Bytes::from(buf);
         let entry = Arc::new(Entry {
-            content_length: HeaderValue::from(body.len()),
             body,
             content_type,
             stat_path: path,
@@ -285,7 +283,7 @@ fn from_io(e: io::Error) -> Lookup {
 }
 
 /// `Content-Type` from the requested name's extension; text types say UTF-8.
-fn content_type(path: &Path) -> HeaderValue {
+fn content_type(path: &Path) -> Bytes {
     let mime = mime_guess::from_path(path)
         .first_raw()
         .unwrap_or("application/octet-stream");
@@ -295,10 +293,9 @@ fn content_type(path: &Path) -> HeaderValue {
             "application/javascript" | "application/json" | "application/xml" | "image/svg+xml"
         );
     if texty {
-        HeaderValue::try_from(format!("{mime}; charset=utf-8"))
-            .unwrap_or_else(|_| HeaderValue::from_static(mime))
+        Bytes::from(format!("{mime}; charset=utf-8"))
     } else {
-        HeaderValue::from_static(mime)
+        Bytes::from_static(mime.as_bytes())
     }
 }
 
@@ -342,7 +339,6 @@ mod tests {
         };
         assert_eq!(&e.body[..], b"<p>page</p>");
         assert_eq!(e.content_type, "text/html; charset=utf-8");
-        assert_eq!(e.content_length, "11");
     }
 
     #[test]

@@ -1,23 +1,17 @@
-//! One request in, one response out: method check, target normalisation, file
-//! lookup. Synchronous on purpose (the file cache answers from memory or with
-//! a short blocking read), so hyper gets a ready future and no per-request
-//! async state machine. Every response, errors included, carries
-//! `X-Fleet-Backend`.
+//! One request in, one reply out: method check, target normalisation, file
+//! lookup. Synchronous on purpose (the file cache answers from memory or
+//! with a short blocking read), so the connection loop (`conn`) answers a
+//! request without an await between parsing it and writing the reply. Every
+//! reply, errors included, carries `X-Fleet-Backend` (the loop writes it).
 
 use bytes::Bytes;
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::{error, info};
 
-use super::body::{Body, FileBody};
 use super::embedded;
 use super::files::{FileCache, Lookup};
 use super::path::{self, Reject};
 use crate::builtin::HEALTH_PATH;
-
-/// Shows which worker answered; the balancer test and the pages read it.
-pub(crate) static X_FLEET_BACKEND: HeaderName = HeaderName::from_static("x-fleet-backend");
+use crate::http1::framing::Head;
 
 /// Where responses come from.
 pub(super) enum Content {
@@ -30,194 +24,153 @@ pub(super) enum Content {
 /// What every connection of one worker shares.
 pub(super) struct Shared {
     pub(super) content: Content,
-    /// `X-Fleet-Backend` value: this worker's port, formatted once.
-    pub(super) backend: HeaderValue,
+    /// `X-Fleet-Backend: <port>` and its CRLF, formatted once: shows which
+    /// worker answered (the balancer test and the pages read it).
+    pub(super) backend_line: Box<[u8]>,
     pub(super) access_log: bool,
 }
 
-pub(super) fn respond(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let resp = route(shared, req);
+impl Shared {
+    pub(super) fn backend_line(port: u16) -> Box<[u8]> {
+        format!("X-Fleet-Backend: {port}\r\n").into_bytes().into()
+    }
+}
+
+/// A reply, before the connection loop writes it.
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) content_type: Bytes,
+    /// `Content-Length`, also for HEAD (the length GET would send).
+    pub(super) len: u64,
+    pub(super) body: Body,
+    /// A header of this status: `Location` of a 301, `Allow` of a 405.
+    pub(super) extra: Option<(&'static [u8], Bytes)>,
+}
+
+/// A reply's content. HEAD gets none of it, whatever it is.
+#[derive(Debug)]
+pub(super) enum Body {
+    /// Held in memory: sent with the head in one write.
+    Memory(Bytes),
+    /// A file too large to hold, read from disk as it is sent.
+    File(std::fs::File),
+}
+
+const TEXT: Bytes = Bytes::from_static(b"text/plain; charset=utf-8");
+const HTML: Bytes = Bytes::from_static(b"text/html; charset=utf-8");
+
+/// The reply to `req`, logged when the access log is on.
+pub(super) fn respond(shared: &Shared, req: &Head<'_, '_>) -> Reply {
+    let reply = route(shared, req);
     if shared.access_log {
-        let len = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
         info!(
             target: "fleet::access",
             "{} {} {} {}",
-            req.method(),
-            req.uri(),
-            resp.status().as_u16(),
-            len
+            req.method,
+            req.target,
+            reply.status,
+            reply.len
         );
     }
-    resp
+    reply
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let head = match *req.method() {
-        Method::GET => false,
-        Method::HEAD => true,
-        _ => {
-            let mut resp = text(
-                shared,
-                StatusCode::METHOD_NOT_ALLOWED,
-                false,
-                Bytes::from_static(b"405 Method Not Allowed\n"),
-            );
-            resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return resp;
-        }
+fn route(shared: &Shared, req: &Head<'_, '_>) -> Reply {
+    if !matches!(req.method, "GET" | "HEAD") {
+        let mut reply = text(405, Bytes::from_static(b"405 Method Not Allowed\n"));
+        reply.extra = Some((b"Allow", Bytes::from_static(b"GET, HEAD")));
+        return reply;
+    }
+    // RFC 9112 §3.2 (exactly one Host in HTTP/1.1) is the codec's: such a
+    // request never gets here. Query and fragment name no file.
+    let end = req
+        .path
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(req.path.len());
+    // httparse hands over a target only when it is UTF-8; cut at ASCII.
+    let Ok(target_path) = std::str::from_utf8(&req.path[..end]) else {
+        return bad_request("request target is not UTF-8");
     };
-    // RFC 9112 §3.2: an HTTP/1.1 request without a Host header, or with
-    // more than one, gets 400.
-    if req.version() == Version::HTTP_11 && req.headers().get_all(header::HOST).iter().count() != 1
-    {
-        return bad_request(
-            shared,
-            head,
-            "an HTTP/1.1 request needs exactly one Host header",
-        );
+    if target_path == HEALTH_PATH {
+        return text(200, Bytes::from_static(b"ok\n"));
     }
-    let uri = req.uri();
-    if uri.path() == HEALTH_PATH {
-        return text(shared, StatusCode::OK, head, Bytes::from_static(b"ok\n"));
+    if req.absolute {
+        return bad_request("absolute-form request targets are for proxies");
     }
-    if uri.scheme().is_some() || uri.authority().is_some() {
-        return bad_request(
-            shared,
-            head,
-            "absolute-form request targets are for proxies",
-        );
-    }
-    let key = match path::normalize(uri.path()) {
+    let key = match path::normalize(target_path) {
         Ok(key) => key,
-        Err(Reject::BadRequest(why)) => return bad_request(shared, head, why),
-        Err(Reject::NotFound) => return not_found(shared, head),
+        Err(Reject::BadRequest(why)) => return bad_request(why),
+        Err(Reject::NotFound) => return not_found(),
     };
     let cache = match &shared.content {
         Content::Files(cache) => cache,
         Content::Embedded => {
             return match embedded::lookup(&key) {
-                Some(page) => file(
-                    shared,
-                    if head {
-                        Body::empty()
-                    } else {
-                        Body::full(Bytes::from_static(page))
-                    },
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                    HeaderValue::from(page.len()),
-                ),
-                None => not_found(shared, head),
+                Some(page) => file(HTML, Body::Memory(Bytes::from_static(page))),
+                None => not_found(),
             };
         }
     };
     match cache.lookup(&key) {
-        Lookup::Memory(entry) => file(
-            shared,
-            if head {
-                Body::empty()
-            } else {
-                Body::full(entry.body.clone())
-            },
-            entry.content_type.clone(),
-            entry.content_length.clone(),
-        ),
+        Lookup::Memory(entry) => file(entry.content_type.clone(), Body::Memory(entry.body.clone())),
         Lookup::Stream {
             file: f,
             len,
             content_type,
-        } => file(
-            shared,
-            if head {
-                Body::empty()
-            } else {
-                Body::File(FileBody::new(tokio::fs::File::from_std(f), len))
-            },
+        } => Reply {
+            status: 200,
             content_type,
-            HeaderValue::from(len),
-        ),
+            len,
+            body: Body::File(f),
+            extra: None,
+        },
         Lookup::Redirect(location) => {
-            let mut resp = text(
-                shared,
-                StatusCode::MOVED_PERMANENTLY,
-                head,
-                Bytes::from_static(b"301 Moved Permanently\n"),
-            );
-            if let Ok(v) = HeaderValue::try_from(location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
+            let mut reply = text(301, Bytes::from_static(b"301 Moved Permanently\n"));
+            reply.extra = Some((b"Location", Bytes::from(location)));
+            reply
         }
-        Lookup::NotFound => not_found(shared, head),
-        Lookup::Forbidden => text(
-            shared,
-            StatusCode::FORBIDDEN,
-            head,
-            Bytes::from_static(b"403 Forbidden\n"),
-        ),
+        Lookup::NotFound => not_found(),
+        Lookup::Forbidden => text(403, Bytes::from_static(b"403 Forbidden\n")),
         Lookup::Error(e) => {
             error!("cannot read {} under {}: {e}", key, cache.root().display());
-            text(
-                shared,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                head,
-                Bytes::from_static(b"500 Internal Server Error\n"),
-            )
+            text(500, Bytes::from_static(b"500 Internal Server Error\n"))
         }
     }
 }
 
-fn file(
-    shared: &Shared,
-    body: Body,
-    content_type: HeaderValue,
-    content_length: HeaderValue,
-) -> Response<Body> {
-    let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.reserve(3);
-    h.insert(header::CONTENT_TYPE, content_type);
-    h.insert(header::CONTENT_LENGTH, content_length);
-    h.insert(X_FLEET_BACKEND.clone(), shared.backend.clone());
-    resp
-}
-
-fn not_found(shared: &Shared, head: bool) -> Response<Body> {
-    text(
-        shared,
-        StatusCode::NOT_FOUND,
-        head,
-        Bytes::from_static(b"404 Not Found\n"),
-    )
-}
-
-fn bad_request(shared: &Shared, head: bool, why: &str) -> Response<Body> {
-    text(
-        shared,
-        StatusCode::BAD_REQUEST,
-        head,
-        Bytes::from(format!("400 Bad Request: {why}\n")),
-    )
-}
-
-/// A short plain-text response; HEAD gets the headers (with the length the
-/// body would have) and no body.
-fn text(shared: &Shared, status: StatusCode, head: bool, body: Bytes) -> Response<Body> {
-    let len = HeaderValue::from(body.len());
-    let mut resp = file(
-        shared,
-        if head {
-            Body::empty()
-        } else {
-            Body::full(body)
-        },
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+/// A 200 with a body held in memory.
+fn file(content_type: Bytes, body: Body) -> Reply {
+    let len = match &body {
+        Body::Memory(b) => b.len() as u64,
+        Body::File(_) => 0,
+    };
+    Reply {
+        status: 200,
+        content_type,
         len,
-    );
-    *resp.status_mut() = status;
-    resp
+        body,
+        extra: None,
+    }
+}
+
+fn not_found() -> Reply {
+    text(404, Bytes::from_static(b"404 Not Found\n"))
+}
+
+/// 400 with its reason on one line.
+pub(super) fn bad_request(why: &str) -> Reply {
+    text(400, Bytes::from(format!("400 Bad Request: {why}\n")))
+}
+
+/// A short plain-text reply.
+pub(super) fn text(status: u16, body: Bytes) -> Reply {
+    Reply {
+        status,
+        content_type: TEXT,
+        len: body.len() as u64,
+        body: Body::Memory(body),
+        extra: None,
+    }
 }

@@ -29,19 +29,22 @@
 //!   proxy, so a request carrying a host in its target is a confused client.
 //! - Any other method: 405 with `Allow: GET, HEAD`.
 //!
-//! All of these carry `X-Fleet-Backend: <port>`. The exceptions are the
-//! answers hyper writes itself for a request it cannot parse (400, and 431
-//! for an oversized head): the worker's code never sees those requests.
+//! Requests are parsed by the codec the balancer uses (`http1::framing`),
+//! with its strictness: what it refuses gets 400, or 501 for a transfer
+//! coding or `CONNECT` it does not implement, and the connection closes
+//! (`conn` lists the worker's own answers). All of these carry
+//! `X-Fleet-Backend: <port>`, refusals included. HTTP/1.1 keep-alive and
+//! pipelining; HTTP/1.0 keeps the connection when it asks to.
 //!
 //! # Limits (the `fleet serve` flags)
-//! - Request head: `--max-head-bytes` (16 KiB). hyper answers a larger head
-//!   with 431 and closes the connection.
-//! - Header-read timeout: `--header-timeout` (10 s), hyper's own timer. It
-//!   starts when the worker waits for a request head, so it cuts off a client
-//!   trickling a head byte by byte, and it also bounds a kept-alive
-//!   connection's wait for its next request.
+//! - Request head: `--max-head-bytes` (16 KiB), and `framing::MAX_HEADERS`
+//!   header lines. A larger head gets 431 and the connection closes.
+//! - Header-read timeout: `--header-timeout` (10 s). It starts when the
+//!   worker waits for a request head, so it cuts off a client trickling a
+//!   head byte by byte (408), and it also bounds a kept-alive connection's
+//!   wait for its next request (closed without a word).
 //! - Idle timeout: `--idle-timeout` (5 s): no byte moved either way for that
-//!   long and the connection is closed (see `crate::idle`).
+//!   long and the connection is closed.
 //! - Connection cap: `--max-connections` (1024) per worker, a semaphore taken
 //!   *before* `accept`. Past the cap the worker simply stops accepting: new
 //!   connections wait in the kernel's accept queue (backlog 4096) and are
@@ -51,8 +54,8 @@
 //! # Shutdown
 //! SIGTERM or SIGINT cancels the token: `serve` drops the listener (new
 //! connections are refused), tells every open connection to finish its
-//! current request and close (hyper's graceful shutdown, which closes idle
-//! keep-alive connections at once), waits up to `--drain-timeout`, then
+//! current request and close (idle keep-alive connections, and those that
+//! never sent a byte, close at once), waits up to `--drain-timeout`, then
 //! aborts what is left and returns; the process exits 0. A second signal
 //! exits at once. With `--lifeline`, end-of-file on stdin means the
 //! supervisor is gone: the worker shuts down the same way but gives the
@@ -65,33 +68,27 @@
 //! logged unless `--access-log` is given.
 
 mod args;
-mod body;
+mod conn;
 mod embedded;
 mod files;
 mod handler;
 pub mod path;
 mod socket;
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::HeaderValue;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 pub(crate) use args::ServeArgs;
 
-use crate::idle::{Activity, Tracked};
 use crate::{exit, listener};
 use files::FileCache;
 use handler::{Content, Shared};
@@ -99,7 +96,8 @@ use handler::{Content, Shared};
 pub(crate) use embedded::STARTER_FILES;
 
 pub(crate) use crate::builtin::{DEFAULT_WWW, Www};
-/// Smallest `--max-head-bytes`: hyper's read buffer cannot be smaller.
+/// Smallest `--max-head-bytes`: RFC 9112 §3 asks servers to take request
+/// lines of at least 8000 octets.
 pub(crate) const MIN_HEAD_BYTES: usize = 8192;
 /// How long the drain may take once the lifeline is cut.
 const LIFELINE_GRACE: Duration = Duration::from_millis(500);
@@ -385,17 +383,14 @@ pub(crate) async fn serve(
             Www::Dir(dir) => Content::Files(FileCache::new(dir, opts.cache_revalidate)?),
             Www::Embedded => Content::Embedded,
         },
-        backend: HeaderValue::from(port),
+        backend_line: Shared::backend_line(port),
         access_log: opts.access_log,
     });
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        // A client (or the balancer on its behalf) may shut down its write
-        // side after the request and still wait for the response.
-        .half_close(true)
-        .header_read_timeout(opts.header_timeout)
-        .max_buf_size(opts.max_head_bytes.max(MIN_HEAD_BYTES));
-    let http = Arc::new(http);
+    let limits = conn::Limits {
+        max_head: opts.max_head_bytes.max(MIN_HEAD_BYTES),
+        header_timeout: opts.header_timeout,
+        idle: opts.idle_timeout,
+    };
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     // Connection tasks are counted, not collected: a `TaskTracker` costs an
     // atomic per connection where a `JoinSet` kept a list entry, a waker
@@ -418,15 +413,11 @@ pub(crate) async fn serve(
             break;
         };
         nodelay.apply(&stream);
-        conns.spawn(connection(
-            stream,
-            Arc::clone(&shared),
-            Arc::clone(&http),
-            slot,
-            opts.idle_timeout,
-            shutdown.clone(),
-            abort.clone(),
-        ));
+        let (shared, shutdown, abort) = (Arc::clone(&shared), shutdown.clone(), abort.clone());
+        conns.spawn(async move {
+            conn::serve(stream, &shared, limits, &shutdown, &abort).await;
+            drop(slot);
+        });
     }
 
     drop(listener);
@@ -447,56 +438,6 @@ pub(crate) async fn serve(
         conns.wait().await;
     }
     Ok(())
-}
-
-async fn connection(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    http: Arc<http1::Builder>,
-    _slot: OwnedSemaphorePermit,
-    idle: Duration,
-    shutdown: CancellationToken,
-    abort: CancellationToken,
-) {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked::new(socket::Socket(stream), Arc::clone(&activity)));
-    let service = service_fn(move |req| {
-        std::future::ready(Ok::<_, Infallible>(handler::respond(&shared, &req)))
-    });
-    let conn = http.serve_connection(io, service);
-    tokio::pin!(conn);
-    let mut shutting_down = false;
-    loop {
-        tokio::select! {
-            // hyper's graceful shutdown finishes the request in flight and
-            // closes an idle kept-alive connection at once, but a connection
-            // that never sent a byte looks busy to it and would hold the
-            // drain until its header timeout.
-            () = shutdown.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                if !activity.heard() {
-                    return;
-                }
-                conn.as_mut().graceful_shutdown();
-            }
-            // The drain timed out: drop the connection mid-request.
-            () = abort.cancelled(), if shutting_down => return,
-            res = &mut conn => {
-                if let Err(e) = res {
-                    // Client resets, header timeouts, 431s: the client's
-                    // problem, not worth a log line by default.
-                    debug!("connection ended: {e}");
-                }
-                return;
-            }
-            () = tokio::time::sleep_until(activity.idle_at(idle)) => {
-                if activity.idle_at(idle) <= tokio::time::Instant::now() {
-                    debug!("closing idle connection");
-                    return;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

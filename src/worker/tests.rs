@@ -239,7 +239,7 @@ fn flag_defaults_are_the_worker_option_defaults() {
 }
 
 #[test]
-fn max_head_bytes_below_hypers_minimum_is_refused() {
+fn max_head_bytes_below_the_minimum_is_refused() {
     let err = WorkerOptions::from_args(&serve_args(&["--max-head-bytes", "8191"])).unwrap_err();
     assert!(err.to_string().contains("--max-head-bytes"), "{err}");
     let ok = WorkerOptions::from_args(&serve_args(&["--max-head-bytes", "8192"])).unwrap();
@@ -260,4 +260,190 @@ fn zero_max_connections_and_threads_are_refused_by_the_parser() {
         let argv = ["fleet", "serve", "--port", "9002", flag, "0"];
         assert!(Cli::try_parse_from(argv).is_err(), "{flag} 0 accepted");
     }
+}
+
+/// Everything the worker sends until it closes the connection.
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let _ = timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("the worker closes the connection");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The status codes of the responses in `text`, in order.
+fn statuses(text: &str) -> Vec<&str> {
+    text.match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..(i + 12).min(text.len())])
+        .filter(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+        .collect()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(
+        b"GET /page.html HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: t\r\n\r\n\
+          HEAD /page.html HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /page.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_to_close(&mut c).await;
+    assert_eq!(statuses(&text), ["200", "404", "200", "200"], "{text}");
+    assert_eq!(text.matches("<p>hello</p>").count(), 2, "{text}");
+    assert!(text.ends_with("<p>hello</p>"), "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+}
+
+/// A request body, by length or chunked, is read and dropped: the next
+/// request on the connection is answered as if it had none.
+#[tokio::test]
+async fn request_bodies_are_skipped_and_the_connection_goes_on() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(
+        b"POST /page.html HTTP/1.1\r\nHost: t\r\nContent-Length: 14\r\n\r\nGET / HTTP/1.1\
+          PUT /page.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4\r\nGET \r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The body arriving in pieces, after the answer.
+    c.write_all(b"GET /page.html HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nab")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("<p>hello</p>") {
+        let n = timeout(Duration::from_secs(5), c.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    c.write_all(b"cdef").await.unwrap();
+    c.write_all(b"GET /page.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&seen).into_owned() + &read_to_close(&mut c).await;
+    assert_eq!(statuses(&text), ["405", "405", "200", "200"], "{text}");
+    assert_eq!(
+        text.matches("\r\nAllow: GET, HEAD\r\n").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.ends_with("<p>hello</p>"), "{text}");
+}
+
+/// RFC 9110 §10.1.1: the client may be holding its body back for a 100
+/// that never comes, so the answer ends the connection.
+#[tokio::test]
+async fn a_body_behind_expect_continue_closes_after_the_answer() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(
+        b"POST /page.html HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_to_close(&mut c).await;
+    assert_eq!(statuses(&text), ["405"], "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn http_1_0_keeps_the_connection_only_when_asked() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    for _ in 0..2 {
+        c.write_all(b"GET /page.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut c).await;
+        assert!(head.contains("\r\nConnection: keep-alive"), "{head}");
+        assert_eq!(body, b"<p>hello</p>");
+    }
+    c.write_all(b"GET /page.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut c).await;
+    assert_eq!(statuses(&text), ["200"], "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+}
+
+/// What the codec refuses gets its status, the backend header and a close;
+/// the balancer refuses the same requests (`http1::framing`).
+#[tokio::test]
+async fn refused_requests_get_their_status_and_the_connection_closes() {
+    let server = Server::start(|_| {}).await;
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: [(Vec<u8>, &str); 6] = [
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(), "400"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(),
+            "501",
+        ),
+        (
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n".to_vec(),
+            "501",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").into_bytes(),
+            "431",
+        ),
+    ];
+    for (req, status) in cases {
+        let mut c = server.connect().await;
+        c.write_all(&req).await.unwrap();
+        c.write_all(GET_PAGE).await.unwrap();
+        let text = read_to_close(&mut c).await;
+        let shown = String::from_utf8_lossy(&req).into_owned();
+        assert_eq!(statuses(&text), [status], "{shown:?}: {text}");
+        assert!(
+            text.contains(&format!("\r\nX-Fleet-Backend: {}\r\n", server.port)),
+            "{text}"
+        );
+        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_not_received_in_time_gets_408() {
+    let server = Server::start(|o| o.header_timeout = Duration::from_millis(300)).await;
+    let mut c = server.connect().await;
+    c.write_all(b"GET /page.html HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut c).await;
+    assert_eq!(statuses(&text), ["408"], "{text}");
+    // A kept-alive connection with no request begun closes without a word.
+    let mut idle = server.connect().await;
+    idle.write_all(GET_PAGE).await.unwrap();
+    read_response(&mut idle).await;
+    assert_eq!(read_to_close(&mut idle).await, "");
+}
+
+#[tokio::test]
+async fn every_response_has_a_date() {
+    let server = Server::start(|_| {}).await;
+    let mut c = server.connect().await;
+    c.write_all(GET_PAGE).await.unwrap();
+    let (head, _) = read_response(&mut c).await;
+    let date = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Date: "))
+        .expect("a Date header");
+    assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
 }

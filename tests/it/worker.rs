@@ -528,3 +528,45 @@ fn sigterm_exit_is_bounded_by_the_drain_timeout() {
     );
     assert!(w.log().contains("still open"), "{}", w.log());
 }
+
+/// One connection, pipelined: a request with a body (skipped), a HEAD and
+/// a GET answered in order; then the codec's refusals, which the balancer
+/// shares, each with the backend header and a close.
+#[test]
+fn pipelined_requests_bodies_and_refusals_on_the_shared_codec() {
+    let site = Site::new();
+    let w = Worker::start(&site.www(), &[]);
+    let mut s = w.connect();
+    s.write_all(
+        b"POST /page.html HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          HEAD /page.html HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /page.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&read_to_close(&mut s)).into_owned();
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["405", "200", "200"], "{text}");
+    assert!(text.ends_with(PAGE), "{text}");
+
+    let backend = format!("\r\nX-Fleet-Backend: {}\r\n", w.port);
+    for (req, status) in [
+        (&b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..], 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+    ] {
+        let raw = w.exchange(req);
+        let r = Response::from_raw(&raw);
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(req));
+        assert!(String::from_utf8_lossy(&raw).contains(&backend));
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+}
