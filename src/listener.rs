@@ -177,8 +177,10 @@ pub(crate) async fn accept(
     listener: &TcpListener,
     stop: &CancellationToken,
 ) -> Option<(TcpStream, SocketAddr)> {
-    let port = listener.local_addr().map_or(0, |a| a.port());
-    accept_with(stop, &format!("port {port}"), || listener.accept()).await
+    // Named only for the log line of a failed accept: `local_addr` is a
+    // system call, and the worker accepts once per request under `ab`.
+    let name = || format!("port {}", listener.local_addr().map_or(0, |a| a.port()));
+    accept_named(stop, name, || listener.accept()).await
 }
 
 /// [`accept`] for any listener (the control socket is a Unix one): `next`
@@ -186,6 +188,18 @@ pub(crate) async fn accept(
 pub(crate) async fn accept_with<T, F, Fut>(
     stop: &CancellationToken,
     what: &str,
+    next: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    accept_named(stop, || what.to_owned(), next).await
+}
+
+async fn accept_named<T, F, Fut>(
+    stop: &CancellationToken,
+    what: impl Fn() -> String,
     mut next: F,
 ) -> Option<T>
 where
@@ -202,7 +216,7 @@ where
             Ok(conn) => return Some(conn),
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
-                warn!(listener = what, error = %e, "accept failed; backing off");
+                warn!(listener = what(), error = %e, "accept failed; backing off");
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return None,

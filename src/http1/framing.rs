@@ -27,6 +27,8 @@
 //! decoder only finds where the body ends and checks it; for an HTTP/1.0
 //! client it also de-chunks the response ([`Body::feed_decoded`]).
 
+use std::mem::MaybeUninit;
+
 /// Headers per message as parsed (hyper's default, which the worker uses).
 /// A request may have `ADDED_TO_REQUESTS` fewer and a response one fewer, so
 /// that with the headers the balancer adds each still fits this limit.
@@ -347,6 +349,11 @@ fn target<'a>(method: &str, t: &'a [u8]) -> Result<Target<'a>, Reject> {
     Ok(Target::Absolute { authority, path })
 }
 
+/// Room for [`MAX_HEADERS`] parsed header lines, left uninitialised.
+pub fn no_headers<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [MaybeUninit::uninit(); MAX_HEADERS]
+}
+
 /// A request head as [`parse_request`] checked it, borrowed from the input:
 /// what the balancer rewrites ([`request`]) and the worker answers.
 #[derive(Debug)]
@@ -378,14 +385,16 @@ pub struct Head<'h, 'b> {
 /// past it, [`Reject::TOO_MANY_HEADERS`]); a head with more than `max`
 /// headers is refused the same way. `Ok(None)`: the head is not complete
 /// yet. Nothing is written: the balancer rewrites the head ([`request`]),
-/// the built-in worker answers it.
+/// the built-in worker answers it. `headers` may be uninitialised (see
+/// [`no_headers`]): httparse writes only the lines it finds, so a request
+/// does not pay for zeroing a hundred of them.
 pub fn parse_request<'h, 'b>(
     input: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
     max: usize,
 ) -> Result<Option<Head<'h, 'b>>, Reject> {
-    let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(input) {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(input, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Reject::TOO_MANY_HEADERS),
@@ -496,7 +505,7 @@ pub fn parse_request<'h, 'b>(
 /// is the client's address as text (the connection formats it once, not per
 /// request). `Ok(None)`: the head is not complete yet.
 pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<Request>, Reject> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = no_headers();
     // The forwarded head must fit the same limit with ours added.
     let Some(head) = parse_request(input, &mut headers, MAX_HEADERS - ADDED_TO_REQUESTS)? else {
         return Ok(None);

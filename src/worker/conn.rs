@@ -45,12 +45,15 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
@@ -110,21 +113,24 @@ struct Bufs {
 }
 
 thread_local! {
-    static POOLED: RefCell<Vec<Bufs>> = const { RefCell::new(Vec::new()) };
+    // Boxed on purpose: a connection holds its buffers as one pointer (its
+    // task stays small), and taking or giving them back moves only that.
+    #[allow(clippy::vec_box)]
+    static POOLED: RefCell<Vec<Box<Bufs>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Bufs {
-    fn take() -> Bufs {
-        POOLED
-            .with(|p| p.borrow_mut().pop())
-            .unwrap_or_else(|| Bufs {
+    fn take() -> Box<Bufs> {
+        POOLED.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| {
+            Box::new(Bufs {
                 input: Vec::with_capacity(INPUT),
                 head: Vec::with_capacity(256),
             })
+        })
     }
 
     /// Back to the pool, unless it grew for a large head (rare: let it go).
-    fn give(mut self) {
+    fn give(mut self: Box<Self>) {
         if self.input.capacity() > INPUT || self.head.capacity() > 1024 {
             return;
         }
@@ -149,12 +155,14 @@ enum Woke {
 }
 
 /// What a connection waits on besides its socket: its one timer, and the
-/// shutdown and abort tokens (`'t`), pinned in `serve`'s frame (`'p`).
+/// shutdown token then, once that fired, the abort token (`'t`), pinned in
+/// `serve`'s frame (`'p`): one slot for both, so each task stores one.
 struct Waits<'p, 't> {
     timer: Pin<&'p mut Sleep>,
-    stop: Pin<&'p mut WaitForCancellationFuture<'t>>,
-    abort: Pin<&'p mut WaitForCancellationFuture<'t>>,
-    /// Shutdown was seen during a wait (`stop` has completed).
+    /// `shutdown.cancelled()`, then (draining) `abort.cancelled()`.
+    cancelled: Pin<&'p mut WaitForCancellationFuture<'t>>,
+    abort: &'t CancellationToken,
+    /// Shutdown was seen during a wait: `cancelled` now waits for `abort`.
     draining: bool,
 }
 
@@ -183,9 +191,13 @@ impl Waits<'_, '_> {
             });
             tokio::select! {
                 biased;
-                () = self.abort.as_mut(), if self.draining => return Woke::Aborted,
-                () = self.stop.as_mut(), if !self.draining => {
+                () = self.cancelled.as_mut() => {
+                    if self.draining {
+                        return Woke::Aborted;
+                    }
+                    // Shutdown -> draining: from now on, wait for the abort.
                     self.draining = true;
+                    self.cancelled.set(self.abort.cancelled());
                     if idle {
                         return Woke::Stopped;
                     }
@@ -203,30 +215,30 @@ impl Waits<'_, '_> {
     }
 }
 
-/// Serve one client connection until it closes, times out or is stopped.
+/// Serve one client connection until it closes, times out or is stopped;
+/// `slot` (a place under `--max-connections`) is held until then. Owned
+/// arguments, referenced by `Conn`: a task's future stores its arguments,
+/// and moving them into a local would store them twice.
 pub(super) async fn serve(
     stream: TcpStream,
-    shared: &Shared,
-    limits: Limits,
-    shutdown: &CancellationToken,
-    abort: &CancellationToken,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    slot: OwnedSemaphorePermit,
 ) {
-    let timer = tokio::time::sleep_until(Instant::now() + limits.idle);
+    let timer = tokio::time::sleep_until(Instant::now() + shared.limits.idle);
     tokio::pin!(timer);
-    let stop = shutdown.cancelled();
-    tokio::pin!(stop);
-    let aborted = abort.cancelled();
-    tokio::pin!(aborted);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     let mut conn = Conn {
-        stream,
-        shared,
-        limits,
-        shutdown,
+        stream: &stream,
+        shared: &shared,
+        shutdown: &shutdown,
         bufs: None,
         waits: Waits {
             timer,
-            stop,
-            abort: aborted,
+            cancelled,
+            abort: &abort,
             draining: false,
         },
     };
@@ -234,15 +246,15 @@ pub(super) async fn serve(
     if let Some(bufs) = conn.bufs.take() {
         bufs.give();
     }
+    drop(slot);
 }
 
 struct Conn<'p, 't> {
-    stream: TcpStream,
+    stream: &'t TcpStream,
     shared: &'t Shared,
-    limits: Limits,
     shutdown: &'t CancellationToken,
     /// `None` while nothing is buffered: the buffers are back in the pool.
-    bufs: Option<Bufs>,
+    bufs: Option<Box<Bufs>>,
     waits: Waits<'p, 't>,
 }
 
@@ -252,9 +264,11 @@ enum Parsed {
     Partial,
     /// Refused by the codec or the head limit: answer `status` and close.
     Refused { status: u16, why: &'static str },
-    /// A request, answered by `reply`, whose head is in `Bufs::head`.
+    /// A request, answered: the reply's head is in `Bufs::head`, its body
+    /// (`len` bytes) here; `body` is the request's.
     Answered {
-        reply: Reply,
+        reply: Body,
+        len: u64,
         head_method: bool,
         keep: bool,
         body: BodyLen,
@@ -311,20 +325,23 @@ impl Conn<'_, '_> {
                     Step::More(Phase::Discard { body, left })
                 }
             }
-            Phase::Head { since } => match parse(self.shared, self.limits, self.shutdown, bufs) {
+            Phase::Head { since } => match parse(self.shared, self.shutdown, bufs) {
                 // Head -> Head: the rest of the head is still to come.
                 Parsed::Partial => Step::More(Phase::Head { since }),
                 Parsed::Refused { status, why } => {
-                    self.refuse(status, why).await;
+                    // Boxed: rare, and its futures would grow every
+                    // connection's task.
+                    Box::pin(self.refuse(status, why)).await;
                     Step::Close
                 }
                 Parsed::Answered {
                     reply,
+                    len,
                     head_method,
                     keep,
                     body,
                 } => {
-                    if !self.send(reply, head_method).await || !keep {
+                    if !self.send(reply, len, head_method).await || !keep {
                         return Step::Close;
                     }
                     match body {
@@ -364,12 +381,12 @@ impl Conn<'_, '_> {
                 bufs.give();
             }
             let now = Instant::now();
-            let mut deadline = now + self.limits.idle;
+            let mut deadline = now + self.shared.limits.idle;
             if let Phase::Head { since } = phase {
                 let started = *since.get_or_insert(now);
-                deadline = deadline.min(started + self.limits.header_timeout);
+                deadline = deadline.min(started + self.shared.limits.header_timeout);
             }
-            match self.waits.ready(&self.stream, false, deadline, idle).await {
+            match self.waits.ready(self.stream, false, deadline, idle).await {
                 Woke::Ready => {}
                 Woke::Stopped | Woke::Aborted => return false,
                 Woke::TimedOut => {
@@ -383,21 +400,31 @@ impl Conn<'_, '_> {
     }
 
     /// Write a reply whose head is in `Bufs::head`; `false` if the client
-    /// is gone or stopped reading.
-    async fn send(&mut self, reply: Reply, head_method: bool) -> bool {
+    /// is gone or stopped reading. The common case, a socket that takes it
+    /// all, does not await: what waits for the socket is boxed, so its
+    /// state does not grow every connection's task.
+    async fn send(&mut self, body: Body, len: u64, head_method: bool) -> bool {
         let Some(bufs) = self.bufs.as_ref() else {
             return false;
         };
-        let body: &[u8] = match (&reply.body, head_method) {
+        let content: &[u8] = match (&body, head_method) {
             (Body::Memory(b), false) => b,
             _ => &[],
         };
-        let idle = self.limits.idle;
-        if !write_all(&self.stream, &mut self.waits, idle, &bufs.head, body).await {
+        let Some(sent) = write_now(self.stream, &bufs.head, content) else {
             return false;
+        };
+        if sent < bufs.head.len() + content.len() {
+            let (head, content) = unsent(&bufs.head, content, sent);
+            let idle = self.shared.limits.idle;
+            let rest = write_all(self.stream, &mut self.waits, idle, head, content);
+            if !Box::pin(rest).await {
+                return false;
+            }
         }
-        match reply.body {
-            Body::File(f) if !head_method => self.stream_file(f, reply.len).await,
+        match body {
+            // Boxed too: a file past the cache's limit is rare.
+            Body::File(f) if !head_method => Box::pin(self.stream_file(f, len)).await,
             _ => true,
         }
     }
@@ -408,7 +435,7 @@ impl Conn<'_, '_> {
         let mut file = tokio::fs::File::from_std(f).take(len);
         let mut chunk = vec![0u8; usize::try_from(len.min(CHUNK)).unwrap_or(0)];
         let mut left = len;
-        let idle = self.limits.idle;
+        let idle = self.shared.limits.idle;
         while left > 0 {
             let n = match file.read(&mut chunk).await {
                 Ok(0) | Err(_) => {
@@ -418,7 +445,7 @@ impl Conn<'_, '_> {
                 Ok(n) => n,
             };
             left -= n as u64;
-            if !write_all(&self.stream, &mut self.waits, idle, &[], &chunk[..n]).await {
+            if !write_all(self.stream, &mut self.waits, idle, &[], &chunk[..n]).await {
                 return false;
             }
         }
@@ -440,9 +467,13 @@ impl Conn<'_, '_> {
         let Body::Memory(body) = &reply.body else {
             return;
         };
-        let idle = self.limits.idle;
-        if !write_all(&self.stream, &mut self.waits, idle, &bufs.head, body).await
-            || self.stream.shutdown().await.is_err()
+        let idle = self.shared.limits.idle;
+        if !write_all(self.stream, &mut self.waits, idle, &bufs.head, body).await
+            || nix::sys::socket::shutdown(
+                self.stream.as_raw_fd(),
+                nix::sys::socket::Shutdown::Write,
+            )
+            .is_err()
         {
             return;
         }
@@ -453,7 +484,7 @@ impl Conn<'_, '_> {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let woke = self.waits.ready(&self.stream, false, deadline, false);
+                    let woke = self.waits.ready(self.stream, false, deadline, false);
                     if !matches!(woke.await, Woke::Ready) {
                         return;
                     }
@@ -482,11 +513,11 @@ impl Conn<'_, '_> {
 /// is whole, answer it: the reply's head goes to `bufs.head` and the request
 /// head leaves the input. Synchronous, so the header array lives on the
 /// stack and not in the connection's future.
-fn parse(shared: &Shared, limits: Limits, shutdown: &CancellationToken, bufs: &mut Bufs) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; framing::MAX_HEADERS];
+fn parse(shared: &Shared, shutdown: &CancellationToken, bufs: &mut Bufs) -> Parsed {
+    let mut headers = framing::no_headers();
     let head = match framing::parse_request(&bufs.input, &mut headers, framing::MAX_HEADERS) {
         Ok(Some(head)) => head,
-        Ok(None) if bufs.input.len() >= limits.max_head => {
+        Ok(None) if bufs.input.len() >= shared.limits.max_head => {
             return Parsed::Refused {
                 status: 431,
                 why: "request head too large",
@@ -526,7 +557,8 @@ fn parse(shared: &Shared, limits: Limits, shutdown: &CancellationToken, bufs: &m
         Persist::of(keep, req.http10),
     );
     Parsed::Answered {
-        reply,
+        reply: reply.body,
+        len: reply.len,
         head_method: req.head_method,
         keep,
         body: req.body,
@@ -546,9 +578,35 @@ fn write_head(out: &mut Vec<u8>, shared: &Shared, reply: &Reply, persist: Persis
     response::end(out, persist);
 }
 
-/// Write `head` then `body`, both in one `writev` when the socket takes
-/// them; `false` if the client is gone or took nothing for the idle
-/// timeout.
+/// Write what of `head` then `body` the socket takes now, both in one
+/// `writev`: how many bytes went, or `None` if the client is gone.
+fn write_now(stream: &TcpStream, head: &[u8], body: &[u8]) -> Option<usize> {
+    let mut sent = 0;
+    while sent < head.len() + body.len() {
+        let (h, b) = unsent(head, body, sent);
+        let wrote = if h.is_empty() {
+            stream.try_write(b)
+        } else {
+            stream.try_write_vectored(&[IoSlice::new(h), IoSlice::new(b)])
+        };
+        match wrote {
+            Ok(0) => return None,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(_) => return None,
+        }
+    }
+    Some(sent)
+}
+
+/// What is left of `head` then `body` once `sent` bytes of them went.
+fn unsent<'a>(head: &'a [u8], body: &'a [u8], sent: usize) -> (&'a [u8], &'a [u8]) {
+    let from_head = sent.min(head.len());
+    (&head[from_head..], &body[sent - from_head..])
+}
+
+/// Write all of `head` then `body`; `false` if the client is gone or took
+/// nothing for the idle timeout.
 async fn write_all(
     stream: &TcpStream,
     waits: &mut Waits<'_, '_>,
@@ -556,30 +614,20 @@ async fn write_all(
     mut head: &[u8],
     mut body: &[u8],
 ) -> bool {
-    while !(head.is_empty() && body.is_empty()) {
-        let wrote = if head.is_empty() {
-            stream.try_write(body)
-        } else {
-            stream.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+    loop {
+        let Some(sent) = write_now(stream, head, body) else {
+            return false;
         };
-        match wrote {
-            Ok(0) => return false,
-            Ok(n) => {
-                let from_head = n.min(head.len());
-                head = &head[from_head..];
-                body = &body[n - from_head..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let deadline = Instant::now() + idle;
-                if !matches!(
-                    waits.ready(stream, true, deadline, false).await,
-                    Woke::Ready
-                ) {
-                    return false;
-                }
-            }
-            Err(_) => return false,
+        (head, body) = unsent(head, body, sent);
+        if head.is_empty() && body.is_empty() {
+            return true;
+        }
+        let deadline = Instant::now() + idle;
+        if !matches!(
+            waits.ready(stream, true, deadline, false).await,
+            Woke::Ready
+        ) {
+            return false;
         }
     }
-    true
 }

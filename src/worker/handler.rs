@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use tracing::{error, info};
 
+use super::conn::Limits;
 use super::embedded;
 use super::files::{FileCache, Lookup};
 use super::path::{self, Reject};
@@ -28,6 +29,7 @@ pub(super) struct Shared {
     /// worker answered (the balancer test and the pages read it).
     pub(super) backend_line: Box<[u8]>,
     pub(super) access_log: bool,
+    pub(super) limits: Limits,
 }
 
 impl Shared {

@@ -385,12 +385,12 @@ pub(crate) async fn serve(
         },
         backend_line: Shared::backend_line(port),
         access_log: opts.access_log,
+        limits: conn::Limits {
+            max_head: opts.max_head_bytes.max(MIN_HEAD_BYTES),
+            header_timeout: opts.header_timeout,
+            idle: opts.idle_timeout,
+        },
     });
-    let limits = conn::Limits {
-        max_head: opts.max_head_bytes.max(MIN_HEAD_BYTES),
-        header_timeout: opts.header_timeout,
-        idle: opts.idle_timeout,
-    };
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     // Connection tasks are counted, not collected: a `TaskTracker` costs an
     // atomic per connection where a `JoinSet` kept a list entry, a waker
@@ -413,11 +413,13 @@ pub(crate) async fn serve(
             break;
         };
         nodelay.apply(&stream);
-        let (shared, shutdown, abort) = (Arc::clone(&shared), shutdown.clone(), abort.clone());
-        conns.spawn(async move {
-            conn::serve(stream, &shared, limits, &shutdown, &abort).await;
-            drop(slot);
-        });
+        conns.spawn(conn::serve(
+            stream,
+            Arc::clone(&shared),
+            shutdown.clone(),
+            abort.clone(),
+            slot,
+        ));
     }
 
     drop(listener);
