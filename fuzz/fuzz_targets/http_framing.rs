@@ -6,6 +6,8 @@
 //! chunked, no hop-by-hop header, no underscore name, no client Forwarded or
 //! X-Real-IP), an HTTP/1.0 client is never sent a transfer coding, and a
 //! body's end does not depend on how the bytes were split across reads.
+//! `parse_request`, the built-in worker's entry point, decides as `request`
+//! does under the same header cap.
 #![no_main]
 
 use fleet::framing::{self, Body, BodyLen};
@@ -35,7 +37,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut out = Vec::new();
-    let Ok(Some(req)) = framing::request(data, CLIENT, &mut out) else {
+    let forwarded = framing::request(data, CLIENT, &mut out);
+    // The built-in worker parses with `parse_request` and the full header
+    // cap: it never panics, and under the balancer's cap it decides alike.
+    let mut slots = framing::no_headers();
+    let worker = framing::parse_request(data, &mut slots, framing::MAX_HEADERS);
+    if let Ok(Some(head)) = &worker {
+        assert!(head.request.head_len <= data.len());
+    }
+    let mut slots = framing::no_headers();
+    let capped = framing::MAX_HEADERS - framing::ADDED_TO_REQUESTS;
+    let parsed = framing::parse_request(data, &mut slots, capped).map(|h| h.map(|h| h.request));
+    assert_eq!(parsed, forwarded, "parse_request and request disagree");
+    let Ok(Some(req)) = forwarded else {
         // Also a response head, with a plain GET as its request (HTTP/1.1
         // or 1.0, by the split byte).
         let mut get = Vec::new();
