@@ -77,14 +77,6 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Bytes read from disk per write when a file is streamed.
 const CHUNK: u64 = 256 * 1024;
 
-/// The `fleet serve` limits a connection applies.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    pub(super) max_head: usize,
-    pub(super) header_timeout: Duration,
-    pub(super) idle: Duration,
-}
-
 /// What the connection reads next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

@@ -4,10 +4,11 @@
 //! request without an await between parsing it and writing the reply. Every
 //! reply, errors included, carries `X-Fleet-Backend` (the loop writes it).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use tracing::{error, info};
 
-use super::conn::Limits;
 use super::embedded;
 use super::files::{FileCache, Lookup};
 use super::path::{self, Reject};
@@ -20,6 +21,14 @@ pub(super) enum Content {
     Files(FileCache),
     /// The pages compiled into the binary.
     Embedded,
+}
+
+/// The `fleet serve` limits a connection applies.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) max_head: usize,
+    pub(super) header_timeout: Duration,
+    pub(super) idle: Duration,
 }
 
 /// What every connection of one worker shares.

@@ -385,7 +385,7 @@ pub(crate) async fn serve(
         },
         backend_line: Shared::backend_line(port),
         access_log: opts.access_log,
-        limits: conn::Limits {
+        limits: handler::Limits {
             max_head: opts.max_head_bytes.max(MIN_HEAD_BYTES),
             header_timeout: opts.header_timeout,
             idle: opts.idle_timeout,
