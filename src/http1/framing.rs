@@ -29,7 +29,8 @@
 
 use std::mem::MaybeUninit;
 
-/// Headers per message as parsed (hyper's default, which the worker uses).
+/// Headers per message as parsed (hyper's default; the built-in worker's
+/// limit, past which it answers 431).
 /// A request may have `ADDED_TO_REQUESTS` fewer and a response one fewer, so
 /// that with the headers the balancer adds each still fits this limit.
 pub const MAX_HEADERS: usize = 100;
