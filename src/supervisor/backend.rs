@@ -235,6 +235,8 @@ impl BackendTask {
         let mut ever_passed = false;
         // The guard's report of the command's pid, while awaited.
         let mut report: Option<ReportFuture> = None;
+        // What was last published on the slot: routable, and the lifecycle.
+        let mut published: Option<(bool, Lifecycle)> = None;
 
         let mut action = self.machine.step(Event::Start, now());
         loop {
@@ -324,8 +326,15 @@ impl BackendTask {
                 }
                 was_routable = routable;
             }
-            self.publish(worker.as_ref());
-            self.backends.notify(routable);
+            // Most wake-ups of a large fleet change nothing (a passing probe
+            // of a healthy backend): publish and wake waiters only on a
+            // change, or when the balancer took the slot out meanwhile.
+            let view = (routable, self.view(worker.as_ref()));
+            if published.as_ref() != Some(&view) || self.slot.routable() != routable {
+                self.slot.publish(routable, view.1.clone());
+                self.backends.notify(routable);
+                published = Some(view);
+            }
             let now_t = Instant::now();
             waiters.retain_mut(|w| {
                 if w.done.is_closed() {
@@ -498,7 +507,7 @@ impl BackendTask {
             action = self.machine.step(ev, now());
         }
         self.restart_turn.give_back(port);
-        self.publish(None);
+        self.slot.publish(self.machine.routable(), self.view(None));
         for w in waiters {
             let outcome = match w.goal {
                 Goal::Ended => Outcome::Stopped,
@@ -666,10 +675,10 @@ impl Io for Real {
 }
 
 impl BackendTask {
-    /// Publish the machine's view, with the pids of `worker` while it runs,
-    /// as the lifecycle on the pool's slot (what the `Job`, `fleet status`
-    /// and the balancer read).
-    fn publish(&self, worker: Option<&Worker>) {
+    /// The machine's view, with the pids of `worker` while it runs: the
+    /// lifecycle the task publishes on the pool's slot (what the `Job`,
+    /// `fleet status` and the balancer read).
+    fn view(&self, worker: Option<&Worker>) -> Lifecycle {
         let m = &self.machine;
         let st = m.state();
         // The state's pid is what we spawned; with a guard, status shows the
@@ -682,20 +691,16 @@ impl BackendTask {
             State::Running { since, .. } | State::Starting { since, .. } => Some(*since),
             _ => None,
         };
-        let reason = self.reason();
-        self.slot.publish(
-            m.routable(),
-            Lifecycle {
-                pid,
-                guard_pid,
-                held: st.held(),
-                state: st.phase(),
-                restarts: m.restarts(),
-                since,
-                last_exit: m.last_exit().map(|e| self.exit_info(e)),
-                reason,
-            },
-        );
+        Lifecycle {
+            pid,
+            guard_pid,
+            held: st.held(),
+            state: st.phase(),
+            restarts: m.restarts(),
+            since,
+            last_exit: m.last_exit().map(|e| self.exit_info(e)),
+            reason: self.reason(),
+        }
     }
 }
 
