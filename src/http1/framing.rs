@@ -257,6 +257,34 @@ impl Framing {
     fn only_chunked(&self) -> bool {
         self.codings == 1 && self.chunked_last
     }
+
+    /// How a request's body is framed, or why it cannot be trusted.
+    fn body(&self, http10: bool) -> Result<BodyLen, Reject> {
+        if self.codings == 0 {
+            return Ok(match self.length {
+                Some(0) | None => BodyLen::Empty,
+                Some(n) => BodyLen::Length(n),
+            });
+        }
+        if http10 {
+            // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a proxy must not trust one.
+            return Err(Reject("transfer-encoding in an HTTP/1.0 request"));
+        }
+        if !self.chunked_last {
+            // §6.3: the body's length cannot be determined.
+            return Err(Reject("transfer-encoding does not end in chunked"));
+        }
+        if self.chunked > 1 {
+            // §6.1: chunked is applied at most once.
+            return Err(Reject("chunked applied more than once"));
+        }
+        if !self.only_chunked() {
+            // §6.1: a coding the server does not understand is 501; fleet
+            // would forward a body neither it nor the backend had checked.
+            return Err(Reject::CODING);
+        }
+        Ok(BodyLen::Chunked)
+    }
 }
 
 /// `1*DIGIT`, nothing else (no sign, no spaces, no list), at most 18 digits.
@@ -381,6 +409,30 @@ pub struct Head<'h, 'b> {
     length: Option<u64>,
 }
 
+/// The one `Host` a request names (RFC 9112 §3.2): exactly one in
+/// HTTP/1.1, at most one in HTTP/1.0, and valid.
+fn one_host<'b>(
+    headers: &[httparse::Header<'b>],
+    http10: bool,
+) -> Result<Option<&'b [u8]>, Reject> {
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+    {
+        hosts += 1;
+        host = Some(h.value);
+    }
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(Reject("an HTTP/1.1 request needs exactly one host header"));
+    }
+    if host.is_some_and(|h| !valid_host(h)) {
+        return Err(Reject("invalid host header"));
+    }
+    Ok(host)
+}
+
 /// Parse and check a request head at the start of `input` with the rules of
 /// this module's doc, into `headers` (whose length is httparse's limit:
 /// past it, [`Reject::TOO_MANY_HEADERS`]); a head with more than `max`
@@ -414,41 +466,8 @@ pub fn parse_request<'h, 'b>(
     }
     let target = target(method, raw_target.as_bytes())?;
     let framing = Framing::of(headers)?;
-    if framing.codings > 0 {
-        if http10 {
-            // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; a proxy must not trust one.
-            return Err(Reject("transfer-encoding in an HTTP/1.0 request"));
-        }
-        if !framing.chunked_last {
-            // §6.3: the body's length cannot be determined.
-            return Err(Reject("transfer-encoding does not end in chunked"));
-        }
-        if framing.chunked > 1 {
-            // §6.1: chunked is applied at most once.
-            return Err(Reject("chunked applied more than once"));
-        }
-        if !framing.only_chunked() {
-            // §6.1: a coding the server does not understand is 501; fleet
-            // would forward a body neither it nor the backend had checked.
-            return Err(Reject::CODING);
-        }
-    }
-    let mut host: Option<&[u8]> = None;
-    let mut hosts = 0;
-    for h in headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"))
-    {
-        hosts += 1;
-        host = Some(h.value);
-    }
-    if hosts > 1 || (hosts == 0 && !http10) {
-        // RFC 9112 §3.2.
-        return Err(Reject("an HTTP/1.1 request needs exactly one host header"));
-    }
-    if host.is_some_and(|h| !valid_host(h)) {
-        return Err(Reject("invalid host header"));
-    }
+    let body = framing.body(http10)?;
+    let host = one_host(headers, http10)?;
     let conn = ConnectionTokens::of(headers);
     // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
     let upgrade = !http10
@@ -456,14 +475,6 @@ pub fn parse_request<'h, 'b>(
         && headers
             .iter()
             .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
-    let body = if framing.codings > 0 {
-        BodyLen::Chunked
-    } else {
-        match framing.length {
-            Some(0) | None => BodyLen::Empty,
-            Some(n) => BodyLen::Length(n),
-        }
-    };
     let (path, authority) = match target {
         Target::Origin(t) => (t, None),
         Target::Absolute { authority, path } => (path, Some(authority)),
@@ -517,53 +528,88 @@ pub fn request(input: &[u8], client: &str, out: &mut Vec<u8>) -> Result<Option<R
 
 /// Write the head [`request`] forwards for `head`.
 fn forward(head: &Head<'_, '_>, client: &str, out: &mut Vec<u8>) {
-    let Head {
-        request: req,
-        method,
-        path,
-        headers,
-        host,
-        ref conn,
-        length,
-        ..
-    } = *head;
-    let (http10, upgrade, body) = (req.http10, req.upgrade, req.body);
     out.clear();
-    out.reserve(req.head_len + 128);
-    out.extend_from_slice(method.as_bytes());
+    out.reserve(head.request.head_len + 128);
+    request_line(head, out);
+    let kept = copy_headers(head, out);
+    if let (Some(h), false) = (head.host, kept.host_written) {
+        put_header(out, b"Host", h);
+    }
+    let req = head.request;
+    if req.body == BodyLen::Chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    } else if let Some(n) = head.length {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
+    if req.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if req.http10 {
+        // Without it an HTTP/1.0 request costs a backend connection each:
+        // the backend would close after answering. A backend that cannot
+        // keep it alive says so, and the balancer then does not reuse it.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    forwarded_for(head, &kept, client, out);
+    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    if let Some(h) = head.host {
+        put_header(out, b"X-Forwarded-Host", h);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The origin-form request line (§3.2.1), whatever form the target came in.
+fn request_line(head: &Head<'_, '_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    match path.first() {
+    match head.path.first() {
         Some(b'/' | b'*') => {}
         // §3.2.4: `OPTIONS http://h` is `OPTIONS *` once at the server.
-        None if method == "OPTIONS" => out.push(b'*'),
+        None if head.method == "OPTIONS" => out.push(b'*'),
         _ => out.push(b'/'),
     }
-    out.extend_from_slice(path);
-    out.extend_from_slice(if http10 {
+    out.extend_from_slice(head.path);
+    out.extend_from_slice(if head.request.http10 {
         b" HTTP/1.0\r\n"
     } else {
         b" HTTP/1.1\r\n"
     });
-    let mut forwarded_for: Option<&[u8]> = None;
-    let mut more_forwarded = false;
-    let mut host_written = false;
-    for (i, h) in headers.iter().enumerate() {
+}
+
+/// What [`copy_headers`] saw of the headers it handles itself.
+struct Copied<'b> {
+    /// The first `X-Forwarded-For` value.
+    forwarded_for: Option<&'b [u8]>,
+    /// More than one `X-Forwarded-For` line came.
+    more_forwarded: bool,
+    host_written: bool,
+}
+
+/// Copy the client's headers that go on: `Host` (the target's authority
+/// if it named one), everything but hop-by-hop headers, the ones fleet
+/// writes itself, the ones `Connection` lists and names with `_`.
+fn copy_headers<'b>(head: &Head<'_, 'b>, out: &mut Vec<u8>) -> Copied<'b> {
+    let mut seen = Copied {
+        forwarded_for: None,
+        more_forwarded: false,
+        host_written: false,
+    };
+    for (i, h) in head.headers.iter().enumerate() {
         if h.name.eq_ignore_ascii_case("host") {
-            put_header(out, h.name.as_bytes(), host.unwrap_or(h.value));
-            host_written = true;
+            put_header(out, h.name.as_bytes(), head.host.unwrap_or(h.value));
+            seen.host_written = true;
             continue;
         }
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            if forwarded_for.is_some() {
-                more_forwarded = true;
-            }
-            forwarded_for.get_or_insert(h.value);
+            seen.more_forwarded |= seen.forwarded_for.is_some();
+            seen.forwarded_for.get_or_insert(h.value);
             continue;
         }
-        let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
+        let keep_upgrade = head.request.upgrade && h.name.eq_ignore_ascii_case("upgrade");
         if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade)
             || is_one_of(h.name, &REPLACED)
-            || conn.lists(i)
+            || head.conn.lists(i)
             // nginx's default (`underscores_in_headers off`): CGI and WSGI
             // map `X_Forwarded_For` and `X-Forwarded-For` to one variable.
             || h.name.contains('_')
@@ -572,43 +618,27 @@ fn forward(head: &Head<'_, '_>, client: &str, out: &mut Vec<u8>) {
         }
         put_header(out, h.name.as_bytes(), h.value);
     }
-    if let (Some(h), false) = (host, host_written) {
-        put_header(out, b"Host", h);
-    }
-    if body == BodyLen::Chunked {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-    } else if let Some(n) = length {
-        out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, n);
-        out.extend_from_slice(b"\r\n");
-    }
-    if upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-    } else if http10 {
-        // Without it an HTTP/1.0 request costs a backend connection each:
-        // the backend would close after answering. A backend that cannot
-        // keep it alive says so, and the balancer then does not reuse it.
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
-    }
+    seen
+}
+
+/// `X-Forwarded-For`: the list the client sent, then `client`.
+fn forwarded_for(head: &Head<'_, '_>, seen: &Copied<'_>, client: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if more_forwarded {
+    if seen.more_forwarded {
         // Several X-Forwarded-For lines form one list, in order.
-        for h in headers
+        for h in head
+            .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
         {
             out.extend_from_slice(h.value);
             out.extend_from_slice(b", ");
         }
-    } else if let Some(v) = forwarded_for {
+    } else if let Some(v) = seen.forwarded_for {
         out.extend_from_slice(v);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(client.as_bytes());
-    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if let Some(h) = host {
-        put_header(out, b"X-Forwarded-Host", h);
-    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -730,7 +760,6 @@ pub fn response_from(
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(Reject("malformed status line"));
     };
-    let reason = resp.reason.unwrap_or("");
     let headers = resp.headers;
     if headers.len() >= MAX_HEADERS {
         // No room for our `Connection`: the client's parser would refuse it.
@@ -738,22 +767,7 @@ pub fn response_from(
     }
     let conn = ConnectionTokens::of(headers);
     let framing = Framing::of(headers)?;
-    // RFC 9112 §6.3, in its order.
-    let body = if req.head_method || (100..200).contains(&status) || status == 204 || status == 304
-    {
-        BodyLen::Empty
-    } else if framing.codings > 0 && !framing.chunked_last {
-        // A final coding other than chunked: the body runs to the close.
-        BodyLen::Close
-    } else if framing.codings > 0 {
-        BodyLen::Chunked
-    } else {
-        match framing.length {
-            Some(0) => BodyLen::Empty,
-            Some(n) => BodyLen::Length(n),
-            None => BodyLen::Close,
-        }
-    };
+    let body = response_body(req, status, &framing);
     let dechunk = req.http10 && body == BodyLen::Chunked;
     if req.http10 && framing.codings > 0 && body != BodyLen::Empty && !framing.only_chunked() {
         // §6.1: an HTTP/1.0 client is sent no transfer coding, and one
@@ -774,23 +788,77 @@ pub fn response_from(
         };
     out.clear();
     if upgrade || !(100..200).contains(&status) {
+        let head = ClientHead {
+            status,
+            reason: resp.reason.unwrap_or(""),
+            headers,
+            conn: &conn,
+            dechunk,
+            keep_client,
+        };
+        head.write(req, backend, head_len, out);
+    }
+    Ok(Some(Response {
+        head_len,
+        status,
+        body,
+        backend_keeps,
+        keep_client,
+        dechunk,
+    }))
+}
+
+/// How a response's body is framed: RFC 9112 §6.3, in its order.
+fn response_body(req: &Request, status: u16, framing: &Framing) -> BodyLen {
+    if req.head_method || (100..200).contains(&status) || status == 204 || status == 304 {
+        BodyLen::Empty
+    } else if framing.codings > 0 && !framing.chunked_last {
+        // A final coding other than chunked: the body runs to the close.
+        BodyLen::Close
+    } else if framing.codings > 0 {
+        BodyLen::Chunked
+    } else {
+        match framing.length {
+            Some(0) => BodyLen::Empty,
+            Some(n) => BodyLen::Length(n),
+            None => BodyLen::Close,
+        }
+    }
+}
+
+/// A final (or 101) response head as the client gets it.
+struct ClientHead<'r, 'h, 'b> {
+    status: u16,
+    reason: &'b str,
+    headers: &'h [httparse::Header<'b>],
+    conn: &'r ConnectionTokens,
+    dechunk: bool,
+    keep_client: bool,
+}
+
+impl ClientHead<'_, '_, '_> {
+    /// Write it: an HTTP/1.1 status line, the backend's headers less the
+    /// hop-by-hop ones, `X-Fleet-Backend` if there is room and the backend
+    /// named none, and our own `Connection`.
+    fn write(&self, req: &Request, backend: Option<&[u8]>, head_len: usize, out: &mut Vec<u8>) {
+        let upgrade = self.status == 101;
         out.reserve(head_len + 32 + backend.map_or(0, |b| BACKEND_HEADER.len() + 4 + b.len()));
         out.extend_from_slice(b"HTTP/1.1 ");
-        push_status(out, status);
+        push_status(out, self.status);
         out.push(b' ');
-        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(self.reason.as_bytes());
         out.extend_from_slice(b"\r\n");
-        let mut add_backend = backend.filter(|_| headers.len() + 2 <= MAX_HEADERS);
-        for (i, h) in headers.iter().enumerate() {
+        let mut add_backend = backend.filter(|_| self.headers.len() + 2 <= MAX_HEADERS);
+        for (i, h) in self.headers.iter().enumerate() {
             if add_backend.is_some() && h.name.eq_ignore_ascii_case(BACKEND_HEADER) {
                 add_backend = None;
             }
             let keep_upgrade = upgrade && h.name.eq_ignore_ascii_case("upgrade");
             if (is_one_of(h.name, &HOP_BY_HOP) && !keep_upgrade)
-                || conn.lists(i)
+                || self.conn.lists(i)
                 || (req.http10 && h.name.eq_ignore_ascii_case("transfer-encoding"))
                 // The trailers it announces go with the chunked coding.
-                || (dechunk && h.name.eq_ignore_ascii_case("trailer"))
+                || (self.dechunk && h.name.eq_ignore_ascii_case("trailer"))
             {
                 continue;
             }
@@ -801,20 +869,12 @@ pub fn response_from(
         }
         out.extend_from_slice(if upgrade {
             &b"Connection: upgrade\r\n\r\n"[..]
-        } else if keep_client {
+        } else if self.keep_client {
             b"Connection: keep-alive\r\n\r\n"
         } else {
             b"Connection: close\r\n\r\n"
         });
     }
-    Ok(Some(Response {
-        head_len,
-        status,
-        body,
-        backend_keeps,
-        keep_client,
-        dechunk,
-    }))
 }
 
 pub(super) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -1051,81 +1111,68 @@ impl Chunked {
         Ok(i)
     }
 
-    /// One byte outside chunk data.
-    fn step(self, b: u8) -> Result<Chunked, Reject> {
-        Ok(match self {
-            Chunked::Size { value, digits } => match (b as char).to_digit(16) {
-                // Size -> Size
-                Some(d) if digits < MAX_SIZE_DIGITS => Chunked::Size {
-                    value: value << 4 | u64::from(d),
-                    digits: digits + 1,
-                },
-                Some(_) => return Err(Reject("chunk size too large")),
-                None if digits == 0 => return Err(Reject("invalid chunk size")),
-                // Size -> SizeLf
-                None if b == b'\r' => Chunked::SizeLf { value },
-                // Size -> Ext
-                None if b == b' ' || b == b'\t' => Chunked::Ext {
-                    value,
-                    len: 1,
-                    at: ExtAt::Between,
-                },
-                // Size -> Ext
-                None if b == b';' => Chunked::Ext {
-                    value,
-                    len: 1,
-                    at: ExtAt::BeforeName,
-                },
-                None => return Err(Reject("invalid chunk size")),
+    /// One byte of a chunk-size line's hex digits.
+    fn size(value: u64, digits: u8, b: u8) -> Result<Chunked, Reject> {
+        Ok(match (b as char).to_digit(16) {
+            // Size -> Size
+            Some(d) if digits < MAX_SIZE_DIGITS => Chunked::Size {
+                value: value << 4 | u64::from(d),
+                digits: digits + 1,
             },
-            Chunked::Ext { value, len, at } => {
-                use ExtAt::*;
-                let at = match (at, b) {
-                    // Ext -> SizeLf
-                    (Between | Name | AfterName | Value, b'\r') => {
-                        return Ok(Chunked::SizeLf { value });
-                    }
-                    _ if len >= MAX_EXT => return Err(Reject("chunk extension too long")),
-                    // Ext -> Ext, for the rest.
-                    (Between | Name | AfterName | Value, b';') => BeforeName,
-                    (Between | BeforeName | AfterName | BeforeValue, b' ' | b'\t') => at,
-                    (Name, b' ' | b'\t') => AfterName,
-                    (Value, b' ' | b'\t') => Between,
-                    (BeforeName | Name, b) if is_tchar(b) => Name,
-                    (Name | AfterName, b'=') => BeforeValue,
-                    (BeforeValue | Value, b) if is_tchar(b) => Value,
-                    (BeforeValue, b'"') => Quoted,
-                    (Quoted, b'"') => Between,
-                    (Quoted, b'\\') => Escaped,
-                    // qdtext, and quoted-pair's second byte.
-                    (Quoted | Escaped, b) if is_field_byte(b) => Quoted,
-                    _ => return Err(Reject("malformed chunk extension")),
-                };
-                Chunked::Ext {
-                    value,
-                    len: len + 1,
-                    at,
-                }
+            Some(_) => return Err(Reject("chunk size too large")),
+            None if digits == 0 => return Err(Reject("invalid chunk size")),
+            // Size -> SizeLf
+            None if b == b'\r' => Chunked::SizeLf { value },
+            // Size -> Ext
+            None if b == b' ' || b == b'\t' => Chunked::Ext {
+                value,
+                len: 1,
+                at: ExtAt::Between,
+            },
+            // Size -> Ext
+            None if b == b';' => Chunked::Ext {
+                value,
+                len: 1,
+                at: ExtAt::BeforeName,
+            },
+            None => return Err(Reject("invalid chunk size")),
+        })
+    }
+
+    /// One byte of a chunk extension (`;name=value`, quoted or not).
+    fn ext(value: u64, len: u16, at: ExtAt, b: u8) -> Result<Chunked, Reject> {
+        use ExtAt::*;
+        let at = match (at, b) {
+            // Ext -> SizeLf
+            (Between | Name | AfterName | Value, b'\r') => {
+                return Ok(Chunked::SizeLf { value });
             }
-            Chunked::SizeLf { value } => match b {
-                // SizeLf -> TrailerStart (the last chunk)
-                b'\n' if value == 0 => Chunked::TrailerStart { seen: 0 },
-                // SizeLf -> Data
-                b'\n' => Chunked::Data { left: value },
-                _ => return Err(Reject("chunk size line not ended by CRLF")),
-            },
-            // Handled in `feed`; a zero-length stay is harmless.
-            Chunked::Data { .. } | Chunked::Done => self,
-            Chunked::DataCr => match b {
-                // DataCr -> DataLf
-                b'\r' => Chunked::DataLf,
-                _ => return Err(Reject("chunk data not followed by CRLF")),
-            },
-            Chunked::DataLf => match b {
-                // DataLf -> Size
-                b'\n' => Chunked::new(),
-                _ => return Err(Reject("chunk data not followed by CRLF")),
-            },
+            _ if len >= MAX_EXT => return Err(Reject("chunk extension too long")),
+            // Ext -> Ext, for the rest.
+            (Between | Name | AfterName | Value, b';') => BeforeName,
+            (Between | BeforeName | AfterName | BeforeValue, b' ' | b'\t') => at,
+            (Name, b' ' | b'\t') => AfterName,
+            (Value, b' ' | b'\t') => Between,
+            (BeforeName | Name, b) if is_tchar(b) => Name,
+            (Name | AfterName, b'=') => BeforeValue,
+            (BeforeValue | Value, b) if is_tchar(b) => Value,
+            (BeforeValue, b'"') => Quoted,
+            (Quoted, b'"') => Between,
+            (Quoted, b'\\') => Escaped,
+            // qdtext, and quoted-pair's second byte.
+            (Quoted | Escaped, b) if is_field_byte(b) => Quoted,
+            _ => return Err(Reject("malformed chunk extension")),
+        };
+        Ok(Chunked::Ext {
+            value,
+            len: len + 1,
+            at,
+        })
+    }
+
+    /// One byte of the trailer section (after the last chunk).
+    fn trailer(self, b: u8) -> Result<Chunked, Reject> {
+        Ok(match self {
             Chunked::TrailerStart { seen } => match b {
                 // TrailerStart -> EndLf
                 b'\r' => Chunked::EndLf,
@@ -1155,6 +1202,39 @@ impl Chunked {
                 b'\n' => Chunked::TrailerStart { seen: seen + 1 },
                 _ => return Err(Reject("trailer line not ended by CRLF")),
             },
+            // `step` sends only the trailer states here.
+            other => other,
+        })
+    }
+
+    /// One byte outside chunk data.
+    fn step(self, b: u8) -> Result<Chunked, Reject> {
+        Ok(match self {
+            Chunked::Size { value, digits } => Self::size(value, digits, b)?,
+            Chunked::Ext { value, len, at } => Self::ext(value, len, at, b)?,
+            Chunked::SizeLf { value } => match b {
+                // SizeLf -> TrailerStart (the last chunk)
+                b'\n' if value == 0 => Chunked::TrailerStart { seen: 0 },
+                // SizeLf -> Data
+                b'\n' => Chunked::Data { left: value },
+                _ => return Err(Reject("chunk size line not ended by CRLF")),
+            },
+            // Handled in `feed`; a zero-length stay is harmless.
+            Chunked::Data { .. } | Chunked::Done => self,
+            Chunked::DataCr => match b {
+                // DataCr -> DataLf
+                b'\r' => Chunked::DataLf,
+                _ => return Err(Reject("chunk data not followed by CRLF")),
+            },
+            Chunked::DataLf => match b {
+                // DataLf -> Size
+                b'\n' => Chunked::new(),
+                _ => return Err(Reject("chunk data not followed by CRLF")),
+            },
+            Chunked::TrailerStart { .. }
+            | Chunked::TrailerName { .. }
+            | Chunked::Trailer { .. }
+            | Chunked::TrailerLf { .. } => self.trailer(b)?,
             Chunked::EndLf => match b {
                 // EndLf -> Done
                 b'\n' => Chunked::Done,
