@@ -54,9 +54,10 @@
 //!   supervisor and the balancer, which the control protocol re-exports.
 //! - `rotating_file`: a size-capped log file, rotated once, for every log
 //!   fleet writes.
-//! - `log_writer`: a thread per log file fed by a bounded queue, so the
-//!   access log and backend output never block a runtime thread (a full
-//!   queue drops lines, counted and logged).
+//! - `log_writer`: writer threads (one for the access log, one shared by
+//!   every backend log) fed by a bounded queue per log, so the access log
+//!   and backend output never block a runtime thread (a full queue drops
+//!   lines, counted and logged).
 //! - `logging`: where this process's log lines go (stderr, the rotated
 //!   supervisor.log), one timestamp each, colour only on a terminal without
 //!   `NO_COLOR`.

@@ -24,8 +24,9 @@ pub(crate) struct BackendLog {
     port: u16,
     /// Echo lines into the supervisor's own log (foreground mode).
     echo: bool,
-    /// Written by a thread of its own (`log_writer`), so a pump never
-    /// waits on the disk; lines past its queue are dropped and counted.
+    /// Written by the thread shared by every backend log (`log_writer`),
+    /// so a pump never waits on the disk; lines past its queue are dropped
+    /// and counted.
     file: LogWriter,
 }
 
@@ -34,7 +35,7 @@ impl BackendLog {
         BackendLog {
             port,
             echo,
-            file: LogWriter::new(RotatingFile::new(path)),
+            file: LogWriter::shared(RotatingFile::new(path)),
         }
     }
 
