@@ -9,7 +9,9 @@
 //! Which thread: every backend log is served by one shared thread
 //! ([`LogWriter::shared`]), because a thread and a queue per backend cost
 //! ~165 KiB of memory each and a thread start in `up`, at 1000 backends
-//! 160 MiB and a good part of the start-up time. The access log keeps a
+//! 160 MiB and a good part of the start-up time. They all live in the state
+//! dir, on one disk, so a disk that hangs holds them all back either way (each
+//! then fills its queue and drops, as below). The access log keeps a
 //! thread of its own ([`LogWriter::new`]): it is the busiest log, at a path
 //! the user chose, and a slow one must not hold back the backends' logs (nor
 //! the other way).
