@@ -70,7 +70,10 @@ pub(crate) struct LogWriter {
 
 #[derive(Debug)]
 enum Sink {
-    Queued { log: Arc<Log>, worker: Arc<Worker> },
+    Queued {
+        log: Arc<Log>,
+        worker: Arc<Worker>,
+    },
     /// No thread could be started: written by the caller.
     Inline(RotatingFile),
 }
