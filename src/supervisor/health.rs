@@ -214,12 +214,18 @@ mod quick {
         ) {
             Ok(()) => {}
             Err(Errno::EINPROGRESS) => {
-                // Refused or reset already: the error waits on the socket.
-                if let Some(e) = stream.take_error()? {
-                    return Err(e);
-                }
-                if stream.peer_addr().is_err() {
-                    return Ok(Some(stream));
+                // The loopback handshake (or refusal) ran as the call
+                // returned; a second `connect` reads its outcome in one
+                // system call (`SO_ERROR` and `getpeername` took two): 0 or
+                // `EISCONN` when connected, the pending error (taken) when
+                // refused or reset, `EALREADY` while still connecting.
+                match socket::connect(
+                    std::os::fd::AsRawFd::as_raw_fd(&stream),
+                    &SockaddrStorage::from(addr),
+                ) {
+                    Ok(()) | Err(Errno::EISCONN) => {}
+                    Err(Errno::EALREADY | Errno::EINPROGRESS) => return Ok(Some(stream)),
+                    Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => return Err(e.into()),
