@@ -197,6 +197,8 @@ where
     accept_named(stop, || what.to_owned(), next).await
 }
 
+/// The accept loop: `what` is asked for the listener's name only when an
+/// error is logged.
 async fn accept_named<T, F, Fut>(
     stop: &CancellationToken,
     what: impl Fn() -> String,
