@@ -15,7 +15,15 @@
 //! buffers to the list of the thread it finished on.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::io;
 use std::ops::{Deref, DerefMut};
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+
+use crate::idle::{Observer, Tracked};
 
 /// A head's first allocation.
 pub(crate) const SMALL: usize = 4 * 1024;
@@ -111,6 +119,59 @@ impl Drop for Buf {
             }
         });
     }
+}
+
+/// A stream that can say "bytes to read" without being read, so a reader
+/// takes a buffer only once there is something to put in it.
+pub(crate) trait ReadReady: AsyncRead + Unpin {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl ReadReady for &mut TcpStream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+impl<T: ReadReady, O: Observer + Unpin> ReadReady for Tracked<T, O> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_read_ready(cx)
+    }
+}
+
+/// One read into a buffer from `take`, taken only once `stream` is ready;
+/// an empty buffer is the end of the stream. Pending holds no buffer: with
+/// nothing there after all (readiness can be stale or spurious) it goes back
+/// to the free list.
+///
+/// Through `poll_read`, not `try_read_buf`: after a short read tokio's
+/// `poll_read` clears the socket's readiness, so the next read waits for
+/// epoll instead of costing a recvfrom that finds nothing.
+pub(crate) fn poll_read_taken<S: ReadReady>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    take: fn() -> Buf,
+) -> Poll<io::Result<Buf>> {
+    ready!(stream.poll_read_ready(cx))?;
+    let mut buf = take();
+    let read = std::pin::pin!(stream.read_buf(&mut *buf)).poll(cx);
+    match read {
+        Poll::Ready(Ok(_)) => Poll::Ready(Ok(buf)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        // Read nothing: readiness cleared and the task registered.
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// [`poll_read_taken`] as a future.
+pub(crate) async fn read_taken<S: ReadReady>(stream: &mut S, take: fn() -> Buf) -> io::Result<Buf> {
+    std::future::poll_fn(|cx| poll_read_taken(stream, cx, take)).await
 }
 
 #[cfg(test)]

@@ -83,17 +83,10 @@ impl Stream for TcpStream {
     }
 
     async fn first_bytes(&mut self, buf: &mut Buf) -> std::io::Result<bool> {
-        loop {
-            // Readiness can be spurious (e.g. on a fresh connection): the
-            // buffer goes back if nothing was there.
-            self.readable().await?;
-            *buf = Buf::small();
-            match self.try_read_buf(&mut **buf) {
-                Ok(n) => return Ok(n > 0),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => *buf = Buf::none(),
-                Err(e) => return Err(e),
-            }
-        }
+        // `poll_read`-based: no wasted recvfrom after a short read, and
+        // no buffer held while waiting (`buffers::read_taken`).
+        *buf = buffers::read_taken(self, Buf::small).await?;
+        Ok(!buf.is_empty())
     }
 }
 
