@@ -325,6 +325,7 @@ impl Engine {
 
     /// One listener's accept loop.
     async fn accept(self: Arc<Self>, listener: TcpListener, me: Arc<OnThread>) {
+        let inherited = nodelay_inherited(&listener);
         loop {
             let entry = self.limit.try_enter();
             let Some((client, peer)) = crate::listener::accept(&listener, &me.accepting).await
@@ -348,7 +349,7 @@ impl Engine {
                 tokio::select! {
                     biased;
                     _ = hard_stop.cancelled() => {}
-                    _ = serve(client, peer, &shared, mode) => {}
+                    _ = serve(client, peer, &shared, mode, inherited) => {}
                 }
                 shared.backends.metrics.active.dec();
                 drop(entry);
@@ -373,12 +374,36 @@ impl Engine {
     }
 }
 
+/// Whether connections accepted on `listener` come with `TCP_NODELAY`
+/// set: Linux copies it from the listening socket to each accepted one, so
+/// setting it once here saves a setsockopt(2) per connection. Elsewhere (BSD
+/// and macOS do not promise the copy), or if it cannot be set, each
+/// connection sets its own.
+fn nodelay_inherited(listener: &TcpListener) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{setsockopt, sockopt::TcpNoDelay};
+        setsockopt(listener, TcpNoDelay, &true).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = listener;
+        false
+    }
+}
+
+/// Serve one accepted client; `nodelay`: it already has `TCP_NODELAY`
+/// (`nodelay_inherited`). Small responses go out at once either way.
 async fn serve(
     client: tokio::net::TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     mode: BalancerMode,
+    nodelay: bool,
 ) {
+    if !nodelay {
+        let _ = client.set_nodelay(true);
+    }
     let cfg = shared.backends.config();
     match mode {
         BalancerMode::Http => http::serve(client, peer, shared, &cfg).await,
