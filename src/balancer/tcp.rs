@@ -14,22 +14,25 @@
 //! failed is likely what kills them. So a worker crash costs clients
 //! latency, not errors. Each such failure is one strike against the backend
 //! (`balancer::passive`), not an ejection. Past the first response byte the connection is
-//! spliced with `copy_bidirectional` and a crash is the client's to see.
+//! spliced (`splice`) and a crash is the client's to see.
 //!
 //! Clients speak first (HTTP), so an idle client holds no backend connection.
 //! Limits: the client's first bytes within `HEADER_TIMEOUT`, a connect
 //! timeout per backend, an idle timeout per connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
+use super::buffers::{self, Buf, ReadReady};
 use super::outcome::{Outcome, record};
 use super::pool::{Roster, Slot};
 use super::select::{Next, Selection};
@@ -40,18 +43,17 @@ use crate::metrics::{self, Counter};
 
 /// How much of a request is kept for a replay on another backend.
 pub(crate) const REPLAY_MAX: usize = 16 * 1024;
-/// Buffer sizes, which set the supervisor's memory per proxied connection
-/// (about 10 KiB in the splice phase): requests are small, so the upstream
-/// direction gets 2 KiB; responses get 8 KiB (tokio's default); the first
-/// response read uses 4 KiB and is freed before the splice.
-const UP_BUF: usize = 2 * 1024;
-const DOWN_BUF: usize = 8 * 1024;
-const FIRST_READ: usize = 4 * 1024;
+
+// Memory: every buffer comes from the thread's free list (`buffers`) when
+// bytes arrive and goes back once they are written on, so a connection
+// holds one only while bytes are in flight: requests (small) in a
+// `Buf::small`, responses in a `Buf::large`. A kept-alive connection
+// between requests holds its two sockets and its task, nothing else.
 
 /// Why the first exchange with a backend ended without a response byte.
 enum FirstExchange {
-    /// The backend answered: these are its first bytes.
-    Answered(usize),
+    /// The backend answered: its first bytes are in the response buffer.
+    Answered,
     /// The backend failed before answering; `replayable` says whether the
     /// kept request bytes are complete and safe to send elsewhere.
     BackendFailed,
@@ -100,19 +102,11 @@ async fn proxy(
     counted: Counted<'_>,
 ) -> Option<Instant> {
     let backends = &*shared.backends;
-    let _ = client.set_nodelay(true);
-    if !client_spoke(&client, shared).await {
-        return None;
-    }
     let activity = counted.activity;
     // Bytes from the client are counted per backend; bytes to it here.
     let mut client = Tracked::new(client, counted);
-    let mut request = Vec::with_capacity(UP_BUF);
     // Wait for the client's first bytes before choosing a backend.
-    match timeout(HEADER_TIMEOUT, client.read_buf(&mut request)).await {
-        Ok(Ok(n)) if n > 0 => {}
-        _ => return None,
-    }
+    let request = client_spoke(&mut client, shared).await?;
     // A request's latency runs from its first byte here.
     let arrived = Instant::now();
     if backends.access_log.get().is_some() {
@@ -127,7 +121,7 @@ async fn proxy(
 /// fails before answering (as `Selection` and `replay` allow), then splice.
 async fn relay(
     mut client: Tracked<TcpStream, Counted<'_>>,
-    mut request: Vec<u8>,
+    mut request: Buf,
     peer: SocketAddr,
     (backends, cfg): (&Roster, &BalancerConfig),
     o: &mut Outcome,
@@ -136,7 +130,7 @@ async fn relay(
 ) {
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
-    let mut response = vec![0u8; FIRST_READ];
+    let mut response = Buf::small();
     let mut selection = Selection::new(backends, cfg, peer.ip(), arrived);
     loop {
         let slot = match selection.next().await {
@@ -175,17 +169,17 @@ async fn relay(
         )
         .await;
         match first {
-            FirstExchange::Answered(n) => {
+            FirstExchange::Answered => {
                 slot.answered(&cfg.passive);
                 // Request outcome (tcp mode): one request per connection, its
                 // class from the first response's status line, recorded when
                 // the connection ends (for the lab's one-request
                 // connections, when the response is complete).
                 o.first_byte = Some(sent.elapsed());
-                o.status = metrics::status_code(&response[..n]).unwrap_or(0);
+                o.status = metrics::status_code(&response).unwrap_or(0);
                 o.slot = Some(slot.clone());
                 o.retried = selection.retried();
-                if client.write_all(&response[..n]).await.is_ok() {
+                if client.write_all(&response).await.is_ok() {
                     drop((response, request));
                     splice(client, backend, client_eof, activity, cfg.idle_timeout).await;
                 }
@@ -208,18 +202,20 @@ async fn relay(
 }
 
 /// Idle until the client's first bytes (so a full balancer may close it for
-/// room), at most `HEADER_TIMEOUT`; false if it left, was evicted or the
+/// room), at most `HEADER_TIMEOUT`, and read them: one read, into a buffer
+/// taken only when they are there. `None` if it left, was evicted or the
 /// balancer stops.
-async fn client_spoke(client: &TcpStream, shared: &Shared) -> bool {
+async fn client_spoke(client: &mut Tracked<TcpStream, Counted<'_>>, shared: &Shared) -> Option<Buf> {
     let evict = Arc::new(Notify::new());
     let _idle = shared.admission.waiting(&evict);
-    // `peek`, not `readable`: readiness can be spurious.
-    let mut probe = [0u8; 1];
     tokio::select! {
         biased;
-        _ = shared.stop.cancelled() => false,
-        _ = evict.notified() => false,
-        r = timeout(HEADER_TIMEOUT, client.peek(&mut probe)) => matches!(r, Ok(Ok(1..))),
+        _ = shared.stop.cancelled() => None,
+        _ = evict.notified() => None,
+        r = timeout(HEADER_TIMEOUT, buffers::read_taken(client, Buf::small)) => match r {
+            Ok(Ok(first)) if !first.is_empty() => Some(first),
+            _ => None,
+        },
     }
 }
 
@@ -247,10 +243,10 @@ async fn first_exchange(
     slot: &Slot,
     client: &mut Tracked<TcpStream, Counted<'_>>,
     backend: &mut Tracked<&mut TcpStream, Counted<'_>>,
-    request: &mut Vec<u8>,
+    request: &mut Buf,
     replayable: &mut bool,
     client_eof: &mut bool,
-    response: &mut [u8],
+    response: &mut Buf,
     idle: Duration,
 ) -> FirstExchange {
     if backend.write_all(request).await.is_err() {
@@ -259,7 +255,10 @@ async fn first_exchange(
     if *client_eof && backend.get_mut().shutdown().await.is_err() {
         return FirstExchange::BackendFailed;
     }
-    let mut chunk = [0u8; UP_BUF];
+    response.clear();
+    // On the heap, not in the task's future: that is held for the
+    // connection's life, this only until the backend answers.
+    let mut chunk = Buf::small();
     // A backend that leaves rotation (failed probes, or another connection's
     // failure) while this request waits for its answer is given up on, and a
     // replayable request goes to the next one: a host whose link was cut
@@ -267,13 +266,14 @@ async fn first_exchange(
     let gone = slot.out_of_rotation();
     tokio::pin!(gone);
     loop {
+        chunk.clear();
         tokio::select! {
             () = &mut gone, if *replayable => return FirstExchange::LeftRotation,
-            r = backend.read(response) => return match r {
-                Ok(n) if n > 0 => FirstExchange::Answered(n),
+            r = backend.read_buf(&mut **response) => return match r {
+                Ok(n) if n > 0 => FirstExchange::Answered,
                 _ => FirstExchange::BackendFailed,
             },
-            r = client.read(&mut chunk), if !*client_eof => match r {
+            r = client.read_buf(&mut *chunk), if !*client_eof => match r {
                 Ok(0) => {
                     *client_eof = true;
                     if backend.get_mut().shutdown().await.is_err() {
@@ -297,7 +297,10 @@ async fn first_exchange(
     }
 }
 
-/// Copy both ways until both directions are finished or nothing moves for `idle`.
+/// Copy both ways until both directions are finished or nothing moves for
+/// `idle`. As `copy_bidirectional` (a source's end is passed on as a
+/// half-close; the first error ends both), but each direction holds a
+/// buffer only while bytes are in flight (`Leg`).
 async fn splice(
     mut client: Tracked<TcpStream, Counted<'_>>,
     mut backend: Tracked<&mut TcpStream, Counted<'_>>,
@@ -305,26 +308,79 @@ async fn splice(
     activity: &Activity,
     idle: Duration,
 ) {
-    let copy = async {
-        if client_eof {
-            // The client already half-closed (and the backend was told): only
-            // the response is left to carry.
-            let _ = tokio::io::copy(&mut backend, &mut client).await;
-            let _ = client.shutdown().await;
-        } else {
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut backend,
-                UP_BUF,
-                DOWN_BUF,
-            )
-            .await;
+    // The client already half-closed (and the backend was told): only the
+    // response is left to carry.
+    let mut up = if client_eof { Leg::Done } else { Leg::Reading };
+    let mut down = Leg::Reading;
+    let copy = std::future::poll_fn(|cx| {
+        let to_backend = up.poll(cx, &mut client, &mut backend, Buf::small);
+        let to_client = down.poll(cx, &mut backend, &mut client, Buf::large);
+        match (to_backend, to_client) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => Poll::Ready(Err(e)),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
         }
-    };
+    });
     tokio::select! {
         _ = copy => {}
         _ = activity.idle_for(idle) => {
             debug!(target: "balancer", "closing an idle connection");
+        }
+    }
+}
+
+/// One direction of a splice: Reading (no buffer) --bytes--> Writing
+/// (a buffer) --all written--> Reading; --end of source--> ShuttingDown
+/// --half-close passed on--> Done.
+enum Leg {
+    Reading,
+    /// `buf[at..]` is still to be written.
+    Writing {
+        buf: Buf,
+        at: usize,
+    },
+    ShuttingDown,
+    Done,
+}
+
+impl Leg {
+    /// Move bytes from `from` to `to` until either would block or the
+    /// source ended and `to` was shut down. (Tokio's cooperative budget
+    /// makes a busy leg yield.)
+    fn poll<R: ReadReady, W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        take: fn() -> Buf,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            match self {
+                Leg::Reading => {
+                    let buf = ready!(buffers::poll_read_taken(from, cx, take))?;
+                    *self = if buf.is_empty() {
+                        Leg::ShuttingDown
+                    } else {
+                        Leg::Writing { buf, at: 0 }
+                    };
+                }
+                Leg::Writing { buf, at } => {
+                    let n = ready!(Pin::new(&mut *to).poll_write(cx, &buf[*at..]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    *at += n;
+                    if *at == buf.len() {
+                        // The buffer goes back to the free list here.
+                        *self = Leg::Reading;
+                    }
+                }
+                Leg::ShuttingDown => {
+                    ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                    *self = Leg::Done;
+                }
+                Leg::Done => return Poll::Ready(Ok(())),
+            }
         }
     }
 }
@@ -345,6 +401,64 @@ fn is_idempotent_http(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
+
+    /// Both ends of a loopback connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (far, _) = l.accept().await.unwrap();
+        (near, far)
+    }
+
+    async fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        s.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_splice_holds_buffers_only_while_bytes_move_and_passes_half_closes_on() {
+        let (mut user, client) = pair().await;
+        let (mut backend_proxy, mut server) = pair().await;
+        let (activity, read, written) = (Activity::new(), Counter::default(), Counter::default());
+        let counted = || Counted {
+            activity: &activity,
+            read: &read,
+            written: &written,
+        };
+        let before = buffers::live();
+        let splicing = splice(
+            Tracked::new(client, counted()),
+            Tracked::new(&mut backend_proxy, counted()),
+            false,
+            &activity,
+            Duration::from_secs(60),
+        );
+        let script = async {
+            for _ in 0..3 {
+                user.write_all(b"ping").await.unwrap();
+                assert_eq!(read_exact(&mut server, 4).await, b"ping");
+                server.write_all(b"pong!").await.unwrap();
+                assert_eq!(read_exact(&mut user, 5).await, b"pong!");
+                // Both directions are waiting for bytes again.
+                tokio::task::yield_now().await;
+                assert_eq!(buffers::live(), before, "an idle splice holds no buffer");
+            }
+            user.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "the client's end reached the backend");
+            server.write_all(b"last").await.unwrap();
+            drop(server);
+            let mut tail = Vec::new();
+            user.read_to_end(&mut tail).await.unwrap();
+            assert_eq!(tail, b"last", "the response outlives the request's end");
+        };
+        tokio::join!(splicing, script);
+        assert_eq!(buffers::live(), before);
+        assert_eq!((read.get(), written.get()), (3 * 9 + 4, 3 * 9 + 4));
+    }
 
     #[test]
     fn only_idempotent_requests_are_replayed() {
