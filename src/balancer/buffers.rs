@@ -159,6 +159,16 @@ pub(crate) fn poll_read_taken<S: ReadReady>(
     take: fn() -> Buf,
 ) -> Poll<io::Result<Buf>> {
     ready!(stream.poll_read_ready(cx))?;
+    poll_take_and_read(stream, cx, take)
+}
+
+/// [`poll_read_taken`] for any stream, without asking for readiness
+/// first: a poll that finds nothing costs a free-list pop and push.
+pub(crate) fn poll_take_and_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    take: fn() -> Buf,
+) -> Poll<io::Result<Buf>> {
     let mut buf = take();
     let read = std::pin::pin!(stream.read_buf(&mut *buf)).poll(cx);
     match read {
@@ -167,6 +177,14 @@ pub(crate) fn poll_read_taken<S: ReadReady>(
         // Read nothing: readiness cleared and the task registered.
         Poll::Pending => Poll::Pending,
     }
+}
+
+/// [`poll_take_and_read`] as a future.
+pub(crate) async fn take_and_read<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    take: fn() -> Buf,
+) -> io::Result<Buf> {
+    std::future::poll_fn(|cx| poll_take_and_read(stream, cx, take)).await
 }
 
 /// [`poll_read_taken`] as a future.

@@ -196,12 +196,15 @@ pub(crate) struct Exchange<'a, C> {
     cfg: &'a BalancerConfig,
     req: Request,
     /// The head for the backend and the body bytes that came with it: what
-    /// every try sends first, in one write.
-    first_send: Buf,
+    /// every try sends first, in one write. Exactly its size (not a pooled
+    /// buffer): it is held while the backend works, which at a thousand
+    /// clients waiting on busy backends is most of the balancer's memory.
+    first_send: Box<[u8]>,
     /// The rest of the request body (after `first_send`).
     body: Body,
     /// Bytes after the request in the head's read: the next request.
-    rest: &'a [u8],
+    /// Copied (rarely any), so the head's buffer can go back at once.
+    rest: Buf,
     started: Instant,
     /// The balancer's counters, and whether a handover is under way.
     roster: &'a Roster,
@@ -216,7 +219,7 @@ impl<'a, C: Stream> Exchange<'a, C> {
         client: &'a mut C,
         (roster, cfg): (&'a Roster, &'a BalancerConfig),
         req: Request,
-        input: &'a [u8],
+        input: &[u8],
         mut head: Buf,
         started: Instant,
     ) -> Result<Self, Reject> {
@@ -229,13 +232,19 @@ impl<'a, C: Stream> Exchange<'a, C> {
             bytes_in: (req.head_len + prefix) as u64,
             ..Outcome::default()
         };
+        let after_body = &after_head[prefix..];
+        let mut rest = Buf::none();
+        if !after_body.is_empty() {
+            rest = Buf::small();
+            rest.extend_from_slice(after_body);
+        }
         Ok(Exchange {
             client,
             cfg,
             req,
-            first_send: head,
+            first_send: Box::from(&head[..]),
             body,
-            rest: &after_head[prefix..],
+            rest,
             started,
             roster,
             outcome,
@@ -266,7 +275,7 @@ impl<'a, C: Stream> Exchange<'a, C> {
             let mut leftover = Buf::none();
             if !self.rest.is_empty() {
                 leftover = Buf::small();
-                leftover.extend_from_slice(self.rest);
+                leftover.extend_from_slice(&self.rest);
             }
             let attempt = self
                 .attempt(&slot, conn, &mut up, &mut leftover, backends)
@@ -704,8 +713,10 @@ impl Download {
     fn new() -> Self {
         Download {
             state: Writing::Head,
-            rbuf: Buf::small(),
-            out: Buf::small(),
+            // Both taken when the response's first bytes arrive, so a
+            // request waiting for its backend holds neither.
+            rbuf: Buf::none(),
+            out: Buf::none(),
             at: 0,
             bytes_out: 0,
         }
@@ -826,12 +837,21 @@ enum HeadRead {
 /// lives in `buf`.
 async fn read_response_head<R: AsyncRead + Unpin>(
     backend: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut Buf,
     req: &Request,
     can_keep: bool,
     name: Option<&[u8]>,
-    out: &mut Vec<u8>,
+    out: &mut Buf,
 ) -> Result<framing::Response, HeadRead> {
+    if buf.capacity() == 0 {
+        // Nothing read yet: the buffers are taken once bytes are there.
+        match buffers::take_and_read(backend, Buf::small).await {
+            Ok(first) if first.is_empty() => return Err(HeadRead::Failed("closed before answering")),
+            Ok(first) => *buf = first,
+            Err(_) => return Err(HeadRead::Failed("reset before answering")),
+        }
+        *out = Buf::small();
+    }
     loop {
         if !buf.is_empty() {
             match framing::response_from(buf, req, can_keep, name, out) {
@@ -843,8 +863,9 @@ async fn read_response_head<R: AsyncRead + Unpin>(
         if buf.len() >= MAX_RESPONSE_HEAD {
             return Err(HeadRead::Bad(Reject("response head too large")));
         }
-        buf.reserve(buffers::SMALL.min(MAX_RESPONSE_HEAD - buf.len()));
-        match backend.read_buf(buf).await {
+        let room = buffers::SMALL.min(MAX_RESPONSE_HEAD - buf.len());
+        buf.reserve(room);
+        match backend.read_buf(&mut **buf).await {
             Ok(0) => return Err(HeadRead::Failed("closed before answering")),
             Err(_) => return Err(HeadRead::Failed("reset before answering")),
             Ok(_) => {}

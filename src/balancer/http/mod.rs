@@ -156,7 +156,7 @@ async fn serve_conn<C: Stream, K: Connect>(
         let Some(outcome) = outcome.as_mut() else {
             return;
         };
-        if shared.backends.access_log.get().is_some() {
+        if shared.backends.access_log.get().is_some() && outcome.request_line.is_none() {
             outcome.request_line =
                 access_log::request_line(&buf).map(|(m, t)| (m.to_owned(), t.to_owned()));
         }
@@ -199,10 +199,18 @@ async fn request<C: Stream, K: Connect>(
     let answer = match timeout_at(deadline, read_head(client, buf, client_ip, &mut head)).await {
         Ok(Ok(req)) => {
             let roster = &*shared.backends;
+            let line = roster.access_log.get().and_then(|_| access_log::request_line(buf));
+            let line = line.map(|(m, t)| (m.to_owned(), t.to_owned()));
             match Exchange::new(client, (roster, cfg), req, buf, head, started) {
                 Ok(exchange) => {
+                    // The exchange has what it needs of the head's buffer
+                    // (the head rewritten, the bytes after it): it goes
+                    // back while the backend works.
+                    *buf = Buf::none();
                     let mut selection = Selection::new(roster, cfg, peer.ip(), started);
-                    return Some(exchange.run(&mut selection, backends, carry).await);
+                    let mut outcome = exchange.run(&mut selection, backends, carry).await;
+                    outcome.request_line = line;
+                    return Some(outcome);
                 }
                 Err(why) => Answer::BadRequest(why),
             }
