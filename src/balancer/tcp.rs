@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::{Instant, timeout};
@@ -121,16 +121,22 @@ async fn proxy(
 /// fails before answering (as `Selection` and `replay` allow), then splice.
 async fn relay(
     mut client: Tracked<TcpStream, Counted<'_>>,
-    mut request: Buf,
+    first: Buf,
     peer: SocketAddr,
     (backends, cfg): (&Roster, &BalancerConfig),
     o: &mut Outcome,
     activity: &Activity,
     arrived: Instant,
 ) {
+    // Kept for a replay while the backend works: exactly its size, not a
+    // pooled buffer (a thousand connections waiting on busy backends hold
+    // a thousand of these).
+    let mut request = first.to_vec();
+    drop(first);
     let mut replayable = is_idempotent_http(&request);
     let mut client_eof = false;
-    let mut response = Buf::small();
+    // Taken when the backend's first bytes arrive.
+    let mut response = Buf::none();
     let mut selection = Selection::new(backends, cfg, peer.ip(), arrived);
     loop {
         let slot = match selection.next().await {
@@ -243,7 +249,7 @@ async fn first_exchange(
     slot: &Slot,
     client: &mut Tracked<TcpStream, Counted<'_>>,
     backend: &mut Tracked<&mut TcpStream, Counted<'_>>,
-    request: &mut Buf,
+    request: &mut Vec<u8>,
     replayable: &mut bool,
     client_eof: &mut bool,
     response: &mut Buf,
@@ -255,10 +261,6 @@ async fn first_exchange(
     if *client_eof && backend.get_mut().shutdown().await.is_err() {
         return FirstExchange::BackendFailed;
     }
-    response.clear();
-    // On the heap, not in the task's future: that is held for the
-    // connection's life, this only until the backend answers.
-    let mut chunk = Buf::small();
     // A backend that leaves rotation (failed probes, or another connection's
     // failure) while this request waits for its answer is given up on, and a
     // replayable request goes to the next one: a host whose link was cut
@@ -266,27 +268,30 @@ async fn first_exchange(
     let gone = slot.out_of_rotation();
     tokio::pin!(gone);
     loop {
-        chunk.clear();
+        // Buffers are taken only when bytes are there to read.
         tokio::select! {
             () = &mut gone, if *replayable => return FirstExchange::LeftRotation,
-            r = backend.read_buf(&mut **response) => return match r {
-                Ok(n) if n > 0 => FirstExchange::Answered,
+            r = buffers::read_taken(backend, Buf::small) => return match r {
+                Ok(first) if !first.is_empty() => {
+                    *response = first;
+                    FirstExchange::Answered
+                }
                 _ => FirstExchange::BackendFailed,
             },
-            r = client.read_buf(&mut *chunk), if !*client_eof => match r {
-                Ok(0) => {
+            r = buffers::read_taken(client, Buf::small), if !*client_eof => match r {
+                Ok(chunk) if chunk.is_empty() => {
                     *client_eof = true;
                     if backend.get_mut().shutdown().await.is_err() {
                         return FirstExchange::BackendFailed;
                     }
                 }
-                Ok(n) => {
-                    if request.len() + n <= REPLAY_MAX {
-                        request.extend_from_slice(&chunk[..n]);
+                Ok(chunk) => {
+                    if request.len() + chunk.len() <= REPLAY_MAX {
+                        request.extend_from_slice(&chunk);
                     } else {
                         *replayable = false;
                     }
-                    if backend.write_all(&chunk[..n]).await.is_err() {
+                    if backend.write_all(&chunk).await.is_err() {
                         return FirstExchange::BackendFailed;
                     }
                 }
@@ -401,6 +406,7 @@ fn is_idempotent_http(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     /// Both ends of a loopback connection.
