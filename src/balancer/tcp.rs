@@ -211,7 +211,10 @@ async fn relay(
 /// room), at most `HEADER_TIMEOUT`, and read them: one read, into a buffer
 /// taken only when they are there. `None` if it left, was evicted or the
 /// balancer stops.
-async fn client_spoke(client: &mut Tracked<TcpStream, Counted<'_>>, shared: &Shared) -> Option<Buf> {
+async fn client_spoke(
+    client: &mut Tracked<TcpStream, Counted<'_>>,
+    shared: &Shared,
+) -> Option<Buf> {
     let evict = Arc::new(Notify::new());
     let _idle = shared.admission.waiting(&evict);
     tokio::select! {

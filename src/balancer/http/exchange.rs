@@ -846,7 +846,9 @@ async fn read_response_head<R: AsyncRead + Unpin>(
     if buf.capacity() == 0 {
         // Nothing read yet: the buffers are taken once bytes are there.
         match buffers::take_and_read(backend, Buf::small).await {
-            Ok(first) if first.is_empty() => return Err(HeadRead::Failed("closed before answering")),
+            Ok(first) if first.is_empty() => {
+                return Err(HeadRead::Failed("closed before answering"));
+            }
             Ok(first) => *buf = first,
             Err(_) => return Err(HeadRead::Failed("reset before answering")),
         }

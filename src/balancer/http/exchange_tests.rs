@@ -752,8 +752,12 @@ async fn a_connection_task_holds_no_buffer_inline() {
     let s = shared(1, cfg());
     let c = s.backends.config();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-    let b = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let a = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let b = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
     let http = std::mem::size_of_val(&super::serve(a, peer(), &s, &c));
     let tcp = std::mem::size_of_val(&super::super::tcp::serve(b, peer(), &s, &c));
     assert!(http <= 4 * 1024, "http connection task: {http} bytes");

@@ -199,7 +199,10 @@ async fn request<C: Stream, K: Connect>(
     let answer = match timeout_at(deadline, read_head(client, buf, client_ip, &mut head)).await {
         Ok(Ok(req)) => {
             let roster = &*shared.backends;
-            let line = roster.access_log.get().and_then(|_| access_log::request_line(buf));
+            let line = roster
+                .access_log
+                .get()
+                .and_then(|_| access_log::request_line(buf));
             let line = line.map(|(m, t)| (m.to_owned(), t.to_owned()));
             match Exchange::new(client, (roster, cfg), req, buf, head, started) {
                 Ok(exchange) => {
