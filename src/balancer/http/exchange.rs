@@ -403,7 +403,9 @@ impl<'a, C: Stream> Exchange<'a, C> {
         };
         self.outcome.first_byte = Some(self.started.elapsed());
         if resp.status == 101 {
-            return self.tunnel(backend, up, carry, down, resp).await;
+            // Boxed: a tunnel's state is the largest of an attempt's, and
+            // every connection's task would carry its size for a rare upgrade.
+            return Box::pin(self.tunnel(backend, up, carry, down, resp)).await;
         }
         if down.body_from_head(&resp).is_err() {
             return Attempt::BadResponse(Reject("malformed chunked response"));

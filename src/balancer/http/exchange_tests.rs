@@ -746,7 +746,7 @@ async fn an_idle_kept_alive_client_holds_no_buffer() {
 /// A connection's task is allocated for its whole life, and at a thousand
 /// clients waiting on busy backends the tasks are much of the balancer's
 /// memory (`bin/footprint`): no buffer or array may live inside them.
-/// (3.2 KiB (http) and 1.9 KiB (tcp) when this was written.)
+/// (3.0 KiB (http) and 1.9 KiB (tcp) when this was written.)
 #[tokio::test]
 async fn a_connection_task_holds_no_buffer_inline() {
     let s = shared(1, cfg());
