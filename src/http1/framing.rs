@@ -63,8 +63,8 @@ impl Reject {
     pub const CODING: Reject = Reject("transfer-coding not implemented");
     /// `CONNECT`: fleet is a gateway, not a forward proxy (RFC 9110 §15.6.2).
     pub const CONNECT: Reject = Reject("connect is not implemented");
-    /// More header lines than the parser's limit. The balancer answers 400,
-    /// the worker 431 (RFC 6585 §5), as hyper did before it.
+    /// More header lines than the parser's limit: the balancer and the
+    /// worker both answer 431 (RFC 6585 §5), as for a head too long.
     pub const TOO_MANY_HEADERS: Reject = Reject("too many headers");
 
     /// The status a refused request gets.

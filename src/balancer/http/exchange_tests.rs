@@ -610,6 +610,20 @@ async fn a_malformed_head_gets_400_and_reaches_no_backend() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_head_with_too_many_header_lines_gets_431_and_reaches_no_backend() {
+    let s = shared(1, cfg());
+    let mut b = Scripted::new(&[Script::Answer(OK)]);
+    let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..crate::http1::framing::MAX_HEADERS {
+        head.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
+    let got = exchange(&s, &mut b, &head, &[]).await;
+    assert_own_answer(&got, 431);
+    assert!(b.connects.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_body_malformed_part_way_gets_400() {
     let s = shared(1, cfg());
     let mut b = Scripted::new(&[Script::Silent]);

@@ -268,6 +268,11 @@ async fn read_head<C: Stream>(
             match framing::request(buf, peer, out) {
                 Ok(Some(req)) => return Ok(req),
                 Ok(None) => {}
+                // More header lines than fit: 431, as for a head too long
+                // and as the built-in worker answers (RFC 6585 §5).
+                Err(why) if why == framing::Reject::TOO_MANY_HEADERS => {
+                    return Err(HeadError::TooLarge);
+                }
                 Err(why) => return Err(HeadError::Bad(why)),
             }
         }
