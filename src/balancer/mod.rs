@@ -339,22 +339,50 @@ impl Engine {
                     None => break,
                 },
             };
-            me.accepted.fetch_add(1, Ordering::Relaxed);
-            let (shared, hard_stop, mode) = (me.shared.clone(), me.hard_stop.clone(), self.mode);
-            shared.backends.metrics.accepted.inc();
-            shared.backends.metrics.active.inc();
-            // On this thread's runtime, tracked by the fleet's `conns` (the
-            // shutdown waits for it) and by this thread (which outlives it).
-            tokio::spawn(me.tasks.track_future(self.conns.track_future(async move {
-                tokio::select! {
-                    biased;
-                    _ = hard_stop.cancelled() => {}
-                    _ = serve(client, peer, &shared, mode, inherited) => {}
-                }
-                shared.backends.metrics.active.dec();
-                drop(entry);
-            })));
+            self.spawn_conn(&me, client, peer, entry, inherited);
         }
+        self.drain_backlog(&listener, &me, inherited);
+    }
+
+    /// Stopped accepting: take the connections the kernel has completed
+    /// but nobody accepted yet, since closing the socket would reset them
+    /// (their clients connected while the address was served). Each gets
+    /// its first request answered if it already sent it (`http::serve`).
+    fn drain_backlog(&self, listener: &TcpListener, me: &Arc<OnThread>, inherited: bool) {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while let std::task::Poll::Ready(Ok((client, peer))) = listener.poll_accept(&mut cx) {
+            // Over the limit: closed, as the reset would have done, but cleanly.
+            if let Some(entry) = self.limit.try_enter() {
+                self.spawn_conn(me, client, peer, entry, inherited);
+            }
+        }
+    }
+
+    /// Serve `client` on this thread's runtime, tracked by the fleet's
+    /// `conns` (the shutdown waits for it) and by this thread (which
+    /// outlives it).
+    fn spawn_conn(
+        &self,
+        me: &Arc<OnThread>,
+        client: tokio::net::TcpStream,
+        peer: SocketAddr,
+        entry: Entry,
+        inherited: bool,
+    ) {
+        me.accepted.fetch_add(1, Ordering::Relaxed);
+        let (shared, hard_stop, mode) = (me.shared.clone(), me.hard_stop.clone(), self.mode);
+        shared.backends.metrics.accepted.inc();
+        shared.backends.metrics.active.inc();
+        tokio::spawn(me.tasks.track_future(self.conns.track_future(async move {
+            tokio::select! {
+                biased;
+                _ = hard_stop.cancelled() => {}
+                _ = serve(client, peer, &shared, mode, inherited) => {}
+            }
+            shared.backends.metrics.active.dec();
+            drop(entry);
+        })));
     }
 
     /// Full: make room by closing the connection idle the longest (this

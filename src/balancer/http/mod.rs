@@ -126,9 +126,13 @@ async fn serve_conn<C: Stream, K: Connect>(
             // Idle -> Head, or closed.
             let wait_until = head_deadline.unwrap_or_else(|| Instant::now() + cfg.idle_timeout);
             let _idle = shared.admission.waiting(&evict);
+            // A connection's first request, if already sent, is answered
+            // even when the balancer stops: the client connected while the
+            // address was served (`drain_backlog`). Later ones close at once.
+            let first = head_deadline.is_some();
             tokio::select! {
                 biased;
-                _ = shared.stop.cancelled() => return,
+                _ = shared.stop.cancelled(), if !first => return,
                 _ = evict.notified() => {
                     debug!(target: "balancer", %peer, "closing an idle connection to admit a new client");
                     return;
@@ -136,6 +140,7 @@ async fn serve_conn<C: Stream, K: Connect>(
                 r = timeout_at(wait_until, client.first_bytes(&mut buf)) => if !matches!(r, Ok(Ok(true))) {
                     return;
                 },
+                _ = shared.stop.cancelled(), if first => return,
             }
         }
         let deadline = head_deadline
