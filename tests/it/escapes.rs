@@ -21,11 +21,22 @@ fn kill_supervisor_and_expect_nothing_left(f: &Fleet, procs: &[u32]) {
     // test's process meanwhile is not one of ours still running.
     let procs = Procs::of(procs);
     kill(f.supervisor, Signal::SIGKILL);
-    wait_for(
-        Duration::from_secs(2),
-        "every process of the fleet to die with its supervisor",
-        || (!procs.any_alive()).then_some(()),
-    );
+    let deadline = std::time::Instant::now() + MIN_WAIT;
+    while procs.any_alive() {
+        if std::time::Instant::now() > deadline {
+            // Say which ones, and in what state, so a failure can be read.
+            let left: Vec<String> = procs.alive().iter().map(|&p| describe(p)).collect();
+            panic!("processes of the fleet outlived their supervisor: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `pid (comm) state ppid pgrp` from /proc, or just the pid elsewhere.
+fn describe(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().take(5).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| pid.to_string())
 }
 
 const SHELL_WRAPPED: &str = "backend:\n  command: [\"sh\", \"-c\", \"python3 -m http.server {port} --bind 127.0.0.1; echo exited\"]\n\
