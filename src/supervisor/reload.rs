@@ -30,6 +30,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// When a key read once by the balancer (`balancer.mode`, `threads`,
+/// `max_connections`) takes effect: a reload that moves `listen` starts a
+/// new balancer, which reads them, as do `fleet up` and `fleet upgrade`.
+const NEXT_START: &str =
+    "takes effect when the balancer next starts: `fleet up`, `fleet upgrade` or a new `listen`";
+
 use tokio::time::Instant;
 
 use super::front::Front;
@@ -525,7 +531,7 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         field(
             "balancer.mode",
             name(&ob.mode).to_owned(),
-            format!("{} (takes effect at the next `fleet up`)", name(mode)),
+            format!("{} ({NEXT_START})", name(mode)),
         );
     }
     field(
@@ -559,18 +565,14 @@ fn diff(old: &Config, new: &Config) -> Vec<String> {
         field(
             "balancer.threads",
             name(&ob.threads),
-            format!(
-                "{} (takes effect when the balancer next starts: `fleet up`, `fleet upgrade` \
-                 or a new `listen`)",
-                name(threads)
-            ),
+            format!("{} ({NEXT_START})", name(threads)),
         );
     }
     if ob.max_connections != *max_connections {
         field(
             "balancer.max_connections",
             ob.max_connections.to_string(),
-            format!("{max_connections} (takes effect at the next `fleet up`)"),
+            format!("{max_connections} ({NEXT_START})"),
         );
     }
     field(
@@ -768,7 +770,9 @@ mod tests {
     fn max_connections_is_reported_as_applying_at_the_next_up() {
         assert_eq!(
             diff_from_default(|c| c.balancer.max_connections = 100),
-            ["balancer.max_connections: 4096 -> 100 (takes effect at the next `fleet up`)"]
+            [
+                "balancer.max_connections: 4096 -> 100 (takes effect when the balancer next starts: `fleet up`, `fleet upgrade` or a new `listen`)"
+            ]
         );
     }
 
