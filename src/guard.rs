@@ -37,6 +37,7 @@ use nix::sys::wait::WaitPidFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::exit;
 
@@ -101,6 +102,10 @@ impl GuardArgs {
     }
 }
 
+/// Set by the lifeline thread once the supervisor is gone: it, not the
+/// main thread, ends the process.
+static LIFELINE_LOST: AtomicBool = AtomicBool::new(false);
+
 /// Run PROGRAM under the guard; `Ok` carries PROGRAM's exit code, which the
 /// guard exits with as its own (a PROGRAM killed by a signal takes the guard
 /// with it by the same signal, inside this call).
@@ -141,6 +146,11 @@ pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
                 Err(_) => break,
             }
         }
+        // From here this thread ends the process: the main thread must not
+        // exit first when its command dies of the kills below (it would
+        // take this thread with it before `killpg`, and an orphan that left
+        // for init, as on the portable path, would outlive the fleet).
+        LIFELINE_LOST.store(true, Ordering::SeqCst);
         kill_descendants();
         // Our own group: PROGRAM, its children, and this guard. Only when the
         // group is ours (as the supervisor arranges), never a shell's.
@@ -170,6 +180,12 @@ pub(crate) fn run(args: GuardArgs) -> Result<u8, GuardError> {
         }
     };
     drop(child);
+    if LIFELINE_LOST.load(Ordering::SeqCst) {
+        // The lifeline thread is killing the group, this process included.
+        loop {
+            std::thread::park();
+        }
+    }
     // What PROGRAM started and left running would hold its port against the
     // next start, and nothing would ever stop it.
     kill_descendants();
