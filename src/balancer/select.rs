@@ -134,9 +134,12 @@ impl<'a> Selection<'a> {
     /// The next backend to try, after holding the request for one if none
     /// is left.
     pub(crate) async fn next(&mut self) -> Next {
-        loop {
-            // The pool as it is now: a `fleet scale` between two tries is seen.
+        // The pool as it is now: a `fleet scale` between two tries is seen.
+        // (The first try uses the one `new` loaded a moment ago.)
+        if self.last.is_some() {
             self.pool = self.backends.load();
+        }
+        loop {
             let picked = self.pool.pick(
                 self.cfg.strategy,
                 self.client,
@@ -158,6 +161,7 @@ impl<'a> Selection<'a> {
                 self.backends.metrics.no_backend.inc();
                 return Next::NoBackend;
             }
+            self.pool = self.backends.load();
             self.tried.clear();
         }
     }
