@@ -341,17 +341,31 @@ impl Engine {
             };
             self.spawn_conn(&me, client, peer, entry, inherited);
         }
-        self.drain_backlog(&listener, &me, inherited);
+        self.drain_backlog(listener, &me, inherited);
     }
 
     /// Stopped accepting: take the connections the kernel has completed
     /// but nobody accepted yet, since closing the socket would reset them
-    /// (their clients connected while the address was served). Each gets
-    /// its first request answered if it already sent it (`http::serve`).
-    fn drain_backlog(&self, listener: &TcpListener, me: &Arc<OnThread>, inherited: bool) {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        while let std::task::Poll::Ready(Ok((client, peer))) = listener.poll_accept(&mut cx) {
+    /// (their clients connected while the address was served). One that
+    /// already sent its first request gets it answered (`http::serve`).
+    /// Asked of the socket itself: the runtime's readiness may not have
+    /// seen the latest arrivals yet.
+    fn drain_backlog(&self, listener: TcpListener, me: &Arc<OnThread>, inherited: bool) {
+        let Ok(listener) = listener.into_std() else {
+            return;
+        };
+        while let Ok((client, peer)) = listener.accept() {
+            // One that sent nothing yet is closed (cleanly: nothing unread).
+            if !matches!(client.peek(&mut [0u8; 1]), Ok(n) if n > 0) {
+                continue;
+            }
+            let client = match client
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpStream::from_std(client))
+            {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
             // Over the limit: closed, as the reset would have done, but cleanly.
             if let Some(entry) = self.limit.try_enter() {
                 self.spawn_conn(me, client, peer, entry, inherited);

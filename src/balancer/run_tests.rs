@@ -292,3 +292,43 @@ async fn with_no_backend_ever_routable_a_client_is_let_go() {
         "{answer:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_queued_when_accepting_stops_is_answered_not_reset() {
+    let backend = FakeBackend::start(Behaviour::Answer).await;
+    let (up, _) = slot(backend.addr, true);
+    let mut listener = Listening::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    listener.fill(2);
+    // Connected and sent in full before any engine thread accepts: the
+    // request waits in the kernel's queue of the socket.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let backends = Arc::new(Roster::new(Pool::new(vec![up]), Config::default().balancer));
+    // Accepting has stopped before the balancer even looks: closing its
+    // sockets would reset the queued client; it is answered instead.
+    let stop = CancellationToken::new();
+    stop.cancel();
+    let hard_stop = CancellationToken::new();
+    let run = tokio::spawn(super::run(
+        listener,
+        2,
+        backends,
+        stop,
+        hard_stop.clone(),
+        TaskTracker::new(),
+    ));
+    let mut raw = Vec::new();
+    let read = timeout(PATIENCE, client.read_to_end(&mut raw)).await;
+    hard_stop.cancel();
+    let _ = timeout(PATIENCE, run).await;
+    read.expect("answered within the patience")
+        .expect("not reset");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(text.ends_with(&backend.addr.port().to_string()), "{text:?}");
+    assert_eq!(backend.requests(), 1);
+}

@@ -120,19 +120,22 @@ async fn serve_conn<C: Stream, K: Connect>(
     let mut carry = Buf::none();
     // The first head must be complete HEADER_TIMEOUT after accept.
     let mut head_deadline = Some(Instant::now() + HEADER_TIMEOUT);
+    // Accepted after the balancer stopped: drained from the backlog.
+    let drained = shared.stop.is_cancelled();
     loop {
         let mut buf = std::mem::take(&mut carry);
         if buf.is_empty() {
             // Idle -> Head, or closed.
             let wait_until = head_deadline.unwrap_or_else(|| Instant::now() + cfg.idle_timeout);
             let _idle = shared.admission.waiting(&evict);
-            // A connection's first request, if already sent, is answered
-            // even when the balancer stops: the client connected while the
-            // address was served (`drain_backlog`). Later ones close at once.
-            let first = head_deadline.is_some();
+            // A connection taken from the backlog after the balancer
+            // stopped (`drain_backlog`, which takes only those whose first
+            // request is there) gets that request answered; the rest
+            // close at once when it stops.
+            let answer_first = head_deadline.is_some() && drained;
             tokio::select! {
                 biased;
-                _ = shared.stop.cancelled(), if !first => return,
+                _ = shared.stop.cancelled(), if !answer_first => return,
                 _ = evict.notified() => {
                     debug!(target: "balancer", %peer, "closing an idle connection to admit a new client");
                     return;
@@ -140,7 +143,6 @@ async fn serve_conn<C: Stream, K: Connect>(
                 r = timeout_at(wait_until, client.first_bytes(&mut buf)) => if !matches!(r, Ok(Ok(true))) {
                     return;
                 },
-                _ = shared.stop.cancelled(), if first => return,
             }
         }
         let deadline = head_deadline
